@@ -1,0 +1,249 @@
+//! The one configuration struct, shared by the library and the CLI.
+//!
+//! Defaults live here only: the CLI derives its flags from [`Config`] (feature `clap`) and the
+//! library uses [`Config::default`]. [`Config::validate`] refuses inconsistent values before
+//! anything starts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::namespace::Namespace;
+
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./flotilla-data";
+/// Default libp2p listen address.
+pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/7000";
+/// Default HTTP listen address.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:7070";
+/// Default namespace.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Named timing profiles.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// One LAN or one machine: sub-second elections.
+    #[default]
+    Local,
+    /// One region, several zones (RTT up to ~10 ms).
+    Regional,
+    /// Across continents (RTT up to ~300 ms).
+    Global,
+}
+
+/// Raft timing, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timing {
+    /// Interval between leader heartbeats.
+    pub heartbeat_ms: u64,
+    /// Lower bound of the randomized election timeout.
+    pub election_min_ms: u64,
+    /// Upper bound of the randomized election timeout.
+    pub election_max_ms: u64,
+}
+
+impl Preset {
+    /// The timing this preset stands for.
+    pub fn timing(self) -> Timing {
+        match self {
+            Preset::Local => Timing { heartbeat_ms: 100, election_min_ms: 400, election_max_ms: 800 },
+            Preset::Regional => Timing { heartbeat_ms: 250, election_min_ms: 1000, election_max_ms: 2000 },
+            Preset::Global => Timing { heartbeat_ms: 1000, election_min_ms: 4000, election_max_ms: 8000 },
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// Configuration of a Flotilla node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+pub struct Config {
+    /// Directory holding the node key, the store and snapshots.
+    #[cfg_attr(feature = "clap", arg(long, env = "FLOTILLA_DATA_DIR", default_value = DEFAULT_DATA_DIR))]
+    pub data_dir: PathBuf,
+
+    /// libp2p multiaddresses to listen on (repeatable).
+    #[cfg_attr(feature = "clap", arg(long = "listen", default_value = DEFAULT_LISTEN, num_args = 1..))]
+    pub listen: Vec<String>,
+
+    /// HTTP API address.
+    #[cfg_attr(feature = "clap", arg(long = "http", env = "FLOTILLA_HTTP", default_value = DEFAULT_HTTP))]
+    pub http: SocketAddr,
+
+    /// Multiaddress of any existing member to join through (repeatable). Without it, a node with
+    /// no state founds each namespace as a single-node cluster.
+    #[cfg_attr(feature = "clap", arg(long = "bootstrap", num_args = 1..))]
+    pub bootstrap: Vec<String>,
+
+    /// Namespaces (independent Raft groups) to serve (repeatable).
+    #[cfg_attr(feature = "clap", arg(long = "namespace", default_value = DEFAULT_NAMESPACE, num_args = 1..))]
+    pub namespaces: Vec<Namespace>,
+
+    /// Timing preset.
+    #[cfg_attr(feature = "clap", arg(long, value_enum, default_value = "local"))]
+    pub preset: Preset,
+
+    /// Override the preset's heartbeat interval (ms).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub heartbeat_ms: Option<u64>,
+
+    /// Override the preset's minimum election timeout (ms).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub election_min_ms: Option<u64>,
+
+    /// Override the preset's maximum election timeout (ms).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub election_max_ms: Option<u64>,
+
+    /// Largest accepted key, in bytes.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 4096))]
+    pub max_key_bytes: usize,
+
+    /// Largest accepted value, in bytes.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 1024 * 1024))]
+    pub max_value_bytes: usize,
+
+    /// Largest frame accepted on the wire, in bytes.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 16 * 1024 * 1024))]
+    pub max_frame_bytes: usize,
+
+    /// Take a snapshot after this many applied entries since the last one.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 10_000))]
+    pub snapshot_every: u64,
+
+    /// Entries kept in the log behind a snapshot, so lagging followers can catch up without one.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 1_000))]
+    pub keep_logs_behind_snapshot: u64,
+
+    /// Deadline of a client request, including forwarding and retries (ms).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 5_000))]
+    pub request_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            listen: vec![DEFAULT_LISTEN.to_string()],
+            http: DEFAULT_HTTP.parse().expect("default HTTP address parses"),
+            bootstrap: Vec::new(),
+            namespaces: vec![Namespace::new(DEFAULT_NAMESPACE).expect("default namespace is valid")],
+            preset: Preset::Local,
+            heartbeat_ms: None,
+            election_min_ms: None,
+            election_max_ms: None,
+            max_key_bytes: 4096,
+            max_value_bytes: 1024 * 1024,
+            max_frame_bytes: 16 * 1024 * 1024,
+            snapshot_every: 10_000,
+            keep_logs_behind_snapshot: 1_000,
+            request_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Config {
+    /// The effective timing: the preset with any overrides applied.
+    pub fn timing(&self) -> Timing {
+        let base = self.preset.timing();
+        Timing {
+            heartbeat_ms: self.heartbeat_ms.unwrap_or(base.heartbeat_ms),
+            election_min_ms: self.election_min_ms.unwrap_or(base.election_min_ms),
+            election_max_ms: self.election_max_ms.unwrap_or(base.election_max_ms),
+        }
+    }
+
+    /// The request deadline.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// Check the configuration for values that cannot work together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let t = self.timing();
+        let err = |m: String| Err(ConfigError(m));
+        if t.heartbeat_ms == 0 {
+            return err("heartbeat must be at least 1 ms".into());
+        }
+        if t.election_min_ms <= t.heartbeat_ms * 2 {
+            return err(format!(
+                "election timeout min ({} ms) must exceed twice the heartbeat ({} ms)",
+                t.election_min_ms, t.heartbeat_ms
+            ));
+        }
+        if t.election_max_ms <= t.election_min_ms {
+            return err(format!(
+                "election timeout max ({} ms) must exceed min ({} ms)",
+                t.election_max_ms, t.election_min_ms
+            ));
+        }
+        if self.namespaces.is_empty() {
+            return err("at least one namespace is required".into());
+        }
+        let mut names: Vec<_> = self.namespaces.iter().collect();
+        names.sort();
+        names.dedup();
+        if names.len() != self.namespaces.len() {
+            return err("namespaces are listed more than once".into());
+        }
+        if self.listen.is_empty() {
+            return err("at least one listen address is required".into());
+        }
+        if self.max_key_bytes == 0 || self.max_value_bytes == 0 {
+            return err("key and value limits must be positive".into());
+        }
+        let needed = self.max_key_bytes + self.max_value_bytes + 64 * 1024;
+        if self.max_frame_bytes < needed {
+            return err(format!(
+                "max frame ({} bytes) must hold the largest key and value plus overhead ({needed} bytes)",
+                self.max_frame_bytes
+            ));
+        }
+        if self.snapshot_every == 0 {
+            return err("snapshot_every must be positive".into());
+        }
+        if self.request_timeout_ms < t.election_max_ms {
+            return err(format!(
+                "request timeout ({} ms) must be at least the election timeout max ({} ms)",
+                self.request_timeout_ms, t.election_max_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        Config::default().validate().unwrap();
+        for preset in [Preset::Local, Preset::Regional, Preset::Global] {
+            let c = Config { preset, request_timeout_ms: 20_000, ..Config::default() };
+            c.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn bad_timing_is_refused() {
+        let c = Config { heartbeat_ms: Some(300), ..Config::default() };
+        assert!(c.validate().is_err());
+        let c = Config { election_max_ms: Some(400), ..Config::default() };
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn frame_must_hold_values() {
+        let c = Config { max_frame_bytes: 1024, ..Config::default() };
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,47 @@
+//! Shared vocabulary of Flotilla.
+//!
+//! Every other crate speaks in these types: the openraft type configuration
+//! ([`TypeConfig`]), validated [`Namespace`] names, replicated [`Command`]s, the
+//! [`StateMachine`] seam an embedder implements, the wire messages exchanged between
+//! nodes ([`wire`]), the [`Transport`] seam the network implements, and the one
+//! [`Config`] struct shared by the library and the CLI.
+
+pub mod command;
+pub mod config;
+pub mod consistency;
+pub mod error;
+pub mod kv;
+pub mod namespace;
+pub mod state_machine;
+pub mod transport;
+pub mod types;
+pub mod wire;
+
+pub use command::{Command, CommandResult, RequestId};
+pub use config::{Config, ConfigError, Preset, Timing};
+pub use consistency::Consistency;
+pub use error::ApiError;
+pub use kv::{KvOp, KvReply, KvStateMachine};
+pub use namespace::{Namespace, NamespaceError};
+pub use state_machine::{StateMachine, StateTable};
+pub use transport::{InboundHandler, Transport, TransportError};
+pub use types::{MemberInfo, NodeId, TypeConfig};
+
+/// Encode a value with the project's one binary codec (bincode, fixed options).
+pub fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error> {
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .serialize(value)
+}
+
+/// Decode a value produced by [`encode`], refusing inputs larger than `limit` bytes.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], limit: u64) -> Result<T, bincode::Error> {
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(limit)
+        .deserialize(bytes)
+}

@@ -1,0 +1,187 @@
+//! Messages exchanged between nodes.
+//!
+//! Every frame on the wire carries a [`WireRequest`]: the namespace it is for and either a Raft
+//! RPC (the consensus plane) or a command (the forwarding and membership plane). Replies are
+//! [`WireResponse`]s. The encoding is [`crate::encode`]; the transport adds framing, request
+//! ids and size bounds.
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, CommandResult};
+use crate::namespace::Namespace;
+use crate::types::{LogId, MemberInfo, NodeId, SnapshotMeta, TypeConfig, Vote};
+
+/// Version of the message encoding; carried in the protocol id.
+pub const WIRE_VERSION: u32 = 1;
+
+/// A request from one node to another, scoped to one namespace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireRequest {
+    /// The Raft group the request is for.
+    pub namespace: Namespace,
+    /// What is asked.
+    pub body: RequestBody,
+}
+
+/// The two planes a request can belong to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RequestBody {
+    /// Consensus traffic between group members.
+    Raft(RaftRequest),
+    /// Forwarded client requests and membership requests.
+    Command(CommandEnvelope),
+}
+
+/// A reply to a [`WireRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WireResponse {
+    /// Reply to a [`RequestBody::Raft`].
+    Raft(RaftResponse),
+    /// Reply to a [`RequestBody::Command`].
+    Command(CommandResponse),
+    /// The request could not be handled at all.
+    Error(WireError),
+}
+
+/// Raft RPCs, one variant per openraft network call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RaftRequest {
+    /// Append entries or heartbeat.
+    Append(openraft::raft::AppendEntriesRequest<TypeConfig>),
+    /// Request a vote.
+    Vote(openraft::raft::VoteRequest<TypeConfig>),
+    /// Ask whether a vote would be granted, without disturbing the term.
+    PreVote(openraft::raft::VoteRequest<TypeConfig>),
+    /// One chunk of a snapshot; the last chunk carries `done` and triggers installation.
+    SnapshotChunk(SnapshotChunk),
+    /// Hand leadership to the receiver.
+    TransferLeader(openraft::raft::TransferLeaderRequest<TypeConfig>),
+}
+
+/// A slice of a snapshot being streamed to a follower.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    /// Leader's vote at the time of sending.
+    pub vote: Vote,
+    /// Metadata of the snapshot (identical in every chunk).
+    pub meta: SnapshotMeta,
+    /// Byte offset of `data` within the snapshot.
+    pub offset: u64,
+    /// Total snapshot size in bytes.
+    pub total: u64,
+    /// The bytes.
+    pub data: Vec<u8>,
+    /// Whether this is the last chunk.
+    pub done: bool,
+}
+
+/// Replies to [`RaftRequest`]s.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RaftResponse {
+    /// Reply to [`RaftRequest::Append`].
+    Append(openraft::raft::AppendEntriesResponse<TypeConfig>),
+    /// Reply to [`RaftRequest::Vote`] or [`RaftRequest::PreVote`].
+    Vote(openraft::raft::VoteResponse<TypeConfig>),
+    /// Reply to a chunk: `None` until the last chunk has been installed.
+    SnapshotChunk(Option<openraft::raft::SnapshotResponse<TypeConfig>>),
+    /// Reply to [`RaftRequest::TransferLeader`].
+    TransferLeader(openraft::raft::TransferLeaderResponse<TypeConfig>),
+}
+
+/// A command with its forwarding budget.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommandEnvelope {
+    /// Forwarding hops left; a node that would need to forward at zero answers
+    /// [`WireError::HopLimit`] instead, which breaks forwarding loops during leader changes.
+    pub hops_left: u8,
+    /// What is asked.
+    pub request: CommandRequest,
+}
+
+/// Requests of the command plane; all are served by the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum CommandRequest {
+    /// Propose a command.
+    Write(Command),
+    /// Confirm leadership and return the index a linearizable read must wait for.
+    ReadIndex,
+    /// Add the *sender* as a learner (a join request can name no one else).
+    Join(MemberInfo),
+    /// Add a learner, wait for it to catch up, then promote it to voter.
+    AddVoter(NodeId, MemberInfo),
+    /// Add a learner.
+    AddLearner(NodeId, MemberInfo),
+    /// Remove a member (voter or learner).
+    Remove(NodeId),
+    /// Transfer leadership to the given node, or to the most up-to-date voter.
+    TransferLeader(Option<NodeId>),
+}
+
+/// Replies of the command plane.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum CommandResponse {
+    /// A write was applied at `log_id`.
+    Written {
+        /// Where the command sits in the log.
+        log_id: LogId,
+        /// What the state machine answered.
+        result: CommandResult,
+    },
+    /// Leadership confirmed; reads must wait until `read_log_id` is applied.
+    ReadIndex {
+        /// The log id the reader must have applied.
+        read_log_id: LogId,
+    },
+    /// A membership or leadership change completed; `index` is the log index it reflects.
+    Done {
+        /// Log index of the change, when it produced one.
+        index: Option<u64>,
+    },
+}
+
+/// Errors carried across the wire, with a stable kind the caller can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum WireError {
+    /// The receiver is not the leader; try `leader` if known.
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader the receiver knows of.
+        leader: Option<NodeId>,
+    },
+    /// No leader is known right now; retry later.
+    #[error("no leader")]
+    NoLeader,
+    /// The forwarding budget was exhausted.
+    #[error("forwarding hop limit reached")]
+    HopLimit,
+    /// The receiver does not serve this namespace.
+    #[error("unknown namespace")]
+    UnknownNamespace,
+    /// The request was refused for a reason that retrying will not fix.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// A transient failure on the receiver (membership change in progress, storage busy...).
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+    /// The receiver is shutting down or failed fatally.
+    #[error("fatal: {0}")]
+    Fatal(String),
+    /// The request could not be decoded.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+}
+
+impl WireError {
+    /// Whether retrying (possibly elsewhere) can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            WireError::NotLeader { .. } | WireError::NoLeader | WireError::HopLimit | WireError::Unavailable(_)
+        )
+    }
+}
+
+/// Shorthand: the node whose log id this is.
+pub fn log_index(log_id: &Option<LogId>) -> u64 {
+    log_id.as_ref().map(|l| l.index).unwrap_or(0)
+}

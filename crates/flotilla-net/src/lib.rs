@@ -1,0 +1,1 @@
+//! flotilla-net (under construction).
