@@ -1,1 +1,91 @@
-fn main() {}
+//! `flotilla`: the node daemon, a CLI for its HTTP API, and a one-command local cluster.
+
+mod agent;
+mod bench;
+mod commands;
+mod dev;
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use flotilla_core::Config;
+
+/// Flotilla: operable Raft.
+#[derive(Debug, Parser)]
+#[command(name = "flotilla", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the CLI finds a node.
+#[derive(Debug, clap::Args)]
+struct Target {
+    /// HTTP address of any node.
+    #[arg(long, env = "FLOTILLA_ADDR", default_value = flotilla_core::config::DEFAULT_HTTP, global = true)]
+    addr: String,
+    /// Namespace to act on.
+    #[arg(long, short = 'n', default_value = flotilla_core::config::DEFAULT_NAMESPACE, global = true)]
+    namespace: String,
+    /// Request timeout in seconds.
+    #[arg(long, default_value_t = 10, global = true)]
+    timeout_secs: u64,
+}
+
+impl Target {
+    fn client(&self) -> flotilla_http::Client {
+        flotilla_http::Client::new(&self.addr, Duration::from_secs(self.timeout_secs))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node.
+    Agent(Box<Config>),
+    /// Read and write keys.
+    Kv {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        op: commands::KvCommand,
+    },
+    /// Show the node's status and its namespaces.
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List, add or remove members of a namespace.
+    Members {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        op: commands::MembersCommand,
+    },
+    /// Leadership operations.
+    Leader {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        op: commands::LeaderCommand,
+    },
+    /// Start a local 3-node cluster (loopback, HTTP on 7070-7072).
+    Dev(dev::DevArgs),
+    /// Drive put or get load over HTTP and print throughput and latency.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Agent(config) => agent::run(*config).await,
+            Command::Kv { target, op } => commands::kv(&target, op).await,
+            Command::Status { target } => commands::status(&target).await,
+            Command::Members { target, op } => commands::members(&target, op).await,
+            Command::Leader { target, op } => commands::leader(&target, op).await,
+            Command::Dev(args) => dev::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    })
+}

@@ -30,18 +30,11 @@ pub use types::{MemberInfo, NodeId, TypeConfig};
 /// Encode a value with the project's one binary codec (bincode, fixed options).
 pub fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error> {
     use bincode::Options;
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .allow_trailing_bytes()
-        .serialize(value)
+    bincode::DefaultOptions::new().with_fixint_encoding().allow_trailing_bytes().serialize(value)
 }
 
 /// Decode a value produced by [`encode`], refusing inputs larger than `limit` bytes.
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], limit: u64) -> Result<T, bincode::Error> {
     use bincode::Options;
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .allow_trailing_bytes()
-        .with_limit(limit)
-        .deserialize(bytes)
+    bincode::DefaultOptions::new().with_fixint_encoding().allow_trailing_bytes().with_limit(limit).deserialize(bytes)
 }

@@ -51,9 +51,7 @@ fn validate(name: &str) -> Result<(), NamespaceError> {
         return Err(NamespaceError::TooLong(bytes.len()));
     }
     let leading_ok = first.is_ascii_lowercase() || first.is_ascii_digit();
-    let rest_ok = bytes
-        .iter()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
+    let rest_ok = bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
     if !leading_ok || !rest_ok {
         return Err(NamespaceError::BadCharacter(name.to_string()));
     }

@@ -1,1 +1,31 @@
-//! flotilla (under construction).
+//! Flotilla: operable Raft.
+//!
+//! A [`Node`] runs many independent Raft groups (namespaces) over one [`Transport`] and one
+//! [`Store`](flotilla_store::Store). Each namespace is used through a [`Cluster`] handle whose
+//! methods work on any node: writes and membership changes are forwarded to the leader, and
+//! reads choose their [`Consistency`].
+//!
+//! [`Transport`]: flotilla_core::Transport
+//! [`Consistency`]: flotilla_core::Consistency
+
+#![deny(missing_docs)]
+
+pub mod cluster;
+mod command;
+pub mod error;
+mod execute;
+pub mod group;
+mod inbound;
+pub mod network;
+pub mod node;
+pub mod raft_config;
+mod request_ids;
+mod snapshot_inbox;
+pub mod status;
+pub mod testing;
+
+pub use cluster::{Cluster, KeysOutcome, ReadOutcome, WriteOutcome};
+pub use error::StartError;
+pub use flotilla_core::{ApiError, Config, Consistency, KvOp, Namespace, Preset};
+pub use node::{Node, StateMachineFactory};
+pub use status::{GroupStatus, Member, MemberRole, Role};

@@ -1,0 +1,54 @@
+//! `flotilla agent`: run a node until SIGTERM or Ctrl-C.
+
+use anyhow::Context;
+use flotilla::Node;
+use flotilla_core::Config;
+use flotilla_net::{Host, NetConfig};
+use flotilla_store::Store;
+use tokio::net::TcpListener;
+use tracing::info;
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    init_tracing();
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let keypair = flotilla_net::load_or_create_keypair(&config.data_dir)?;
+    let net = NetConfig { max_frame_bytes: config.max_frame_bytes, ..NetConfig::default() };
+    let host = Host::start(keypair, &config.listen, net).await?;
+    let store = Store::open(&config.data_dir)?;
+    let listener = TcpListener::bind(config.http).await.with_context(|| format!("binding HTTP on {}", config.http))?;
+    let node = Node::start(config, host.clone(), store).await?;
+    info!(peer_id = %node.id(), addrs = ?node.addrs(), http = %listener.local_addr()?, "flotilla agent running");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(flotilla_http::serve(listener, node.clone(), async move {
+        let _ = stop_rx.await;
+    }));
+    wait_for_signal().await;
+    info!("shutting down: handing off leadership");
+    node.close().await;
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    host.shutdown().await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn init_tracing() {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}

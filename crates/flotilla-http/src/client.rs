@@ -1,0 +1,184 @@
+//! A small client of the HTTP API, used by the CLI and the multi-process tests.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::INDEX_HEADER;
+
+/// What a client call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The node could not be reached.
+    #[error("cannot reach {addr}: {source}")]
+    Connect {
+        /// The node's address.
+        addr: String,
+        /// The cause.
+        source: reqwest::Error,
+    },
+    /// The node answered with an error.
+    #[error("{status} {code}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Stable error code.
+        code: String,
+        /// Human-readable message.
+        message: String,
+    },
+    /// The reply was not what the API documents.
+    #[error("unexpected reply: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The stable error code, when the node answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A value read from the API with the index it reflects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    /// The value, `None` when the key is absent.
+    pub value: Option<Vec<u8>>,
+    /// Log index the read reflects.
+    pub index: u64,
+}
+
+/// Client of one node's HTTP API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of the node at `addr` (`host:port` or a full `http://` URL).
+    pub fn new(addr: &str, timeout: Duration) -> Self {
+        let base = if addr.starts_with("http://") || addr.starts_with("https://") {
+            addr.trim_end_matches('/').to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("a client with no TLS and a timeout builds");
+        Self { base, http }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let response =
+            request.send().await.map_err(|source| ClientError::Connect { addr: self.base.clone(), source })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(api_error(response).await)
+    }
+
+    /// Store `value` under `key`; returns the log index.
+    pub async fn put(&self, ns: &str, key: &str, value: Vec<u8>) -> Result<u64, ClientError> {
+        let r = self.send(self.http.put(self.url(&format!("/v1/kv/{ns}/{}", encode_key(key)))).body(value)).await?;
+        json_u64(r, "index").await
+    }
+
+    /// Read `key` with `consistency` (`stale` or `linearizable`).
+    pub async fn get(&self, ns: &str, key: &str, consistency: &str) -> Result<Read, ClientError> {
+        let url = self.url(&format!("/v1/kv/{ns}/{}?consistency={consistency}", encode_key(key)));
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|source| ClientError::Connect { addr: self.base.clone(), source })?;
+        let index = header_index(&response);
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            let err = api_error(response).await;
+            return match err.code() {
+                Some("key_not_found") => Ok(Read { value: None, index }),
+                _ => Err(err),
+            };
+        }
+        if !response.status().is_success() {
+            return Err(api_error(response).await);
+        }
+        let body = response.bytes().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok(Read { value: Some(body.to_vec()), index })
+    }
+
+    /// Delete `key`; returns the log index.
+    pub async fn delete(&self, ns: &str, key: &str) -> Result<u64, ClientError> {
+        let r = self.send(self.http.delete(self.url(&format!("/v1/kv/{ns}/{}", encode_key(key))))).await?;
+        json_u64(r, "index").await
+    }
+
+    /// List keys with `prefix`.
+    pub async fn list(&self, ns: &str, prefix: &str) -> Result<Vec<String>, ClientError> {
+        let r = self.send(self.http.get(self.url(&format!("/v1/kv/{ns}"))).query(&[("prefix", prefix)])).await?;
+        let v: Value = r.json().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let keys = v["keys"].as_array().ok_or_else(|| ClientError::Protocol("no keys array".into()))?;
+        Ok(keys.iter().filter_map(|k| k.as_str().map(str::to_string)).collect())
+    }
+
+    /// `GET` a JSON document at `path`.
+    pub async fn get_json(&self, path: &str) -> Result<Value, ClientError> {
+        let r = self.send(self.http.get(self.url(path))).await?;
+        r.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// `POST` a JSON document to `path`.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        let r = self.send(self.http.post(self.url(path)).json(body)).await?;
+        r.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// `DELETE` at `path`, returning the JSON reply.
+    pub async fn delete_json(&self, path: &str) -> Result<Value, ClientError> {
+        let r = self.send(self.http.delete(self.url(path))).await?;
+        r.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+}
+
+/// Percent-encode everything but unreserved characters (`/` included), so any UTF-8 key survives
+/// the trip through a URL path as one segment that no client normalizes away.
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn header_index(response: &reqwest::Response) -> u64 {
+    response.headers().get(INDEX_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+async fn json_u64(response: reqwest::Response, field: &str) -> Result<u64, ClientError> {
+    let v: Value = response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+    v[field].as_u64().ok_or_else(|| ClientError::Protocol(format!("no {field} in reply")))
+}
+
+async fn api_error(response: reqwest::Response) -> ClientError {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    ClientError::Api {
+        status,
+        code: body["error"]["code"].as_str().unwrap_or("unknown").to_string(),
+        message: body["error"]["message"].as_str().unwrap_or("").to_string(),
+    }
+}

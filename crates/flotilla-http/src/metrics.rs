@@ -1,0 +1,72 @@
+//! Prometheus text exposition.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use flotilla::{Node, Role};
+
+/// `GET /metrics`.
+pub async fn render(State(node): State<Arc<Node>>) -> Response {
+    let body = exposition(&node);
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+fn exposition(node: &Arc<Node>) -> String {
+    let mut out = String::new();
+    let gauges = [
+        ("flotilla_is_leader", "1 if this node leads the namespace"),
+        ("flotilla_term", "current Raft term"),
+        ("flotilla_commit_index", "highest committed log index"),
+        ("flotilla_applied_index", "highest applied log index"),
+        ("flotilla_members", "members in the configuration"),
+    ];
+    let counters = [
+        ("flotilla_leader_changes_total", "times the known leader changed"),
+        ("flotilla_proposals_total", "writes proposed as leader"),
+        ("flotilla_forwards_total", "requests forwarded to the leader"),
+    ];
+    let mut rows: Vec<(String, [u64; 8])> = Vec::new();
+    for ns in node.namespaces() {
+        let Ok(c) = node.cluster(ns.as_str()) else { continue };
+        let s = c.state();
+        let (proposals, forwards, changes) = c.counters();
+        let values = [
+            u64::from(s.role == Role::Leader),
+            s.term,
+            s.commit_index,
+            s.applied_index,
+            s.members.len() as u64,
+            changes,
+            proposals,
+            forwards,
+        ];
+        rows.push((ns.to_string(), values));
+    }
+    for (i, (name, help)) in gauges.iter().chain(counters.iter()).enumerate() {
+        let kind = if i < gauges.len() { "gauge" } else { "counter" };
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (ns, values) in &rows {
+            let _ = writeln!(out, "{name}{{namespace=\"{ns}\"}} {}", values[i]);
+        }
+    }
+    write_store_metrics(node, &mut out);
+    out
+}
+
+fn write_store_metrics(node: &Arc<Node>, out: &mut String) {
+    let m = node.store().metrics();
+    let _ = writeln!(out, "# HELP flotilla_fsync_seconds latency of durable store commits (one fsync each)");
+    let _ = writeln!(out, "# TYPE flotilla_fsync_seconds histogram");
+    for (bound_us, cumulative) in m.commit_latency_us.cumulative() {
+        let le = match bound_us {
+            Some(us) => format!("{}", us as f64 / 1e6),
+            None => "+Inf".to_string(),
+        };
+        let _ = writeln!(out, "flotilla_fsync_seconds_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "flotilla_fsync_seconds_sum {}", m.commit_latency_us_sum as f64 / 1e6);
+    let _ = writeln!(out, "flotilla_fsync_seconds_count {}", m.commits);
+}

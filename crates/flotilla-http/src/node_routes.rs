@@ -1,0 +1,52 @@
+//! Node-level routes: status, health, readiness.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use flotilla::Node;
+use serde_json::json;
+
+use crate::error::HttpError;
+
+/// `GET /v1/ns/{ns}/status`.
+pub async fn namespace_status(State(node): State<Arc<Node>>, Path(ns): Path<String>) -> Result<Response, HttpError> {
+    Ok(Json(node.cluster(&ns)?.state()).into_response())
+}
+
+/// `GET /v1/status`: this node's identity, addresses and namespaces.
+pub async fn node_status(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+    let namespaces: Vec<serde_json::Value> = node
+        .namespaces()
+        .iter()
+        .filter_map(|ns| node.cluster(ns.as_str()).ok())
+        .map(|c| {
+            let s = c.state();
+            json!({ "namespace": s.namespace, "role": s.role, "leader": s.leader, "term": s.term, "applied_index": s.applied_index })
+        })
+        .collect();
+    Json(json!({ "peer_id": node.id().to_string(), "addrs": node.addrs(), "namespaces": namespaces }))
+}
+
+/// `GET /health`: the process is up and serving HTTP.
+pub async fn health() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /ready`: every namespace knows a leader.
+pub async fn ready(State(node): State<Arc<Node>>) -> Response {
+    let missing: Vec<String> = node
+        .namespaces()
+        .iter()
+        .filter(|ns| node.cluster(ns.as_str()).map(|c| c.leader().is_none()).unwrap_or(true))
+        .map(|ns| ns.to_string())
+        .collect();
+    if missing.is_empty() {
+        (StatusCode::OK, Json(json!({ "ready": true }))).into_response()
+    } else {
+        let body = json!({ "ready": false, "reason": format!("no leader in: {}", missing.join(", ")) });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,222 @@
+//! The task that owns the swarm.
+//!
+//! The swarm is not shareable, so one task drives it and everybody else talks to it through a
+//! bounded command channel. RPC bytes never pass through here (they move on the connection
+//! tasks via `libp2p_stream`), so this loop only handles dials, listen addresses, identify and
+//! ping; a slow call can never stall it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::core::ConnectedPoint;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
+use libp2p::{identify, ping, Multiaddr, PeerId, Swarm};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::address_book::SharedBook;
+use crate::behaviour::{Behaviour, BehaviourEvent, IDENTIFY_PROTOCOL};
+
+/// Capacity of the command channel.
+pub(crate) const COMMAND_QUEUE: usize = 64;
+/// Dials by address awaiting their outcome; more are refused rather than queued.
+const MAX_PENDING_CONNECTS: usize = 1024;
+/// How long shutdown waits for connections to close politely.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Requests to the swarm task.
+pub(crate) enum SwarmCommand {
+    /// Dial `addr` (whose peer may be unknown) and reply with the peer's id once connected.
+    Connect { addr: Multiaddr, reply: oneshot::Sender<Result<PeerId, String>> },
+    /// Make sure there is a connection to `peer`, dialing its known addresses if needed.
+    DialPeer { peer: PeerId, reply: oneshot::Sender<Result<(), String>> },
+}
+
+/// State of the swarm task.
+pub(crate) struct SwarmTask {
+    pub(crate) swarm: Swarm<Behaviour>,
+    pub(crate) commands: mpsc::Receiver<SwarmCommand>,
+    pub(crate) book: SharedBook,
+    /// Concrete listen addresses, as reported by the swarm.
+    pub(crate) listen_addrs: watch::Sender<Vec<Multiaddr>>,
+    pub(crate) cancel: CancellationToken,
+    /// Dials by address, keyed by the connection they will produce.
+    pub(crate) connects: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
+    /// Links waiting for a connection to a peer.
+    pub(crate) peer_waiters: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>,
+}
+
+impl SwarmTask {
+    /// Drive the swarm until the host shuts down (or is dropped).
+    pub(crate) async fn run(mut self) {
+        loop {
+            // Unbiased: neither a stream of commands nor a burst of swarm events may starve
+            // the other.
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.on_event(event),
+            }
+        }
+        self.close().await;
+    }
+
+    /// Close every connection politely (peers see a clean end of their streams rather than a
+    /// reset), within a short grace period.
+    async fn close(mut self) {
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        let deadline = Instant::now() + CLOSE_GRACE;
+        while self.swarm.connected_peers().next().is_some() {
+            match tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await {
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        tracing::debug!("swarm stopped");
+    }
+
+    fn on_command(&mut self, command: SwarmCommand) {
+        match command {
+            SwarmCommand::Connect { addr, reply } => self.connect(addr, reply),
+            SwarmCommand::DialPeer { peer, reply } => self.dial_peer(peer, reply),
+        }
+    }
+
+    fn connect(&mut self, addr: Multiaddr, reply: oneshot::Sender<Result<PeerId, String>>) {
+        if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+            if self.swarm.is_connected(&peer) {
+                self.book.lock().add(peer, &addr);
+                let _ = reply.send(Ok(peer));
+                return;
+            }
+        }
+        self.connects.retain(|_, r| !r.is_closed());
+        if self.connects.len() >= MAX_PENDING_CONNECTS {
+            let _ = reply.send(Err("too many dials in progress".into()));
+            return;
+        }
+        let opts = DialOpts::unknown_peer_id().address(addr).build();
+        let connection = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.connects.insert(connection, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.to_string()));
+            }
+        }
+    }
+
+    fn dial_peer(&mut self, peer: PeerId, reply: oneshot::Sender<Result<(), String>>) {
+        if self.swarm.is_connected(&peer) {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        self.peer_waiters.retain(|_, waiters| {
+            waiters.retain(|w| !w.is_closed());
+            !waiters.is_empty()
+        });
+        self.peer_waiters.entry(peer).or_default().push(reply);
+        let opts = DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).build();
+        match self.swarm.dial(opts) {
+            Ok(()) => {}
+            // A dial is already under way; its outcome answers this waiter too.
+            Err(DialError::DialPeerConditionFalse(_)) => {}
+            Err(e) => self.answer_waiters(peer, Err(e.to_string())),
+        }
+    }
+
+    fn answer_waiters(&mut self, peer: PeerId, result: Result<(), String>) {
+        for waiter in self.peer_waiters.remove(&peer).unwrap_or_default() {
+            let _ = waiter.send(result.clone());
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.listen_addrs.send_if_modified(|addrs| {
+                    let new = !addrs.contains(&address);
+                    if new {
+                        addrs.push(address);
+                    }
+                    new
+                });
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                tracing::info!(%address, "no longer listening");
+                self.listen_addrs.send_modify(|addrs| addrs.retain(|a| *a != address));
+            }
+            SwarmEvent::ListenerClosed { addresses, reason, .. } => {
+                if let Err(e) = reason {
+                    tracing::warn!(error = %e, ?addresses, "listener failed");
+                }
+                self.listen_addrs.send_modify(|addrs| addrs.retain(|a| !addresses.contains(a)));
+            }
+            SwarmEvent::ListenerError { error, .. } => tracing::warn!(%error, "listener error"),
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                tracing::debug!(peer = %peer_id, ?endpoint, "connection established");
+                // An address we dialed successfully is worth remembering; the remote port of an
+                // inbound connection is ephemeral and is not.
+                let mut book = self.book.lock();
+                if let ConnectedPoint::Dialer { address, .. } = &endpoint {
+                    book.add(peer_id, address);
+                }
+                // The peer is reachable right now: links backing off after failed attempts may
+                // retry at once (over this very connection, if it is inbound).
+                book.bump(peer_id);
+                drop(book);
+                if let Some(reply) = self.connects.remove(&connection_id) {
+                    let _ = reply.send(Ok(peer_id));
+                }
+                self.answer_waiters(peer_id, Ok(()));
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
+                tracing::debug!(peer = ?peer_id, %error, "dial failed");
+                let reason = error.to_string();
+                if let Some(reply) = self.connects.remove(&connection_id) {
+                    let _ = reply.send(Err(reason.clone()));
+                }
+                if let Some(peer) = peer_id.filter(|p| !self.swarm.is_connected(p)) {
+                    self.answer_waiters(peer, Err(reason));
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, cause, num_established, .. } => {
+                tracing::debug!(peer = %peer_id, ?cause, remaining = num_established, "connection closed");
+            }
+            SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
+                tracing::debug!(from = %send_back_addr, %error, "inbound connection failed");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                if info.protocol_version != IDENTIFY_PROTOCOL {
+                    tracing::debug!(peer = %peer_id, protocol = %info.protocol_version, "peer is not a Flotilla node");
+                    return;
+                }
+                let mut book = self.book.lock();
+                for addr in &info.listen_addrs {
+                    book.add(peer_id, addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, connection, result: Err(failure) }))
+                if !matches!(failure, ping::Failure::Unsupported) =>
+            {
+                // Closing fails every stream of the connection now, so callers learn at once
+                // instead of each waiting out its own timeout.
+                tracing::info!(%peer, %failure, "ping failed; closing the connection");
+                self.swarm.close_connection(connection);
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The store's error type and its conversions.
+//!
+//! [`StoreError`] is `Clone` on purpose: when a group commit fails, every waiter of that batch
+//! receives the same error, so it carries messages and kinds rather than the (non-`Clone`)
+//! source errors of redb and std.
+
+use std::io;
+
+/// What can go wrong in the store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A file-system operation failed.
+    #[error("I/O error: {message}")]
+    Io {
+        /// The kind of the underlying I/O error.
+        kind: io::ErrorKind,
+        /// What was being done, and the underlying error.
+        message: String,
+    },
+    /// The disk (or the quota) is full: nothing of the failed operation was acknowledged.
+    #[error("disk full: {0}")]
+    DiskFull(String),
+    /// redb reported an error (other than I/O).
+    #[error("database error: {0}")]
+    Redb(String),
+    /// Stored or received bytes failed their checksum or do not decode.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// A value could not be encoded.
+    #[error("encoding failed: {0}")]
+    Encode(String),
+    /// The caller passed something the store refuses (for example a value too large for redb).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// A namespace's state machine failed (`Err` from `StateMachine::apply`, or a panic).
+    #[error("state machine failed: {0}")]
+    StateMachine(String),
+    /// The store has been shut down (or its writer thread is gone).
+    #[error("store is closed")]
+    Closed,
+}
+
+impl StoreError {
+    /// An I/O error with `context` describing what was being done.
+    pub(crate) fn io(context: impl std::fmt::Display, err: io::Error) -> Self {
+        if is_disk_full(&err) {
+            return StoreError::DiskFull(format!("{context}: {err}"));
+        }
+        StoreError::Io { kind: err.kind(), message: format!("{context}: {err}") }
+    }
+
+    /// Corrupt data, described by `message`.
+    pub(crate) fn corrupt(message: impl Into<String>) -> Self {
+        StoreError::Corrupt(message.into())
+    }
+
+    /// The `io::Error` openraft's storage traits expect, with a kind that keeps the cause visible.
+    pub fn to_io(&self) -> io::Error {
+        let kind = match self {
+            StoreError::Io { kind, .. } => *kind,
+            StoreError::DiskFull(_) => io::ErrorKind::StorageFull,
+            StoreError::Corrupt(_) => io::ErrorKind::InvalidData,
+            StoreError::Invalid(_) => io::ErrorKind::InvalidInput,
+            StoreError::Closed => io::ErrorKind::BrokenPipe,
+            StoreError::Redb(_) | StoreError::Encode(_) | StoreError::StateMachine(_) => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, self.clone())
+    }
+}
+
+impl From<StoreError> for io::Error {
+    fn from(e: StoreError) -> Self {
+        e.to_io()
+    }
+}
+
+/// ENOSPC and EDQUOT: the two ways a write runs out of room.
+fn is_disk_full(err: &io::Error) -> bool {
+    matches!(err.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+}
+
+/// Map any redb error, keeping disk-full and corruption recognisable.
+pub(crate) fn redb_error(err: impl Into<redb::Error>) -> StoreError {
+    match err.into() {
+        redb::Error::Io(e) => StoreError::io("redb", e),
+        redb::Error::Corrupted(msg) => StoreError::Corrupt(format!("redb: {msg}")),
+        redb::Error::ValueTooLarge(n) => StoreError::Invalid(format!("value of {n} bytes is too large for redb")),
+        redb::Error::PreviousIo => StoreError::Redb(
+            "an earlier I/O error left the database unusable; the node must be restarted to recover".into(),
+        ),
+        other => StoreError::Redb(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_full_is_recognised_and_maps_back_to_storage_full() {
+        let e = redb_error(redb::StorageError::Io(io::Error::from(io::ErrorKind::StorageFull)));
+        assert!(matches!(e, StoreError::DiskFull(_)), "{e:?}");
+        assert_eq!(e.to_io().kind(), io::ErrorKind::StorageFull);
+    }
+
+    #[test]
+    fn corruption_maps_to_invalid_data() {
+        assert_eq!(StoreError::corrupt("x").to_io().kind(), io::ErrorKind::InvalidData);
+    }
+}

@@ -1,0 +1,288 @@
+//! [`LogStore`]: openraft's log storage of one namespace over the shared redb file.
+//!
+//! Writes go through the group-commit writer and return only once durable: `append` awaits
+//! its commit and then calls the `IOFlushed` callback, so the entries are readable when it
+//! returns and acknowledged only after the fsync. Openraft issues log writes one at a time per
+//! group, and the writer groups the writes of all groups of the node into shared commits.
+//! Reads use redb read transactions and run concurrently with the writer.
+
+use std::fmt::Debug;
+use std::io;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use flotilla_core::{Namespace, TypeConfig};
+use openraft::alias::{LogIdOf, VoteOf};
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::OptionalSend;
+use redb::{ReadableTable, WriteTransaction};
+
+use crate::codec::{decode_sealed, encode_sealed};
+use crate::error::{redb_error, StoreError};
+use crate::store::{read_meta, Store};
+use crate::tables::{open_read, NsTables, META_COMMITTED, META_PURGED, META_VOTE};
+use crate::writer::{clean, dirty, JobFailure};
+use crate::StoreConfig;
+
+/// Soft cap on the bytes [`RaftLogReader::limited_get_log_entries`] returns at once (at least
+/// one entry is always returned), so one replication message stays well inside a frame.
+pub const LIMITED_READ_BYTES: usize = 4 * 1024 * 1024;
+
+/// Raft log storage of one namespace; implements openraft's [`RaftLogStorage`] and is its own
+/// [`RaftLogReader`]. Cheap to clone.
+pub struct LogStore<C: StoreConfig = TypeConfig> {
+    store: Arc<Store>,
+    tables: Arc<NsTables>,
+    _config: PhantomData<fn() -> C>,
+}
+
+impl<C: StoreConfig> Clone for LogStore<C> {
+    fn clone(&self) -> Self {
+        Self { store: self.store.clone(), tables: self.tables.clone(), _config: PhantomData }
+    }
+}
+
+impl<C: StoreConfig> Debug for LogStore<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore").field("namespace", self.tables.ns()).finish_non_exhaustive()
+    }
+}
+
+impl<C: StoreConfig> LogStore<C> {
+    pub(crate) fn new(store: Arc<Store>, tables: NsTables) -> Self {
+        Self { store, tables: Arc::new(tables), _config: PhantomData }
+    }
+
+    /// The namespace this log belongs to.
+    pub fn namespace(&self) -> &Namespace {
+        self.tables.ns()
+    }
+
+    /// Entries with an index in `range`, stopping once `max_bytes` of stored bytes have been
+    /// read (after at least one entry). Every entry's checksum is verified.
+    fn read_entries(&self, range: (Bound<u64>, Bound<u64>), max_bytes: usize) -> Result<Vec<C::Entry>, StoreError> {
+        if range_is_empty(&range) {
+            return Ok(Vec::new());
+        }
+        let txn = self.store.read_txn()?;
+        let Some(log) = open_read(&txn, self.tables.log())? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for item in log.range(range).map_err(redb_error)? {
+            let (key, value) = item.map_err(redb_error)?;
+            let index = key.value();
+            let raw = value.value();
+            out.push(self.decode_entry(index, raw)?);
+            bytes = bytes.saturating_add(raw.len());
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn decode_entry(&self, index: u64, raw: &[u8]) -> Result<C::Entry, StoreError> {
+        let what = || self.tables.log_what(index);
+        let entry: C::Entry = decode_sealed(raw, &what)?;
+        if entry.index() != index {
+            return Err(StoreError::corrupt(format!("{}: holds the entry of index {}", what(), entry.index())));
+        }
+        Ok(entry)
+    }
+
+    /// Store (or, with `None`, remove) the meta value `key`, durably.
+    async fn put_meta(&self, key: &'static str, value: Option<Vec<u8>>) -> Result<(), StoreError> {
+        let tables = self.tables.clone();
+        let cost = value.as_ref().map_or(0, Vec::len);
+        self.store
+            .writer
+            .execute(cost, move |txn: &WriteTransaction| {
+                let mut meta = txn.open_table(tables.meta()).map_err(clean)?;
+                match &value {
+                    Some(v) => meta.insert(key, v.as_slice()).map_err(dirty)?,
+                    None => meta.remove(key).map_err(dirty)?,
+                };
+                Ok(())
+            })
+            .await
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        let txn = self.store.read_txn()?;
+        read_meta(&txn, &self.tables, key)
+    }
+
+    async fn append_entries(&self, entries: Vec<C::Entry>) -> Result<(), StoreError> {
+        // Encode on the caller's task, so the writer thread only copies bytes.
+        let mut rows = Vec::with_capacity(entries.len());
+        let mut cost = 0;
+        for entry in &entries {
+            let bytes = encode_sealed(entry)?;
+            cost += bytes.len();
+            rows.push((entry.index(), bytes));
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let tables = self.tables.clone();
+        self.store
+            .writer
+            .execute(cost, move |txn: &WriteTransaction| {
+                let mut log = txn.open_table(tables.log()).map_err(clean)?;
+                for (index, bytes) in &rows {
+                    log.insert(*index, bytes.as_slice()).map_err(dirty)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn truncate(&self, after: Option<u64>) -> Result<(), StoreError> {
+        let tables = self.tables.clone();
+        self.store
+            .writer
+            .execute(0, move |txn: &WriteTransaction| {
+                let mut log = txn.open_table(tables.log()).map_err(clean)?;
+                let range = match after {
+                    Some(index) => (Bound::Excluded(index), Bound::Unbounded),
+                    None => (Bound::Unbounded, Bound::Unbounded),
+                };
+                log.retain_in::<u64, _>(range, |_, _| false).map_err(dirty)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn purge_upto(&self, log_id: LogIdOf<C>) -> Result<(), StoreError> {
+        let tables = self.tables.clone();
+        let record = encode_sealed(&log_id)?;
+        self.store
+            .writer
+            .execute(0, move |txn: &WriteTransaction| {
+                let mut meta = txn.open_table(tables.meta()).map_err(clean)?;
+                let current: Option<LogIdOf<C>> = match meta.get(META_PURGED).map_err(clean)? {
+                    Some(v) => {
+                        Some(decode_sealed(v.value(), &|| tables.meta_what(META_PURGED)).map_err(JobFailure::clean)?)
+                    }
+                    None => None,
+                };
+                // Purging never moves backwards: an older request is already satisfied.
+                if current.as_ref().is_some_and(|c| c.index >= log_id.index) {
+                    return Ok(());
+                }
+                meta.insert(META_PURGED, record.as_slice()).map_err(dirty)?;
+                let mut log = txn.open_table(tables.log()).map_err(dirty)?;
+                log.retain_in::<u64, _>(..=log_id.index, |_, _| false).map_err(dirty)?;
+                Ok(())
+            })
+            .await
+    }
+
+    fn log_state(&self) -> Result<LogState<C>, StoreError> {
+        let txn = self.store.read_txn()?;
+        let purged: Option<LogIdOf<C>> = read_meta(&txn, &self.tables, META_PURGED)?;
+        let last = match open_read(&txn, self.tables.log())? {
+            Some(log) => match log.last().map_err(redb_error)? {
+                Some((k, v)) => Some(self.decode_entry(k.value(), v.value())?.log_id()),
+                None => None,
+            },
+            None => None,
+        };
+        Ok(LogState { last_log_id: last.or_else(|| purged.clone()), last_purged_log_id: purged })
+    }
+}
+
+/// Whether `range` can contain no index (also keeps inverted ranges away from redb).
+fn range_is_empty(range: &(Bound<u64>, Bound<u64>)) -> bool {
+    let start = match range.0 {
+        Bound::Included(s) => s,
+        Bound::Excluded(s) => match s.checked_add(1) {
+            Some(s) => s,
+            None => return true,
+        },
+        Bound::Unbounded => 0,
+    };
+    match range.1 {
+        Bound::Included(e) => start > e,
+        Bound::Excluded(e) => start >= e,
+        Bound::Unbounded => false,
+    }
+}
+
+fn bounds<RB: RangeBounds<u64>>(range: &RB) -> (Bound<u64>, Bound<u64>) {
+    (range.start_bound().cloned(), range.end_bound().cloned())
+}
+
+impl<C: StoreConfig> RaftLogReader<C> for LogStore<C> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<C::Entry>, io::Error> {
+        Ok(self.read_entries(bounds(&range), usize::MAX)?)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
+        Ok(self.read_meta(META_VOTE)?)
+    }
+
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<C::Entry>, io::Error> {
+        Ok(self.read_entries((Bound::Included(start), Bound::Excluded(end)), LIMITED_READ_BYTES)?)
+    }
+}
+
+impl<C: StoreConfig> RaftLogStorage<C> for LogStore<C> {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
+        Ok(self.log_state()?)
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
+        let record = encode_sealed(vote)?;
+        Ok(self.put_meta(META_VOTE, Some(record)).await?)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+        let record = committed.as_ref().map(encode_sealed).transpose()?;
+        Ok(self.put_meta(META_COMMITTED, record).await?)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
+        Ok(self.read_meta(META_COMMITTED)?)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<C::Entry> = entries.into_iter().collect();
+        match self.append_entries(entries).await {
+            Ok(()) => {
+                callback.io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(namespace = %self.tables.ns(), error = %e, "appending to the log failed");
+                callback.io_completed(Err(e.to_io()));
+                Err(e.to_io())
+            }
+        }
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+        Ok(self.truncate(last_log_id.map(|l| l.index)).await?)
+    }
+
+    async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
+        Ok(self.purge_upto(log_id).await?)
+    }
+}

@@ -1,0 +1,148 @@
+//! Building snapshots from a read transaction, and keeping the current one on disk.
+//!
+//! A [`SnapshotBuilder`] takes its redb read transaction when openraft asks for the builder,
+//! so the snapshot is exactly the state at that moment (MVCC) while the writer goes on
+//! applying entries; encoding runs on a blocking thread.
+
+use std::io;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use flotilla_core::TypeConfig;
+use openraft::alias::{SnapshotMetaOf, SnapshotOf};
+use openraft::storage::RaftSnapshotBuilder;
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+
+use crate::codec::{encode_sealed, unseal};
+use crate::error::{redb_error, StoreError};
+use crate::snapshot::{SnapshotEncoder, SnapshotHeader};
+use crate::store::{read_meta, Store};
+use crate::tables::{open_read, NsTables, META_APPLIED, META_DEDUP_NEXT, META_MEMBERSHIP, META_SNAPSHOT};
+use crate::writer::{clean, dirty};
+use crate::{SnapshotData, StoreConfig};
+
+/// Builds a snapshot of one namespace as of the moment the builder was created; implements
+/// openraft's [`RaftSnapshotBuilder`].
+pub struct SnapshotBuilder<C: StoreConfig = TypeConfig> {
+    store: Arc<Store>,
+    tables: Arc<NsTables>,
+    /// The view to encode; taken by the first build (a later build takes a fresh view).
+    view: Option<Result<ReadTransaction, StoreError>>,
+    _config: PhantomData<fn() -> C>,
+}
+
+impl<C: StoreConfig> SnapshotBuilder<C> {
+    pub(crate) fn new(store: Arc<Store>, tables: Arc<NsTables>) -> Self {
+        let view = Some(store.read_txn());
+        Self { store, tables, view, _config: PhantomData }
+    }
+
+    async fn build(&mut self) -> Result<SnapshotOf<C, SnapshotData>, StoreError> {
+        let view = match self.view.take() {
+            Some(view) => view?,
+            None => self.store.read_txn()?,
+        };
+        let store = self.store.clone();
+        let tables = self.tables.clone();
+        let (header, data) = tokio::task::spawn_blocking(move || encode_view::<C>(&store, &view, &tables))
+            .await
+            .map_err(|e| StoreError::Redb(format!("snapshot build task failed: {e}")))??;
+        let data = save_current::<C>(&self.store, &self.tables, &header, data, false).await?;
+        tracing::info!(
+            namespace = %self.tables.ns(),
+            snapshot = %header.snapshot_id,
+            bytes = data.len(),
+            "snapshot built"
+        );
+        let meta = SnapshotMetaOf::<C> { last_log_id: header.last_log_id, last_membership: header.last_membership };
+        Ok(SnapshotOf::<C, SnapshotData> { meta, snapshot: data })
+    }
+}
+
+impl<C: StoreConfig> RaftSnapshotBuilder<C> for SnapshotBuilder<C> {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, SnapshotData>, io::Error> {
+        self.build().await.map_err(|e| {
+            tracing::error!(namespace = %self.tables.ns(), error = %e, "building a snapshot failed");
+            e.to_io()
+        })
+    }
+}
+
+/// Encode the namespace's state as seen by `txn`.
+fn encode_view<C: StoreConfig>(
+    store: &Store,
+    txn: &ReadTransaction,
+    tables: &NsTables,
+) -> Result<(SnapshotHeader<C>, Vec<u8>), StoreError> {
+    let last_log_id = read_meta(txn, tables, META_APPLIED)?;
+    let last_membership = read_meta(txn, tables, META_MEMBERSHIP)?.unwrap_or_default();
+    let dedup_next = read_meta(txn, tables, META_DEDUP_NEXT)?.unwrap_or(0);
+    let snapshot_id = store.next_snapshot_id::<C>(&last_log_id);
+    let header = SnapshotHeader::<C> { last_log_id, last_membership, snapshot_id, dedup_next };
+
+    let mut enc = SnapshotEncoder::new(&header)?;
+    if let Some(kv) = open_read(txn, tables.kv())? {
+        for item in kv.iter().map_err(redb_error)? {
+            let (key, value) = item.map_err(redb_error)?;
+            enc.push_kv(key.value(), value.value())?;
+        }
+    }
+    enc.start_dedup();
+    if let Some(dedup) = open_read(txn, tables.dedup())? {
+        for item in dedup.iter().map_err(redb_error)? {
+            let (key, value) = item.map_err(redb_error)?;
+            let payload = unseal(value.value(), &|| format!("namespace {:?}, a dedup entry", tables.ns().as_str()))?;
+            enc.push_dedup(key.value(), payload)?;
+        }
+    }
+    Ok((header, enc.finish()))
+}
+
+/// Make `data` (described by `header`) the current snapshot of the namespace: write the file
+/// crash-safely, then record its header in the meta table. Unless `force`d (an install), a
+/// snapshot older than the current one is not saved. Returns `data`.
+pub(crate) async fn save_current<C: StoreConfig>(
+    store: &Store,
+    tables: &Arc<NsTables>,
+    header: &SnapshotHeader<C>,
+    data: Vec<u8>,
+    force: bool,
+) -> Result<Vec<u8>, StoreError> {
+    let lock = store.snapshot_lock(tables.ns());
+    let _guard = lock.lock().await;
+
+    if !force {
+        let txn = store.read_txn()?;
+        if let Some(current) = read_meta::<SnapshotHeader<C>>(&txn, tables, META_SNAPSHOT)? {
+            if current.last_log_id > header.last_log_id {
+                tracing::debug!(
+                    namespace = %tables.ns(),
+                    built = %header.snapshot_id,
+                    current = %current.snapshot_id,
+                    "keeping the newer current snapshot"
+                );
+                return Ok(data);
+            }
+        }
+    }
+
+    let files = store.snapshots.clone();
+    let ns = tables.ns().clone();
+    let data = tokio::task::spawn_blocking(move || files.save(&ns, &data).map(|()| data))
+        .await
+        .map_err(|e| StoreError::Redb(format!("snapshot save task failed: {e}")))??;
+
+    let record = encode_sealed(header)?;
+    let job_tables = tables.clone();
+    store
+        .writer
+        .execute(record.len(), move |txn: &WriteTransaction| {
+            let mut meta = txn.open_table(job_tables.meta()).map_err(clean)?;
+            meta.insert(META_SNAPSHOT, record.as_slice()).map_err(dirty)?;
+            Ok(())
+        })
+        .await?;
+    Ok(data)
+}

@@ -1,0 +1,229 @@
+//! [`StateMachineStore`]: openraft's state machine of one namespace.
+//!
+//! The namespace's [`StateMachine`] decides what a command does; this type makes it durable:
+//! a batch of committed entries is applied in ONE writer job (so it shares a group commit with
+//! everything else the node writes), together with the applied log id, the applied membership
+//! and the dedup records. Responses are sent only after that commit.
+
+use std::fmt::Debug;
+use std::io;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use flotilla_core::{Namespace, StateMachine, TypeConfig};
+use futures::{Stream, StreamExt};
+use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::OptionalSend;
+use redb::WriteTransaction;
+
+use crate::apply::apply_entries;
+use crate::codec::{encode_sealed, seal};
+use crate::error::StoreError;
+use crate::snapshot::{dedup_order, ParsedSnapshot, SnapshotHeader};
+use crate::snapshot_builder::{save_current, SnapshotBuilder};
+use crate::store::{read_meta, Store};
+use crate::tables::{NsTables, META_APPLIED, META_DEDUP_NEXT, META_MEMBERSHIP, META_SNAPSHOT};
+use crate::writer::{clean, dirty, JobFailure};
+use crate::{SnapshotData, StoreConfig};
+
+/// The state machine storage of one namespace; implements openraft's [`RaftStateMachine`] with
+/// [`SnapshotData`] snapshots. Cheap to clone.
+pub struct StateMachineStore<C: StoreConfig = TypeConfig> {
+    store: Arc<Store>,
+    tables: Arc<NsTables>,
+    sm: Arc<dyn StateMachine>,
+    _config: PhantomData<fn() -> C>,
+}
+
+impl<C: StoreConfig> Clone for StateMachineStore<C> {
+    fn clone(&self) -> Self {
+        Self { store: self.store.clone(), tables: self.tables.clone(), sm: self.sm.clone(), _config: PhantomData }
+    }
+}
+
+impl<C: StoreConfig> Debug for StateMachineStore<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMachineStore").field("namespace", self.tables.ns()).finish_non_exhaustive()
+    }
+}
+
+impl<C: StoreConfig> StateMachineStore<C> {
+    pub(crate) fn new(store: Arc<Store>, tables: NsTables, sm: Arc<dyn StateMachine>) -> Self {
+        Self { store, tables: Arc::new(tables), sm, _config: PhantomData }
+    }
+
+    /// The namespace this state machine belongs to.
+    pub fn namespace(&self) -> &Namespace {
+        self.tables.ns()
+    }
+
+    fn applied_state_now(&self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), StoreError> {
+        let txn = self.store.read_txn()?;
+        let applied = read_meta(&txn, &self.tables, META_APPLIED)?;
+        let membership = read_meta(&txn, &self.tables, META_MEMBERSHIP)?.unwrap_or_default();
+        Ok((applied, membership))
+    }
+
+    /// Replace the namespace's state with the verified snapshot `data`, in one transaction.
+    async fn install(&self, meta: &SnapshotMetaOf<C>, data: SnapshotData) -> Result<(), StoreError> {
+        // Verify everything before the state is touched (off the async threads: it reads
+        // every byte).
+        let (header, data) = tokio::task::spawn_blocking(move || {
+            let header = ParsedSnapshot::<C>::parse(&data)?.header;
+            Ok::<_, StoreError>((header, data))
+        })
+        .await
+        .map_err(|e| StoreError::Redb(format!("snapshot verification task failed: {e}")))??;
+        if header.last_log_id != meta.last_log_id || header.last_membership != meta.last_membership {
+            return Err(StoreError::corrupt(format!(
+                "snapshot {} does not match its metadata {meta}",
+                header.snapshot_id
+            )));
+        }
+
+        let tables = self.tables.clone();
+        let cost = data.len();
+        let data = Arc::new(data);
+        let job_data = data.clone();
+        let installed = self
+            .store
+            .writer
+            .execute(cost, move |txn: &WriteTransaction| install_job::<C>(txn, &tables, &job_data))
+            .await?;
+        tracing::info!(
+            namespace = %self.tables.ns(),
+            snapshot = %header.snapshot_id,
+            keys = installed,
+            "snapshot installed"
+        );
+        let data = Arc::try_unwrap(data).unwrap_or_else(|shared| shared.as_ref().clone());
+        save_current::<C>(&self.store, &self.tables, &header, data, true).await?;
+        Ok(())
+    }
+
+    async fn current_snapshot(&self) -> Result<Option<SnapshotOf<C, SnapshotData>>, StoreError> {
+        let files = self.store.snapshots.clone();
+        let ns = self.tables.ns().clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let Some(data) = files.load(&ns)? else {
+                return Ok(None);
+            };
+            let header = ParsedSnapshot::<C>::parse(&data)
+                .map_err(|e| StoreError::corrupt(format!("{}: {e}", files.current_path(&ns).display())))?
+                .header;
+            Ok::<_, StoreError>(Some((header, data)))
+        })
+        .await
+        .map_err(|e| StoreError::Redb(format!("snapshot read task failed: {e}")))??;
+        let Some((header, data)) = loaded else {
+            let txn = self.store.read_txn()?;
+            if read_meta::<SnapshotHeader<C>>(&txn, &self.tables, META_SNAPSHOT)?.is_some() {
+                tracing::warn!(
+                    namespace = %self.tables.ns(),
+                    "a snapshot was recorded but its file is missing; one will be rebuilt when needed"
+                );
+            }
+            return Ok(None);
+        };
+        let meta = SnapshotMetaOf::<C> { last_log_id: header.last_log_id, last_membership: header.last_membership };
+        Ok(Some(SnapshotOf::<C, SnapshotData> { meta, snapshot: data }))
+    }
+}
+
+/// The writer job of an install: clear the namespace's state, load the snapshot, set the
+/// applied log id and membership. Returns the number of keys loaded.
+fn install_job<C: StoreConfig>(txn: &WriteTransaction, tables: &NsTables, data: &[u8]) -> Result<u64, JobFailure> {
+    // Verified before the job was queued; parse again to borrow the records (cannot fail).
+    let parsed = ParsedSnapshot::<C>::parse(data).map_err(JobFailure::clean)?;
+    let header = &parsed.header;
+    let applied = header.last_log_id.as_ref().map(encode_sealed).transpose().map_err(JobFailure::clean)?;
+    let membership = encode_sealed(&header.last_membership).map_err(JobFailure::clean)?;
+    let next = encode_sealed(&header.dedup_next).map_err(JobFailure::clean)?;
+
+    txn.delete_table(tables.kv()).map_err(dirty)?;
+    txn.delete_table(tables.dedup()).map_err(dirty)?;
+    txn.delete_table(tables.dedup_order()).map_err(dirty)?;
+    {
+        let mut kv = txn.open_table(tables.kv()).map_err(dirty)?;
+        for record in parsed.kv() {
+            let (key, value) = record.map_err(JobFailure::dirty)?;
+            kv.insert(key, value).map_err(dirty)?;
+        }
+    }
+    {
+        let mut dedup = txn.open_table(tables.dedup()).map_err(dirty)?;
+        let mut order = txn.open_table(tables.dedup_order()).map_err(dirty)?;
+        for record in parsed.dedup() {
+            let (id, payload) = record.map_err(JobFailure::dirty)?;
+            let order_no = dedup_order(payload).map_err(JobFailure::dirty)?;
+            dedup.insert(id, seal(payload).as_slice()).map_err(dirty)?;
+            order.insert(order_no, id).map_err(dirty)?;
+        }
+    }
+    let mut meta = txn.open_table(tables.meta()).map_err(clean)?;
+    match &applied {
+        Some(a) => meta.insert(META_APPLIED, a.as_slice()).map(drop),
+        None => meta.remove(META_APPLIED).map(drop),
+    }
+    .map_err(dirty)?;
+    meta.insert(META_MEMBERSHIP, membership.as_slice()).map_err(dirty)?;
+    meta.insert(META_DEDUP_NEXT, next.as_slice()).map_err(dirty)?;
+    Ok(parsed.kv_count())
+}
+
+impl<C: StoreConfig> RaftStateMachine<C> for StateMachineStore<C> {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = SnapshotBuilder<C>;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
+        Ok(self.applied_state_now()?)
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = Vec::new();
+        let mut responders = Vec::new();
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            batch.push(entry);
+            responders.push(responder);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let tables = self.tables.clone();
+        let sm = self.sm.clone();
+        let cost = batch.len() * 64;
+        let results = self
+            .store
+            .writer
+            .execute(cost, move |txn: &WriteTransaction| apply_entries::<C>(txn, &tables, sm.as_ref(), &batch))
+            .await
+            .inspect_err(|e| tracing::error!(namespace = %self.tables.ns(), error = %e, "applying entries failed"))?;
+        // Durable now: answer the clients, in log order.
+        for (responder, result) in responders.into_iter().zip(results) {
+            if let Some(responder) = responder {
+                responder.send(result);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder::new(self.store.clone(), self.tables.clone())
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<C>, snapshot: SnapshotData) -> Result<(), io::Error> {
+        self.install(meta, snapshot).await.map_err(|e| {
+            tracing::error!(namespace = %self.tables.ns(), error = %e, "installing a snapshot failed");
+            e.to_io()
+        })
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, SnapshotData>>, io::Error> {
+        Ok(self.current_snapshot().await?)
+    }
+}

@@ -1,0 +1,242 @@
+//! [`Store`]: the node's one redb file, its writer thread and its snapshot directory.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use flotilla_core::types::LogId;
+use flotilla_core::{Namespace, StateMachine, TypeConfig};
+use openraft::alias::LogIdOf;
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTableMetadata};
+use serde::de::DeserializeOwned;
+
+use crate::codec::decode_sealed;
+use crate::error::{redb_error, StoreError};
+use crate::log_store::LogStore;
+use crate::metrics::{Metrics, StoreMetrics};
+use crate::snapshot_file::SnapshotFiles;
+use crate::state_machine_store::StateMachineStore;
+use crate::tables::{open_read, NsTables, META_APPLIED, META_MEMBERSHIP, META_PURGED, META_VOTE};
+use crate::writer::Writer;
+use crate::StoreConfig;
+
+/// Name of the redb file inside the data directory.
+pub const DB_FILE: &str = "flotilla.redb";
+
+/// The durable storage of one node: every namespace's Raft log, vote and state machine in one
+/// redb file, written by one group-commit writer thread.
+///
+/// Create it once with [`Store::open`] and share the `Arc`; hand each Raft group a
+/// [`Store::log_store`] and a [`Store::state_machine`]. Reads ([`Store::get`], [`Store::keys`],
+/// log reads) use redb read transactions (MVCC) and never wait for the writer.
+pub struct Store {
+    data_dir: PathBuf,
+    pub(crate) db: Arc<Database>,
+    pub(crate) writer: Writer,
+    metrics: Arc<Metrics>,
+    pub(crate) snapshots: SnapshotFiles,
+    /// Serialises saving the current snapshot of a namespace (builds and installs may race).
+    snapshot_locks: Mutex<HashMap<Namespace, Arc<tokio::sync::Mutex<()>>>>,
+    /// Makes snapshot ids unique; seeded with the open time so they stay unique across restarts.
+    snapshot_counter: AtomicU64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("data_dir", &self.data_dir).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Open (or create) the store in `data_dir`: creates the directory, opens or creates
+    /// `flotilla.redb` and starts the writer thread.
+    pub fn open(data_dir: &Path) -> Result<Arc<Store>, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::io(format!("creating data directory {}", data_dir.display()), e))?;
+        let path = data_dir.join(DB_FILE);
+        let db = Database::create(&path).map_err(|e| match redb_error(e) {
+            StoreError::Redb(msg) => StoreError::Redb(format!("opening {}: {msg}", path.display())),
+            other => other,
+        })?;
+        let db = Arc::new(db);
+        let metrics = Arc::new(Metrics::new());
+        let writer = Writer::start(db.clone(), metrics.clone())?;
+        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        tracing::info!(path = %path.display(), "store opened");
+        Ok(Arc::new(Store {
+            data_dir: data_dir.to_path_buf(),
+            db,
+            writer,
+            metrics,
+            snapshots: SnapshotFiles::new(data_dir),
+            snapshot_locks: Mutex::new(HashMap::new()),
+            snapshot_counter: AtomicU64::new(seed),
+        }))
+    }
+
+    /// The data directory this store lives in.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The Raft log storage of namespace `ns`, for openraft.
+    pub fn log_store(self: &Arc<Self>, ns: &Namespace) -> Result<LogStore, StoreError> {
+        self.typed_log_store::<TypeConfig>(ns)
+    }
+
+    /// [`Store::log_store`] for another type configuration with the same application data
+    /// (used by tests that need integer node ids).
+    pub fn typed_log_store<C: StoreConfig>(self: &Arc<Self>, ns: &Namespace) -> Result<LogStore<C>, StoreError> {
+        self.check_open()?;
+        Ok(LogStore::new(self.clone(), NsTables::new(ns)))
+    }
+
+    /// The Raft state machine of namespace `ns`, applying commands with `sm`.
+    pub fn state_machine(
+        self: &Arc<Self>,
+        ns: &Namespace,
+        sm: Arc<dyn StateMachine>,
+    ) -> Result<StateMachineStore, StoreError> {
+        self.typed_state_machine::<TypeConfig>(ns, sm)
+    }
+
+    /// [`Store::state_machine`] for another type configuration with the same application data
+    /// (used by tests that need integer node ids).
+    pub fn typed_state_machine<C: StoreConfig>(
+        self: &Arc<Self>,
+        ns: &Namespace,
+        sm: Arc<dyn StateMachine>,
+    ) -> Result<StateMachineStore<C>, StoreError> {
+        self.check_open()?;
+        // A temp file is stale unless a save is running right now (which holds the lock).
+        if let Ok(_saving) = self.snapshot_lock(ns).try_lock() {
+            self.snapshots.remove_stale_temp(ns);
+        }
+        Ok(StateMachineStore::new(self.clone(), NsTables::new(ns), sm))
+    }
+
+    /// Whether this node was ever part of `ns`'s group: a vote, a log entry (present or purged),
+    /// an applied entry or an applied membership is stored. A node with state must never found
+    /// the group again after a restart.
+    pub fn has_state(&self, ns: &Namespace) -> Result<bool, StoreError> {
+        let tables = NsTables::new(ns);
+        let txn = self.read_txn()?;
+        if let Some(meta) = open_read(&txn, tables.meta())? {
+            for key in [META_VOTE, META_PURGED, META_APPLIED, META_MEMBERSHIP] {
+                if meta.get(key).map_err(redb_error)?.is_some() {
+                    return Ok(true);
+                }
+            }
+        }
+        if let Some(log) = open_read(&txn, tables.log())? {
+            if !log.is_empty().map_err(redb_error)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The value stored under `key` in `ns`'s state machine table, as of the last commit.
+    pub fn get(&self, ns: &Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let tables = NsTables::new(ns);
+        let txn = self.read_txn()?;
+        let Some(kv) = open_read(&txn, tables.kv())? else {
+            return Ok(None);
+        };
+        let value = kv.get(key).map_err(redb_error)?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// Up to `limit` keys of `ns`'s state machine table that start with `prefix`, in byte order.
+    pub fn keys(&self, ns: &Namespace, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let tables = NsTables::new(ns);
+        let txn = self.read_txn()?;
+        let Some(kv) = open_read(&txn, tables.kv())? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        for item in kv.range::<&[u8]>(prefix..).map_err(redb_error)? {
+            let (key, _) = item.map_err(redb_error)?;
+            let key = key.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push(key.to_vec());
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last log id applied to `ns`'s state machine.
+    pub fn applied(&self, ns: &Namespace) -> Result<Option<LogId>, StoreError> {
+        let tables = NsTables::new(ns);
+        let txn = self.read_txn()?;
+        read_meta::<LogIdOf<TypeConfig>>(&txn, &tables, META_APPLIED)
+    }
+
+    /// A copy of the writer's counters.
+    pub fn metrics(&self) -> StoreMetrics {
+        self.metrics.snapshot(self.writer.queue_depth())
+    }
+
+    /// Refuse new writes, commit everything already queued and stop the writer thread.
+    /// Idempotent; also run when the last handle is dropped.
+    pub fn shutdown(&self) {
+        self.writer.shutdown();
+    }
+
+    fn check_open(&self) -> Result<(), StoreError> {
+        if self.writer.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        Ok(())
+    }
+
+    /// A read transaction: a consistent view of the last commit.
+    pub(crate) fn read_txn(&self) -> Result<ReadTransaction, StoreError> {
+        self.db.begin_read().map_err(redb_error)
+    }
+
+    /// The lock serialising snapshot-file replacement for `ns`.
+    pub(crate) fn snapshot_lock(&self, ns: &Namespace) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.snapshot_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(ns.clone()).or_default().clone()
+    }
+
+    /// A unique snapshot id for a snapshot ending at `last`: `<leader>-<index>-<counter>`.
+    pub(crate) fn next_snapshot_id<C: StoreConfig>(&self, last: &Option<LogIdOf<C>>) -> String {
+        let n = self.snapshot_counter.fetch_add(1, Ordering::Relaxed);
+        match last {
+            Some(l) => format!("{}-{}-{n}", l.leader_id, l.index),
+            None => format!("none-0-{n}"),
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.writer.shutdown();
+    }
+}
+
+/// Read and decode the meta value `key` of a namespace; absent reads as `None`.
+pub(crate) fn read_meta<T: DeserializeOwned>(
+    txn: &ReadTransaction,
+    tables: &NsTables,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    let Some(meta) = open_read(txn, tables.meta())? else {
+        return Ok(None);
+    };
+    let Some(value) = meta.get(key).map_err(redb_error)? else {
+        return Ok(None);
+    };
+    decode_sealed(value.value(), &|| tables.meta_what(key)).map(Some)
+}

@@ -1,0 +1,57 @@
+//! openraft's storage conformance suite, run against the real redb store in a temp dir.
+//!
+//! The suite needs integer node ids (`NodeId: From<u64>`), which Flotilla's own `TypeConfig`
+//! cannot offer (its node id is a libp2p `PeerId`), so it runs with a test configuration that
+//! differs only in the node id type; the store is generic over such configurations
+//! (`StoreConfig`) and runs the same code for both. Every case of the suite runs.
+
+use std::sync::Arc;
+
+use flotilla_core::{Command, CommandResult, KvStateMachine, MemberInfo, Namespace};
+use flotilla_store::{LogStore, StateMachineStore, Store, StoreConfig};
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, StorageError};
+use tempfile::TempDir;
+
+openraft::declare_raft_types!(
+    /// Flotilla's type configuration with integer node ids.
+    pub SuiteConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = u64,
+        Node = MemberInfo,
+);
+
+impl StoreConfig for SuiteConfig {
+    fn command(entry: &Self::Entry) -> Option<&Command> {
+        match &entry.payload {
+            EntryPayload::Normal(command) => Some(command),
+            _ => None,
+        }
+    }
+}
+
+/// Each build opens a fresh store in a fresh temp dir; the dir is the guard.
+struct RedbBuilder;
+
+fn storage_error(e: impl std::fmt::Display) -> StorageError<SuiteConfig> {
+    StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, std::io::Error::other(e.to_string()))
+}
+
+impl StoreBuilder<SuiteConfig, LogStore<SuiteConfig>, StateMachineStore<SuiteConfig>, TempDir> for RedbBuilder {
+    async fn build(
+        &self,
+    ) -> Result<(TempDir, LogStore<SuiteConfig>, StateMachineStore<SuiteConfig>), StorageError<SuiteConfig>> {
+        let dir = tempfile::tempdir().map_err(storage_error)?;
+        let store = Store::open(dir.path()).map_err(storage_error)?;
+        let ns = Namespace::new("suite").map_err(storage_error)?;
+        let log = store.typed_log_store::<SuiteConfig>(&ns).map_err(storage_error)?;
+        let sm = store.typed_state_machine::<SuiteConfig>(&ns, Arc::new(KvStateMachine)).map_err(storage_error)?;
+        Ok((dir, log, sm))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_storage_suite() {
+    Suite::test_all(RedbBuilder).await.expect("openraft storage suite");
+}

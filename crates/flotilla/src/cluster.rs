@@ -1,0 +1,285 @@
+//! The cluster API of one namespace, callable on any node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_core::kv::{decode_reply, encode_ops};
+use flotilla_core::types::{NodeId, TypeConfig};
+use flotilla_core::wire::{log_index, CommandRequest, CommandResponse};
+use flotilla_core::{ApiError, Command, Consistency, KvOp, MemberInfo, Namespace};
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::raft::linearizable_read::Linearizer;
+use openraft::raft::linearizable_read::ReadLogId;
+use openraft::ServerState;
+use tokio::time::Instant;
+
+use crate::group::Group;
+use crate::node::Node;
+use crate::status::{GroupStatus, Member, MemberRole, Role};
+
+/// Outcome of a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// Log index the write was applied at.
+    pub index: u64,
+    /// For each op of the write, whether its key existed before.
+    pub existed: Vec<bool>,
+}
+
+/// Outcome of a point read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOutcome {
+    /// The value, if present.
+    pub value: Option<Vec<u8>>,
+    /// Log index the read reflects (this replica's applied index).
+    pub index: u64,
+}
+
+/// Outcome of a key listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeysOutcome {
+    /// Keys in order.
+    pub keys: Vec<Vec<u8>>,
+    /// Log index the listing reflects.
+    pub index: u64,
+}
+
+/// Largest number of keys one listing returns.
+pub const MAX_LIST_KEYS: usize = 10_000;
+
+/// Operations on one namespace. Every method works on every node: writes and membership
+/// changes are forwarded to the leader, reads pick their consistency.
+#[derive(Clone)]
+pub struct Cluster {
+    node: Arc<Node>,
+    group: Arc<Group>,
+}
+
+impl Cluster {
+    pub(crate) fn new(node: Arc<Node>, group: Arc<Group>) -> Self {
+        Self { node, group }
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &Namespace {
+        &self.group.namespace
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.node.config.request_timeout()
+    }
+
+    /// Store `value` under `key`.
+    pub async fn set(&self, key: &[u8], value: &[u8]) -> Result<WriteOutcome, ApiError> {
+        self.batch(vec![KvOp::Set { key: key.to_vec(), value: value.to_vec() }]).await
+    }
+
+    /// Remove `key`; `existed[0]` says whether it was present.
+    pub async fn delete(&self, key: &[u8]) -> Result<WriteOutcome, ApiError> {
+        self.batch(vec![KvOp::Delete { key: key.to_vec() }]).await
+    }
+
+    /// Apply several sets and deletes atomically, as one log entry.
+    pub async fn batch(&self, ops: Vec<KvOp>) -> Result<WriteOutcome, ApiError> {
+        if ops.is_empty() {
+            return Err(ApiError::Rejected("empty batch".into()));
+        }
+        for op in &ops {
+            self.check_key(op.key())?;
+            if let KvOp::Set { value, .. } = op {
+                self.check_value(value)?;
+            }
+        }
+        let (index, output) = self.propose(encode_ops(&ops)).await?;
+        let reply = output.map_err(ApiError::Rejected)?;
+        let reply = decode_reply(&reply).ok_or_else(|| ApiError::Fatal("undecodable KV reply".into()))?;
+        Ok(WriteOutcome { index, existed: reply.existed })
+    }
+
+    /// Replicate an opaque command for the namespace's state machine; returns the log index and
+    /// the state machine's reply (or its deterministic refusal).
+    pub async fn propose(&self, payload: Vec<u8>) -> Result<(u64, Result<Vec<u8>, String>), ApiError> {
+        let limit = self.node.config.max_key_bytes + self.node.config.max_value_bytes + 1024;
+        let batch_limit = self.node.config.max_frame_bytes / 2;
+        if payload.len() > batch_limit.max(limit) {
+            return Err(ApiError::TooLarge { what: "request", size: payload.len(), limit: batch_limit.max(limit) });
+        }
+        let command = Command { id: Some(self.node.request_ids.next()), payload };
+        match self.node.submit(&self.group, CommandRequest::Write(command), self.deadline()).await? {
+            CommandResponse::Written { log_id, result } => Ok((log_id.index, result.output)),
+            other => Err(ApiError::Fatal(format!("unexpected reply to a write: {other:?}"))),
+        }
+    }
+
+    /// Read `key` with the requested consistency.
+    pub async fn get(&self, key: &[u8], consistency: Consistency) -> Result<ReadOutcome, ApiError> {
+        self.check_key(key)?;
+        let index = self.read_barrier(consistency).await?;
+        let value = self.node.store.get(&self.group.namespace, key).map_err(|e| ApiError::Fatal(e.to_string()))?;
+        Ok(ReadOutcome { value, index: index.max(self.applied_index()) })
+    }
+
+    /// List keys starting with `prefix` (at most [`MAX_LIST_KEYS`]).
+    pub async fn keys(&self, prefix: &[u8], consistency: Consistency) -> Result<KeysOutcome, ApiError> {
+        if prefix.len() > self.node.config.max_key_bytes {
+            return Err(ApiError::TooLarge { what: "key", size: prefix.len(), limit: self.node.config.max_key_bytes });
+        }
+        let index = self.read_barrier(consistency).await?;
+        let keys = self
+            .node
+            .store
+            .keys(&self.group.namespace, prefix, MAX_LIST_KEYS)
+            .map_err(|e| ApiError::Fatal(e.to_string()))?;
+        Ok(KeysOutcome { keys, index: index.max(self.applied_index()) })
+    }
+
+    /// Wait until this replica has applied every write acknowledged before the call; returns
+    /// the applied index.
+    pub async fn barrier(&self) -> Result<u64, ApiError> {
+        self.read_barrier(Consistency::Linearizable).await
+    }
+
+    async fn read_barrier(&self, consistency: Consistency) -> Result<u64, ApiError> {
+        if consistency == Consistency::Stale {
+            return Ok(self.applied_index());
+        }
+        let response = self.node.submit(&self.group, CommandRequest::ReadIndex, self.deadline()).await?;
+        let CommandResponse::ReadIndex { read_log_id } = response else {
+            return Err(ApiError::Fatal(format!("unexpected reply to a read index: {response:?}")));
+        };
+        let index = read_log_id.index;
+        let leader = self.group.leader().unwrap_or(self.node.id);
+        let linearizer = Linearizer::<TypeConfig>::new(leader, ReadLogId::from_log_id(read_log_id), None);
+        let budget = self.deadline().saturating_duration_since(Instant::now());
+        match linearizer.try_await_ready(&self.group.raft, Some(budget)).await {
+            Ok(Ok(_)) => Ok(index),
+            Ok(Err(_)) => Err(ApiError::Timeout(format!("replica did not apply index {index} in time"))),
+            Err(fatal) => Err(ApiError::Fatal(fatal.to_string())),
+        }
+    }
+
+    fn applied_index(&self) -> u64 {
+        log_index(&self.group.metrics().last_applied)
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), ApiError> {
+        if key.is_empty() {
+            return Err(ApiError::InvalidKey("key is empty".into()));
+        }
+        let limit = self.node.config.max_key_bytes;
+        if key.len() > limit {
+            return Err(ApiError::TooLarge { what: "key", size: key.len(), limit });
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<(), ApiError> {
+        let limit = self.node.config.max_value_bytes;
+        if value.len() > limit {
+            return Err(ApiError::TooLarge { what: "value", size: value.len(), limit });
+        }
+        Ok(())
+    }
+
+    /// Whether this node leads the namespace.
+    pub fn is_leader(&self) -> bool {
+        self.group.is_leader()
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.group.leader()
+    }
+
+    /// Wait until a leader is known, up to `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, ApiError> {
+        let m = self
+            .group
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await
+            .map_err(|e| ApiError::NoLeader(e.to_string()))?;
+        m.current_leader.ok_or_else(|| ApiError::NoLeader("no leader".into()))
+    }
+
+    /// The namespace's state as seen from this node.
+    pub fn state(&self) -> GroupStatus {
+        let m = self.group.metrics();
+        let membership = m.membership_config.clone();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, info)| Member {
+                id: *id,
+                addrs: info.addrs.clone(),
+                role: if voters.contains(id) { MemberRole::Voter } else { MemberRole::Learner },
+            })
+            .collect();
+        let role = match m.state {
+            ServerState::Leader => Role::Leader,
+            ServerState::Follower => Role::Follower,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Learner => Role::Learner,
+            ServerState::Shutdown => Role::Shutdown,
+        };
+        GroupStatus {
+            namespace: self.group.namespace.to_string(),
+            node_id: self.node.id,
+            role,
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            commit_index: log_index(&m.local_committed),
+            applied_index: log_index(&m.last_applied),
+            snapshot_index: log_index(&m.snapshot),
+            members,
+            membership_changing: membership.membership().get_joint_config().len() > 1
+                || membership.log_id() != m.committed_membership_config.log_id(),
+        }
+    }
+
+    /// The membership configuration.
+    pub fn members(&self) -> Vec<Member> {
+        self.state().members
+    }
+
+    /// Add `id` as a learner (replicates, does not vote).
+    pub async fn add_learner(&self, id: NodeId, addrs: Vec<String>) -> Result<u64, ApiError> {
+        self.membership(CommandRequest::AddLearner(id, MemberInfo::new(addrs))).await
+    }
+
+    /// Add `id` as a learner, wait for it to catch up, then promote it to voter.
+    pub async fn add_voter(&self, id: NodeId, addrs: Vec<String>) -> Result<u64, ApiError> {
+        self.membership(CommandRequest::AddVoter(id, MemberInfo::new(addrs))).await
+    }
+
+    /// Remove `id` from the configuration.
+    pub async fn remove(&self, id: NodeId) -> Result<u64, ApiError> {
+        self.membership(CommandRequest::Remove(id)).await
+    }
+
+    /// Move leadership to `to`, or to the most up-to-date other voter.
+    pub async fn transfer_leadership(&self, to: Option<NodeId>) -> Result<(), ApiError> {
+        self.membership(CommandRequest::TransferLeader(to)).await.map(|_| ())
+    }
+
+    async fn membership(&self, request: CommandRequest) -> Result<u64, ApiError> {
+        match self.node.submit(&self.group, request, self.deadline()).await? {
+            CommandResponse::Done { index } => Ok(index.unwrap_or_else(|| self.applied_index())),
+            other => Err(ApiError::Fatal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Raw metrics watch of the group, for exporters.
+    pub fn raft_metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
+        self.group.raft.metrics().borrow_watched().clone()
+    }
+
+    /// Counters of the group: (proposals, forwards, leader changes).
+    pub fn counters(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.group.counters;
+        (c.proposals.load(Relaxed), c.forwards.load(Relaxed), c.leader_changes.load(Relaxed))
+    }
+}

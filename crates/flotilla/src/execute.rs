@@ -1,0 +1,205 @@
+//! Executing commands on the leader.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_core::types::{NodeId, TypeConfig};
+use flotilla_core::wire::{CommandRequest, CommandResponse, WireError};
+use flotilla_core::MemberInfo;
+use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::{ChangeMembers, ReadPolicy};
+use tokio::time::Instant;
+use tracing::info;
+
+use crate::group::{Group, GroupCounters};
+use crate::node::Node;
+
+/// Pause before retrying a membership change that collided with another one.
+const MEMBERSHIP_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+impl Node {
+    /// Execute `request` on this node, which believes it leads the namespace.
+    pub(crate) async fn execute_local(
+        &self,
+        group: &Arc<Group>,
+        from: NodeId,
+        request: CommandRequest,
+        deadline: Instant,
+    ) -> Result<CommandResponse, WireError> {
+        match request {
+            CommandRequest::Write(command) => {
+                GroupCounters::bump(&group.counters.proposals);
+                let response = group.raft.client_write(command).await.map_err(write_error)?;
+                Ok(CommandResponse::Written { log_id: response.log_id, result: response.data })
+            }
+            CommandRequest::ReadIndex => {
+                let linearizer = group.raft.get_read_linearizer(ReadPolicy::ReadIndex).await.map_err(read_error)?;
+                Ok(CommandResponse::ReadIndex { read_log_id: *linearizer.read_log_id().log_id() })
+            }
+            CommandRequest::Join(info) => self.add_voter_local(group, from, info, deadline).await,
+            CommandRequest::AddVoter(id, info) => self.add_voter_local(group, id, info, deadline).await,
+            CommandRequest::AddLearner(id, info) => self.add_learner_local(group, id, info, deadline).await,
+            CommandRequest::Remove(id) => self.remove_local(group, id, deadline).await,
+            CommandRequest::TransferLeader(to) => self.transfer_leadership_local(group, to, deadline).await,
+        }
+    }
+
+    /// Add `id` as a learner, wait until it has caught up, then make it a voter. Idempotent.
+    async fn add_voter_local(
+        &self,
+        group: &Arc<Group>,
+        id: NodeId,
+        info: MemberInfo,
+        deadline: Instant,
+    ) -> Result<CommandResponse, WireError> {
+        if group.raft.voter_ids().any(|v| v == id) {
+            return Ok(CommandResponse::Done { index: None });
+        }
+        self.add_learner_local(group, id, info, deadline).await?;
+        info!(namespace = %group.namespace, peer = %id, "promoting learner to voter");
+        let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+        let index = retry_membership(deadline, || group.raft.change_membership(change.clone(), true)).await?;
+        Ok(CommandResponse::Done { index })
+    }
+
+    async fn add_learner_local(
+        &self,
+        group: &Arc<Group>,
+        id: NodeId,
+        info: MemberInfo,
+        deadline: Instant,
+    ) -> Result<CommandResponse, WireError> {
+        self.transport.add_peer_addrs(id, &info.addrs);
+        let already = group.metrics().membership_config.membership().get_node(&id).cloned();
+        if already.is_some() {
+            return Ok(CommandResponse::Done { index: None });
+        }
+        info!(namespace = %group.namespace, peer = %id, "adding learner");
+        let index = retry_membership(deadline, || group.raft.add_learner(id, info.clone(), true)).await?;
+        Ok(CommandResponse::Done { index })
+    }
+
+    async fn remove_local(
+        &self,
+        group: &Arc<Group>,
+        id: NodeId,
+        deadline: Instant,
+    ) -> Result<CommandResponse, WireError> {
+        let membership = group.metrics().membership_config.clone();
+        if membership.membership().get_node(&id).is_none() {
+            return Err(WireError::Rejected(format!("{id} is not a member")));
+        }
+        let is_voter = membership.voter_ids().any(|v| v == id);
+        if is_voter && membership.voter_ids().count() == 1 {
+            return Err(WireError::Rejected("cannot remove the last voter".into()));
+        }
+        info!(namespace = %group.namespace, peer = %id, voter = is_voter, "removing member");
+        let change = if is_voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        let index = retry_membership(deadline, || group.raft.change_membership(change.clone(), false)).await?;
+        Ok(CommandResponse::Done { index })
+    }
+
+    /// Ask `to` (or the most up-to-date other voter) to take over, and wait until it has.
+    pub(crate) async fn transfer_leadership_local(
+        &self,
+        group: &Arc<Group>,
+        to: Option<NodeId>,
+        deadline: Instant,
+    ) -> Result<CommandResponse, WireError> {
+        let metrics = group.metrics();
+        if metrics.current_leader != Some(self.id) {
+            return Err(WireError::NotLeader { leader: metrics.current_leader });
+        }
+        let target = match to {
+            Some(t) if t == self.id => return Ok(CommandResponse::Done { index: None }),
+            Some(t) if !group.raft.voter_ids().any(|v| v == t) => {
+                return Err(WireError::Rejected(format!("{t} is not a voter")))
+            }
+            Some(t) => t,
+            None => best_successor(group, self.id)
+                .ok_or_else(|| WireError::Rejected("no other voter to hand leadership to".into()))?,
+        };
+        info!(namespace = %group.namespace, %target, "transferring leadership");
+        group.raft.trigger().transfer_leader(target).await.map_err(|e| WireError::Fatal(e.to_string()))?;
+        let budget = deadline.saturating_duration_since(Instant::now());
+        let moved = group
+            .raft
+            .wait(Some(budget))
+            .metrics(|m| m.current_leader.is_some() && m.current_leader != Some(self_id(m)), "leader moved")
+            .await;
+        match moved {
+            Ok(_) => Ok(CommandResponse::Done { index: None }),
+            Err(e) => Err(WireError::Unavailable(format!("leadership did not move: {e}"))),
+        }
+    }
+}
+
+fn self_id(m: &openraft::RaftMetrics<TypeConfig>) -> NodeId {
+    m.id
+}
+
+/// The other voter whose log matches the leader's furthest.
+fn best_successor(group: &Group, me: NodeId) -> Option<NodeId> {
+    let metrics = group.metrics();
+    let matched: BTreeMap<NodeId, u64> = metrics
+        .replication
+        .as_ref()
+        .map(|r| r.iter().map(|(id, log)| (*id, log.as_ref().map(|l| l.index).unwrap_or(0))).collect())
+        .unwrap_or_default();
+    metrics.membership_config.voter_ids().filter(|v| *v != me).max_by_key(|v| matched.get(v).copied().unwrap_or(0))
+}
+
+/// Run a membership change, retrying while another change is in progress, until `deadline`.
+async fn retry_membership<F, Fut>(deadline: Instant, mut change: F) -> Result<Option<u64>, WireError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<
+        Output = Result<
+            openraft::raft::ClientWriteResponse<TypeConfig>,
+            RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
+        >,
+    >,
+{
+    loop {
+        match change().await {
+            Ok(response) => return Ok(Some(response.log_id.index)),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))
+                if Instant::now() + MEMBERSHIP_RETRY_PAUSE < deadline =>
+            {
+                use openraft::errors::ChangeMembershipError as E;
+                match e {
+                    E::InProgress(_) | E::UncommittedLeaderLog(_) => tokio::time::sleep(MEMBERSHIP_RETRY_PAUSE).await,
+                    other => return Err(WireError::Rejected(other.to_string())),
+                }
+            }
+            Err(e) => return Err(write_error(e)),
+        }
+    }
+}
+
+/// Map a client-write failure onto the wire.
+pub(crate) fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> WireError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => WireError::NotLeader { leader: f.leader_id },
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => {
+            WireError::Unavailable("entry discarded by a leader change; outcome unknown, retry".into())
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(m)) => WireError::Unavailable(m.to_string()),
+        RaftError::APIError(other) => WireError::Rejected(other.to_string()),
+        RaftError::Fatal(f) => WireError::Fatal(f.to_string()),
+    }
+}
+
+/// Map a read-index failure onto the wire.
+fn read_error(e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>) -> WireError {
+    match e {
+        RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => WireError::NotLeader { leader: f.leader_id },
+        RaftError::APIError(other) => WireError::Unavailable(other.to_string()),
+        RaftError::Fatal(f) => WireError::Fatal(f.to_string()),
+    }
+}

@@ -1,0 +1,92 @@
+//! One namespace's Raft group on this node.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use flotilla_core::types::{NodeId, TypeConfig};
+use flotilla_core::{Namespace, StateMachine};
+use flotilla_store::{StateMachineStore, Store};
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::{RaftMetrics, ServerState};
+
+use crate::network::GroupNetworkFactory;
+
+/// The openraft handle of a group.
+pub type GroupRaft = openraft::Raft<TypeConfig, StateMachineStore>;
+
+/// Counters exported per namespace.
+#[derive(Debug, Default)]
+pub struct GroupCounters {
+    /// Writes proposed to Raft by this node as leader.
+    pub proposals: AtomicU64,
+    /// Requests this node forwarded to a leader elsewhere.
+    pub forwards: AtomicU64,
+    /// Times the known leader changed.
+    pub leader_changes: AtomicU64,
+}
+
+impl GroupCounters {
+    /// Add one to `counter`.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A namespace's Raft group: the openraft instance plus what Flotilla tracks about it.
+pub struct Group {
+    /// The namespace.
+    pub namespace: Namespace,
+    /// The Raft instance.
+    pub raft: GroupRaft,
+    /// Exported counters.
+    pub counters: Arc<GroupCounters>,
+}
+
+impl Group {
+    /// Open the namespace's storage and start its Raft instance.
+    pub async fn start(
+        id: NodeId,
+        namespace: Namespace,
+        raft_config: Arc<openraft::Config>,
+        network: GroupNetworkFactory,
+        store: &Arc<Store>,
+        state_machine: Arc<dyn StateMachine>,
+    ) -> Result<Arc<Group>, String> {
+        let log = store.log_store(&namespace).map_err(|e| e.to_string())?;
+        let sm = store.state_machine(&namespace, state_machine).map_err(|e| e.to_string())?;
+        let raft = GroupRaft::new(id, raft_config, network, log, sm).await.map_err(|e| e.to_string())?;
+        let counters = Arc::new(GroupCounters::default());
+        spawn_leader_watch(raft.clone(), counters.clone());
+        Ok(Arc::new(Group { namespace, raft, counters }))
+    }
+
+    /// A snapshot of the group's Raft metrics.
+    pub fn metrics(&self) -> RaftMetrics<TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    /// The leader this node currently knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.metrics().current_leader
+    }
+
+    /// Whether this node is the group's leader.
+    pub fn is_leader(&self) -> bool {
+        self.metrics().state == ServerState::Leader
+    }
+}
+
+/// Count leader changes for metrics; ends when the Raft instance shuts down.
+fn spawn_leader_watch(raft: GroupRaft, counters: Arc<GroupCounters>) {
+    tokio::spawn(async move {
+        let mut rx = raft.metrics();
+        let mut last = rx.borrow_watched().current_leader;
+        while rx.changed().await.is_ok() {
+            let now = rx.borrow_watched().current_leader;
+            if now != last {
+                GroupCounters::bump(&counters.leader_changes);
+                last = now;
+            }
+        }
+    });
+}

@@ -1,0 +1,31 @@
+//! Translate Flotilla's [`Config`] into openraft's.
+
+use std::sync::Arc;
+
+use flotilla_core::{Config, Namespace};
+use openraft::SnapshotPolicy;
+
+/// Build the openraft configuration of one namespace's group.
+pub fn raft_config(config: &Config, namespace: &Namespace) -> Result<Arc<openraft::Config>, openraft::ConfigError> {
+    let timing = config.timing();
+    // The lease must stay below the election timeout so a deposed leader stops serving lease
+    // reads before anyone else can be elected.
+    let probe = timing.election_max_ms * 2;
+    let raft = openraft::Config {
+        cluster_name: format!("flotilla/{namespace}"),
+        heartbeat_interval: timing.heartbeat_ms,
+        election_timeout_min: timing.election_min_ms,
+        election_timeout_max: timing.election_max_ms,
+        // Pre-vote stops an isolated node that rejoins from deposing a healthy leader.
+        enable_pre_vote: Some(true),
+        // openraft#2080: under a partial partition an old leader's heartbeats can block a
+        // connected quorum; the probe makes such a leader step down.
+        quorum_loss_probe_interval: Some(probe),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+        max_in_snapshot_log_to_keep: config.keep_logs_behind_snapshot,
+        install_snapshot_timeout: (timing.election_max_ms * 4).max(2_000),
+        max_payload_entries: 512,
+        ..Default::default()
+    };
+    Ok(Arc::new(raft.validate()?))
+}

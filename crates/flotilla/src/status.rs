@@ -1,0 +1,69 @@
+//! What a node reports about a namespace.
+
+use flotilla_core::types::NodeId;
+use serde::Serialize;
+
+/// A member of a namespace's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Member {
+    /// The member's PeerId.
+    pub id: NodeId,
+    /// Where it was last known to listen.
+    pub addrs: Vec<String>,
+    /// `voter` or `learner`.
+    pub role: MemberRole,
+}
+
+/// Whether a member votes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberRole {
+    /// Counts towards quorum.
+    Voter,
+    /// Replicates but does not vote.
+    Learner,
+}
+
+/// This node's role in a namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Leads the group.
+    Leader,
+    /// Follows a leader, voting.
+    Follower,
+    /// Campaigning.
+    Candidate,
+    /// Replicates without voting.
+    Learner,
+    /// Stopped.
+    Shutdown,
+}
+
+/// A namespace's state as seen from this node.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupStatus {
+    /// The namespace.
+    pub namespace: String,
+    /// This node.
+    pub node_id: NodeId,
+    /// This node's role.
+    pub role: Role,
+    /// The leader this node knows of.
+    pub leader: Option<NodeId>,
+    /// Current term.
+    pub term: u64,
+    /// Index of the last log entry.
+    pub last_log_index: u64,
+    /// Highest index known committed.
+    pub commit_index: u64,
+    /// Highest index applied to the state machine.
+    pub applied_index: u64,
+    /// Index of the last snapshot.
+    pub snapshot_index: u64,
+    /// The membership configuration.
+    pub members: Vec<Member>,
+    /// Whether a membership change is under way: the configuration is joint (old and new
+    /// voter sets both need a quorum) or not yet committed.
+    pub membership_changing: bool,
+}

@@ -1,0 +1,195 @@
+//! A seeded, fault-injecting in-process network for tests.
+//!
+//! [`Router`] connects nodes of one process through the [`Transport`] seam. Every message is
+//! encoded and decoded as on the wire, so serialization bugs surface here too. Tests can
+//! partition nodes (both ways or one way), drop a fraction of messages, add delay, and take a
+//! node down; randomness comes from one seed so a failing run can be replayed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flotilla_core::types::NodeId;
+use flotilla_core::wire::{WireRequest, WireResponse};
+use flotilla_core::{InboundHandler, Transport, TransportError};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Largest message the router carries, like a transport's frame limit.
+const MAX_MESSAGE_BYTES: u64 = 64 * 1024 * 1024;
+
+#[derive(Default)]
+struct Faults {
+    /// Directed links that drop everything: (from, to).
+    cut: HashSet<(NodeId, NodeId)>,
+    /// Nodes that are down: nothing reaches them and nothing leaves them.
+    down: HashSet<NodeId>,
+    /// Fraction of messages (requests and replies) dropped, in [0, 1].
+    drop_rate: f64,
+    /// Extra delay range applied to each delivery, in milliseconds.
+    delay_ms: (u64, u64),
+}
+
+struct RouterState {
+    handlers: Mutex<HashMap<NodeId, Arc<dyn InboundHandler>>>,
+    addrs: Mutex<HashMap<String, NodeId>>,
+    faults: Mutex<Faults>,
+    rng: Mutex<StdRng>,
+}
+
+/// The simulated network.
+#[derive(Clone)]
+pub struct Router {
+    state: Arc<RouterState>,
+}
+
+impl Router {
+    /// A fault-free network whose random choices derive from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            state: Arc::new(RouterState {
+                handlers: Mutex::new(HashMap::new()),
+                addrs: Mutex::new(HashMap::new()),
+                faults: Mutex::new(Faults::default()),
+                rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            }),
+        }
+    }
+
+    /// The address a node has on this network.
+    pub fn addr_of(id: NodeId) -> String {
+        format!("/memory/{id}")
+    }
+
+    /// The transport of node `id`.
+    pub fn transport(&self, id: NodeId) -> Arc<dyn Transport> {
+        self.state.addrs.lock().expect("router lock").insert(Self::addr_of(id), id);
+        Arc::new(RouterTransport { state: self.state.clone(), id })
+    }
+
+    /// Take `id` off the network (a crash, as far as peers can tell).
+    pub fn down(&self, id: NodeId) {
+        self.faults().down.insert(id);
+    }
+
+    /// Bring `id` back.
+    pub fn up(&self, id: NodeId) {
+        self.faults().down.remove(&id);
+    }
+
+    /// Cut the link from `from` to `to` only.
+    pub fn cut_one_way(&self, from: NodeId, to: NodeId) {
+        self.faults().cut.insert((from, to));
+    }
+
+    /// Cut both directions between every node of `side` and every node outside it.
+    pub fn partition(&self, side: &[NodeId], all: &[NodeId]) {
+        let mut f = self.faults();
+        for a in side {
+            for b in all.iter().filter(|b| !side.contains(b)) {
+                f.cut.insert((*a, *b));
+                f.cut.insert((*b, *a));
+            }
+        }
+    }
+
+    /// Isolate one node from all others.
+    pub fn isolate(&self, id: NodeId, all: &[NodeId]) {
+        self.partition(&[id], all);
+    }
+
+    /// Remove every cut link.
+    pub fn heal(&self) {
+        self.faults().cut.clear();
+    }
+
+    /// Drop this fraction of messages.
+    pub fn set_drop_rate(&self, rate: f64) {
+        self.faults().drop_rate = rate.clamp(0.0, 1.0);
+    }
+
+    /// Delay each delivery by a random time in `[min_ms, max_ms]`.
+    pub fn set_delay_ms(&self, min_ms: u64, max_ms: u64) {
+        self.faults().delay_ms = (min_ms, max_ms.max(min_ms));
+    }
+
+    fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.state.faults.lock().expect("router lock")
+    }
+}
+
+impl RouterState {
+    /// Whether a message from `from` to `to` is delivered, and after which delay.
+    fn route(&self, from: NodeId, to: NodeId) -> Option<Duration> {
+        let faults = self.faults.lock().expect("router lock");
+        if faults.down.contains(&from) || faults.down.contains(&to) || faults.cut.contains(&(from, to)) {
+            return None;
+        }
+        let mut rng = self.rng.lock().expect("router lock");
+        if faults.drop_rate > 0.0 && rng.gen_bool(faults.drop_rate) {
+            return None;
+        }
+        let (lo, hi) = faults.delay_ms;
+        Some(Duration::from_millis(if hi > lo { rng.gen_range(lo..=hi) } else { lo }))
+    }
+}
+
+struct RouterTransport {
+    state: Arc<RouterState>,
+    id: NodeId,
+}
+
+fn roundtrip<T: serde::Serialize + serde::de::DeserializeOwned>(value: &T) -> Result<T, TransportError> {
+    let bytes = flotilla_core::encode(value).map_err(|e| TransportError::Protocol(e.to_string()))?;
+    flotilla_core::decode(&bytes, MAX_MESSAGE_BYTES).map_err(|e| TransportError::Protocol(e.to_string()))
+}
+
+#[async_trait::async_trait]
+impl Transport for RouterTransport {
+    fn local_id(&self) -> NodeId {
+        self.id
+    }
+
+    fn local_addrs(&self) -> Vec<String> {
+        vec![Router::addr_of(self.id)]
+    }
+
+    async fn call(&self, to: NodeId, request: WireRequest, timeout: Duration) -> Result<WireResponse, TransportError> {
+        let exchange = async {
+            // A lost message looks like silence to the sender: wait out the deadline.
+            let Some(delay) = self.state.route(self.id, to) else {
+                return std::future::pending().await;
+            };
+            tokio::time::sleep(delay).await;
+            let handler = self.state.handlers.lock().expect("router lock").get(&to).cloned();
+            let Some(handler) = handler else {
+                return Err(TransportError::Unreachable(to, "no such node".into()));
+            };
+            let response = handler.handle(self.id, roundtrip(&request)?).await;
+            let Some(delay) = self.state.route(to, self.id) else {
+                return std::future::pending().await;
+            };
+            tokio::time::sleep(delay).await;
+            roundtrip(&response)
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::Timeout(timeout)),
+        }
+    }
+
+    fn set_handler(&self, handler: Arc<dyn InboundHandler>) {
+        self.state.handlers.lock().expect("router lock").insert(self.id, handler);
+    }
+
+    fn add_peer_addrs(&self, _peer: NodeId, _addrs: &[String]) {}
+
+    async fn connect(&self, addr: &str, _timeout: Duration) -> Result<NodeId, TransportError> {
+        let id = self.state.addrs.lock().expect("router lock").get(addr).copied();
+        let id = id.ok_or_else(|| TransportError::Protocol(format!("unknown address {addr}")))?;
+        match self.state.route(self.id, id) {
+            Some(_) => Ok(id),
+            None => Err(TransportError::Unreachable(id, "link down".into())),
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Test harness: N in-process nodes on real stores over the seeded fault router.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla::testing::Router;
+use flotilla::{Cluster, Config, Namespace, Node, Role};
+use flotilla_core::types::NodeId;
+use flotilla_store::Store;
+use tempfile::TempDir;
+use tokio::time::Instant;
+
+/// Generous bound for anything cluster-wide to happen on a loaded 2-core CI machine.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub struct Harness {
+    pub router: Router,
+    pub ids: Vec<NodeId>,
+    pub dirs: Vec<TempDir>,
+    pub nodes: Vec<Option<Arc<Node>>>,
+    pub namespaces: Vec<String>,
+    pub tweak: fn(&mut Config),
+}
+
+fn new_id() -> NodeId {
+    libp2p_identity::Keypair::generate_ed25519().public().to_peer_id()
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+impl Harness {
+    /// Start `n` nodes serving `namespaces`: node 0 founds, the others join through it.
+    pub async fn start(n: usize, seed: u64, namespaces: &[&str], tweak: fn(&mut Config)) -> Harness {
+        init_tracing();
+        let mut h = Harness {
+            router: Router::new(seed),
+            ids: (0..n).map(|_| new_id()).collect(),
+            dirs: (0..n).map(|_| tempfile::tempdir().expect("tempdir")).collect(),
+            nodes: (0..n).map(|_| None).collect(),
+            namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
+            tweak,
+        };
+        for i in 0..n {
+            h.boot(i).await;
+        }
+        for ns in namespaces {
+            h.wait_voters(ns, n).await;
+        }
+        h
+    }
+
+    pub fn config_for(&self, i: usize) -> Config {
+        let mut c = Config {
+            data_dir: self.dirs[i].path().to_path_buf(),
+            bootstrap: if i == 0 { vec![] } else { vec![Router::addr_of(self.ids[0])] },
+            namespaces: self.namespaces.iter().map(|n| Namespace::new(n.as_str()).expect("valid ns")).collect(),
+            heartbeat_ms: Some(50),
+            election_min_ms: Some(300),
+            election_max_ms: Some(600),
+            request_timeout_ms: 8_000,
+            ..Config::default()
+        };
+        (self.tweak)(&mut c);
+        c
+    }
+
+    /// Start (or restart) node `i` on its data directory.
+    pub async fn boot(&mut self, i: usize) {
+        let config = self.config_for(i);
+        let store = open_store(&config).await;
+        let transport = self.router.transport(self.ids[i]);
+        let node = Node::start(config, transport, store).await.expect("node starts");
+        self.nodes[i] = Some(node);
+    }
+
+    /// Crash node `i`: it vanishes from the network and stops without any hand-off.
+    pub async fn crash(&mut self, i: usize) {
+        self.router.down(self.ids[i]);
+        if let Some(node) = self.nodes[i].take() {
+            node.halt().await;
+        }
+    }
+
+    /// Reboot a crashed node on the same data directory and identity.
+    pub async fn reboot(&mut self, i: usize) {
+        self.router.up(self.ids[i]);
+        self.boot(i).await;
+    }
+
+    /// Wipe node `i`'s data directory (it must be down).
+    pub fn wipe(&mut self, i: usize) {
+        assert!(self.nodes[i].is_none(), "wipe a running node");
+        self.dirs[i] = tempfile::tempdir().expect("tempdir");
+    }
+
+    pub fn node(&self, i: usize) -> &Arc<Node> {
+        self.nodes[i].as_ref().expect("node is running")
+    }
+
+    pub fn cluster(&self, i: usize, ns: &str) -> Cluster {
+        self.node(i).cluster(ns).expect("namespace served")
+    }
+
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|i| self.nodes[*i].is_some()).collect()
+    }
+
+    /// Wait until the given nodes agree on one leader among them; returns its position.
+    pub async fn leader_among(&self, ns: &str, among: &[usize]) -> usize {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let leaders: Vec<Option<NodeId>> = among.iter().map(|i| self.cluster(*i, ns).leader()).collect();
+            if let Some(Some(l)) = leaders.first() {
+                if leaders.iter().all(|x| *x == Some(*l)) {
+                    if let Some(pos) = among.iter().position(|i| self.ids[*i] == *l) {
+                        if self.cluster(among[pos], ns).state().role == Role::Leader {
+                            return among[pos];
+                        }
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no agreed leader among {among:?} for {ns}: {leaders:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn leader(&self, ns: &str) -> usize {
+        let live = self.live();
+        self.leader_among(ns, &live).await
+    }
+
+    /// Wait until the leader's configuration has `n` voters.
+    pub async fn wait_voters(&self, ns: &str, n: usize) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let l = self.leader(ns).await;
+            let state = self.cluster(l, ns).state();
+            let voters = state.members.iter().filter(|m| m.role == flotilla::MemberRole::Voter).count();
+            if voters == n && !state.membership_changing {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{ns}: {voters} voters, want {n}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Wait until node `i` has applied at least `index` in `ns`.
+    pub async fn wait_applied(&self, i: usize, ns: &str, index: u64) {
+        let deadline = Instant::now() + PATIENCE;
+        while self.cluster(i, ns).state().applied_index < index {
+            assert!(Instant::now() < deadline, "node {i} never applied {index} in {ns}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            if let Some(node) = self.nodes[i].take() {
+                node.halt().await;
+            }
+        }
+    }
+}
+
+/// Open the store, waiting for a previous instance in this process to release the file.
+pub async fn open_store(config: &Config) -> Arc<Store> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match Store::open(&config.data_dir) {
+            Ok(store) => return store,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "store never reopened: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// Poll `check` until it holds or `PATIENCE` runs out.
+pub async fn eventually<F: FnMut() -> bool>(what: &str, mut check: F) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
