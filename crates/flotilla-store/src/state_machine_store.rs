@@ -196,7 +196,8 @@ impl<C: StoreConfig> RaftStateMachine<C> for StateMachineStore<C> {
         }
         let tables = self.tables.clone();
         let sm = self.sm.clone();
-        let cost = batch.len() * 64;
+        // Roughly what the batch writes: payloads plus per-entry bookkeeping.
+        let cost = batch.iter().map(|e| C::command(e).map_or(0, |c| c.payload.len()) + 64).sum();
         let results = self
             .store
             .writer

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use flotilla_core::types::LogId;
@@ -33,7 +33,9 @@ pub const DB_FILE: &str = "flotilla.redb";
 /// log reads) use redb read transactions (MVCC) and never wait for the writer.
 pub struct Store {
     data_dir: PathBuf,
-    pub(crate) db: Arc<Database>,
+    /// The database; taken out by [`Store::shutdown`] so the file is closed (and its lock
+    /// released) even while handles to the store are still alive.
+    db: RwLock<Option<Arc<Database>>>,
     pub(crate) writer: Writer,
     metrics: Arc<Metrics>,
     pub(crate) snapshots: SnapshotFiles,
@@ -67,7 +69,7 @@ impl Store {
         tracing::info!(path = %path.display(), "store opened");
         Ok(Arc::new(Store {
             data_dir: data_dir.to_path_buf(),
-            db,
+            db: RwLock::new(Some(db)),
             writer,
             metrics,
             snapshots: SnapshotFiles::new(data_dir),
@@ -186,10 +188,19 @@ impl Store {
         self.metrics.snapshot(self.writer.queue_depth())
     }
 
-    /// Refuse new writes, commit everything already queued and stop the writer thread.
-    /// Idempotent; also run when the last handle is dropped.
+    /// Refuse new writes, commit everything already queued, stop the writer thread and close
+    /// the redb file, so the same directory can be opened again at once (even in this process,
+    /// while handles to this store are still alive). Reads fail with [`StoreError::Closed`]
+    /// afterwards. Idempotent; also run when the last handle is dropped.
     pub fn shutdown(&self) {
         self.writer.shutdown();
+        let db = self.db.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(db) = db {
+            // The writer thread has dropped its handle; this is normally the last one, and
+            // dropping it closes the file.
+            drop(db);
+            tracing::info!(path = %self.data_dir.join(DB_FILE).display(), "store closed");
+        }
     }
 
     fn check_open(&self) -> Result<(), StoreError> {
@@ -201,7 +212,8 @@ impl Store {
 
     /// A read transaction: a consistent view of the last commit.
     pub(crate) fn read_txn(&self) -> Result<ReadTransaction, StoreError> {
-        self.db.begin_read().map_err(redb_error)
+        let db = self.db.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or(StoreError::Closed)?;
+        db.begin_read().map_err(redb_error)
     }
 
     /// The lock serialising snapshot-file replacement for `ns`.
@@ -222,7 +234,7 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        self.writer.shutdown();
+        self.shutdown();
     }
 }
 

@@ -201,8 +201,15 @@ async fn shutdown_is_idempotent_and_refuses_later_writes() {
     let err = log.save_vote(&vote(1)).await.unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::BrokenPipe, "{err}");
     assert!(matches!(store.log_store(&ns("beta")), Err(StoreError::Closed)));
-    // Reads still work on a shut-down store.
-    assert_eq!(log.try_get_log_entries(..).await.unwrap().len(), 1);
+    assert!(matches!(store.get(&ns("alpha"), b"k"), Err(StoreError::Closed)));
+    assert!(log.try_get_log_entries(..).await.is_err());
+
+    // The file is released at shutdown, although `store` and `log` are still alive: the
+    // directory reopens at once, with everything acknowledged before.
+    let reopened = Store::open(dir.path()).expect("reopen after shutdown");
+    let mut log2 = reopened.log_store(&ns("alpha")).unwrap();
+    assert_eq!(log2.try_get_log_entries(..).await.unwrap().len(), 1);
+    drop(log);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
