@@ -189,26 +189,7 @@ async fn peer_restart_on_a_new_port() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_fails_calls_in_flight() {
-    /// Records that a request arrived, then never answers.
-    #[derive(Default)]
-    struct Stuck(AtomicBool);
-    #[async_trait::async_trait]
-    impl flotilla_core::InboundHandler for Stuck {
-        async fn handle(&self, _: flotilla_core::NodeId, _: flotilla_core::wire::WireRequest) -> WireResponse {
-            self.0.store(true, Ordering::SeqCst);
-            std::future::pending().await
-        }
-    }
-    let (a, b) = (host().await, host().await);
-    let stuck = Arc::new(Stuck::default());
-    b.set_handler(stuck.clone());
-    a.add_peer_addrs(b.local_id(), &b.local_addrs());
-    let call = {
-        let a = a.clone();
-        let id_b = b.local_id();
-        tokio::spawn(async move { a.call(id_b, request(1), DEADLINE).await })
-    };
-    eventually("the call reaches B", || async { stuck.0.load(Ordering::SeqCst).then_some(()) }).await;
+    let (a, _b, call) = call_stuck_in_b().await;
     a.shutdown().await;
     let result = tokio::time::timeout(DEADLINE, call).await.expect("the call ends at shutdown").unwrap();
     assert_eq!(result.unwrap_err(), TransportError::Closed);
@@ -216,15 +197,30 @@ async fn shutdown_fails_calls_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_shutdown_fails_calls_in_flight_as_unreachable() {
-    #[derive(Default)]
-    struct Stuck(AtomicBool);
-    #[async_trait::async_trait]
-    impl flotilla_core::InboundHandler for Stuck {
-        async fn handle(&self, _: flotilla_core::NodeId, _: flotilla_core::wire::WireRequest) -> WireResponse {
-            self.0.store(true, Ordering::SeqCst);
-            std::future::pending().await
-        }
+    let (_a, b, call) = call_stuck_in_b().await;
+    let started = std::time::Instant::now();
+    b.shutdown().await;
+    let result = tokio::time::timeout(DEADLINE, call).await.expect("the call ends when B goes").unwrap();
+    assert!(matches!(result, Err(TransportError::Unreachable(..))), "{result:?}");
+    println!("in-flight call failed {:?} after the peer's shutdown began", started.elapsed());
+}
+
+/// Records that a request arrived, then never answers.
+#[derive(Default)]
+struct Stuck(AtomicBool);
+
+#[async_trait::async_trait]
+impl flotilla_core::InboundHandler for Stuck {
+    async fn handle(&self, _: flotilla_core::NodeId, _: flotilla_core::wire::WireRequest) -> WireResponse {
+        self.0.store(true, Ordering::SeqCst);
+        std::future::pending().await
     }
+}
+
+type PendingCall = tokio::task::JoinHandle<Result<WireResponse, TransportError>>;
+
+/// Two hosts A and B, and a call from A that B has received and will never answer.
+async fn call_stuck_in_b() -> (Arc<flotilla_net::Host>, Arc<flotilla_net::Host>, PendingCall) {
     let (a, b) = (host().await, host().await);
     let stuck = Arc::new(Stuck::default());
     b.set_handler(stuck.clone());
@@ -235,9 +231,5 @@ async fn peer_shutdown_fails_calls_in_flight_as_unreachable() {
         tokio::spawn(async move { a.call(id_b, request(1), DEADLINE).await })
     };
     eventually("the call reaches B", || async { stuck.0.load(Ordering::SeqCst).then_some(()) }).await;
-    let started = std::time::Instant::now();
-    b.shutdown().await;
-    let result = tokio::time::timeout(DEADLINE, call).await.expect("the call ends when B goes").unwrap();
-    assert!(matches!(result, Err(TransportError::Unreachable(..))), "{result:?}");
-    println!("in-flight call failed {:?} after the peer's shutdown began", started.elapsed());
+    (a, b, call)
 }
