@@ -1,14 +1,20 @@
-//! Rough throughput figures of the group-commit writer (run with `--ignored --nocapture`).
-//! Not a pass/fail test: the numbers depend on the disk.
+//! Throughput figures of the group-commit writer: sequential appends against many groups
+//! appending at once. A benchmark, not a test: the numbers depend on the disk.
+//!
+//! Run: `cargo bench -p flotilla-store --bench group_commit`
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::time::Instant;
 
 use common::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement, prints figures"]
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(sequential_vs_grouped_appends());
+}
+
 async fn sequential_vs_grouped_appends() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
