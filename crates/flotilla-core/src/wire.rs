@@ -184,7 +184,7 @@ impl WireError {
     }
 }
 
-/// Shorthand: the node whose log id this is.
+/// The index of an optional log id, 0 when there is none.
 pub fn log_index(log_id: &Option<LogId>) -> u64 {
     log_id.as_ref().map(|l| l.index).unwrap_or(0)
 }

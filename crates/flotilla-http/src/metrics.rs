@@ -29,8 +29,7 @@ fn exposition(node: &Arc<Node>) -> String {
         ("flotilla_forwards_total", "requests forwarded to the leader"),
     ];
     let mut rows: Vec<(String, [u64; 8])> = Vec::new();
-    for ns in node.namespaces() {
-        let Ok(c) = node.cluster(ns.as_str()) else { continue };
+    for c in node.clusters() {
         let s = c.state();
         let (proposals, forwards, changes) = c.counters();
         let values = [
@@ -43,7 +42,7 @@ fn exposition(node: &Arc<Node>) -> String {
             proposals,
             forwards,
         ];
-        rows.push((ns.to_string(), values));
+        rows.push((s.namespace, values));
     }
     for (i, (name, help)) in gauges.iter().chain(counters.iter()).enumerate() {
         let kind = if i < gauges.len() { "gauge" } else { "counter" };

@@ -19,9 +19,8 @@ pub async fn namespace_status(State(node): State<Arc<Node>>, Path(ns): Path<Stri
 /// `GET /v1/status`: this node's identity, addresses and namespaces.
 pub async fn node_status(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
     let namespaces: Vec<serde_json::Value> = node
-        .namespaces()
+        .clusters()
         .iter()
-        .filter_map(|ns| node.cluster(ns.as_str()).ok())
         .map(|c| {
             let s = c.state();
             json!({ "namespace": s.namespace, "role": s.role, "leader": s.leader, "term": s.term, "applied_index": s.applied_index })
@@ -37,12 +36,8 @@ pub async fn health() -> &'static str {
 
 /// `GET /ready`: every namespace knows a leader.
 pub async fn ready(State(node): State<Arc<Node>>) -> Response {
-    let missing: Vec<String> = node
-        .namespaces()
-        .iter()
-        .filter(|ns| node.cluster(ns.as_str()).map(|c| c.leader().is_none()).unwrap_or(true))
-        .map(|ns| ns.to_string())
-        .collect();
+    let missing: Vec<String> =
+        node.clusters().iter().filter(|c| c.leader().is_none()).map(|c| c.namespace().to_string()).collect();
     if missing.is_empty() {
         (StatusCode::OK, Json(json!({ "ready": true }))).into_response()
     } else {

@@ -208,7 +208,16 @@ impl<'a, C: StoreConfig> ParsedSnapshot<'a, C> {
                 "snapshot checksum mismatch (stored {stored:08x}, computed {actual:08x})"
             )));
         }
+        Self::parse_checksummed(data)
+    }
 
+    /// Parse a snapshot whose checksum [`Self::parse`] has already verified, without hashing
+    /// every byte again (the install job runs on the node-wide writer thread). Structure and
+    /// bounds are still checked.
+    pub(crate) fn parse_checksummed(data: &'a [u8]) -> Result<Self, StoreError> {
+        let Some((body, _crc)) = data.split_last_chunk::<4>() else {
+            return Err(StoreError::corrupt("snapshot too short for its checksum"));
+        };
         let mut r = Reader::new(body);
         r.take(MAGIC.len(), "magic")?;
         let version = r.u32("format version")?;

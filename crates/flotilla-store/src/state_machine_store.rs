@@ -134,8 +134,9 @@ impl<C: StoreConfig> StateMachineStore<C> {
 /// The writer job of an install: clear the namespace's state, load the snapshot, set the
 /// applied log id and membership. Returns the number of keys loaded.
 fn install_job<C: StoreConfig>(txn: &WriteTransaction, tables: &NsTables, data: &[u8]) -> Result<u64, JobFailure> {
-    // Verified before the job was queued; parse again to borrow the records (cannot fail).
-    let parsed = ParsedSnapshot::<C>::parse(data).map_err(JobFailure::clean)?;
+    // The checksum was verified before the job was queued; parse again only to borrow the
+    // records, without hashing the whole snapshot a second time on the writer thread.
+    let parsed = ParsedSnapshot::<C>::parse_checksummed(data).map_err(JobFailure::clean)?;
     let header = &parsed.header;
     let applied = header.last_log_id.as_ref().map(encode_sealed).transpose().map_err(JobFailure::clean)?;
     let membership = encode_sealed(&header.last_membership).map_err(JobFailure::clean)?;

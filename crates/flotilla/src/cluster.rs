@@ -7,7 +7,6 @@ use flotilla_core::kv::{decode_reply, encode_ops};
 use flotilla_core::types::{NodeId, TypeConfig};
 use flotilla_core::wire::{log_index, CommandRequest, CommandResponse};
 use flotilla_core::{ApiError, Command, Consistency, KvOp, MemberInfo, Namespace};
-use openraft::async_runtime::watch::WatchReceiver;
 use openraft::raft::linearizable_read::Linearizer;
 use openraft::raft::linearizable_read::ReadLogId;
 use openraft::ServerState;
@@ -99,10 +98,10 @@ impl Cluster {
     /// Replicate an opaque command for the namespace's state machine; returns the log index and
     /// the state machine's reply (or its deterministic refusal).
     pub async fn propose(&self, payload: Vec<u8>) -> Result<(u64, Result<Vec<u8>, String>), ApiError> {
-        let limit = self.node.config.max_key_bytes + self.node.config.max_value_bytes + 1024;
-        let batch_limit = self.node.config.max_frame_bytes / 2;
-        if payload.len() > batch_limit.max(limit) {
-            return Err(ApiError::TooLarge { what: "request", size: payload.len(), limit: batch_limit.max(limit) });
+        let config = &self.node.config;
+        let limit = (config.max_frame_bytes / 2).max(config.max_key_bytes + config.max_value_bytes + 1024);
+        if payload.len() > limit {
+            return Err(ApiError::TooLarge { what: "request", size: payload.len(), limit });
         }
         let command = Command { id: Some(self.node.request_ids.next()), payload };
         match self.node.submit(&self.group, CommandRequest::Write(command), self.deadline()).await? {
@@ -159,7 +158,7 @@ impl Cluster {
     }
 
     fn applied_index(&self) -> u64 {
-        log_index(&self.group.metrics().last_applied)
+        self.group.applied_index()
     }
 
     fn check_key(&self, key: &[u8]) -> Result<(), ApiError> {
@@ -269,11 +268,6 @@ impl Cluster {
             CommandResponse::Done { index } => Ok(index.unwrap_or_else(|| self.applied_index())),
             other => Err(ApiError::Fatal(format!("unexpected reply {other:?}"))),
         }
-    }
-
-    /// Raw metrics watch of the group, for exporters.
-    pub fn raft_metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
-        self.group.raft.metrics().borrow_watched().clone()
     }
 
     /// Counters of the group: (proposals, forwards, leader changes).

@@ -130,17 +130,13 @@ impl Node {
         let moved = group
             .raft
             .wait(Some(budget))
-            .metrics(|m| m.current_leader.is_some() && m.current_leader != Some(self_id(m)), "leader moved")
+            .metrics(|m| m.current_leader.is_some() && m.current_leader != Some(m.id), "leader moved")
             .await;
         match moved {
             Ok(_) => Ok(CommandResponse::Done { index: None }),
             Err(e) => Err(WireError::Unavailable(format!("leadership did not move: {e}"))),
         }
     }
-}
-
-fn self_id(m: &openraft::RaftMetrics<TypeConfig>) -> NodeId {
-    m.id
 }
 
 /// The other voter whose log matches the leader's furthest.

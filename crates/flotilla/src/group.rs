@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use flotilla_core::types::{NodeId, TypeConfig};
+use flotilla_core::wire::log_index;
 use flotilla_core::{Namespace, StateMachine};
 use flotilla_store::{StateMachineStore, Store};
 use openraft::async_runtime::watch::WatchReceiver;
@@ -65,14 +66,22 @@ impl Group {
         self.raft.metrics().borrow_watched().clone()
     }
 
+    // The accessors below sit on the request path: they read one field through the watch
+    // instead of cloning the whole metrics (membership, replication maps).
+
     /// The leader this node currently knows of.
     pub fn leader(&self) -> Option<NodeId> {
-        self.metrics().current_leader
+        self.raft.metrics().borrow_watched().current_leader
     }
 
     /// Whether this node is the group's leader.
     pub fn is_leader(&self) -> bool {
-        self.metrics().state == ServerState::Leader
+        self.raft.metrics().borrow_watched().state == ServerState::Leader
+    }
+
+    /// Index of the last entry applied to this replica's state machine.
+    pub fn applied_index(&self) -> u64 {
+        log_index(&self.raft.metrics().borrow_watched().last_applied)
     }
 }
 

@@ -114,6 +114,11 @@ impl Node {
         &self.store
     }
 
+    /// The cluster API of every namespace, in name order.
+    pub fn clusters(self: &Arc<Self>) -> Vec<Cluster> {
+        self.groups.values().map(|g| Cluster::new(self.clone(), g.clone())).collect()
+    }
+
     /// The cluster API of one namespace.
     pub fn cluster(self: &Arc<Self>, namespace: &str) -> Result<Cluster, ApiError> {
         let ns = Namespace::new(namespace)?;
@@ -192,12 +197,7 @@ impl Node {
                 }
             }
         }
-        for group in self.groups.values() {
-            if let Err(e) = group.raft.shutdown().await {
-                warn!(namespace = %group.namespace, error = %e, "raft shutdown failed");
-            }
-        }
-        self.store.shutdown();
+        self.stop_groups().await;
     }
 
     /// Stop every group and the store at once, without handing leadership off: what a crash
@@ -205,8 +205,14 @@ impl Node {
     /// fatal-error paths.
     pub async fn halt(&self) {
         self.closing.store(true, Ordering::Release);
+        self.stop_groups().await;
+    }
+
+    async fn stop_groups(&self) {
         for group in self.groups.values() {
-            let _ = group.raft.shutdown().await;
+            if let Err(e) = group.raft.shutdown().await {
+                warn!(namespace = %group.namespace, error = %e, "raft shutdown failed");
+            }
         }
         self.store.shutdown();
     }
