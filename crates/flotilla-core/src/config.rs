@@ -126,6 +126,43 @@ pub struct Config {
     /// Deadline of a client request, including forwarding and retries (ms).
     #[cfg_attr(feature = "clap", arg(long, default_value_t = 5_000))]
     pub request_timeout_ms: u64,
+
+    /// Safe formation: found nothing until this many founders see each other and agree on the
+    /// founder set. Without it, a bounded discovery window decides founders and late joiners.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub expect: Option<usize>,
+
+    /// Found a single-node cluster at once, without discovery. Only acts on empty state; a
+    /// restart with it set rejoins as usual.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub force_bootstrap: bool,
+
+    /// Length of the discovery window before founding without `--expect` (ms); default from
+    /// the preset.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub discovery_window_ms: Option<u64>,
+
+    /// Disable mDNS discovery on the local network.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub no_mdns: bool,
+
+    /// Interval between mDNS queries (ms).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 2_000))]
+    pub mdns_query_interval_ms: u64,
+
+    /// Voters a namespace aims for; further members stay learners (read replicas) and are
+    /// promoted when a voter is lost.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 5))]
+    pub voter_target: usize,
+
+    /// Dead voters are never removed below this many voters.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 3))]
+    pub min_quorum: usize,
+
+    /// A member unreachable from the leader for this long is replaced or removed (ms); 0
+    /// disables automatic removal.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 30_000))]
+    pub dead_member_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -146,6 +183,14 @@ impl Default for Config {
             snapshot_every: 10_000,
             keep_logs_behind_snapshot: 1_000,
             request_timeout_ms: 5_000,
+            expect: None,
+            force_bootstrap: false,
+            discovery_window_ms: None,
+            no_mdns: false,
+            mdns_query_interval_ms: 2_000,
+            voter_target: 5,
+            min_quorum: 3,
+            dead_member_timeout_ms: 30_000,
         }
     }
 }
@@ -159,6 +204,21 @@ impl Config {
             election_min_ms: self.election_min_ms.unwrap_or(base.election_min_ms),
             election_max_ms: self.election_max_ms.unwrap_or(base.election_max_ms),
         }
+    }
+
+    /// How long a fresh node without `--expect` looks for peers before founding.
+    pub fn discovery_window(&self) -> Duration {
+        let default = match self.preset {
+            Preset::Local => 1_500,
+            Preset::Regional => 5_000,
+            Preset::Global => 15_000,
+        };
+        Duration::from_millis(self.discovery_window_ms.unwrap_or(default))
+    }
+
+    /// Time after which an unreachable member is replaced or removed, if enabled.
+    pub fn dead_member_timeout(&self) -> Option<Duration> {
+        (self.dead_member_timeout_ms > 0).then(|| Duration::from_millis(self.dead_member_timeout_ms))
     }
 
     /// The request deadline.
@@ -209,6 +269,29 @@ impl Config {
         }
         if self.snapshot_every == 0 {
             return err("snapshot_every must be positive".into());
+        }
+        if self.expect == Some(0) {
+            return err("--expect must be at least 1".into());
+        }
+        if self.force_bootstrap && self.expect.is_some() {
+            return err("--force-bootstrap and --expect contradict each other".into());
+        }
+        if self.voter_target == 0 {
+            return err("voter_target must be at least 1".into());
+        }
+        if self.min_quorum == 0 || self.min_quorum > self.voter_target {
+            return err(format!("min_quorum ({}) must be between 1 and voter_target ({})", self.min_quorum, self.voter_target));
+        }
+        if self.mdns_query_interval_ms == 0 {
+            return err("mdns_query_interval_ms must be positive".into());
+        }
+        if let Some(timeout) = self.dead_member_timeout() {
+            if timeout.as_millis() < u128::from(t.election_max_ms) * 2 {
+                return err(format!(
+                    "dead_member_timeout ({} ms) must be at least twice the election timeout max",
+                    self.dead_member_timeout_ms
+                ));
+            }
         }
         if self.request_timeout_ms < t.election_max_ms {
             return err(format!(

@@ -9,6 +9,7 @@
 pub mod command;
 pub mod config;
 pub mod consistency;
+pub mod discovery;
 pub mod error;
 pub mod kv;
 pub mod namespace;
@@ -20,6 +21,7 @@ pub mod wire;
 pub use command::{Command, CommandResult, RequestId};
 pub use config::{Config, ConfigError, Preset, Timing};
 pub use consistency::Consistency;
+pub use discovery::{Discovery, DiscoverySource, Sighting};
 pub use error::ApiError;
 pub use kv::{KvOp, KvReply, KvStateMachine};
 pub use namespace::{Namespace, NamespaceError};
