@@ -1,7 +1,9 @@
 //! `flotilla agent`: run a node until SIGTERM or Ctrl-C.
 
 use anyhow::Context;
-use flotilla::Node;
+use std::sync::Arc;
+
+use flotilla::{Node, NodeServices};
 use flotilla_core::Config;
 use flotilla_net::{Host, NetConfig};
 use flotilla_store::Store;
@@ -13,11 +15,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let keypair = flotilla_net::load_or_create_keypair(&config.data_dir)?;
-    let net = NetConfig { max_frame_bytes: config.max_frame_bytes, ..NetConfig::default() };
+    let net = NetConfig::from_node_config(&config);
     let host = Host::start(keypair, &config.listen, net).await?;
     let store = Store::open(&config.data_dir)?;
     let listener = TcpListener::bind(config.http).await.with_context(|| format!("binding HTTP on {}", config.http))?;
-    let node = Node::start(config, host.clone(), store).await?;
+    let mut services = NodeServices::default();
+    if let Some(mdns) = host.mdns_discovery() {
+        services.discovery.push(Arc::new(mdns));
+    }
+    let node = Node::start_with(config, host.clone(), store, services).await?;
     info!(peer_id = %node.id(), addrs = ?node.addrs(), http = %listener.local_addr()?, "flotilla agent running");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(flotilla_http::serve(listener, node.clone(), async move {

@@ -27,7 +27,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     for i in 0..NODES {
         let dir = args.dir.join(format!("node{}", i + 1));
         let mut cmd = Command::new(&exe);
+        // Loopback carries no multicast, so mDNS would only chatter on the real interfaces.
         cmd.arg("agent")
+            .arg("--no-mdns")
             .arg("--data-dir")
             .arg(&dir)
             .arg("--listen")

@@ -26,7 +26,9 @@ fn free_port() -> u16 {
 fn spawn(dir: &Path, http: &str, p2p: &str, bootstrap: Option<&str>) -> Child {
     let log = std::fs::File::create(dir.with_extension("log")).expect("log file");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-    cmd.args(["agent", "--data-dir"]).arg(dir).args(["--listen", p2p, "--http", http]);
+    // mDNS stays off: this test runs outside a network namespace, and its traffic must stay
+    // on loopback.
+    cmd.args(["agent", "--no-mdns", "--data-dir"]).arg(dir).args(["--listen", p2p, "--http", http]);
     if let Some(b) = bootstrap {
         cmd.args(["--bootstrap", b]);
     }

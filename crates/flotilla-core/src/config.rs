@@ -280,7 +280,10 @@ impl Config {
             return err("voter_target must be at least 1".into());
         }
         if self.min_quorum == 0 || self.min_quorum > self.voter_target {
-            return err(format!("min_quorum ({}) must be between 1 and voter_target ({})", self.min_quorum, self.voter_target));
+            return err(format!(
+                "min_quorum ({}) must be between 1 and voter_target ({})",
+                self.min_quorum, self.voter_target
+            ));
         }
         if self.mdns_query_interval_ms == 0 {
             return err("mdns_query_interval_ms must be positive".into());

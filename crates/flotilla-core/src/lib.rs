@@ -11,6 +11,7 @@ pub mod config;
 pub mod consistency;
 pub mod discovery;
 pub mod error;
+pub mod formation;
 pub mod kv;
 pub mod namespace;
 pub mod state_machine;

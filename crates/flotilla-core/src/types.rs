@@ -13,12 +13,16 @@ pub type NodeId = libp2p_identity::PeerId;
 pub struct MemberInfo {
     /// Multiaddresses (as text) the member listens on.
     pub addrs: Vec<String>,
+    /// The cluster that admitted the member, stamped by the leader (or the founder) that added
+    /// it. Every entry of one configuration carries the same id, so any member can tell which
+    /// cluster it is in, and two clusters of one namespace that meet can tell each other apart.
+    pub cluster: crate::formation::ClusterId,
 }
 
 impl MemberInfo {
-    /// A member reachable at `addrs`.
+    /// A member reachable at `addrs`, not yet stamped with a cluster.
     pub fn new(addrs: Vec<String>) -> Self {
-        Self { addrs }
+        Self { addrs, cluster: String::new() }
     }
 }
 

@@ -33,6 +33,8 @@ pub enum RequestBody {
     Raft(RaftRequest),
     /// Forwarded client requests and membership requests.
     Command(CommandEnvelope),
+    /// Discovery and founding; served even for namespaces the receiver does not serve.
+    Formation(crate::formation::FormationRequest),
 }
 
 /// A reply to a [`WireRequest`].
@@ -42,6 +44,8 @@ pub enum WireResponse {
     Raft(RaftResponse),
     /// Reply to a [`RequestBody::Command`].
     Command(CommandResponse),
+    /// Reply to a [`RequestBody::Formation`].
+    Formation(crate::formation::FormationResponse),
     /// The request could not be handled at all.
     Error(WireError),
 }
@@ -108,8 +112,15 @@ pub enum CommandRequest {
     Write(Command),
     /// Confirm leadership and return the index a linearizable read must wait for.
     ReadIndex,
-    /// Add the *sender* as a learner (a join request can name no one else).
-    Join(MemberInfo),
+    /// Add the *sender* as a learner (a join request can name no one else). `fresh` says the
+    /// sender holds no Raft state: if it is already a member, it lost its data and is removed
+    /// and re-added as a learner rather than trusted with its old vote.
+    Join {
+        /// Where the sender listens.
+        info: MemberInfo,
+        /// Whether the sender has no Raft state for the namespace.
+        fresh: bool,
+    },
     /// Add a learner, wait for it to catch up, then promote it to voter.
     AddVoter(NodeId, MemberInfo),
     /// Add a learner.
@@ -134,6 +145,15 @@ pub enum CommandResponse {
     ReadIndex {
         /// The log id the reader must have applied.
         read_log_id: LogId,
+    },
+    /// A join was accepted: the sender is a learner of `cluster`, led by `leader`.
+    Joined {
+        /// The leader that admitted the sender.
+        leader: NodeId,
+        /// The cluster the sender now belongs to.
+        cluster: crate::formation::ClusterId,
+        /// Log index of the membership change, when one was needed.
+        index: Option<u64>,
     },
     /// A membership or leadership change completed; `index` is the log index it reflects.
     Done {

@@ -2,11 +2,14 @@
 //!
 //! The behaviour is deliberately thin: RPC bytes never pass through it. `libp2p_stream` hands
 //! negotiated streams straight to our tasks, so the swarm loop only dials, accepts connections
-//! and runs identify and ping.
+//! and runs identify, ping and (when enabled) mDNS.
+
+use std::time::Duration;
 
 use libp2p::identity::Keypair;
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{identify, noise, ping, tcp, yamux, Swarm, SwarmBuilder};
+use libp2p::{identify, mdns, noise, ping, tcp, yamux, Swarm, SwarmBuilder};
 
 use crate::address_book::{AddressBookBehaviour, SharedBook};
 use crate::config::NetConfig;
@@ -15,6 +18,13 @@ use crate::error::NetError;
 /// Protocol version announced through identify; peers of other applications that happen to
 /// connect can tell Flotilla nodes apart by it.
 pub(crate) const IDENTIFY_PROTOCOL: &str = "/flotilla/id/1";
+
+/// Shortest lifetime of the records we announce over mDNS. Peers drop our addresses this long
+/// after our last answer, so it must span several query rounds (a lost packet must not make us
+/// vanish) yet stay short enough that a stopped node disappears from discovery soon.
+const MDNS_MIN_TTL: Duration = Duration::from_secs(20);
+/// Query rounds an mDNS record outlives when the query interval is long.
+const MDNS_TTL_ROUNDS: u32 = 3;
 
 /// Everything a Flotilla swarm speaks.
 #[derive(NetworkBehaviour)]
@@ -27,6 +37,8 @@ pub(crate) struct Behaviour {
     pub(crate) ping: ping::Behaviour,
     /// Supplies known addresses to dials by peer id.
     pub(crate) addresses: AddressBookBehaviour,
+    /// Finds peers on the local network; disabled by configuration or when it cannot start.
+    pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
 impl Behaviour {
@@ -45,6 +57,26 @@ impl Behaviour {
                 ping::Config::new().with_interval(config.ping_interval).with_timeout(config.ping_timeout),
             ),
             addresses: AddressBookBehaviour::new(book),
+            mdns: config.mdns_query_interval.and_then(|interval| new_mdns(key, interval)).into(),
+        }
+    }
+}
+
+/// The mDNS behaviour, or `None` when it cannot start (no netlink socket to watch interfaces,
+/// for instance in a sandbox): discovery over mDNS is a convenience, and the host still works
+/// with bootstrap addresses.
+fn new_mdns(key: &Keypair, query_interval: Duration) -> Option<mdns::tokio::Behaviour> {
+    let config = mdns::Config {
+        ttl: query_interval.saturating_mul(MDNS_TTL_ROUNDS).max(MDNS_MIN_TTL),
+        query_interval,
+        // Flotilla's lab and deployments are IPv4; libp2p-mdns serves one family per behaviour.
+        enable_ipv6: false,
+    };
+    match mdns::tokio::Behaviour::new(config, key.public().to_peer_id()) {
+        Ok(behaviour) => Some(behaviour),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start mDNS; running without local network discovery");
+            None
         }
     }
 }

@@ -5,6 +5,13 @@ use std::time::Duration;
 /// Smallest frame limit a host accepts; smaller configured values are raised to it.
 pub const MIN_FRAME_BYTES: usize = 1024;
 
+/// Bounds of [`NetConfig::mdns_query_interval`]; values outside are moved inside.
+///
+/// libp2p-mdns panics on a zero interval (tokio refuses a zero period) and on one so long that
+/// the next deadline overflows `Instant`, and below the minimum it would flood the LAN.
+pub(crate) const MDNS_QUERY_INTERVAL_RANGE: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(3600));
+
 /// Limits and timings of a [`Host`](crate::Host).
 ///
 /// Every queue and table of the host is bounded by one of these values, so a slow or hostile
@@ -36,6 +43,12 @@ pub struct NetConfig {
     /// A ping unanswered for this long closes the connection, failing its calls at once instead
     /// of letting each one run into its own timeout.
     pub ping_timeout: Duration,
+    /// Interval between mDNS queries on the local network, or `None` to run without mDNS.
+    ///
+    /// Discovered peers go into the address book and are reported by
+    /// [`Host::mdns_discovery`](crate::Host::mdns_discovery). Values are kept between 100 ms and
+    /// one hour.
+    pub mdns_query_interval: Option<Duration>,
 }
 
 impl Default for NetConfig {
@@ -52,14 +65,19 @@ impl Default for NetConfig {
             reconnect_backoff_max: Duration::from_secs(5),
             ping_interval: Duration::from_secs(10),
             ping_timeout: Duration::from_secs(20),
+            // Off unless asked for: a host that multicasts is visible to the whole LAN, and
+            // hosts in tests would find each other's unrelated clusters.
+            mdns_query_interval: None,
         }
     }
 }
 
 impl NetConfig {
-    /// The defaults, with the frame limit taken from the node configuration.
+    /// The defaults, with the frame limit and mDNS settings (`no_mdns`,
+    /// `mdns_query_interval_ms`) taken from the node configuration.
     pub fn from_node_config(config: &flotilla_core::Config) -> Self {
-        Self { max_frame_bytes: config.max_frame_bytes, ..Self::default() }
+        let mdns_query_interval = (!config.no_mdns).then(|| Duration::from_millis(config.mdns_query_interval_ms));
+        Self { max_frame_bytes: config.max_frame_bytes, mdns_query_interval, ..Self::default() }
     }
 
     /// The same configuration with zero-valued limits raised to 1, so no semaphore or channel
@@ -74,6 +92,32 @@ impl NetConfig {
         if self.reconnect_backoff_max < self.reconnect_backoff_min {
             self.reconnect_backoff_max = self.reconnect_backoff_min;
         }
+        let (min, max) = MDNS_QUERY_INTERVAL_RANGE;
+        self.mdns_query_interval = self.mdns_query_interval.map(|interval| interval.clamp(min, max));
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mdns_follows_the_node_config() {
+        let mut node = flotilla_core::Config { mdns_query_interval_ms: 1_500, ..Default::default() };
+        assert_eq!(NetConfig::from_node_config(&node).mdns_query_interval, Some(Duration::from_millis(1_500)));
+        node.no_mdns = true;
+        assert_eq!(NetConfig::from_node_config(&node).mdns_query_interval, None);
+        assert_eq!(NetConfig::default().mdns_query_interval, None);
+    }
+
+    #[test]
+    fn mdns_interval_is_kept_in_range() {
+        let (min, max) = MDNS_QUERY_INTERVAL_RANGE;
+        let sanitized = |interval| NetConfig { mdns_query_interval: interval, ..NetConfig::default() }.sanitized();
+        assert_eq!(sanitized(Some(Duration::ZERO)).mdns_query_interval, Some(min));
+        assert_eq!(sanitized(Some(Duration::MAX)).mdns_query_interval, Some(max));
+        assert_eq!(sanitized(Some(Duration::from_secs(2))).mdns_query_interval, Some(Duration::from_secs(2)));
+        assert_eq!(sanitized(None).mdns_query_interval, None);
     }
 }

@@ -21,6 +21,7 @@ use crate::config::NetConfig;
 use crate::error::NetError;
 use crate::frame;
 use crate::inbound::{accept_loop, HandlerSlot, InboundShared};
+use crate::mdns::MdnsDiscovery;
 use crate::outbound::{Lane, LinkShared, Outbound};
 use crate::swarm_task::{SwarmCommand, SwarmTask, COMMAND_QUEUE};
 
@@ -37,6 +38,7 @@ pub struct Host {
     listen_addrs: watch::Receiver<Vec<Multiaddr>>,
     commands: mpsc::Sender<SwarmCommand>,
     book: SharedBook,
+    mdns: Option<MdnsDiscovery>,
     handler: Arc<HandlerSlot>,
     outbound: Outbound,
     control: libp2p_stream::Control,
@@ -57,6 +59,8 @@ impl Host {
         let local_id = keypair.public().to_peer_id();
         let book = SharedBook::default();
         let mut swarm = build_swarm(&keypair, &book, &config)?;
+        // Decided by the swarm rather than the configuration: mDNS may have failed to start.
+        let mdns = swarm.behaviour().mdns.is_enabled().then(|| MdnsDiscovery::new(local_id));
 
         // Register the protocol before listening, so no early stream finds it missing.
         let mut control = swarm.behaviour().stream.new_control();
@@ -77,6 +81,7 @@ impl Host {
             swarm,
             commands,
             book: book.clone(),
+            mdns: mdns.clone(),
             listen_addrs: listen_sender,
             cancel: cancel.clone(),
             connects: HashMap::new(),
@@ -118,6 +123,7 @@ impl Host {
             listen_addrs,
             commands: command_sender,
             book,
+            mdns,
             handler,
             outbound,
             control,
@@ -143,6 +149,12 @@ impl Host {
     /// the RPC protocol is already being accepted by the host itself).
     pub fn stream_control(&self) -> libp2p_stream::Control {
         self.control.clone()
+    }
+
+    /// The peers this host currently sees on the local network, as a discovery backend; `None`
+    /// when mDNS is disabled ([`NetConfig::mdns_query_interval`]) or could not start.
+    pub fn mdns_discovery(&self) -> Option<MdnsDiscovery> {
+        self.mdns.clone()
     }
 
     /// The configuration in effect (after raising zero limits).

@@ -34,6 +34,14 @@
 //! `/ip4/10.0.0.5/tcp/7000/p2p/12D3Koo...`), so they can be passed to `connect` as they are.
 //! [`Transport::add_peer_addrs`](flotilla_core::Transport::add_peer_addrs) accepts addresses
 //! with or without the suffix.
+//!
+//! # Local network discovery
+//!
+//! With [`NetConfig::mdns_query_interval`] set, the host announces itself and queries for peers
+//! over mDNS (IPv4 multicast; it does not work over loopback). Every peer found is added to the
+//! host's address book, and [`Host::mdns_discovery`] returns an [`MdnsDiscovery`], the
+//! [`flotilla_core::Discovery`] backend listing the peers visible right now. A peer whose
+//! records expire leaves that list but keeps its addresses in the book.
 
 #![deny(missing_docs)]
 
@@ -46,6 +54,7 @@ mod host;
 mod identity;
 mod inbound;
 mod link;
+mod mdns;
 mod outbound;
 mod swarm_task;
 
@@ -53,6 +62,7 @@ pub use config::{NetConfig, MIN_FRAME_BYTES};
 pub use error::NetError;
 pub use host::Host;
 pub use identity::{load_or_create_keypair, KEY_FILE};
+pub use mdns::MdnsDiscovery;
 
 use flotilla_core::NodeId;
 use libp2p::StreamProtocol;

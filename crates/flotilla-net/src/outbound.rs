@@ -43,7 +43,7 @@ impl Lane {
         match &request.body {
             RequestBody::Raft(RaftRequest::SnapshotChunk(_)) => Lane::Snapshot,
             RequestBody::Raft(_) => Lane::Raft,
-            RequestBody::Command(_) => Lane::Command,
+            RequestBody::Command(_) | RequestBody::Formation(_) => Lane::Command,
         }
     }
 }

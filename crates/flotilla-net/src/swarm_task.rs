@@ -2,8 +2,8 @@
 //!
 //! The swarm is not shareable, so one task drives it and everybody else talks to it through a
 //! bounded command channel. RPC bytes never pass through here (they move on the connection
-//! tasks via `libp2p_stream`), so this loop only handles dials, listen addresses, identify and
-//! ping; a slow call can never stall it.
+//! tasks via `libp2p_stream`), so this loop only handles dials, listen addresses, identify,
+//! ping and mDNS; a slow call can never stall it.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,13 +13,14 @@ use libp2p::core::ConnectedPoint;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
-use libp2p::{identify, ping, Multiaddr, PeerId, Swarm};
+use libp2p::{identify, mdns, ping, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::address_book::SharedBook;
 use crate::behaviour::{Behaviour, BehaviourEvent, IDENTIFY_PROTOCOL};
+use crate::mdns::MdnsDiscovery;
 
 /// Capacity of the command channel.
 pub(crate) const COMMAND_QUEUE: usize = 64;
@@ -41,6 +42,8 @@ pub(crate) struct SwarmTask {
     pub(crate) swarm: Swarm<Behaviour>,
     pub(crate) commands: mpsc::Receiver<SwarmCommand>,
     pub(crate) book: SharedBook,
+    /// Peers visible over mDNS; `None` when mDNS is off.
+    pub(crate) mdns: Option<MdnsDiscovery>,
     /// Concrete listen addresses, as reported by the swarm.
     pub(crate) listen_addrs: watch::Sender<Vec<Multiaddr>>,
     pub(crate) cancel: CancellationToken,
@@ -208,6 +211,7 @@ impl SwarmTask {
                     book.add(peer_id, addr);
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(event)) => self.on_mdns(event),
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, connection, result: Err(failure) }))
                 if !matches!(failure, ping::Failure::Unsupported) =>
             {
@@ -217,6 +221,40 @@ impl SwarmTask {
                 self.swarm.close_connection(connection);
             }
             _ => {}
+        }
+    }
+
+    fn on_mdns(&mut self, event: mdns::Event) {
+        let local = *self.swarm.local_peer_id();
+        match event {
+            mdns::Event::Discovered(found) => {
+                let mut book = self.book.lock();
+                for (peer, addr) in found.iter().filter(|(peer, _)| *peer != local) {
+                    tracing::debug!(%peer, %addr, "seen over mDNS");
+                    book.add(*peer, addr);
+                    // libp2p-mdns reports a (peer, address) pair only when it is new to it, so
+                    // this is a peer (re)appearing: links backing off from it may retry now.
+                    book.bump(*peer);
+                }
+                drop(book);
+                if let Some(mdns) = &self.mdns {
+                    let mut table = mdns.lock();
+                    for (peer, addr) in found.iter().filter(|(peer, _)| *peer != local) {
+                        table.discovered(*peer, addr);
+                    }
+                }
+            }
+            // Only the sighting ends: the address book keeps the addresses, since a member
+            // that went quiet (restarting, partitioned) is expected back at them.
+            mdns::Event::Expired(gone) => {
+                if let Some(mdns) = &self.mdns {
+                    let mut table = mdns.lock();
+                    for (peer, addr) in &gone {
+                        tracing::debug!(%peer, %addr, "mDNS record expired");
+                        table.expired(*peer, addr);
+                    }
+                }
+            }
         }
     }
 }

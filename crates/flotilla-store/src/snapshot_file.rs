@@ -73,6 +73,16 @@ impl SnapshotFiles {
         }
     }
 
+    /// Remove every snapshot file of `ns`.
+    pub(crate) fn remove_all(&self, ns: &Namespace) -> Result<(), StoreError> {
+        let dir = self.dir(ns);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => sync_dir(&self.root),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io(format!("removing {}", dir.display()), e)),
+        }
+    }
+
     /// Remove a temporary file left by a crash in the middle of [`Self::save`].
     pub(crate) fn remove_stale_temp(&self, ns: &Namespace) {
         let temp = self.dir(ns).join(TEMP);

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use flotilla_core::types::LogId;
 use flotilla_core::{Namespace, StateMachine, TypeConfig};
 use openraft::alias::LogIdOf;
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTableMetadata};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTableMetadata, WriteTransaction};
 use serde::de::DeserializeOwned;
 
 use crate::codec::decode_sealed;
@@ -138,6 +138,43 @@ impl Store {
             }
         }
         Ok(false)
+    }
+
+    /// Whether `ns`'s state machine holds client data: any key, or any remembered write. A
+    /// cluster whose members all answer `false` never acknowledged a write that is still
+    /// visible, so it can be dissolved into another without losing one.
+    pub fn holds_data(&self, ns: &Namespace) -> Result<bool, StoreError> {
+        let tables = NsTables::new(ns);
+        let txn = self.read_txn()?;
+        if let Some(kv) = open_read(&txn, tables.kv())? {
+            if !kv.is_empty().map_err(redb_error)? {
+                return Ok(true);
+            }
+        }
+        if let Some(dedup) = open_read(&txn, tables.dedup())? {
+            if !dedup.is_empty().map_err(redb_error)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Delete every table and the snapshot of `ns`, durably: the namespace is as if this node
+    /// had never served it. The namespace's Raft group must be stopped first. Used when a
+    /// cluster that never acknowledged a write dissolves into another one.
+    pub async fn wipe_namespace(&self, ns: &Namespace) -> Result<(), StoreError> {
+        let tables = NsTables::new(ns);
+        self.writer
+            .execute(0, move |txn: &WriteTransaction| {
+                txn.delete_table(tables.log()).map_err(crate::writer::dirty)?;
+                txn.delete_table(tables.meta()).map_err(crate::writer::dirty)?;
+                txn.delete_table(tables.kv()).map_err(crate::writer::dirty)?;
+                txn.delete_table(tables.dedup()).map_err(crate::writer::dirty)?;
+                txn.delete_table(tables.dedup_order()).map_err(crate::writer::dirty)?;
+                Ok(())
+            })
+            .await?;
+        self.snapshots.remove_all(ns)
     }
 
     /// The value stored under `key` in `ns`'s state machine table, as of the last commit.

@@ -12,7 +12,7 @@ use openraft::raft::linearizable_read::ReadLogId;
 use openraft::ServerState;
 use tokio::time::Instant;
 
-use crate::group::Group;
+use crate::group::{Group, GroupSlot};
 use crate::node::Node;
 use crate::status::{GroupStatus, Member, MemberRole, Role};
 
@@ -51,17 +51,24 @@ pub const MAX_LIST_KEYS: usize = 10_000;
 #[derive(Clone)]
 pub struct Cluster {
     node: Arc<Node>,
-    group: Arc<Group>,
+    slot: Arc<GroupSlot>,
+    namespace: Namespace,
 }
 
 impl Cluster {
-    pub(crate) fn new(node: Arc<Node>, group: Arc<Group>) -> Self {
-        Self { node, group }
+    pub(crate) fn new(node: Arc<Node>, slot: Arc<GroupSlot>) -> Self {
+        let namespace = slot.get().namespace.clone();
+        Self { node, slot, namespace }
+    }
+
+    /// The namespace's current Raft group (replaced when the namespace is reset).
+    fn group(&self) -> Arc<Group> {
+        self.slot.get()
     }
 
     /// The namespace.
     pub fn namespace(&self) -> &Namespace {
-        &self.group.namespace
+        &self.namespace
     }
 
     fn deadline(&self) -> Instant {
@@ -104,7 +111,7 @@ impl Cluster {
             return Err(ApiError::TooLarge { what: "request", size: payload.len(), limit });
         }
         let command = Command { id: Some(self.node.request_ids.next()), payload };
-        match self.node.submit(&self.group, CommandRequest::Write(command), self.deadline()).await? {
+        match self.node.submit(&self.group(), CommandRequest::Write(command), self.deadline()).await? {
             CommandResponse::Written { log_id, result } => Ok((log_id.index, result.output)),
             other => Err(ApiError::Fatal(format!("unexpected reply to a write: {other:?}"))),
         }
@@ -114,7 +121,7 @@ impl Cluster {
     pub async fn get(&self, key: &[u8], consistency: Consistency) -> Result<ReadOutcome, ApiError> {
         self.check_key(key)?;
         let index = self.read_barrier(consistency).await?;
-        let value = self.node.store.get(&self.group.namespace, key).map_err(|e| ApiError::Fatal(e.to_string()))?;
+        let value = self.node.store.get(&self.namespace, key).map_err(|e| ApiError::Fatal(e.to_string()))?;
         Ok(ReadOutcome { value, index: index.max(self.applied_index()) })
     }
 
@@ -124,11 +131,8 @@ impl Cluster {
             return Err(ApiError::TooLarge { what: "key", size: prefix.len(), limit: self.node.config.max_key_bytes });
         }
         let index = self.read_barrier(consistency).await?;
-        let keys = self
-            .node
-            .store
-            .keys(&self.group.namespace, prefix, MAX_LIST_KEYS)
-            .map_err(|e| ApiError::Fatal(e.to_string()))?;
+        let keys =
+            self.node.store.keys(&self.namespace, prefix, MAX_LIST_KEYS).map_err(|e| ApiError::Fatal(e.to_string()))?;
         Ok(KeysOutcome { keys, index: index.max(self.applied_index()) })
     }
 
@@ -142,15 +146,15 @@ impl Cluster {
         if consistency == Consistency::Stale {
             return Ok(self.applied_index());
         }
-        let response = self.node.submit(&self.group, CommandRequest::ReadIndex, self.deadline()).await?;
+        let response = self.node.submit(&self.group(), CommandRequest::ReadIndex, self.deadline()).await?;
         let CommandResponse::ReadIndex { read_log_id } = response else {
             return Err(ApiError::Fatal(format!("unexpected reply to a read index: {response:?}")));
         };
         let index = read_log_id.index;
-        let leader = self.group.leader().unwrap_or(self.node.id);
+        let leader = self.group().leader().unwrap_or(self.node.id);
         let linearizer = Linearizer::<TypeConfig>::new(leader, ReadLogId::from_log_id(read_log_id), None);
         let budget = self.deadline().saturating_duration_since(Instant::now());
-        match linearizer.try_await_ready(&self.group.raft, Some(budget)).await {
+        match linearizer.try_await_ready(&self.group().raft, Some(budget)).await {
             Ok(Ok(_)) => Ok(index),
             Ok(Err(_)) => Err(ApiError::Timeout(format!("replica did not apply index {index} in time"))),
             Err(fatal) => Err(ApiError::Fatal(fatal.to_string())),
@@ -158,7 +162,7 @@ impl Cluster {
     }
 
     fn applied_index(&self) -> u64 {
-        self.group.applied_index()
+        self.group().applied_index()
     }
 
     fn check_key(&self, key: &[u8]) -> Result<(), ApiError> {
@@ -182,18 +186,18 @@ impl Cluster {
 
     /// Whether this node leads the namespace.
     pub fn is_leader(&self) -> bool {
-        self.group.is_leader()
+        self.group().is_leader()
     }
 
     /// The leader this node knows of.
     pub fn leader(&self) -> Option<NodeId> {
-        self.group.leader()
+        self.group().leader()
     }
 
     /// Wait until a leader is known, up to `timeout`.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, ApiError> {
         let m = self
-            .group
+            .group()
             .raft
             .wait(Some(timeout))
             .metrics(|m| m.current_leader.is_some(), "a leader is known")
@@ -204,7 +208,7 @@ impl Cluster {
 
     /// The namespace's state as seen from this node.
     pub fn state(&self) -> GroupStatus {
-        let m = self.group.metrics();
+        let m = self.group().metrics();
         let membership = m.membership_config.clone();
         let voters: Vec<NodeId> = membership.voter_ids().collect();
         let members = membership
@@ -223,7 +227,7 @@ impl Cluster {
             ServerState::Shutdown => Role::Shutdown,
         };
         GroupStatus {
-            namespace: self.group.namespace.to_string(),
+            namespace: self.group().namespace.to_string(),
             node_id: self.node.id,
             role,
             leader: m.current_leader,
@@ -235,7 +239,20 @@ impl Cluster {
             members,
             membership_changing: membership.membership().get_joint_config().len() > 1
                 || membership.log_id() != m.committed_membership_config.log_id(),
+            cluster: crate::formation::view::cluster_of(&m),
+            formation: self.formation_status(),
         }
+    }
+
+    /// What formation is doing (or did) for this namespace on this node.
+    pub fn formation_status(&self) -> Option<crate::formation::FormationStatus> {
+        let formation = self.node.formation(&self.namespace)?;
+        let config = &self.node.config;
+        let mode = match config.expect {
+            Some(n) => format!("expect {n}"),
+            None => format!("discovery window {} ms", config.discovery_window().as_millis()),
+        };
+        Some(formation.status(mode, &self.node.peers))
     }
 
     /// The membership configuration.
@@ -264,7 +281,7 @@ impl Cluster {
     }
 
     async fn membership(&self, request: CommandRequest) -> Result<u64, ApiError> {
-        match self.node.submit(&self.group, request, self.deadline()).await? {
+        match self.node.submit(&self.group(), request, self.deadline()).await? {
             CommandResponse::Done { index } => Ok(index.unwrap_or_else(|| self.applied_index())),
             other => Err(ApiError::Fatal(format!("unexpected reply {other:?}"))),
         }
@@ -273,7 +290,7 @@ impl Cluster {
     /// Counters of the group: (proposals, forwards, leader changes).
     pub fn counters(&self) -> (u64, u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
-        let c = &self.group.counters;
+        let c = &self.group().counters;
         (c.proposals.load(Relaxed), c.forwards.load(Relaxed), c.leader_changes.load(Relaxed))
     }
 }

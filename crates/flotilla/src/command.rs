@@ -114,15 +114,15 @@ impl Node {
         let deadline = Instant::now() + self.config.request_timeout();
         match group.leader() {
             Some(leader) if leader == self.id => self.execute_local(group, from, envelope.request, deadline).await,
+            // A join adds its authenticated sender, so it must reach the leader directly: a
+            // forwarded join would carry the forwarder's identity.
+            Some(leader) if matches!(envelope.request, CommandRequest::Join { .. }) => {
+                Err(WireError::NotLeader { leader: Some(leader) })
+            }
             Some(leader) if envelope.hops_left > 0 && leader != from => {
                 debug!(%leader, "forwarding a command once more");
                 GroupCounters::bump(&group.counters.forwards);
-                // A join names no id: the entry node, which authenticated the sender, turns it
-                // into an explicit request for exactly that id before passing it on.
-                let request = match envelope.request {
-                    CommandRequest::Join(info) => CommandRequest::AddVoter(from, info),
-                    other => other,
-                };
+                let request = envelope.request;
                 self.send_command(group, leader, request, envelope.hops_left - 1, self.config.request_timeout())
                     .await
                     .map_err(api_to_wire)

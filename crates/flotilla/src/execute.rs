@@ -10,7 +10,9 @@ use flotilla_core::MemberInfo;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::{ChangeMembers, ReadPolicy};
 use tokio::time::Instant;
-use tracing::info;
+use tracing::{info, warn};
+
+use crate::formation::FormationCounters;
 
 use crate::group::{Group, GroupCounters};
 use crate::node::Node;
@@ -29,6 +31,9 @@ impl Node {
     ) -> Result<CommandResponse, WireError> {
         match request {
             CommandRequest::Write(command) => {
+                if self.formation(&group.namespace).is_some_and(|f| f.fenced()) {
+                    return Err(WireError::Unavailable("namespace is dissolving into another cluster".into()));
+                }
                 GroupCounters::bump(&group.counters.proposals);
                 let response = group.raft.client_write(command).await.map_err(write_error)?;
                 Ok(CommandResponse::Written { log_id: response.log_id, result: response.data })
@@ -37,7 +42,7 @@ impl Node {
                 let linearizer = group.raft.get_read_linearizer(ReadPolicy::ReadIndex).await.map_err(read_error)?;
                 Ok(CommandResponse::ReadIndex { read_log_id: *linearizer.read_log_id().log_id() })
             }
-            CommandRequest::Join(info) => self.add_voter_local(group, from, info, deadline).await,
+            CommandRequest::Join { info, fresh } => self.admit_joiner(group, from, info, fresh, deadline).await,
             CommandRequest::AddVoter(id, info) => self.add_voter_local(group, id, info, deadline).await,
             CommandRequest::AddLearner(id, info) => self.add_learner_local(group, id, info, deadline).await,
             CommandRequest::Remove(id) => self.remove_local(group, id, deadline).await,
@@ -61,6 +66,40 @@ impl Node {
         let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
         let index = retry_membership(deadline, || group.raft.change_membership(change.clone(), true)).await?;
         Ok(CommandResponse::Done { index })
+    }
+
+    /// Admit `from` as a learner of this cluster. A sender that is already a member but
+    /// reports no state lost its data: it is removed first, so it can never vote with an empty
+    /// log, and comes back as a learner that the autopilot promotes once caught up.
+    async fn admit_joiner(
+        &self,
+        group: &Arc<Group>,
+        from: NodeId,
+        info: MemberInfo,
+        fresh: bool,
+        deadline: Instant,
+    ) -> Result<CommandResponse, WireError> {
+        let Some(formation) = self.formation(&group.namespace).cloned() else {
+            return Err(WireError::UnknownNamespace);
+        };
+        let m = group.metrics();
+        let cluster = crate::formation::view::cluster_of(&m);
+        let joined = |index| CommandResponse::Joined { leader: self.id, cluster: cluster.clone(), index };
+        let info = MemberInfo { addrs: info.addrs, cluster: cluster.clone() };
+        self.transport.add_peer_addrs(from, &info.addrs);
+        if m.membership_config.membership().get_node(&from).is_some() {
+            if !fresh {
+                return Ok(joined(None));
+            }
+            warn!(namespace = %group.namespace, peer = %from, "member rejoined without its data; removing it before re-adding it as a learner");
+            FormationCounters::bump(&formation.counters.amnesia);
+            formation.note(format!("{from} lost its data: removing it, then re-adding it as a learner"));
+            self.remove_local(group, from, deadline).await?;
+        }
+        let index = retry_membership(deadline, || group.raft.add_learner(from, info.clone(), false)).await?;
+        FormationCounters::bump(&formation.counters.joins);
+        formation.note(format!("admitted {from} as a learner"));
+        Ok(joined(index))
     }
 
     async fn add_learner_local(

@@ -99,3 +99,26 @@ fn spawn_leader_watch(raft: GroupRaft, counters: Arc<GroupCounters>) {
         }
     });
 }
+
+/// The current group of a namespace. A namespace that dissolves into another cluster gets a
+/// new, empty group; holders of the slot see the new one on their next call.
+pub struct GroupSlot {
+    current: std::sync::RwLock<Arc<Group>>,
+}
+
+impl GroupSlot {
+    /// A slot holding `group`.
+    pub fn new(group: Arc<Group>) -> Self {
+        Self { current: std::sync::RwLock::new(group) }
+    }
+
+    /// The current group.
+    pub fn get(&self) -> Arc<Group> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replace the group.
+    pub fn replace(&self, group: Arc<Group>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = group;
+    }
+}

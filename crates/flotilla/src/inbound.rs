@@ -5,6 +5,7 @@ use std::sync::{Arc, Weak};
 use flotilla_core::types::NodeId;
 use flotilla_core::wire::{RaftRequest, RaftResponse, RequestBody, WireError, WireRequest, WireResponse};
 use flotilla_core::InboundHandler;
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::Snapshot;
 use tracing::warn;
 
@@ -30,10 +31,17 @@ impl InboundHandler for Inbound {
         let Some(node) = self.node.upgrade() else {
             return WireResponse::Error(WireError::Fatal("node is shut down".into()));
         };
-        let Some(group) = node.group(&request.namespace).cloned() else {
+        if let RequestBody::Formation(formation) = request.body {
+            return match node.serve_formation(from, &request.namespace, formation) {
+                Ok(reply) => WireResponse::Formation(reply),
+                Err(e) => WireResponse::Error(e),
+            };
+        }
+        let Some(group) = node.group(&request.namespace) else {
             return WireResponse::Error(WireError::UnknownNamespace);
         };
         match request.body {
+            RequestBody::Formation(_) => WireResponse::Error(WireError::Malformed("formation request".into())),
             RequestBody::Raft(rpc) => match serve_raft(&node, &group, from, rpc).await {
                 Ok(reply) => WireResponse::Raft(reply),
                 Err(e) => WireResponse::Error(e),
@@ -46,7 +54,25 @@ impl InboundHandler for Inbound {
     }
 }
 
+/// Whether this replica takes Raft traffic from `from` (see [`crate::Formation::admits`]).
+fn admits(node: &Node, group: &Group, from: NodeId) -> bool {
+    let Some(formation) = node.formation(&group.namespace) else {
+        return false;
+    };
+    let m = group.raft.metrics();
+    let m = m.borrow_watched();
+    let membership = m.membership_config.membership();
+    let in_config = membership.get_node(&from).is_some();
+    let config_empty = membership.nodes().next().is_none();
+    formation.admits(from, m.last_log_index.is_some(), in_config, config_empty)
+}
+
 async fn serve_raft(node: &Node, group: &Group, from: NodeId, rpc: RaftRequest) -> Result<RaftResponse, WireError> {
+    if !admits(node, group, from) {
+        return Err(WireError::Rejected(format!(
+            "{from} is not a member of this node's cluster, or this node has not been admitted yet"
+        )));
+    }
     let fatal = |e: openraft::errors::RaftError<_>| WireError::Fatal(e.to_string());
     match rpc {
         RaftRequest::Append(req) => group.raft.append_entries(req).await.map(RaftResponse::Append).map_err(fatal),

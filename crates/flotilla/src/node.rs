@@ -3,16 +3,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
+use flotilla_core::formation::Ballot;
 use flotilla_core::types::NodeId;
+use flotilla_core::Discovery;
 use flotilla_core::{ApiError, Config, KvStateMachine, MemberInfo, Namespace, StateMachine, Transport};
 use flotilla_store::Store;
-use tracing::{info, warn, Instrument};
+use tracing::warn;
 
 use crate::cluster::Cluster;
 use crate::error::StartError;
-use crate::group::Group;
+use crate::formation::peers::PeerTable;
+use crate::formation::record::{FoundingRecord, RecordFile};
+use crate::formation::view::cluster_id;
+use crate::formation::{autopilot, discovery_loop, driver, BootstrapDiscovery, Formation};
+use crate::group::{Group, GroupSlot};
 use crate::inbound::Inbound;
 use crate::network::GroupNetworkFactory;
 use crate::raft_config::raft_config;
@@ -25,15 +30,34 @@ pub type StateMachineFactory = Arc<dyn Fn(&Namespace) -> Arc<dyn StateMachine> +
 /// Largest snapshot a node accepts from a leader.
 const MAX_SNAPSHOT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
+/// What a node runs besides its configuration, transport and store.
+#[derive(Clone)]
+pub struct NodeServices {
+    /// Chooses each namespace's state machine.
+    pub state_machines: StateMachineFactory,
+    /// Discovery backends besides `--bootstrap` (which the node adds itself).
+    pub discovery: Vec<Arc<dyn Discovery>>,
+}
+
+impl Default for NodeServices {
+    fn default() -> Self {
+        Self { state_machines: Arc::new(|_| Arc::new(KvStateMachine) as Arc<dyn StateMachine>), discovery: Vec::new() }
+    }
+}
+
 /// A running node.
 pub struct Node {
     pub(crate) id: NodeId,
     pub(crate) config: Config,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) store: Arc<Store>,
-    pub(crate) groups: BTreeMap<Namespace, Arc<Group>>,
+    pub(crate) groups: BTreeMap<Namespace, Arc<GroupSlot>>,
     pub(crate) snapshots: SnapshotInbox,
     pub(crate) request_ids: RequestIds,
+    pub(crate) formations: BTreeMap<Namespace, Arc<Formation>>,
+    pub(crate) peers: PeerTable,
+    pub(crate) discovery: Vec<Arc<dyn Discovery>>,
+    pub(crate) factory: StateMachineFactory,
     closing: AtomicBool,
 }
 
@@ -44,33 +68,38 @@ impl Node {
         transport: Arc<dyn Transport>,
         store: Arc<Store>,
     ) -> Result<Arc<Node>, StartError> {
-        let factory: StateMachineFactory = Arc::new(|_| Arc::new(KvStateMachine) as Arc<dyn StateMachine>);
-        Self::start_with(config, transport, store, factory).await
+        Self::start_with(config, transport, store, NodeServices::default()).await
     }
 
-    /// Start a node whose namespaces run the state machines `factory` returns.
+    /// Start a node with explicit state machines and discovery backends.
     pub async fn start_with(
         config: Config,
         transport: Arc<dyn Transport>,
         store: Arc<Store>,
-        factory: StateMachineFactory,
+        services: NodeServices,
     ) -> Result<Arc<Node>, StartError> {
         config.validate()?;
+        let started = tokio::time::Instant::now();
         let id = transport.local_id();
+        let factory = services.state_machines;
+        let mut discovery = services.discovery;
+        if !config.bootstrap.is_empty() {
+            discovery.push(Arc::new(BootstrapDiscovery::new(transport.clone(), config.bootstrap.clone())));
+        }
         let mut groups = BTreeMap::new();
+        let mut formations = BTreeMap::new();
         let mut fresh = BTreeSet::new();
         for ns in &config.namespaces {
+            let record = RecordFile::new(&config.data_dir, ns);
+            let formation = Formation::load(id, ns.clone(), record, config.expect, config.voter_target, started)
+                .map_err(StartError::Storage)?;
+            formations.insert(ns.clone(), Arc::new(formation));
             // Decided before Raft opens the store: a node that was ever a member never founds.
             if !store.has_state(ns).map_err(|e| StartError::Storage(e.to_string()))? {
                 fresh.insert(ns.clone());
             }
-            let chunk = config.max_frame_bytes / 2;
-            let network = GroupNetworkFactory::new(transport.clone(), ns.clone(), chunk);
-            let rc = raft_config(&config, ns).map_err(|e| StartError::Config(e.to_string()))?;
-            let group = Group::start(id, ns.clone(), rc, network, &store, factory(ns))
-                .await
-                .map_err(|e| StartError::Raft(ns.to_string(), e))?;
-            groups.insert(ns.clone(), group);
+            let group = open_group(&config, &transport, &store, &factory, ns).await?;
+            groups.insert(ns.clone(), Arc::new(GroupSlot::new(group)));
         }
         let node = Arc::new(Node {
             id,
@@ -80,12 +109,21 @@ impl Node {
             groups,
             snapshots: SnapshotInbox::new(MAX_SNAPSHOT_BYTES),
             request_ids: RequestIds::new(),
+            formations,
+            peers: PeerTable::new(id),
+            discovery,
+            factory,
             closing: AtomicBool::new(false),
         });
         transport.set_handler(Arc::new(Inbound::new(&node)));
-        for ns in fresh {
-            node.form(&ns).await?;
+        for ns in node.config.namespaces.clone() {
+            if fresh.contains(&ns) && node.config.force_bootstrap {
+                node.force_found(&ns).await?;
+            }
+            driver::spawn(&node, ns.clone());
+            autopilot::spawn(&node, ns);
         }
+        discovery_loop::spawn(&node);
         Ok(node)
     }
 
@@ -126,8 +164,8 @@ impl Node {
         Ok(Cluster::new(self.clone(), group))
     }
 
-    pub(crate) fn group(&self, ns: &Namespace) -> Option<&Arc<Group>> {
-        self.groups.get(ns)
+    pub(crate) fn group(&self, ns: &Namespace) -> Option<Arc<Group>> {
+        self.groups.get(ns).map(|slot| slot.get())
     }
 
     pub(crate) fn is_closing(&self) -> bool {
@@ -138,49 +176,37 @@ impl Node {
         MemberInfo::new(self.transport.local_addrs())
     }
 
-    /// First start of a namespace on empty state: found it alone, or join through a bootstrap
-    /// address. Joining runs in the background until it succeeds or the node closes.
-    async fn form(self: &Arc<Self>, ns: &Namespace) -> Result<(), StartError> {
-        let group = self.groups[ns].clone();
-        if self.config.bootstrap.is_empty() {
-            info!(namespace = %ns, "founding a single-node cluster");
-            let members = BTreeMap::from([(self.id, self.self_info())]);
-            if let Err(e) = group.raft.initialize(members).await {
-                warn!(namespace = %ns, error = %e, "initialize refused");
-            }
-            return Ok(());
+    /// The formation state of a namespace.
+    pub fn formation(&self, ns: &Namespace) -> Option<&Arc<Formation>> {
+        self.formations.get(ns)
+    }
+
+    /// The peers this node knows of.
+    pub fn peers(&self) -> &PeerTable {
+        &self.peers
+    }
+
+    /// Whether every namespace has Raft state on this node.
+    pub(crate) fn all_formed(&self) -> bool {
+        self.groups.values().all(|g| crate::formation::view::has_state(&g.get().metrics()))
+    }
+
+    /// `--force-bootstrap` on empty state: found a single-node cluster at once.
+    async fn force_found(&self, ns: &Namespace) -> Result<(), StartError> {
+        let (group, formation) = (self.groups[ns].get(), &self.formations[ns]);
+        let ballot = Ballot { coordinator: self.id, round: rand::random() };
+        let record =
+            FoundingRecord::Founded { ballot, voters: BTreeSet::from([self.id]), all: BTreeSet::from([self.id]) };
+        formation.save(&record).map_err(StartError::Storage)?;
+        formation.lock().founder.restore_founded(ballot, BTreeSet::from([self.id]), BTreeSet::from([self.id]));
+        formation.admit(None);
+        let cluster = cluster_id(self.id, ballot.round);
+        let info = MemberInfo { addrs: self.transport.local_addrs(), cluster: cluster.clone() };
+        formation.note(format!("--force-bootstrap: founding single-node cluster {cluster}"));
+        if let Err(e) = group.raft.initialize(BTreeMap::from([(self.id, info)])).await {
+            warn!(namespace = %ns, error = %e, "initialize refused");
         }
-        let node = self.clone();
-        let span = tracing::info_span!("join", namespace = %ns);
-        tokio::spawn(async move { node.join_loop(group).await }.instrument(span));
         Ok(())
-    }
-
-    async fn join_loop(self: Arc<Self>, group: Arc<Group>) {
-        let mut backoff = Duration::from_millis(200);
-        while !self.is_closing() {
-            for addr in self.config.bootstrap.clone() {
-                match self.try_join(&group, &addr).await {
-                    Ok(()) => {
-                        info!(%addr, "joined");
-                        return;
-                    }
-                    Err(e) => warn!(%addr, error = %e, "join attempt failed"),
-                }
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
-    }
-
-    async fn try_join(&self, group: &Arc<Group>, addr: &str) -> Result<(), ApiError> {
-        let timeout = self.config.request_timeout();
-        let peer = self.transport.connect(addr, timeout).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
-        if peer == self.id {
-            return Err(ApiError::Rejected("bootstrap address is this node".into()));
-        }
-        let request = flotilla_core::wire::CommandRequest::Join(self.self_info());
-        self.send_command(group, peer, request, crate::command::MAX_HOPS, timeout).await.map(|_| ())
     }
 
     /// Hand leadership of every group this node leads to another voter, then stop all groups
@@ -189,10 +215,10 @@ impl Node {
         if self.closing.swap(true, Ordering::AcqRel) {
             return;
         }
-        for group in self.groups.values() {
+        for group in self.groups.values().map(|slot| slot.get()) {
             if group.is_leader() {
                 let deadline = tokio::time::Instant::now() + self.config.request_timeout();
-                if let Err(e) = self.transfer_leadership_local(group, None, deadline).await {
+                if let Err(e) = self.transfer_leadership_local(&group, None, deadline).await {
                     warn!(namespace = %group.namespace, error = %e, "leadership hand-off failed");
                 }
             }
@@ -209,11 +235,27 @@ impl Node {
     }
 
     async fn stop_groups(&self) {
-        for group in self.groups.values() {
+        for group in self.groups.values().map(|slot| slot.get()) {
             if let Err(e) = group.raft.shutdown().await {
                 warn!(namespace = %group.namespace, error = %e, "raft shutdown failed");
             }
         }
         self.store.shutdown();
     }
+}
+
+/// Open the store of `ns` and start its Raft group.
+pub(crate) async fn open_group(
+    config: &Config,
+    transport: &Arc<dyn Transport>,
+    store: &Arc<Store>,
+    factory: &StateMachineFactory,
+    ns: &Namespace,
+) -> Result<Arc<Group>, StartError> {
+    let chunk = config.max_frame_bytes / 2;
+    let network = GroupNetworkFactory::new(transport.clone(), ns.clone(), chunk);
+    let rc = raft_config(config, ns).map_err(|e| StartError::Config(e.to_string()))?;
+    Group::start(transport.local_id(), ns.clone(), rc, network, store, factory(ns))
+        .await
+        .map_err(|e| StartError::Raft(ns.to_string(), e))
 }

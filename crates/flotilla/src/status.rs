@@ -66,4 +66,8 @@ pub struct GroupStatus {
     /// Whether a membership change is under way: the configuration is joint (old and new
     /// voter sets both need a quorum) or not yet committed.
     pub membership_changing: bool,
+    /// The cluster this node belongs to (empty before it has one).
+    pub cluster: String,
+    /// Formation phase, reason, peers, timeline, splits and counters.
+    pub formation: Option<crate::formation::FormationStatus>,
 }

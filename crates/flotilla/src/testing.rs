@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use flotilla_core::types::NodeId;
 use flotilla_core::wire::{WireRequest, WireResponse};
-use flotilla_core::{InboundHandler, Transport, TransportError};
+use flotilla_core::{Discovery, DiscoverySource, InboundHandler, Sighting, Transport, TransportError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -28,6 +28,8 @@ struct Faults {
     drop_rate: f64,
     /// Extra delay range applied to each delivery, in milliseconds.
     delay_ms: (u64, u64),
+    /// Pairs that cannot *discover* each other (messages still flow if addressed).
+    hidden: HashSet<(NodeId, NodeId)>,
 }
 
 struct RouterState {
@@ -96,6 +98,20 @@ impl Router {
     /// Isolate one node from all others.
     pub fn isolate(&self, id: NodeId, all: &[NodeId]) {
         self.partition(&[id], all);
+    }
+
+    /// The simulated discovery backend of node `id`: it sees every other node on the network
+    /// that is up, reachable from `id`, and not hidden from it with [`Router::hide`].
+    pub fn discovery(&self, id: NodeId) -> Arc<dyn Discovery> {
+        Arc::new(SimDiscovery { state: self.state.clone(), id })
+    }
+
+    /// Make `a` and `b` invisible to each other's discovery (both ways), as when two hosts
+    /// share no LAN segment. They may still find each other through peers.
+    pub fn hide(&self, a: NodeId, b: NodeId) {
+        let mut f = self.faults();
+        f.hidden.insert((a, b));
+        f.hidden.insert((b, a));
     }
 
     /// Remove every cut link.
@@ -191,5 +207,33 @@ impl Transport for RouterTransport {
             Some(_) => Ok(id),
             None => Err(TransportError::Unreachable(id, "link down".into())),
         }
+    }
+}
+
+struct SimDiscovery {
+    state: Arc<RouterState>,
+    id: NodeId,
+}
+
+#[async_trait::async_trait]
+impl Discovery for SimDiscovery {
+    fn name(&self) -> &'static str {
+        "simulated"
+    }
+
+    async fn discover(&self) -> Vec<Sighting> {
+        let peers: Vec<NodeId> = self.state.handlers.lock().expect("router lock").keys().copied().collect();
+        let faults = self.state.faults.lock().expect("router lock");
+        peers
+            .into_iter()
+            .filter(|p| {
+                *p != self.id
+                    && !faults.down.contains(p)
+                    && !faults.down.contains(&self.id)
+                    && !faults.cut.contains(&(self.id, *p))
+                    && !faults.hidden.contains(&(self.id, *p))
+            })
+            .map(|peer| Sighting { peer, addrs: vec![Router::addr_of(peer)], source: DiscoverySource::Simulated })
+            .collect()
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla::testing::Router;
-use flotilla::{Cluster, Config, Namespace, Node, Role};
+use flotilla::{Cluster, Config, Namespace, Node, NodeServices, Role};
 use flotilla_core::types::NodeId;
 use flotilla_store::Store;
 use tempfile::TempDir;
@@ -36,7 +36,7 @@ pub fn init_tracing() {
 }
 
 impl Harness {
-    /// Start `n` nodes serving `namespaces`: node 0 founds, the others join through it.
+    /// Start `n` nodes serving `namespaces` at once, with `--expect n` and simulated discovery.
     pub async fn start(n: usize, seed: u64, namespaces: &[&str], tweak: fn(&mut Config)) -> Harness {
         init_tracing();
         let mut h = Harness {
@@ -59,7 +59,7 @@ impl Harness {
     pub fn config_for(&self, i: usize) -> Config {
         let mut c = Config {
             data_dir: self.dirs[i].path().to_path_buf(),
-            bootstrap: if i == 0 { vec![] } else { vec![Router::addr_of(self.ids[0])] },
+            expect: Some(self.ids.len()),
             namespaces: self.namespaces.iter().map(|n| Namespace::new(n.as_str()).expect("valid ns")).collect(),
             heartbeat_ms: Some(50),
             election_min_ms: Some(300),
@@ -76,7 +76,8 @@ impl Harness {
         let config = self.config_for(i);
         let store = open_store(&config).await;
         let transport = self.router.transport(self.ids[i]);
-        let node = Node::start(config, transport, store).await.expect("node starts");
+        let services = NodeServices { discovery: vec![self.router.discovery(self.ids[i])], ..NodeServices::default() };
+        let node = Node::start_with(config, transport, store, services).await.expect("node starts");
         self.nodes[i] = Some(node);
     }
 

@@ -1,0 +1,92 @@
+//! Dissolving a cluster that never acknowledged a write into another cluster of its
+//! namespace.
+//!
+//! The leader fences client writes, waits until everything already proposed is applied, and
+//! checks again that its state machine holds nothing. Only then does it tell the other members
+//! to reset the namespace, and reset it itself. A reset namespace is empty and fresh: its
+//! formation loop sees the surviving cluster and joins it as a learner. A member accepts the
+//! order only from its current leader, for its own cluster, and while it holds no data itself.
+
+use std::sync::Arc;
+
+use flotilla_core::formation::{ClusterId, FormationRequest};
+use flotilla_core::types::NodeId;
+use flotilla_core::Namespace;
+use openraft::ReadPolicy;
+use tracing::warn;
+
+use super::state::{Formation, FormationCounters};
+use super::view::cluster_of;
+use crate::group::Group;
+use crate::node::{open_group, Node};
+
+impl Node {
+    /// As leader of a cluster with no data, dissolve it so its members join the cluster
+    /// `via` belongs to.
+    pub(crate) async fn dissolve_into(&self, group: &Arc<Group>, formation: &Formation, via: NodeId) {
+        let ns = formation.namespace.clone();
+        formation.lock().fenced = true;
+        let barrier = group.raft.ensure_linearizable(ReadPolicy::ReadIndex).await;
+        if barrier.is_err() || self.store.holds_data(&ns).unwrap_or(true) {
+            formation.lock().fenced = false;
+            formation.note("dissolve aborted: leadership or data changed while fencing");
+            return;
+        }
+        let mine = cluster_of(&group.metrics());
+        formation.note(format!("dissolving cluster {mine} (no data) to join the cluster of {via}"));
+        let others: Vec<NodeId> = group
+            .metrics()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .filter(|id| *id != self.id)
+            .collect();
+        let orders =
+            others.iter().map(|peer| self.formation_call(&ns, *peer, FormationRequest::Dissolve(mine.clone())));
+        for (peer, result) in others.iter().zip(futures::future::join_all(orders).await) {
+            if let Err(e) = result {
+                warn!(%peer, error = %e, "member did not take the dissolve order; it will find the other cluster itself once leaderless");
+            }
+        }
+        if let Err(e) = self.reset_namespace(&ns).await {
+            warn!(error = %e, "reset after dissolve failed");
+        }
+    }
+
+    /// A member's side of a dissolve order from `from`.
+    pub(crate) fn accept_dissolve(self: &Arc<Self>, from: NodeId, ns: &Namespace, cluster: &ClusterId) -> bool {
+        let Some(group) = self.group(ns) else { return false };
+        let m = group.metrics();
+        let valid =
+            m.current_leader == Some(from) && cluster_of(&m) == *cluster && !self.store.holds_data(ns).unwrap_or(true);
+        if valid {
+            let node = self.clone();
+            let ns = ns.clone();
+            tokio::spawn(async move {
+                if let Err(e) = node.reset_namespace(&ns).await {
+                    warn!(namespace = %ns, error = %e, "reset after dissolve failed");
+                }
+            });
+        }
+        valid
+    }
+
+    /// Stop the namespace's group, wipe its state and start it again empty.
+    pub(crate) async fn reset_namespace(&self, ns: &Namespace) -> Result<(), String> {
+        let (Some(slot), Some(formation)) = (self.groups.get(ns), self.formation(ns)) else {
+            return Err("unknown namespace".into());
+        };
+        let old = slot.get();
+        old.raft.shutdown().await.map_err(|e| e.to_string())?;
+        self.store.wipe_namespace(ns).await.map_err(|e| e.to_string())?;
+        formation.reset()?;
+        let group = open_group(&self.config, &self.transport, &self.store, &self.factory, ns)
+            .await
+            .map_err(|e| e.to_string())?;
+        slot.replace(group);
+        FormationCounters::bump(&formation.counters.absorbed);
+        formation.note("namespace reset: empty, looking for the surviving cluster");
+        Ok(())
+    }
+}

@@ -1,0 +1,361 @@
+//! The formation loop of one namespace: say hello to peers, then decide.
+//!
+//! A fresh node runs the founding state machine ([`super::founding`]) every tick and carries
+//! out its steps (persist, promise, ask, found, join). A member checks that its cluster still
+//! counts it (and rejoins if not) and watches for other clusters of the namespace.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use flotilla_core::formation::{
+    Ballot, FormationRequest, FormationResponse, FreshPhase, PeerPhase, PeerView, PromiseState,
+};
+use flotilla_core::types::NodeId;
+use flotilla_core::wire::{CommandRequest, CommandResponse, RequestBody, WireRequest, WireResponse};
+use flotilla_core::{ApiError, DiscoverySource, MemberInfo, Namespace, Sighting};
+use rand::seq::SliceRandom;
+use tracing::{warn, Instrument};
+
+use super::founding::{Observation, Step};
+use super::record::FoundingRecord;
+use super::state::{Formation, FormationPhase};
+use super::view::{cluster_id, cluster_of, has_state};
+use crate::group::Group;
+use crate::node::Node;
+
+/// Tick of a node without state.
+const FRESH_TICK: Duration = Duration::from_millis(200);
+/// Tick of a member.
+const MEMBER_TICK: Duration = Duration::from_millis(1000);
+/// Deadline of one formation call.
+const CALL_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Most peers greeted per tick.
+const MAX_HELLOS: usize = 64;
+/// Peers outside its cluster a member greets per tick, to notice other clusters.
+const MEMBER_PROBES: usize = 2;
+/// Least time between two join attempts.
+const JOIN_PAUSE: Duration = Duration::from_millis(1000);
+
+/// Run the formation loop of `ns` until the node closes.
+pub(crate) fn spawn(node: &Arc<Node>, ns: Namespace) {
+    let weak = Arc::downgrade(node);
+    let span = tracing::info_span!("formation", namespace = %ns);
+    tokio::spawn(async move { run(weak, ns).await }.instrument(span));
+}
+
+async fn run(weak: Weak<Node>, ns: Namespace) {
+    loop {
+        let pause = {
+            let Some(node) = weak.upgrade() else { return };
+            if node.is_closing() {
+                return;
+            }
+            node.formation_tick(&ns).await
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+impl Node {
+    async fn formation_tick(&self, ns: &Namespace) -> Duration {
+        let (Some(group), Some(formation)) = (self.group(ns), self.formation(ns).cloned()) else {
+            return MEMBER_TICK;
+        };
+        let member = has_state(&group.metrics());
+        self.hello_round(ns, &group, &formation, member).await;
+        if member {
+            self.member_tick(&group, &formation).await;
+            MEMBER_TICK
+        } else {
+            self.fresh_tick(&group, &formation).await;
+            FRESH_TICK
+        }
+    }
+
+    /// Greet peers: learn their phase, register with them (rendezvous) and hear of the peers
+    /// they know (peer exchange).
+    async fn hello_round(&self, ns: &Namespace, group: &Group, formation: &Formation, member: bool) {
+        let mut targets: Vec<NodeId> = self.peers.all().into_iter().map(|(id, _)| id).collect();
+        targets.shuffle(&mut rand::thread_rng());
+        if member {
+            let m = group.metrics();
+            let membership = m.membership_config.membership();
+            targets.retain(|id| membership.get_node(id).is_none());
+            targets.truncate(MEMBER_PROBES);
+            if let Some(leader) = m.current_leader.filter(|l| *l != self.id) {
+                targets.push(leader);
+            } else if let Some(other) = membership.nodes().map(|(id, _)| *id).find(|id| *id != self.id) {
+                targets.push(other);
+            }
+        } else {
+            targets.truncate(MAX_HELLOS);
+        }
+        let hello = self.local_view(ns, None);
+        let calls = targets.into_iter().map(|peer| {
+            let request = FormationRequest::Hello(hello.clone());
+            async move { (peer, self.formation_call(ns, peer, request).await) }
+        });
+        for (peer, reply) in futures::future::join_all(calls).await {
+            if let Ok(FormationResponse::View(view)) = reply {
+                self.learn_from_view(&view);
+                formation.record_view(peer, view);
+            }
+        }
+    }
+
+    fn learn_from_view(&self, view: &PeerView) {
+        let lists = [(&view.members, DiscoverySource::Rendezvous), (&view.known, DiscoverySource::PeerExchange)];
+        for (list, source) in lists {
+            for p in list.iter() {
+                let addrs: Vec<String> =
+                    p.addrs.iter().take(flotilla_core::formation::MAX_PEER_ADDRS).cloned().collect();
+                if self.peers.saw(&Sighting { peer: p.peer, addrs: addrs.clone(), source }) || !addrs.is_empty() {
+                    self.transport.add_peer_addrs(p.peer, &addrs);
+                }
+            }
+        }
+    }
+
+    /// One formation request to `peer`.
+    pub(crate) async fn formation_call(
+        &self,
+        ns: &Namespace,
+        peer: NodeId,
+        request: FormationRequest,
+    ) -> Result<FormationResponse, String> {
+        let wire = WireRequest { namespace: ns.clone(), body: RequestBody::Formation(request) };
+        match self.transport.call(peer, wire, CALL_TIMEOUT).await {
+            Ok(WireResponse::Formation(reply)) => Ok(reply),
+            Ok(WireResponse::Error(e)) => Err(e.to_string()),
+            Ok(other) => Err(format!("unexpected reply {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn fresh_tick(&self, group: &Arc<Group>, formation: &Formation) {
+        let views = formation.fresh_views();
+        let window = self.config.discovery_window();
+        let elapsed = formation.elapsed();
+        let obs = Observation {
+            fresh_peers: views
+                .iter()
+                .filter_map(|(id, v)| match &v.phase {
+                    PeerPhase::Fresh { phase, .. } => Some((*id, phase.clone())),
+                    _ => None,
+                })
+                .collect(),
+            cluster_contact: best_contact(&views),
+            window_elapsed: elapsed >= window,
+            grace_elapsed: elapsed >= window * 3,
+        };
+        let step = formation.lock().founder.tick(&obs, rand::random());
+        match step {
+            Step::Wait(reason) => {
+                let (founding, admitted) = {
+                    let inner = formation.lock();
+                    (inner.founder.phase(), inner.admitted)
+                };
+                let phase = match founding {
+                    FreshPhase::Coordinating { .. } => FormationPhase::Coordinating,
+                    FreshPhase::Bound(_) => FormationPhase::Bound,
+                    FreshPhase::Founded(_) => FormationPhase::Founding,
+                    FreshPhase::Free if admitted => FormationPhase::Joining,
+                    FreshPhase::Free => FormationPhase::Discovering,
+                };
+                if phase != FormationPhase::Joining {
+                    formation.set_phase(phase, reason);
+                }
+            }
+            Step::Promise(ballot) => self.promise(formation, ballot).await,
+            Step::AskStatus(ballot) => self.ask_status(group, formation, ballot, &views).await,
+            Step::Found { ballot, voters, learners } => self.found(group, formation, ballot, voters, learners).await,
+            Step::Join(contact) => self.join_cluster(group, formation, contact, &views, true).await,
+        }
+    }
+
+    async fn promise(&self, formation: &Formation, ballot: Ballot) {
+        let ns = &formation.namespace;
+        if let Err(e) = formation.save(&FoundingRecord::Bound(ballot)) {
+            formation.lock().founder.on_promise_refused(ballot);
+            formation.set_phase(FormationPhase::Discovering, format!("cannot persist a promise: {e}"));
+            return;
+        }
+        let c = ballot.coordinator;
+        match self.formation_call(ns, c, FormationRequest::Promise(ballot)).await {
+            Ok(FormationResponse::Promised(true)) => {
+                formation.set_phase(FormationPhase::Bound, format!("promised to coordinator {c}"));
+            }
+            Ok(_) => {
+                formation.lock().founder.on_promise_refused(ballot);
+                self.save_free(formation);
+            }
+            Err(e) => formation
+                .set_phase(FormationPhase::Bound, format!("promise to {c} unanswered ({e}); bound until it answers")),
+        }
+    }
+
+    fn save_free(&self, formation: &Formation) {
+        if let Err(e) = formation.save(&FoundingRecord::Free) {
+            warn!(error = %e, "cannot clear the founding record");
+        }
+    }
+
+    async fn ask_status(&self, group: &Arc<Group>, formation: &Formation, ballot: Ballot, views: &Views) {
+        let c = ballot.coordinator;
+        match self.formation_call(&formation.namespace, c, FormationRequest::PromiseStatus(ballot)).await {
+            Ok(FormationResponse::Status(PromiseState::Pending)) => {
+                formation
+                    .set_phase(FormationPhase::Bound, format!("bound to coordinator {c}, which is still gathering"));
+            }
+            Ok(FormationResponse::Status(PromiseState::Founded { voter: true })) => {
+                formation.admit(Some(c));
+                formation.set_phase(FormationPhase::Founding, format!("founding voter of {c}'s cluster"));
+            }
+            Ok(FormationResponse::Status(PromiseState::Founded { voter: false })) => {
+                self.join_cluster(group, formation, c, views, true).await;
+            }
+            Ok(FormationResponse::Status(PromiseState::Released)) => {
+                formation.lock().founder.on_status(ballot, PromiseState::Released);
+                self.save_free(formation);
+                formation.set_phase(FormationPhase::Discovering, format!("coordinator {c} released its ballot"));
+            }
+            Ok(other) => warn!(?other, "unexpected promise status reply"),
+            Err(e) => formation.set_phase(
+                FormationPhase::Bound,
+                format!("bound to coordinator {c}, unreachable ({e}); waiting for it to answer"),
+            ),
+        }
+    }
+
+    async fn found(
+        &self,
+        group: &Arc<Group>,
+        formation: &Formation,
+        ballot: Ballot,
+        voters: std::collections::BTreeSet<NodeId>,
+        learners: std::collections::BTreeSet<NodeId>,
+    ) {
+        let all = voters.union(&learners).copied().collect();
+        let record = FoundingRecord::Founded { ballot, voters: voters.clone(), all };
+        if let Err(e) = formation.save(&record) {
+            formation.lock().founder.revert_found();
+            formation.set_phase(FormationPhase::Discovering, format!("cannot persist the founding decision: {e}"));
+            return;
+        }
+        formation.admit(None);
+        let cluster = cluster_id(self.id, ballot.round);
+        let members: BTreeMap<NodeId, MemberInfo> = voters
+            .iter()
+            .map(|id| {
+                let addrs = if *id == self.id {
+                    self.transport.local_addrs()
+                } else {
+                    self.peers.get(id).map(|e| e.addrs).unwrap_or_default()
+                };
+                (*id, MemberInfo { addrs, cluster: cluster.clone() })
+            })
+            .collect();
+        let names: Vec<String> = voters.iter().map(|v| v.to_string()).collect();
+        formation
+            .note(format!("founding cluster {cluster} with voters {names:?} ({} learners to join)", learners.len()));
+        if let Err(e) = group.raft.initialize(members).await {
+            warn!(error = %e, "initialize refused");
+        }
+        formation.set_phase(FormationPhase::Founding, format!("founded {cluster}; electing a leader"));
+    }
+
+    /// Ask the leader of the cluster `contact` belongs to to admit this node as a learner.
+    pub(crate) async fn join_cluster(
+        &self,
+        group: &Group,
+        formation: &Formation,
+        contact: NodeId,
+        views: &Views,
+        fresh: bool,
+    ) {
+        {
+            let mut inner = formation.lock();
+            if inner.last_join.is_some_and(|at| at.elapsed() < JOIN_PAUSE) {
+                return;
+            }
+            inner.last_join = Some(tokio::time::Instant::now());
+        }
+        let leader = views
+            .iter()
+            .find_map(|(id, v)| match &v.phase {
+                PeerPhase::Member(m) if *id == contact => m.leader,
+                _ => None,
+            })
+            .unwrap_or(contact);
+        formation.set_phase(FormationPhase::Joining, format!("asking leader {leader} to admit this node"));
+        let mut target = leader;
+        for _ in 0..3 {
+            let request = CommandRequest::Join { info: self.self_info(), fresh };
+            match self.send_command(group, target, request, 0, self.config.request_timeout()).await {
+                Ok(CommandResponse::Joined { leader, cluster, .. }) => {
+                    formation.admit(Some(leader));
+                    formation.note(format!("admitted as a learner of cluster {cluster} by leader {leader}"));
+                    return;
+                }
+                Ok(other) => {
+                    warn!(?other, "unexpected reply to a join");
+                    return;
+                }
+                Err(ApiError::NotLeader { leader: Some(next) }) if next != target => target = next,
+                Err(e) => {
+                    formation.set_phase(FormationPhase::Joining, format!("join through {target} failed: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn member_tick(&self, group: &Arc<Group>, formation: &Formation) {
+        let m = group.metrics();
+        let mine = cluster_of(&m);
+        let views = formation.fresh_views();
+        let my_config_index = m.membership_config.log_id().as_ref().map(|l| l.index).unwrap_or(0);
+        let in_own_config = m.membership_config.membership().get_node(&self.id).is_some();
+        let leader = m.current_leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
+        formation.set_phase(
+            FormationPhase::Member,
+            format!("member of cluster {}; leader {leader}", if mine.is_empty() { "(unnamed)" } else { &mine }),
+        );
+        // Dropped from the configuration (removed while away, or replaced as dead): ask in
+        // again. Only a peer of the same cluster with a configuration at least as new as ours
+        // can say so.
+        let dropped = views.iter().find_map(|(id, v)| match &v.phase {
+            PeerPhase::Member(pm)
+                if pm.cluster == mine
+                    && pm.leader.is_some()
+                    && !pm.includes_you
+                    && (pm.config_index >= my_config_index || !in_own_config) =>
+            {
+                Some(*id)
+            }
+            _ => None,
+        });
+        if let Some(contact) = dropped {
+            formation.note(format!("no longer in the configuration of cluster {mine} (per {contact}); rejoining"));
+            self.join_cluster(group, formation, contact, &views, false).await;
+        }
+        self.watch_for_splits(group, formation, &mine, &views).await;
+    }
+}
+
+/// Views as returned by [`Formation::fresh_views`].
+pub(crate) type Views = Vec<(NodeId, PeerView)>;
+
+/// The member through which a fresh node should join: one whose cluster has a leader,
+/// preferring clusters that hold data, then larger ones, then the lowest id.
+fn best_contact(views: &Views) -> Option<NodeId> {
+    views
+        .iter()
+        .filter_map(|(id, v)| match &v.phase {
+            PeerPhase::Member(m) if m.leader.is_some() => Some((m.holds_data, m.voters, std::cmp::Reverse(*id), *id)),
+            _ => None,
+        })
+        .max()
+        .map(|t| t.3)
+}

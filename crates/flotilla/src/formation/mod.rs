@@ -1,0 +1,19 @@
+//! Cluster formation: discovery, founding, joining and the membership lifecycle.
+//!
+//! See `crates/flotilla/DESIGN-formation.md` for the protocol and why it is safe.
+
+pub mod autopilot;
+pub mod bootstrap;
+pub(crate) mod discovery_loop;
+pub(crate) mod dissolve;
+pub(crate) mod driver;
+pub mod founding;
+pub mod peers;
+pub mod record;
+mod serve;
+pub mod split;
+pub mod state;
+pub mod view;
+
+pub use bootstrap::BootstrapDiscovery;
+pub use state::{Formation, FormationCounters, FormationPhase, FormationStatus, KnownPeer, SplitReport, TimelineEvent};

@@ -1,0 +1,110 @@
+//! The persisted part of founding: a binding to a coordinator's ballot, or a coordinator's
+//! decision to found. Both must survive a crash, or a restarted node could be counted in two
+//! founding sets.
+//!
+//! One small file per namespace under `<data_dir>/formation/`, replaced atomically (write a
+//! temp file, fsync it, rename, fsync the directory) and checked with a CRC on load.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use flotilla_core::formation::Ballot;
+use flotilla_core::types::NodeId;
+use flotilla_core::Namespace;
+use serde::{Deserialize, Serialize};
+
+/// Largest record accepted on load.
+const MAX_RECORD_BYTES: u64 = 64 * 1024;
+
+/// What a fresh node has committed to.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum FoundingRecord {
+    /// Nothing.
+    #[default]
+    Free,
+    /// Promised to this ballot.
+    Bound(Ballot),
+    /// Decided to found this ballot with these voters, out of this founding set.
+    Founded {
+        /// The ballot.
+        ballot: Ballot,
+        /// Founding voters.
+        voters: BTreeSet<NodeId>,
+        /// Every founder (voters and learners).
+        all: BTreeSet<NodeId>,
+    },
+}
+
+/// The record file of one namespace.
+#[derive(Debug, Clone)]
+pub struct RecordFile {
+    path: PathBuf,
+}
+
+impl RecordFile {
+    /// The record of `ns` under `data_dir`.
+    pub fn new(data_dir: &Path, ns: &Namespace) -> Self {
+        Self { path: data_dir.join("formation").join(format!("{}.rec", ns.as_str())) }
+    }
+
+    /// Load the record; a missing file is [`FoundingRecord::Free`], a damaged one an error
+    /// (refusing to start beats forgetting a promise).
+    pub fn load(&self) -> Result<FoundingRecord, String> {
+        let bytes = match fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FoundingRecord::Free),
+            Err(e) => return Err(format!("reading {}: {e}", self.path.display())),
+        };
+        if bytes.len() < 4 {
+            return Err(format!("{} is truncated", self.path.display()));
+        }
+        let (crc, body) = bytes.split_at(4);
+        let expected = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
+        if crc32fast::hash(body) != expected {
+            return Err(format!("{} fails its checksum", self.path.display()));
+        }
+        flotilla_core::decode(body, MAX_RECORD_BYTES).map_err(|e| format!("decoding {}: {e}", self.path.display()))
+    }
+
+    /// Replace the record durably.
+    pub fn save(&self, record: &FoundingRecord) -> Result<(), String> {
+        let body = flotilla_core::encode(record).map_err(|e| e.to_string())?;
+        let mut bytes = crc32fast::hash(&body).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&body);
+        let dir = self.path.parent().ok_or("record path has no directory")?;
+        fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let tmp = self.path.with_extension("tmp");
+        let io = |e: std::io::Error| format!("writing {}: {e}", self.path.display());
+        let mut file = File::create(&tmp).map_err(io)?;
+        file.write_all(&bytes).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        fs::rename(&tmp, &self.path).map_err(io)?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_damage_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = Namespace::new("a").unwrap();
+        let file = RecordFile::new(dir.path(), &ns);
+        assert_eq!(file.load().unwrap(), FoundingRecord::Free);
+        let me = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
+        let record = FoundingRecord::Bound(Ballot { coordinator: me, round: 7 });
+        file.save(&record).unwrap();
+        assert_eq!(file.load().unwrap(), record);
+        let path = dir.path().join("formation").join("a.rec");
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&path, bytes).unwrap();
+        assert!(file.load().is_err());
+    }
+}

@@ -1,0 +1,352 @@
+//! The formation state of one namespace on this node: the founding state machine, the views
+//! peers reported, admission, and what status shows (phase, reason, timeline, splits).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use flotilla_core::formation::{ClusterId, FreshPhase, PeerView};
+use flotilla_core::types::NodeId;
+use flotilla_core::Namespace;
+use serde::Serialize;
+use tokio::time::Instant;
+use tracing::info;
+
+use super::founding::Founder;
+use super::record::{FoundingRecord, RecordFile};
+
+/// Entries kept in the timeline.
+const TIMELINE_LEN: usize = 32;
+/// A view older than this is not used for decisions.
+pub const VIEW_FRESHNESS: Duration = Duration::from_secs(3);
+
+/// Where a namespace is in its life on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FormationPhase {
+    /// Looking for peers; nothing decided.
+    Discovering,
+    /// Collecting promises to found a cluster.
+    Coordinating,
+    /// Promised to another node's founding ballot.
+    Bound,
+    /// Founded (or about to): waiting for Raft to take over.
+    Founding,
+    /// Asking a formed cluster to admit this node.
+    Joining,
+    /// A member of a cluster.
+    Member,
+}
+
+impl FormationPhase {
+    /// The phase's name as shown in status.
+    pub fn name(self) -> &'static str {
+        match self {
+            FormationPhase::Discovering => "discovering",
+            FormationPhase::Coordinating => "coordinating",
+            FormationPhase::Bound => "bound",
+            FormationPhase::Founding => "founding",
+            FormationPhase::Joining => "joining",
+            FormationPhase::Member => "member",
+        }
+    }
+}
+
+/// One decision or event, for the status timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineEvent {
+    /// Milliseconds since the node started.
+    pub at_ms: u64,
+    /// What happened.
+    pub event: String,
+}
+
+/// Another cluster of the same namespace, met through a peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct SplitReport {
+    /// The other cluster's id.
+    pub cluster: ClusterId,
+    /// A member of it.
+    pub seen_via: NodeId,
+    /// Its voter count.
+    pub voters: u32,
+    /// Whether it holds client data.
+    pub holds_data: bool,
+    /// What this node does about it.
+    pub resolution: String,
+}
+
+/// A peer as shown in status.
+#[derive(Debug, Clone, Serialize)]
+pub struct KnownPeer {
+    /// The peer.
+    pub id: NodeId,
+    /// What it last reported for this namespace.
+    pub phase: String,
+    /// Where it was found.
+    pub sources: Vec<flotilla_core::DiscoverySource>,
+}
+
+/// What status shows about formation.
+#[derive(Debug, Clone, Serialize)]
+pub struct FormationStatus {
+    /// The phase.
+    pub phase: FormationPhase,
+    /// Why the node is in it, or what it waits for.
+    pub reason: String,
+    /// `expect N` or `window <ms>`.
+    pub mode: String,
+    /// Peers that answered recently, with their phase.
+    pub peers: Vec<KnownPeer>,
+    /// Recent decisions, oldest first.
+    pub timeline: Vec<TimelineEvent>,
+    /// Other clusters of this namespace met so far.
+    pub splits: Vec<SplitReport>,
+    /// Joins, promotions, removals, amnesia, splits, absorptions.
+    pub counters: BTreeMap<&'static str, u64>,
+}
+
+/// Counters of membership events, exported as metrics.
+#[derive(Debug, Default, Serialize)]
+pub struct FormationCounters {
+    /// Join requests this node admitted as leader.
+    pub joins: AtomicU64,
+    /// Learners promoted to voter by this node as leader.
+    pub promotions: AtomicU64,
+    /// Members removed automatically by this node as leader.
+    pub removals: AtomicU64,
+    /// Members found to have lost their data and re-added as learners.
+    pub amnesia: AtomicU64,
+    /// Other clusters of this namespace detected.
+    pub splits: AtomicU64,
+    /// Times this node's cluster dissolved into another.
+    pub absorbed: AtomicU64,
+}
+
+impl FormationCounters {
+    /// Add one to `counter`.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) founder: Founder<NodeId>,
+    pub(crate) views: HashMap<NodeId, (Instant, PeerView)>,
+    /// A fresh node may take Raft traffic: it is a founder or was admitted by a join.
+    pub(crate) admitted: bool,
+    /// The leader that admitted this node (its traffic is accepted before the new
+    /// configuration arrives).
+    pub(crate) admitted_by: Option<NodeId>,
+    pub(crate) phase: FormationPhase,
+    pub(crate) reason: String,
+    pub(crate) timeline: VecDeque<TimelineEvent>,
+    pub(crate) splits: BTreeMap<ClusterId, SplitReport>,
+    pub(crate) last_join: Option<Instant>,
+    /// Writes are refused: the cluster is checking whether it can dissolve.
+    pub(crate) fenced: bool,
+}
+
+/// Formation state of one namespace.
+pub struct Formation {
+    /// The namespace.
+    pub namespace: Namespace,
+    /// Exported counters.
+    pub counters: FormationCounters,
+    record: RecordFile,
+    started: Instant,
+    inner: Mutex<Inner>,
+}
+
+impl Formation {
+    /// Load the persisted record of `ns` and set up its state.
+    pub fn load(
+        me: NodeId,
+        namespace: Namespace,
+        record: RecordFile,
+        expect: Option<usize>,
+        voter_target: usize,
+        started: Instant,
+    ) -> Result<Formation, String> {
+        let saved = record.load()?;
+        let mut founder = Founder::new(me, expect, voter_target, FreshPhase::Free);
+        match &saved {
+            FoundingRecord::Free => {}
+            FoundingRecord::Bound(ballot) => {
+                founder = Founder::new(me, expect, voter_target, FreshPhase::Bound(*ballot))
+            }
+            FoundingRecord::Founded { ballot, voters, all } => {
+                founder.restore_founded(*ballot, voters.clone(), all.clone())
+            }
+        }
+        let inner = Inner {
+            founder,
+            views: HashMap::new(),
+            admitted: matches!(saved, FoundingRecord::Founded { .. }),
+            admitted_by: None,
+            phase: FormationPhase::Discovering,
+            reason: "starting".into(),
+            timeline: VecDeque::new(),
+            splits: BTreeMap::new(),
+            last_join: None,
+            fenced: false,
+        };
+        Ok(Formation { namespace, counters: FormationCounters::default(), record, started, inner: Mutex::new(inner) })
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Persist a founding record.
+    pub(crate) fn save(&self, record: &FoundingRecord) -> Result<(), String> {
+        self.record.save(record)
+    }
+
+    /// Time since the node started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Record an event in the timeline (and the log).
+    pub fn note(&self, event: impl Into<String>) {
+        let event = event.into();
+        info!(namespace = %self.namespace, "{event}");
+        let at_ms = self.started.elapsed().as_millis() as u64;
+        let mut inner = self.lock();
+        if inner.timeline.len() >= TIMELINE_LEN {
+            inner.timeline.pop_front();
+        }
+        inner.timeline.push_back(TimelineEvent { at_ms, event });
+    }
+
+    /// Set the phase and the reason shown in status; a phase change is noted in the timeline.
+    pub fn set_phase(&self, phase: FormationPhase, reason: impl Into<String>) {
+        let reason = reason.into();
+        let changed = {
+            let mut inner = self.lock();
+            let changed = inner.phase != phase;
+            inner.phase = phase;
+            inner.reason = reason.clone();
+            changed
+        };
+        if changed {
+            self.note(format!("{}: {reason}", phase.name()));
+        }
+    }
+
+    /// Whether a Raft message from `from` may be handled. A node without Raft state takes
+    /// Raft traffic only once admitted (as a founder, or by a join), or from the coordinator
+    /// it is bound to (which contacts it only if it founded with it); this is what keeps a
+    /// node that lost its data from voting with an empty log. A node with state takes it
+    /// from members of its configuration and from the leader that admitted it.
+    pub fn admits(&self, from: NodeId, has_state: bool, in_config: bool, config_empty: bool) -> bool {
+        let inner = self.lock();
+        if !has_state {
+            return inner.admitted
+                || matches!(inner.founder.phase(), FreshPhase::Bound(b) if b.coordinator == from)
+                || inner.admitted_by == Some(from);
+        }
+        in_config || config_empty || inner.admitted_by == Some(from)
+    }
+
+    /// Mark the node admitted by `leader`.
+    pub fn admit(&self, leader: Option<NodeId>) {
+        let mut inner = self.lock();
+        inner.admitted = true;
+        if leader.is_some() {
+            inner.admitted_by = leader;
+        }
+    }
+
+    /// Whether client writes are refused while the cluster considers dissolving.
+    pub fn fenced(&self) -> bool {
+        self.lock().fenced
+    }
+
+    /// Forget everything about founding and admission: the namespace starts over, empty.
+    pub(crate) fn reset(&self) -> Result<(), String> {
+        self.record.save(&FoundingRecord::Free)?;
+        let mut inner = self.lock();
+        let (me, expect, target) = inner.founder.identity();
+        inner.founder = Founder::new(me, expect, target, FreshPhase::Free);
+        inner.views.clear();
+        inner.admitted = false;
+        inner.admitted_by = None;
+        inner.fenced = false;
+        inner.splits.clear();
+        inner.last_join = None;
+        Ok(())
+    }
+
+    /// The status of formation, with `peers` describing where each peer was found.
+    pub fn status(&self, mode: String, peers: &super::peers::PeerTable) -> FormationStatus {
+        let views = self.fresh_views();
+        let inner = self.lock();
+        let known = views
+            .iter()
+            .map(|(id, v)| KnownPeer {
+                id: *id,
+                phase: describe(&v.phase),
+                sources: peers.get(id).map(|e| e.sources.into_iter().collect()).unwrap_or_default(),
+            })
+            .collect();
+        let c = &self.counters;
+        let counters = BTreeMap::from([
+            ("joins", c.joins.load(Ordering::Relaxed)),
+            ("promotions", c.promotions.load(Ordering::Relaxed)),
+            ("removals", c.removals.load(Ordering::Relaxed)),
+            ("amnesia", c.amnesia.load(Ordering::Relaxed)),
+            ("splits", c.splits.load(Ordering::Relaxed)),
+            ("absorbed", c.absorbed.load(Ordering::Relaxed)),
+        ]);
+        FormationStatus {
+            phase: inner.phase,
+            reason: inner.reason.clone(),
+            mode,
+            peers: known,
+            timeline: inner.timeline.iter().cloned().collect(),
+            splits: inner.splits.values().cloned().collect(),
+            counters,
+        }
+    }
+
+    /// Store a view reported by `peer`.
+    pub fn record_view(&self, peer: NodeId, view: PeerView) {
+        self.lock().views.insert(peer, (Instant::now(), view));
+    }
+
+    /// Views received within [`VIEW_FRESHNESS`].
+    pub fn fresh_views(&self) -> Vec<(NodeId, PeerView)> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.views.retain(|_, (at, _)| now.duration_since(*at) < VIEW_FRESHNESS * 20);
+        inner
+            .views
+            .iter()
+            .filter(|(_, (at, _))| now.duration_since(*at) < VIEW_FRESHNESS)
+            .map(|(id, (_, v))| (*id, v.clone()))
+            .collect()
+    }
+}
+
+fn describe(phase: &flotilla_core::formation::PeerPhase) -> String {
+    use flotilla_core::formation::PeerPhase;
+    match phase {
+        PeerPhase::NotServed => "does not serve this namespace".into(),
+        PeerPhase::Fresh { phase: FreshPhase::Free, .. } => "fresh, free".into(),
+        PeerPhase::Fresh { phase: FreshPhase::Bound(b), .. } => format!("fresh, promised to {}", b.coordinator),
+        PeerPhase::Fresh { phase: FreshPhase::Coordinating { promisers, .. }, .. } => {
+            format!("fresh, coordinating with {promisers} promises")
+        }
+        PeerPhase::Fresh { phase: FreshPhase::Founded(_), .. } => "founded, starting".into(),
+        PeerPhase::Member(m) => format!(
+            "member of {} ({} voters, {} members, leader {})",
+            m.cluster,
+            m.voters,
+            m.members,
+            m.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into())
+        ),
+    }
+}
