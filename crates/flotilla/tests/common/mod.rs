@@ -38,15 +38,7 @@ pub fn init_tracing() {
 impl Harness {
     /// Start `n` nodes serving `namespaces` at once, with `--expect n` and simulated discovery.
     pub async fn start(n: usize, seed: u64, namespaces: &[&str], tweak: fn(&mut Config)) -> Harness {
-        init_tracing();
-        let mut h = Harness {
-            router: Router::new(seed),
-            ids: (0..n).map(|_| new_id()).collect(),
-            dirs: (0..n).map(|_| tempfile::tempdir().expect("tempdir")).collect(),
-            nodes: (0..n).map(|_| None).collect(),
-            namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
-            tweak,
-        };
+        let mut h = Harness::new(n, seed, namespaces, tweak);
         for i in 0..n {
             h.boot(i).await;
         }
@@ -54,6 +46,19 @@ impl Harness {
             h.wait_voters(ns, n).await;
         }
         h
+    }
+
+    /// A harness for `n` nodes, none started yet.
+    pub fn new(n: usize, seed: u64, namespaces: &[&str], tweak: fn(&mut Config)) -> Harness {
+        init_tracing();
+        Harness {
+            router: Router::new(seed),
+            ids: (0..n).map(|_| new_id()).collect(),
+            dirs: (0..n).map(|_| tempfile::tempdir().expect("tempdir")).collect(),
+            nodes: (0..n).map(|_| None).collect(),
+            namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
+            tweak,
+        }
     }
 
     pub fn config_for(&self, i: usize) -> Config {
