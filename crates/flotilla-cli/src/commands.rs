@@ -128,3 +128,23 @@ pub async fn leader(target: &Target, op: LeaderCommand) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&reply)?);
     Ok(())
 }
+
+#[derive(Debug, Subcommand)]
+pub enum NsCommand {
+    /// Show the namespace's status on this node: role, leader, members, and formation
+    /// (phase, reason, peers, timeline, splits).
+    Status,
+    /// On the leader of one side of a split: drop that side's data and join the other side.
+    Dissolve,
+}
+
+pub async fn ns(target: &Target, op: NsCommand) -> anyhow::Result<()> {
+    let client = target.client();
+    let ns = &target.namespace;
+    let reply = match op {
+        NsCommand::Status => client.get_json(&format!("/v1/ns/{ns}/status")).await?,
+        NsCommand::Dissolve => client.post_json(&format!("/v1/ns/{ns}/dissolve"), &json!({})).await?,
+    };
+    println!("{}", serde_json::to_string_pretty(&reply)?);
+    Ok(())
+}

@@ -68,6 +68,13 @@ enum Command {
         #[command(subcommand)]
         op: commands::LeaderCommand,
     },
+    /// Formation status of a namespace, and split resolution.
+    Ns {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        op: commands::NsCommand,
+    },
     /// Start a local 3-node cluster (loopback, HTTP on 7070-7072).
     Dev(dev::DevArgs),
     /// Drive put or get load over HTTP and print throughput and latency.
@@ -84,6 +91,7 @@ fn main() -> anyhow::Result<()> {
             Command::Status { target } => commands::status(&target).await,
             Command::Members { target, op } => commands::members(&target, op).await,
             Command::Leader { target, op } => commands::leader(&target, op).await,
+            Command::Ns { target, op } => commands::ns(&target, op).await,
             Command::Dev(args) => dev::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }

@@ -115,9 +115,14 @@ pub enum FormationRequest {
     Promise(Ballot),
     /// The sender asks what became of the ballot it promised itself to.
     PromiseStatus(Ballot),
-    /// The sender, leader of the receiver's cluster `0`, orders the receiver to drop its
-    /// (empty) state and join the cluster that survives a split.
-    Dissolve(ClusterId),
+    /// The sender, leader of the receiver's cluster, orders the receiver to drop its state for
+    /// the namespace and join the cluster that survives a split.
+    Dissolve {
+        /// The cluster being dissolved; the receiver must belong to it.
+        cluster: ClusterId,
+        /// Set by an operator's explicit command: dissolve even if the receiver holds data.
+        force: bool,
+    },
 }
 
 /// What became of a promised ballot.

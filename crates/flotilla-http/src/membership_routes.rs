@@ -89,3 +89,10 @@ pub async fn transfer_leader(
     cluster.transfer_leadership(to).await?;
     Ok(Json(json!({ "leader": cluster.leader().map(|l| l.to_string()) })).into_response())
 }
+
+/// `POST /v1/ns/{ns}/dissolve`: on the leader, dissolve its cluster of the namespace (dropping
+/// its data) so every member joins the other cluster of a split.
+pub async fn dissolve(State(node): State<Arc<Node>>, Path(ns): Path<String>) -> Result<Response, HttpError> {
+    node.cluster(&ns)?.dissolve().await?;
+    Ok(Json(json!({ "dissolved": ns })).into_response())
+}

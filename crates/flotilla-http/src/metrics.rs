@@ -51,8 +51,43 @@ fn exposition(node: &Arc<Node>) -> String {
             let _ = writeln!(out, "{name}{{namespace=\"{ns}\"}} {}", values[i]);
         }
     }
+    write_formation_metrics(node, &mut out);
     write_store_metrics(node, &mut out);
     out
+}
+
+/// Formation counters per namespace, and the phase as a labelled gauge.
+fn write_formation_metrics(node: &Arc<Node>, out: &mut String) {
+    let statuses: Vec<_> = node
+        .clusters()
+        .into_iter()
+        .filter_map(|c| c.formation_status().map(|f| (c.namespace().to_string(), f)))
+        .collect();
+    let counters = [
+        ("joins", "join requests admitted as leader"),
+        ("promotions", "learners promoted to voter by the autopilot"),
+        ("removals", "unreachable members removed by the autopilot"),
+        ("amnesia", "members that came back without their data and were re-added"),
+        ("splits", "other clusters of the namespace detected"),
+        ("absorbed", "times this node's cluster dissolved into another"),
+    ];
+    for (key, help) in counters {
+        let name = format!("flotilla_formation_{key}_total");
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (ns, f) in &statuses {
+            let _ = writeln!(out, "{name}{{namespace=\"{ns}\"}} {}", f.counters.get(key).copied().unwrap_or(0));
+        }
+    }
+    let _ = writeln!(out, "# HELP flotilla_formation_phase 1 for the namespace's current formation phase");
+    let _ = writeln!(out, "# TYPE flotilla_formation_phase gauge");
+    for (ns, f) in &statuses {
+        let _ = writeln!(out, "flotilla_formation_phase{{namespace=\"{ns}\",phase=\"{}\"}} 1", f.phase.name());
+    }
+    let _ = writeln!(out, "# HELP flotilla_split_clusters other clusters of the namespace currently known");
+    let _ = writeln!(out, "# TYPE flotilla_split_clusters gauge");
+    for (ns, f) in &statuses {
+        let _ = writeln!(out, "flotilla_split_clusters{{namespace=\"{ns}\"}} {}", f.splits.len());
+    }
 }
 
 fn write_store_metrics(node: &Arc<Node>, out: &mut String) {

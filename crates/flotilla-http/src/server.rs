@@ -27,6 +27,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/ns/{ns}/members", post(membership_routes::add_member).get(membership_routes::list_members))
         .route("/v1/ns/{ns}/members/{peer_id}", delete(membership_routes::remove_member))
         .route("/v1/ns/{ns}/transfer-leader", post(membership_routes::transfer_leader))
+        .route("/v1/ns/{ns}/dissolve", post(membership_routes::dissolve))
         .route("/health", get(node_routes::health))
         .route("/ready", get(node_routes::ready))
         .route("/metrics", get(metrics::render))

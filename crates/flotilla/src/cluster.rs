@@ -244,6 +244,21 @@ impl Cluster {
         }
     }
 
+    /// Operator resolution of a split: dissolve this node's cluster of the namespace, dropping
+    /// its data on every member, so they all join the other cluster. Runs on the leader only.
+    pub async fn dissolve(&self) -> Result<(), ApiError> {
+        let group = self.group();
+        if !group.is_leader() {
+            return Err(ApiError::NotLeader { leader: group.leader() });
+        }
+        let formation = self
+            .node
+            .formation(&self.namespace)
+            .cloned()
+            .ok_or_else(|| ApiError::UnknownNamespace(self.namespace.to_string()))?;
+        self.node.dissolve_forced(&group, &formation).await.map_err(ApiError::Unavailable)
+    }
+
     /// What formation is doing (or did) for this namespace on this node.
     pub fn formation_status(&self) -> Option<crate::formation::FormationStatus> {
         let formation = self.node.formation(&self.namespace)?;

@@ -289,6 +289,14 @@ async fn two_clusters_holding_data_are_reported_and_both_keep_serving() {
     assert_eq!(got_a.value.as_deref(), Some(&b"1"[..]));
     assert_eq!(got_b.value.as_deref(), Some(&b"2"[..]));
     assert_ne!(seen(&h, a).cluster, seen(&h, b).cluster);
+
+    // The documented operator resolution: dissolve one side on its leader; its members join
+    // the other side, whose data survives.
+    let a = h.leader_among(NS, &[0, 1]).await;
+    h.cluster(a, NS).dissolve().await.expect("dissolve side a");
+    let l = wait_one_cluster(&h, &[0, 1, 2, 3], 4).await;
+    let got_b = h.cluster(l, NS).get(b"b", Consistency::Linearizable).await.expect("read");
+    assert_eq!(got_b.value.as_deref(), Some(&b"2"[..]));
     h.shutdown().await;
 }
 

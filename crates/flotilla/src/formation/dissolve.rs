@@ -34,32 +34,54 @@ impl Node {
         }
         let mine = cluster_of(&group.metrics());
         formation.note(format!("dissolving cluster {mine} (no data) to join the cluster of {via}"));
-        let others: Vec<NodeId> = group
-            .metrics()
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(id, _)| *id)
-            .filter(|id| *id != self.id)
-            .collect();
-        let orders =
-            others.iter().map(|peer| self.formation_call(&ns, *peer, FormationRequest::Dissolve(mine.clone())));
-        for (peer, result) in others.iter().zip(futures::future::join_all(orders).await) {
-            if let Err(e) = result {
-                warn!(%peer, error = %e, "member did not take the dissolve order; it will find the other cluster itself once leaderless");
-            }
-        }
+        self.order_dissolve(group, &ns, &mine, false).await;
         if let Err(e) = self.reset_namespace(&ns).await {
             warn!(error = %e, "reset after dissolve failed");
         }
     }
 
+    /// Operator command, on the leader: dissolve this node's cluster of `ns` even though it
+    /// holds data (which is dropped on every member), so its members join the other cluster.
+    pub(crate) async fn dissolve_forced(&self, group: &Arc<Group>, formation: &Formation) -> Result<(), String> {
+        if !group.is_leader() {
+            return Err("run this on the leader of the cluster to dissolve".into());
+        }
+        let ns = formation.namespace.clone();
+        let mine = cluster_of(&group.metrics());
+        formation.lock().fenced = true;
+        warn!(cluster = %mine, "operator ordered this cluster dissolved; its data is dropped");
+        formation.note(format!("operator dissolves cluster {mine}"));
+        self.order_dissolve(group, &ns, &mine, true).await;
+        self.reset_namespace(&ns).await
+    }
+
+    async fn order_dissolve(&self, group: &Group, ns: &Namespace, cluster: &ClusterId, force: bool) {
+        let membership = group.metrics().membership_config.clone();
+        let others: Vec<NodeId> =
+            membership.membership().nodes().map(|(id, _)| *id).filter(|id| *id != self.id).collect();
+        let orders = others
+            .iter()
+            .map(|peer| self.formation_call(ns, *peer, FormationRequest::Dissolve { cluster: cluster.clone(), force }));
+        for (peer, result) in others.iter().zip(futures::future::join_all(orders).await) {
+            if let Err(e) = result {
+                warn!(%peer, error = %e, "member did not take the dissolve order; it reports the split until it does");
+            }
+        }
+    }
+
     /// A member's side of a dissolve order from `from`.
-    pub(crate) fn accept_dissolve(self: &Arc<Self>, from: NodeId, ns: &Namespace, cluster: &ClusterId) -> bool {
+    pub(crate) fn accept_dissolve(
+        self: &Arc<Self>,
+        from: NodeId,
+        ns: &Namespace,
+        cluster: &ClusterId,
+        force: bool,
+    ) -> bool {
         let Some(group) = self.group(ns) else { return false };
         let m = group.metrics();
-        let valid =
-            m.current_leader == Some(from) && cluster_of(&m) == *cluster && !self.store.holds_data(ns).unwrap_or(true);
+        let valid = m.current_leader == Some(from)
+            && cluster_of(&m) == *cluster
+            && (force || !self.store.holds_data(ns).unwrap_or(true));
         if valid {
             let node = self.clone();
             let ns = ns.clone();

@@ -246,6 +246,16 @@ impl<Id: Ord + Copy + Debug> Founder<Id> {
         }
     }
 
+    /// Answer `from`'s question about `ballot`. The question proves `from` is bound to
+    /// `ballot` (a node asks only about the ballot it persisted), so it is counted as a promise
+    /// first: its own `Promise` may still be in flight, and if it were answered `Released` now
+    /// and that promise counted later, the coordinator would found with a node that is free.
+    /// The exhaustive explorer found that interleaving (`tests/formation_model.rs`).
+    pub fn answer_status(&mut self, from: Id, ballot: Ballot<Id>) -> PromiseState {
+        self.on_promise(from, ballot);
+        self.status_for(from, ballot)
+    }
+
     /// The coordinator answered about the ballot this node is bound to.
     pub fn on_status(&mut self, ballot: Ballot<Id>, state: PromiseState) {
         if self.phase != FreshPhase::Bound(ballot) {

@@ -45,11 +45,11 @@ impl Node {
             }
             FormationRequest::PromiseStatus(ballot) => {
                 let formation = self.formation(ns).ok_or(WireError::UnknownNamespace)?;
-                let state = formation.lock().founder.status_for(from, ballot);
+                let state = formation.lock().founder.answer_status(from, ballot);
                 Ok(FormationResponse::Status(state))
             }
-            FormationRequest::Dissolve(cluster) => {
-                Ok(FormationResponse::Dissolving(self.accept_dissolve(from, ns, &cluster)))
+            FormationRequest::Dissolve { cluster, force } => {
+                Ok(FormationResponse::Dissolving(self.accept_dissolve(from, ns, &cluster, force)))
             }
         }
     }
