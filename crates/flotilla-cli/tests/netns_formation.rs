@@ -147,3 +147,37 @@ fn five_agents_mdns_only_converge_and_rejoin_on_new_address() {
     assert_eq!(read_through(&agents[leader], "lab/moved", Duration::from_secs(30)), b"new address");
     eprintln!("mDNS test done in {:?}", started.elapsed());
 }
+
+/// Two agents that only know a third one's address (no mDNS) find each other through its
+/// rendezvous record and peer exchange, over the wire, and `--expect 3` founds one cluster.
+#[test]
+fn contacts_of_one_node_find_each_other_through_its_rendezvous_record() {
+    if skip("contacts_of_one_node_find_each_other_through_its_rendezvous_record") {
+        return;
+    }
+    let lab = Lab::new(3).expect("lab");
+    let mut agents = vec![lab.spawn(0, flotilla(), &["--no-mdns", "--expect", "3"]).expect("contact starts")];
+    let contact =
+        wait_for("the contact to serve", Duration::from_secs(30), wait::POLL_INTERVAL, || agents[0].p2p_addr())
+            .expect("contact's address");
+    for host in 1..3 {
+        let args = ["--no-mdns", "--expect", "3", "--bootstrap", contact.as_str()];
+        agents.push(lab.spawn(host, flotilla(), &args).expect("agent starts"));
+    }
+    wait_one_cluster(&agents, NS, 3, Duration::from_secs(60)).expect("one cluster of three");
+    let other = agents[2].peer_id().expect("peer id");
+    let status = agents[1].status(NS).expect("status");
+    let peers = status["formation"]["peers"].as_array().cloned().unwrap_or_default();
+    let entry = peers.iter().find(|p| p["id"].as_str() == Some(other.as_str()));
+    let sources: Vec<String> = entry
+        .and_then(|p| p["sources"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect();
+    assert!(
+        sources.iter().any(|s| s == "rendezvous" || s == "peer-exchange" || s == "inbound"),
+        "agent 1 should know agent 2 through the contact, not a bootstrap address: {sources:?} in {peers:?}"
+    );
+    assert!(!sources.iter().any(|s| s == "bootstrap"), "agent 2 was never given to agent 1 directly: {sources:?}");
+}
