@@ -3,7 +3,8 @@
 //! mDNS ignores loopback, and multicast must not leave the machine, so the hosts need
 //! interfaces of their own: the test creates two namespaces (root only; it skips otherwise).
 //! A process's sockets live in the namespace it runs in, so each host runs in a child process:
-//! this test binary again, started under `ip netns exec` with only [`mdns_netns_child`] selected.
+//! this test binary again, started under `ip netns exec` with only this test selected and the
+//! child's role given in environment variables.
 
 mod common;
 
@@ -103,6 +104,12 @@ fn wait_with_deadline(child: &mut std::process::Child, deadline: Instant) -> Opt
 
 #[test]
 fn mdns_finds_peers_across_network_namespaces() {
+    // Started again by itself under `ip netns exec`: play one host.
+    if std::env::var(ENV_DIR).is_ok() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(child_host());
+        return;
+    }
     if !is_root() {
         eprintln!("SKIPPED mdns_finds_peers_across_network_namespaces: needs root to create network namespaces");
         return;
@@ -132,7 +139,7 @@ fn mdns_finds_peers_across_network_namespaces() {
         let child = Command::new("ip")
             .args(["netns", "exec", &lab.namespaces[i]])
             .arg(&exe)
-            .args(["--exact", "mdns_netns_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args(["--exact", "mdns_finds_peers_across_network_namespaces", "--nocapture", "--test-threads=1"])
             .env(ENV_DIR, &dirs[i])
             .env(ENV_PEER, peers[1 - i].to_string())
             .env(ENV_MEET, work.path())
@@ -161,15 +168,13 @@ fn mdns_finds_peers_across_network_namespaces() {
     }
 }
 
-/// One side of [`mdns_finds_peers_across_network_namespaces`]: finds the other host over mDNS
-/// alone (it is given no address), calls it, and waits until the other side has done the same.
-#[tokio::test]
-#[ignore = "run by mdns_finds_peers_across_network_namespaces inside a network namespace"]
-async fn mdns_netns_child() {
+/// One side of [`mdns_finds_peers_across_network_namespaces`], run by the test binary started
+/// again inside a namespace: finds the other host over mDNS alone (it is given no address),
+/// calls it, and waits until the other side has done the same.
+async fn child_host() {
     let (Ok(dir), Ok(other), Ok(meet)) = (std::env::var(ENV_DIR), std::env::var(ENV_PEER), std::env::var(ENV_MEET))
     else {
-        eprintln!("mdns_netns_child only runs when started by mdns_finds_peers_across_network_namespaces");
-        return;
+        panic!("a child host needs {ENV_DIR}, {ENV_PEER} and {ENV_MEET}");
     };
     let other: NodeId = other.parse().unwrap();
     let key = load_or_create_keypair(Path::new(&dir)).unwrap();

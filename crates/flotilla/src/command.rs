@@ -112,6 +112,11 @@ impl Node {
         envelope: CommandEnvelope,
     ) -> Result<CommandResponse, WireError> {
         let deadline = Instant::now() + self.config.request_timeout();
+        if is_membership_change(&envelope.request) && !is_member(group, from) {
+            return Err(WireError::Rejected(format!(
+                "{from} is not a member of this cluster: only members may change its membership (a node asks for itself with a join)"
+            )));
+        }
         match group.leader() {
             Some(leader) if leader == self.id => self.execute_local(group, from, envelope.request, deadline).await,
             // A join adds its authenticated sender, so it must reach the leader directly: a
@@ -132,6 +137,22 @@ impl Node {
             None => Err(WireError::NoLeader),
         }
     }
+}
+
+/// Requests that change who is in the cluster or who leads it.
+fn is_membership_change(request: &CommandRequest) -> bool {
+    matches!(
+        request,
+        CommandRequest::AddVoter(..)
+            | CommandRequest::AddLearner(..)
+            | CommandRequest::Remove(_)
+            | CommandRequest::TransferLeader(_)
+    )
+}
+
+/// Whether `peer` is in the group's configuration (voter or learner).
+fn is_member(group: &Group, peer: NodeId) -> bool {
+    group.metrics().membership_config.membership().get_node(&peer).is_some()
 }
 
 /// Map an [`ApiError`] back onto the wire for a forwarded request.

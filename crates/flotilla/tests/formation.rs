@@ -320,3 +320,45 @@ async fn force_bootstrap_founds_alone_and_restarts_cleanly() {
     assert_eq!(seen(&h, 0).cluster, cluster, "a restart with --force-bootstrap must not found again");
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lone_node_founds_after_the_window() {
+    let mut h = Harness::new(1, 2, &[NS], window);
+    let started = Instant::now();
+    h.boot(0).await;
+    wait_one_cluster(&h, &[0], 1).await;
+    assert!(started.elapsed() >= Duration::from_millis(1_000), "founded before its discovery window closed");
+    h.cluster(0, NS).set(b"k", b"v").await.expect("write");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outsiders_cannot_add_arbitrary_members() {
+    use flotilla_core::wire::{CommandEnvelope, CommandRequest, RequestBody, WireRequest, WireResponse};
+    use flotilla_core::MemberInfo;
+    let h = Harness::start(3, 4, &[NS], |_| {}).await;
+    let l = h.leader(NS).await;
+    let outsider = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
+    let victim = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
+    let transport = h.router.transport(outsider);
+    let requests = [
+        CommandRequest::AddVoter(victim, MemberInfo::new(vec![])),
+        CommandRequest::AddLearner(victim, MemberInfo::new(vec![])),
+        CommandRequest::Remove(h.ids[(l + 1) % 3]),
+        CommandRequest::TransferLeader(None),
+    ];
+    for request in requests {
+        let wire = WireRequest {
+            namespace: flotilla::Namespace::new(NS).expect("ns"),
+            body: RequestBody::Command(CommandEnvelope { hops_left: 0, request: request.clone() }),
+        };
+        let reply = transport.call(h.ids[l], wire, Duration::from_secs(5)).await.expect("a reply");
+        assert!(
+            matches!(reply, WireResponse::Error(flotilla_core::wire::WireError::Rejected(_))),
+            "{request:?} from a non-member was not refused: {reply:?}"
+        );
+    }
+    let members: BTreeSet<NodeId> = seen(&h, l).members;
+    assert_eq!(members, h.ids.iter().copied().collect::<BTreeSet<_>>());
+    h.shutdown().await;
+}
