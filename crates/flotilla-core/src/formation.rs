@@ -15,6 +15,8 @@ use crate::types::NodeId;
 pub const MAX_VIEW_PEERS: usize = 64;
 /// Most addresses listed per peer.
 pub const MAX_PEER_ADDRS: usize = 8;
+/// Longest address accepted, in bytes.
+pub const MAX_ADDR_BYTES: usize = 256;
 
 /// A coordinator's founding attempt: the coordinator and a round number it never reuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -103,6 +105,27 @@ pub struct PeerView {
     pub known: Vec<PeerAddrs>,
 }
 
+impl PeerView {
+    /// The view cut to the protocol's bounds: at most [`MAX_VIEW_PEERS`] entries per list,
+    /// [`MAX_PEER_ADDRS`] addresses per peer, each at most [`MAX_ADDR_BYTES`] long. Applied to
+    /// every view received, so a peer cannot make this node hold more than that per view.
+    pub fn bounded(mut self) -> PeerView {
+        fn cut(addrs: &mut Vec<String>) {
+            addrs.retain(|a| a.len() <= MAX_ADDR_BYTES);
+            addrs.truncate(MAX_PEER_ADDRS);
+        }
+        cut(&mut self.addrs);
+        for list in [&mut self.members, &mut self.known] {
+            list.truncate(MAX_VIEW_PEERS);
+            list.iter_mut().for_each(|p| cut(&mut p.addrs));
+        }
+        if let PeerPhase::Member(m) = &mut self.phase {
+            m.cluster.truncate(MAX_ADDR_BYTES);
+        }
+        self
+    }
+}
+
 /// Requests of the formation plane.
 // A hello is the common case and is built once per peer per tick; boxing it would add an
 // allocation for no gain.
@@ -151,4 +174,30 @@ pub enum FormationResponse {
     Status(PromiseState),
     /// Reply to [`FormationRequest::Dissolve`]: whether the order was accepted.
     Dissolving(bool),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn received_views_are_cut_to_the_protocol_bounds() {
+        let peer = libp2p_identity::Keypair::ed25519_from_bytes([7u8; 32]).expect("key").public().to_peer_id();
+        let addrs: Vec<String> =
+            (0..100).map(|i| format!("/ip4/10.0.0.{i}/tcp/7000")).chain(["x".repeat(10_000)]).collect();
+        let entry = PeerAddrs { peer, addrs: addrs.clone() };
+        let view = PeerView {
+            phase: PeerPhase::NotServed,
+            addrs: addrs.clone(),
+            members: vec![entry.clone(); 1000],
+            known: vec![entry; 1000],
+        }
+        .bounded();
+        assert_eq!(view.addrs.len(), MAX_PEER_ADDRS);
+        assert_eq!(view.members.len(), MAX_VIEW_PEERS);
+        assert_eq!(view.known.len(), MAX_VIEW_PEERS);
+        for p in view.members.iter().chain(view.known.iter()) {
+            assert!(p.addrs.len() <= MAX_PEER_ADDRS && p.addrs.iter().all(|a| a.len() <= MAX_ADDR_BYTES));
+        }
+    }
 }

@@ -98,6 +98,7 @@ impl Node {
         });
         for (peer, reply) in futures::future::join_all(calls).await {
             if let Ok(FormationResponse::View(view)) = reply {
+                let view = view.bounded();
                 self.learn_from_view(&view);
                 formation.record_view(peer, view);
             }

@@ -21,6 +21,7 @@ impl Node {
     ) -> Result<FormationResponse, WireError> {
         match request {
             FormationRequest::Hello(view) => {
+                let view = view.bounded();
                 let addrs: Vec<String> =
                     view.addrs.iter().take(flotilla_core::formation::MAX_PEER_ADDRS).cloned().collect();
                 self.peers.saw(&Sighting { peer: from, addrs: addrs.clone(), source: DiscoverySource::Inbound });

@@ -18,6 +18,8 @@ use super::record::{FoundingRecord, RecordFile};
 
 /// Entries kept in the timeline.
 const TIMELINE_LEN: usize = 32;
+/// Most peers' views kept per namespace.
+pub const MAX_VIEWS: usize = 1024;
 /// A view older than this is not used for decisions.
 pub const VIEW_FRESHNESS: Duration = Duration::from_secs(3);
 
@@ -312,9 +314,16 @@ impl Formation {
         }
     }
 
-    /// Store a view reported by `peer`.
+    /// Store a view reported by `peer` (at most [`MAX_VIEWS`] peers' views are kept; the
+    /// oldest goes first).
     pub fn record_view(&self, peer: NodeId, view: PeerView) {
-        self.lock().views.insert(peer, (Instant::now(), view));
+        let mut inner = self.lock();
+        if !inner.views.contains_key(&peer) && inner.views.len() >= MAX_VIEWS {
+            if let Some(oldest) = inner.views.iter().min_by_key(|(_, (at, _))| *at).map(|(id, _)| *id) {
+                inner.views.remove(&oldest);
+            }
+        }
+        inner.views.insert(peer, (Instant::now(), view));
     }
 
     /// Views received within [`VIEW_FRESHNESS`].
