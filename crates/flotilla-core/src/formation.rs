@@ -119,8 +119,12 @@ impl PeerView {
             list.truncate(MAX_VIEW_PEERS);
             list.iter_mut().for_each(|p| cut(&mut p.addrs));
         }
+        // An over-long cluster id is not cut (a cut could split a character): it is dropped,
+        // which reads as "cluster unknown".
         if let PeerPhase::Member(m) = &mut self.phase {
-            m.cluster.truncate(MAX_ADDR_BYTES);
+            if m.cluster.len() > MAX_ADDR_BYTES {
+                m.cluster.clear();
+            }
         }
         self
     }

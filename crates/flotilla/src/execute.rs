@@ -31,9 +31,10 @@ impl Node {
     ) -> Result<CommandResponse, WireError> {
         match request {
             CommandRequest::Write(command) => {
-                if self.formation(&group.namespace).is_some_and(|f| f.fenced()) {
+                let formation = self.formation(&group.namespace).ok_or(WireError::UnknownNamespace)?;
+                let Some(_in_flight) = formation.begin_write() else {
                     return Err(WireError::Unavailable("namespace is dissolving into another cluster".into()));
-                }
+                };
                 GroupCounters::bump(&group.counters.proposals);
                 let response = group.raft.client_write(command).await.map_err(write_error)?;
                 Ok(CommandResponse::Written { log_id: response.log_id, result: response.data })
@@ -88,7 +89,10 @@ impl Node {
         let info = MemberInfo { addrs: info.addrs, cluster: cluster.clone() };
         self.transport.add_peer_addrs(from, &info.addrs);
         if m.membership_config.membership().get_node(&from).is_some() {
-            if !fresh {
+            // Only a voter's lost log is dangerous (its votes and acknowledgements counted); a
+            // learner without state simply catches up again.
+            let voter = m.membership_config.voter_ids().any(|v| v == from);
+            if !fresh || !voter {
                 return Ok(joined(None));
             }
             warn!(namespace = %group.namespace, peer = %from, "member rejoined without its data; removing it before re-adding it as a learner");

@@ -55,7 +55,7 @@ impl InboundHandler for Inbound {
 }
 
 /// Whether this replica takes Raft traffic from `from` (see [`crate::Formation::admits`]).
-fn admits(node: &Node, group: &Group, from: NodeId) -> bool {
+fn admits(node: &Node, group: &Group, from: NodeId, vote: bool) -> bool {
     let Some(formation) = node.formation(&group.namespace) else {
         return false;
     };
@@ -64,11 +64,12 @@ fn admits(node: &Node, group: &Group, from: NodeId) -> bool {
     let membership = m.membership_config.membership();
     let in_config = membership.get_node(&from).is_some();
     let config_empty = membership.nodes().next().is_none();
-    formation.admits(from, m.last_log_index.is_some(), in_config, config_empty)
+    formation.admits(from, vote, m.last_log_index.is_some(), in_config, config_empty)
 }
 
 async fn serve_raft(node: &Node, group: &Group, from: NodeId, rpc: RaftRequest) -> Result<RaftResponse, WireError> {
-    if !admits(node, group, from) {
+    let vote = matches!(rpc, RaftRequest::Vote(_) | RaftRequest::PreVote(_));
+    if !admits(node, group, from, vote) {
         return Err(WireError::Rejected(format!(
             "{from} is not a member of this node's cluster, or this node has not been admitted yet"
         )));

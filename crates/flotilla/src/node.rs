@@ -117,7 +117,9 @@ impl Node {
         });
         transport.set_handler(Arc::new(Inbound::new(&node)));
         for ns in node.config.namespaces.clone() {
-            if fresh.contains(&ns) && node.config.force_bootstrap {
+            // `--force-bootstrap` only on a clean slate: never over a promise or a decision.
+            let clean = node.formations[&ns].lock().founder.phase() == flotilla_core::formation::FreshPhase::Free;
+            if fresh.contains(&ns) && node.config.force_bootstrap && clean {
                 node.force_found(&ns).await?;
             }
             driver::spawn(&node, ns.clone());

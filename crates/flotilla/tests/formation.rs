@@ -362,3 +362,28 @@ async fn outsiders_cannot_add_arbitrary_members() {
     assert_eq!(members, h.ids.iter().copied().collect::<BTreeSet<_>>());
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lost_store_with_surviving_founding_record_is_still_amnesia() {
+    use flotilla::formation::record::{FoundingRecord, RecordFile};
+    let mut h = Harness::start(3, 19, &[NS], |_| {}).await;
+    let l = h.leader(NS).await;
+    for i in 0..10u32 {
+        h.cluster(l, NS).set(format!("k{i}").as_bytes(), b"v").await.expect("write");
+    }
+    let victim = (l + 1) % 3;
+    let ns = flotilla::Namespace::new(NS).expect("ns");
+    let record = RecordFile::new(h.dirs[victim].path(), &ns);
+    // The founding promise on disk is replaced by "member" once the node has Raft state.
+    eventually("the record says member", || record.load().ok() == Some(FoundingRecord::Member)).await;
+    h.crash(victim).await;
+    // Lose the store and snapshots, keep the formation record (and, in production, the key).
+    std::fs::remove_file(h.dirs[victim].path().join("flotilla.redb")).expect("remove store");
+    let _ = std::fs::remove_dir_all(h.dirs[victim].path().join("snapshots"));
+    h.reboot(victim).await;
+    wait_one_cluster(&h, &[0, 1, 2], 3).await;
+    assert!(counter(&h, &[0, 1, 2], "amnesia") >= 1, "a node that lost its store was trusted with its old vote");
+    let read = h.cluster(victim, NS).get(b"k9", Consistency::Linearizable).await.expect("read");
+    assert_eq!(read.value.as_deref(), Some(&b"v"[..]));
+    h.shutdown().await;
+}

@@ -20,24 +20,64 @@ use super::view::cluster_of;
 use crate::group::Group;
 use crate::node::{open_group, Node};
 
+/// Poll interval while waiting for in-flight writes to finish.
+const DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 impl Node {
     /// As leader of a cluster with no data, dissolve it so its members join the cluster
     /// `via` belongs to.
     pub(crate) async fn dissolve_into(&self, group: &Arc<Group>, formation: &Formation, via: NodeId) {
         let ns = formation.namespace.clone();
-        formation.lock().fenced = true;
-        let barrier = group.raft.ensure_linearizable(ReadPolicy::ReadIndex).await;
-        if barrier.is_err() || self.store.holds_data(&ns).unwrap_or(true) {
-            formation.lock().fenced = false;
-            formation.note("dissolve aborted: leadership or data changed while fencing");
+        if formation.resetting() {
+            return;
+        }
+        formation.set_fenced(true);
+        if let Err(why) = self.drain_writes(group, formation).await {
+            formation.set_fenced(false);
+            formation.note(format!("dissolve aborted: {why}"));
             return;
         }
         let mine = cluster_of(&group.metrics());
         formation.note(format!("dissolving cluster {mine} (no data) to join the cluster of {via}"));
         self.order_dissolve(group, &ns, &mine, false).await;
+        // Checked again: a member may have been elected meanwhile and taken a write.
+        if !group.is_leader() || self.store.holds_data(&ns).unwrap_or(true) {
+            formation.set_fenced(false);
+            formation.note("dissolve of this node aborted: leadership or data changed");
+            return;
+        }
         if let Err(e) = self.reset_namespace(&ns).await {
             warn!(error = %e, "reset after dissolve failed");
         }
+    }
+
+    /// With writes fenced: wait until no write is past the fence, every entry in the log is
+    /// applied, leadership is confirmed, and the state machine still holds nothing.
+    async fn drain_writes(&self, group: &Arc<Group>, formation: &Formation) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout();
+        while formation.writes_in_flight() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return Err("writes still in flight".into());
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        let last = group.metrics().last_log_index;
+        let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let applied = group
+            .raft
+            .wait(Some(budget))
+            .metrics(|m| m.last_applied.as_ref().map(|l| l.index) >= last, "every logged entry applied")
+            .await;
+        if applied.is_err() {
+            return Err("the log was not applied in time".into());
+        }
+        if group.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.is_err() {
+            return Err("no longer the leader".into());
+        }
+        if self.store.holds_data(&formation.namespace).unwrap_or(true) {
+            return Err("the cluster holds data now".into());
+        }
+        Ok(())
     }
 
     /// Operator command, on the leader: dissolve this node's cluster of `ns` even though it
@@ -48,7 +88,7 @@ impl Node {
         }
         let ns = formation.namespace.clone();
         let mine = cluster_of(&group.metrics());
-        formation.lock().fenced = true;
+        formation.set_fenced(true);
         warn!(cluster = %mine, "operator ordered this cluster dissolved; its data is dropped");
         formation.note(format!("operator dissolves cluster {mine}"));
         self.order_dissolve(group, &ns, &mine, true).await;
@@ -79,7 +119,8 @@ impl Node {
     ) -> bool {
         let Some(group) = self.group(ns) else { return false };
         let m = group.metrics();
-        let valid = m.current_leader == Some(from)
+        let valid = !self.formation(ns).is_some_and(|f| f.resetting())
+            && m.current_leader == Some(from)
             && cluster_of(&m) == *cluster
             && (force || !self.store.holds_data(ns).unwrap_or(true));
         if valid {
@@ -99,6 +140,9 @@ impl Node {
         let (Some(slot), Some(formation)) = (self.groups.get(ns), self.formation(ns)) else {
             return Err("unknown namespace".into());
         };
+        if !formation.begin_reset() {
+            return Err("a reset of this namespace is already under way".into());
+        }
         let old = slot.get();
         old.raft.shutdown().await.map_err(|e| e.to_string())?;
         self.store.wipe_namespace(ns).await.map_err(|e| e.to_string())?;

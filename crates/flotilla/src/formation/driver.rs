@@ -36,6 +36,8 @@ const MAX_HELLOS: usize = 64;
 const MEMBER_PROBES: usize = 2;
 /// Least time between two join attempts.
 const JOIN_PAUSE: Duration = Duration::from_millis(1000);
+/// How long an admitted node waits for the leader's log before asking again.
+const ADMITTED_PATIENCE: Duration = Duration::from_secs(15);
 
 /// Run the formation loop of `ns` until the node closes.
 pub(crate) fn spawn(node: &Arc<Node>, ns: Namespace) {
@@ -100,7 +102,7 @@ impl Node {
             if let Ok(FormationResponse::View(view)) = reply {
                 let view = view.bounded();
                 self.learn_from_view(&view);
-                formation.record_view(peer, view);
+                formation.record_view(peer, view, true);
             }
         }
     }
@@ -137,7 +139,7 @@ impl Node {
     async fn fresh_tick(&self, group: &Arc<Group>, formation: &Formation) {
         let views = formation.fresh_views();
         let window = self.config.discovery_window();
-        let elapsed = formation.elapsed();
+        let elapsed = formation.fresh_for();
         let obs = Observation {
             fresh_peers: views
                 .iter()
@@ -152,6 +154,15 @@ impl Node {
         };
         let step = formation.lock().founder.tick(&obs, rand::random());
         match step {
+            Step::Wait(_) if formation.lock().founder.founding().is_some() => {
+                // Founded (decision on disk) but no Raft state: the node stopped between the
+                // decision and `initialize`, or `initialize` failed. Founding again with the
+                // same ballot is the same founding.
+                let founding = formation.lock().founder.founding();
+                if let Some((ballot, voters)) = founding {
+                    self.initialize(group, formation, ballot, &voters).await;
+                }
+            }
             Step::Wait(reason) => {
                 let (founding, admitted) = {
                     let inner = formation.lock();
@@ -171,8 +182,18 @@ impl Node {
             Step::Promise(ballot) => self.promise(formation, ballot).await,
             Step::AskStatus(ballot) => self.ask_status(group, formation, ballot, &views).await,
             Step::Found { ballot, voters, learners } => self.found(group, formation, ballot, voters, learners).await,
+            Step::Join(_) if self.recently_admitted(formation) => {
+                formation.set_phase(FormationPhase::Joining, "admitted as a learner; waiting for the leader's log");
+            }
             Step::Join(contact) => self.join_cluster(group, formation, contact, &views, true).await,
         }
+    }
+
+    /// Admitted by a join within the last [`ADMITTED_PATIENCE`]: the leader is sending its log
+    /// (maybe a large snapshot); asking again would only restart that.
+    fn recently_admitted(&self, formation: &Formation) -> bool {
+        let inner = formation.lock();
+        inner.admitted_by.is_some() && inner.last_join.is_some_and(|at| at.elapsed() < ADMITTED_PATIENCE)
     }
 
     async fn promise(&self, formation: &Formation, ballot: Ballot) {
@@ -218,6 +239,7 @@ impl Node {
             }
             Ok(FormationResponse::Status(PromiseState::Released)) => {
                 formation.lock().founder.on_status(ballot, PromiseState::Released);
+                formation.unadmit();
                 self.save_free(formation);
                 formation.set_phase(FormationPhase::Discovering, format!("coordinator {c} released its ballot"));
             }
@@ -245,6 +267,23 @@ impl Node {
             return;
         }
         formation.admit(None);
+        let names: Vec<String> = voters.iter().map(|v| v.to_string()).collect();
+        formation.note(format!(
+            "founding cluster {} with voters {names:?} ({} learners to join)",
+            cluster_id(self.id, ballot.round),
+            learners.len()
+        ));
+        self.initialize(group, formation, ballot, &voters).await;
+    }
+
+    /// Initialize Raft with the founding voters of `ballot`.
+    async fn initialize(
+        &self,
+        group: &Arc<Group>,
+        formation: &Formation,
+        ballot: Ballot,
+        voters: &std::collections::BTreeSet<NodeId>,
+    ) {
         let cluster = cluster_id(self.id, ballot.round);
         let members: BTreeMap<NodeId, MemberInfo> = voters
             .iter()
@@ -257,9 +296,6 @@ impl Node {
                 (*id, MemberInfo { addrs, cluster: cluster.clone() })
             })
             .collect();
-        let names: Vec<String> = voters.iter().map(|v| v.to_string()).collect();
-        formation
-            .note(format!("founding cluster {cluster} with voters {names:?} ({} learners to join)", learners.len()));
         if let Err(e) = group.raft.initialize(members).await {
             warn!(error = %e, "initialize refused");
         }
@@ -315,7 +351,9 @@ impl Node {
     async fn member_tick(&self, group: &Arc<Group>, formation: &Formation) {
         let m = group.metrics();
         let mine = cluster_of(&m);
+        formation.record_member();
         let views = formation.fresh_views();
+        let replies = formation.reply_views();
         let my_config_index = m.membership_config.log_id().as_ref().map(|l| l.index).unwrap_or(0);
         let in_own_config = m.membership_config.membership().get_node(&self.id).is_some();
         let leader = m.current_leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
@@ -326,7 +364,7 @@ impl Node {
         // Dropped from the configuration (removed while away, or replaced as dead): ask in
         // again. Only a peer of the same cluster with a configuration at least as new as ours
         // can say so.
-        let dropped = views.iter().find_map(|(id, v)| match &v.phase {
+        let dropped = replies.iter().find_map(|(id, v)| match &v.phase {
             PeerPhase::Member(pm)
                 if pm.cluster == mine
                     && pm.leader.is_some()

@@ -105,6 +105,14 @@ impl<Id: Ord + Copy + Debug> Founder<Id> {
         (self.me, self.expect, self.voter_target)
     }
 
+    /// The founding decision, when this node made one: its ballot and founding voters.
+    pub fn founding(&self) -> Option<(Ballot<Id>, BTreeSet<Id>)> {
+        match self.phase {
+            FreshPhase::Founded(b) if b.coordinator == self.me => Some((b, self.founding_voters.clone())),
+            _ => None,
+        }
+    }
+
     /// Promises held while coordinating.
     pub fn promisers(&self) -> &BTreeSet<Id> {
         &self.promisers

@@ -73,7 +73,12 @@ impl PeerTable {
             first_seen: now,
             last_seen: now,
         });
-        entry.last_seen = now;
+        // Second-hand reports (another node's lists) never keep a peer alive: nodes would go
+        // on telling each other about a peer that left, and it would never expire.
+        let second_hand = matches!(sighting.source, DiscoverySource::Rendezvous | DiscoverySource::PeerExchange);
+        if new || !second_hand {
+            entry.last_seen = now;
+        }
         entry.sources.insert(sighting.source);
         for addr in sighting.addrs.iter().rev() {
             entry.addrs.retain(|a| a != addr);

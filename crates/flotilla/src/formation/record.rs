@@ -26,6 +26,9 @@ pub enum FoundingRecord {
     Free,
     /// Promised to this ballot.
     Bound(Ballot),
+    /// The namespace has had Raft state on this node. If the record says so but the store has
+    /// no state, the store was lost: the node must not trust any old admission.
+    Member,
     /// Decided to found this ballot with these voters, out of this founding set.
     Founded {
         /// The ballot.

@@ -32,7 +32,7 @@ impl Node {
                     self.peers.register(ns, from, &addrs);
                 }
                 if let Some(formation) = self.formation(ns) {
-                    formation.record_view(from, view);
+                    formation.record_view(from, view, false);
                 }
                 Ok(FormationResponse::View(self.local_view(ns, Some(from))))
             }

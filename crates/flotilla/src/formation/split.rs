@@ -17,6 +17,9 @@ use super::state::{Formation, FormationCounters, SplitReport};
 use crate::group::Group;
 use crate::node::Node;
 
+/// Most other clusters remembered per namespace (a hostile peer could invent any number).
+const MAX_SPLITS: usize = 16;
+
 /// Which of two clusters should survive a merge: the one holding data, then the larger, then
 /// the lower id. Both sides compute the same answer from the same facts.
 pub fn survivor_is_other(mine: (&ClusterId, bool, u32), other: (&ClusterId, bool, u32)) -> bool {
@@ -60,6 +63,9 @@ impl Node {
             let new = {
                 let mut inner = formation.lock();
                 let new = !inner.splits.contains_key(&other.cluster);
+                if new && inner.splits.len() >= MAX_SPLITS {
+                    continue;
+                }
                 inner.splits.insert(
                     other.cluster.clone(),
                     SplitReport {

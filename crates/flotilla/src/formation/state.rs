@@ -135,7 +135,12 @@ impl FormationCounters {
 
 pub(crate) struct Inner {
     pub(crate) founder: Founder<NodeId>,
-    pub(crate) views: HashMap<NodeId, (Instant, PeerView)>,
+    /// Views by peer: when received, the view, and whether it answered our own hello (only
+    /// then does `includes_you` describe this node).
+    pub(crate) views: HashMap<NodeId, (Instant, PeerView, bool)>,
+    /// Since when the namespace is fresh on this node (start, or the last reset): the
+    /// discovery window runs from here.
+    pub(crate) fresh_since: Instant,
     /// A fresh node may take Raft traffic: it is a founder or was admitted by a join.
     pub(crate) admitted: bool,
     /// The leader that admitted this node (its traffic is accepted before the new
@@ -146,8 +151,10 @@ pub(crate) struct Inner {
     pub(crate) timeline: VecDeque<TimelineEvent>,
     pub(crate) splits: BTreeMap<ClusterId, SplitReport>,
     pub(crate) last_join: Option<Instant>,
-    /// Writes are refused: the cluster is checking whether it can dissolve.
-    pub(crate) fenced: bool,
+    /// The record already says `Member`.
+    pub(crate) recorded_member: bool,
+    /// A reset of the namespace is under way.
+    pub(crate) resetting: bool,
 }
 
 /// Formation state of one namespace.
@@ -158,7 +165,20 @@ pub struct Formation {
     pub counters: FormationCounters,
     record: RecordFile,
     started: Instant,
+    fenced: std::sync::atomic::AtomicBool,
+    writes_in_flight: AtomicU64,
     inner: Mutex<Inner>,
+}
+
+/// A client write in flight past the dissolve fence (see [`Formation::begin_write`]).
+pub struct WriteGuard<'a> {
+    formation: &'a Formation,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        self.formation.writes_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Formation {
@@ -174,7 +194,7 @@ impl Formation {
         let saved = record.load()?;
         let mut founder = Founder::new(me, expect, voter_target, FreshPhase::Free);
         match &saved {
-            FoundingRecord::Free => {}
+            FoundingRecord::Free | FoundingRecord::Member => {}
             FoundingRecord::Bound(ballot) => {
                 founder = Founder::new(me, expect, voter_target, FreshPhase::Bound(*ballot))
             }
@@ -185,6 +205,7 @@ impl Formation {
         let inner = Inner {
             founder,
             views: HashMap::new(),
+            fresh_since: started,
             admitted: matches!(saved, FoundingRecord::Founded { .. }),
             admitted_by: None,
             phase: FormationPhase::Discovering,
@@ -192,9 +213,18 @@ impl Formation {
             timeline: VecDeque::new(),
             splits: BTreeMap::new(),
             last_join: None,
-            fenced: false,
+            recorded_member: matches!(saved, FoundingRecord::Member),
+            resetting: false,
         };
-        Ok(Formation { namespace, counters: FormationCounters::default(), record, started, inner: Mutex::new(inner) })
+        Ok(Formation {
+            namespace,
+            counters: FormationCounters::default(),
+            record,
+            started,
+            fenced: std::sync::atomic::AtomicBool::new(false),
+            writes_in_flight: AtomicU64::new(0),
+            inner: Mutex::new(inner),
+        })
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -243,14 +273,29 @@ impl Formation {
     /// it is bound to (which contacts it only if it founded with it); this is what keeps a
     /// node that lost its data from voting with an empty log. A node with state takes it
     /// from members of its configuration and from the leader that admitted it.
-    pub fn admits(&self, from: NodeId, has_state: bool, in_config: bool, config_empty: bool) -> bool {
+    pub fn admits(&self, from: NodeId, vote: bool, has_state: bool, in_config: bool, config_empty: bool) -> bool {
         let inner = self.lock();
+        let coordinator = match inner.founder.phase() {
+            FreshPhase::Bound(b) => Some(b.coordinator),
+            FreshPhase::Founded(b) => Some(b.coordinator),
+            _ => None,
+        };
         if !has_state {
-            return inner.admitted
-                || matches!(inner.founder.phase(), FreshPhase::Bound(b) if b.coordinator == from)
-                || inner.admitted_by == Some(from);
+            // An empty log grants a vote to anyone, so a node without state votes only for
+            // the coordinator that founded it (a founding voter before the first entry arrives).
+            if vote {
+                return coordinator == Some(from);
+            }
+            return inner.admitted || coordinator == Some(from) || inner.admitted_by == Some(from);
         }
         in_config || config_empty || inner.admitted_by == Some(from)
+    }
+
+    /// Forget an admission (the ballot that granted it was released).
+    pub(crate) fn unadmit(&self) {
+        let mut inner = self.lock();
+        inner.admitted = false;
+        inner.admitted_by = None;
     }
 
     /// Mark the node admitted by `leader`.
@@ -262,23 +307,67 @@ impl Formation {
         }
     }
 
-    /// Whether client writes are refused while the cluster considers dissolving.
-    pub fn fenced(&self) -> bool {
-        self.lock().fenced
+    /// Start proposing a client write, unless writes are fenced (the cluster is checking
+    /// whether it can dissolve). The write counts as in flight until the guard drops, so the
+    /// dissolve can wait for every write that got past the fence.
+    pub fn begin_write(&self) -> Option<WriteGuard<'_>> {
+        self.writes_in_flight.fetch_add(1, Ordering::SeqCst);
+        if self.fenced.load(Ordering::SeqCst) {
+            self.writes_in_flight.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(WriteGuard { formation: self })
     }
 
-    /// Forget everything about founding and admission: the namespace starts over, empty.
+    /// Refuse new client writes (or accept them again).
+    pub(crate) fn set_fenced(&self, fenced: bool) {
+        self.fenced.store(fenced, Ordering::SeqCst);
+    }
+
+    /// Client writes that got past the fence and have not finished.
+    pub(crate) fn writes_in_flight(&self) -> u64 {
+        self.writes_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Claim the namespace for a reset; `false` if one is already under way.
+    pub(crate) fn begin_reset(&self) -> bool {
+        let mut inner = self.lock();
+        !std::mem::replace(&mut inner.resetting, true)
+    }
+
+    /// A reset is under way.
+    pub(crate) fn resetting(&self) -> bool {
+        self.lock().resetting
+    }
+
+    /// Record once that the namespace has Raft state here (see [`FoundingRecord::Member`]).
+    pub(crate) fn record_member(&self) {
+        if self.lock().recorded_member {
+            return;
+        }
+        match self.record.save(&FoundingRecord::Member) {
+            Ok(()) => self.lock().recorded_member = true,
+            Err(e) => tracing::warn!(namespace = %self.namespace, error = %e, "cannot record membership"),
+        }
+    }
+
+    /// Forget everything about founding and admission: the namespace starts over, empty. The
+    /// record is cleared first, so a crash during the wipe that follows leaves no admission.
     pub(crate) fn reset(&self) -> Result<(), String> {
         self.record.save(&FoundingRecord::Free)?;
+        self.lock().recorded_member = false;
         let mut inner = self.lock();
         let (me, expect, target) = inner.founder.identity();
         inner.founder = Founder::new(me, expect, target, FreshPhase::Free);
         inner.views.clear();
         inner.admitted = false;
         inner.admitted_by = None;
-        inner.fenced = false;
         inner.splits.clear();
         inner.last_join = None;
+        inner.fresh_since = Instant::now();
+        inner.resetting = false;
+        drop(inner);
+        self.set_fenced(false);
         Ok(())
     }
 
@@ -316,26 +405,43 @@ impl Formation {
 
     /// Store a view reported by `peer` (at most [`MAX_VIEWS`] peers' views are kept; the
     /// oldest goes first).
-    pub fn record_view(&self, peer: NodeId, view: PeerView) {
+    pub fn record_view(&self, peer: NodeId, view: PeerView, reply: bool) {
         let mut inner = self.lock();
         if !inner.views.contains_key(&peer) && inner.views.len() >= MAX_VIEWS {
-            if let Some(oldest) = inner.views.iter().min_by_key(|(_, (at, _))| *at).map(|(id, _)| *id) {
+            if let Some(oldest) = inner.views.iter().min_by_key(|(_, (at, _, _))| *at).map(|(id, _)| *id) {
                 inner.views.remove(&oldest);
             }
         }
-        inner.views.insert(peer, (Instant::now(), view));
+        inner.views.insert(peer, (Instant::now(), view, reply));
+    }
+
+    /// Time since the namespace became fresh on this node (start or last reset).
+    pub fn fresh_for(&self) -> Duration {
+        self.lock().fresh_since.elapsed()
+    }
+
+    /// Fresh views that answered this node's own hellos.
+    pub fn reply_views(&self) -> Vec<(NodeId, PeerView)> {
+        let now = Instant::now();
+        let inner = self.lock();
+        inner
+            .views
+            .iter()
+            .filter(|(_, (at, _, reply))| *reply && now.duration_since(*at) < VIEW_FRESHNESS)
+            .map(|(id, (_, v, _))| (*id, v.clone()))
+            .collect()
     }
 
     /// Views received within [`VIEW_FRESHNESS`].
     pub fn fresh_views(&self) -> Vec<(NodeId, PeerView)> {
         let now = Instant::now();
         let mut inner = self.lock();
-        inner.views.retain(|_, (at, _)| now.duration_since(*at) < VIEW_FRESHNESS * 20);
+        inner.views.retain(|_, (at, _, _)| now.duration_since(*at) < VIEW_FRESHNESS * 20);
         inner
             .views
             .iter()
-            .filter(|(_, (at, _))| now.duration_since(*at) < VIEW_FRESHNESS)
-            .map(|(id, (_, v))| (*id, v.clone()))
+            .filter(|(_, (at, _, _))| now.duration_since(*at) < VIEW_FRESHNESS)
+            .map(|(id, (_, v, _))| (*id, v.clone()))
             .collect()
     }
 }
