@@ -23,20 +23,43 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(mdns) = host.mdns_discovery() {
         services.discovery.push(Arc::new(mdns));
     }
+    let admin_token = config.admin_token_file.is_some();
     let node = Node::start_with(config, host.clone(), store, services).await?;
-    info!(peer_id = %node.id(), addrs = ?node.addrs(), http = %listener.local_addr()?, "flotilla agent running");
+    info!(
+        peer_id = %node.id(),
+        addrs = ?node.addrs(),
+        http = %listener.local_addr()?,
+        admin_token,
+        "flotilla agent running"
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(flotilla_http::serve(listener, node.clone(), async move {
+    let mut server = tokio::spawn(flotilla_http::serve(listener, node.clone(), async move {
         let _ = stop_rx.await;
     }));
-    wait_for_signal().await;
+    // The HTTP server only returns early on an error (e.g. an admin token file that became
+    // unusable after validation); the node then stops too rather than run without its API.
+    let failed = tokio::select! {
+        () = wait_for_signal() => None,
+        ended = &mut server => Some(match ended {
+            Ok(Ok(())) => anyhow::anyhow!("the HTTP server stopped unexpectedly"),
+            Ok(Err(e)) => anyhow::Error::new(e).context("serving HTTP"),
+            Err(e) => anyhow::Error::new(e).context("the HTTP server task failed"),
+        }),
+    };
     info!("shutting down: handing off leadership");
     node.close().await;
     let _ = stop_tx.send(());
-    let _ = server.await;
+    if failed.is_none() {
+        let _ = server.await;
+    }
     host.shutdown().await;
-    info!("stopped");
-    Ok(())
+    match failed {
+        Some(e) => Err(e),
+        None => {
+            info!("stopped");
+            Ok(())
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -1,11 +1,34 @@
 //! CLI commands that talk to a node's HTTP API.
 
 use std::io::{Read, Write};
+use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Subcommand;
+use flotilla_core::AdminToken;
 use serde_json::json;
 
 use crate::Target;
+
+/// The admin token of commands that use the membership and admin routes.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AdminArgs {
+    /// File holding the node's admin token (mode 0600), sent as `Authorization: Bearer`;
+    /// needed when the node was started with `--admin-token-file`.
+    #[arg(long, env = "FLOTILLA_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    /// A client of `target`, carrying the admin token when a file is given.
+    fn client(&self, target: &Target) -> anyhow::Result<flotilla_http::Client> {
+        let client = target.client();
+        Ok(match &self.admin_token_file {
+            Some(path) => client.with_admin_token(&AdminToken::load(path).context("reading --admin-token-file")?),
+            None => client,
+        })
+    }
+}
 
 /// `flotilla kv ...`
 #[derive(Debug, Subcommand)]
@@ -36,14 +59,21 @@ pub enum MembersCommand {
     /// Add a member (as a voter unless --learner).
     Add {
         peer_id: String,
-        /// Multiaddresses where it listens.
-        #[arg(long = "addr")]
+        /// Multiaddresses where it listens (repeatable). (`--addr` is the HTTP address of the
+        /// node to talk to.)
+        #[arg(long = "peer-addr", value_name = "MULTIADDR")]
         addrs: Vec<String>,
         #[arg(long)]
         learner: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Remove a member.
-    Remove { peer_id: String },
+    Remove {
+        peer_id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 /// `flotilla leader ...`
@@ -53,6 +83,8 @@ pub enum LeaderCommand {
     Transfer {
         #[arg(long)]
         to: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
 }
 
@@ -105,26 +137,26 @@ pub async fn status(target: &Target) -> anyhow::Result<()> {
 }
 
 pub async fn members(target: &Target, op: MembersCommand) -> anyhow::Result<()> {
-    let client = target.client();
     let ns = &target.namespace;
     let reply = match op {
-        MembersCommand::List => client.get_json(&format!("/v1/ns/{ns}/members")).await?,
-        MembersCommand::Add { peer_id, addrs, learner } => {
+        MembersCommand::List => target.client().get_json(&format!("/v1/ns/{ns}/members")).await?,
+        MembersCommand::Add { peer_id, addrs, learner, admin } => {
             let role = if learner { "learner" } else { "voter" };
             let body = json!({ "peer_id": peer_id, "addrs": addrs, "role": role });
-            client.post_json(&format!("/v1/ns/{ns}/members"), &body).await?
+            admin.client(target)?.post_json(&format!("/v1/ns/{ns}/members"), &body).await?
         }
-        MembersCommand::Remove { peer_id } => client.delete_json(&format!("/v1/ns/{ns}/members/{peer_id}")).await?,
+        MembersCommand::Remove { peer_id, admin } => {
+            admin.client(target)?.delete_json(&format!("/v1/ns/{ns}/members/{peer_id}")).await?
+        }
     };
     println!("{}", serde_json::to_string_pretty(&reply)?);
     Ok(())
 }
 
 pub async fn leader(target: &Target, op: LeaderCommand) -> anyhow::Result<()> {
-    let client = target.client();
     let ns = &target.namespace;
-    let LeaderCommand::Transfer { to } = op;
-    let reply = client.post_json(&format!("/v1/ns/{ns}/transfer-leader"), &json!({ "to": to })).await?;
+    let LeaderCommand::Transfer { to, admin } = op;
+    let reply = admin.client(target)?.post_json(&format!("/v1/ns/{ns}/transfer-leader"), &json!({ "to": to })).await?;
     println!("{}", serde_json::to_string_pretty(&reply)?);
     Ok(())
 }
@@ -135,15 +167,19 @@ pub enum NsCommand {
     /// (phase, reason, peers, timeline, splits).
     Status,
     /// On the leader of one side of a split: drop that side's data and join the other side.
-    Dissolve,
+    Dissolve {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 pub async fn ns(target: &Target, op: NsCommand) -> anyhow::Result<()> {
-    let client = target.client();
     let ns = &target.namespace;
     let reply = match op {
-        NsCommand::Status => client.get_json(&format!("/v1/ns/{ns}/status")).await?,
-        NsCommand::Dissolve => client.post_json(&format!("/v1/ns/{ns}/dissolve"), &json!({})).await?,
+        NsCommand::Status => target.client().get_json(&format!("/v1/ns/{ns}/status")).await?,
+        NsCommand::Dissolve { admin } => {
+            admin.client(target)?.post_json(&format!("/v1/ns/{ns}/dissolve"), &json!({})).await?
+        }
     };
     println!("{}", serde_json::to_string_pretty(&reply)?);
     Ok(())

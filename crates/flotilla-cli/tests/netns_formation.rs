@@ -105,6 +105,20 @@ fn three_agents_join_via_bootstrap_across_namespaces() {
     assert_eq!(read_through(&agents[cut], "lab/while-cut", Duration::from_secs(30)), b"quorum of two");
     write_through(&agents[cut], "lab/moved", b"new address", Duration::from_secs(30));
     assert_eq!(read_through(&agents[leader], "lab/moved", Duration::from_secs(30)), b"new address");
+
+    // The agents listen on LAN addresses, so their admin routes need their admin token: refused
+    // without it or with another agent's, accepted with it (a no-op transfer to the leader
+    // itself).
+    let now = back.leader_index.expect("the leader is one of the agents");
+    let (path, body) = (format!("/v1/ns/{NS}/transfer-leader"), serde_json::json!({ "to": back.node_ids[now] }));
+    let base = agents[now].http_base();
+    let other_token = agents[(now + 1) % 3].admin_token().expect("token");
+    for token in [None, Some(other_token.as_str())] {
+        let refused = flotilla_lab::http::post_json(&base, &path, &body, token, Duration::from_secs(10))
+            .expect_err("an admin route without the right token");
+        assert!(format!("{refused:#}").contains("401"), "{refused:#}");
+    }
+    agents[now].admin_post_json(&path, &body).expect("an admin route with the agent's token");
     eprintln!("bootstrap test done in {:?}", started.elapsed());
 }
 

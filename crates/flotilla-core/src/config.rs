@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::admin_token::AdminToken;
 use crate::namespace::Namespace;
 
 /// Default data directory.
@@ -20,6 +21,12 @@ pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/7000";
 pub const DEFAULT_HTTP: &str = "127.0.0.1:7070";
 /// Default namespace.
 pub const DEFAULT_NAMESPACE: &str = "default";
+/// Default cap on concurrent HTTP connections.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 1024;
+/// Default time a client has to send a request's headers (ms).
+pub const DEFAULT_HTTP_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// Largest accepted `http_max_connections`.
+pub const MAX_HTTP_MAX_CONNECTIONS: usize = 1 << 20;
 
 /// Named timing profiles.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,9 +81,27 @@ pub struct Config {
     #[cfg_attr(feature = "clap", arg(long = "listen", default_value = DEFAULT_LISTEN, num_args = 1..))]
     pub listen: Vec<String>,
 
-    /// HTTP API address.
+    /// HTTP API address. An address other than loopback requires `--admin-token-file`.
     #[cfg_attr(feature = "clap", arg(long = "http", env = "FLOTILLA_HTTP", default_value = DEFAULT_HTTP))]
     pub http: SocketAddr,
+
+    /// File holding the admin token (whitespace trimmed, at least 16 bytes, mode 0600 or
+    /// stricter). When set, the membership and admin routes (add/remove member, transfer
+    /// leadership, dissolve) require `Authorization: Bearer <token>`; key/value routes stay
+    /// open. Required when `--http` is not a loopback address.
+    #[cfg_attr(feature = "clap", arg(long, env = "FLOTILLA_ADMIN_TOKEN_FILE"))]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Most HTTP connections served at once; further connections wait in the listen backlog
+    /// until one closes.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = DEFAULT_HTTP_MAX_CONNECTIONS))]
+    pub http_max_connections: usize,
+
+    /// Time an HTTP client has to send a request's headers, and the longest a connection may
+    /// sit idle between requests or leave a response unread (ms). A request's body and answer
+    /// must then be complete within this plus the request timeout.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = DEFAULT_HTTP_HEADER_TIMEOUT_MS))]
+    pub http_header_timeout_ms: u64,
 
     /// Multiaddress of any existing member to join through (repeatable). Without it, a node with
     /// no state founds each namespace as a single-node cluster.
@@ -171,6 +196,9 @@ impl Default for Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             listen: vec![DEFAULT_LISTEN.to_string()],
             http: DEFAULT_HTTP.parse().expect("default HTTP address parses"),
+            admin_token_file: None,
+            http_max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
+            http_header_timeout_ms: DEFAULT_HTTP_HEADER_TIMEOUT_MS,
             bootstrap: Vec::new(),
             namespaces: vec![Namespace::new(DEFAULT_NAMESPACE).expect("default namespace is valid")],
             preset: Preset::Local,
@@ -226,7 +254,27 @@ impl Config {
         Duration::from_millis(self.request_timeout_ms)
     }
 
-    /// Check the configuration for values that cannot work together.
+    /// How long an HTTP client has to send a request's headers; also the longest an HTTP
+    /// connection may sit idle or leave a response unread.
+    pub fn http_header_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_header_timeout_ms)
+    }
+
+    /// Deadline of an HTTP request once its headers are in: reading the body and answering
+    /// (the request timeout plus the header timeout as slack).
+    pub fn http_request_deadline(&self) -> Duration {
+        self.request_timeout() + self.http_header_timeout()
+    }
+
+    /// The admin token, read from [`Config::admin_token_file`] (see [`AdminToken::load`]);
+    /// `None` when no file is configured.
+    pub fn admin_token(&self) -> Result<Option<AdminToken>, ConfigError> {
+        self.admin_token_file.as_deref().map(AdminToken::load).transpose()
+    }
+
+    /// Check the configuration for values that cannot work together. This reads the admin
+    /// token file, if one is configured, and refuses it when it is unreadable, too short or
+    /// accessible by group or others.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let t = self.timing();
         let err = |m: String| Err(ConfigError(m));
@@ -302,6 +350,25 @@ impl Config {
                 self.request_timeout_ms, t.election_max_ms
             ));
         }
+        if self.http_max_connections == 0 || self.http_max_connections > MAX_HTTP_MAX_CONNECTIONS {
+            return err(format!(
+                "http_max_connections ({}) must be between 1 and {MAX_HTTP_MAX_CONNECTIONS}",
+                self.http_max_connections
+            ));
+        }
+        if self.http_header_timeout_ms == 0 {
+            return err("http_header_timeout_ms must be positive".into());
+        }
+        if self.admin_token_file.is_none() && !self.http.ip().is_loopback() {
+            return err(format!(
+                "the HTTP API would listen on {}, which is not a loopback address, without an admin token: \
+                 anyone who reaches it could change membership. Pass --admin-token-file FILE \
+                 (create one with: head -c 32 /dev/urandom | base64 > FILE && chmod 600 FILE), \
+                 or listen on loopback (--http 127.0.0.1:PORT)",
+                self.http
+            ));
+        }
+        self.admin_token()?;
         Ok(())
     }
 }
@@ -325,6 +392,23 @@ mod tests {
         assert!(c.validate().is_err());
         let c = Config { election_max_ms: Some(400), ..Config::default() };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn non_loopback_http_needs_an_admin_token() {
+        let c = Config { http: "0.0.0.0:7070".parse().unwrap(), ..Config::default() };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("--admin-token-file"), "{e}");
+        let c = Config { http: "[::1]:7070".parse().unwrap(), ..Config::default() };
+        c.validate().unwrap();
+        let c = Config { http: "127.0.0.2:7070".parse().unwrap(), ..Config::default() };
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn http_limits_must_be_positive() {
+        assert!(Config { http_max_connections: 0, ..Config::default() }.validate().is_err());
+        assert!(Config { http_header_timeout_ms: 0, ..Config::default() }.validate().is_err());
     }
 
     #[test]

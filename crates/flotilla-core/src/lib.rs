@@ -6,6 +6,7 @@
 //! nodes ([`wire`]), the [`Transport`] seam the network implements, and the one
 //! [`Config`] struct shared by the library and the CLI.
 
+pub mod admin_token;
 pub mod command;
 pub mod config;
 pub mod consistency;
@@ -19,6 +20,7 @@ pub mod transport;
 pub mod types;
 pub mod wire;
 
+pub use admin_token::AdminToken;
 pub use command::{Command, CommandResult, RequestId};
 pub use config::{Config, ConfigError, Preset, Timing};
 pub use consistency::Consistency;
@@ -39,5 +41,10 @@ pub fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error>
 /// Decode a value produced by [`encode`], refusing inputs larger than `limit` bytes.
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], limit: u64) -> Result<T, bincode::Error> {
     use bincode::Options;
-    bincode::DefaultOptions::new().with_fixint_encoding().allow_trailing_bytes().with_limit(limit).deserialize(bytes)
+    // bincode ignores `with_limit` when decoding from a slice (the slice bounds every read), so
+    // the limit is enforced here, on the input.
+    if bytes.len() as u64 > limit {
+        return Err(Box::new(bincode::ErrorKind::SizeLimit));
+    }
+    bincode::DefaultOptions::new().with_fixint_encoding().allow_trailing_bytes().deserialize(bytes)
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use flotilla_core::AdminToken;
+use reqwest::header::{HeaderValue, AUTHORIZATION};
 use serde_json::Value;
 
 use crate::INDEX_HEADER;
@@ -56,6 +58,8 @@ pub struct Read {
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    /// `Bearer <admin token>`, marked sensitive, sent with every request when set.
+    authorization: Option<HeaderValue>,
 }
 
 impl Client {
@@ -71,7 +75,18 @@ impl Client {
             .pool_max_idle_per_host(64)
             .build()
             .expect("a client with no TLS and a timeout builds");
-        Self { base, http }
+        Self { base, http, authorization: None }
+    }
+
+    /// This client, sending `Authorization: Bearer <token>` with every request (needed by the
+    /// membership and admin routes of a node that has an admin token).
+    pub fn with_admin_token(mut self, token: &AdminToken) -> Self {
+        // A valid token is visible ASCII, so the header value always builds.
+        self.authorization = HeaderValue::from_str(&format!("Bearer {}", token.expose())).ok().map(|mut v| {
+            v.set_sensitive(true);
+            v
+        });
+        self
     }
 
     fn url(&self, path: &str) -> String {
@@ -79,12 +94,20 @@ impl Client {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let response =
-            request.send().await.map_err(|source| ClientError::Connect { addr: self.base.clone(), source })?;
+        let response = self.send_raw(request).await?;
         if response.status().is_success() {
             return Ok(response);
         }
         Err(api_error(response).await)
+    }
+
+    /// Send `request` with the admin token, if any; any status is returned as is.
+    async fn send_raw(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let request = match &self.authorization {
+            Some(value) => request.header(AUTHORIZATION, value.clone()),
+            None => request,
+        };
+        request.send().await.map_err(|source| ClientError::Connect { addr: self.base.clone(), source })
     }
 
     /// Store `value` under `key`; returns the log index.
@@ -96,12 +119,7 @@ impl Client {
     /// Read `key` with `consistency` (`stale` or `linearizable`).
     pub async fn get(&self, ns: &str, key: &str, consistency: &str) -> Result<Read, ClientError> {
         let url = self.url(&format!("/v1/kv/{ns}/{}?consistency={consistency}", encode_key(key)));
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|source| ClientError::Connect { addr: self.base.clone(), source })?;
+        let response = self.send_raw(self.http.get(url)).await?;
         let index = header_index(&response);
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             let err = api_error(response).await;

@@ -3,9 +3,15 @@
 //! Values travel as raw bodies; everything else is JSON. Every error is a JSON body
 //! `{"error": {"code": "...", "message": "..."}}` with a stable code. Responses that reflect
 //! the replicated state carry the log index in the `X-Flotilla-Index` header.
+//!
+//! Key/value and read-only routes are open to any client that reaches the listener (the data
+//! plane). With an admin token configured, the membership and admin routes require
+//! `Authorization: Bearer <token>` and answer 401 `unauthorized` otherwise; a node refuses to
+//! serve a non-loopback address without one. See `docs/SECURITY.md`.
 
 #![deny(missing_docs)]
 
+mod auth;
 pub mod client;
 mod error;
 mod kv_routes;

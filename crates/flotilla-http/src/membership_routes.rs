@@ -11,6 +11,7 @@ use flotilla_core::types::NodeId;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::auth::Admin;
 use crate::error::HttpError;
 
 /// Body of `POST /v1/ns/{ns}/members`.
@@ -44,7 +45,9 @@ pub async fn list_members(State(node): State<Arc<Node>>, Path(ns): Path<String>)
 }
 
 /// `POST /v1/ns/{ns}/members`: add a voter (learner first, promoted once caught up) or a learner.
+/// Admin route.
 pub async fn add_member(
+    _admin: Admin,
     State(node): State<Arc<Node>>,
     Path(ns): Path<String>,
     Json(body): Json<AddMember>,
@@ -65,8 +68,9 @@ pub async fn add_member(
     Ok(Json(json!({ "index": index })).into_response())
 }
 
-/// `DELETE /v1/ns/{ns}/members/{peer_id}`.
+/// `DELETE /v1/ns/{ns}/members/{peer_id}`. Admin route.
 pub async fn remove_member(
+    _admin: Admin,
     State(node): State<Arc<Node>>,
     Path((ns, peer)): Path<(String, String)>,
 ) -> Result<Response, HttpError> {
@@ -75,8 +79,9 @@ pub async fn remove_member(
     Ok(Json(json!({ "index": index })).into_response())
 }
 
-/// `POST /v1/ns/{ns}/transfer-leader`.
+/// `POST /v1/ns/{ns}/transfer-leader`. Admin route.
 pub async fn transfer_leader(
+    _admin: Admin,
     State(node): State<Arc<Node>>,
     Path(ns): Path<String>,
     body: Option<Json<TransferLeader>>,
@@ -91,8 +96,12 @@ pub async fn transfer_leader(
 }
 
 /// `POST /v1/ns/{ns}/dissolve`: on the leader, dissolve its cluster of the namespace (dropping
-/// its data) so every member joins the other cluster of a split.
-pub async fn dissolve(State(node): State<Arc<Node>>, Path(ns): Path<String>) -> Result<Response, HttpError> {
+/// its data) so every member joins the other cluster of a split. Admin route.
+pub async fn dissolve(
+    _admin: Admin,
+    State(node): State<Arc<Node>>,
+    Path(ns): Path<String>,
+) -> Result<Response, HttpError> {
     node.cluster(&ns)?.dissolve().await?;
     Ok(Json(json!({ "dissolved": ns })).into_response())
 }

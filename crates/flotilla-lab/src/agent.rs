@@ -3,6 +3,7 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,9 +22,13 @@ const TAIL_ON_PANIC: usize = 60;
 /// A `flotilla agent` process in one host of a [`crate::Lab`], with its own data directory.
 ///
 /// The process runs as `ip netns exec <host netns> <flotilla> agent --data-dir <dir>
-/// --listen /ip4/<ip>/tcp/7000 --http <ip>:8080 <extra args>`, with stdout and stderr appended to
-/// `<dir>/agent.log`. `RUST_LOG` is `info,openraft=warn` unless `FLOTILLA_LAB_RUST_LOG` is set;
-/// `NO_COLOR=1` keeps the log free of escape codes.
+/// --listen /ip4/<ip>/tcp/7000 --http <ip>:8080 --admin-token-file <dir>/admin.token <extra
+/// args>`, with stdout and stderr appended to `<dir>/agent.log`. The HTTP API listens on a
+/// non-loopback address, so the agent needs an admin token: each agent gets a fresh random one
+/// in `<dir>/admin.token` (mode 0600; not passed when `extra` has its own
+/// `--admin-token-file`), sent by [`Agent::admin_post_json`]. `RUST_LOG` is
+/// `info,openraft=warn` unless `FLOTILLA_LAB_RUST_LOG` is set; `NO_COLOR=1` keeps the log free
+/// of escape codes.
 /// The process gets SIGKILL if the thread that started it exits, so a crashed test leaves no
 /// agents behind.
 ///
@@ -38,6 +43,7 @@ pub struct Agent {
     dir: Option<tempfile::TempDir>,
     data_dir: PathBuf,
     log_path: PathBuf,
+    admin_token_file: PathBuf,
     child: Option<Child>,
     ip: Ipv4Addr,
     keep: bool,
@@ -50,6 +56,7 @@ impl Agent {
             .tempdir()
             .context("creating the agent's data directory")?;
         let data_dir = dir.path().to_path_buf();
+        let admin_token_file = write_admin_token(&data_dir)?;
         let ip = *net.hosts[host].ip.lock().expect("host address lock");
         let mut agent = Agent {
             net,
@@ -57,6 +64,7 @@ impl Agent {
             bin: bin.to_path_buf(),
             args,
             log_path: data_dir.join("agent.log"),
+            admin_token_file,
             data_dir,
             dir: Some(dir),
             child: None,
@@ -79,13 +87,14 @@ impl Agent {
             .open(&self.log_path)
             .with_context(|| format!("opening {}", self.log_path.display()))?;
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &netns])
-            .arg(&self.bin)
-            .arg("agent")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(["--listen", &self.listen_addr(), "--http", &self.http_addr().to_string()])
-            .args(&self.args);
+        let (listen, http) = (self.listen_addr(), self.http_addr().to_string());
+        cmd.args(["netns", "exec", &netns]).arg(&self.bin).arg("agent").arg("--data-dir").arg(&self.data_dir);
+        cmd.args(["--listen", &listen, "--http", &http]);
+        let own_token = self.args.iter().any(|a| a == "--admin-token-file" || a.starts_with("--admin-token-file="));
+        if !own_token {
+            cmd.arg("--admin-token-file").arg(&self.admin_token_file);
+        }
+        cmd.args(&self.args);
         writeln!(log, "=== flotilla-lab: {:?}", cmd)?;
         let filter = std::env::var("FLOTILLA_LAB_RUST_LOG").unwrap_or_else(|_| "info,openraft=warn".into());
         cmd.env("RUST_LOG", filter)
@@ -155,6 +164,24 @@ impl Agent {
     /// The data directory (also holding `agent.log`).
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The file holding the agent's admin token (`<data dir>/admin.token`, mode 0600).
+    pub fn admin_token_file(&self) -> &Path {
+        &self.admin_token_file
+    }
+
+    /// The agent's admin token (the content of [`Agent::admin_token_file`], trimmed).
+    pub fn admin_token(&self) -> Result<String> {
+        let text = std::fs::read_to_string(&self.admin_token_file)
+            .with_context(|| format!("reading {}", self.admin_token_file.display()))?;
+        Ok(text.trim().to_string())
+    }
+
+    /// `POST {path}` with the JSON `body` and the agent's admin token, as the membership and
+    /// admin routes (`/v1/ns/{ns}/members`, `.../transfer-leader`, `.../dissolve`) require.
+    pub fn admin_post_json(&self, path: &str, body: &Value) -> Result<Value> {
+        http::post_json(&self.http_base(), path, body, Some(&self.admin_token()?), http::REQUEST_TIMEOUT)
     }
 
     /// The log file: stdout and stderr of every run, appended.
@@ -231,6 +258,21 @@ impl Agent {
     pub fn get(&self, ns: &str, key: &str, consistency: Consistency) -> Result<Option<Vec<u8>>> {
         http::get(&self.http_base(), ns, key, consistency, http::REQUEST_TIMEOUT)
     }
+}
+
+/// Write a fresh random admin token (64 hex digits) to `<dir>/admin.token`, mode 0600.
+fn write_admin_token(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join("admin.token");
+    let bytes: [u8; 32] = rand::random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(file, "{token}").with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
 
 impl std::fmt::Debug for Agent {

@@ -56,6 +56,19 @@ pub fn get_json(base: &str, path: &str, timeout: Duration) -> Result<Value> {
     response.json().with_context(|| format!("GET {base}{path}: reply is not JSON"))
 }
 
+/// `POST {base}{path}` with the JSON `body`, and `Authorization: Bearer <admin_token>` when
+/// given (the membership and admin routes of an agent with an admin token need it); parses the
+/// JSON reply.
+pub fn post_json(base: &str, path: &str, body: &Value, admin_token: Option<&str>, timeout: Duration) -> Result<Value> {
+    let mut request = client().post(format!("{base}{path}")).timeout(timeout).json(body);
+    if let Some(token) = admin_token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().with_context(|| format!("POST {base}{path}"))?;
+    let response = check(response)?;
+    response.json().with_context(|| format!("POST {base}{path}: reply is not JSON"))
+}
+
 /// `GET {base}/v1/ns/{ns}/status`.
 pub fn status(base: &str, ns: &str) -> Result<Value> {
     get_json(base, &format!("/v1/ns/{ns}/status"), STATUS_TIMEOUT)

@@ -2,8 +2,9 @@
 //!
 //! A frame is `u32` big-endian body length, then the body: a `u64` big-endian request id followed
 //! by the message encoded with [`flotilla_core::encode`]. The length is checked against the
-//! limit before anything is allocated, and the body buffer grows only as bytes actually arrive,
-//! so a peer announcing a huge frame and sending nothing costs nothing.
+//! limit before anything is allocated, and the body buffer grows only as bytes actually arrive
+//! (and never past the announced length), so a peer announcing a huge frame and sending nothing
+//! costs nothing.
 
 use std::io;
 
@@ -95,13 +96,27 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(reader: &mut R, limit: usize) -> 
     reader.read_exact(&mut id).await.map_err(ReadError::Io)?;
 
     let len = size - ID_LEN;
-    let mut message = Vec::with_capacity(len.min(INITIAL_BODY_CAPACITY));
-    let read = (&mut *reader).take(len as u64).read_to_end(&mut message).await.map_err(ReadError::Io)?;
-    if read != len {
-        return Err(ReadError::Io(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!("stream ended after {read} of {len} message bytes"),
-        )));
+    let mut message = vec![0u8; len.min(INITIAL_BODY_CAPACITY)];
+    let mut read = 0;
+    while read < len {
+        if read == message.len() {
+            // Grow geometrically as bytes arrive, but never past the announced size (a
+            // `read_to_end` would double the buffer once more to look for the end).
+            let grown = (message.len() * 2).min(len);
+            message.reserve_exact(grown - message.len());
+            message.resize(grown, 0);
+        }
+        match reader.read(&mut message[read..]).await {
+            Ok(0) => {
+                return Err(ReadError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("stream ended after {read} of {len} message bytes"),
+                )))
+            }
+            Ok(n) => read += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ReadError::Io(e)),
+        }
     }
     Ok((u64::from_be_bytes(id), message))
 }

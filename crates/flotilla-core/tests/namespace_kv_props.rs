@@ -1,0 +1,246 @@
+//! Property tests of namespace validation and of the KV command codec against hostile input.
+//!
+//! Checked on generated input:
+//! - `Namespace::new` accepts exactly the strings matching `[a-z0-9][a-z0-9._-]{0,63}` (a
+//!   reference predicate written here), names the right error otherwise, and agrees with
+//!   `FromStr`, `Display` and deserialization;
+//! - the KV state machine, fed arbitrary payload bytes or hostile edits of valid `encode_ops`
+//!   payloads, never panics and never allocates more than a fixed bound: a payload either is
+//!   refused without touching the table, or is a list of ops that is applied as a whole and
+//!   answered with one "existed" flag per op;
+//! - generated batches (keys such as `..`, `../x`, NUL, empty) apply like a map model, keys
+//!   being opaque bytes; `decode_reply` never panics and round-trips replies.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io;
+
+use flotilla_core::kv::{decode_reply, encode_ops};
+use flotilla_core::namespace::MAX_NAMESPACE_LEN;
+use flotilla_core::{
+    decode, encode, KvOp, KvReply, KvStateMachine, Namespace, NamespaceError, StateMachine, StateTable,
+};
+use proptest::prelude::*;
+use proptest::sample::Index;
+
+#[global_allocator]
+static ALLOCATOR: support::Recording = support::Recording;
+
+/// serde's cap on preallocating a sequence of announced length (`size_hint::cautious`).
+const PREALLOC_CAP: usize = 1024 * 1024;
+
+// ---- namespaces ----
+
+/// `[a-z0-9][a-z0-9._-]{0,63}`, written independently of `Namespace::new`.
+fn reference(name: &str) -> bool {
+    let mut chars = name.chars();
+    let Some(first) = chars.next() else { return false };
+    let head = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let tail = |c: char| head(c) || c == '.' || c == '_' || c == '-';
+    head(first) && chars.clone().all(tail) && chars.count() <= 63
+}
+
+/// Strings of every kind: anything at all, near misses from a confusable alphabet, valid
+/// names, and names around the length bound.
+fn any_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        "[a-z0-9._A-Z/\\\\ \0é%:-]{0,70}",
+        "[a-z0-9][a-z0-9._-]{0,63}",
+        "[a-z0-9]{62,67}",
+        "[a-z0-9][a-z0-9._-]{60,64}[A-Z\0/]?",
+        prop::sample::select(vec!["", ".", "..", "../x", "default", "a", "0", "-", "_x", "x\0", "\u{0}"])
+            .prop_map(String::from),
+    ]
+}
+
+// ---- KV ----
+
+/// A table kept in memory.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct MapTable(BTreeMap<Vec<u8>, Vec<u8>>);
+
+impl StateTable for MapTable {
+    fn get(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.0.get(key).cloned())
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        self.0.insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+    fn delete(&mut self, key: &[u8]) -> io::Result<bool> {
+        Ok(self.0.remove(key).is_some())
+    }
+}
+
+fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 0..=max)
+}
+
+/// Keys from a small set (so ops collide) mixed with hostile and arbitrary ones.
+fn key() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::sample::select(vec![&b"a"[..], b"b", b"", b"..", b"../x", b"../../etc/passwd", b"a\0b", b"\0", b"/"])
+            .prop_map(<[u8]>::to_vec),
+        bytes(16),
+    ]
+}
+
+fn op() -> impl Strategy<Value = KvOp> {
+    prop_oneof![
+        (key(), bytes(64)).prop_map(|(key, value)| KvOp::Set { key, value }),
+        key().prop_map(|key| KvOp::Delete { key }),
+    ]
+}
+
+fn table() -> impl Strategy<Value = MapTable> {
+    proptest::collection::btree_map(key(), bytes(8), 0..4).prop_map(MapTable)
+}
+
+/// Arbitrary bytes, half of them behind a small op count and op tag so the decoder reaches
+/// the keys and values.
+fn arbitrary_payload() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        bytes(256),
+        (0u64..4, 0u32..3, bytes(256)).prop_map(|(count, tag, rest)| {
+            let mut out = count.to_le_bytes().to_vec();
+            out.extend_from_slice(&tag.to_le_bytes());
+            out.extend_from_slice(&rest);
+            out
+        }),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    Set(Index, u8),
+    Truncate(Index),
+    Insert(Index, u8),
+    Length(Index, u64),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<Index>(), any::<u8>()).prop_map(|(at, b)| Mutation::Set(at, b)),
+        any::<Index>().prop_map(Mutation::Truncate),
+        (any::<Index>(), any::<u8>()).prop_map(|(at, b)| Mutation::Insert(at, b)),
+        (any::<Index>(), prop_oneof![0u64..=16, any::<u64>(), (1u64 << 20)..(1u64 << 40)])
+            .prop_map(|(at, n)| Mutation::Length(at, n)),
+    ]
+}
+
+fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
+    for m in mutations {
+        match m {
+            Mutation::Set(at, b) if !bytes.is_empty() => {
+                let i = at.index(bytes.len());
+                bytes[i] = *b;
+            }
+            Mutation::Truncate(at) => bytes.truncate(at.index(bytes.len() + 1)),
+            Mutation::Insert(at, b) => bytes.insert(at.index(bytes.len() + 1), *b),
+            Mutation::Length(at, n) if bytes.len() >= 8 => {
+                let i = at.index(bytes.len() - 7);
+                bytes[i..i + 8].copy_from_slice(&n.to_le_bytes());
+            }
+            _ => {}
+        }
+    }
+    bytes
+}
+
+/// Apply `payload` to a copy of `table` and check the outcome against the payload's meaning.
+fn apply_hostile(table: &MapTable, payload: &[u8]) -> Result<(), TestCaseError> {
+    let mut after = table.clone();
+    let (applied, largest) = support::largest_allocation(|| KvStateMachine.apply(&mut after, payload));
+    prop_assert!(largest <= PREALLOC_CAP, "applying {} payload bytes allocated {} bytes", payload.len(), largest);
+    let applied = applied.expect("an in-memory table never fails");
+    match decode::<Vec<KvOp>>(payload, u64::MAX) {
+        Err(_) => {
+            prop_assert!(applied.is_err(), "an undecodable payload was applied");
+            prop_assert_eq!(&after, table, "a refused payload changed the table");
+        }
+        Ok(ops) => {
+            let reply = decode_reply(&applied.expect("decodable ops are applied")).expect("the reply decodes");
+            let mut model = table.clone();
+            let existed: Vec<bool> = ops.iter().map(|op| model_apply(&mut model.0, op)).collect();
+            prop_assert_eq!(reply.existed, existed);
+            prop_assert_eq!(after, model);
+        }
+    }
+    Ok(())
+}
+
+fn model_apply(model: &mut BTreeMap<Vec<u8>, Vec<u8>>, op: &KvOp) -> bool {
+    match op {
+        KvOp::Set { key, value } => model.insert(key.clone(), value.clone()).is_some(),
+        KvOp::Delete { key } => model.remove(key).is_some(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// `Namespace::new` accepts exactly the reference grammar, with the right error otherwise,
+    /// and every other way of making a namespace agrees with it.
+    #[test]
+    fn namespace_accepts_exactly_the_grammar(name in any_name()) {
+        let expected = reference(&name);
+        let made = Namespace::new(name.clone());
+        prop_assert_eq!(made.is_ok(), expected, "{:?}", name);
+        match &made {
+            Ok(ns) => {
+                prop_assert_eq!(ns.as_str(), name.as_str());
+                prop_assert_eq!(ns.to_string(), name.clone());
+            }
+            Err(NamespaceError::Empty) => prop_assert!(name.is_empty()),
+            Err(NamespaceError::TooLong(n)) => {
+                prop_assert_eq!(*n, name.len());
+                prop_assert!(name.len() > MAX_NAMESPACE_LEN);
+            }
+            Err(NamespaceError::BadCharacter(s)) => {
+                prop_assert_eq!(s, &name);
+                prop_assert!(!name.is_empty() && name.len() <= MAX_NAMESPACE_LEN);
+            }
+        }
+        prop_assert_eq!(name.parse::<Namespace>(), made.clone());
+        let decoded = decode::<Namespace>(&encode(&name).unwrap(), 1024);
+        prop_assert_eq!(decoded.is_ok(), expected);
+        if let (Ok(decoded), Ok(made)) = (decoded, made) {
+            prop_assert_eq!(decoded, made);
+        }
+    }
+
+    /// Arbitrary payload bytes: refused without change, or applied as the ops they encode.
+    #[test]
+    fn kv_apply_survives_arbitrary_payloads(table in table(), payload in arbitrary_payload()) {
+        apply_hostile(&table, &payload)?;
+    }
+
+    /// Valid payloads with hostile edits (flipped bytes, cuts, insertions, huge lengths).
+    #[test]
+    fn kv_apply_survives_mutated_payloads(
+        table in table(),
+        ops in proptest::collection::vec(op(), 0..6),
+        mutations in proptest::collection::vec(mutation(), 1..4),
+    ) {
+        apply_hostile(&table, &mutate(encode_ops(&ops), &mutations))?;
+    }
+
+    /// Valid batches, hostile keys included, apply like a map: keys are opaque bytes.
+    #[test]
+    fn kv_batches_apply_like_a_map(table in table(), ops in proptest::collection::vec(op(), 0..8)) {
+        let payload = encode_ops(&ops);
+        prop_assert_eq!(decode::<Vec<KvOp>>(&payload, payload.len() as u64).ok(), Some(ops));
+        apply_hostile(&table, &payload)?;
+    }
+
+    /// `decode_reply` never panics, and gives back the replies the state machine encodes.
+    #[test]
+    fn kv_replies_decode_safely(garbage in bytes(128), existed in proptest::collection::vec(any::<bool>(), 0..32)) {
+        let (_, largest) = support::largest_allocation(|| decode_reply(&garbage));
+        prop_assert!(largest <= PREALLOC_CAP);
+        let reply = KvReply { existed };
+        prop_assert_eq!(decode_reply(&encode(&reply).unwrap()), Some(reply));
+    }
+}
