@@ -228,6 +228,7 @@ impl Lab {
         let mut slots: Vec<Option<Agent>> = (0..self.hosts()).map(|_| None).collect();
         for (k, &host) in order.iter().enumerate() {
             if k > 0 && !max_gap.is_zero() {
+                // The gap between starts is the scenario (staggered arrival), not synchronisation.
                 std::thread::sleep(rng.gen_range(Duration::ZERO..=max_gap));
             }
             slots[host] = Some(self.spawn(host, flotilla_bin, extra)?);

@@ -86,8 +86,6 @@ impl Node {
         let m = group.metrics();
         let cluster = crate::formation::view::cluster_of(&m);
         let joined = |index| CommandResponse::Joined { leader: self.id, cluster: cluster.clone(), index };
-        let info = MemberInfo { addrs: info.addrs, cluster: cluster.clone() };
-        self.transport.add_peer_addrs(from, &info.addrs);
         if m.membership_config.membership().get_node(&from).is_some() {
             // Only a voter's lost log is dangerous (its votes and acknowledgements counted); a
             // learner without state simply catches up again.
@@ -100,7 +98,7 @@ impl Node {
             formation.note(format!("{from} lost its data: removing it, then re-adding it as a learner"));
             self.remove_local(group, from, deadline).await?;
         }
-        let index = retry_membership(deadline, || group.raft.add_learner(from, info.clone(), false)).await?;
+        let index = self.add_learner_entry(group, from, info.addrs, false, deadline).await?;
         FormationCounters::bump(&formation.counters.joins);
         formation.note(format!("admitted {from} as a learner"));
         Ok(joined(index))
@@ -119,8 +117,24 @@ impl Node {
             return Ok(CommandResponse::Done { index: None });
         }
         info!(namespace = %group.namespace, peer = %id, "adding learner");
-        let index = retry_membership(deadline, || group.raft.add_learner(id, info.clone(), true)).await?;
+        let index = self.add_learner_entry(group, id, info.addrs, true, deadline).await?;
         Ok(CommandResponse::Done { index })
+    }
+
+    /// Add `id` as a learner, its entry stamped with this cluster's id (every entry of a
+    /// configuration carries it, whoever asked for the change). `blocking` waits until the
+    /// learner has caught up.
+    async fn add_learner_entry(
+        &self,
+        group: &Arc<Group>,
+        id: NodeId,
+        addrs: Vec<String>,
+        blocking: bool,
+        deadline: Instant,
+    ) -> Result<Option<u64>, WireError> {
+        let info = MemberInfo { addrs, cluster: crate::formation::view::cluster_of(&group.metrics()) };
+        self.transport.add_peer_addrs(id, &info.addrs);
+        retry_membership(deadline, || group.raft.add_learner(id, info.clone(), blocking)).await
     }
 
     async fn remove_local(

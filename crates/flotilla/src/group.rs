@@ -79,6 +79,11 @@ impl Group {
         self.raft.metrics().borrow_watched().state == ServerState::Leader
     }
 
+    /// Whether this replica holds Raft state for the namespace (any log entry, kept or purged).
+    pub fn has_state(&self) -> bool {
+        self.raft.metrics().borrow_watched().last_log_index.is_some()
+    }
+
     /// Index of the last entry applied to this replica's state machine.
     pub fn applied_index(&self) -> u64 {
         log_index(&self.raft.metrics().borrow_watched().last_applied)

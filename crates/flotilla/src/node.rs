@@ -190,7 +190,7 @@ impl Node {
 
     /// Whether every namespace has Raft state on this node.
     pub(crate) fn all_formed(&self) -> bool {
-        self.groups.values().all(|g| crate::formation::view::has_state(&g.get().metrics()))
+        self.groups.values().all(|g| g.get().has_state())
     }
 
     /// `--force-bootstrap` on empty state: found a single-node cluster at once.

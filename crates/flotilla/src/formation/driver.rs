@@ -20,7 +20,7 @@ use tracing::{warn, Instrument};
 use super::founding::{Observation, Step};
 use super::record::FoundingRecord;
 use super::state::{Formation, FormationPhase};
-use super::view::{cluster_id, cluster_of, has_state};
+use super::view::{cluster_id, cluster_of};
 use crate::group::Group;
 use crate::node::Node;
 
@@ -64,7 +64,7 @@ impl Node {
         let (Some(group), Some(formation)) = (self.group(ns), self.formation(ns).cloned()) else {
             return MEMBER_TICK;
         };
-        let member = has_state(&group.metrics());
+        let member = group.has_state();
         self.hello_round(ns, &group, &formation, member).await;
         if member {
             self.member_tick(&group, &formation).await;

@@ -41,7 +41,9 @@ impl Node {
         mine: &ClusterId,
         views: &Views,
     ) {
-        if mine.is_empty() {
+        let foreign = |v: &&(flotilla_core::types::NodeId, flotilla_core::formation::PeerView)| matches!(&v.1.phase, PeerPhase::Member(o) if !o.cluster.is_empty() && o.cluster != *mine);
+        // The store is read only when another cluster is actually in view: this runs every tick.
+        if mine.is_empty() || !views.iter().any(|v| foreign(&v)) {
             return;
         }
         let my_data = self.store.holds_data(&formation.namespace).unwrap_or(true);

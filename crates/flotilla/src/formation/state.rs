@@ -236,11 +236,6 @@ impl Formation {
         self.record.save(record)
     }
 
-    /// Time since the node started.
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-
     /// Record an event in the timeline (and the log).
     pub fn note(&self, event: impl Into<String>) {
         let event = event.into();
