@@ -17,7 +17,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let keypair = flotilla_net::load_or_create_keypair(&config.data_dir)?;
     let net = NetConfig::from_node_config(&config);
     let host = Host::start(keypair, &config.listen, net).await?;
-    let store = Store::open(&config.data_dir)?;
+    let store = Store::open_with(&config.data_dir, flotilla::at_rest::store_options(&config)?)?;
+    if let (true, Some(keyring)) = (config.encrypt_at_rest, config.keyring()?) {
+        flotilla::at_rest::reseal_if_needed(&store, &keyring).await?;
+    }
     let listener = TcpListener::bind(config.http).await.with_context(|| format!("binding HTTP on {}", config.http))?;
     let mut services = NodeServices::default();
     if let Some(mdns) = host.mdns_discovery() {
@@ -32,6 +35,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         admin_token,
         "flotilla agent running"
     );
+    if node.config().cluster_key_file.is_some() {
+        tokio::spawn(reload_keyring_on_sighup(node.clone()));
+    }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(flotilla_http::serve(listener, node.clone(), async move {
         let _ = stop_rx.await;
@@ -74,6 +80,20 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// `kill -HUP` re-reads the cluster key file: a rotation step (see docs/SECURITY.md).
+async fn reload_keyring_on_sighup(node: Arc<Node>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload the keyring with `flotilla keyring reload`");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        if let Err(e) = node.reload_keyring() {
+            tracing::error!(error = %e, "SIGHUP: keyring not reloaded; the previous keyring stays in use");
+        }
     }
 }
 

@@ -21,7 +21,7 @@ pub struct AdminArgs {
 
 impl AdminArgs {
     /// A client of `target`, carrying the admin token when a file is given.
-    fn client(&self, target: &Target) -> anyhow::Result<flotilla_http::Client> {
+    pub(crate) fn client(&self, target: &Target) -> anyhow::Result<flotilla_http::Client> {
         let client = target.client();
         Ok(match &self.admin_token_file {
             Some(path) => client.with_admin_token(&AdminToken::load(path).context("reading --admin-token-file")?),

@@ -4,6 +4,7 @@ mod agent;
 mod bench;
 mod commands;
 mod dev;
+mod keys;
 
 use std::time::Duration;
 
@@ -75,6 +76,15 @@ enum Command {
         #[command(subcommand)]
         op: commands::NsCommand,
     },
+    /// Write a new cluster key file (mode 0600) for `--cluster-key-file`.
+    Keygen(keys::KeygenArgs),
+    /// Inspect a keyring file, or make a node reload its own (key rotation).
+    Keyring {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        op: keys::KeyringCommand,
+    },
     /// Start a local 3-node cluster (loopback, HTTP on 7070-7072).
     Dev(dev::DevArgs),
     /// Drive put or get load over HTTP and print throughput and latency.
@@ -92,6 +102,8 @@ fn main() -> anyhow::Result<()> {
             Command::Members { target, op } => commands::members(&target, op).await,
             Command::Leader { target, op } => commands::leader(&target, op).await,
             Command::Ns { target, op } => commands::ns(&target, op).await,
+            Command::Keygen(args) => keys::keygen(args),
+            Command::Keyring { target, op } => keys::keyring(&target, op).await,
             Command::Dev(args) => dev::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }

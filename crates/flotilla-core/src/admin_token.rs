@@ -9,10 +9,10 @@
 //! The token never appears in `Debug` output or in error messages.
 
 use std::fmt;
-use std::io::Read;
 use std::path::Path;
 
 use crate::config::ConfigError;
+use crate::secret_file::read_secret_file;
 
 /// Shortest accepted admin token, in bytes.
 pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
@@ -53,33 +53,9 @@ impl AdminToken {
     /// file, that group or others may access (mode & 0o077 != 0, as ssh does for keys), or whose
     /// content is not a valid token (see [`AdminToken::new`]).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let shown = path.display();
-        let file = std::fs::File::open(path)
-            .map_err(|e| ConfigError(format!("cannot read the admin token file {shown}: {e}")))?;
-        // Checked on the open file, so the file read is the file checked.
-        let meta =
-            file.metadata().map_err(|e| ConfigError(format!("cannot read the admin token file {shown}: {e}")))?;
-        if !meta.is_file() {
-            return Err(ConfigError(format!("the admin token file {shown} is not a regular file")));
-        }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(ConfigError(format!(
-                    "the admin token file {shown} is accessible by group or others (mode {mode:04o}); \
-                     run: chmod 600 {shown}"
-                )));
-            }
-        }
-        let mut bytes = Vec::new();
-        file.take(MAX_ADMIN_TOKEN_BYTES as u64 * 2)
-            .read_to_end(&mut bytes)
-            .map_err(|e| ConfigError(format!("cannot read the admin token file {shown}: {e}")))?;
-        let text = std::str::from_utf8(&bytes)
-            .map_err(|_| ConfigError(format!("the admin token file {shown} is not text (use base64 or hex)")))?;
-        Self::new(text).map_err(|ConfigError(why)| ConfigError(format!("{shown}: {why}")))
+        // Twice the longest token: surrounding whitespace is allowed, anything longer is wrong.
+        let text = read_secret_file(path, "admin token file", MAX_ADMIN_TOKEN_BYTES * 2)?;
+        Self::new(&text).map_err(|ConfigError(why)| ConfigError(format!("{}: {why}", path.display())))
     }
 
     /// The token's text, for a client to send.

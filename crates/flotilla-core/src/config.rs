@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::admin_token::AdminToken;
+use crate::keyring::Keyring;
 use crate::namespace::Namespace;
 
 /// Default data directory.
@@ -91,6 +92,19 @@ pub struct Config {
     /// open. Required when `--http` is not a loopback address.
     #[cfg_attr(feature = "clap", arg(long, env = "FLOTILLA_ADMIN_TOKEN_FILE"))]
     pub admin_token_file: Option<PathBuf>,
+
+    /// Keyring file of the cluster key (see [`crate::keyring`]; mode 0600, one key per line,
+    /// the first seals; `flotilla keygen` writes one). When set, all node-to-node traffic is
+    /// sealed with AES-256-GCM and peers without a key of the keyring are refused. Every node of
+    /// a cluster needs a key in common.
+    #[cfg_attr(feature = "clap", arg(long, env = "FLOTILLA_CLUSTER_KEY_FILE"))]
+    pub cluster_key_file: Option<PathBuf>,
+
+    /// Also seal the values, log entries and snapshots in the data directory with keys derived
+    /// from the keyring, so a copied data directory reveals no values. Needs
+    /// `--cluster-key-file`; the node then cannot start without its keyring.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub encrypt_at_rest: bool,
 
     /// Most HTTP connections served at once; further connections wait in the listen backlog
     /// until one closes.
@@ -197,6 +211,8 @@ impl Default for Config {
             listen: vec![DEFAULT_LISTEN.to_string()],
             http: DEFAULT_HTTP.parse().expect("default HTTP address parses"),
             admin_token_file: None,
+            cluster_key_file: None,
+            encrypt_at_rest: false,
             http_max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
             http_header_timeout_ms: DEFAULT_HTTP_HEADER_TIMEOUT_MS,
             bootstrap: Vec::new(),
@@ -272,9 +288,15 @@ impl Config {
         self.admin_token_file.as_deref().map(AdminToken::load).transpose()
     }
 
+    /// The cluster keyring, read from [`Config::cluster_key_file`] (see [`Keyring::load`]);
+    /// `None` when no file is configured.
+    pub fn keyring(&self) -> Result<Option<Keyring>, ConfigError> {
+        self.cluster_key_file.as_deref().map(Keyring::load).transpose()
+    }
+
     /// Check the configuration for values that cannot work together. This reads the admin
-    /// token file, if one is configured, and refuses it when it is unreadable, too short or
-    /// accessible by group or others.
+    /// token file and the keyring file, if configured, and refuses them when they are
+    /// unreadable, malformed or accessible by group or others.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let t = self.timing();
         let err = |m: String| Err(ConfigError(m));
@@ -368,7 +390,11 @@ impl Config {
                 self.http
             ));
         }
+        if self.encrypt_at_rest && self.cluster_key_file.is_none() {
+            return err("--encrypt-at-rest needs --cluster-key-file".into());
+        }
         self.admin_token()?;
+        self.keyring()?;
         Ok(())
     }
 }

@@ -53,6 +53,11 @@ pub enum ApiError {
     /// Storage or Raft failed; the group is stopped.
     #[error("fatal: {0}")]
     Fatal(String),
+    /// The disk of the node that would store the write (the entry node or the leader) is full
+    /// or failing: the write was refused and not applied. Reads still work; retry once the
+    /// operator has freed space.
+    #[error("storage full: {0}")]
+    StorageFull(String),
 }
 
 impl ApiError {
@@ -78,6 +83,7 @@ impl ApiError {
             ApiError::Unavailable(_) => "unavailable",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Fatal(_) => "fatal",
+            ApiError::StorageFull(_) => "storage_full",
         }
     }
 }
@@ -92,6 +98,9 @@ impl From<WireError> for ApiError {
             WireError::Rejected(m) | WireError::Malformed(m) => ApiError::Rejected(m),
             WireError::Unavailable(m) => ApiError::Unavailable(m),
             WireError::Fatal(m) => ApiError::Fatal(m),
+            WireError::StorageFull(m) => ApiError::StorageFull(m),
+            WireError::Unauthenticated(m) => ApiError::Rejected(format!("peer refused us: {m}")),
+            WireError::UnknownSession => ApiError::Unavailable("sealed session expired".into()),
         }
     }
 }

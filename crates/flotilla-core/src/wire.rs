@@ -35,6 +35,81 @@ pub enum RequestBody {
     Command(CommandEnvelope),
     /// Discovery and founding; served even for namespaces the receiver does not serve.
     Formation(crate::formation::FormationRequest),
+    /// Opens a sealed session: proves the sender holds a cluster key (see [`Hello`]).
+    Hello(Hello),
+    /// Any other body, sealed under a session's key (see [`Sealed`]).
+    Sealed(Sealed),
+}
+
+impl RequestBody {
+    /// The transport lane this body travels on.
+    pub fn lane(&self) -> Lane {
+        match self {
+            RequestBody::Raft(RaftRequest::SnapshotChunk(_)) => Lane::Snapshot,
+            RequestBody::Raft(_) => Lane::Raft,
+            RequestBody::Command(_) | RequestBody::Formation(_) | RequestBody::Hello(_) => Lane::Command,
+            RequestBody::Sealed(sealed) => sealed.lane,
+        }
+    }
+}
+
+/// The three classes of traffic; each has its own stream per peer so bulk transfers never
+/// delay heartbeats, and its own sealing key and sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Lane {
+    /// Raft messages other than snapshot chunks.
+    Raft,
+    /// Snapshot chunks, which are large.
+    Snapshot,
+    /// The command plane (forwarded requests, membership) and formation.
+    Command,
+}
+
+/// The first message of a sealed session: the initiator's fresh nonce and a proof that it holds
+/// the key named `key_id`, bound to both peers' ids.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    /// The key the initiator proposes (its sealing key).
+    pub key_id: crate::keyring::KeyId,
+    /// Fresh random bytes from the initiator.
+    pub nonce: [u8; 16],
+    /// HMAC over the transcript under a key derived from the cluster key.
+    pub proof: [u8; 32],
+}
+
+/// The reply to a [`Hello`]: the session id, the responder's fresh nonce and its own proof
+/// over both nonces.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The id later [`Sealed`] messages of this session carry.
+    pub session: [u8; 16],
+    /// Fresh random bytes from the responder.
+    pub nonce: [u8; 16],
+    /// HMAC over the whole transcript.
+    pub proof: [u8; 32],
+}
+
+/// A request or reply body sealed with AES-256-GCM under a session key. The namespace of the
+/// enclosing [`WireRequest`], both peers, the lane, the direction and `seq` are in the
+/// associated data, so a sealed message cannot be replayed, or moved to another namespace,
+/// peer, lane or direction.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Sealed {
+    /// The session the message belongs to.
+    pub session: [u8; 16],
+    /// The lane it travels on.
+    pub lane: Lane,
+    /// The request's sequence number within (session, namespace, lane); a reply carries the
+    /// sequence number of its request.
+    pub seq: u64,
+    /// Ciphertext and tag.
+    pub ciphertext: Vec<u8>,
+}
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sealed({:?} seq {} {} bytes)", self.lane, self.seq, self.ciphertext.len())
+    }
 }
 
 /// A reply to a [`WireRequest`].
@@ -46,6 +121,10 @@ pub enum WireResponse {
     Command(CommandResponse),
     /// Reply to a [`RequestBody::Formation`].
     Formation(crate::formation::FormationResponse),
+    /// Reply to a [`RequestBody::Hello`].
+    Welcome(Welcome),
+    /// Reply to a [`RequestBody::Sealed`].
+    Sealed(Sealed),
     /// The request could not be handled at all.
     Error(WireError),
 }
@@ -192,6 +271,17 @@ pub enum WireError {
     /// The request could not be decoded.
     #[error("malformed request: {0}")]
     Malformed(String),
+    /// The sender did not prove it holds this node's cluster key, or sent plain traffic to a
+    /// node that requires sealing; the text names the cause.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The sealed session is unknown to the receiver (it restarted or dropped it): open a new
+    /// one. Nothing was processed.
+    #[error("unknown session")]
+    UnknownSession,
+    /// The receiver's disk is full or failing: it refused a client write, which was not applied.
+    #[error("storage full: {0}")]
+    StorageFull(String),
 }
 
 impl WireError {

@@ -31,6 +31,7 @@ impl From<ApiError> for HttpError {
             ApiError::InvalidNamespace(_) | ApiError::InvalidKey(_) | ApiError::Rejected(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Fatal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         };
         Self { status, code: e.code(), message: e.to_string() }
     }

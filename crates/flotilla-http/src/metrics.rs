@@ -103,4 +103,11 @@ fn write_store_metrics(node: &Arc<Node>, out: &mut String) {
     }
     let _ = writeln!(out, "flotilla_fsync_seconds_sum {}", m.commit_latency_us_sum as f64 / 1e6);
     let _ = writeln!(out, "flotilla_fsync_seconds_count {}", m.commits);
+    let blocked = node.store().write_blocked().is_some();
+    let _ = writeln!(
+        out,
+        "# HELP flotilla_store_write_blocked 1 while client writes are refused: disk full or failing, or free space below the reserve"
+    );
+    let _ = writeln!(out, "# TYPE flotilla_store_write_blocked gauge");
+    let _ = writeln!(out, "flotilla_store_write_blocked {}", u8::from(blocked));
 }

@@ -9,6 +9,7 @@ use axum::Json;
 use flotilla::Node;
 use serde_json::json;
 
+use crate::auth::Admin;
 use crate::error::HttpError;
 
 /// `GET /v1/ns/{ns}/status`.
@@ -26,7 +27,21 @@ pub async fn node_status(State(node): State<Arc<Node>>) -> Json<serde_json::Valu
             json!({ "namespace": s.namespace, "role": s.role, "leader": s.leader, "term": s.term, "applied_index": s.applied_index })
         })
         .collect();
-    Json(json!({ "peer_id": node.id().to_string(), "addrs": node.addrs(), "namespaces": namespaces }))
+    // Why client writes are refused, if they are (full or failing disk): `null` when healthy.
+    let write_blocked = node.store().write_blocked();
+    Json(json!({
+        "peer_id": node.id().to_string(),
+        "addrs": node.addrs(),
+        "namespaces": namespaces,
+        "storage": { "write_blocked": write_blocked },
+        "sealing": node.sealing_status(),
+    }))
+}
+
+/// `POST /v1/admin/keyring/reload` (admin): read the cluster key file again, for rotation.
+pub async fn reload_keyring(_admin: Admin, State(node): State<Arc<Node>>) -> Result<Response, HttpError> {
+    let ids: Vec<String> = node.reload_keyring()?.iter().map(|id| id.to_string()).collect();
+    Ok(Json(json!({ "sealing_key": ids[0], "accepted_keys": ids })).into_response())
 }
 
 /// `GET /health`: the process is up and serving HTTP.

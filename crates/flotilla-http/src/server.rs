@@ -45,7 +45,7 @@ use crate::error::HttpError;
 use crate::{kv_routes, membership_routes, metrics, node_routes};
 
 /// Build the router serving `node`. With `admin_token`, the membership and admin routes
-/// (add/remove member, transfer leadership, dissolve) require `Authorization: Bearer <token>`;
+/// (add/remove member, transfer leadership, dissolve, keyring reload) require `Authorization: Bearer <token>`;
 /// without it they are open (fit for a loopback listener only). Every request must be complete
 /// within the node's [`http_request_deadline`](flotilla_core::Config::http_request_deadline).
 pub fn router(node: Arc<Node>, admin_token: Option<AdminToken>) -> Router {
@@ -66,6 +66,7 @@ pub fn router(node: Arc<Node>, admin_token: Option<AdminToken>) -> Router {
         .route("/v1/ns/{ns}/members/{peer_id}", delete(membership_routes::remove_member))
         .route("/v1/ns/{ns}/transfer-leader", post(membership_routes::transfer_leader))
         .route("/v1/ns/{ns}/dissolve", post(membership_routes::dissolve))
+        .route("/v1/admin/keyring/reload", post(node_routes::reload_keyring))
         .route("/health", get(node_routes::health))
         .route("/ready", get(node_routes::ready))
         .route("/metrics", get(metrics::render))

@@ -22,7 +22,7 @@ use crate::error::NetError;
 use crate::frame;
 use crate::inbound::{accept_loop, HandlerSlot, InboundShared};
 use crate::mdns::MdnsDiscovery;
-use crate::outbound::{Lane, LinkShared, Outbound};
+use crate::outbound::{LinkShared, Outbound};
 use crate::swarm_task::{SwarmCommand, SwarmTask, COMMAND_QUEUE};
 
 /// How long [`Host::start`] waits for the first listen address.
@@ -209,7 +209,7 @@ impl Transport for Host {
         if to == self.local_id {
             return self.call_local(request, timeout).await;
         }
-        let lane = Lane::of(&request);
+        let lane = request.body.lane();
         let message = flotilla_core::encode(&request)
             .map_err(|e| TransportError::Protocol(format!("cannot encode the request: {e}")))?;
         // The request id is filled in by the stream that carries the frame.

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use flotilla_core::wire::{RaftRequest, RequestBody, WireRequest, WireResponse};
+use flotilla_core::wire::{Lane, WireResponse};
 use flotilla_core::TransportError;
 use libp2p::PeerId;
 use tokio::sync::{mpsc, oneshot};
@@ -25,28 +25,6 @@ use crate::swarm_task::SwarmCommand;
 const LINK_QUEUE: usize = 256;
 /// How many links a call may be handed to before it fails.
 const MAX_HANDOFFS: usize = 3;
-
-/// Which of a peer's outbound streams a request travels on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Lane {
-    /// Consensus messages: heartbeats, appends, votes, leadership transfer.
-    Raft,
-    /// Snapshot chunks, which are large and must not delay [`Lane::Raft`].
-    Snapshot,
-    /// The command plane: forwarded client requests and membership changes.
-    Command,
-}
-
-impl Lane {
-    /// The lane `request` belongs on.
-    pub(crate) fn of(request: &WireRequest) -> Lane {
-        match &request.body {
-            RequestBody::Raft(RaftRequest::SnapshotChunk(_)) => Lane::Snapshot,
-            RequestBody::Raft(_) => Lane::Raft,
-            RequestBody::Command(_) | RequestBody::Formation(_) => Lane::Command,
-        }
-    }
-}
 
 /// One call handed to a link: a complete frame (its request id is filled in by the link) and
 /// where the reply goes.

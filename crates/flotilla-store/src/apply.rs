@@ -2,8 +2,9 @@
 //!
 //! The batch is all-or-nothing. Phase one computes every result while only *reading* the
 //! transaction (commands write into overlays, see [`crate::overlay`]); a failing state machine
-//! therefore leaves the shared transaction untouched (a clean failure). Phase two writes the
-//! batch's kv changes, dedup entries, applied log id and membership.
+//! therefore leaves the shared transaction untouched (a clean failure). Everything that can fail
+//! then (encoding, sealing at rest) runs before phase two writes the batch's kv changes, dedup
+//! entries, applied log id and membership.
 
 use std::collections::HashMap;
 
@@ -13,7 +14,7 @@ use openraft::entry::RaftEntry;
 use openraft::StoredMembership;
 use redb::{ReadableTable, WriteTransaction};
 
-use crate::codec::{decode_sealed, encode_sealed};
+use crate::codec::{decode_sealed, encode_sealed, Codec};
 use crate::dedup;
 use crate::error::StoreError;
 use crate::overlay::{Changes, EntryTable};
@@ -35,14 +36,16 @@ struct Plan<C: StoreConfig> {
     membership: Option<StoredMembershipOf<C>>,
 }
 
-/// Apply `entries` to namespace `tables` with `sm`, returning one result per entry.
+/// Apply `entries` to namespace `tables` with `sm`, returning one result per entry. `codec`
+/// protects what is stored (sealed at rest).
 pub(crate) fn apply_entries<C: StoreConfig>(
     txn: &WriteTransaction,
     tables: &NsTables,
+    codec: &Codec,
     sm: &dyn StateMachine,
     entries: &[C::Entry],
 ) -> Result<Vec<CommandResult>, JobFailure> {
-    let plan = plan::<C>(txn, tables, sm, entries)?;
+    let plan = plan::<C>(txn, tables, codec, sm, entries)?;
 
     // Encode everything that can fail before the first write.
     let applied = plan.applied.as_ref().map(encode_sealed).transpose().map_err(JobFailure::clean)?;
@@ -54,15 +57,17 @@ pub(crate) fn apply_entries<C: StoreConfig>(
     };
     let mut dedup_rows = Vec::with_capacity(plan.new_ids.len());
     for (id, result) in &plan.new_ids {
-        dedup_rows.push((*id, next, dedup::encode_entry(next, result).map_err(JobFailure::clean)?));
+        let stored = dedup::encode_entry(tables, codec, id, next, result).map_err(JobFailure::clean)?;
+        dedup_rows.push((*id, next, stored));
         next += 1;
     }
     let next_record = encode_sealed(&next).map_err(JobFailure::clean)?;
+    let kv_rows = protect_values(tables, codec, plan.kv).map_err(JobFailure::clean)?;
 
     // Phase two: write.
     {
         let mut kv = txn.open_table(tables.kv()).map_err(dirty)?;
-        for (key, value) in &plan.kv {
+        for (key, value) in &kv_rows {
             match value {
                 Some(v) => kv.insert(key.as_slice(), v.as_slice()).map(drop),
                 None => kv.remove(key.as_slice()).map(drop),
@@ -88,10 +93,27 @@ pub(crate) fn apply_entries<C: StoreConfig>(
     Ok(plan.results)
 }
 
+/// The batch's kv changes in their stored form (sealed at rest), computed before any write.
+fn protect_values(tables: &NsTables, codec: &Codec, kv: Changes) -> Result<Changes, StoreError> {
+    if codec.cipher().is_none() {
+        return Ok(kv);
+    }
+    kv.into_iter()
+        .map(|(key, value)| {
+            let stored = match value {
+                Some(v) => Some(codec.protect_value(&tables.kv_context(&key), &v)?.into_owned()),
+                None => None,
+            };
+            Ok((key, stored))
+        })
+        .collect()
+}
+
 /// Phase one: compute results and changes, reading only.
 fn plan<C: StoreConfig>(
     txn: &WriteTransaction,
     tables: &NsTables,
+    codec: &Codec,
     sm: &dyn StateMachine,
     entries: &[C::Entry],
 ) -> Result<Plan<C>, JobFailure> {
@@ -116,7 +138,7 @@ fn plan<C: StoreConfig>(
             let earlier = match command.id {
                 Some(id) => match seen.get(&id) {
                     Some(&i) => plan.new_ids.get(i).map(|(_, r)| r.clone()),
-                    None => dedup::lookup(&dedup_table, tables, &id).map_err(JobFailure::clean)?,
+                    None => dedup::lookup(&dedup_table, tables, codec, &id).map_err(JobFailure::clean)?,
                 },
                 None => None,
             };
@@ -124,12 +146,8 @@ fn plan<C: StoreConfig>(
                 // Already applied: answer as the first time, change nothing.
                 Some(result) => result,
                 None => {
-                    let result = apply_command(&kv, &mut plan.kv, sm, command).map_err(|e| {
-                        JobFailure::clean(StoreError::StateMachine(format!(
-                            "namespace {:?}, entry {log_id}: {e}",
-                            tables.ns().as_str()
-                        )))
-                    })?;
+                    let result = apply_command(&kv, codec, tables, &mut plan.kv, sm, command)
+                        .map_err(|e| JobFailure::clean(command_error(tables, &log_id, e)))?;
                     if let Some(id) = command.id {
                         seen.insert(id, plan.new_ids.len());
                         plan.new_ids.push((id, result.clone()));
@@ -146,9 +164,22 @@ fn plan<C: StoreConfig>(
     Ok(plan)
 }
 
+/// The error of a command whose apply failed. A store error met while reading (a sealed value
+/// that fails authentication, a missing key) keeps its kind, so the operator sees the cause.
+fn command_error(tables: &NsTables, log_id: &impl std::fmt::Display, e: std::io::Error) -> StoreError {
+    if let Some(store) = e.get_ref().and_then(|inner| inner.downcast_ref::<StoreError>()) {
+        if !matches!(store, StoreError::StateMachine(_)) {
+            return store.clone();
+        }
+    }
+    StoreError::StateMachine(format!("namespace {:?}, entry {log_id}: {e}", tables.ns().as_str()))
+}
+
 /// Apply one command: accepted changes join the batch's, a refusal changes nothing.
 fn apply_command<T>(
     kv: &T,
+    codec: &Codec,
+    tables: &NsTables,
     batch: &mut Changes,
     sm: &dyn StateMachine,
     command: &Command,
@@ -156,7 +187,7 @@ fn apply_command<T>(
 where
     T: ReadableTable<&'static [u8], &'static [u8]>,
 {
-    let mut view = EntryTable::new(kv, batch);
+    let mut view = EntryTable::new(kv, codec, tables, batch);
     let output = sm.apply(&mut view, &command.payload)?;
     if output.is_ok() {
         let changes = view.into_changes();

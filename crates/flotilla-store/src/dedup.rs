@@ -10,7 +10,7 @@
 use flotilla_core::{CommandResult, RequestId};
 use redb::{ReadableTable, ReadableTableMetadata, Table};
 
-use crate::codec::{decode_bounded, seal, unseal};
+use crate::codec::{decode_bounded, Codec};
 use crate::error::{redb_error, StoreError};
 use crate::snapshot::ORDER_LEN;
 use crate::tables::{request_id_key, NsTables};
@@ -19,7 +19,12 @@ use crate::tables::{request_id_key, NsTables};
 pub(crate) const MAX_DEDUP_ENTRIES: u64 = 100_000;
 
 /// The stored result of `id`, if it was applied before.
-pub(crate) fn lookup<T>(table: &T, tables: &NsTables, id: &RequestId) -> Result<Option<CommandResult>, StoreError>
+pub(crate) fn lookup<T>(
+    table: &T,
+    tables: &NsTables,
+    codec: &Codec,
+    id: &RequestId,
+) -> Result<Option<CommandResult>, StoreError>
 where
     T: ReadableTable<&'static [u8], &'static [u8]>,
 {
@@ -28,18 +33,24 @@ where
         return Ok(None);
     };
     let what = || format!("namespace {:?}, dedup entry {id}", tables.ns().as_str());
-    let payload = unseal(value.value(), &what)?;
+    let payload = codec.unprotect(&tables.dedup_context(&key), value.value(), &what)?;
     let result = payload.get(ORDER_LEN..).ok_or_else(|| StoreError::corrupt(format!("{}: too short", what())))?;
     decode_bounded(result, &what).map(Some)
 }
 
-/// The stored form of a dedup entry: sealed `[order u64 BE][encoded result]`.
-pub(crate) fn encode_entry(order: u64, result: &CommandResult) -> Result<Vec<u8>, StoreError> {
+/// The stored form of the dedup entry of `id`: protected `[order u64 BE][encoded result]`.
+pub(crate) fn encode_entry(
+    tables: &NsTables,
+    codec: &Codec,
+    id: &RequestId,
+    order: u64,
+    result: &CommandResult,
+) -> Result<Vec<u8>, StoreError> {
     let encoded = flotilla_core::encode(result).map_err(|e| StoreError::Encode(e.to_string()))?;
     let mut payload = Vec::with_capacity(ORDER_LEN + encoded.len());
     payload.extend_from_slice(&order.to_be_bytes());
     payload.extend_from_slice(&encoded);
-    Ok(seal(&payload))
+    codec.protect(&tables.dedup_context(&request_id_key(id)), &payload)
 }
 
 /// Insert one entry (already encoded with [`encode_entry`] for `order`).
@@ -90,7 +101,7 @@ mod tests {
             let mut order = txn.open_table(tables.dedup_order()).unwrap();
             for seq in 0..10u64 {
                 let result = CommandResult { output: Ok(seq.to_be_bytes().to_vec()) };
-                let stored = encode_entry(seq, &result).unwrap();
+                let stored = encode_entry(&tables, &Codec::default(), &id(seq), seq, &result).unwrap();
                 insert(&mut dedup, &mut order, &id(seq), seq, &stored).unwrap();
                 evict(&mut dedup, &mut order, 3).unwrap();
             }
@@ -102,10 +113,10 @@ mod tests {
         let txn = db.begin_read().unwrap();
         let dedup = txn.open_table(tables.dedup()).unwrap();
         for seq in 0..7 {
-            assert_eq!(lookup(&dedup, &tables, &id(seq)).unwrap(), None, "seq {seq}");
+            assert_eq!(lookup(&dedup, &tables, &Codec::default(), &id(seq)).unwrap(), None, "seq {seq}");
         }
         for seq in 7..10u64 {
-            let got = lookup(&dedup, &tables, &id(seq)).unwrap().unwrap();
+            let got = lookup(&dedup, &tables, &Codec::default(), &id(seq)).unwrap().unwrap();
             assert_eq!(got.output, Ok(seq.to_be_bytes().to_vec()));
         }
     }

@@ -38,6 +38,33 @@ pub enum StoreError {
     /// The store has been shut down (or its writer thread is gone).
     #[error("store is closed")]
     Closed,
+    /// The data directory is encrypted at rest and the store was opened without a cipher.
+    #[error(
+        "data dir is encrypted at rest (key ids {}); start with the cluster key",
+        crate::at_rest::key_ids_hex(.key_ids)
+    )]
+    AtRestRequired {
+        /// The ids of the keys the data directory is sealed with.
+        key_ids: Vec<[u8; 8]>,
+    },
+    /// Sealed data names a key the cipher does not hold.
+    #[error(
+        "at-rest key {} is missing: data is sealed with it (add it to the keys, and reseal before retiring it)",
+        crate::at_rest::key_id_hex(.id)
+    )]
+    AtRestKeyMissing {
+        /// The id of the missing key.
+        id: [u8; 8],
+    },
+    /// The key given under an id is not the key the data directory was sealed with under it.
+    #[error("at-rest key {} is not the key this data dir was sealed with", crate::at_rest::key_id_hex(.id))]
+    AtRestWrongKey {
+        /// The id whose key does not match.
+        id: [u8; 8],
+    },
+    /// Sealed data failed authentication: edited, damaged, or moved to another key or file.
+    #[error("sealed data failed authentication: {0}")]
+    AtRestCorrupt(String),
 }
 
 impl StoreError {
@@ -47,6 +74,12 @@ impl StoreError {
             return StoreError::DiskFull(format!("{context}: {err}"));
         }
         StoreError::Io { kind: err.kind(), message: format!("{context}: {err}") }
+    }
+
+    /// Whether the disk failed (full, or an I/O error): the operation did not happen, and may
+    /// succeed once the disk works and the database is reopened.
+    pub(crate) fn is_disk_failure(&self) -> bool {
+        matches!(self, StoreError::Io { .. } | StoreError::DiskFull(_))
     }
 
     /// Corrupt data, described by `message`.
@@ -59,7 +92,10 @@ impl StoreError {
         let kind = match self {
             StoreError::Io { kind, .. } => *kind,
             StoreError::DiskFull(_) => io::ErrorKind::StorageFull,
-            StoreError::Corrupt(_) => io::ErrorKind::InvalidData,
+            StoreError::Corrupt(_) | StoreError::AtRestCorrupt(_) => io::ErrorKind::InvalidData,
+            StoreError::AtRestRequired { .. }
+            | StoreError::AtRestKeyMissing { .. }
+            | StoreError::AtRestWrongKey { .. } => io::ErrorKind::PermissionDenied,
             StoreError::Invalid(_) => io::ErrorKind::InvalidInput,
             StoreError::Closed => io::ErrorKind::BrokenPipe,
             StoreError::Redb(_) | StoreError::Encode(_) | StoreError::StateMachine(_) => io::ErrorKind::Other,
@@ -85,9 +121,11 @@ pub(crate) fn redb_error(err: impl Into<redb::Error>) -> StoreError {
         redb::Error::Io(e) => StoreError::io("redb", e),
         redb::Error::Corrupted(msg) => StoreError::Corrupt(format!("redb: {msg}")),
         redb::Error::ValueTooLarge(n) => StoreError::Invalid(format!("value of {n} bytes is too large for redb")),
-        redb::Error::PreviousIo => StoreError::Redb(
-            "an earlier I/O error left the database unusable; the node must be restarted to recover".into(),
-        ),
+        // An I/O condition: the store's writer reopens the database when it meets it.
+        redb::Error::PreviousIo => StoreError::Io {
+            kind: io::ErrorKind::Other,
+            message: "an earlier I/O error left the database unusable until it is reopened".into(),
+        },
         other => StoreError::Redb(other.to_string()),
     }
 }

@@ -10,18 +10,30 @@
 //! ~0.3 ms however little it holds), and acknowledges nothing before that commit is durable.
 //! Reads use redb read transactions (MVCC) and never wait for the writer.
 //!
+//! A full or failing disk never reaches Raft as an error (openraft would stop the group):
+//! writes wait until they can be made durable, and [`Store::write_blocked`] tells the node to
+//! refuse new client writes meanwhile (see the `disk` module).
+//!
 //! Entry points: [`Store::open`], then per namespace [`Store::log_store`] (openraft
 //! `RaftLogStorage`) and [`Store::state_machine`] (openraft `RaftStateMachine`).
+//!
+//! Encryption at rest is optional: [`Store::open_with`] and a [`StoreOptions::at_rest`]
+//! cipher seal log entries, kv values, dedup records and snapshot files with XChaCha20-Poly1305 (kv
+//! keys and Raft metadata stay plaintext); see [`at_rest`] for what is sealed and its limits,
+//! and [`Store::reseal`] for key rotation.
 
 #![deny(missing_docs)]
 
 mod apply;
+pub mod at_rest;
 mod codec;
 mod dedup;
+mod disk;
 mod error;
 mod log_store;
 mod metrics;
 mod overlay;
+mod sealing;
 mod snapshot;
 mod snapshot_builder;
 mod snapshot_file;
@@ -33,12 +45,15 @@ mod writer;
 use flotilla_core::{Command, CommandResult, TypeConfig};
 use openraft::{EntryPayload, RaftTypeConfig};
 
+pub use at_rest::{AtRestCipher, AtRestKey};
+pub use disk::DEFAULT_FREE_SPACE_RESERVE;
 pub use error::StoreError;
 pub use log_store::{LogStore, LIMITED_READ_BYTES};
 pub use metrics::{Histogram, StoreMetrics, COMMIT_LATENCY_BOUNDS_US, OPS_PER_COMMIT_BOUNDS};
+pub use sealing::ResealReport;
 pub use snapshot_builder::SnapshotBuilder;
 pub use state_machine_store::StateMachineStore;
-pub use store::{Store, DB_FILE};
+pub use store::{Store, StoreOptions, DB_FILE};
 
 /// An encoded snapshot, whole, in memory: header (magic, format version, last log id, last
 /// membership, snapshot id), every key/value pair and dedup record of the namespace, and a

@@ -4,7 +4,9 @@
 //! its commit and then calls the `IOFlushed` callback, so the entries are readable when it
 //! returns and acknowledged only after the fsync. Openraft issues log writes one at a time per
 //! group, and the writer groups the writes of all groups of the node into shared commits.
-//! Reads use redb read transactions and run concurrently with the writer.
+//! Reads use redb read transactions and run concurrently with the writer. Entries are sealed
+//! at rest (bound to their namespace and index) when the store is encrypted; the vote and the
+//! other log ids stay plaintext (they hold no client data).
 
 use std::fmt::Debug;
 use std::io;
@@ -61,7 +63,8 @@ impl<C: StoreConfig> LogStore<C> {
     }
 
     /// Entries with an index in `range`, stopping once `max_bytes` of stored bytes have been
-    /// read (after at least one entry). Every entry's checksum is verified.
+    /// read (after at least one entry). Every entry's checksum (or, at rest, its authentication
+    /// tag) is verified.
     fn read_entries(&self, range: (Bound<u64>, Bound<u64>), max_bytes: usize) -> Result<Vec<C::Entry>, StoreError> {
         if range_is_empty(&range) {
             return Ok(Vec::new());
@@ -87,7 +90,7 @@ impl<C: StoreConfig> LogStore<C> {
 
     fn decode_entry(&self, index: u64, raw: &[u8]) -> Result<C::Entry, StoreError> {
         let what = || self.tables.log_what(index);
-        let entry: C::Entry = decode_sealed(raw, &what)?;
+        let entry: C::Entry = self.store.codec.decode(&self.tables.log_context(index), raw, &what)?;
         if entry.index() != index {
             return Err(StoreError::corrupt(format!("{}: holds the entry of index {}", what(), entry.index())));
         }
@@ -117,11 +120,11 @@ impl<C: StoreConfig> LogStore<C> {
     }
 
     async fn append_entries(&self, entries: Vec<C::Entry>) -> Result<(), StoreError> {
-        // Encode on the caller's task, so the writer thread only copies bytes.
+        // Encode (and seal, at rest) on the caller's task, so the writer thread only copies bytes.
         let mut rows = Vec::with_capacity(entries.len());
         let mut cost = 0;
         for entry in &entries {
-            let bytes = encode_sealed(entry)?;
+            let bytes = self.store.codec.encode(&self.tables.log_context(entry.index()), entry)?;
             cost += bytes.len();
             rows.push((entry.index(), bytes));
         }

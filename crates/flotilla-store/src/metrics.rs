@@ -50,7 +50,8 @@ impl Histogram {
 pub struct StoreMetrics {
     /// Durable commits (one fsync each) that succeeded.
     pub commits: u64,
-    /// Commits that failed (every operation in them was refused).
+    /// Commits that failed: with an I/O error (the batch is then retried, nothing refused), or
+    /// for another reason (every operation in them was refused).
     pub failed_commits: u64,
     /// Operations acknowledged after a successful commit.
     pub ops: u64,
@@ -152,6 +153,12 @@ impl Metrics {
         self.failed_commits.fetch_add(1, Ordering::Relaxed);
         self.failed_ops.fetch_add(ops, Ordering::Relaxed);
         self.commit_latency_us.observe(duration_us(latency));
+        self.set_error(error);
+    }
+
+    /// A commit failed with an I/O error; its batch will be retried, so no operation failed.
+    pub(crate) fn record_stalled_commit(&self, error: &str) {
+        self.failed_commits.fetch_add(1, Ordering::Relaxed);
         self.set_error(error);
     }
 

@@ -13,12 +13,18 @@ use std::io;
 use flotilla_core::StateTable;
 use redb::ReadableTable;
 
+use crate::codec::Codec;
+use crate::tables::NsTables;
+
 /// Pending writes: `Some(value)` to store, `None` to delete.
 pub(crate) type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// The view one command is applied against.
 pub(crate) struct EntryTable<'a, T> {
     base: &'a T,
+    /// Opens the committed values of `base` (sealed at rest).
+    codec: &'a Codec,
+    tables: &'a NsTables,
     batch: &'a Changes,
     changes: Changes,
 }
@@ -27,9 +33,10 @@ impl<'a, T> EntryTable<'a, T>
 where
     T: ReadableTable<&'static [u8], &'static [u8]>,
 {
-    /// A view over the committed `base` table and the batch's earlier `batch` writes.
-    pub(crate) fn new(base: &'a T, batch: &'a Changes) -> Self {
-        Self { base, batch, changes: Changes::new() }
+    /// A view over the committed `base` table (of namespace `tables`, protected by `codec`) and
+    /// the batch's earlier `batch` writes.
+    pub(crate) fn new(base: &'a T, codec: &'a Codec, tables: &'a NsTables, batch: &'a Changes) -> Self {
+        Self { base, codec, tables, batch, changes: Changes::new() }
     }
 
     /// The command's writes.
@@ -50,7 +57,11 @@ where
             return Ok(v.clone());
         }
         let value = self.base.get(key).map_err(|e| io::Error::other(format!("reading the kv table: {e}")))?;
-        Ok(value.map(|v| v.value().to_vec()))
+        let Some(value) = value else { return Ok(None) };
+        let what = || format!("namespace {:?}, the value of a key", self.tables.ns().as_str());
+        // A StoreError travels inside the io::Error, so the apply can report it as such.
+        let plain = self.codec.unprotect_value(&self.tables.kv_context(key), value.value(), &what)?;
+        Ok(Some(plain.into_owned()))
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> io::Result<()> {

@@ -13,6 +13,20 @@
 //! crc32        u32 LE   over every byte before it
 //! ```
 //!
+//! In a store encrypted at rest, the snapshot *file* holds that byte string sealed as one
+//! record, behind a header that stays readable:
+//!
+//! ```text
+//! magic        8 bytes  "FLOTSEAL"
+//! version      1 byte   sealed-record layout (crate::at_rest)
+//! key id       8 bytes  the key it is sealed with
+//! nonce       12 bytes
+//! ciphertext            of the whole snapshot above; context "snapshot/<ns>"
+//! tag         16 bytes
+//! ```
+//!
+//! The snapshot openraft builds, sends and installs is always the plaintext byte string.
+//!
 //! Decoding is bounded: the checksum is verified before anything else is trusted, and every
 //! length or count is checked against the bytes that remain before it is used, so a hostile or
 //! damaged snapshot yields an error, never a huge allocation or a panic.
@@ -30,6 +44,8 @@ use crate::StoreConfig;
 
 /// First bytes of every snapshot.
 pub(crate) const MAGIC: [u8; 8] = *b"FLOTSNAP";
+/// First bytes of a snapshot file sealed at rest.
+pub(crate) const SEALED_MAGIC: [u8; 8] = *b"FLOTSEAL";
 /// Version of the layout above.
 pub(crate) const FORMAT_VERSION: u32 = 1;
 /// Bytes of the insertion-order prefix of a dedup payload.

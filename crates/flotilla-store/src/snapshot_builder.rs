@@ -13,7 +13,7 @@ use openraft::alias::{SnapshotMetaOf, SnapshotOf};
 use openraft::storage::RaftSnapshotBuilder;
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
-use crate::codec::{encode_sealed, unseal};
+use crate::codec::encode_sealed;
 use crate::error::{redb_error, StoreError};
 use crate::snapshot::{SnapshotEncoder, SnapshotHeader};
 use crate::store::{read_meta, Store};
@@ -82,19 +82,25 @@ fn encode_view<C: StoreConfig>(
     let snapshot_id = store.next_snapshot_id::<C>(&last_log_id);
     let header = SnapshotHeader::<C> { last_log_id, last_membership, snapshot_id, dedup_next };
 
+    // The snapshot itself is plaintext (it is sent to other nodes, which may hold other keys);
+    // its file is sealed when saved.
+    let codec = &store.codec;
     let mut enc = SnapshotEncoder::new(&header)?;
     if let Some(kv) = open_read(txn, tables.kv())? {
+        let what = || format!("namespace {:?}, the value of a key", tables.ns().as_str());
         for item in kv.iter().map_err(redb_error)? {
             let (key, value) = item.map_err(redb_error)?;
-            enc.push_kv(key.value(), value.value())?;
+            let key = key.value();
+            enc.push_kv(key, &codec.unprotect_value(&tables.kv_context(key), value.value(), &what)?)?;
         }
     }
     enc.start_dedup();
     if let Some(dedup) = open_read(txn, tables.dedup())? {
+        let what = || format!("namespace {:?}, a dedup entry", tables.ns().as_str());
         for item in dedup.iter().map_err(redb_error)? {
             let (key, value) = item.map_err(redb_error)?;
-            let payload = unseal(value.value(), &|| format!("namespace {:?}, a dedup entry", tables.ns().as_str()))?;
-            enc.push_dedup(key.value(), payload)?;
+            let key = key.value();
+            enc.push_dedup(key, &codec.unprotect(&tables.dedup_context(key), value.value(), &what)?)?;
         }
     }
     Ok((header, enc.finish()))
@@ -130,9 +136,14 @@ pub(crate) async fn save_current<C: StoreConfig>(
 
     let files = store.snapshots.clone();
     let ns = tables.ns().clone();
-    let data = tokio::task::spawn_blocking(move || files.save(&ns, &data).map(|()| data))
-        .await
-        .map_err(|e| StoreError::Redb(format!("snapshot save task failed: {e}")))??;
+    let disk = store.disk.clone();
+    // A full disk must not fail the save: openraft would stop the group. Wait for room instead.
+    let is_full = |e: &StoreError| matches!(e, StoreError::DiskFull(_));
+    let data = tokio::task::spawn_blocking(move || {
+        disk.retry_while_full("saving a snapshot", is_full, || files.save(&ns, &data)).map(|()| data)
+    })
+    .await
+    .map_err(|e| StoreError::Redb(format!("snapshot save task failed: {e}")))??;
 
     let record = encode_sealed(header)?;
     let job_tables = tables.clone();

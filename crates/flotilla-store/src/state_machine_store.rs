@@ -18,7 +18,7 @@ use openraft::OptionalSend;
 use redb::WriteTransaction;
 
 use crate::apply::apply_entries;
-use crate::codec::{encode_sealed, seal};
+use crate::codec::{encode_sealed, Codec};
 use crate::error::StoreError;
 use crate::snapshot::{dedup_order, ParsedSnapshot, SnapshotHeader};
 use crate::snapshot_builder::{save_current, SnapshotBuilder};
@@ -83,13 +83,14 @@ impl<C: StoreConfig> StateMachineStore<C> {
         }
 
         let tables = self.tables.clone();
+        let codec = self.store.codec.clone();
         let cost = data.len();
         let data = Arc::new(data);
         let job_data = data.clone();
         let installed = self
             .store
             .writer
-            .execute(cost, move |txn: &WriteTransaction| install_job::<C>(txn, &tables, &job_data))
+            .execute(cost, move |txn: &WriteTransaction| install_job::<C>(txn, &tables, &codec, &job_data))
             .await?;
         tracing::info!(
             namespace = %self.tables.ns(),
@@ -131,9 +132,15 @@ impl<C: StoreConfig> StateMachineStore<C> {
     }
 }
 
-/// The writer job of an install: clear the namespace's state, load the snapshot, set the
-/// applied log id and membership. Returns the number of keys loaded.
-fn install_job<C: StoreConfig>(txn: &WriteTransaction, tables: &NsTables, data: &[u8]) -> Result<u64, JobFailure> {
+/// The writer job of an install: clear the namespace's state, load the snapshot (protecting
+/// each record with `codec`: sealed at rest), set the applied log id and membership. Returns
+/// the number of keys loaded.
+fn install_job<C: StoreConfig>(
+    txn: &WriteTransaction,
+    tables: &NsTables,
+    codec: &Codec,
+    data: &[u8],
+) -> Result<u64, JobFailure> {
     // The checksum was verified before the job was queued; parse again only to borrow the
     // records, without hashing the whole snapshot a second time on the writer thread.
     let parsed = ParsedSnapshot::<C>::parse_checksummed(data).map_err(JobFailure::clean)?;
@@ -149,7 +156,8 @@ fn install_job<C: StoreConfig>(txn: &WriteTransaction, tables: &NsTables, data: 
         let mut kv = txn.open_table(tables.kv()).map_err(dirty)?;
         for record in parsed.kv() {
             let (key, value) = record.map_err(JobFailure::dirty)?;
-            kv.insert(key, value).map_err(dirty)?;
+            let stored = codec.protect_value(&tables.kv_context(key), value).map_err(JobFailure::dirty)?;
+            kv.insert(key, stored.as_ref()).map_err(dirty)?;
         }
     }
     {
@@ -158,7 +166,8 @@ fn install_job<C: StoreConfig>(txn: &WriteTransaction, tables: &NsTables, data: 
         for record in parsed.dedup() {
             let (id, payload) = record.map_err(JobFailure::dirty)?;
             let order_no = dedup_order(payload).map_err(JobFailure::dirty)?;
-            dedup.insert(id, seal(payload).as_slice()).map_err(dirty)?;
+            let stored = codec.protect(&tables.dedup_context(id), payload).map_err(JobFailure::dirty)?;
+            dedup.insert(id, stored.as_slice()).map_err(dirty)?;
             order.insert(order_no, id).map_err(dirty)?;
         }
     }
@@ -196,13 +205,14 @@ impl<C: StoreConfig> RaftStateMachine<C> for StateMachineStore<C> {
             return Ok(());
         }
         let tables = self.tables.clone();
+        let codec = self.store.codec.clone();
         let sm = self.sm.clone();
         // Roughly what the batch writes: payloads plus per-entry bookkeeping.
         let cost = batch.iter().map(|e| C::command(e).map_or(0, |c| c.payload.len()) + 64).sum();
         let results = self
             .store
             .writer
-            .execute(cost, move |txn: &WriteTransaction| apply_entries::<C>(txn, &tables, sm.as_ref(), &batch))
+            .execute(cost, move |txn: &WriteTransaction| apply_entries::<C>(txn, &tables, &codec, sm.as_ref(), &batch))
             .await
             .inspect_err(|e| tracing::error!(namespace = %self.tables.ns(), error = %e, "applying entries failed"))?;
         // Durable now: answer the clients, in log order.

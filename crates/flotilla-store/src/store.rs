@@ -9,21 +9,31 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use flotilla_core::types::LogId;
 use flotilla_core::{Namespace, StateMachine, TypeConfig};
 use openraft::alias::LogIdOf;
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTableMetadata, WriteTransaction};
+use redb::{ReadTransaction, ReadableDatabase, ReadableTableMetadata, WriteTransaction};
 use serde::de::DeserializeOwned;
 
-use crate::codec::decode_sealed;
+use crate::at_rest::AtRestCipher;
+use crate::codec::{decode_sealed, Codec};
+use crate::disk::DiskHealth;
 use crate::error::{redb_error, StoreError};
 use crate::log_store::LogStore;
 use crate::metrics::{Metrics, StoreMetrics};
 use crate::snapshot_file::SnapshotFiles;
 use crate::state_machine_store::StateMachineStore;
 use crate::tables::{open_read, NsTables, META_APPLIED, META_MEMBERSHIP, META_PURGED, META_VOTE};
-use crate::writer::Writer;
+use crate::writer::{DbSlot, Writer};
 use crate::StoreConfig;
 
 /// Name of the redb file inside the data directory.
 pub const DB_FILE: &str = "flotilla.redb";
+
+/// How [`Store::open_with`] opens a store. `Default` is what [`Store::open`] uses.
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// Encrypt at rest with this cipher (see [`crate::at_rest`]); `None` keeps a plaintext
+    /// store. A store sealed once can only be opened with a cipher holding its keys.
+    pub at_rest: Option<Arc<AtRestCipher>>,
+}
 
 /// The durable storage of one node: every namespace's Raft log, vote and state machine in one
 /// redb file, written by one group-commit writer thread.
@@ -35,10 +45,14 @@ pub struct Store {
     data_dir: PathBuf,
     /// The database; taken out by [`Store::shutdown`] so the file is closed (and its lock
     /// released) even while handles to the store are still alive.
-    db: RwLock<Option<Arc<Database>>>,
+    db: DbSlot,
     pub(crate) writer: Writer,
+    /// Stalled writes and free space, for write admission (see [`crate::disk`]).
+    pub(crate) disk: Arc<DiskHealth>,
     metrics: Arc<Metrics>,
     pub(crate) snapshots: SnapshotFiles,
+    /// Protects log entries, kv values and dedup records (sealed when encrypted at rest).
+    pub(crate) codec: Codec,
     /// Serialises saving the current snapshot of a namespace (builds and installs may race).
     snapshot_locks: Mutex<HashMap<Namespace, Arc<tokio::sync::Mutex<()>>>>,
     /// Makes snapshot ids unique; seeded with the open time so they stay unique across restarts.
@@ -53,26 +67,38 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Open (or create) the store in `data_dir`: creates the directory, opens or creates
-    /// `flotilla.redb` and starts the writer thread.
+    /// `flotilla.redb` and starts the writer thread. A plaintext store; see
+    /// [`Store::open_with`].
     pub fn open(data_dir: &Path) -> Result<Arc<Store>, StoreError> {
+        Self::open_with(data_dir, StoreOptions::default())
+    }
+
+    /// [`Store::open`] with `options`. With a cipher, a fresh store is sealed from the start, a
+    /// plaintext one is sealed in place (and compacted) before this returns, and a sealed one
+    /// must be opened with every key it is sealed under ([`StoreError::AtRestKeyMissing`],
+    /// [`StoreError::AtRestWrongKey`]); without one, a sealed store is refused with
+    /// [`StoreError::AtRestRequired`].
+    pub fn open_with(data_dir: &Path, options: StoreOptions) -> Result<Arc<Store>, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::io(format!("creating data directory {}", data_dir.display()), e))?;
         let path = data_dir.join(DB_FILE);
-        let db = Database::create(&path).map_err(|e| match redb_error(e) {
-            StoreError::Redb(msg) => StoreError::Redb(format!("opening {}: {msg}", path.display())),
-            other => other,
-        })?;
-        let db = Arc::new(db);
+        let disk = Arc::new(DiskHealth::new(data_dir));
+        let reopen = crate::disk::file_opener(path.clone(), disk.clone());
+        let mut db = reopen()?;
+        let codec = crate::sealing::prepare(&mut db, data_dir, options.at_rest)?;
+        let db: DbSlot = Arc::new(RwLock::new(Some(Arc::new(db))));
         let metrics = Arc::new(Metrics::new());
-        let writer = Writer::start(db.clone(), metrics.clone())?;
+        let writer = Writer::start(db.clone(), reopen, metrics.clone(), disk.clone())?;
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         tracing::info!(path = %path.display(), "store opened");
         Ok(Arc::new(Store {
             data_dir: data_dir.to_path_buf(),
-            db: RwLock::new(Some(db)),
+            db,
             writer,
+            disk,
             metrics,
-            snapshots: SnapshotFiles::new(data_dir),
+            snapshots: SnapshotFiles::new(data_dir, codec.clone()),
+            codec,
             snapshot_locks: Mutex::new(HashMap::new()),
             snapshot_counter: AtomicU64::new(seed),
         }))
@@ -184,8 +210,11 @@ impl Store {
         let Some(kv) = open_read(&txn, tables.kv())? else {
             return Ok(None);
         };
-        let value = kv.get(key).map_err(redb_error)?;
-        Ok(value.map(|v| v.value().to_vec()))
+        let Some(value) = kv.get(key).map_err(redb_error)? else {
+            return Ok(None);
+        };
+        let what = || format!("namespace {:?}, the value of a key", ns.as_str());
+        Ok(Some(self.codec.unprotect_value(&tables.kv_context(key), value.value(), &what)?.into_owned()))
     }
 
     /// Up to `limit` keys of `ns`'s state machine table that start with `prefix`, in byte order.
@@ -225,6 +254,21 @@ impl Store {
         self.metrics.snapshot(self.writer.queue_depth())
     }
 
+    /// Why new client writes must be refused right now, or `None` when they may go ahead:
+    /// store writes are waiting for disk space, or the writer is retrying a commit that failed
+    /// with an I/O error, or free space is below the reserve
+    /// ([`Store::set_free_space_reserve`]). Raft's own writes are never refused; they wait.
+    /// Cheap enough to call for every write (free space is measured at most every 200 ms).
+    pub fn write_blocked(&self) -> Option<String> {
+        self.disk.write_blocked()
+    }
+
+    /// Refuse client writes while less than `bytes` are free on the data directory's file
+    /// system (default [`crate::DEFAULT_FREE_SPACE_RESERVE`]; 0 turns the check off).
+    pub fn set_free_space_reserve(&self, bytes: u64) {
+        self.disk.set_reserve(bytes);
+    }
+
     /// Refuse new writes, commit everything already queued, stop the writer thread and close
     /// the redb file, so the same directory can be opened again at once (even in this process,
     /// while handles to this store are still alive). Reads fail with [`StoreError::Closed`]
@@ -249,7 +293,15 @@ impl Store {
 
     /// A read transaction: a consistent view of the last commit.
     pub(crate) fn read_txn(&self) -> Result<ReadTransaction, StoreError> {
-        let db = self.db.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or(StoreError::Closed)?;
+        let db = self.db.read().unwrap_or_else(|p| p.into_inner()).clone();
+        // Not open while running: the writer could not reopen it yet after an I/O error.
+        let db = db.ok_or_else(|| {
+            if self.writer.is_closed() {
+                StoreError::Closed
+            } else {
+                StoreError::io("reading", std::io::Error::other("the database is being reopened after an I/O error"))
+            }
+        })?;
         db.begin_read().map_err(redb_error)
     }
 

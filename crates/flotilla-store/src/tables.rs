@@ -5,11 +5,18 @@
 //!
 //! | table             | key                          | value                                   |
 //! |-------------------|------------------------------|-----------------------------------------|
-//! | `log/<ns>`        | log index (u64)              | sealed encoded openraft entry           |
-//! | `meta/<ns>`       | one of the `META_*` names    | sealed encoded value                    |
-//! | `kv/<ns>`         | opaque key bytes             | opaque value bytes                      |
-//! | `dedup/<ns>`      | request id (16 bytes, BE)    | sealed `[order u64 BE][CommandResult]`  |
+//! | `log/<ns>`        | log index (u64)              | protected encoded openraft entry        |
+//! | `meta/<ns>`       | one of the `META_*` names    | CRC-framed encoded value                |
+//! | `kv/<ns>`         | opaque key bytes             | value bytes (AEAD-sealed at rest)       |
+//! | `dedup/<ns>`      | request id (16 bytes, BE)    | protected `[order u64 BE][CommandResult]` |
 //! | `dedup-order/<ns>`| insertion order (u64)        | request id (16 bytes)                   |
+//!
+//! One more table belongs to the whole store: `store/meta` (the at-rest record, see
+//! [`crate::sealing`]); no namespace table kind is `store`, so it cannot collide.
+//!
+//! *Protected* means CRC-framed in a plaintext store and AEAD-sealed in a store encrypted at
+//! rest ([`crate::codec::Codec`]); the sealing context of a record is its table name, a zero
+//! byte and its key ([`record_context`]), so a sealed value only opens where it was written.
 //!
 //! User keys only ever appear as keys of `kv/<ns>`: they are bytes, never paths or table names,
 //! so no key can reach another namespace or the Raft state.
@@ -33,6 +40,14 @@ pub(crate) const META_MEMBERSHIP: &str = "sm.membership";
 pub(crate) const META_DEDUP_NEXT: &str = "sm.dedup_next";
 /// Meta key: metadata of the snapshot file last saved as current.
 pub(crate) const META_SNAPSHOT: &str = "sm.snapshot";
+
+/// The store-wide metadata table.
+pub(crate) const STORE_META: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("store/meta");
+/// Store meta key: the at-rest record (absent in a plaintext store).
+pub(crate) const STORE_META_AT_REST: &str = "at_rest";
+
+/// Prefixes of the tables whose values are protected (sealed at rest).
+pub(crate) const PROTECTED_PREFIXES: [&str; 3] = ["log/", "kv/", "dedup/"];
 
 /// Table of a namespace's log.
 pub(crate) type LogTable<'a> = TableDefinition<'a, u64, &'static [u8]>;
@@ -109,6 +124,37 @@ impl NsTables {
     pub(crate) fn log_what(&self, index: u64) -> String {
         format!("namespace {:?}, log entry at index {index}", self.ns.as_str())
     }
+
+    /// Sealing context of the log entry at `index`.
+    pub(crate) fn log_context(&self, index: u64) -> Vec<u8> {
+        record_context(&self.log, &index.to_be_bytes())
+    }
+
+    /// Sealing context of the value of `key`.
+    pub(crate) fn kv_context(&self, key: &[u8]) -> Vec<u8> {
+        record_context(&self.kv, key)
+    }
+
+    /// Sealing context of the dedup record of a request id key.
+    pub(crate) fn dedup_context(&self, id_key: &[u8]) -> Vec<u8> {
+        record_context(&self.dedup, id_key)
+    }
+
+    /// Sealing context of the namespace's snapshot file.
+    pub(crate) fn snapshot_context(ns: &Namespace) -> Vec<u8> {
+        record_context(&format!("snapshot/{}", ns.as_str()), &[])
+    }
+}
+
+/// The sealing context (AEAD associated data) of the record under `key` in `table`:
+/// `table \0 key`. Table names never contain a zero byte, so the split is unambiguous; log
+/// indexes are given as 8 big-endian bytes.
+pub(crate) fn record_context(table: &str, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(table.len() + 1 + key.len());
+    out.extend_from_slice(table.as_bytes());
+    out.push(0);
+    out.extend_from_slice(key);
+    out
 }
 
 /// Open a table in a read transaction; a table never written yet reads as absent (`None`).

@@ -9,20 +9,33 @@
 //! A job that fails on its own must not poison the others. Jobs do their validation and
 //! computation before touching the transaction and report a *clean* failure when nothing was
 //! written; a job that fails after it started writing (a *dirty* failure, or a panic) makes
-//! the writer abort the transaction and run the batch again without it. A failed commit
-//! fails every job of the batch: nothing of it is acknowledged.
+//! the writer abort the transaction and run the batch again without it.
+//!
+//! A disk that fails is not a job's fault, and openraft stops a group for good when its storage
+//! reports an error, so I/O errors are never passed on while the store runs. A write that finds
+//! the disk full waits inside the file backend (see [`crate::disk`]). Any other I/O error of a
+//! batch (a failed commit or fsync, or one met while running the jobs) leaves redb refusing
+//! every further operation on that `Database`: the writer then reopens the database and runs
+//! the same batch again, with bounded backoff, until it commits. Nothing of the batch is
+//! acknowledged before that, and its waiters, like the jobs queued behind it, just wait. Only
+//! at shutdown does the batch fail with the error.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::disk::{Backoff, DiskHealth, Opener};
 use crate::error::{redb_error, StoreError};
 use crate::metrics::Metrics;
+
+/// The open database, shared by the writer and the store's readers. `None` after shutdown, and
+/// while the writer reopens it after an I/O error.
+pub(crate) type DbSlot = Arc<RwLock<Option<Arc<Database>>>>;
 
 /// Jobs the queue holds before submitters wait (back-pressure).
 pub(crate) const QUEUE_CAPACITY: usize = 4096;
@@ -114,21 +127,30 @@ pub(crate) struct Writer {
     thread: Mutex<Option<JoinHandle<()>>>,
     thread_id: ThreadId,
     closed: AtomicBool,
+    disk: Arc<DiskHealth>,
 }
 
 impl Writer {
-    /// Start the writer thread over `db`.
-    pub(crate) fn start(db: Arc<Database>, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+    /// Start the writer thread over the database in `db`; `reopen` opens it again after an I/O
+    /// error, and `disk` is told while commits fail.
+    pub(crate) fn start(
+        db: DbSlot,
+        reopen: Opener,
+        metrics: Arc<Metrics>,
+        disk: Arc<DiskHealth>,
+    ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>(QUEUE_CAPACITY);
+        let committer = Committer { db, reopen, metrics, disk: disk.clone() };
         let handle = std::thread::Builder::new()
             .name("flotilla-store-writer".into())
-            .spawn(move || writer_loop(&db, rx, &metrics))
+            .spawn(move || committer.run(rx))
             .map_err(|e| StoreError::io("spawning the store writer thread", e))?;
         Ok(Self {
             sender: Mutex::new(Some(tx)),
             thread_id: handle.thread().id(),
             thread: Mutex::new(Some(handle)),
             closed: AtomicBool::new(false),
+            disk,
         })
     }
 
@@ -174,6 +196,9 @@ impl Writer {
     /// Idempotent.
     pub(crate) fn shutdown(&self) {
         self.closed.store(true, Ordering::Release);
+        // A batch waiting for disk space would hold up the join below for as long as the disk
+        // stays full: make it give up instead (it is not acknowledged).
+        self.disk.stop_waiting();
         // Dropping the last long-lived sender closes the channel once in-flight submitters
         // (holding short-lived clones) are done; the writer drains the queue and exits.
         drop(self.sender.lock().unwrap_or_else(|p| p.into_inner()).take());
@@ -191,102 +216,210 @@ impl Writer {
     }
 }
 
-/// The writer thread: block for a job, drain the queue into a batch, commit, repeat until the
-/// channel is closed and empty.
-fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Box<dyn Job>>, metrics: &Metrics) {
-    tracing::debug!("store writer started");
-    while let Some(first) = rx.blocking_recv() {
-        let mut bytes = first.cost();
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_OPS && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(job) => {
-                    bytes = bytes.saturating_add(job.cost());
-                    batch.push(job);
-                }
-                Err(_) => break,
-            }
-        }
-        run_batch(db, batch, metrics);
-    }
-    tracing::debug!("store writer stopped");
+/// What the writer thread works with.
+struct Committer {
+    db: DbSlot,
+    reopen: Opener,
+    metrics: Arc<Metrics>,
+    disk: Arc<DiskHealth>,
 }
 
-/// Run `batch` in one transaction and commit it, re-running without any job that failed after
-/// it had started writing.
-fn run_batch(db: &Database, batch: Vec<Box<dyn Job>>, metrics: &Metrics) {
-    let mut pending: Vec<Option<Box<dyn Job>>> = batch.into_iter().map(Some).collect();
-    let mut failed: Vec<(Box<dyn Job>, StoreError)> = Vec::new();
+/// How one attempt at committing a batch ended.
+enum Attempt {
+    /// Committed, or failed for a reason retrying cannot fix: finish the jobs with this.
+    Done(Result<(), StoreError>),
+    /// The disk failed: nothing was committed, and the database must be reopened.
+    DiskFailed(StoreError),
+}
 
-    let outcome = loop {
-        let txn = match begin(db) {
-            Ok(txn) => txn,
-            Err(e) => {
-                let ops = pending.iter().filter(|j| j.is_some()).count() as u64;
-                metrics.record_failed_commit(ops, Duration::ZERO, &e.to_string());
-                tracing::error!(error = %e, "cannot begin a store write transaction");
-                break Err(e);
+/// How running the jobs of a batch in one transaction ended.
+enum Ran {
+    /// Every job left still ran successfully: commit.
+    Clean,
+    /// A job failed after writing and was removed: roll back and run the others again.
+    Rerun,
+    /// The disk failed under a job.
+    DiskFailed(StoreError),
+}
+
+impl Committer {
+    /// The writer thread: block for a job, drain the queue into a batch, commit, repeat until
+    /// the channel is closed and empty.
+    fn run(self, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+        tracing::debug!("store writer started");
+        while let Some(first) = rx.blocking_recv() {
+            let mut bytes = first.cost();
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH_OPS && bytes < MAX_BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        bytes = bytes.saturating_add(job.cost());
+                        batch.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(batch);
+        }
+        tracing::debug!("store writer stopped");
+    }
+
+    /// Commit `batch`, without any job that fails on its own; after a disk failure, reopen the
+    /// database and try again until it commits (or the store shuts down).
+    fn run_batch(&self, batch: Vec<Box<dyn Job>>) {
+        let mut pending: Vec<Option<Box<dyn Job>>> = batch.into_iter().map(Some).collect();
+        let mut failed: Vec<(Box<dyn Job>, StoreError)> = Vec::new();
+        let mut backoff = Backoff::new();
+        let outcome = loop {
+            match self.attempt(&mut pending, &mut failed) {
+                Attempt::Done(outcome) => {
+                    self.disk.commit_succeeded();
+                    break outcome;
+                }
+                Attempt::DiskFailed(error) => {
+                    self.metrics.record_stalled_commit(&error.to_string());
+                    if let Err(error) = self.recover(error, &mut backoff) {
+                        tracing::error!(%error, "store shutting down with a batch it could not commit; none of it is acknowledged");
+                        break Err(error);
+                    }
+                }
             }
         };
-        let mut rerun = false;
-        for slot in pending.iter_mut() {
-            let Some(job) = slot.as_mut() else { continue };
-            let result = catch_unwind(AssertUnwindSafe(|| job.run(&txn)));
-            let failure = match result {
-                Ok(Ok(())) => continue,
-                Ok(Err(failure)) => failure,
-                Err(panic) => JobFailure::dirty(StoreError::StateMachine(format!(
-                    "a store job panicked: {}",
-                    panic_message(panic.as_ref())
-                ))),
+        for job in pending.into_iter().flatten() {
+            job.finish(outcome.clone());
+        }
+        for (job, error) in failed {
+            job.finish(Err(error));
+        }
+    }
+
+    /// Run the pending jobs in one transaction and commit it, re-running without any job that
+    /// failed after it had started writing.
+    fn attempt(&self, pending: &mut [Option<Box<dyn Job>>], failed: &mut Vec<(Box<dyn Job>, StoreError)>) -> Attempt {
+        let db = self.db.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(db) = db else {
+            return Attempt::DiskFailed(StoreError::io("store writer", std::io::Error::other("database is not open")));
+        };
+        loop {
+            let txn = match begin(&db) {
+                Ok(txn) => txn,
+                Err(e) if e.is_disk_failure() => return Attempt::DiskFailed(e),
+                Err(e) => {
+                    let ops = pending.iter().filter(|j| j.is_some()).count() as u64;
+                    self.metrics.record_failed_commit(ops, Duration::ZERO, &e.to_string());
+                    tracing::error!(error = %e, "cannot begin a store write transaction");
+                    return Attempt::Done(Err(e));
+                }
             };
-            if let Some(job) = slot.take() {
-                metrics.record_failed_op(&failure.error.to_string());
-                tracing::warn!(error = %failure.error, dirty = failure.dirty, "store job failed");
-                failed.push((job, failure.error));
+            match run_jobs(&txn, pending, failed, &self.metrics) {
+                Ran::Clean => {}
+                Ran::Rerun => {
+                    self.metrics.record_retry();
+                    if let Err(e) = txn.abort().map_err(redb_error) {
+                        // Rolling back failed: the database is unusable as it is.
+                        return if e.is_disk_failure() { Attempt::DiskFailed(e) } else { Attempt::Done(Err(e)) };
+                    }
+                    continue;
+                }
+                Ran::DiskFailed(e) => {
+                    drop(txn.abort());
+                    return Attempt::DiskFailed(e);
+                }
             }
-            if failure.dirty {
-                rerun = true;
-                break;
-            }
+            return self.commit(txn, pending);
         }
-        if rerun {
-            metrics.record_retry();
-            if let Err(e) = txn.abort() {
-                // Rolling back failed: the database is unusable; fail what is left.
-                break Err(redb_error(e));
-            }
-            continue;
-        }
+    }
+
+    fn commit(&self, txn: WriteTransaction, pending: &[Option<Box<dyn Job>>]) -> Attempt {
         let ops = pending.iter().filter(|j| j.is_some()).count() as u64;
         if ops == 0 {
             // Nothing left to commit; dropping the transaction rolls it back.
             drop(txn.abort());
-            break Ok(());
+            return Attempt::Done(Ok(()));
         }
         let started = Instant::now();
         let committed = txn.commit();
         let latency = started.elapsed();
-        match committed {
+        match committed.map_err(redb_error) {
             Ok(()) => {
-                metrics.record_commit(ops, latency);
-                break Ok(());
+                self.metrics.record_commit(ops, latency);
+                Attempt::Done(Ok(()))
             }
-            Err(e) => {
-                let error = redb_error(e);
-                metrics.record_failed_commit(ops, latency, &error.to_string());
+            Err(error) if error.is_disk_failure() => Attempt::DiskFailed(error),
+            Err(error) => {
+                self.metrics.record_failed_commit(ops, latency, &error.to_string());
                 tracing::error!(%error, ops, "store commit failed; no operation of the batch is acknowledged");
-                break Err(error);
+                Attempt::Done(Err(error))
             }
         }
-    };
+    }
 
-    for job in pending.into_iter().flatten() {
-        job.finish(outcome.clone());
+    /// After a disk failure: report it, reopen the database (redb refuses every operation on
+    /// it after an I/O error, reads included, so at once), retrying with backoff, then pause
+    /// before the batch runs again. `Err` when the store is shutting down instead.
+    fn recover(&self, mut error: StoreError, backoff: &mut Backoff) -> Result<(), StoreError> {
+        loop {
+            if self.disk.is_stopping() {
+                return Err(error);
+            }
+            self.disk.commit_failing(&error);
+            match self.reopen_db() {
+                Ok(()) => break,
+                Err(e) => {
+                    error = e;
+                    std::thread::sleep(backoff.next_pause());
+                }
+            }
+        }
+        std::thread::sleep(backoff.next_pause());
+        Ok(())
     }
-    for (job, error) in failed {
-        job.finish(Err(error));
+
+    /// Close the failed database and open the file again. Readers wait on the slot meanwhile
+    /// rather than meet the failed database; not for long, as an open does not wait for disk
+    /// space (it fails, and is retried after a pause).
+    fn reopen_db(&self) -> Result<(), StoreError> {
+        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
+        // Only one instance may hold the file: close the old one first. A reader that still
+        // holds it delays the close, and the open below then fails and is retried.
+        drop(slot.take());
+        let db = (self.reopen)()?;
+        *slot = Some(Arc::new(db));
+        tracing::info!("store database reopened after an I/O error");
+        Ok(())
     }
+}
+
+/// Run every pending job in `txn`. A job that fails on its own moves to `failed`; a disk
+/// failure is nobody's fault and leaves the job pending.
+fn run_jobs(
+    txn: &WriteTransaction,
+    pending: &mut [Option<Box<dyn Job>>],
+    failed: &mut Vec<(Box<dyn Job>, StoreError)>,
+    metrics: &Metrics,
+) -> Ran {
+    for slot in pending.iter_mut() {
+        let Some(job) = slot.as_mut() else { continue };
+        let result = catch_unwind(AssertUnwindSafe(|| job.run(txn)));
+        let failure = match result {
+            Ok(Ok(())) => continue,
+            Ok(Err(failure)) if failure.error.is_disk_failure() => return Ran::DiskFailed(failure.error),
+            Ok(Err(failure)) => failure,
+            Err(panic) => JobFailure::dirty(StoreError::StateMachine(format!(
+                "a store job panicked: {}",
+                panic_message(panic.as_ref())
+            ))),
+        };
+        if let Some(job) = slot.take() {
+            metrics.record_failed_op(&failure.error.to_string());
+            tracing::warn!(error = %failure.error, dirty = failure.dirty, "store job failed");
+            failed.push((job, failure.error));
+        }
+        if failure.dirty {
+            return Ran::Rerun;
+        }
+    }
+    Ran::Clean
 }
 
 /// A write transaction that fsyncs on commit.

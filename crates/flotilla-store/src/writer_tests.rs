@@ -1,9 +1,10 @@
-//! Batching, isolation of failing jobs and failed commits, on an in-memory redb whose "disk"
-//! can be made to fail.
+//! Batching, isolation of failing jobs, and commits retried across disk failures, on an
+//! in-memory redb whose "disk" can be made to fail.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use redb::backends::InMemoryBackend;
 use redb::{ReadableDatabase, StorageBackend, TableDefinition};
@@ -13,10 +14,11 @@ use super::*;
 
 const T: TableDefinition<&str, u64> = TableDefinition::new("t");
 
-/// An in-memory backend that reports a full disk while `full` is set.
-#[derive(Debug)]
+/// An in-memory backend that reports a full disk while `full` is set. Clones share the data,
+/// so the database can be reopened on it.
+#[derive(Debug, Clone)]
 struct FlakyDisk {
-    inner: InMemoryBackend,
+    inner: Arc<InMemoryBackend>,
     full: Arc<AtomicBool>,
 }
 
@@ -51,19 +53,44 @@ impl StorageBackend for FlakyDisk {
 }
 
 struct Fixture {
-    db: Arc<Database>,
+    slot: DbSlot,
     writer: Arc<Writer>,
     metrics: Arc<Metrics>,
+    disk: Arc<DiskHealth>,
     full: Arc<AtomicBool>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// The database as it is open now (the writer may have reopened it).
+    fn db(&self) -> Arc<Database> {
+        self.slot.read().unwrap().clone().expect("database open")
+    }
 }
 
 fn fixture() -> Fixture {
     let full = Arc::new(AtomicBool::new(false));
-    let backend = FlakyDisk { inner: InMemoryBackend::new(), full: full.clone() };
-    let db = Arc::new(Database::builder().create_with_backend(backend).unwrap());
+    let backend = FlakyDisk { inner: Arc::new(InMemoryBackend::new()), full: full.clone() };
+    let reopen_on = backend.clone();
+    let reopen: Opener =
+        Box::new(move || Database::builder().create_with_backend(reopen_on.clone()).map_err(redb_error));
+    let slot: DbSlot = Arc::new(RwLock::new(Some(Arc::new(reopen().unwrap()))));
+    drop(backend);
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Arc::new(DiskHealth::new(dir.path()));
+    disk.set_reserve(0);
     let metrics = Arc::new(Metrics::new());
-    let writer = Arc::new(Writer::start(db.clone(), metrics.clone()).unwrap());
-    Fixture { db, writer, metrics, full }
+    let writer = Arc::new(Writer::start(slot.clone(), reopen, metrics.clone(), disk.clone()).unwrap());
+    Fixture { slot, writer, metrics, disk, full, _dir: dir }
+}
+
+/// Poll `check` (no fixed sleep as synchronisation) until it holds, for at most 10 s.
+async fn until(what: &str, check: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 fn read(db: &Database, key: &str) -> Option<u64> {
@@ -97,10 +124,11 @@ async fn hold_writer(
     let w = writer.clone();
     let held = tokio::spawn(async move {
         w.execute(0, move |_txn: &WriteTransaction| {
+            // Hold only the first run: a batch retried after a disk failure runs it again.
             if let Some(tx) = started_tx.take() {
                 let _ = tx.send(());
+                let _ = wait.recv();
             }
-            let _ = wait.recv();
             Ok(())
         })
         .await
@@ -139,7 +167,7 @@ async fn queued_jobs_share_one_commit() {
     assert_eq!(m.ops, 6);
     assert_eq!(m.commits, 2, "the held job, then the five queued ones together");
     assert_eq!(m.max_ops_per_commit, 5);
-    assert_eq!(read(&f.db, "e"), Some(4));
+    assert_eq!(read(&f.db(), "e"), Some(4));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,10 +206,10 @@ async fn a_job_failing_midway_is_rolled_back_alone() {
     after.await.unwrap().unwrap();
     assert!(matches!(half.await.unwrap(), Err(StoreError::Invalid(_))));
     assert!(matches!(panics.await.unwrap(), Err(StoreError::StateMachine(m)) if m.contains("on purpose")));
-    assert_eq!(read(&f.db, "before"), Some(1));
-    assert_eq!(read(&f.db, "after"), Some(2));
-    assert_eq!(read(&f.db, "half"), None);
-    assert_eq!(read(&f.db, "panic"), None);
+    assert_eq!(read(&f.db(), "before"), Some(1));
+    assert_eq!(read(&f.db(), "after"), Some(2));
+    assert_eq!(read(&f.db(), "half"), None);
+    assert_eq!(read(&f.db(), "panic"), None);
     let m = f.metrics.snapshot(0);
     assert_eq!(m.batch_retries, 2);
     assert_eq!(m.failed_ops, 2);
@@ -189,11 +217,11 @@ async fn a_job_failing_midway_is_rolled_back_alone() {
 
     // The writer is still healthy.
     put(&f.writer, "later", 3).await.unwrap();
-    assert_eq!(read(&f.db, "later"), Some(3));
+    assert_eq!(read(&f.db(), "later"), Some(3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_commit_fails_every_waiter_and_acknowledges_nothing() {
+async fn a_failed_commit_is_retried_until_the_disk_works_and_acknowledges_nothing_before() {
     let f = fixture();
     put(&f.writer, "ok", 1).await.unwrap();
 
@@ -204,23 +232,47 @@ async fn a_failed_commit_fails_every_waiter_and_acknowledges_nothing() {
         tasks.push(tokio::spawn(async move { put(&w, key, 9).await }));
     }
     queued(&f.writer, 3).await;
-    // The held job's commit and the next one both hit a full disk.
+    // The held job's commit hits a full disk, and so does every retry while `full` is set.
     f.full.store(true, Ordering::SeqCst);
     release.send(()).unwrap();
-    let err = held.await.unwrap().unwrap_err();
-    assert!(matches!(err, StoreError::DiskFull(_)), "{err:?}");
-    for t in tasks {
-        // redb refuses further writes after an I/O error until the database is reopened.
-        let err = t.await.unwrap().unwrap_err();
-        assert!(matches!(err, StoreError::DiskFull(_) | StoreError::Redb(_)), "{err:?}");
-    }
-    let m = f.metrics.snapshot(0);
-    assert_eq!(m.failed_commits, 2);
-    assert_eq!(m.failed_ops, 4);
-    assert!(m.last_error.is_some());
+    until("the store reports the failing disk", || f.disk.write_blocked().is_some()).await;
+    // Still failing a second later: the waiters neither got an answer nor an error meanwhile.
+    until("the stall lasts", || f.disk.write_blocked().is_some_and(|r| !r.contains("(for 0 s)"))).await;
+    let reason = f.disk.write_blocked().unwrap();
+    assert!(reason.contains("disk full") || reason.contains("I/O"), "{reason}");
+    assert!(!held.is_finished(), "nothing is acknowledged, nor failed, while the disk fails");
+    assert!(tasks.iter().all(|t| !t.is_finished()));
+
     f.full.store(false, Ordering::SeqCst);
-    assert_eq!(read(&f.db, "ok"), Some(1));
-    assert_eq!(read(&f.db, "x"), None);
+    held.await.unwrap().unwrap();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(f.disk.write_blocked(), None, "the degraded state clears once a commit succeeds");
+    let db = f.db();
+    assert_eq!(read(&db, "ok"), Some(1));
+    assert_eq!(read(&db, "x"), Some(9));
+    assert_eq!(read(&db, "z"), Some(9));
+    let m = f.metrics.snapshot(0);
+    assert_eq!(m.failed_ops, 0, "a disk failure fails no operation");
+    assert!(m.last_error.is_some());
+    put(&f.writer, "later", 3).await.unwrap();
+    assert_eq!(read(&f.db(), "later"), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_gives_up_a_batch_the_disk_refuses() {
+    let f = fixture();
+    put(&f.writer, "ok", 1).await.unwrap();
+    f.full.store(true, Ordering::SeqCst);
+    let w = f.writer.clone();
+    let stuck = tokio::spawn(async move { put(&w, "x", 9).await });
+    until("the store reports the failing disk", || f.disk.write_blocked().is_some()).await;
+    let w = f.writer.clone();
+    let stopped = tokio::task::spawn_blocking(move || w.shutdown());
+    tokio::time::timeout(Duration::from_secs(10), stopped).await.expect("shutdown ends").unwrap();
+    let err = stuck.await.unwrap().unwrap_err();
+    assert!(err.is_disk_failure(), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,7 +288,7 @@ async fn shutdown_drains_the_queue() {
     stopper.join().unwrap();
     held.await.unwrap().unwrap();
     queued_put.await.unwrap().unwrap();
-    assert_eq!(read(&f.db, "queued"), Some(5));
+    assert_eq!(read(&f.db(), "queued"), Some(5));
     assert!(matches!(put(&f.writer, "late", 1).await, Err(StoreError::Closed)));
     f.writer.shutdown();
 }

@@ -34,6 +34,9 @@ impl Node {
         request: CommandRequest,
         deadline: Instant,
     ) -> Result<CommandResponse, ApiError> {
+        if matches!(request, CommandRequest::Write(_)) {
+            self.admit_write().map_err(ApiError::StorageFull)?;
+        }
         let mut hint: Option<NodeId> = None;
         let mut last_error;
         loop {
@@ -164,6 +167,7 @@ pub(crate) fn api_to_wire(e: ApiError) -> WireError {
         ApiError::UnknownNamespace(_) => WireError::UnknownNamespace,
         ApiError::ShuttingDown => WireError::Unavailable("node shutting down".into()),
         ApiError::Fatal(m) => WireError::Fatal(m),
+        ApiError::StorageFull(m) => WireError::StorageFull(m),
         other => WireError::Rejected(other.to_string()),
     }
 }

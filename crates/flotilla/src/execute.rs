@@ -35,6 +35,7 @@ impl Node {
                 let Some(_in_flight) = formation.begin_write() else {
                     return Err(WireError::Unavailable("namespace is dissolving into another cluster".into()));
                 };
+                self.admit_write().map_err(WireError::StorageFull)?;
                 GroupCounters::bump(&group.counters.proposals);
                 let response = group.raft.client_write(command).await.map_err(write_error)?;
                 Ok(CommandResponse::Written { log_id: response.log_id, result: response.data })
@@ -48,6 +49,16 @@ impl Node {
             CommandRequest::AddLearner(id, info) => self.add_learner_local(group, id, info, deadline).await,
             CommandRequest::Remove(id) => self.remove_local(group, id, deadline).await,
             CommandRequest::TransferLeader(to) => self.transfer_leadership_local(group, to, deadline).await,
+        }
+    }
+
+    /// Refuse client writes while this node's store cannot take them (disk full or failing, or
+    /// free space below the reserve): Raft would only wait for the disk, and the client with it.
+    /// Raft's own writes (replication, membership) are not refused; they wait.
+    pub(crate) fn admit_write(&self) -> Result<(), String> {
+        match self.store.write_blocked() {
+            Some(detail) => Err(format!("node {}: {detail}", self.id)),
+            None => Ok(()),
         }
     }
 
@@ -83,6 +94,10 @@ impl Node {
         let Some(formation) = self.formation(&group.namespace).cloned() else {
             return Err(WireError::UnknownNamespace);
         };
+        if from == self.id {
+            // A restarted leader that still believes it leads may find itself as the leader.
+            return Err(WireError::Rejected("a node cannot ask itself to admit it".into()));
+        }
         let m = group.metrics();
         let cluster = crate::formation::view::cluster_of(&m);
         let joined = |index| CommandResponse::Joined { leader: self.id, cluster: cluster.clone(), index };

@@ -15,6 +15,9 @@ use crate::network::GroupNetworkFactory;
 /// The openraft handle of a group.
 pub type GroupRaft = openraft::Raft<TypeConfig, StateMachineStore>;
 
+/// How long a restarted group may take to publish the state it loaded from disk.
+const METRICS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Counters exported per namespace.
 #[derive(Debug, Default)]
 pub struct GroupCounters {
@@ -53,9 +56,19 @@ impl Group {
         store: &Arc<Store>,
         state_machine: Arc<dyn StateMachine>,
     ) -> Result<Arc<Group>, String> {
+        let had_state = store.has_state(&namespace).map_err(|e| e.to_string())?;
         let log = store.log_store(&namespace).map_err(|e| e.to_string())?;
         let sm = store.state_machine(&namespace, state_machine).map_err(|e| e.to_string())?;
         let raft = GroupRaft::new(id, raft_config, network, log, sm).await.map_err(|e| e.to_string())?;
+        if had_state {
+            // The metrics start empty until the Raft task publishes the state it loaded; until
+            // then `has_state` would call a restarted member fresh, and formation would have it
+            // rejoin as if it had lost its data.
+            raft.wait(Some(METRICS_PATIENCE))
+                .metrics(|m| m.last_log_index.is_some(), "restored log published")
+                .await
+                .map_err(|e| format!("the Raft state loaded from disk was not published: {e}"))?;
+        }
         let counters = Arc::new(GroupCounters::default());
         spawn_leader_watch(raft.clone(), counters.clone());
         Ok(Arc::new(Group { namespace, raft, counters }))

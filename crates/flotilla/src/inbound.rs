@@ -31,6 +31,11 @@ impl InboundHandler for Inbound {
         let Some(node) = self.node.upgrade() else {
             return WireResponse::Error(WireError::Fatal("node is shut down".into()));
         };
+        if matches!(request.body, RequestBody::Hello(_) | RequestBody::Sealed(_)) {
+            // A sealing node's handler never sees these: it opens them first (crate::sealing).
+            tracing::debug!(peer = %from, "refusing sealed traffic: this node has no cluster key");
+            return WireResponse::Error(WireError::Unauthenticated("this node has no cluster key".into()));
+        }
         if let RequestBody::Formation(formation) = request.body {
             return match node.serve_formation(from, &request.namespace, formation) {
                 Ok(reply) => WireResponse::Formation(reply),
@@ -41,7 +46,9 @@ impl InboundHandler for Inbound {
             return WireResponse::Error(WireError::UnknownNamespace);
         };
         match request.body {
-            RequestBody::Formation(_) => WireResponse::Error(WireError::Malformed("formation request".into())),
+            RequestBody::Formation(_) | RequestBody::Hello(_) | RequestBody::Sealed(_) => {
+                WireResponse::Error(WireError::Malformed("unexpected request".into()))
+            }
             RequestBody::Raft(rpc) => match serve_raft(&node, &group, from, rpc).await {
                 Ok(reply) => WireResponse::Raft(reply),
                 Err(e) => WireResponse::Error(e),

@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 
+pub mod at_rest;
 pub mod cluster;
 mod command;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod network;
 pub mod node;
 pub mod raft_config;
 mod request_ids;
+pub mod sealing;
 mod snapshot_inbox;
 pub mod status;
 pub mod testing;

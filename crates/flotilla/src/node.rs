@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use flotilla_core::formation::Ballot;
+use flotilla_core::keyring::{KeyId, Keyring};
 use flotilla_core::types::NodeId;
 use flotilla_core::Discovery;
 use flotilla_core::{ApiError, Config, KvStateMachine, MemberInfo, Namespace, StateMachine, Transport};
@@ -22,6 +23,7 @@ use crate::inbound::Inbound;
 use crate::network::GroupNetworkFactory;
 use crate::raft_config::raft_config;
 use crate::request_ids::RequestIds;
+use crate::sealing::{Sealing, SealingStatus, SealingTransport};
 use crate::snapshot_inbox::SnapshotInbox;
 
 /// Chooses the state machine of each namespace.
@@ -56,6 +58,7 @@ pub struct Node {
     pub(crate) request_ids: RequestIds,
     pub(crate) formations: BTreeMap<Namespace, Arc<Formation>>,
     pub(crate) peers: PeerTable,
+    pub(crate) sealing: Arc<Sealing>,
     pub(crate) discovery: Vec<Arc<dyn Discovery>>,
     pub(crate) factory: StateMachineFactory,
     closing: AtomicBool,
@@ -81,6 +84,11 @@ impl Node {
         config.validate()?;
         let started = tokio::time::Instant::now();
         let id = transport.local_id();
+        let keyring = config.keyring()?;
+        let sealing = Arc::new(Sealing::new(id, keyring, config.max_frame_bytes as u64));
+        // Everything the node sends or serves goes through the sealing layer, which is a
+        // pass-through (that refuses sealed traffic) when no cluster key is configured.
+        let transport: Arc<dyn Transport> = Arc::new(SealingTransport::new(transport, sealing.clone()));
         let factory = services.state_machines;
         let mut discovery = services.discovery;
         if !config.bootstrap.is_empty() {
@@ -111,6 +119,7 @@ impl Node {
             request_ids: RequestIds::new(),
             formations,
             peers: PeerTable::new(id),
+            sealing,
             discovery,
             factory,
             closing: AtomicBool::new(false),
@@ -176,6 +185,26 @@ impl Node {
 
     pub(crate) fn self_info(&self) -> MemberInfo {
         MemberInfo::new(self.transport.local_addrs())
+    }
+
+    /// The sealing layer's state: keys, sessions and refusals.
+    pub fn sealing_status(&self) -> SealingStatus {
+        self.sealing.status()
+    }
+
+    /// Read the keyring file again and use it: the rotation step of `docs/SECURITY.md`. The
+    /// node must have started with a cluster key (sealing cannot be turned on or off while
+    /// running: peers would refuse each other until all had changed). Returns the key ids, the
+    /// sealing key first.
+    pub fn reload_keyring(&self) -> Result<Vec<KeyId>, ApiError> {
+        let Some(path) = self.config.cluster_key_file.as_deref() else {
+            return Err(ApiError::Rejected("this node runs without a cluster key; restart it with one".into()));
+        };
+        let keyring = Keyring::load(path).map_err(|e| ApiError::Rejected(e.to_string()))?;
+        let ids = keyring.ids();
+        tracing::info!(sealing_key = %ids[0], keys = ids.len(), "keyring reloaded");
+        self.sealing.set_keyring(keyring);
+        Ok(ids)
     }
 
     /// The formation state of a namespace.

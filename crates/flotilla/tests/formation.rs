@@ -154,8 +154,12 @@ async fn late_joiner_enters_as_learner_and_is_promoted() {
     h.cluster(l, NS).set(b"before", b"1").await.expect("write");
     h.boot(3).await;
     wait_one_cluster(&h, &[0, 1, 2, 3], 4).await;
-    let (joins, promotions) = (counter(&h, &[0, 1, 2, 3], "joins"), counter(&h, &[0, 1, 2, 3], "promotions"));
-    assert!(joins >= 1 && promotions >= 1, "joins {joins}, promotions {promotions}");
+    // Counters are bumped once each change returns, just after it becomes visible.
+    let all = [0, 1, 2, 3];
+    eventually("the join and the promotion counted", || {
+        counter(&h, &all, "joins") >= 1 && counter(&h, &all, "promotions") >= 1
+    })
+    .await;
     let read = h.cluster(3, NS).get(b"before", Consistency::Linearizable).await.expect("read");
     assert_eq!(read.value.as_deref(), Some(&b"1"[..]));
     h.shutdown().await;
@@ -234,7 +238,9 @@ async fn dead_voter_is_replaced_by_a_learner_and_the_floor_holds() {
     h.crash(dead).await;
     let live: Vec<usize> = (0..4).filter(|i| *i != dead).collect();
     wait_one_cluster(&h, &live, 3).await;
-    assert!(counter(&h, &live, "removals") >= 1);
+    // The counter is bumped once the change returns to the autopilot, just after the new
+    // configuration becomes visible.
+    eventually("the removal counted", || counter(&h, &live, "removals") >= 1).await;
 
     // Now no learner is left and three voters is the floor: losing one more keeps it listed.
     let l = h.leader(NS).await;

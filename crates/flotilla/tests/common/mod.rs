@@ -22,6 +22,8 @@ pub struct Harness {
     pub nodes: Vec<Option<Arc<Node>>>,
     pub namespaces: Vec<String>,
     pub tweak: fn(&mut Config),
+    /// Per-node `--cluster-key-file` (None = no key).
+    pub key_files: Vec<Option<std::path::PathBuf>>,
 }
 
 fn new_id() -> NodeId {
@@ -58,6 +60,7 @@ impl Harness {
             nodes: (0..n).map(|_| None).collect(),
             namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
             tweak,
+            key_files: vec![None; n],
         }
     }
 
@@ -72,15 +75,25 @@ impl Harness {
             request_timeout_ms: 8_000,
             ..Config::default()
         };
+        c.cluster_key_file = self.key_files[i].clone();
         (self.tweak)(&mut c);
         c
     }
 
     /// Start (or restart) node `i` on its data directory.
     pub async fn boot(&mut self, i: usize) {
+        self.boot_wrapped(i, |t| t).await
+    }
+
+    /// Start node `i` with its router transport wrapped by `wrap` (e.g. a spy).
+    pub async fn boot_wrapped(
+        &mut self,
+        i: usize,
+        wrap: impl FnOnce(Arc<dyn flotilla_core::Transport>) -> Arc<dyn flotilla_core::Transport>,
+    ) {
         let config = self.config_for(i);
         let store = open_store(&config).await;
-        let transport = self.router.transport(self.ids[i]);
+        let transport = wrap(self.router.transport(self.ids[i]));
         let services = NodeServices { discovery: vec![self.router.discovery(self.ids[i])], ..NodeServices::default() };
         let node = Node::start_with(config, transport, store, services).await.expect("node starts");
         self.nodes[i] = Some(node);

@@ -1,0 +1,56 @@
+//! Encryption at rest with keys derived from the cluster keyring.
+//!
+//! Each keyring key yields one at-rest key (HKDF with its own label, so the at-rest key and the
+//! transport keys are independent) named by the keyring key's id. The store seals with the
+//! sealing key's derivative and opens records under any key of the ring, which is what lets a
+//! rotation retire an old key once the store no longer uses it.
+
+use std::sync::Arc;
+
+use flotilla_core::keyring::Keyring;
+use flotilla_core::{Config, ConfigError};
+use flotilla_store::{AtRestCipher, AtRestKey, StoreOptions};
+
+/// HKDF label of at-rest keys.
+const AT_REST_LABEL: &[u8] = b"flotilla at rest v1";
+
+/// The store options `config` asks for: sealed at rest when `--encrypt-at-rest` is set.
+pub fn store_options(config: &Config) -> Result<StoreOptions, ConfigError> {
+    if !config.encrypt_at_rest {
+        return Ok(StoreOptions::default());
+    }
+    let keyring = config.keyring()?.ok_or_else(|| ConfigError("--encrypt-at-rest needs --cluster-key-file".into()))?;
+    Ok(StoreOptions { at_rest: Some(Arc::new(cipher(&keyring)?)) })
+}
+
+/// The at-rest cipher of `keyring`.
+pub fn cipher(keyring: &Keyring) -> Result<AtRestCipher, ConfigError> {
+    let keys = keyring.keys().iter().map(|k| {
+        let mut key = [0u8; 32];
+        k.derive(AT_REST_LABEL, &mut key);
+        AtRestKey { id: k.id().0, key }
+    });
+    AtRestCipher::new(keys, keyring.current().id().0).map_err(|e| ConfigError(e.to_string()))
+}
+
+/// After a key switch, rewrite the store's records under the new sealing key, so the old key
+/// can be retired. Runs before the node starts (the store is quiet) and only when some record
+/// is still under another key.
+pub async fn reseal_if_needed(
+    store: &flotilla_store::Store,
+    keyring: &Keyring,
+) -> Result<(), flotilla_store::StoreError> {
+    let current = keyring.current().id().0;
+    if store.at_rest_key_ids_in_use()?.iter().all(|id| *id == current) {
+        return Ok(());
+    }
+    let report = store.reseal().await?;
+    let retired: Vec<String> = report.retired_key_ids.iter().map(flotilla_store::at_rest::key_id_hex).collect();
+    tracing::info!(
+        records = report.records_resealed,
+        snapshots = report.snapshots_resealed,
+        retired = ?retired,
+        "data directory resealed under the current key; the retired keys may be removed from the keyring"
+    );
+    Ok(())
+}

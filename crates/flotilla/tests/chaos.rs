@@ -1,0 +1,697 @@
+//! Linearizability under seeded chaos, in process.
+//!
+//! For each seed: a 3-node (sometimes 5-node) cluster on real stores over the fault router,
+//! concurrent clients writing unique values and reading linearizably through random nodes,
+//! a fault schedule drawn from the seed (partitions, an isolated leader, one-way cuts, message
+//! loss, delay, crash and reboot), then a heal and a final linearizable read of every key. Every
+//! operation is recorded with [`flotilla_check::Recorder`] and the history is checked one key at
+//! a time. Several seeds run at once.
+//!
+//! - `FLOTILLA_CHAOS_SEEDS=n`: how many seeds (default [`DEFAULT_SEEDS`]), starting at
+//!   `FLOTILLA_CHAOS_FIRST` (default 0);
+//! - `FLOTILLA_CHAOS_SEED=n`: run only seed `n` (replays its fault schedule; thread timing
+//!   still differs from run to run);
+//! - `FLOTILLA_CHAOS_PARALLEL=n`: seeds at once (default [`DEFAULT_PARALLEL`]).
+//!
+//! A failure prints the seed and the minimal non-linearizable history of the key.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Harness;
+use flotilla::{ApiError, Cluster, Config, Consistency, Role};
+use flotilla_check::{check_all, Budget, Op, Outcome, Recorder, Report, Value, Verdict};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{RwLock, Semaphore};
+use tokio::time::Instant;
+
+const NS: &str = "default";
+const KEYS: [&str; 3] = ["a", "b", "c"];
+
+/// Seeds per run when `FLOTILLA_CHAOS_SEEDS` is not set: sized for about two minutes on a
+/// 2-core machine (40 seeds took about 25 s there, with other builds running).
+const DEFAULT_SEEDS: u64 = 200;
+/// Seeds in flight at once when `FLOTILLA_CHAOS_PARALLEL` is not set. A seed mostly waits
+/// (elections, timeouts, fault phases); beyond about 8 at once, 2 debug-build cores saturate
+/// and operations slow down more than seeds speed up.
+const DEFAULT_PARALLEL: usize = 8;
+
+/// Server-side deadline of one request (forwarding and retries included).
+const REQUEST_TIMEOUT_MS: u64 = 1_200;
+/// Client-side deadline of one operation: past it the client gives up (outcome unknown).
+const OP_DEADLINE: Duration = Duration::from_millis(1_600);
+/// How long the cluster may take to serve the final reads once everything is healed.
+const RECOVERY: Duration = Duration::from_secs(30);
+
+/// Search budget per key; histories here have at most a few hundred operations per key and
+/// check in milliseconds, so running out means something is off.
+const BUDGET: Budget = Budget { max_steps: 50_000_000, max_time: Duration::from_secs(60) };
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")))
+}
+
+/// Short Raft timeouts so a seed takes a few seconds: elections, retries and the fault phases
+/// all scale with them. The heartbeat is what an idle cluster spends its CPU on (a third of a
+/// core per debug-build cluster at 30 ms, an eighth at 100 ms), and CPU is what bounds how many
+/// seeds run at once.
+fn fast(c: &mut Config) {
+    c.heartbeat_ms = Some(100);
+    c.election_min_ms = Some(250);
+    c.election_max_ms = Some(500);
+    c.request_timeout_ms = REQUEST_TIMEOUT_MS;
+}
+
+/// [`fast`], plus frequent snapshots so followers that fell behind catch up through one.
+fn fast_small_snapshots(c: &mut Config) {
+    fast(c);
+    c.snapshot_every = 40;
+    c.keep_logs_behind_snapshot = 10;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The plan of one seed.
+
+/// One fault, with its nodes chosen when it is applied.
+#[derive(Clone, Debug)]
+enum Fault {
+    /// Cut `minority` nodes (chosen at random) off from the rest, both ways.
+    Partition { minority: usize, with_leader: bool },
+    /// Cut the current leader off from everyone.
+    IsolateLeader,
+    /// Drop everything on one direction of one link touching the leader.
+    CutOneWay { from_leader: bool },
+    /// Drop this fraction of messages.
+    Loss(f64),
+    /// Delay every message by up to this many milliseconds.
+    Delay(u64),
+    /// Crash a node (the leader or a random one); it reboots at the heal.
+    Crash { leader: bool },
+}
+
+#[derive(Clone, Debug)]
+struct Phase {
+    faults: Vec<Fault>,
+    /// How long the faults last.
+    length: Duration,
+    /// How long the cluster runs fault-free afterwards.
+    calm: Duration,
+}
+
+#[derive(Clone, Debug)]
+struct Plan {
+    nodes: usize,
+    clients: usize,
+    small_snapshots: bool,
+    warmup: Duration,
+    phases: Vec<Phase>,
+}
+
+impl Plan {
+    fn new(seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_c4a0_5000_0000);
+        let nodes = if rng.gen_ratio(1, 6) { 5 } else { 3 };
+        let phases = (0..rng.gen_range(1..=3))
+            .map(|_| {
+                let faults = (0..rng.gen_range(1..=2)).map(|_| Self::fault(&mut rng, nodes)).collect();
+                Phase {
+                    faults,
+                    // From shorter than an election timeout to a few of them.
+                    length: Duration::from_millis(rng.gen_range(200..=1_200)),
+                    calm: Duration::from_millis(rng.gen_range(100..=600)),
+                }
+            })
+            .collect();
+        Plan {
+            nodes,
+            clients: rng.gen_range(4..=6),
+            small_snapshots: rng.gen_bool(0.3),
+            warmup: Duration::from_millis(rng.gen_range(50..=300)),
+            phases,
+        }
+    }
+
+    fn fault(rng: &mut StdRng, nodes: usize) -> Fault {
+        match rng.gen_range(0..6) {
+            0 => Fault::Partition { minority: rng.gen_range(1..=(nodes - 1) / 2), with_leader: rng.gen_bool(0.5) },
+            1 => Fault::IsolateLeader,
+            2 => Fault::CutOneWay { from_leader: rng.gen_bool(0.5) },
+            3 => Fault::Loss(rng.gen_range(0.05..0.4)),
+            4 => Fault::Delay(rng.gen_range(5..=40)),
+            _ => Fault::Crash { leader: rng.gen_bool(0.5) },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running one seed.
+
+/// What the clients share.
+struct Ctx {
+    harness: RwLock<Harness>,
+    recorder: Recorder,
+    next_value: AtomicU64,
+    stop: AtomicBool,
+    /// Voters removed by leaders that took them for members that lost their data (counted per
+    /// node in memory, so collected before each crash and at the end).
+    amnesia: AtomicU64,
+}
+
+/// How many members node `i` removed, as leader, for having lost their data. No node of this
+/// test ever loses its data, so any is a false alarm.
+fn amnesia_removals(h: &Harness, i: usize) -> u64 {
+    let status = h.cluster(i, NS).formation_status();
+    status.and_then(|s| s.counters.get("amnesia").copied()).unwrap_or(0)
+}
+
+/// A handle on a random running node (fetched per operation: a handle keeps its node's store
+/// open, so none may outlive a crash for long).
+async fn random_cluster(ctx: &Ctx, rng: &mut StdRng) -> Option<Cluster> {
+    let h = ctx.harness.read().await;
+    let live = h.live();
+    let i = *live.choose(rng)?;
+    Some(h.cluster(i, NS))
+}
+
+/// The running node that believes it leads, if any (no waiting).
+fn current_leader(h: &Harness) -> Option<usize> {
+    h.live().into_iter().find(|i| h.cluster(*i, NS).is_leader())
+}
+
+/// How a failed write ended, as far as the client can tell.
+///
+/// The forwarding layer retries a write under the same request id until its deadline and
+/// returns the *last* error, so even `NotLeader` or `NoLeader` may follow an attempt that a
+/// leader appended and later committed. Only errors raised before any attempt are definite.
+fn write_failure(e: &ApiError) -> Outcome {
+    match e {
+        ApiError::InvalidKey(_)
+        | ApiError::TooLarge { .. }
+        | ApiError::InvalidNamespace(_)
+        | ApiError::UnknownNamespace(_) => Outcome::Fail,
+        _ => Outcome::Unknown,
+    }
+}
+
+/// A failed read observed nothing; the checker ignores it either way.
+fn read_failure(e: &ApiError) -> Outcome {
+    match e {
+        ApiError::Timeout(_) => Outcome::Unknown,
+        _ => Outcome::Fail,
+    }
+}
+
+fn value_of(bytes: Option<Vec<u8>>) -> Option<Value> {
+    bytes.map(|b| Value(String::from_utf8_lossy(&b).into_owned()))
+}
+
+/// Record one write of a fresh unique value through `cluster`.
+async fn write(ctx: &Ctx, client: u64, cluster: Cluster, key: &str) -> Outcome {
+    let value = format!("v{}", ctx.next_value.fetch_add(1, Ordering::Relaxed));
+    let ticket = ctx.recorder.invoke(client, key, Op::write(value.as_str()));
+    let result = tokio::time::timeout(OP_DEADLINE, cluster.set(key.as_bytes(), value.as_bytes())).await;
+    drop(cluster);
+    let outcome = match result {
+        Ok(Ok(_)) => Outcome::Ok,
+        Ok(Err(e)) => write_failure(&e),
+        Err(_) => Outcome::Unknown,
+    };
+    ctx.recorder.complete(ticket, outcome).expect("fresh ticket");
+    outcome
+}
+
+/// Record one read of `key` through `cluster`.
+async fn read(ctx: &Ctx, client: u64, cluster: Cluster, key: &str, consistency: Consistency) -> Outcome {
+    let ticket = ctx.recorder.invoke(client, key, Op::read());
+    let result = tokio::time::timeout(OP_DEADLINE, cluster.get(key.as_bytes(), consistency)).await;
+    drop(cluster);
+    let outcome = match result {
+        Ok(Ok(read)) => {
+            ctx.recorder.complete_read(ticket, value_of(read.value)).expect("fresh ticket");
+            return Outcome::Ok;
+        }
+        Ok(Err(e)) => read_failure(&e),
+        Err(_) => Outcome::Unknown,
+    };
+    ctx.recorder.complete(ticket, outcome).expect("fresh ticket");
+    outcome
+}
+
+/// One client: random reads and writes on random keys through random nodes until told to stop.
+async fn client(ctx: Arc<Ctx>, mut rng: StdRng, consistency: Consistency) {
+    let mut id = ctx.recorder.new_client();
+    while !ctx.stop.load(Ordering::Relaxed) {
+        let key = *KEYS.choose(&mut rng).expect("keys");
+        let Some(cluster) = random_cluster(&ctx, &mut rng).await else {
+            // Every node is down: think time before looking again, not synchronisation.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let outcome = if rng.gen_bool(0.5) {
+            write(&ctx, id, cluster, key).await
+        } else {
+            read(&ctx, id, cluster, key, consistency).await
+        };
+        if outcome == Outcome::Unknown {
+            // The request may still be in flight: carry on as a new client.
+            id = ctx.recorder.new_client();
+        }
+        if outcome != Outcome::Ok {
+            // Think time after a failure, so clients do not spin against an unavailable cluster.
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(5..=25))).await;
+        }
+    }
+}
+
+/// Apply `fault`; returns the node it crashed, if any.
+async fn inject(ctx: &Ctx, fault: &Fault, rng: &mut StdRng) -> Option<usize> {
+    let h = ctx.harness.read().await;
+    let all = h.ids.clone();
+    let live = h.live();
+    let leader = current_leader(&h).or_else(|| live.choose(rng).copied());
+    match fault {
+        Fault::Partition { minority, with_leader } => {
+            let mut order: Vec<usize> = (0..all.len()).collect();
+            order.shuffle(rng);
+            if let (true, Some(l)) = (*with_leader, leader) {
+                order.retain(|i| *i != l);
+                order.insert(0, l);
+            }
+            let side: Vec<_> = order[..*minority].iter().map(|i| all[*i]).collect();
+            h.router.partition(&side, &all);
+        }
+        Fault::IsolateLeader => {
+            if let Some(l) = leader {
+                h.router.isolate(all[l], &all);
+            }
+        }
+        Fault::CutOneWay { from_leader } => {
+            if let Some(l) = leader {
+                let other = *(0..all.len()).filter(|i| *i != l).collect::<Vec<_>>().choose(rng).expect("peers");
+                let (from, to) = if *from_leader { (l, other) } else { (other, l) };
+                h.router.cut_one_way(all[from], all[to]);
+            }
+        }
+        Fault::Loss(rate) => h.router.set_drop_rate(*rate),
+        Fault::Delay(max) => h.router.set_delay_ms(0, *max),
+        Fault::Crash { leader: at_leader } => {
+            let target = if *at_leader { leader } else { live.choose(rng).copied() };
+            // Keep a quorum of nodes running, so the cluster can still make progress.
+            let quorum = all.len() / 2 + 1;
+            if let Some(i) = target.filter(|_| live.len() > quorum) {
+                ctx.amnesia.fetch_add(amnesia_removals(&h, i), Ordering::Relaxed);
+                drop(h);
+                ctx.harness.write().await.crash(i).await;
+                return Some(i);
+            }
+        }
+    }
+    None
+}
+
+/// Undo every fault: links, loss and delay, and reboot the crashed nodes.
+async fn heal(ctx: &Ctx, crashed: &mut Vec<usize>) {
+    let mut h = ctx.harness.write().await;
+    h.router.heal();
+    h.router.set_drop_rate(0.0);
+    h.router.set_delay_ms(0, 0);
+    for i in crashed.drain(..) {
+        h.reboot(i).await;
+    }
+}
+
+/// Wait until every running node agrees on one leader that knows it leads.
+async fn agreed_leader(h: &Harness, deadline: Instant) -> Result<usize, String> {
+    loop {
+        let live = h.live();
+        let leaders: Vec<_> = live.iter().map(|i| h.cluster(*i, NS).leader()).collect();
+        if let Some(Some(l)) = leaders.first() {
+            if leaders.iter().all(|x| x == &Some(*l)) {
+                if let Some(i) = live.iter().copied().find(|i| h.ids[*i] == *l) {
+                    if h.cluster(i, NS).state().role == Role::Leader {
+                        return Ok(i);
+                    }
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("no agreed leader {RECOVERY:?} after healing: nodes {live:?} see {leaders:?}"));
+        }
+        // Polling interval while the cluster settles.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Read every key linearizably through one node, retrying (and recording every attempt) until
+/// one read of each key succeeds.
+async fn final_reads(ctx: &Ctx, node: usize, deadline: Instant) -> Result<(), String> {
+    let client = ctx.recorder.new_client();
+    for key in KEYS {
+        loop {
+            let cluster = ctx.harness.read().await.cluster(node, NS);
+            if read(ctx, client, cluster, key, Consistency::Linearizable).await == Outcome::Ok {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("node {node} served no linearizable read of {key:?} {RECOVERY:?} after healing"));
+            }
+            // Retry pacing while the cluster settles after the heal.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Where the nodes keep their data: `FLOTILLA_CHAOS_TMPDIR`, else `/dev/shm` when present.
+/// In-process crashes never lose the page cache, so fsync durability is not what this test
+/// exercises, and memory-backed stores let each seed do several times more operations.
+fn data_root() -> Option<std::path::PathBuf> {
+    if let Ok(dir) = std::env::var("FLOTILLA_CHAOS_TMPDIR") {
+        return Some(dir.into());
+    }
+    let shm = std::path::Path::new("/dev/shm");
+    shm.is_dir().then(|| shm.to_path_buf())
+}
+
+/// [`Harness::start`] with the data directories under [`data_root`].
+async fn start_in_memory(n: usize, seed: u64, tweak: fn(&mut Config)) -> Harness {
+    let mut h = Harness::new(n, seed, &[NS], tweak);
+    if let Some(root) = data_root() {
+        for dir in h.dirs.iter_mut() {
+            if let Ok(d) = tempfile::tempdir_in(&root) {
+                *dir = d;
+            }
+        }
+    }
+    for i in 0..n {
+        h.boot(i).await;
+    }
+    h.wait_voters(NS, n).await;
+    h
+}
+
+/// The outcome of one seed.
+struct SeedRun {
+    seed: u64,
+    plan: Plan,
+    report: Report,
+    elapsed: Duration,
+    /// Latencies of the successful writes and reads.
+    write_latency: Vec<Duration>,
+    read_latency: Vec<Duration>,
+    /// See [`amnesia_removals`].
+    amnesia: u64,
+    /// Why the cluster did not recover after healing, if it did not.
+    liveness: Option<String>,
+}
+
+async fn run_seed(seed: u64, consistency: Consistency) -> SeedRun {
+    let started = Instant::now();
+    let plan = Plan::new(seed);
+    let tweak = if plan.small_snapshots { fast_small_snapshots } else { fast };
+    let harness = start_in_memory(plan.nodes, seed, tweak).await;
+    let ctx = Arc::new(Ctx {
+        harness: RwLock::new(harness),
+        recorder: Recorder::new(),
+        next_value: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        amnesia: AtomicU64::new(0),
+    });
+    let mut rng = StdRng::seed_from_u64(seed);
+    let clients: Vec<_> = (0..plan.clients)
+        .map(|_| tokio::spawn(client(ctx.clone(), StdRng::seed_from_u64(rng.gen()), consistency)))
+        .collect();
+
+    // The sleeps below set the length of the schedule's phases: they are the experiment, not
+    // synchronisation.
+    tokio::time::sleep(plan.warmup).await;
+    let mut crashed = Vec::new();
+    for phase in &plan.phases {
+        for fault in &phase.faults {
+            crashed.extend(inject(&ctx, fault, &mut rng).await);
+        }
+        tokio::time::sleep(phase.length).await;
+        heal(&ctx, &mut crashed).await;
+        tokio::time::sleep(phase.calm).await;
+    }
+    ctx.stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client task");
+    }
+
+    // Recovery: every node agrees on a leader, then one node serves a linearizable read of
+    // every key. A failure here is a liveness failure; the history is checked all the same.
+    let deadline = Instant::now() + RECOVERY;
+    let agreed = agreed_leader(&*ctx.harness.read().await, deadline).await;
+    let reader = rng.gen_range(0..plan.nodes);
+    let liveness = match agreed {
+        Ok(_) => final_reads(&ctx, reader, deadline).await.err(),
+        Err(e) => Some(e),
+    };
+
+    let history = ctx.recorder.history();
+    let report = check_all(&history, BUDGET);
+    let amnesia = {
+        let h = ctx.harness.read().await;
+        h.live().into_iter().map(|i| amnesia_removals(&h, i)).sum::<u64>() + ctx.amnesia.load(Ordering::Relaxed)
+    };
+    let ctx = Arc::into_inner(ctx).expect("clients are done");
+    ctx.harness.into_inner().shutdown().await;
+    let (mut write_latency, mut read_latency) = (Vec::new(), Vec::new());
+    for e in history.entries().iter().filter(|e| e.outcome == Outcome::Ok) {
+        let latency = e.completed.unwrap_or_default().saturating_sub(e.invoked);
+        if e.op.is_read() {
+            read_latency.push(latency)
+        } else {
+            write_latency.push(latency)
+        }
+    }
+    SeedRun { seed, plan, report, elapsed: started.elapsed(), write_latency, read_latency, amnesia, liveness }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Many seeds.
+
+/// Totals over the seeds of a run.
+#[derive(Default)]
+struct Tally {
+    seeds: usize,
+    linearizable: usize,
+    violations: Vec<String>,
+    undetermined: Vec<String>,
+    /// Seeds whose cluster did not recover after healing.
+    stuck: Vec<String>,
+    panicked: Vec<String>,
+    ok: usize,
+    fail: usize,
+    unknown: usize,
+    slowest: Duration,
+    write_latency: Vec<Duration>,
+    read_latency: Vec<Duration>,
+    /// Seeds where a voter that kept its data was removed as if it had lost it.
+    amnesia: Vec<u64>,
+}
+
+/// Median and maximum, in milliseconds.
+fn spread(latencies: &mut [Duration]) -> String {
+    latencies.sort();
+    match (latencies.get(latencies.len() / 2), latencies.last()) {
+        (Some(median), Some(max)) => {
+            format!("median {:.0}ms, max {:.0}ms", median.as_secs_f64() * 1e3, max.as_secs_f64() * 1e3)
+        }
+        _ => "none".into(),
+    }
+}
+
+impl Tally {
+    fn add(&mut self, run: SeedRun) {
+        self.seeds += 1;
+        self.ok += run.report.counts.ok;
+        self.fail += run.report.counts.fail;
+        self.unknown += run.report.counts.unknown;
+        self.slowest = self.slowest.max(run.elapsed);
+        if run.amnesia > 0 {
+            self.amnesia.push(run.seed);
+        }
+        self.write_latency.extend(&run.write_latency);
+        self.read_latency.extend(&run.read_latency);
+        let describe = || {
+            format!(
+                "seed {} ({:?}); voters removed as amnesiac: {}; {}\n{}",
+                run.seed,
+                run.plan,
+                run.amnesia,
+                run.liveness.as_deref().unwrap_or("recovered"),
+                run.report
+            )
+        };
+        if run.liveness.is_some() {
+            self.stuck.push(describe());
+        }
+        match run.report.verdict() {
+            Verdict::Linearizable => self.linearizable += 1,
+            Verdict::NotLinearizable { .. } => self.violations.push(describe()),
+            Verdict::Undetermined { .. } => self.undetermined.push(describe()),
+        }
+    }
+
+    fn summary(&mut self, elapsed: Duration) -> String {
+        let writes = spread(&mut self.write_latency);
+        let reads = spread(&mut self.read_latency);
+        format!(
+            "chaos: {} seeds in {:.1}s (slowest {:.1}s): {} linearizable, {} NOT linearizable, {} undetermined, {} did not recover, {} panicked; ops: {} ok, {} fail, {} unknown; ok writes: {writes}; ok reads: {reads}; voters removed as amnesiac although they kept their data: {} seeds {:?}",
+            self.seeds,
+            elapsed.as_secs_f64(),
+            self.slowest.as_secs_f64(),
+            self.linearizable,
+            self.violations.len(),
+            self.undetermined.len(),
+            self.stuck.len(),
+            self.panicked.len(),
+            self.ok,
+            self.fail,
+            self.unknown,
+            self.amnesia.len(),
+            self.amnesia,
+        )
+    }
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(p) => p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "non-string panic".into()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Run `seeds`, `parallel` at a time, each in its own task so a panic names its seed.
+async fn run_seeds(seeds: Vec<u64>, parallel: usize, consistency: Consistency) -> Tally {
+    let permits = Arc::new(Semaphore::new(parallel.max(1)));
+    let mut tasks = Vec::new();
+    for seed in seeds {
+        let permit = permits.clone().acquire_owned().await.expect("semaphore");
+        let task = tokio::spawn(async move {
+            let run = run_seed(seed, consistency).await;
+            drop(permit);
+            run
+        });
+        tasks.push((seed, task));
+    }
+    let mut tally = Tally::default();
+    for (seed, task) in tasks {
+        match task.await {
+            Ok(run) => tally.add(run),
+            Err(e) => {
+                tally.seeds += 1;
+                tally.panicked.push(format!("seed {seed} ({:?}) panicked: {}", Plan::new(seed), panic_message(e)));
+            }
+        }
+    }
+    tally
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn linearizable_under_seeded_chaos() {
+    let seeds: Vec<u64> = match env_u64("FLOTILLA_CHAOS_SEED") {
+        Some(seed) => vec![seed],
+        None => {
+            let first = env_u64("FLOTILLA_CHAOS_FIRST").unwrap_or(0);
+            (first..first + env_u64("FLOTILLA_CHAOS_SEEDS").unwrap_or(DEFAULT_SEEDS)).collect()
+        }
+    };
+    let parallel = env_u64("FLOTILLA_CHAOS_PARALLEL").map_or(DEFAULT_PARALLEL, |p| p as usize);
+    let started = Instant::now();
+    let mut tally = run_seeds(seeds, parallel, Consistency::Linearizable).await;
+    let summary = tally.summary(started.elapsed());
+    println!("{summary}");
+    let failures = [&tally.violations[..], &tally.undetermined[..], &tally.stuck[..], &tally.panicked[..]].concat();
+    for failure in &failures {
+        println!("{failure}");
+    }
+    assert!(failures.is_empty(), "{summary}\n\n{}", failures.join("\n"));
+    // The run must have exercised the cluster, not only watched it fail.
+    assert!(tally.ok >= tally.seeds * 10, "too few successful operations: {summary}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The check can fail.
+
+/// A deliberately broken read path: a stale local read on a leader cut off from the majority,
+/// recorded as if it were linearizable, is flagged; the real linearizable read on that node
+/// refuses to answer instead, and its history passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stale_read_from_an_isolated_leader_is_flagged() {
+    let h = start_in_memory(3, 77, fast).await;
+    let broken = Recorder::new();
+    let honest = Recorder::new();
+    let client = 0;
+    // Record `op` in both histories around `f`.
+    async fn both<T, F: std::future::Future<Output = T>>(a: &Recorder, b: &Recorder, op: Op, f: F) -> T {
+        let (ta, tb) = (a.invoke(0, "x", op.clone()), b.invoke(0, "x", op));
+        let out = f.await;
+        a.complete(ta, Outcome::Ok).unwrap();
+        b.complete(tb, Outcome::Ok).unwrap();
+        out
+    }
+    let old = h.leader(NS).await;
+    both(&broken, &honest, Op::write("v1"), h.cluster(old, NS).set(b"x", b"v1")).await.unwrap();
+    h.router.isolate(h.ids[old], &h.ids);
+    let rest: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    let new = h.leader_among(NS, &rest).await;
+    both(&broken, &honest, Op::write("v2"), h.cluster(new, NS).set(b"x", b"v2")).await.unwrap();
+
+    let t = broken.invoke(client, "x", Op::read());
+    let stale = h.cluster(old, NS).get(b"x", Consistency::Stale).await.unwrap();
+    broken.complete_read(t, value_of(stale.value)).unwrap();
+
+    let t = honest.invoke(client, "x", Op::read());
+    let refused = tokio::time::timeout(OP_DEADLINE, h.cluster(old, NS).get(b"x", Consistency::Linearizable)).await;
+    assert!(!matches!(refused, Ok(Ok(_))), "an isolated node answered a linearizable read: {refused:?}");
+    honest.complete(t, Outcome::Unknown).unwrap();
+    h.router.heal();
+    let t = honest.invoke(client + 1, "x", Op::read());
+    let fresh = h.cluster(old, NS).get(b"x", Consistency::Linearizable).await.unwrap();
+    honest.complete_read(t, value_of(fresh.value)).unwrap();
+
+    let report = check_all(&honest.history(), BUDGET);
+    assert!(report.is_linearizable(), "{report}");
+    let report = check_all(&broken.history(), BUDGET);
+    match &report.keys["x"].verdict {
+        Verdict::NotLinearizable { minimal, shrunk: true, .. } => {
+            let text = minimal.to_string();
+            assert!(text.contains("read x=v1") && text.contains("write x=v2"), "{text}");
+            assert_eq!(minimal.len(), 3, "{text}");
+        }
+        other => panic!("the stale read was not flagged: {other}\n{report}"),
+    }
+    h.shutdown().await;
+}
+
+/// The same chaos, with clients reading stale local state instead of linearizably: the
+/// schedule and the workload are enough to expose it (usually in most seeds; batches of seeds
+/// run until one is flagged, so a loaded machine only makes it slower).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stale_reads_under_chaos_are_flagged() {
+    let started = Instant::now();
+    for batch in 0..4u64 {
+        let first = 1_000_000 + batch * 6;
+        let mut tally = run_seeds((first..first + 6).collect(), DEFAULT_PARALLEL, Consistency::Stale).await;
+        let summary = tally.summary(started.elapsed());
+        println!("{summary}");
+        assert!(tally.panicked.is_empty(), "{summary}\n{}", tally.panicked.join("\n"));
+        if let Some(example) = tally.violations.first() {
+            println!("for example, {example}");
+            return;
+        }
+    }
+    panic!("stale reads went unnoticed in 24 seeds");
+}
