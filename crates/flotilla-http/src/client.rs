@@ -73,6 +73,9 @@ impl Client {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .pool_max_idle_per_host(64)
+            // Below the server's idle limit (`--http-header-timeout-ms`, 10 s by default), so a
+            // request never goes out on a connection the server is closing.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .expect("a client with no TLS and a timeout builds");
         Self { base, http, authorization: None }

@@ -9,6 +9,10 @@
 //! [`Lab::spawn`] starts an [`Agent`] in a host namespace; the [`wait`] module polls agents with
 //! explicit deadlines, e.g. [`wait::wait_one_cluster`].
 //!
+//! The [`chaos`] module runs fault scenarios (partitions, one-way and random loss through
+//! nftables, `kill -9`, reboots, wiped data directories) against such agents under concurrent
+//! clients, and checks the recorded history for linearizability with `flotilla-check`.
+//!
 //! Everything needs root: check [`Lab::available`] first and skip otherwise.
 //!
 //! ```no_run
@@ -26,6 +30,7 @@
 #![deny(missing_docs)]
 
 mod agent;
+pub mod chaos;
 pub mod http;
 mod net;
 pub mod wait;

@@ -1,16 +1,17 @@
-//! `flotilla-lab`: measure cluster formation with real `flotilla agent` processes in network
-//! namespaces (needs root).
+//! `flotilla-lab`: measure cluster formation and run chaos scenarios with real `flotilla agent`
+//! processes in network namespaces (needs root).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use flotilla_lab::chaos::{self, ChaosConfig};
 use flotilla_lab::{wait, Agent, Lab};
 use rand::Rng;
 use serde_json::{json, Value};
 
-/// Formation benchmarks on real agents in Linux network namespaces (needs root).
+/// Formation benchmarks and chaos runs on real agents in Linux network namespaces (needs root).
 #[derive(Debug, Parser)]
 #[command(name = "flotilla-lab", version, about)]
 struct Cli {
@@ -25,6 +26,8 @@ enum Cmd {
     FormationTime(FormationArgs),
     /// Form a 3-node cluster, start many agents at once, time until all are members.
     JoinStorm(StormArgs),
+    /// Fault scenarios under concurrent clients, with a linearizability check of the history.
+    Chaos(ChaosArgs),
     /// Remove namespaces, links and addresses left behind by labs of dead processes.
     Cleanup,
 }
@@ -92,14 +95,67 @@ struct StormArgs {
     common: Common,
 }
 
+#[derive(Debug, clap::Args)]
+struct ChaosArgs {
+    /// Scenarios to run (repeatable, or comma-separated): names, `all`, or `smoke` (default:
+    /// `all`, or `smoke` with --smoke). `--list` shows them.
+    #[arg(long, value_delimiter = ',')]
+    scenario: Vec<String>,
+    /// Seed of every random choice (default: drawn from the clock and printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Length of each scenario's fault phase, in seconds (default 10).
+    #[arg(long)]
+    duration_secs: Option<u64>,
+    /// Run the CI smoke set with its defaults (8 clients, 10 s of search per key).
+    #[arg(long)]
+    smoke: bool,
+    /// Client workers (default 5; 8 with --smoke).
+    #[arg(long)]
+    clients: Option<usize>,
+    /// Keys the clients use (default: 8, one more per 2 s of faults beyond 16 s).
+    #[arg(long)]
+    keys: Option<usize>,
+    /// Client-side timeout of one operation, in ms.
+    #[arg(long, default_value_t = 1_500)]
+    op_timeout_ms: u64,
+    /// The agents' request deadline (`--request-timeout-ms`), in ms: below the client's, so
+    /// agents answer before clients give up.
+    #[arg(long, default_value_t = 1_000)]
+    agent_timeout_ms: u64,
+    /// Search budget of the linearizability check per key, in seconds (default 30; 10 with
+    /// --smoke).
+    #[arg(long)]
+    check_secs: Option<u64>,
+    /// Do not print faults and heals as they happen.
+    #[arg(long)]
+    quiet: bool,
+    /// Read with `?consistency=stale` instead of `linearizable`: checks the harness itself,
+    /// which should then report violations under partitions.
+    #[arg(long)]
+    stale_reads: bool,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    list: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Cmd::Chaos(args) = &cli.command {
+        if args.list {
+            list_scenarios();
+            return Ok(());
+        }
+    }
     if let Some(reason) = Lab::unavailable_reason() {
         bail!("flotilla-lab needs network namespaces: {reason}");
     }
     match cli.command {
         Cmd::FormationTime(args) => formation_time(args),
         Cmd::JoinStorm(args) => join_storm(args),
+        Cmd::Chaos(args) => chaos_command(args),
         Cmd::Cleanup => flotilla_lab::cleanup_stale(),
     }
 }
@@ -414,4 +470,107 @@ fn leader_members(agents: &[Agent], ids: &[Option<String>], ns: &str) -> Option<
     let status: Value = agents[index].status(ns).ok()?;
     let members = status["members"].as_array()?;
     Some(members.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect())
+}
+
+fn list_scenarios() {
+    for s in chaos::scenarios() {
+        let smoke = if chaos::SMOKE.contains(&s.name()) { " (smoke)" } else { "" };
+        println!("{:<22} {} nodes{smoke}: {}", s.name(), s.nodes(), s.summary());
+    }
+}
+
+/// The scenarios `names` selects, in order, each once.
+fn select_scenarios(names: &[String], smoke: bool) -> Result<Vec<&'static chaos::Scenario>> {
+    let default = if smoke { "smoke" } else { "all" };
+    let names: Vec<&str> = if names.is_empty() { vec![default] } else { names.iter().map(String::as_str).collect() };
+    let mut picked: Vec<&'static chaos::Scenario> = Vec::new();
+    for name in names {
+        let more: Vec<&'static chaos::Scenario> = match name {
+            "all" => chaos::scenarios().iter().collect(),
+            "smoke" => chaos::smoke_scenarios(),
+            other => vec![chaos::scenario(other).with_context(|| {
+                let known: Vec<&str> = chaos::scenarios().iter().map(|s| s.name()).collect();
+                format!("no scenario {other:?}; known: all, smoke, {}", known.join(", "))
+            })?],
+        };
+        for s in more {
+            if !picked.iter().any(|p| p.name() == s.name()) {
+                picked.push(s);
+            }
+        }
+    }
+    Ok(picked)
+}
+
+fn chaos_command(args: ChaosArgs) -> Result<()> {
+    let bin = flotilla_bin(&args.common.flotilla_bin)?;
+    let scenarios = select_scenarios(&args.scenario, args.smoke)?;
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    });
+    let mut config = if args.smoke { ChaosConfig::smoke(bin, seed) } else { ChaosConfig::new(bin, seed) };
+    if let Some(secs) = args.duration_secs {
+        config.fault_duration = Duration::from_secs(secs);
+    }
+    config.keys = args.keys.unwrap_or_else(|| 8 + (config.fault_duration.as_secs().saturating_sub(16) / 2) as usize);
+    if let Some(secs) = args.check_secs {
+        config.check_budget.max_time = Duration::from_secs(secs);
+    }
+    if let Some(clients) = args.clients {
+        config.clients = clients;
+    }
+    config.op_timeout = Duration::from_millis(args.op_timeout_ms);
+    config.agent_request_timeout = Duration::from_millis(args.agent_timeout_ms);
+    config.formation_timeout = Duration::from_secs(args.common.timeout_secs);
+    config.recovery_timeout = Duration::from_secs(args.common.timeout_secs);
+    config.namespace = args.common.namespace.clone();
+    config.agent_args = args.common.agent_args.clone();
+    config.keep_failed = args.common.keep_failed;
+    config.echo = !args.quiet;
+    config.stale_reads = args.stale_reads;
+    let names: Vec<&str> = scenarios.iter().map(|s| s.name()).collect();
+    eprintln!(
+        "flotilla-lab chaos: seed {seed}, {} s of faults per scenario, {} clients, {} keys: {}",
+        config.fault_duration.as_secs_f64(),
+        config.clients,
+        config.keys,
+        names.join(", ")
+    );
+    let started = Instant::now();
+    let mut results = Vec::new();
+    for scenario in scenarios {
+        let result = chaos::run_scenario(scenario, &config);
+        // Details only for runs that did not pass; the line for all of them.
+        if args.common.json {
+            eprint!("{result}");
+        } else {
+            print!("{result}");
+        }
+        results.push(result);
+    }
+    let failed: Vec<&str> = results.iter().filter(|r| r.verdict.is_failure()).map(|r| r.scenario).collect();
+    if args.common.json {
+        let out = json!({
+            "command": "chaos",
+            "seed": seed,
+            "fault_duration_secs": config.fault_duration.as_secs_f64(),
+            "clients": config.clients,
+            "keys": config.keys,
+            "duration_ms": ms(started.elapsed()),
+            "passed": failed.is_empty(),
+            "scenarios": results.iter().map(chaos::ScenarioResult::to_json).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("\nsummary (seed {seed}, {:.0} s):", started.elapsed().as_secs_f64());
+        for r in &results {
+            println!("  {}", r.line());
+        }
+    }
+    if !failed.is_empty() {
+        eprintln!("flotilla-lab chaos: {} of {} scenarios failed: {}", failed.len(), results.len(), failed.join(", "));
+        // Every lab is gone by now (dropped with its result's run): nothing left to clean up.
+        std::process::exit(1);
+    }
+    Ok(())
 }

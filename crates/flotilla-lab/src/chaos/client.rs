@@ -1,0 +1,291 @@
+//! Client workers: concurrent puts and linearizable gets through the HTTP API of random agents,
+//! each operation recorded in a [`Recorder`] with the outcome the client can be sure of.
+//!
+//! # Outcomes
+//!
+//! A write is [`Outcome::Ok`] once the agent answered 2xx (it answers after the entry
+//! committed). It is [`Outcome::Fail`] only when it certainly never reached Raft: the TCP
+//! connection could not be established (nothing was sent), or the agent refused the request as
+//! malformed (400, 413: validated before anything is proposed). Everything else is
+//! [`Outcome::Unknown`], including every 503: the entry node retries a write across leader
+//! changes until its deadline (same request id), so a final `no_leader`, `not_leader` or
+//! `unavailable` may follow an earlier attempt that reached a leader and was proposed; the
+//! answer does not say. Timeouts, resets and 504 are unknown too.
+//!
+//! A read is [`Outcome::Ok`] with the value it returned (404 `key_not_found`: absent). A read
+//! that timed out or lost its connection is unknown, one the agent refused is failed; the
+//! checker ignores both.
+//!
+//! After an unknown outcome the request may still be in flight, so the worker carries on
+//! under a fresh client id.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use flotilla_check::{ClientId, History, Op, Outcome, Recorder, Value};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use reqwest::blocking::Client;
+use reqwest::StatusCode;
+use serde_json::Value as Json;
+
+/// Longest time to establish a connection: inside the lab a connection takes well under a
+/// millisecond, so anything slower is a host cut off at the link.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Client-side timeout of one final read.
+const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between two attempts of a final read.
+const FINAL_READ_PAUSE: Duration = Duration::from_millis(100);
+/// Most examples kept of writes that took effect although their client saw an error.
+const EXAMPLES: usize = 5;
+
+/// What the workers share: where to send requests, what to record, when to stop.
+#[derive(Debug)]
+pub(crate) struct Workload {
+    /// The history of every operation.
+    pub recorder: Recorder,
+    /// Base URL of each agent's HTTP API, by host.
+    pub bases: Vec<String>,
+    /// The keys operations touch.
+    pub keys: Vec<String>,
+    /// The namespace.
+    pub ns: String,
+    /// Set to stop the workers after their current operation.
+    pub stop: AtomicBool,
+    /// Client-side timeout of one operation.
+    pub op_timeout: Duration,
+    /// Longest pause between two operations of one worker.
+    pub think_max: Duration,
+    /// How many operations ended for each reason other than success (`write 503 no_leader`,
+    /// `read timeout`, ...).
+    pub reasons: Mutex<BTreeMap<String, u64>>,
+    /// Why each unsuccessful write ended as it did, by value: the reason and the full answer
+    /// (status, code, message) or transport error.
+    pub failed_writes: Mutex<HashMap<String, (String, String)>>,
+    /// Read with `?consistency=stale` instead of `linearizable`: only to check that the checker
+    /// catches what a partition does to stale reads.
+    pub stale_reads: bool,
+}
+
+impl Workload {
+    fn note(&self, reason: String) {
+        *self.reasons.lock().unwrap_or_else(|p| p.into_inner()).entry(reason).or_default() += 1;
+    }
+
+    /// The reasons operations did not succeed, with counts.
+    pub(crate) fn reasons(&self) -> BTreeMap<String, u64> {
+        self.reasons.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Writes whose client saw an error but whose value some read of `history` returned (they
+    /// took effect after all), counted by the error (evidence for classifying that error as
+    /// unknown rather than failed), and the first [`EXAMPLES`] of them in full for answers
+    /// other than timeouts and lost connections (`value: answer`).
+    pub(crate) fn observed_despite_error(&self, history: &History) -> (BTreeMap<String, u64>, Vec<String>) {
+        let failed = self.failed_writes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = HashSet::new();
+        let mut counts = BTreeMap::new();
+        let mut examples = Vec::new();
+        for e in history.entries() {
+            if let (Op::Read(Some(v)), Outcome::Ok) = (&e.op, e.effective_outcome()) {
+                if let Some((reason, detail)) = failed.get(&v.0) {
+                    if seen.insert(v.0.clone()) {
+                        *counts.entry(reason.clone()).or_default() += 1;
+                        let answered = !reason.contains("timeout") && !reason.contains("connection error");
+                        if answered && examples.len() < EXAMPLES {
+                            examples.push(format!("{}={}: {detail}", e.key, v.0));
+                        }
+                    }
+                }
+            }
+        }
+        (counts, examples)
+    }
+}
+
+/// Sets the flag when dropped, also while unwinding: workers stop even if the driver panics,
+/// so the scope joining them cannot hang.
+pub(crate) struct StopOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A blocking HTTP client whose every request ends within `timeout`.
+fn http_client(timeout: Duration) -> Client {
+    Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+        .timeout(timeout)
+        .no_proxy()
+        .build()
+        .expect("a plain HTTP client builds")
+}
+
+/// Run one worker until [`Workload::stop`]: each operation on a random agent and a random key,
+/// half puts of unique values (`w<worker>.<n>`), half linearizable gets. Every choice comes from
+/// `seed`.
+pub(crate) fn worker(w: &Workload, index: usize, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let http = http_client(w.op_timeout);
+    let mut client = w.recorder.new_client();
+    let mut seq = 0u64;
+    while !w.stop.load(Ordering::SeqCst) {
+        let base = &w.bases[rng.gen_range(0..w.bases.len())];
+        let key = w.keys.choose(&mut rng).expect("at least one key");
+        let outcome = if rng.gen_bool(0.5) {
+            seq += 1;
+            write(w, &http, client, base, key, &format!("w{index}.{seq}"))
+        } else {
+            read(w, &http, client, base, key)
+        };
+        if outcome == Outcome::Unknown {
+            // The request may still be in flight: continue as a new client.
+            client = w.recorder.new_client();
+        }
+        // Think time: paces the load (a few hundred operations per key and run), not a wait
+        // for anything. A little longer after a failure, so workers do not spin against an
+        // unavailable cluster.
+        let mut pause = rng.gen_range(Duration::ZERO..=w.think_max);
+        if outcome != Outcome::Ok {
+            pause += Duration::from_millis(rng.gen_range(10..=40));
+        }
+        std::thread::sleep(pause);
+    }
+}
+
+/// `PUT` `value` to `key` through `base`, recorded.
+fn write(w: &Workload, http: &Client, client: ClientId, base: &str, key: &str, value: &str) -> Outcome {
+    let url = format!("{base}/v1/kv/{}/{key}", w.ns);
+    let ticket = w.recorder.invoke(client, key, Op::write(value));
+    let sent = http.put(&url).body(value.to_string()).send();
+    let (outcome, reason) = match sent {
+        // The agent answers 2xx once the entry committed; the body only repeats the index.
+        Ok(response) if response.status().is_success() => (Outcome::Ok, None),
+        Ok(response) => {
+            let status = response.status();
+            let (code, message) = error_of(response);
+            let outcome = match status {
+                StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => Outcome::Fail,
+                _ => Outcome::Unknown,
+            };
+            let detail = format!("{} {code} from {base}: {message}", status.as_u16());
+            (outcome, Some((format!("write {} {code}", status.as_u16()), detail)))
+        }
+        // No connection: the request was never sent.
+        Err(e) if e.is_connect() => (Outcome::Fail, Some(("write connect".to_string(), format!("{e:#}")))),
+        Err(e) => (Outcome::Unknown, Some((format!("write {}", transport_reason(&e)), format!("{e:#}")))),
+    };
+    w.recorder.complete(ticket, outcome).expect("a fresh ticket of this recorder");
+    if let Some((reason, detail)) = reason {
+        w.failed_writes.lock().unwrap_or_else(|p| p.into_inner()).insert(value.to_string(), (reason.clone(), detail));
+        w.note(reason);
+    }
+    outcome
+}
+
+/// Linearizable `GET` of `key` through `base`, recorded.
+fn read(w: &Workload, http: &Client, client: ClientId, base: &str, key: &str) -> Outcome {
+    read_within(w, http, client, base, key, None)
+}
+
+/// Like [`read`]; `timeout` overrides the client's.
+fn read_within(
+    w: &Workload,
+    http: &Client,
+    client: ClientId,
+    base: &str,
+    key: &str,
+    timeout: Option<Duration>,
+) -> Outcome {
+    let consistency = if w.stale_reads { "stale" } else { "linearizable" };
+    let url = format!("{base}/v1/kv/{}/{key}?consistency={consistency}", w.ns);
+    let ticket = w.recorder.invoke(client, key, Op::read());
+    let mut request = http.get(&url);
+    if let Some(t) = timeout {
+        request = request.timeout(t);
+    }
+    let answer = match request.send() {
+        Ok(response) if response.status() == StatusCode::OK => match response.bytes() {
+            Ok(body) => Ok(Some(Value::from(String::from_utf8_lossy(&body).into_owned()))),
+            Err(e) => Err((Outcome::Unknown, format!("read body {}", transport_reason(&e)))),
+        },
+        Ok(response) => {
+            let status = response.status();
+            let (code, _) = error_of(response);
+            if status == StatusCode::NOT_FOUND && code == "key_not_found" {
+                Ok(None)
+            } else {
+                // The agent answered with an error: the read returned nothing.
+                Err((Outcome::Fail, format!("read {} {code}", status.as_u16())))
+            }
+        }
+        Err(e) if e.is_connect() => Err((Outcome::Fail, "read connect".to_string())),
+        Err(e) => Err((Outcome::Unknown, format!("read {}", transport_reason(&e)))),
+    };
+    match answer {
+        Ok(observed) => {
+            w.recorder.complete_read(ticket, observed).expect("a fresh read ticket of this recorder");
+            Outcome::Ok
+        }
+        Err((outcome, reason)) => {
+            w.recorder.complete(ticket, outcome).expect("a fresh ticket of this recorder");
+            w.note(reason);
+            outcome
+        }
+    }
+}
+
+/// The API's error code and message from a JSON error body
+/// (`{"error":{"code":...,"message":...}}`), or `?`.
+fn error_of(response: reqwest::blocking::Response) -> (String, String) {
+    let body: Json = response.json().unwrap_or(Json::Null);
+    let field = |name: &str| body["error"][name].as_str().unwrap_or("?").to_string();
+    (field("code"), field("message"))
+}
+
+/// A short name for a transport error, for the statistics.
+fn transport_reason(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        "connection error"
+    }
+}
+
+/// Read every key linearizably once, through the agents in turn starting at `first`, retrying
+/// each key until a read succeeds or `within` has passed; every attempt is recorded. Returns
+/// the keys no read succeeded for.
+pub(crate) fn final_reads(w: &Workload, first: usize, within: Duration) -> Vec<String> {
+    let http = http_client(FINAL_READ_TIMEOUT);
+    let deadline = Instant::now() + within;
+    let mut client = w.recorder.new_client();
+    let mut node = first;
+    let mut missing = Vec::new();
+    for key in &w.keys {
+        loop {
+            if Instant::now() >= deadline {
+                missing.push(key.clone());
+                break;
+            }
+            let base = &w.bases[node % w.bases.len()];
+            match read_within(w, &http, client, base, key, Some(FINAL_READ_TIMEOUT)) {
+                Outcome::Ok => break,
+                Outcome::Unknown => client = w.recorder.new_client(),
+                Outcome::Fail => {}
+            }
+            // Another agent next time: the one asked may be the one that cannot serve.
+            node += 1;
+            std::thread::sleep(FINAL_READ_PAUSE);
+        }
+    }
+    missing
+}
