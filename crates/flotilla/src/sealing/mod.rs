@@ -4,7 +4,7 @@
 //! chunks, forwarded commands, membership and formation) travels inside a
 //! [`Sealed`](flotilla_core::wire::Sealed) body: AES-256-GCM under keys derived per session,
 //! namespace, lane and direction, with counter nonces and the namespace, both peers, the lane
-//! and the sequence number in the associated data. A [handshake](handshake) proves that both
+//! and the sequence number in the associated data. A [handshake] proves that both
 //! sides hold a key of the keyring before anything else is accepted. Without a key, nodes talk
 //! in plain (still Noise-encrypted and authenticated by libp2p) and refuse sealed traffic, so a
 //! key mismatch in either direction fails fast with a reason on both sides.
