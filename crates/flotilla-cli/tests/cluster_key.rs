@@ -3,16 +3,17 @@
 //! agent with another key that is refused with the reason on both sides, and data directories
 //! that do not contain the values.
 
-use std::net::TcpListener;
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flotilla_http::Client;
 use serde_json::Value;
+use support::{free_port, until};
 
 const NS: &str = "default";
-const PATIENCE: Duration = Duration::from_secs(60);
 const MARKER: &str = "AT-REST-PLAINTEXT-MARKER";
 
 struct Agent {
@@ -26,10 +27,6 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 fn flotilla() -> Command {
@@ -54,21 +51,6 @@ fn spawn(dir: &Path, key: &Path, bootstrap: Option<&str>) -> Agent {
         .spawn()
         .expect("agent starts");
     Agent { http, p2p, child }
-}
-
-async fn until<T, F, Fut>(what: &str, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = attempt().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn get(http: &str, path: &str) -> Option<Value> {

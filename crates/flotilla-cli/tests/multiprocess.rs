@@ -2,25 +2,22 @@
 //! `kill -9` the leader, keep writing through a survivor, restart the killed node on its data
 //! directory and check it serves every acknowledged value.
 
-use std::net::TcpListener;
+mod support;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flotilla_http::Client;
 use serde_json::Value;
+use support::{free_port, until};
 
 const NS: &str = "default";
-const PATIENCE: Duration = Duration::from_secs(60);
 
 struct Agent {
     http: String,
     p2p: String,
     child: Option<Child>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 fn spawn(dir: &Path, http: &str, p2p: &str, bootstrap: Option<&str>) -> Child {
@@ -37,21 +34,6 @@ fn spawn(dir: &Path, http: &str, p2p: &str, bootstrap: Option<&str>) -> Child {
         .stderr(Stdio::from(log))
         .spawn()
         .expect("agent starts")
-}
-
-async fn until<T, F, Fut>(what: &str, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = attempt().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn status(http: &str) -> Option<Value> {

@@ -3,12 +3,14 @@
 //! The suite needs integer node ids (`NodeId: From<u64>`), which Flotilla's own `TypeConfig`
 //! cannot offer (its node id is a libp2p `PeerId`), so it runs with a test configuration that
 //! differs only in the node id type; the store is generic over such configurations
-//! (`StoreConfig`) and runs the same code for both. Every case of the suite runs.
+//! (`StoreConfig`) and runs the same code for both. Every case of the suite runs, once on a
+//! plaintext store and once on a store encrypted at rest (every log entry, value, dedup record
+//! and snapshot file the suite writes is then sealed and opened again).
 
 use std::sync::Arc;
 
 use flotilla_core::{Command, CommandResult, KvStateMachine, MemberInfo, Namespace};
-use flotilla_store::{LogStore, StateMachineStore, Store, StoreConfig};
+use flotilla_store::{AtRestCipher, AtRestKey, LogStore, StateMachineStore, Store, StoreConfig, StoreOptions};
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, StorageError};
 use tempfile::TempDir;
@@ -31,8 +33,22 @@ impl StoreConfig for SuiteConfig {
     }
 }
 
-/// Each build opens a fresh store in a fresh temp dir; the dir is the guard.
-struct RedbBuilder;
+/// Each build opens a fresh store in a fresh temp dir (the dir is the guard), sealed at rest
+/// when `sealed`.
+struct RedbBuilder {
+    sealed: bool,
+}
+
+impl RedbBuilder {
+    fn options(&self) -> Result<StoreOptions, StorageError<SuiteConfig>> {
+        if !self.sealed {
+            return Ok(StoreOptions::default());
+        }
+        let keys = [AtRestKey { id: *b"suite-k1", key: [0x11; 32] }, AtRestKey { id: *b"suite-k2", key: [0x22; 32] }];
+        let cipher = AtRestCipher::new(keys, *b"suite-k2").map_err(storage_error)?;
+        Ok(StoreOptions { at_rest: Some(Arc::new(cipher)) })
+    }
+}
 
 fn storage_error(e: impl std::fmt::Display) -> StorageError<SuiteConfig> {
     StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, std::io::Error::other(e.to_string()))
@@ -43,7 +59,7 @@ impl StoreBuilder<SuiteConfig, LogStore<SuiteConfig>, StateMachineStore<SuiteCon
         &self,
     ) -> Result<(TempDir, LogStore<SuiteConfig>, StateMachineStore<SuiteConfig>), StorageError<SuiteConfig>> {
         let dir = tempfile::tempdir().map_err(storage_error)?;
-        let store = Store::open(dir.path()).map_err(storage_error)?;
+        let store = Store::open_with(dir.path(), self.options()?).map_err(storage_error)?;
         let ns = Namespace::new("suite").map_err(storage_error)?;
         let log = store.typed_log_store::<SuiteConfig>(&ns).map_err(storage_error)?;
         let sm = store.typed_state_machine::<SuiteConfig>(&ns, Arc::new(KvStateMachine)).map_err(storage_error)?;
@@ -53,5 +69,10 @@ impl StoreBuilder<SuiteConfig, LogStore<SuiteConfig>, StateMachineStore<SuiteCon
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openraft_storage_suite() {
-    Suite::test_all(RedbBuilder).await.expect("openraft storage suite");
+    Suite::test_all(RedbBuilder { sealed: false }).await.expect("openraft storage suite");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_storage_suite_sealed_at_rest() {
+    Suite::test_all(RedbBuilder { sealed: true }).await.expect("openraft storage suite, sealed at rest");
 }
