@@ -17,9 +17,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let keypair = flotilla_net::load_or_create_keypair(&config.data_dir)?;
     let net = NetConfig::from_node_config(&config);
     let host = Host::start(keypair, &config.listen, net).await?;
-    let store = Store::open_with(&config.data_dir, flotilla::at_rest::store_options(&config)?)?;
-    if let (true, Some(keyring)) = (config.encrypt_at_rest, config.keyring()?) {
-        flotilla::at_rest::reseal_if_needed(&store, &keyring).await?;
+    // Read once here: a passphrase key costs a PBKDF2 run per read.
+    let keyring = config.keyring()?;
+    let store = Store::open_with(&config.data_dir, flotilla::at_rest::store_options(&config, keyring.as_ref())?)?;
+    if let (true, Some(keyring)) = (config.encrypt_at_rest, &keyring) {
+        flotilla::at_rest::reseal_if_needed(&store, keyring).await?;
     }
     let listener = TcpListener::bind(config.http).await.with_context(|| format!("binding HTTP on {}", config.http))?;
     let mut services = NodeServices::default();

@@ -14,13 +14,14 @@ use flotilla_store::{AtRestCipher, AtRestKey, StoreOptions};
 /// HKDF label of at-rest keys.
 const AT_REST_LABEL: &[u8] = b"flotilla at rest v1";
 
-/// The store options `config` asks for: sealed at rest when `--encrypt-at-rest` is set.
-pub fn store_options(config: &Config) -> Result<StoreOptions, ConfigError> {
+/// The store options `config` asks for: sealed at rest, with keys from `keyring` (the one
+/// `config` names, loaded once by the caller), when `--encrypt-at-rest` is set.
+pub fn store_options(config: &Config, keyring: Option<&Keyring>) -> Result<StoreOptions, ConfigError> {
     if !config.encrypt_at_rest {
         return Ok(StoreOptions::default());
     }
-    let keyring = config.keyring()?.ok_or_else(|| ConfigError("--encrypt-at-rest needs --cluster-key-file".into()))?;
-    Ok(StoreOptions { at_rest: Some(Arc::new(cipher(&keyring)?)) })
+    let keyring = keyring.ok_or_else(|| ConfigError("--encrypt-at-rest needs --cluster-key-file".into()))?;
+    Ok(StoreOptions { at_rest: Some(Arc::new(cipher(keyring)?)) })
 }
 
 /// The at-rest cipher of `keyring`.
