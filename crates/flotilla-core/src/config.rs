@@ -154,8 +154,10 @@ pub struct Config {
     #[cfg_attr(feature = "clap", arg(long, default_value_t = 16 * 1024 * 1024))]
     pub max_frame_bytes: usize,
 
-    /// Take a snapshot after this many applied entries since the last one.
-    #[cfg_attr(feature = "clap", arg(long, default_value_t = 10_000))]
+    /// Take a snapshot after this many applied entries since the last one. A snapshot copies
+    /// the whole state, so taking one too often costs more than the log it lets go; the default
+    /// is etcd's (`--snapshot-count`).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 100_000))]
     pub snapshot_every: u64,
 
     /// Entries kept in the log behind a snapshot, so lagging followers can catch up without one.
@@ -224,7 +226,7 @@ impl Default for Config {
             max_key_bytes: 4096,
             max_value_bytes: 1024 * 1024,
             max_frame_bytes: 16 * 1024 * 1024,
-            snapshot_every: 10_000,
+            snapshot_every: 100_000,
             keep_logs_behind_snapshot: 1_000,
             request_timeout_ms: 5_000,
             expect: None,

@@ -92,7 +92,10 @@ fn write_formation_metrics(node: &Arc<Node>, out: &mut String) {
 
 fn write_store_metrics(node: &Arc<Node>, out: &mut String) {
     let m = node.store().metrics();
-    let _ = writeln!(out, "# HELP flotilla_fsync_seconds latency of durable store commits (one fsync each)");
+    let _ = writeln!(
+        out,
+        "# HELP flotilla_fsync_seconds latency of store group commits (a durable one includes its fsync)"
+    );
     let _ = writeln!(out, "# TYPE flotilla_fsync_seconds histogram");
     for (bound_us, cumulative) in m.commit_latency_us.cumulative() {
         let le = match bound_us {
@@ -103,6 +106,9 @@ fn write_store_metrics(node: &Arc<Node>, out: &mut String) {
     }
     let _ = writeln!(out, "flotilla_fsync_seconds_sum {}", m.commit_latency_us_sum as f64 / 1e6);
     let _ = writeln!(out, "flotilla_fsync_seconds_count {}", m.commits);
+    let _ = writeln!(out, "# HELP flotilla_store_fsyncs_total durable store commits (fsyncs), flushes included");
+    let _ = writeln!(out, "# TYPE flotilla_store_fsyncs_total counter");
+    let _ = writeln!(out, "flotilla_store_fsyncs_total {}", m.fsyncs);
     let blocked = node.store().write_blocked().is_some();
     let _ = writeln!(
         out,

@@ -33,6 +33,13 @@ use crate::error::{redb_error, StoreError};
 /// and snapshots already under way. Change it with [`crate::Store::set_free_space_reserve`].
 pub const DEFAULT_FREE_SPACE_RESERVE: u64 = 64 * 1024 * 1024;
 
+/// Free space below which the writer fsyncs every commit (see `crate::writer`). redb writes
+/// out the pages of commits made without an fsync while holding locks that readers of those
+/// pages take, so a write waiting there for space would hold reads up until space returns; a
+/// durable commit writes its pages before readers can see them, and waits without holding
+/// them. The margin keeps those waits on the durable path unless the disk fills very fast.
+pub const RELAXED_COMMIT_MIN_FREE: u64 = 128 * 1024 * 1024;
+
 /// First pause before retrying a write that failed for lack of space or with an I/O error.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest pause between retries: space that comes back is used within this long.
@@ -108,6 +115,17 @@ impl DiskHealth {
             lock(slot).as_ref().map(|s| format!("{} (for {} s)", s.detail, s.since.elapsed().as_secs()))
         };
         stalled(&self.full).or_else(|| stalled(&self.failing)).or_else(|| self.below_reserve())
+    }
+
+    /// Whether commits may skip their fsync: there is well more than [`RELAXED_COMMIT_MIN_FREE`]
+    /// (and the reserve) free, and no write is waiting or failing. `true` when free space
+    /// cannot be measured.
+    pub(crate) fn has_room_for_relaxed_commits(&self) -> bool {
+        if lock(&self.full).is_some() || lock(&self.failing).is_some() {
+            return false;
+        }
+        let floor = RELAXED_COMMIT_MIN_FREE.max(self.reserve.load(Ordering::Relaxed));
+        self.free_bytes().is_none_or(|free| free >= floor)
     }
 
     /// Free space below the reserve, described; `None` when there is enough (or it cannot be

@@ -38,6 +38,10 @@ pub enum StoreError {
     /// The store has been shut down (or its writer thread is gone).
     #[error("store is closed")]
     Closed,
+    /// The disk failed while recent commits were not yet durable: the store refuses every
+    /// further write, and the node must restart to recover from what is on disk.
+    #[error("store stopped after a disk failure: {0}; restart the node to recover from what is on disk")]
+    Stopped(String),
     /// The data directory is encrypted at rest and the store was opened without a cipher.
     #[error(
         "data dir is encrypted at rest (key ids {}); start with the cluster key",
@@ -97,7 +101,7 @@ impl StoreError {
             | StoreError::AtRestKeyMissing { .. }
             | StoreError::AtRestWrongKey { .. } => io::ErrorKind::PermissionDenied,
             StoreError::Invalid(_) => io::ErrorKind::InvalidInput,
-            StoreError::Closed => io::ErrorKind::BrokenPipe,
+            StoreError::Closed | StoreError::Stopped(_) => io::ErrorKind::BrokenPipe,
             StoreError::Redb(_) | StoreError::Encode(_) | StoreError::StateMachine(_) => io::ErrorKind::Other,
         };
         io::Error::new(kind, self.clone())

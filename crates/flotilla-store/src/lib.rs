@@ -46,7 +46,7 @@ use flotilla_core::{Command, CommandResult, TypeConfig};
 use openraft::{EntryPayload, RaftTypeConfig};
 
 pub use at_rest::{AtRestCipher, AtRestKey};
-pub use disk::DEFAULT_FREE_SPACE_RESERVE;
+pub use disk::{DEFAULT_FREE_SPACE_RESERVE, RELAXED_COMMIT_MIN_FREE};
 pub use error::StoreError;
 pub use log_store::{LogStore, LIMITED_READ_BYTES};
 pub use metrics::{Histogram, StoreMetrics, COMMIT_LATENCY_BOUNDS_US, OPS_PER_COMMIT_BOUNDS};

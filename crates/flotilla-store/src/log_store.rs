@@ -1,9 +1,12 @@
 //! [`LogStore`]: openraft's log storage of one namespace over the shared redb file.
 //!
-//! Writes go through the group-commit writer and return only once durable: `append` awaits
-//! its commit and then calls the `IOFlushed` callback, so the entries are readable when it
-//! returns and acknowledged only after the fsync. Openraft issues log writes one at a time per
-//! group, and the writer groups the writes of all groups of the node into shared commits.
+//! Writes go through the group-commit writer. `append` returns once its commit is visible, so
+//! openraft can start replicating the entries, and calls the `IOFlushed` callback only after
+//! the writer's next fsync: the entries count as this node's acknowledgement only once durable.
+//! The vote, truncations and purges return only once durable; the committed log id is only
+//! made visible (it is a hint openraft can do without after a crash). Openraft issues log writes
+//! one at a time per group, and the writer groups the writes of all groups of the node into
+//! shared commits.
 //! Reads use redb read transactions and run concurrently with the writer. Entries are sealed
 //! at rest (bound to their namespace and index) when the store is encrypted; the vote and the
 //! other log ids stay plaintext (they hold no client data).
@@ -25,7 +28,7 @@ use crate::codec::{decode_sealed, encode_sealed};
 use crate::error::{redb_error, StoreError};
 use crate::store::{read_meta, Store};
 use crate::tables::{open_read, NsTables, META_COMMITTED, META_PURGED, META_VOTE};
-use crate::writer::{clean, dirty, JobFailure};
+use crate::writer::{clean, dirty, JobFailure, OnDurable, Wait};
 use crate::StoreConfig;
 
 /// Soft cap on the bytes [`RaftLogReader::limited_get_log_entries`] returns at once (at least
@@ -97,21 +100,22 @@ impl<C: StoreConfig> LogStore<C> {
         Ok(entry)
     }
 
-    /// Store (or, with `None`, remove) the meta value `key`, durably.
-    async fn put_meta(&self, key: &'static str, value: Option<Vec<u8>>) -> Result<(), StoreError> {
+    /// Store (or, with `None`, remove) the meta value `key`; return once `wait` holds.
+    async fn put_meta(&self, key: &'static str, value: Option<Vec<u8>>, wait: Wait) -> Result<(), StoreError> {
         let tables = self.tables.clone();
         let cost = value.as_ref().map_or(0, Vec::len);
-        self.store
-            .writer
-            .execute(cost, move |txn: &WriteTransaction| {
-                let mut meta = txn.open_table(tables.meta()).map_err(clean)?;
-                match &value {
-                    Some(v) => meta.insert(key, v.as_slice()).map_err(dirty)?,
-                    None => meta.remove(key).map_err(dirty)?,
-                };
-                Ok(())
-            })
-            .await
+        let work = move |txn: &WriteTransaction| {
+            let mut meta = txn.open_table(tables.meta()).map_err(clean)?;
+            match &value {
+                Some(v) => meta.insert(key, v.as_slice()).map_err(dirty)?,
+                None => meta.remove(key).map_err(dirty)?,
+            };
+            Ok(())
+        };
+        match wait {
+            Wait::Durable => self.store.writer.execute(cost, work).await,
+            Wait::Visible => self.store.writer.execute_visible(cost, work).await,
+        }
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
@@ -119,29 +123,37 @@ impl<C: StoreConfig> LogStore<C> {
         read_meta(&txn, &self.tables, key)
     }
 
-    async fn append_entries(&self, entries: Vec<C::Entry>) -> Result<(), StoreError> {
+    /// Append `entries`; return once readers see them, and call `on_durable` once they are on
+    /// disk (or with the error that kept them off it).
+    async fn append_entries(&self, entries: Vec<C::Entry>, on_durable: OnDurable) -> Result<(), StoreError> {
         // Encode (and seal, at rest) on the caller's task, so the writer thread only copies bytes.
         let mut rows = Vec::with_capacity(entries.len());
         let mut cost = 0;
         for entry in &entries {
-            let bytes = self.store.codec.encode(&self.tables.log_context(entry.index()), entry)?;
-            cost += bytes.len();
-            rows.push((entry.index(), bytes));
+            match self.store.codec.encode(&self.tables.log_context(entry.index()), entry) {
+                Ok(bytes) => {
+                    cost += bytes.len();
+                    rows.push((entry.index(), bytes));
+                }
+                Err(e) => {
+                    on_durable(Err(e.clone()));
+                    return Err(e);
+                }
+            }
         }
         if rows.is_empty() {
+            on_durable(Ok(()));
             return Ok(());
         }
         let tables = self.tables.clone();
-        self.store
-            .writer
-            .execute(cost, move |txn: &WriteTransaction| {
-                let mut log = txn.open_table(tables.log()).map_err(clean)?;
-                for (index, bytes) in &rows {
-                    log.insert(*index, bytes.as_slice()).map_err(dirty)?;
-                }
-                Ok(())
-            })
-            .await
+        let work = move |txn: &WriteTransaction| {
+            let mut log = txn.open_table(tables.log()).map_err(clean)?;
+            for (index, bytes) in &rows {
+                log.insert(*index, bytes.as_slice()).map_err(dirty)?;
+            }
+            Ok(())
+        };
+        self.store.writer.execute_then_flush(cost, work, on_durable).await
     }
 
     async fn truncate(&self, after: Option<u64>) -> Result<(), StoreError> {
@@ -250,12 +262,14 @@ impl<C: StoreConfig> RaftLogStorage<C> for LogStore<C> {
 
     async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
         let record = encode_sealed(vote)?;
-        Ok(self.put_meta(META_VOTE, Some(record)).await?)
+        // Durable before openraft acts on it: a vote forgotten in a crash could be cast twice.
+        Ok(self.put_meta(META_VOTE, Some(record), Wait::Durable).await?)
     }
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         let record = committed.as_ref().map(encode_sealed).transpose()?;
-        Ok(self.put_meta(META_COMMITTED, record).await?)
+        // A hint: after a crash openraft learns the committed index from the leader again.
+        Ok(self.put_meta(META_COMMITTED, record, Wait::Visible).await?)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
@@ -268,17 +282,17 @@ impl<C: StoreConfig> RaftLogStorage<C> for LogStore<C> {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<C::Entry> = entries.into_iter().collect();
-        match self.append_entries(entries).await {
-            Ok(()) => {
-                callback.io_completed(Ok(()));
-                Ok(())
+        let ns = self.tables.ns().clone();
+        let on_durable: OnDurable = Box::new(move |result: Result<(), StoreError>| {
+            if let Err(e) = &result {
+                tracing::error!(namespace = %ns, error = %e, "flushing appended log entries failed");
             }
-            Err(e) => {
-                tracing::error!(namespace = %self.tables.ns(), error = %e, "appending to the log failed");
-                callback.io_completed(Err(e.to_io()));
-                Err(e.to_io())
-            }
-        }
+            callback.io_completed(result.map_err(|e| e.to_io()));
+        });
+        self.append_entries(entries, on_durable).await.map_err(|e| {
+            tracing::error!(namespace = %self.tables.ns(), error = %e, "appending to the log failed");
+            e.to_io()
+        })
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {

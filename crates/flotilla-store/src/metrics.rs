@@ -48,8 +48,11 @@ impl Histogram {
 /// A point-in-time copy of the store's counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreMetrics {
-    /// Durable commits (one fsync each) that succeeded.
+    /// Commits of operations that succeeded, durable or not.
     pub commits: u64,
+    /// Durable commits (one fsync each) that succeeded: commits of durable operations, and
+    /// flushes making earlier non-durable commits durable.
+    pub fsyncs: u64,
     /// Commits that failed: with an I/O error (the batch is then retried, nothing refused), or
     /// for another reason (every operation in them was refused).
     pub failed_commits: u64,
@@ -114,6 +117,7 @@ impl AtomicHistogram {
 /// The live counters, shared by the writer thread and the store.
 pub(crate) struct Metrics {
     commits: AtomicU64,
+    fsyncs: AtomicU64,
     failed_commits: AtomicU64,
     ops: AtomicU64,
     failed_ops: AtomicU64,
@@ -128,6 +132,7 @@ impl Metrics {
     pub(crate) fn new() -> Self {
         Self {
             commits: AtomicU64::new(0),
+            fsyncs: AtomicU64::new(0),
             failed_commits: AtomicU64::new(0),
             ops: AtomicU64::new(0),
             failed_ops: AtomicU64::new(0),
@@ -139,13 +144,22 @@ impl Metrics {
         }
     }
 
-    /// A successful commit of `ops` operations that took `latency`.
-    pub(crate) fn record_commit(&self, ops: u64, latency: Duration) {
+    /// A successful commit of `ops` operations that took `latency` (fsynced when `durable`).
+    pub(crate) fn record_commit(&self, ops: u64, latency: Duration, durable: bool) {
         self.commits.fetch_add(1, Ordering::Relaxed);
+        if durable {
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
         self.ops.fetch_add(ops, Ordering::Relaxed);
         self.max_ops_per_commit.fetch_max(ops, Ordering::Relaxed);
         self.commit_latency_us.observe(duration_us(latency));
         self.ops_per_commit.observe(ops);
+    }
+
+    /// A flush: an empty durable commit. Not a commit of operations, so it only counts as an
+    /// fsync.
+    pub(crate) fn record_flush(&self) {
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A failed commit of `ops` operations.
@@ -184,6 +198,7 @@ impl Metrics {
         let commit_latency_us = self.commit_latency_us.snapshot();
         StoreMetrics {
             commits: self.commits.load(Ordering::Relaxed),
+            fsyncs: self.fsyncs.load(Ordering::Relaxed),
             failed_commits: self.failed_commits.load(Ordering::Relaxed),
             ops: self.ops.load(Ordering::Relaxed),
             failed_ops: self.failed_ops.load(Ordering::Relaxed),
@@ -209,11 +224,13 @@ mod tests {
     #[test]
     fn histogram_buckets_and_cumulative() {
         let m = Metrics::new();
-        m.record_commit(1, Duration::from_micros(90));
-        m.record_commit(3, Duration::from_micros(300));
-        m.record_commit(2000, Duration::from_secs(2));
+        m.record_commit(1, Duration::from_micros(90), true);
+        m.record_commit(3, Duration::from_micros(300), false);
+        m.record_commit(2000, Duration::from_secs(2), true);
+        m.record_flush();
         let s = m.snapshot(0);
         assert_eq!(s.commits, 3);
+        assert_eq!(s.fsyncs, 3, "two durable commits and a flush");
         assert_eq!(s.ops, 2004);
         assert_eq!(s.max_ops_per_commit, 2000);
         assert_eq!(s.commit_latency_us.counts[0], 1);

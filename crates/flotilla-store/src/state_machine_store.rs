@@ -1,9 +1,14 @@
 //! [`StateMachineStore`]: openraft's state machine of one namespace.
 //!
-//! The namespace's [`StateMachine`] decides what a command does; this type makes it durable:
-//! a batch of committed entries is applied in ONE writer job (so it shares a group commit with
+//! The namespace's [`StateMachine`] decides what a command does; this type stores it: a batch
+//! of committed entries is applied in ONE writer job (so it shares a group commit with
 //! everything else the node writes), together with the applied log id, the applied membership
-//! and the dedup records. Responses are sent only after that commit.
+//! and the dedup records. Responses are sent once that commit is visible to readers. It is not
+//! fsynced on its own: the entries are already durable on a quorum (they are committed), the
+//! state is a function of them, and it becomes durable with the writer's next fsync. After a
+//! crash before that, openraft applies the same entries again from the durable log, in the same
+//! order, and the dedup records make retried commands answer as before. Snapshot installs are
+//! durable before they return.
 
 use std::fmt::Debug;
 use std::io;
@@ -212,10 +217,12 @@ impl<C: StoreConfig> RaftStateMachine<C> for StateMachineStore<C> {
         let results = self
             .store
             .writer
-            .execute(cost, move |txn: &WriteTransaction| apply_entries::<C>(txn, &tables, &codec, sm.as_ref(), &batch))
+            .execute_visible(cost, move |txn: &WriteTransaction| {
+                apply_entries::<C>(txn, &tables, &codec, sm.as_ref(), &batch)
+            })
             .await
             .inspect_err(|e| tracing::error!(namespace = %self.tables.ns(), error = %e, "applying entries failed"))?;
-        // Durable now: answer the clients, in log order.
+        // Visible now (and the entries durable on a quorum): answer the clients, in log order.
         for (responder, result) in responders.into_iter().zip(results) {
             if let Some(responder) = responder {
                 responder.send(result);

@@ -1,10 +1,28 @@
 //! The group-commit writer: one thread per node owns every write transaction.
 //!
-//! redb fsyncs each durable commit and has no group commit of its own, so a commit costs a
-//! fixed ~0.3 ms whatever it holds. The writer therefore takes the first queued job, drains
-//! whatever else is already queued (bounded by [`MAX_BATCH_OPS`] and [`MAX_BATCH_BYTES`]), runs
-//! them all in ONE write transaction, commits it with `Durability::Immediate`, and only then
-//! completes every waiter. Jobs of all namespaces and all Raft groups share those commits.
+//! redb has no group commit of its own, and a durable commit costs an fsync whatever it holds.
+//! The writer therefore takes the first queued job, drains whatever else is already queued
+//! (bounded by [`MAX_BATCH_OPS`] and [`MAX_BATCH_BYTES`]), runs them all in ONE write
+//! transaction and commits it once. Jobs of all namespaces and all Raft groups share commits.
+//!
+//! ## Durable and visible jobs
+//!
+//! A job says what its waiter needs ([`Wait`]):
+//! - [`Wait::Durable`] (votes, truncations, purges, snapshot installs): the batch is committed
+//!   with `Durability::Immediate` (an fsync) before the waiter hears of it.
+//! - [`Wait::Visible`] (applying committed entries, the committed index): the waiter only needs
+//!   readers to see the change. Raft can rebuild both from the durable log and vote, so a batch
+//!   of such jobs is committed with `Durability::None`: no fsync. redb makes a non-durable
+//!   commit durable with the next durable commit, and the writer is the only one committing, so
+//!   what is on disk after a crash is always a prefix of the commits, in order.
+//! - A log append is visible first and durable second: openraft replicates entries once
+//!   `append` returns and counts them as the leader's own only once the flush callback runs.
+//!   Its batch is committed without an fsync, the waiter is woken, and the writer then makes it
+//!   durable with a flush (an empty durable commit) at once, and calls the job's flush callback
+//!   after that. The leader's fsync thus overlaps the round trip to its followers.
+//! - Short of disk space, every commit is durable (see [`crate::disk::RELAXED_COMMIT_MIN_FREE`]).
+//!
+//! ## Failures
 //!
 //! A job that fails on its own must not poison the others. Jobs do their validation and
 //! computation before touching the transaction and report a *clean* failure when nothing was
@@ -12,14 +30,17 @@
 //! the writer abort the transaction and run the batch again without it.
 //!
 //! A disk that fails is not a job's fault, and openraft stops a group for good when its storage
-//! reports an error, so I/O errors are never passed on while the store runs. A write that finds
-//! the disk full waits inside the file backend (see [`crate::disk`]). Any other I/O error of a
-//! batch (a failed commit or fsync, or one met while running the jobs) leaves redb refusing
-//! every further operation on that `Database`: the writer then reopens the database and runs
-//! the same batch again, with bounded backoff, until it commits. Nothing of the batch is
-//! acknowledged before that, and its waiters, like the jobs queued behind it, just wait. Only
-//! at shutdown does the batch fail with the error.
+//! reports an error, so I/O errors are never passed on while they can be recovered from. A
+//! write that finds the disk full waits inside the file backend (see [`crate::disk`]). Any
+//! other I/O error leaves redb refusing every further operation on that `Database`. When every
+//! commit so far is durable, the writer reopens the database and runs the same batch again,
+//! with bounded backoff, until it commits; nothing of the batch is acknowledged before that.
+//! When non-durable commits are outstanding, reopening would silently roll the database back
+//! under Raft (the applied state would go backwards), so the store stops instead
+//! ([`StoreError::Stopped`]), as etcd does when its WAL cannot be synced: a restart recovers from
+//! what is on disk.
 
+use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -76,13 +97,30 @@ pub(crate) fn clean(err: impl Into<redb::Error>) -> JobFailure {
     JobFailure::clean(redb_error(err))
 }
 
+/// What a job's waiter needs before it hears that the job is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// The commit holding the job is on disk (fsynced).
+    Durable,
+    /// The commit holding the job is visible to readers; a later commit makes it durable.
+    Visible,
+}
+
+/// Called once a later durable commit covers a job committed without an fsync (or with the
+/// error that stopped the store).
+pub(crate) type OnDurable = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
 /// One unit of work for the writer.
 trait Job: Send + 'static {
     /// Do the work inside `txn`. May be called more than once (when a batch is re-run), so it
     /// must not consume its inputs.
     fn run(&mut self, txn: &WriteTransaction) -> Result<(), JobFailure>;
-    /// Report the outcome: `Ok` only after the transaction holding the work was committed.
-    fn finish(self: Box<Self>, outcome: Result<(), StoreError>);
+    /// What the waiter needs before [`Job::finish`].
+    fn wait(&self) -> Wait;
+    /// Report the outcome (`Ok` only after the transaction holding the work was committed;
+    /// `durable` when that commit was fsynced). Returns the callback to run once a later
+    /// durable commit covers the job, if it still waits for one.
+    fn finish(self: Box<Self>, outcome: Result<(), StoreError>, durable: bool) -> Option<OnDurable>;
     /// Approximate bytes written, for batch bounding.
     fn cost(&self) -> usize;
 }
@@ -92,6 +130,8 @@ struct FnJob<T, F> {
     work: F,
     output: Option<T>,
     done: oneshot::Sender<Result<T, StoreError>>,
+    wait: Wait,
+    on_durable: Option<OnDurable>,
     cost: usize,
 }
 
@@ -105,15 +145,32 @@ where
         Ok(())
     }
 
-    fn finish(self: Box<Self>, outcome: Result<(), StoreError>) {
-        let FnJob { work, output, done, .. } = *self;
+    fn wait(&self) -> Wait {
+        self.wait
+    }
+
+    fn finish(self: Box<Self>, outcome: Result<(), StoreError>, durable: bool) -> Option<OnDurable> {
+        let FnJob { work, output, done, on_durable, .. } = *self;
         // Release what the work captured before waking the waiter, so it gets sole ownership
         // of anything it shared with the job.
         drop(work);
         let result =
             outcome.and_then(|()| output.ok_or_else(|| StoreError::Redb("job committed without output".into())));
+        let pending = match (on_durable, &result) {
+            (None, _) => None,
+            (Some(on_durable), Ok(_)) if durable => {
+                on_durable(Ok(()));
+                None
+            }
+            (Some(on_durable), Ok(_)) => Some(on_durable),
+            (Some(on_durable), Err(e)) => {
+                on_durable(Err(e.clone()));
+                None
+            }
+        };
         // The waiter may have gone away (its task was cancelled); nothing to do then.
         let _ = done.send(result);
+        pending
     }
 
     fn cost(&self) -> usize {
@@ -140,7 +197,15 @@ impl Writer {
         disk: Arc<DiskHealth>,
     ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>(QUEUE_CAPACITY);
-        let committer = Committer { db, reopen, metrics, disk: disk.clone() };
+        let committer = Committer {
+            db,
+            reopen,
+            metrics,
+            disk: disk.clone(),
+            volatile: Cell::new(false),
+            unflushed: RefCell::new(Vec::new()),
+            stopped: RefCell::new(None),
+        };
         let handle = std::thread::Builder::new()
             .name("flotilla-store-writer".into())
             .spawn(move || committer.run(rx))
@@ -164,13 +229,58 @@ impl Writer {
         T: Send + 'static,
         F: FnMut(&WriteTransaction) -> Result<T, JobFailure> + Send + 'static,
     {
-        let sender = self.sender()?;
-        let (done, wait) = oneshot::channel();
-        let job: Box<dyn Job> = Box::new(FnJob { work, output: None, done, cost });
-        sender.send(job).await.map_err(|_| StoreError::Closed)?;
+        self.submit(cost, Wait::Durable, None, work).await
+    }
+
+    /// Like [`Writer::execute`], but only wait until readers see the change: for state Raft can
+    /// rebuild from its durable log after a crash.
+    pub(crate) async fn execute_visible<T, F>(&self, cost: usize, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&WriteTransaction) -> Result<T, JobFailure> + Send + 'static,
+    {
+        self.submit(cost, Wait::Visible, None, work).await
+    }
+
+    /// Like [`Writer::execute_visible`], and call `on_durable` once the change is durable too
+    /// (or with the error that prevented it). `on_durable` may run before this returns.
+    pub(crate) async fn execute_then_flush<T, F>(
+        &self,
+        cost: usize,
+        work: F,
+        on_durable: OnDurable,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&WriteTransaction) -> Result<T, JobFailure> + Send + 'static,
+    {
+        self.submit(cost, Wait::Visible, Some(on_durable), work).await
+    }
+
+    async fn submit<T, F>(
+        &self,
+        cost: usize,
+        wait: Wait,
+        on_durable: Option<OnDurable>,
+        work: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&WriteTransaction) -> Result<T, JobFailure> + Send + 'static,
+    {
+        let sender = match self.sender() {
+            Ok(sender) => sender,
+            Err(e) => return Err(fail_early(on_durable, e)),
+        };
+        let (done, wait_done) = oneshot::channel();
+        let job: Box<dyn Job> = Box::new(FnJob { work, output: None, done, wait, on_durable, cost });
+        if let Err(mpsc::error::SendError(job)) = sender.send(job).await {
+            drop(job.finish(Err(StoreError::Closed), false));
+            return Err(StoreError::Closed);
+        }
         // Drop our clone now, so shutdown is not held up by a waiter.
         drop(sender);
-        wait.await.map_err(|_| StoreError::Closed)?
+        wait_done.await.map_err(|_| StoreError::Closed)?
     }
 
     fn sender(&self) -> Result<mpsc::Sender<Box<dyn Job>>, StoreError> {
@@ -216,12 +326,28 @@ impl Writer {
     }
 }
 
-/// What the writer thread works with.
+/// Tell `on_durable` (if any) that its job never ran, and return the error.
+fn fail_early(on_durable: Option<OnDurable>, error: StoreError) -> StoreError {
+    if let Some(on_durable) = on_durable {
+        on_durable(Err(error.clone()));
+    }
+    error
+}
+
+/// What the writer thread works with. Only the writer thread touches it, hence the cells.
 struct Committer {
     db: DbSlot,
     reopen: Opener,
     metrics: Arc<Metrics>,
     disk: Arc<DiskHealth>,
+    /// Whether a commit since the last durable one was not fsynced: what is on disk is then
+    /// behind what readers (and Raft) have seen.
+    volatile: Cell<bool>,
+    /// Callbacks of jobs committed without an fsync, to run after the next durable commit.
+    unflushed: RefCell<Vec<OnDurable>>,
+    /// Set when the store stopped after a disk failure it could not recover from: every
+    /// later job fails with it.
+    stopped: RefCell<Option<StoreError>>,
 }
 
 /// How one attempt at committing a batch ended.
@@ -243,8 +369,8 @@ enum Ran {
 }
 
 impl Committer {
-    /// The writer thread: block for a job, drain the queue into a batch, commit, repeat until
-    /// the channel is closed and empty.
+    /// The writer thread: block for a job, drain the queue into a batch, commit, flush if a
+    /// job waits for that, repeat until the channel is closed and empty.
     fn run(self, mut rx: mpsc::Receiver<Box<dyn Job>>) {
         tracing::debug!("store writer started");
         while let Some(first) = rx.blocking_recv() {
@@ -260,18 +386,27 @@ impl Committer {
                 }
             }
             self.run_batch(batch);
+            if !self.unflushed.borrow().is_empty() {
+                self.flush();
+            }
+        }
+        // Leave nothing behind that only this process's memory holds.
+        if self.volatile.get() {
+            self.flush();
         }
         tracing::debug!("store writer stopped");
     }
 
     /// Commit `batch`, without any job that fails on its own; after a disk failure, reopen the
-    /// database and try again until it commits (or the store shuts down).
+    /// database and try again until it commits (or the store stops or shuts down).
     fn run_batch(&self, batch: Vec<Box<dyn Job>>) {
+        // Short of space, every commit is durable: see `crate::disk::RELAXED_COMMIT_MIN_FREE`.
+        let durable = batch.iter().any(|job| job.wait() == Wait::Durable) || !self.disk.has_room_for_relaxed_commits();
         let mut pending: Vec<Option<Box<dyn Job>>> = batch.into_iter().map(Some).collect();
         let mut failed: Vec<(Box<dyn Job>, StoreError)> = Vec::new();
         let mut backoff = Backoff::new();
         let outcome = loop {
-            match self.attempt(&mut pending, &mut failed) {
+            match self.attempt(&mut pending, &mut failed, durable) {
                 Attempt::Done(outcome) => {
                     self.disk.commit_succeeded();
                     break outcome;
@@ -279,29 +414,96 @@ impl Committer {
                 Attempt::DiskFailed(error) => {
                     self.metrics.record_stalled_commit(&error.to_string());
                     if let Err(error) = self.recover(error, &mut backoff) {
-                        tracing::error!(%error, "store shutting down with a batch it could not commit; none of it is acknowledged");
+                        tracing::error!(%error, "store writer gives up a batch it could not commit; none of it is acknowledged");
                         break Err(error);
                     }
                 }
             }
         };
+        if outcome.is_ok() {
+            self.committed(durable);
+        }
+        let mut unflushed = Vec::new();
         for job in pending.into_iter().flatten() {
-            job.finish(outcome.clone());
+            unflushed.extend(job.finish(outcome.clone(), durable));
         }
         for (job, error) in failed {
-            job.finish(Err(error));
+            drop(job.finish(Err(error), durable));
+        }
+        self.unflushed.borrow_mut().extend(unflushed);
+    }
+
+    /// Bookkeeping after a successful commit: a durable one makes every earlier commit durable.
+    fn committed(&self, durable: bool) {
+        if !durable {
+            self.volatile.set(true);
+            return;
+        }
+        self.volatile.set(false);
+        let waiting = std::mem::take(&mut *self.unflushed.borrow_mut());
+        for on_durable in waiting {
+            on_durable(Ok(()));
         }
     }
 
-    /// Run the pending jobs in one transaction and commit it, re-running without any job that
-    /// failed after it had started writing.
-    fn attempt(&self, pending: &mut [Option<Box<dyn Job>>], failed: &mut Vec<(Box<dyn Job>, StoreError)>) -> Attempt {
-        let db = self.db.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let Some(db) = db else {
+    /// Make every commit so far durable with an empty durable commit, then run the callbacks
+    /// waiting for that. A failure here stops the store: the commits it should have saved
+    /// were seen by readers and by Raft, and can no longer be made durable.
+    fn flush(&self) {
+        let result = match self.current_db() {
+            Some(db) => begin(&db, Durability::Immediate).and_then(|txn| {
+                txn.commit().map_err(redb_error)?;
+                self.metrics.record_flush();
+                Ok(())
+            }),
+            None => Err(StoreError::Closed),
+        };
+        match result {
+            Ok(()) => self.committed(true),
+            Err(error) => {
+                let error = self.stop(&error);
+                let waiting = std::mem::take(&mut *self.unflushed.borrow_mut());
+                for on_durable in waiting {
+                    on_durable(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// Stop the store for good after `cause`: every later job fails with the returned error.
+    fn stop(&self, cause: &StoreError) -> StoreError {
+        let mut stopped = self.stopped.borrow_mut();
+        if let Some(error) = stopped.as_ref() {
+            return error.clone();
+        }
+        let error = StoreError::Stopped(cause.to_string());
+        self.metrics.set_error(&error.to_string());
+        tracing::error!(%cause, "store stopped: the disk failed while commits were not yet durable; restart the node");
+        *stopped = Some(error.clone());
+        error
+    }
+
+    fn current_db(&self) -> Option<Arc<Database>> {
+        self.db.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Run the pending jobs in one transaction and commit it (fsynced when `durable`),
+    /// re-running without any job that failed after it had started writing.
+    fn attempt(
+        &self,
+        pending: &mut [Option<Box<dyn Job>>],
+        failed: &mut Vec<(Box<dyn Job>, StoreError)>,
+        durable: bool,
+    ) -> Attempt {
+        if let Some(error) = self.stopped.borrow().as_ref() {
+            return Attempt::Done(Err(error.clone()));
+        }
+        let Some(db) = self.current_db() else {
             return Attempt::DiskFailed(StoreError::io("store writer", std::io::Error::other("database is not open")));
         };
+        let durability = if durable { Durability::Immediate } else { Durability::None };
         loop {
-            let txn = match begin(&db) {
+            let txn = match begin(&db, durability) {
                 Ok(txn) => txn,
                 Err(e) if e.is_disk_failure() => return Attempt::DiskFailed(e),
                 Err(e) => {
@@ -326,11 +528,11 @@ impl Committer {
                     return Attempt::DiskFailed(e);
                 }
             }
-            return self.commit(txn, pending);
+            return self.commit(txn, pending, durable);
         }
     }
 
-    fn commit(&self, txn: WriteTransaction, pending: &[Option<Box<dyn Job>>]) -> Attempt {
+    fn commit(&self, txn: WriteTransaction, pending: &[Option<Box<dyn Job>>], durable: bool) -> Attempt {
         let ops = pending.iter().filter(|j| j.is_some()).count() as u64;
         if ops == 0 {
             // Nothing left to commit; dropping the transaction rolls it back.
@@ -342,7 +544,7 @@ impl Committer {
         let latency = started.elapsed();
         match committed.map_err(redb_error) {
             Ok(()) => {
-                self.metrics.record_commit(ops, latency);
+                self.metrics.record_commit(ops, latency, durable);
                 Attempt::Done(Ok(()))
             }
             Err(error) if error.is_disk_failure() => Attempt::DiskFailed(error),
@@ -356,8 +558,17 @@ impl Committer {
 
     /// After a disk failure: report it, reopen the database (redb refuses every operation on
     /// it after an I/O error, reads included, so at once), retrying with backoff, then pause
-    /// before the batch runs again. `Err` when the store is shutting down instead.
+    /// before the batch runs again. `Err` when the store is shutting down instead, or when
+    /// reopening would lose commits that were not durable yet (the store then stops).
     fn recover(&self, mut error: StoreError, backoff: &mut Backoff) -> Result<(), StoreError> {
+        if self.volatile.get() {
+            let error = self.stop(&error);
+            let waiting = std::mem::take(&mut *self.unflushed.borrow_mut());
+            for on_durable in waiting {
+                on_durable(Err(error.clone()));
+            }
+            return Err(error);
+        }
         loop {
             if self.disk.is_stopping() {
                 return Err(error);
@@ -422,12 +633,12 @@ fn run_jobs(
     Ran::Clean
 }
 
-/// A write transaction that fsyncs on commit.
-fn begin(db: &Database) -> Result<WriteTransaction, StoreError> {
+/// A write transaction that commits with `durability`.
+fn begin(db: &Database, durability: Durability) -> Result<WriteTransaction, StoreError> {
     let mut txn = db.begin_write().map_err(redb_error)?;
-    // Immediate is redb's default; set it explicitly because acknowledging a write before it
+    // Set even when it is redb's default (Immediate): acknowledging a durable job before it
     // is on disk would break Raft's safety.
-    txn.set_durability(Durability::Immediate).map_err(|e| StoreError::Redb(e.to_string()))?;
+    txn.set_durability(durability).map_err(|e| StoreError::Redb(e.to_string()))?;
     Ok(txn)
 }
 

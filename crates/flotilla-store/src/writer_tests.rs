@@ -14,12 +14,13 @@ use super::*;
 
 const T: TableDefinition<&str, u64> = TableDefinition::new("t");
 
-/// An in-memory backend that reports a full disk while `full` is set. Clones share the data,
-/// so the database can be reopened on it.
+/// An in-memory backend that reports a full disk while `full` is set, and fails fsyncs (only)
+/// while `sync_broken` is set. Clones share the data, so the database can be reopened on it.
 #[derive(Debug, Clone)]
 struct FlakyDisk {
     inner: Arc<InMemoryBackend>,
     full: Arc<AtomicBool>,
+    sync_broken: Arc<AtomicBool>,
 }
 
 impl FlakyDisk {
@@ -44,6 +45,9 @@ impl StorageBackend for FlakyDisk {
     }
     fn sync_data(&self) -> io::Result<()> {
         self.check()?;
+        if self.sync_broken.load(Ordering::SeqCst) {
+            return Err(io::Error::other("fsync failed"));
+        }
         self.inner.sync_data()
     }
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
@@ -58,6 +62,7 @@ struct Fixture {
     metrics: Arc<Metrics>,
     disk: Arc<DiskHealth>,
     full: Arc<AtomicBool>,
+    sync_broken: Arc<AtomicBool>,
     _dir: tempfile::TempDir,
 }
 
@@ -70,7 +75,9 @@ impl Fixture {
 
 fn fixture() -> Fixture {
     let full = Arc::new(AtomicBool::new(false));
-    let backend = FlakyDisk { inner: Arc::new(InMemoryBackend::new()), full: full.clone() };
+    let sync_broken = Arc::new(AtomicBool::new(false));
+    let backend =
+        FlakyDisk { inner: Arc::new(InMemoryBackend::new()), full: full.clone(), sync_broken: sync_broken.clone() };
     let reopen_on = backend.clone();
     let reopen: Opener =
         Box::new(move || Database::builder().create_with_backend(reopen_on.clone()).map_err(redb_error));
@@ -81,7 +88,7 @@ fn fixture() -> Fixture {
     disk.set_reserve(0);
     let metrics = Arc::new(Metrics::new());
     let writer = Arc::new(Writer::start(slot.clone(), reopen, metrics.clone(), disk.clone()).unwrap());
-    Fixture { slot, writer, metrics, disk, full, _dir: dir }
+    Fixture { slot, writer, metrics, disk, full, sync_broken, _dir: dir }
 }
 
 /// Poll `check` (no fixed sleep as synchronisation) until it holds, for at most 10 s.
@@ -111,6 +118,42 @@ async fn put(writer: &Writer, key: &'static str, value: u64) -> Result<(), Store
             Ok(())
         })
         .await
+}
+
+/// Write `key = value` as one job that only waits until readers see it.
+async fn put_visible(writer: &Writer, key: &'static str, value: u64) -> Result<(), StoreError> {
+    writer
+        .execute_visible(8, move |txn: &WriteTransaction| {
+            txn.open_table(T).map_err(clean)?.insert(key, value).map_err(dirty)?;
+            Ok(())
+        })
+        .await
+}
+
+/// Write `key = value` as a job that waits until readers see it, and hear (on the returned
+/// channel) once it is durable, with the number of fsyncs counted at that moment.
+async fn put_then_flush(
+    f: &Fixture,
+    key: &'static str,
+    value: u64,
+) -> (Result<(), StoreError>, oneshot::Receiver<(Result<(), StoreError>, u64)>) {
+    let (tx, rx) = oneshot::channel();
+    let metrics = f.metrics.clone();
+    let on_durable: OnDurable = Box::new(move |result| {
+        let _ = tx.send((result, metrics.snapshot(0).fsyncs));
+    });
+    let visible = f
+        .writer
+        .execute_then_flush(
+            8,
+            move |txn: &WriteTransaction| {
+                txn.open_table(T).map_err(clean)?.insert(key, value).map_err(dirty)?;
+                Ok(())
+            },
+            on_durable,
+        )
+        .await;
+    (visible, rx)
 }
 
 /// Occupy the writer with a job that waits for the returned sender, so that the jobs queued
@@ -291,4 +334,61 @@ async fn shutdown_drains_the_queue() {
     assert_eq!(read(&f.db(), "queued"), Some(5));
     assert!(matches!(put(&f.writer, "late", 1).await, Err(StoreError::Closed)));
     f.writer.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visible_jobs_commit_without_an_fsync() {
+    let f = fixture();
+    put(&f.writer, "durable", 1).await.unwrap();
+    let before = f.metrics.snapshot(0);
+    put_visible(&f.writer, "visible", 2).await.unwrap();
+    assert_eq!(read(&f.db(), "visible"), Some(2), "readers see it as soon as the waiter hears");
+    let after = f.metrics.snapshot(0);
+    assert_eq!(after.commits, before.commits + 1);
+    assert_eq!(after.fsyncs, before.fsyncs, "nothing waits for the disk, so no fsync");
+    put(&f.writer, "durable", 3).await.unwrap();
+    assert_eq!(f.metrics.snapshot(0).fsyncs, before.fsyncs + 1, "a durable job still fsyncs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_job_is_visible_first_and_hears_after_the_fsync() {
+    let f = fixture();
+    put(&f.writer, "warm", 1).await.unwrap();
+    let before = f.metrics.snapshot(0).fsyncs;
+    let (visible, durable) = put_then_flush(&f, "appended", 7).await;
+    visible.unwrap();
+    assert_eq!(read(&f.db(), "appended"), Some(7));
+    let (result, fsyncs_then) = tokio::time::timeout(Duration::from_secs(10), durable).await.unwrap().unwrap();
+    result.unwrap();
+    assert_eq!(fsyncs_then, before + 1, "told only after the flush that follows its commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_flush_stops_the_store_and_tells_the_waiters() {
+    let f = fixture();
+    put(&f.writer, "warm", 1).await.unwrap();
+    f.sync_broken.store(true, Ordering::SeqCst);
+    let (visible, durable) = put_then_flush(&f, "appended", 7).await;
+    visible.expect("the commit itself needs no fsync");
+    let (result, _) = tokio::time::timeout(Duration::from_secs(10), durable).await.unwrap().unwrap();
+    assert!(matches!(result, Err(StoreError::Stopped(_))), "{result:?}");
+    f.sync_broken.store(false, Ordering::SeqCst);
+    // Reopening would roll the database back under what readers saw: the store stays stopped.
+    let later = put(&f.writer, "later", 2).await;
+    assert!(matches!(later, Err(StoreError::Stopped(_))), "{later:?}");
+    assert!(matches!(put_visible(&f.writer, "later", 2).await, Err(StoreError::Stopped(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_failure_after_visible_commits_stops_instead_of_reopening() {
+    let f = fixture();
+    put(&f.writer, "warm", 1).await.unwrap();
+    put_visible(&f.writer, "applied", 2).await.unwrap();
+    f.full.store(true, Ordering::SeqCst);
+    let failed = put(&f.writer, "vote", 3).await;
+    assert!(matches!(failed, Err(StoreError::Stopped(_))), "{failed:?}");
+    f.full.store(false, Ordering::SeqCst);
+    assert!(matches!(put(&f.writer, "vote", 3).await, Err(StoreError::Stopped(_))));
+    let m = f.metrics.snapshot(0);
+    assert!(m.last_error.is_some_and(|e| e.contains("restart")));
 }

@@ -79,6 +79,8 @@ async fn a_full_disk_stalls_writes_without_losing_or_failing_any() {
 
     // Below the reserve, client writes are refused before anything fails.
     let filler = tmpfs::fill(fs.path());
+    // Free space is measured at most every 200 ms: poll.
+    until("client writes are refused", || store.write_blocked().is_some()).await;
     let reason = store.write_blocked().expect("no room left: client writes are refused");
     assert!(reason.contains("below the reserve"), "{reason}");
 

@@ -25,6 +25,12 @@ pub fn raft_config(config: &Config, namespace: &Namespace) -> Result<Arc<openraf
         max_in_snapshot_log_to_keep: config.keep_logs_behind_snapshot,
         install_snapshot_timeout: (timing.election_max_ms * 4).max(2_000),
         max_payload_entries: 512,
+        // The store makes applied state and the committed index visible before they are
+        // durable, and a leader's appended entries before they are flushed (see
+        // flotilla-store's writer). A leader restarted after a crash may therefore hold less
+        // than it had before; restoring its leadership without an election could let it serve
+        // a stale state or reuse log indexes of its term. It stands for election instead.
+        enable_leader_restore: Some(false),
         ..Default::default()
     };
     Ok(Arc::new(raft.validate()?))
