@@ -110,24 +110,22 @@ fn read(db: &Database, key: &str) -> Option<u64> {
     table.get(key).unwrap().map(|v| v.value())
 }
 
+/// The work of a job writing `key = value`.
+fn insert(key: &'static str, value: u64) -> impl FnMut(&WriteTransaction) -> Result<(), JobFailure> + Send + 'static {
+    move |txn: &WriteTransaction| {
+        txn.open_table(T).map_err(clean)?.insert(key, value).map_err(dirty)?;
+        Ok(())
+    }
+}
+
 /// Write `key = value` as one job.
 async fn put(writer: &Writer, key: &'static str, value: u64) -> Result<(), StoreError> {
-    writer
-        .execute(8, move |txn: &WriteTransaction| {
-            txn.open_table(T).map_err(clean)?.insert(key, value).map_err(dirty)?;
-            Ok(())
-        })
-        .await
+    writer.execute(8, insert(key, value)).await
 }
 
 /// Write `key = value` as one job that only waits until readers see it.
 async fn put_visible(writer: &Writer, key: &'static str, value: u64) -> Result<(), StoreError> {
-    writer
-        .execute_visible(8, move |txn: &WriteTransaction| {
-            txn.open_table(T).map_err(clean)?.insert(key, value).map_err(dirty)?;
-            Ok(())
-        })
-        .await
+    writer.execute_visible(8, insert(key, value)).await
 }
 
 /// Write `key = value` as a job that waits until readers see it, and hear (on the returned
@@ -142,17 +140,7 @@ async fn put_then_flush(
     let on_durable: OnDurable = Box::new(move |result| {
         let _ = tx.send((result, metrics.snapshot(0).fsyncs));
     });
-    let visible = f
-        .writer
-        .execute_then_flush(
-            8,
-            move |txn: &WriteTransaction| {
-                txn.open_table(T).map_err(clean)?.insert(key, value).map_err(dirty)?;
-                Ok(())
-            },
-            on_durable,
-        )
-        .await;
+    let visible = f.writer.execute_then_flush(8, insert(key, value), on_durable).await;
     (visible, rx)
 }
 
