@@ -112,10 +112,7 @@ impl<C: StoreConfig> LogStore<C> {
             };
             Ok(())
         };
-        match wait {
-            Wait::Durable => self.store.writer.execute(cost, work).await,
-            Wait::Visible => self.store.writer.execute_visible(cost, work).await,
-        }
+        self.store.writer.execute_as(wait, cost, work).await
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {

@@ -229,7 +229,7 @@ impl Writer {
         T: Send + 'static,
         F: FnMut(&WriteTransaction) -> Result<T, JobFailure> + Send + 'static,
     {
-        self.submit(cost, Wait::Durable, None, work).await
+        self.execute_as(Wait::Durable, cost, work).await
     }
 
     /// Like [`Writer::execute`], but only wait until readers see the change: for state Raft can
@@ -239,7 +239,16 @@ impl Writer {
         T: Send + 'static,
         F: FnMut(&WriteTransaction) -> Result<T, JobFailure> + Send + 'static,
     {
-        self.submit(cost, Wait::Visible, None, work).await
+        self.execute_as(Wait::Visible, cost, work).await
+    }
+
+    /// [`Writer::execute`] or [`Writer::execute_visible`], as `wait` says.
+    pub(crate) async fn execute_as<T, F>(&self, wait: Wait, cost: usize, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&WriteTransaction) -> Result<T, JobFailure> + Send + 'static,
+    {
+        self.submit(cost, wait, None, work).await
     }
 
     /// Like [`Writer::execute_visible`], and call `on_durable` once the change is durable too
@@ -440,9 +449,14 @@ impl Committer {
             return;
         }
         self.volatile.set(false);
+        self.settle_unflushed(&Ok(()));
+    }
+
+    /// Tell every job waiting for a durable commit how that ended.
+    fn settle_unflushed(&self, result: &Result<(), StoreError>) {
         let waiting = std::mem::take(&mut *self.unflushed.borrow_mut());
         for on_durable in waiting {
-            on_durable(Ok(()));
+            on_durable(result.clone());
         }
     }
 
@@ -462,10 +476,7 @@ impl Committer {
             Ok(()) => self.committed(true),
             Err(error) => {
                 let error = self.stop(&error);
-                let waiting = std::mem::take(&mut *self.unflushed.borrow_mut());
-                for on_durable in waiting {
-                    on_durable(Err(error.clone()));
-                }
+                self.settle_unflushed(&Err(error));
             }
         }
     }
@@ -563,10 +574,7 @@ impl Committer {
     fn recover(&self, mut error: StoreError, backoff: &mut Backoff) -> Result<(), StoreError> {
         if self.volatile.get() {
             let error = self.stop(&error);
-            let waiting = std::mem::take(&mut *self.unflushed.borrow_mut());
-            for on_durable in waiting {
-                on_durable(Err(error.clone()));
-            }
+            self.settle_unflushed(&Err(error.clone()));
             return Err(error);
         }
         loop {
