@@ -82,7 +82,8 @@ pub struct Config {
     #[cfg_attr(feature = "clap", arg(long, env = "FLOTILLA_DATA_DIR", default_value = DEFAULT_DATA_DIR))]
     pub data_dir: PathBuf,
 
-    /// libp2p multiaddresses to listen on (repeatable).
+    /// libp2p multiaddresses to listen on (repeatable). An address other than loopback requires
+    /// `--cluster-key-file` (or the explicit `--insecure-no-cluster-key`).
     #[cfg_attr(feature = "clap", arg(long = "listen", default_value = DEFAULT_LISTEN, num_args = 1..))]
     pub listen: Vec<String>,
 
@@ -103,6 +104,13 @@ pub struct Config {
     /// a cluster needs a key in common.
     #[cfg_attr(feature = "clap", arg(long, env = "FLOTILLA_CLUSTER_KEY_FILE"))]
     pub cluster_key_file: Option<PathBuf>,
+
+    /// Run the cluster plane on a non-loopback listen address without a cluster key: any host
+    /// that reaches the port can then join, receive every value and, once promoted, vote.
+    /// Logged as a WARN line at start and shown in `GET /v1/status`. Only for trusted, isolated
+    /// networks; see docs/SECURITY.md.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub insecure_no_cluster_key: bool,
 
     /// Also seal the values, log entries and snapshots in the data directory with keys derived
     /// from the keyring, so a copied data directory reveals no values. Needs
@@ -218,6 +226,7 @@ impl Default for Config {
             http: DEFAULT_HTTP.parse().expect("default HTTP address parses"),
             admin_token_file: None,
             cluster_key_file: None,
+            insecure_no_cluster_key: false,
             encrypt_at_rest: false,
             http_max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
             http_header_timeout_ms: DEFAULT_HTTP_HEADER_TIMEOUT_MS,
@@ -396,6 +405,7 @@ impl Config {
                 self.http
             ));
         }
+        self.check_cluster_plane()?;
         if self.encrypt_at_rest && self.cluster_key_file.is_none() {
             return err("--encrypt-at-rest needs --cluster-key-file".into());
         }
@@ -403,39 +413,118 @@ impl Config {
         self.keyring()?;
         Ok(())
     }
+
+    /// The listen addresses that are not loopback: the cluster plane is reachable from other
+    /// hosts through them.
+    pub fn exposed_listen_addrs(&self) -> Vec<&str> {
+        self.listen.iter().map(String::as_str).filter(|a| !is_loopback_multiaddr(a)).collect()
+    }
+
+    /// The cluster plane is at least as strict as the HTTP one: reachable from other hosts, it
+    /// needs a cluster key, or the operator's explicit opt-out.
+    fn check_cluster_plane(&self) -> Result<(), ConfigError> {
+        if self.insecure_no_cluster_key && self.cluster_key_file.is_some() {
+            return Err(ConfigError("--insecure-no-cluster-key and --cluster-key-file contradict each other".into()));
+        }
+        let exposed = self.exposed_listen_addrs();
+        if exposed.is_empty() || self.cluster_key_file.is_some() || self.insecure_no_cluster_key {
+            return Ok(());
+        }
+        Err(ConfigError(format!(
+            "the cluster plane would listen on {}, which is not a loopback address, without a cluster key: \
+             any host that reaches it could join, receive every value and vote. Create a key once with \
+             `flotilla keygen /etc/flotilla/cluster.key`, copy that file (mode 0600) to every node and pass \
+             --cluster-key-file /etc/flotilla/cluster.key (or FLOTILLA_CLUSTER_KEY_FILE); or listen on \
+             loopback (--listen /ip4/127.0.0.1/tcp/7000); or, on a network you trust, accept an open \
+             cluster plane with --insecure-no-cluster-key",
+            exposed.join(", ")
+        )))
+    }
+}
+
+/// Whether a libp2p multiaddress (`/ip4/127.0.0.1/tcp/7000`, `/ip6/::1/tcp/7000`) listens on
+/// loopback only. Anything that is not a loopback IP address (a wildcard, a LAN address, a DNS
+/// name, an unparsable string) counts as exposed: the check errs on the safe side.
+pub fn is_loopback_multiaddr(addr: &str) -> bool {
+    let mut parts = addr.split('/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(""), Some("ip4"), Some(ip)) => ip.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback()),
+        (Some(""), Some("ip6"), Some(ip)) => ip.parse::<std::net::Ipv6Addr>().is_ok_and(|ip| ip.is_loopback()),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The defaults with the cluster plane on loopback (the default listens on every interface,
+    /// which needs a cluster key).
+    fn local() -> Config {
+        Config { listen: vec!["/ip4/127.0.0.1/tcp/7000".into()], ..Config::default() }
+    }
+
     #[test]
     fn defaults_validate() {
-        Config::default().validate().unwrap();
+        local().validate().unwrap();
         for preset in [Preset::Local, Preset::Regional, Preset::Global] {
-            let c = Config { preset, request_timeout_ms: 20_000, ..Config::default() };
+            let c = Config { preset, request_timeout_ms: 20_000, ..local() };
             c.validate().unwrap();
         }
     }
 
     #[test]
+    fn non_loopback_listen_needs_a_cluster_key_or_the_opt_out() {
+        let e = Config::default().validate().unwrap_err().to_string();
+        assert!(e.contains("/ip4/0.0.0.0/tcp/7000"), "{e}");
+        assert!(e.contains("flotilla keygen") && e.contains("--cluster-key-file"), "{e}");
+        assert!(e.contains("--insecure-no-cluster-key"), "{e}");
+        let lan = Config { listen: vec!["/ip4/127.0.0.1/tcp/1".into(), "/ip4/10.0.0.5/tcp/7000".into()], ..local() };
+        assert!(lan.validate().unwrap_err().to_string().contains("10.0.0.5"));
+        Config { insecure_no_cluster_key: true, ..Config::default() }.validate().unwrap();
+        Config { listen: vec!["/ip6/::1/tcp/7000".into()], ..Config::default() }.validate().unwrap();
+        let both = Config { insecure_no_cluster_key: true, cluster_key_file: Some("k".into()), ..Config::default() };
+        assert!(both.validate().unwrap_err().to_string().contains("contradict"));
+    }
+
+    #[test]
+    fn loopback_multiaddrs() {
+        for a in
+            ["/ip4/127.0.0.1/tcp/7000", "/ip4/127.1.2.3/tcp/0", "/ip6/::1/tcp/7000", "/ip4/127.0.0.1/udp/1/quic-v1"]
+        {
+            assert!(is_loopback_multiaddr(a), "{a}");
+        }
+        for a in [
+            "/ip4/0.0.0.0/tcp/7000",
+            "/ip6/::/tcp/7000",
+            "/ip4/10.1.2.3/tcp/1",
+            "/dns4/localhost/tcp/1",
+            "",
+            "ip4/127.0.0.1",
+            "/ip4/x",
+        ] {
+            assert!(!is_loopback_multiaddr(a), "{a}");
+        }
+    }
+
+    #[test]
     fn bad_timing_is_refused() {
-        let c = Config { heartbeat_ms: Some(300), ..Config::default() };
+        let c = Config { heartbeat_ms: Some(300), ..local() };
         assert!(c.validate().is_err());
         // A maximum election timeout that does not exceed the minimum.
         let min = Config::default().timing().election_min_ms;
-        let c = Config { election_max_ms: Some(min), ..Config::default() };
+        let c = Config { election_max_ms: Some(min), ..local() };
         assert!(c.validate().is_err());
     }
 
     #[test]
     fn non_loopback_http_needs_an_admin_token() {
-        let c = Config { http: "0.0.0.0:7070".parse().unwrap(), ..Config::default() };
+        let c = Config { http: "0.0.0.0:7070".parse().unwrap(), ..local() };
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("--admin-token-file"), "{e}");
-        let c = Config { http: "[::1]:7070".parse().unwrap(), ..Config::default() };
+        let c = Config { http: "[::1]:7070".parse().unwrap(), ..local() };
         c.validate().unwrap();
-        let c = Config { http: "127.0.0.2:7070".parse().unwrap(), ..Config::default() };
+        let c = Config { http: "127.0.0.2:7070".parse().unwrap(), ..local() };
         c.validate().unwrap();
     }
 

@@ -35,6 +35,8 @@ pub async fn node_status(State(node): State<Arc<Node>>) -> Json<serde_json::Valu
         "namespaces": namespaces,
         "storage": { "write_blocked": write_blocked },
         "sealing": node.sealing_status(),
+        // The operator opened the cluster plane without a cluster key (docs/SECURITY.md).
+        "insecure_no_cluster_key": node.config().insecure_no_cluster_key,
     }))
 }
 

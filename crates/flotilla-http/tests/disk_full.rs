@@ -25,6 +25,8 @@ async fn node_on(dir: &Path) -> (Arc<Node>, String) {
         // A write stalled on the full disk times out quickly (the HTTP deadline is the sum).
         request_timeout_ms: 2_000,
         http_header_timeout_ms: 2_000,
+        // The cluster plane on loopback: an exposed one needs a cluster key.
+        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
         ..Config::default()
     };
     let store = Store::open(&config.data_dir).expect("store");

@@ -61,6 +61,8 @@ fn serve(rt: &Runtime) -> Served {
             max_value_bytes: MAX_VALUE,
             force_bootstrap: true,
             no_mdns: true,
+            // The cluster plane on loopback: an exposed one needs a cluster key.
+            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
             ..Config::default()
         };
         let store = Store::open(&config.data_dir).expect("store");

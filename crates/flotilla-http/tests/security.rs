@@ -34,6 +34,11 @@ struct Served {
     _dir: tempfile::TempDir,
 }
 
+/// The defaults with the cluster plane on loopback (an exposed one needs a cluster key).
+fn loopback() -> Config {
+    Config { listen: vec!["/ip4/127.0.0.1/tcp/0".into()], ..Config::default() }
+}
+
 /// A single-node cluster serving HTTP on loopback, with `tweak` applied to its config (the data
 /// directory is passed in so a token file can live there).
 async fn serve_node(tweak: impl FnOnce(&Path, &mut Config)) -> Served {
@@ -42,7 +47,7 @@ async fn serve_node(tweak: impl FnOnce(&Path, &mut Config)) -> Served {
     let mut config = Config {
         data_dir: dir.path().to_path_buf(),
         namespaces: vec![Namespace::new("default").unwrap()],
-        ..Config::default()
+        ..loopback()
     };
     tweak(dir.path(), &mut config);
     let store = Store::open(&config.data_dir).expect("store");
@@ -144,17 +149,17 @@ async fn without_a_token_admin_routes_are_open_on_loopback() {
 #[tokio::test]
 async fn non_loopback_http_needs_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let exposed = Config { http: "0.0.0.0:7070".parse().unwrap(), ..Config::default() };
+    let exposed = Config { http: "0.0.0.0:7070".parse().unwrap(), ..loopback() };
     let err = exposed.validate().unwrap_err().to_string();
     assert!(err.contains("--admin-token-file") && err.contains("0.0.0.0:7070"), "{err}");
-    let lan = Config { http: "10.1.2.3:8080".parse().unwrap(), ..Config::default() };
+    let lan = Config { http: "10.1.2.3:8080".parse().unwrap(), ..loopback() };
     assert!(lan.validate().is_err());
 
     let token = write_token(dir.path(), "token", TOKEN, 0o600);
     let with_token = Config { admin_token_file: Some(token), ..exposed.clone() };
     with_token.validate().expect("non-loopback with a token");
-    Config::default().validate().expect("loopback without a token");
-    Config { http: "[::1]:7070".parse().unwrap(), ..Config::default() }.validate().expect("IPv6 loopback");
+    loopback().validate().expect("loopback without a token");
+    Config { http: "[::1]:7070".parse().unwrap(), ..loopback() }.validate().expect("IPv6 loopback");
 
     // The library refuses too: Node::start validates.
     let id = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
@@ -175,7 +180,7 @@ async fn serve_refuses_a_non_loopback_listener_without_a_token() {
 #[tokio::test]
 async fn bad_token_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let check = |path: PathBuf| Config { admin_token_file: Some(path), ..Config::default() }.validate();
+    let check = |path: PathBuf| Config { admin_token_file: Some(path), ..loopback() }.validate();
 
     let err = check(write_token(dir.path(), "open", TOKEN, 0o644)).unwrap_err().to_string();
     assert!(err.contains("group or others") && err.contains("chmod 600"), "{err}");

@@ -3,7 +3,6 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,11 +21,14 @@ const TAIL_ON_PANIC: usize = 60;
 /// A `flotilla agent` process in one host of a [`crate::Lab`], with its own data directory.
 ///
 /// The process runs as `ip netns exec <host netns> <flotilla> agent --data-dir <dir>
-/// --listen /ip4/<ip>/tcp/7000 --http <ip>:8080 --admin-token-file <dir>/admin.token <extra
-/// args>`, with stdout and stderr appended to `<dir>/agent.log`. The HTTP API listens on a
-/// non-loopback address, so the agent needs an admin token: each agent gets a fresh random one
-/// in `<dir>/admin.token` (mode 0600; not passed when `extra` has its own
-/// `--admin-token-file`), sent by [`Agent::admin_post_json`]. `RUST_LOG` is
+/// --listen /ip4/<ip>/tcp/7000 --http <ip>:8080 --admin-token-file <dir>/admin.token
+/// --cluster-key-file <lab key> <extra args>`, with stdout and stderr appended to
+/// `<dir>/agent.log`. The HTTP API listens on a non-loopback address, so the agent needs an
+/// admin token: each agent gets a fresh random one in `<dir>/admin.token` (mode 0600; not
+/// passed when `extra` has its own `--admin-token-file`), sent by [`Agent::admin_post_json`].
+/// The cluster plane does too, so it needs a cluster key: every agent of a lab gets the lab's
+/// one key (not passed when `extra` has its own `--cluster-key-file` or
+/// `--insecure-no-cluster-key`). `RUST_LOG` is
 /// `info,openraft=warn` unless `FLOTILLA_LAB_RUST_LOG` is set; `NO_COLOR=1` keeps the log free
 /// of escape codes.
 /// The process gets SIGKILL if the thread that started it exits, so a crashed test leaves no
@@ -93,6 +95,12 @@ impl Agent {
         let own_token = self.args.iter().any(|a| a == "--admin-token-file" || a.starts_with("--admin-token-file="));
         if !own_token {
             cmd.arg("--admin-token-file").arg(&self.admin_token_file);
+        }
+        let own_key = self.args.iter().any(|a| {
+            a == "--insecure-no-cluster-key" || a == "--cluster-key-file" || a.starts_with("--cluster-key-file=")
+        });
+        if !own_key {
+            cmd.arg("--cluster-key-file").arg(&self.net.cluster_key_file);
         }
         cmd.args(&self.args);
         writeln!(log, "=== flotilla-lab: {:?}", cmd)?;
@@ -262,17 +270,7 @@ impl Agent {
 
 /// Write a fresh random admin token (64 hex digits) to `<dir>/admin.token`, mode 0600.
 fn write_admin_token(dir: &Path) -> Result<PathBuf> {
-    let path = dir.join("admin.token");
-    let bytes: [u8; 32] = rand::random();
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    writeln!(file, "{token}").with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
+    crate::net::write_secret(&dir.join("admin.token"))
 }
 
 impl std::fmt::Debug for Agent {

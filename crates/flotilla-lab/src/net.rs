@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once, OnceLock};
@@ -74,6 +74,10 @@ pub(crate) struct Net {
     prefix: [u8; 2],
     probe_link: String,
     probe_label: String,
+    /// The cluster key every agent of the lab gets (agents listen on lab addresses, which are
+    /// not loopback, so they need one); removed with the lab.
+    pub(crate) cluster_key_file: PathBuf,
+    _keys: tempfile::TempDir,
 }
 
 impl Lab {
@@ -126,7 +130,7 @@ impl Lab {
             let Some(prefix) = free_prefix(pid, n)? else {
                 bail!("no free 10.a.b.0/24 subnet found for a lab");
             };
-            let net = Net::empty(&tag, prefix, hosts);
+            let net = Net::empty(&tag, prefix, hosts)?;
             match net.build() {
                 Ok(()) => return Ok(Lab { net: Arc::new(net) }),
                 // Dropping `net` removes whatever was built; another subnet or tag may work.
@@ -257,9 +261,11 @@ impl std::fmt::Debug for Lab {
 }
 
 impl Net {
-    fn empty(tag: &str, prefix: [u8; 2], hosts: usize) -> Net {
+    fn empty(tag: &str, prefix: [u8; 2], hosts: usize) -> Result<Net> {
         let [a, b] = prefix;
-        Net {
+        let keys = tempfile::Builder::new().prefix(&format!("flotilla-lab-{tag}-key-")).tempdir()?;
+        let cluster_key_file = write_secret(&keys.path().join("cluster.key"))?;
+        Ok(Net {
             tag: tag.to_string(),
             switch: format!("{NETNS_PREFIX}{tag}-sw"),
             hosts: (0..hosts)
@@ -271,7 +277,9 @@ impl Net {
             prefix,
             probe_link: format!("{PROBE_PREFIX}{tag}"),
             probe_label: format!("{LABEL_PREFIX}{tag}"),
-        }
+            cluster_key_file,
+            _keys: keys,
+        })
     }
 
     pub(crate) fn addr(&self, octet: u8) -> Ipv4Addr {
@@ -329,6 +337,22 @@ impl Net {
         let addr = format!("{}/32", self.addr(PROBE_OCTET));
         let _ = ip_quiet(&["addr", "del", &addr, "dev", "lo", "label", &self.probe_label]);
     }
+}
+
+/// Write 32 random bytes as hex to a new file of mode 0600 at `path`: the format of a cluster
+/// key (`flotilla keygen`) and accepted as an admin token.
+pub(crate) fn write_secret(path: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let bytes: [u8; 32] = rand::random();
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(file, "{secret}").with_context(|| format!("writing {}", path.display()))?;
+    Ok(path.to_path_buf())
 }
 
 impl Drop for Net {

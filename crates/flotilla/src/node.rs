@@ -82,6 +82,13 @@ impl Node {
         services: NodeServices,
     ) -> Result<Arc<Node>, StartError> {
         config.validate()?;
+        if config.insecure_no_cluster_key {
+            warn!(
+                listen = ?config.listen,
+                "--insecure-no-cluster-key: the cluster plane is open to every host that reaches these addresses; \
+                 any of them can join, receive every value and vote (see docs/SECURITY.md)"
+            );
+        }
         let started = tokio::time::Instant::now();
         let id = transport.local_id();
         let keyring = config.keyring()?;

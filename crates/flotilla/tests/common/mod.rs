@@ -73,6 +73,8 @@ impl Harness {
             election_min_ms: Some(300),
             election_max_ms: Some(600),
             request_timeout_ms: 8_000,
+            // In-process nodes: the cluster plane counts as loopback (an exposed one needs a key).
+            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
             ..Config::default()
         };
         c.cluster_key_file = self.key_files[i].clone();
