@@ -115,9 +115,10 @@ impl Node {
         envelope: CommandEnvelope,
     ) -> Result<CommandResponse, WireError> {
         let deadline = Instant::now() + self.config.request_timeout();
-        if is_membership_change(&envelope.request) && !is_member(group, from) {
+        if is_membership_change(&envelope.request) && !is_voter(group, from) {
             return Err(WireError::Rejected(format!(
-                "{from} is not a member of this cluster: only members may change its membership (a node asks for itself with a join)"
+                "{from} is not a voter of this cluster: only voters may change its membership or leadership \
+                 (a node asks for itself with a join; an operator asks a voter's HTTP API)"
             )));
         }
         match group.leader() {
@@ -153,9 +154,11 @@ fn is_membership_change(request: &CommandRequest) -> bool {
     )
 }
 
-/// Whether `peer` is in the group's configuration (voter or learner).
-fn is_member(group: &Group, peer: NodeId) -> bool {
-    group.metrics().membership_config.membership().get_node(&peer).is_some()
+/// Whether `peer` is a voter of the group's current configuration. Learners are excluded: a
+/// learner is admitted by a join, which any key holder (or, without a key, anyone) may send, so
+/// it must not be able to remove voters or move leadership.
+fn is_voter(group: &Group, peer: NodeId) -> bool {
+    group.metrics().membership_config.voter_ids().any(|v| v == peer)
 }
 
 /// Map an [`ApiError`] back onto the wire for a forwarded request.

@@ -369,6 +369,63 @@ async fn outsiders_cannot_add_arbitrary_members() {
     h.shutdown().await;
 }
 
+/// A learner is admitted by a join, which anyone who can reach the cluster may send: it must not
+/// be able to remove voters, add members or move leadership, whether it asks the leader or a
+/// follower (which would forward it). A voter still may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn learners_cannot_change_membership_or_leadership() {
+    use flotilla_core::wire::{
+        CommandEnvelope, CommandRequest, CommandResponse, RequestBody, WireRequest, WireResponse,
+    };
+    use flotilla_core::MemberInfo;
+    let mut h = Harness::new(4, 5, &[NS], |c| c.voter_target = 3);
+    for i in 0..4 {
+        h.boot(i).await;
+    }
+    h.wait_voters(NS, 3).await;
+    let l = h.leader(NS).await;
+    eventually("the fourth node is a learner", || {
+        h.cluster(l, NS).state().members.iter().filter(|m| m.role == MemberRole::Learner).count() == 1
+    })
+    .await;
+    let state = h.cluster(l, NS).state();
+    let learner = state.members.iter().find(|m| m.role == MemberRole::Learner).expect("a learner").id;
+    let follower = (0..4).find(|i| *i != l && h.ids[*i] != learner).expect("a follower voter");
+    let victim = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
+    let as_learner = h.router.transport(learner);
+    let command = |request: CommandRequest, hops_left| WireRequest {
+        namespace: flotilla::Namespace::new(NS).expect("ns"),
+        body: RequestBody::Command(CommandEnvelope { hops_left, request }),
+    };
+    let requests = [
+        CommandRequest::AddVoter(victim, MemberInfo::new(vec![])),
+        CommandRequest::AddLearner(victim, MemberInfo::new(vec![])),
+        CommandRequest::Remove(h.ids[follower]),
+        CommandRequest::TransferLeader(Some(learner)),
+        CommandRequest::TransferLeader(None),
+    ];
+    for (to, hops) in [(l, 0), (follower, 1)] {
+        for request in requests.clone() {
+            let reply = as_learner.call(h.ids[to], command(request.clone(), hops), PATIENCE).await.expect("a reply");
+            assert!(
+                matches!(&reply, WireResponse::Error(flotilla_core::wire::WireError::Rejected(m)) if m.contains("not a voter")),
+                "{request:?} from a learner to node {to} was not refused: {reply:?}"
+            );
+        }
+    }
+    let after = h.cluster(l, NS).state();
+    assert_eq!(after.leader, Some(h.ids[l]), "leadership moved");
+    let members: BTreeSet<NodeId> = after.members.iter().map(|m| m.id).collect();
+    assert_eq!(members, h.ids.iter().copied().collect::<BTreeSet<_>>(), "membership changed");
+    assert_eq!(after.members.iter().filter(|m| m.role == MemberRole::Voter).count(), 3);
+
+    // A voter may: the check is on the sender's role, not on every remote request.
+    let as_voter = h.router.transport(h.ids[follower]);
+    let reply = as_voter.call(h.ids[l], command(CommandRequest::TransferLeader(None), 0), PATIENCE).await;
+    assert!(matches!(reply, Ok(WireResponse::Command(CommandResponse::Done { .. }))), "{reply:?}");
+    h.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lost_store_with_surviving_founding_record_is_still_amnesia() {
     use flotilla::formation::record::{FoundingRecord, RecordFile};
