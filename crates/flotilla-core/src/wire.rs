@@ -29,8 +29,8 @@ pub struct WireRequest {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum RequestBody {
-    /// Consensus traffic between group members.
-    Raft(RaftRequest),
+    /// Consensus traffic between group members, with the sender's cluster.
+    Raft(RaftEnvelope),
     /// Forwarded client requests and membership requests.
     Command(CommandEnvelope),
     /// Discovery and founding; served even for namespaces the receiver does not serve.
@@ -45,7 +45,7 @@ impl RequestBody {
     /// The transport lane this body travels on.
     pub fn lane(&self) -> Lane {
         match self {
-            RequestBody::Raft(RaftRequest::SnapshotChunk(_)) => Lane::Snapshot,
+            RequestBody::Raft(RaftEnvelope { rpc: RaftRequest::SnapshotChunk(_), .. }) => Lane::Snapshot,
             RequestBody::Raft(_) => Lane::Raft,
             RequestBody::Command(_) | RequestBody::Formation(_) | RequestBody::Hello(_) => Lane::Command,
             RequestBody::Sealed(sealed) => sealed.lane,
@@ -127,6 +127,17 @@ pub enum WireResponse {
     Sealed(Sealed),
     /// The request could not be handled at all.
     Error(WireError),
+}
+
+/// A Raft RPC with the id of the cluster its sender belongs to: a node refuses Raft traffic from
+/// another cluster of the same namespace (two clusters of one namespace must never exchange
+/// appends, snapshots or votes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RaftEnvelope {
+    /// The sender's cluster, as its configuration names it (empty: it names none).
+    pub cluster: crate::formation::ClusterId,
+    /// The RPC.
+    pub rpc: RaftRequest,
 }
 
 /// Raft RPCs, one variant per openraft network call.

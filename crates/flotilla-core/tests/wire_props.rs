@@ -28,8 +28,8 @@ use flotilla_core::formation::{
 };
 use flotilla_core::types::{Entry, LogId, SnapshotMeta, StoredMembership, Vote};
 use flotilla_core::wire::{
-    CommandEnvelope, CommandRequest, CommandResponse, RaftRequest, RaftResponse, RequestBody, SnapshotChunk, WireError,
-    WireRequest, WireResponse,
+    CommandEnvelope, CommandRequest, CommandResponse, RaftEnvelope, RaftRequest, RaftResponse, RequestBody,
+    SnapshotChunk, WireError, WireRequest, WireResponse,
 };
 use flotilla_core::{decode, encode, Command, MemberInfo, Namespace, NodeId, TypeConfig};
 use openraft::raft::{
@@ -292,7 +292,8 @@ fn formation_request() -> impl Strategy<Value = FormationRequest> {
 
 fn request_body() -> impl Strategy<Value = RequestBody> {
     prop_oneof![
-        raft_request().prop_map(RequestBody::Raft),
+        (raft_request(), "[a-zA-Z0-9/]{0,72}")
+            .prop_map(|(rpc, cluster)| RequestBody::Raft(RaftEnvelope { cluster, rpc })),
         (any::<u8>(), command_request())
             .prop_map(|(hops_left, request)| RequestBody::Command(CommandEnvelope { hops_left, request })),
         formation_request().prop_map(RequestBody::Formation),

@@ -3,12 +3,14 @@
 use std::sync::{Arc, Weak};
 
 use flotilla_core::types::NodeId;
-use flotilla_core::wire::{RaftRequest, RaftResponse, RequestBody, WireError, WireRequest, WireResponse};
+use flotilla_core::wire::{RaftEnvelope, RaftRequest, RaftResponse, RequestBody, WireError, WireRequest, WireResponse};
 use flotilla_core::InboundHandler;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::Snapshot;
-use tracing::warn;
+use tracing::{debug, warn};
 
+use crate::formation::admission::{Incoming, Refusal};
+use crate::formation::view::cluster_of;
 use crate::group::Group;
 use crate::node::Node;
 
@@ -62,24 +64,24 @@ impl InboundHandler for Inbound {
 }
 
 /// Whether this replica takes Raft traffic from `from` (see [`crate::Formation::admits`]).
-fn admits(node: &Node, group: &Group, from: NodeId, vote: bool) -> bool {
+fn admits(node: &Node, group: &Group, message: &Incoming<'_, NodeId>) -> Result<(), Refusal> {
     let Some(formation) = node.formation(&group.namespace) else {
-        return false;
+        return Err(Refusal::NotAdmitted);
     };
     let m = group.raft.metrics();
     let m = m.borrow_watched();
     let membership = m.membership_config.membership();
-    let in_config = membership.get_node(&from).is_some();
+    let in_config = membership.get_node(&message.from).is_some();
     let config_empty = membership.nodes().next().is_none();
-    formation.admits(from, vote, m.last_log_index.is_some(), in_config, config_empty)
+    formation.admits(message, m.last_log_index.is_some(), in_config, config_empty, &cluster_of(&m))
 }
 
-async fn serve_raft(node: &Node, group: &Group, from: NodeId, rpc: RaftRequest) -> Result<RaftResponse, WireError> {
+async fn serve_raft(node: &Node, group: &Group, from: NodeId, raft: RaftEnvelope) -> Result<RaftResponse, WireError> {
+    let RaftEnvelope { cluster, rpc } = raft;
     let vote = matches!(rpc, RaftRequest::Vote(_) | RaftRequest::PreVote(_));
-    if !admits(node, group, from, vote) {
-        return Err(WireError::Rejected(format!(
-            "{from} is not a member of this node's cluster, or this node has not been admitted yet"
-        )));
+    if let Err(refusal) = admits(node, group, &Incoming { from, vote, cluster: &cluster }) {
+        debug!(namespace = %group.namespace, peer = %from, %refusal, "Raft message refused");
+        return Err(WireError::Rejected(format!("Raft traffic from {from} refused: {refusal}")));
     }
     let fatal = |e: openraft::errors::RaftError<_>| WireError::Fatal(e.to_string());
     match rpc {

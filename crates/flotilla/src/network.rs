@@ -7,8 +7,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flotilla_core::formation::ClusterId;
 use flotilla_core::types::{NodeId, TypeConfig, Vote};
-use flotilla_core::wire::{RaftRequest, RaftResponse, RequestBody, SnapshotChunk, WireRequest, WireResponse};
+use flotilla_core::wire::{
+    RaftEnvelope, RaftRequest, RaftResponse, RequestBody, SnapshotChunk, WireRequest, WireResponse,
+};
 use flotilla_core::{MemberInfo, Namespace, Transport, TransportError};
 use openraft::alias::SnapshotOf;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -48,6 +51,10 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
             transport: self.transport.clone(),
             namespace: self.namespace.clone(),
             target,
+            // Every entry of a configuration carries its cluster's id, so the target's entry in
+            // this node's configuration names this node's cluster. A group never changes
+            // cluster (a dissolved namespace gets a new group), so it is read once per client.
+            cluster: node.cluster.clone(),
             chunk_bytes: self.chunk_bytes,
         }
     }
@@ -58,12 +65,14 @@ pub struct GroupNetwork {
     transport: Arc<dyn Transport>,
     namespace: Namespace,
     target: NodeId,
+    cluster: ClusterId,
     chunk_bytes: usize,
 }
 
 impl GroupNetwork {
-    async fn send(&self, request: RaftRequest, ttl: Duration) -> Result<RaftResponse, RPCError<TypeConfig>> {
-        let request = WireRequest { namespace: self.namespace.clone(), body: RequestBody::Raft(request) };
+    async fn send(&self, rpc: RaftRequest, ttl: Duration) -> Result<RaftResponse, RPCError<TypeConfig>> {
+        let body = RequestBody::Raft(RaftEnvelope { cluster: self.cluster.clone(), rpc });
+        let request = WireRequest { namespace: self.namespace.clone(), body };
         match self.transport.call(self.target, request, ttl).await {
             Ok(WireResponse::Raft(reply)) => Ok(reply),
             Ok(WireResponse::Error(e)) => Err(RPCError::Unreachable(Unreachable::from_string(e))),

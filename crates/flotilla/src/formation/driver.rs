@@ -331,8 +331,8 @@ impl Node {
             let request = CommandRequest::Join { info: self.self_info(), fresh };
             match self.send_command(group, target, request, 0, self.config.request_timeout()).await {
                 Ok(CommandResponse::Joined { leader, cluster, .. }) => {
-                    formation.admit(Some(leader));
                     formation.note(format!("admitted as a learner of cluster {cluster} by leader {leader}"));
+                    formation.admit_joined(leader, cluster);
                     return;
                 }
                 Ok(other) => {

@@ -2,6 +2,7 @@
 //!
 //! See `crates/flotilla/DESIGN-formation.md` for the protocol and why it is safe.
 
+pub mod admission;
 pub mod autopilot;
 pub mod bootstrap;
 pub(crate) mod discovery_loop;

@@ -13,8 +13,10 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tracing::info;
 
+use super::admission;
 use super::founding::Founder;
 use super::record::{FoundingRecord, RecordFile};
+use super::view::cluster_id;
 
 /// Entries kept in the timeline.
 const TIMELINE_LEN: usize = 32;
@@ -146,6 +148,8 @@ pub(crate) struct Inner {
     /// The leader that admitted this node (its traffic is accepted before the new
     /// configuration arrives).
     pub(crate) admitted_by: Option<NodeId>,
+    /// The cluster the join that admitted this node named.
+    pub(crate) joined_cluster: Option<ClusterId>,
     pub(crate) phase: FormationPhase,
     pub(crate) reason: String,
     pub(crate) timeline: VecDeque<TimelineEvent>,
@@ -208,6 +212,7 @@ impl Formation {
             fresh_since: started,
             admitted: matches!(saved, FoundingRecord::Founded { .. }),
             admitted_by: None,
+            joined_cluster: None,
             phase: FormationPhase::Discovering,
             reason: "starting".into(),
             timeline: VecDeque::new(),
@@ -263,27 +268,46 @@ impl Formation {
         }
     }
 
-    /// Whether a Raft message from `from` may be handled. A node without Raft state takes
-    /// Raft traffic only once admitted (as a founder, or by a join), or from the coordinator
-    /// it is bound to (which contacts it only if it founded with it); this is what keeps a
-    /// node that lost its data from voting with an empty log. A node with state takes it
-    /// from members of its configuration and from the leader that admitted it.
-    pub fn admits(&self, from: NodeId, vote: bool, has_state: bool, in_config: bool, config_empty: bool) -> bool {
+    /// Whether a Raft message may be handled (the rule: [`admission::admit`]). `has_state`,
+    /// `in_config` and `config_empty` describe the replica's Raft state; `state_cluster` is the
+    /// cluster its configuration names (empty when none). Without one, the replica's cluster is
+    /// the one a join admitted it to, else the one of the ballot it is bound to or founded with.
+    pub fn admits(
+        &self,
+        message: &admission::Incoming<'_, NodeId>,
+        has_state: bool,
+        in_config: bool,
+        config_empty: bool,
+        state_cluster: &str,
+    ) -> Result<(), admission::Refusal> {
         let inner = self.lock();
-        let coordinator = match inner.founder.phase() {
-            FreshPhase::Bound(b) => Some(b.coordinator),
-            FreshPhase::Founded(b) => Some(b.coordinator),
+        let ballot = match inner.founder.phase() {
+            FreshPhase::Bound(b) | FreshPhase::Founded(b) => Some(b),
             _ => None,
         };
-        if !has_state {
-            // An empty log grants a vote to anyone, so a node without state votes only for
-            // the coordinator that founded it (a founding voter before the first entry arrives).
-            if vote {
-                return coordinator == Some(from);
-            }
-            return inner.admitted || coordinator == Some(from) || inner.admitted_by == Some(from);
-        }
-        in_config || config_empty || inner.admitted_by == Some(from)
+        let cluster = match (state_cluster, &inner.joined_cluster, ballot) {
+            (known, _, _) if !known.is_empty() => known.to_string(),
+            (_, Some(joined), _) => joined.clone(),
+            (_, None, Some(b)) => cluster_id(b.coordinator, b.round),
+            _ => ClusterId::new(),
+        };
+        let receiver = admission::Receiver {
+            has_state,
+            in_config,
+            config_empty,
+            admitted: inner.admitted,
+            admitted_by: inner.admitted_by,
+            coordinator: ballot.map(|b| b.coordinator),
+            cluster: &cluster,
+        };
+        admission::admit(&receiver, message)
+    }
+
+    /// Mark the node admitted by `leader` into `cluster` (the `Joined` answer to a join): from
+    /// then on, without Raft state, it takes Raft traffic only from that cluster.
+    pub fn admit_joined(&self, leader: NodeId, cluster: ClusterId) {
+        self.admit(Some(leader));
+        self.lock().joined_cluster = Some(cluster);
     }
 
     /// Forget an admission (the ballot that granted it was released).
@@ -291,6 +315,7 @@ impl Formation {
         let mut inner = self.lock();
         inner.admitted = false;
         inner.admitted_by = None;
+        inner.joined_cluster = None;
     }
 
     /// Mark the node admitted by `leader`.
@@ -357,6 +382,7 @@ impl Formation {
         inner.views.clear();
         inner.admitted = false;
         inner.admitted_by = None;
+        inner.joined_cluster = None;
         inner.splits.clear();
         inner.last_join = None;
         inner.fresh_since = Instant::now();
