@@ -141,6 +141,13 @@ fn five_agents_mdns_only_converge_and_rejoin_on_new_address() {
     let view = wait_one_cluster(&agents, NS, 5, Duration::from_secs(30)).expect("one cluster of five");
     eprintln!("formed after {:?}: {} voters, {} learners", run.last_started.elapsed(), view.voters(), view.learners());
     let leader = view.leader_index.expect("the leader is one of the agents");
+    // The lab's agents listen beyond loopback, so they run with the lab's cluster key: mDNS
+    // formation works sealed exactly as it did unsealed.
+    for agent in &agents {
+        let status = agent.node_status().expect("status");
+        assert_eq!(status["sealing"]["enabled"], true, "{status}");
+        assert_eq!(status["insecure_no_cluster_key"], false, "{status}");
+    }
     let ids_before: Vec<&String> = view.members.keys().collect();
     write_through(&agents[(leader + 1) % 5], "lab/formed", b"five by mdns", Duration::from_secs(30));
 
