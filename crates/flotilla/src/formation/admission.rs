@@ -1,6 +1,6 @@
 //! Whether a replica handles a Raft message: the rule as a pure function of what the receiver
 //! knows, so every case (sender cluster against mine, known or unknown, fresh or admitted) is
-//! unit-tested. [`crate::Formation::admits`] gathers the inputs.
+//! unit-tested. [`super::state::Formation::admits`] gathers the inputs.
 
 /// What the receiving replica knows when a Raft message arrives.
 #[derive(Debug, Clone)]
