@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub(crate) mod discovery_loop;
 pub(crate) mod dissolve;
 pub(crate) mod driver;
+pub mod ledger;
 pub mod founding;
 pub mod peers;
 pub mod record;
