@@ -14,8 +14,8 @@ use tracing::warn;
 
 use crate::cluster::Cluster;
 use crate::error::StartError;
-use crate::formation::peers::PeerTable;
 use crate::formation::ledger::MembershipLedger;
+use crate::formation::peers::PeerTable;
 use crate::formation::record::{FoundingRecord, RecordFile};
 use crate::formation::view::cluster_id;
 use crate::formation::{autopilot, discovery_loop, driver, BootstrapDiscovery, Formation};

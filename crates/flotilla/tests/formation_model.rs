@@ -365,14 +365,7 @@ impl World {
                 founded: None,
             })
             .collect();
-        Self {
-            nodes,
-            orphans: Vec::new(),
-            crashes_left: m.crashes,
-            amnesia_left: m.amnesia,
-            amnesiac: 0,
-            refounded: 0,
-        }
+        Self { nodes, orphans: Vec::new(), crashes_left: m.crashes, amnesia_left: m.amnesia, amnesiac: 0, refounded: 0 }
     }
 
     /// Record node `i`'s current phase in its history.

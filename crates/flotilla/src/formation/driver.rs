@@ -272,7 +272,8 @@ impl Node {
         let record = FoundingRecord::Founded { ballot, voters: voters.clone(), all };
         // The identity remembers the cluster first: if the store is lost from here on, the
         // node rejoins it instead of founding again.
-        let saved = formation.remember_admission(&cluster_id(self.id, ballot.round)).and_then(|()| formation.save(&record));
+        let saved =
+            formation.remember_admission(&cluster_id(self.id, ballot.round)).and_then(|()| formation.save(&record));
         if let Err(e) = saved {
             formation.lock().founder.revert_found();
             formation.set_phase(FormationPhase::Discovering, format!("cannot persist the founding decision: {e}"));

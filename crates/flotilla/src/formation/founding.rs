@@ -238,10 +238,7 @@ impl<Id: Ord + Copy + Debug> Founder<Id> {
 
     /// Every fresh node in sight that could promise has promised (a rejoining node never will).
     fn all_in_sight_promised(&self, obs: &Observation<Id>) -> bool {
-        obs.fresh_peers
-            .iter()
-            .filter(|(_, p)| *p != FreshPhase::Rejoining)
-            .all(|(id, _)| self.promisers.contains(id))
+        obs.fresh_peers.iter().filter(|(_, p)| *p != FreshPhase::Rejoining).all(|(id, _)| self.promisers.contains(id))
     }
 
     fn abandon(&mut self) {
