@@ -514,3 +514,63 @@ fn describe(phase: &flotilla_core::formation::PeerPhase) -> String {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_core::formation::Ballot;
+    use std::sync::Arc;
+
+    fn load(dir: &std::path::Path, me: NodeId, ns: &Namespace) -> Formation {
+        let ledger = Arc::new(MembershipLedger::open(dir.to_path_buf(), me).expect("ledger"));
+        Formation::load(me, ns.clone(), RecordFile::new(dir, ns), ledger, None, 5, Instant::now()).expect("load")
+    }
+
+    #[tokio::test]
+    async fn an_identity_admitted_before_only_rejoins_whatever_else_was_lost() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let me = flotilla_net::load_or_create_keypair(dir.path()).expect("key").public().to_peer_id();
+        let ns = Namespace::new("default").expect("ns");
+        let other = Namespace::new("other").expect("ns");
+        assert_eq!(load(dir.path(), me, &ns).rejoin_only(), None, "a new identity may found");
+
+        let round = 7;
+        let cluster = cluster_id(me, round);
+        let formation = load(dir.path(), me, &ns);
+        formation.remember_admission(&cluster).expect("remember");
+        formation
+            .save(&FoundingRecord::Founded {
+                ballot: Ballot { coordinator: me, round },
+                voters: Default::default(),
+                all: Default::default(),
+            })
+            .expect("save");
+        // The founding of that very cluster, interrupted before Raft state: it goes on.
+        assert_eq!(load(dir.path(), me, &ns).rejoin_only(), None);
+        // Everything but the key is lost: only rejoin, and say which cluster.
+        std::fs::remove_dir_all(dir.path().join("formation")).expect("wipe records");
+        let reason = load(dir.path(), me, &ns).rejoin_only().expect("rejoin only");
+        assert!(reason.contains("lost its data") && reason.contains(&cluster), "{reason}");
+        // Other namespaces are not affected.
+        assert_eq!(load(dir.path(), me, &other).rejoin_only(), None);
+        // A binding to some other ballot does not make it free either.
+        let formation = load(dir.path(), me, &ns);
+        formation.save(&FoundingRecord::Bound(Ballot { coordinator: me, round: 8 })).expect("save");
+        assert!(load(dir.path(), me, &ns).rejoin_only().is_some());
+        // A new key is a new node.
+        std::fs::remove_file(dir.path().join(flotilla_net::KEY_FILE)).expect("remove key");
+        std::fs::remove_dir_all(dir.path().join("formation")).expect("wipe records");
+        let new = flotilla_net::load_or_create_keypair(dir.path()).expect("key").public().to_peer_id();
+        assert_eq!(load(dir.path(), new, &ns).rejoin_only(), None);
+    }
+
+    #[tokio::test]
+    async fn a_member_record_without_the_key_file_still_only_rejoins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let me = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
+        let ns = Namespace::new("default").expect("ns");
+        let formation = load(dir.path(), me, &ns);
+        formation.record_member("some/cluster");
+        assert!(load(dir.path(), me, &ns).rejoin_only().is_some());
+    }
+}
