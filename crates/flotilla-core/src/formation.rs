@@ -43,6 +43,9 @@ pub enum FreshPhase<Id = NodeId> {
     },
     /// Decided to found with this ballot; persisted before Raft is initialized.
     Founded(Ballot<Id>),
+    /// Its identity was admitted to the namespace before, but it has no Raft state (it lost
+    /// its store): it never founds or promises, it only joins a formed cluster.
+    Rejoining,
 }
 
 /// Identity of a founded cluster: the founding ballot, written as `<coordinator>/<round>`.

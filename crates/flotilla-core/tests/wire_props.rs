@@ -181,6 +181,7 @@ fn peer_phase() -> impl Strategy<Value = PeerPhase> {
         ballot().prop_map(FreshPhase::Bound),
         any::<(u64, u32)>().prop_map(|(round, promisers)| FreshPhase::Coordinating { round, promisers }),
         ballot().prop_map(FreshPhase::Founded),
+        Just(FreshPhase::Rejoining),
     ];
     let member = (text(), proptest::option::of(node_id()), any::<(u32, u32, u64)>(), any::<(bool, bool)>()).prop_map(
         |(cluster, leader, (voters, members, config_index), (includes_you, holds_data))| MemberView {

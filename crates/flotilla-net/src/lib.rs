@@ -53,6 +53,7 @@ mod frame;
 mod host;
 mod identity;
 mod inbound;
+mod key_file;
 mod link;
 mod mdns;
 mod outbound;
@@ -61,7 +62,10 @@ mod swarm_task;
 pub use config::{NetConfig, MIN_FRAME_BYTES};
 pub use error::NetError;
 pub use host::Host;
-pub use identity::{load_or_create_keypair, KEY_FILE};
+pub use identity::{
+    load_memberships, load_or_create_keypair, record_membership, Memberships, KEY_FILE, MAX_CLUSTER_BYTES,
+    MAX_MEMBERSHIPS,
+};
 pub use mdns::MdnsDiscovery;
 
 use flotilla_core::NodeId;

@@ -53,3 +53,56 @@ fn exposed_key_is_still_used() {
     let again = load_or_create_keypair(dir.path()).unwrap();
     assert_eq!(key.public().to_peer_id(), again.public().to_peer_id());
 }
+
+/// Memberships are kept in the key file itself: they survive whatever survives the key (a wipe
+/// of everything else in the data directory) and vanish with it (a new key is a new node).
+#[test]
+fn memberships_live_in_the_key_file() {
+    use flotilla_net::{load_memberships, record_membership};
+    let dir = tempfile::tempdir().unwrap();
+    let key = load_or_create_keypair(dir.path()).unwrap();
+    let me = key.public().to_peer_id();
+    let path = dir.path().join(KEY_FILE);
+    let v1 = std::fs::read(&path).unwrap();
+    assert_eq!(load_memberships(dir.path(), &me).unwrap(), Some(Default::default()), "a version-1 file has none");
+
+    assert!(record_membership(dir.path(), &me, "default", "12D3Koo/0000000000000001").unwrap());
+    assert!(!record_membership(dir.path(), &me, "default", "12D3Koo/0000000000000001").unwrap(), "unchanged");
+    assert!(record_membership(dir.path(), &me, "other", "X/2").unwrap());
+    // Everything but the key file goes.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != KEY_FILE {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    let kept = load_memberships(dir.path(), &me).unwrap().expect("the key file holds this identity");
+    assert_eq!(kept.get("default").map(String::as_str), Some("12D3Koo/0000000000000001"));
+    assert_eq!(kept.get("other").map(String::as_str), Some("X/2"));
+    // The identity is unchanged, the file stays private and no temporary file is left.
+    let again = load_or_create_keypair(dir.path()).unwrap();
+    assert_eq!(again.public().to_peer_id(), me);
+    assert_ne!(std::fs::read(&path).unwrap(), v1, "the file now has the version-2 format");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    assert!(!dir.path().join(format!("{KEY_FILE}.tmp")).exists());
+
+    // Another identity's file says nothing about this one, and cannot be written for it.
+    let stranger = libp2p::identity::Keypair::generate_ed25519().public().to_peer_id();
+    assert_eq!(load_memberships(dir.path(), &stranger).unwrap(), None);
+    assert!(record_membership(dir.path(), &stranger, "default", "Y/1").is_err());
+    // Without a key file there is nothing to read or write.
+    let empty = tempfile::tempdir().unwrap();
+    assert_eq!(load_memberships(empty.path(), &me).unwrap(), None);
+    assert!(record_membership(empty.path(), &me, "default", "Y/1").is_err());
+    // A damaged version-2 file is refused and kept, like a damaged key.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(load_or_create_keypair(dir.path()), Err(NetError::KeyFile { .. })));
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}

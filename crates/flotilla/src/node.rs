@@ -14,6 +14,7 @@ use tracing::warn;
 
 use crate::cluster::Cluster;
 use crate::error::StartError;
+use crate::formation::ledger::MembershipLedger;
 use crate::formation::peers::PeerTable;
 use crate::formation::record::{FoundingRecord, RecordFile};
 use crate::formation::view::cluster_id;
@@ -104,15 +105,20 @@ impl Node {
         let mut groups = BTreeMap::new();
         let mut formations = BTreeMap::new();
         let mut fresh = BTreeSet::new();
+        let ledger = Arc::new(MembershipLedger::open(config.data_dir.clone(), id).map_err(StartError::Storage)?);
         for ns in &config.namespaces {
             let record = RecordFile::new(&config.data_dir, ns);
-            let formation = Formation::load(id, ns.clone(), record, config.expect, config.voter_target, started)
-                .map_err(StartError::Storage)?;
-            formations.insert(ns.clone(), Arc::new(formation));
+            let formation =
+                Formation::load(id, ns.clone(), record, ledger.clone(), config.expect, config.voter_target, started)
+                    .map_err(StartError::Storage)?;
             // Decided before Raft opens the store: a node that was ever a member never founds.
             if !store.has_state(ns).map_err(|e| StartError::Storage(e.to_string()))? {
+                if let (true, Some(reason)) = (config.force_bootstrap, formation.rejoin_only()) {
+                    return Err(StartError::ForceBootstrapAfterDataLoss { namespace: ns.to_string(), reason });
+                }
                 fresh.insert(ns.clone());
             }
+            formations.insert(ns.clone(), Arc::new(formation));
             let group = open_group(&config, &transport, &store, &factory, ns).await?;
             groups.insert(ns.clone(), Arc::new(GroupSlot::new(group)));
         }
@@ -235,10 +241,11 @@ impl Node {
         let ballot = Ballot { coordinator: self.id, round: rand::random() };
         let record =
             FoundingRecord::Founded { ballot, voters: BTreeSet::from([self.id]), all: BTreeSet::from([self.id]) };
+        let cluster = cluster_id(self.id, ballot.round);
+        formation.remember_admission(&cluster).map_err(StartError::Storage)?;
         formation.save(&record).map_err(StartError::Storage)?;
         formation.lock().founder.restore_founded(ballot, BTreeSet::from([self.id]), BTreeSet::from([self.id]));
         formation.admit(None);
-        let cluster = cluster_id(self.id, ballot.round);
         let info = MemberInfo { addrs: self.transport.local_addrs(), cluster: cluster.clone() };
         formation.note(format!("--force-bootstrap: founding single-node cluster {cluster}"));
         if let Err(e) = group.raft.initialize(BTreeMap::from([(self.id, info)])).await {

@@ -44,7 +44,12 @@
 //! - **crash-restart** a node (a bounded number of times per run): it comes back with what it
 //!   persisted only, a binding (`Founder::new(.., FreshPhase::Bound(b))`) or a founding decision
 //!   (`restore_founded`); a coordinator comes back free without promisers; its outstanding
-//!   `Promise` request, if any, becomes orphaned.
+//!   `Promise` request, if any, becomes orphaned;
+//! - **amnesia** of a member (a bounded number of times per run): it loses its store and its
+//!   founding record but keeps its key, which remembers that the identity was admitted
+//!   (`node.key`, see `src/formation/ledger.rs`); it comes back fresh as
+//!   `Founder::new(..).rejoin_only()`, no longer a member, and may see no member at all (the
+//!   rest of its cluster is down).
 //!
 //! Two networks are modelled. [`Net::Fifo`]: requests from one node to another are processed
 //! in the order they were sent (each may be lost). [`Net::Reorder`]: a late request may be
@@ -77,6 +82,19 @@
 //!    was counted, and it was never released).
 //! 5. *Joiners are not founders*: a node that joined a formed cluster through a contact is in
 //!    no founding set.
+//! 6. *An admitted identity never founds again*: a node that lost its store after being a
+//!    member is in no founding set decided after that (issue 11: it would be a second cluster
+//!    of the namespace). [`Mutation::ForgetAdmission`] restarts it free instead, as the first
+//!    version did, and `amnesia_without_the_identity_record_founds_a_second_cluster` shows the
+//!    explorer finds the second cluster.
+//!
+//! Invariants 4 and 5 speak of a node's founding and binding; a node that lost its store lost
+//! those, so they are checked for the others only. A founding whose coordinator lost its store
+//! is left out of invariants 1, 4 and 5: its decision is gone, so its promisers that have not
+//! heard of it yet are released (they hold no Raft state of that cluster, so nothing of it is
+//! lost with them; what the cluster committed lives on its members with state, and the
+//! coordinator rejoins them). The explorer found this case; it is not a second founding of
+//! any identity (invariant 6).
 //!
 //! # Bounds
 //!
@@ -126,6 +144,9 @@ enum Mutation {
     None,
     /// A bound node whose call times out forgets its promise (as if it unbound on timeout).
     UnbindOnTimeout,
+    /// A member that lost its store comes back free, as if its identity had never been
+    /// admitted (the behaviour before issue 11).
+    ForgetAdmission,
 }
 
 /// How a coordinator serves `PromiseStatus`.
@@ -156,6 +177,8 @@ struct Model {
     /// Whether persisting a founding decision may fail (and `revert_found` run).
     persist_failures: bool,
     crashes: u8,
+    /// Members that may lose their store, in all.
+    amnesia: u8,
     max_orphans: usize,
     mutation: Mutation,
 }
@@ -174,6 +197,7 @@ impl Model {
             round_budget: u64::MAX,
             persist_failures: true,
             crashes: 1,
+            amnesia: 0,
             max_orphans: 1,
             mutation: Mutation::None,
         }
@@ -236,6 +260,11 @@ struct World {
     /// Orphaned promises `(from, ballot)`, in the order sent; they go to `ballot.coordinator`.
     orphans: Vec<(Id, B)>,
     crashes_left: u8,
+    amnesia_left: u8,
+    /// Nodes that lost their store after being members.
+    amnesiac: u16,
+    /// Amnesiac nodes that were put in a founding set after they lost their store.
+    refounded: u16,
 }
 
 /// A coordinator's answer to a call.
@@ -254,6 +283,7 @@ enum Label {
     OrphanDelivered { from: Id, ballot: B },
     OrphanLost { from: Id, ballot: B },
     Crash { node: Id },
+    Amnesia { node: Id },
 }
 
 fn enc_ballot(b: &B, out: &mut Vec<u8>) {
@@ -267,6 +297,7 @@ fn code(p: &FreshPhase<Id>) -> [u8; 3] {
         FreshPhase::Bound(b) => [1, b.coordinator, b.round as u8],
         FreshPhase::Coordinating { round, promisers } => [2, *round as u8, *promisers as u8],
         FreshPhase::Founded(b) => [3, b.coordinator, b.round as u8],
+        FreshPhase::Rejoining => [4, 0, 0],
     }
 }
 
@@ -334,7 +365,7 @@ impl World {
                 founded: None,
             })
             .collect();
-        Self { nodes, orphans: Vec::new(), crashes_left: m.crashes }
+        Self { nodes, orphans: Vec::new(), crashes_left: m.crashes, amnesia_left: m.amnesia, amnesiac: 0, refounded: 0 }
     }
 
     /// Record node `i`'s current phase in its history.
@@ -377,6 +408,9 @@ impl World {
         out.push(orphans.len() as u8);
         orphans.iter().for_each(|o| out.extend(o));
         out.push(self.crashes_left);
+        out.push(self.amnesia_left);
+        out.extend(self.amnesiac.to_le_bytes());
+        out.extend(self.refounded.to_le_bytes());
         out
     }
 
@@ -426,6 +460,7 @@ impl World {
                 reverted.nodes[i].f.revert_found();
                 reverted.note(i);
                 let all: BTreeSet<Id> = voters.union(learners).copied().collect();
+                w.refounded |= mask(&all) & w.amnesiac;
                 w.nodes[i].founded = Some((*ballot, voters.clone(), all));
                 w.nodes[i].member = true;
                 w.note(i);
@@ -478,6 +513,8 @@ impl World {
             for (_, p) in peer.history.iter() {
                 let class = match (coordinating, p) {
                     (true, FreshPhase::Coordinating { promisers, .. }) => (2, 0, *promisers),
+                    // A coordinator does not wait for a rejoining node's promise.
+                    (true, FreshPhase::Rejoining) => (3, 0, 0),
                     (true, _) => (1, 0, 0),
                     (false, FreshPhase::Free) => (0, 0, 0),
                     (false, FreshPhase::Coordinating { round, promisers }) => (2, *round, *promisers),
@@ -658,6 +695,8 @@ impl World {
             FreshPhase::Free | FreshPhase::Coordinating { .. } => {
                 Founder::new(me, m.expect, m.voter_target, FreshPhase::Free)
             }
+            // The key remembers the admission.
+            FreshPhase::Rejoining => Founder::new(me, m.expect, m.voter_target, FreshPhase::Free).rejoin_only(),
         };
         let mut before = Vec::new();
         enc_founder(&self.nodes[i].f, &mut before);
@@ -673,6 +712,25 @@ impl World {
         w.nodes[i].call = Call::Idle;
         w.note(i);
         Some((w, Label::Crash { node: me }))
+    }
+
+    /// Member `i` loses its store and founding record, keeps its key, and restarts.
+    fn amnesia(&self, m: &Model, i: usize) -> Option<(World, Label)> {
+        if self.amnesia_left == 0 || !self.nodes[i].member {
+            return None;
+        }
+        let mut w = self.clone();
+        w.amnesia_left -= 1;
+        w.amnesiac |= 1 << i;
+        let me = i as Id;
+        let free = Founder::new(me, m.expect, m.voter_target, FreshPhase::Free);
+        let n = &mut w.nodes[i];
+        n.f = if m.mutation == Mutation::ForgetAdmission { free } else { free.rejoin_only() };
+        n.member = false;
+        n.joined = false;
+        n.call = Call::Idle;
+        w.note(i);
+        Some((w, Label::Amnesia { node: me }))
     }
 
     /// Every successor state.
@@ -691,6 +749,7 @@ impl World {
                 out.extend(self.timeout(m, i));
             }
             out.extend(self.crash(m, i));
+            out.extend(self.amnesia(m, i));
         }
         for k in 0..self.orphans.len() {
             if self.orphan_deliverable(m, k) {
@@ -701,13 +760,18 @@ impl World {
         out
     }
 
-    /// The committed foundings: ballot and founding set.
+    /// The committed foundings whose coordinator still has its store: ballot and founding set.
     fn foundings(&self) -> Vec<(B, BTreeSet<Id>)> {
-        self.nodes.iter().filter_map(|n| n.founded.as_ref().map(|(b, _, all)| (*b, all.clone()))).collect()
+        self.nodes
+            .iter()
+            .filter_map(|n| n.founded.as_ref().map(|(b, _, all)| (*b, all.clone())))
+            .filter(|(b, _)| self.amnesiac & (1 << b.coordinator) == 0)
+            .collect()
     }
 
     /// Check invariants 1 to 5.
     fn check(&self, m: &Model) -> Result<(), String> {
+        let forgot = |x: Id| self.amnesiac & (1 << x) != 0;
         let sets = self.foundings();
         for (a, (ba, sa)) in sets.iter().enumerate() {
             for (bb, sb) in &sets[a + 1..] {
@@ -726,11 +790,18 @@ impl World {
                 return Err(format!("invariant 3 (quorum of founders): {b:?} founded {s:?} with expect {n}"));
             }
         }
+        if self.refounded != 0 {
+            return Err(format!(
+                "invariant 6 (an admitted identity never founds again): nodes {:#b} lost their store after \
+                 being members and are in a new founding set; foundings {sets:?}",
+                self.refounded
+            ));
+        }
         for (b, s) in &sets {
             if self.nodes[b.coordinator as usize].f.phase() != FreshPhase::Founded(*b) {
                 return Err(format!("coordinator of {b:?} is no longer founded"));
             }
-            for x in s.iter().filter(|x| **x != b.coordinator) {
+            for x in s.iter().filter(|x| **x != b.coordinator && !forgot(**x)) {
                 let phase = self.nodes[*x as usize].f.phase();
                 if phase != FreshPhase::Bound(*b) {
                     return Err(format!("invariant 4 (founders are bound): {x} is in {b:?}'s set {s:?} but {phase:?}"));
@@ -738,7 +809,7 @@ impl World {
             }
         }
         for (x, n) in self.nodes.iter().enumerate() {
-            if n.joined {
+            if n.joined && !forgot(x as Id) {
                 if let Some((b, s)) = sets.iter().find(|(_, s)| s.contains(&(x as Id))) {
                     return Err(format!("invariant 5 (joiners are not founders): {x} joined, yet founded {b:?} {s:?}"));
                 }
@@ -778,6 +849,7 @@ fn phase_str(p: &FreshPhase<Id>) -> String {
         FreshPhase::Bound(b) => format!("Bound({}/{})", b.coordinator, b.round),
         FreshPhase::Coordinating { round, promisers } => format!("Coord(r{round},{promisers})"),
         FreshPhase::Founded(b) => format!("Founded({}/{})", b.coordinator, b.round),
+        FreshPhase::Rejoining => "Rejoining".into(),
     }
 }
 
@@ -908,6 +980,7 @@ fn describe(label: &Label) -> String {
             format!("late promise of node {from} to {}/{} lost", ballot.coordinator, ballot.round)
         }
         Label::Crash { node } => format!("node {node} crashes and restarts"),
+        Label::Amnesia { node } => format!("node {node} loses its store (keeps its key) and restarts"),
     }
 }
 
@@ -1050,6 +1123,45 @@ fn reordered_requests_with_status_counting_as_promise() {
         exhaustive(&m);
     }
     random_runs_with(Net::Reorder, Serve::AsDriver, 300).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A member loses its store but keeps its key, and may restart where no member is in sight
+/// (the rest of its cluster is down). Alone, or beside fresh nodes, it must never found the
+/// namespace again; it only joins a cluster it sees. One to three nodes, with and without
+/// `--expect`, full mesh and a path.
+#[test]
+fn exhaustive_amnesia() {
+    let configs = [
+        ("amnesia K=1 expect None", 1, None, full_mesh(1), (2, 99, 1, 0, true)),
+        ("amnesia K=1 expect Some(1)", 1, Some(1), full_mesh(1), (2, 99, 1, 0, true)),
+        ("amnesia K=2 mesh expect None", 2, None, full_mesh(2), (2, 99, 1, 1, true)),
+        ("amnesia K=2 mesh expect Some(2)", 2, Some(2), full_mesh(2), (2, 99, 1, 1, true)),
+        ("amnesia K=3 mesh expect None", 3, None, full_mesh(3), (1, 2, 0, 0, false)),
+        ("amnesia K=3 path expect Some(2)", 3, Some(2), path(3), (1, 3, 0, 1, false)),
+    ];
+    for (name, k, expect, sees, bounds) in configs {
+        let mut m = bounded(name, k, expect, sees, bounds);
+        m.voter_target = 2;
+        m.amnesia = 2;
+        exhaustive(&m);
+    }
+}
+
+/// Before issue 11, a node that lost its store but kept its key came back free: alone after
+/// the discovery window it founded a second cluster of its namespace. The explorer must find
+/// that.
+#[test]
+fn amnesia_without_the_identity_record_founds_a_second_cluster() {
+    for (k, expect) in [(1, None), (2, None), (2, Some(1))] {
+        let mut m = bounded(&format!("forget K={k} expect {expect:?}"), k, expect, full_mesh(k), (2, 99, 0, 0, false));
+        m.amnesia = 1;
+        m.mutation = Mutation::ForgetAdmission;
+        let found = explore(&m, 1_000_000);
+        match found {
+            Err(trace) => assert!(trace.contains("invariant 6"), "{trace}"),
+            Ok(r) => panic!("{}: the explorer missed the second founding ({} states)", m.name, r.states),
+        }
+    }
 }
 
 /// Run `runs` seeded random runs; returns (runs that founded, foundings, steps) or the first

@@ -163,6 +163,10 @@ impl Node {
                     self.initialize(group, formation, ballot, &voters).await;
                 }
             }
+            Step::Wait(_) if formation.rejoin_only().is_some() => {
+                let reason = formation.rejoin_only().unwrap_or_default();
+                formation.set_phase(FormationPhase::Joining, reason);
+            }
             Step::Wait(reason) => {
                 let (founding, admitted) = {
                     let inner = formation.lock();
@@ -172,8 +176,8 @@ impl Node {
                     FreshPhase::Coordinating { .. } => FormationPhase::Coordinating,
                     FreshPhase::Bound(_) => FormationPhase::Bound,
                     FreshPhase::Founded(_) => FormationPhase::Founding,
-                    FreshPhase::Free if admitted => FormationPhase::Joining,
-                    FreshPhase::Free => FormationPhase::Discovering,
+                    FreshPhase::Free | FreshPhase::Rejoining if admitted => FormationPhase::Joining,
+                    FreshPhase::Free | FreshPhase::Rejoining => FormationPhase::Discovering,
                 };
                 if phase != FormationPhase::Joining {
                     formation.set_phase(phase, reason);
@@ -231,6 +235,11 @@ impl Node {
                     .set_phase(FormationPhase::Bound, format!("bound to coordinator {c}, which is still gathering"));
             }
             Ok(FormationResponse::Status(PromiseState::Founded { voter: true })) => {
+                if let Err(e) = formation.remember_admission(&cluster_id(c, ballot.round)) {
+                    // Not admitted until the identity remembers it: asked again next tick.
+                    formation.set_phase(FormationPhase::Bound, format!("cannot record the membership: {e}"));
+                    return;
+                }
                 formation.admit(Some(c));
                 formation.set_phase(FormationPhase::Founding, format!("founding voter of {c}'s cluster"));
             }
@@ -261,7 +270,11 @@ impl Node {
     ) {
         let all = voters.union(&learners).copied().collect();
         let record = FoundingRecord::Founded { ballot, voters: voters.clone(), all };
-        if let Err(e) = formation.save(&record) {
+        // The identity remembers the cluster first: if the store is lost from here on, the
+        // node rejoins it instead of founding again.
+        let saved =
+            formation.remember_admission(&cluster_id(self.id, ballot.round)).and_then(|()| formation.save(&record));
+        if let Err(e) = saved {
             formation.lock().founder.revert_found();
             formation.set_phase(FormationPhase::Discovering, format!("cannot persist the founding decision: {e}"));
             return;
@@ -331,6 +344,11 @@ impl Node {
             let request = CommandRequest::Join { info: self.self_info(), fresh };
             match self.send_command(group, target, request, 0, self.config.request_timeout()).await {
                 Ok(CommandResponse::Joined { leader, cluster, .. }) => {
+                    if let Err(e) = formation.remember_admission(&cluster) {
+                        // Take no traffic before the identity remembers it: join again later.
+                        formation.set_phase(FormationPhase::Joining, format!("cannot record the membership: {e}"));
+                        return;
+                    }
                     formation.note(format!("admitted as a learner of cluster {cluster} by leader {leader}"));
                     formation.admit_joined(leader, cluster);
                     return;
@@ -351,7 +369,7 @@ impl Node {
     async fn member_tick(&self, group: &Arc<Group>, formation: &Formation) {
         let m = group.metrics();
         let mine = cluster_of(&m);
-        formation.record_member();
+        formation.record_member(&mine);
         let views = formation.fresh_views();
         let replies = formation.reply_views();
         let my_config_index = m.membership_config.log_id().as_ref().map(|l| l.index).unwrap_or(0);

@@ -16,12 +16,17 @@
 //!   released.
 //! - A coordinator that sees a better coordinator or a formed cluster, and has not founded,
 //!   abandons its ballot: every promise to it is released.
+//! - A node whose identity was ever admitted to the namespace ([`Founder::rejoin_only`]: it
+//!   lost its store but kept its key) is [`FreshPhase::Rejoining`]: it never promises,
+//!   coordinates or founds, whatever it sees or however long it waits; it only joins. Its
+//!   peers do not wait for it either (it is not free, and no coordinator waits for its promise).
 //!
 //! Safety: a node is bound to at most one ballot at a time and leaves it only when released,
 //! and a founded ballot is never released; so every node belongs to at most one founded set,
 //! and founding sets are pairwise disjoint. With `--expect N` a founding set has at least N
-//! nodes, so fewer than 2N fresh nodes can never found two clusters. The exhaustive explorer
-//! in `tests/formation_model.rs` checks this over every interleaving of small systems.
+//! nodes, so fewer than 2N fresh nodes can never found two clusters. An identity that was
+//! admitted once is in no later founding set. The exhaustive explorer in
+//! `tests/formation_model.rs` checks this over every interleaving of small systems.
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
@@ -100,6 +105,18 @@ impl<Id: Ord + Copy + Debug> Founder<Id> {
         }
     }
 
+    /// The same node, known to have been admitted to the namespace before (its identity says
+    /// so) while it has no Raft state: it only ever joins. Binding or founding records it may
+    /// still have are void: the store they were made for is gone, and founding again would
+    /// make a second cluster.
+    pub fn rejoin_only(mut self) -> Self {
+        self.phase = FreshPhase::Rejoining;
+        self.promisers.clear();
+        self.founding_set.clear();
+        self.founding_voters.clear();
+        self
+    }
+
     /// This node's id, `--expect` and voter target.
     pub fn identity(&self) -> (Id, Option<usize>, usize) {
         (self.me, self.expect, self.voter_target)
@@ -126,6 +143,10 @@ impl<Id: Ord + Copy + Debug> Founder<Id> {
             FreshPhase::Bound(ballot) => Step::AskStatus(ballot),
             FreshPhase::Coordinating { round, .. } => self.tick_coordinating(obs, round),
             FreshPhase::Free => self.tick_free(obs, fresh_round),
+            FreshPhase::Rejoining => match obs.cluster_contact {
+                Some(contact) => Step::Join(contact),
+                None => Step::Wait("lost its data: waiting for a member of its cluster to rejoin".into()),
+            },
         }
     }
 
@@ -215,8 +236,9 @@ impl<Id: Ord + Copy + Debug> Founder<Id> {
         theirs > mine || (theirs == mine && other < self.me)
     }
 
+    /// Every fresh node in sight that could promise has promised (a rejoining node never will).
     fn all_in_sight_promised(&self, obs: &Observation<Id>) -> bool {
-        obs.fresh_peers.iter().all(|(id, _)| self.promisers.contains(id))
+        obs.fresh_peers.iter().filter(|(_, p)| *p != FreshPhase::Rejoining).all(|(id, _)| self.promisers.contains(id))
     }
 
     fn abandon(&mut self) {

@@ -9,6 +9,7 @@ pub(crate) mod discovery_loop;
 pub(crate) mod dissolve;
 pub(crate) mod driver;
 pub mod founding;
+pub mod ledger;
 pub mod peers;
 pub mod record;
 mod serve;

@@ -15,6 +15,7 @@ use tracing::info;
 
 use super::admission;
 use super::founding::Founder;
+use super::ledger::MembershipLedger;
 use super::record::{FoundingRecord, RecordFile};
 use super::view::cluster_id;
 
@@ -159,6 +160,8 @@ pub(crate) struct Inner {
     pub(crate) recorded_member: bool,
     /// A reset of the namespace is under way.
     pub(crate) resetting: bool,
+    /// Why this node may only rejoin (its identity was admitted before), shown in status.
+    pub(crate) rejoin_reason: String,
 }
 
 /// Formation state of one namespace.
@@ -168,6 +171,7 @@ pub struct Formation {
     /// Exported counters.
     pub counters: FormationCounters,
     record: RecordFile,
+    ledger: std::sync::Arc<MembershipLedger>,
     started: Instant,
     fenced: std::sync::atomic::AtomicBool,
     writes_in_flight: AtomicU64,
@@ -186,11 +190,15 @@ impl Drop for WriteGuard<'_> {
 }
 
 impl Formation {
-    /// Load the persisted record of `ns` and set up its state.
+    /// Load the persisted record of `ns` and set up its state. If the identity was admitted to
+    /// `ns` before (`ledger`, or a `Member` record) and what is on disk is not a founding step
+    /// of that very cluster, the founder may only rejoin: should the store turn out empty, the
+    /// node lost its data and must not found the namespace again.
     pub fn load(
         me: NodeId,
         namespace: Namespace,
         record: RecordFile,
+        ledger: std::sync::Arc<MembershipLedger>,
         expect: Option<usize>,
         voter_target: usize,
         started: Instant,
@@ -206,11 +214,28 @@ impl Formation {
                 founder.restore_founded(*ballot, voters.clone(), all.clone())
             }
         }
+        let admitted_to = ledger.cluster(&namespace);
+        let rejoin = match (&saved, &admitted_to) {
+            (FoundingRecord::Member, _) => true,
+            // A binding or decision for the cluster the identity was admitted to is that same
+            // founding, interrupted before Raft state existed: it may go on.
+            (FoundingRecord::Bound(b) | FoundingRecord::Founded { ballot: b, .. }, Some(c)) => {
+                cluster_id(b.coordinator, b.round) != *c
+            }
+            (_, admitted) => admitted.is_some(),
+        };
+        if rejoin {
+            founder = founder.rejoin_only();
+        }
+        let rejoin_reason = format!(
+            "lost its data: waiting to rejoin cluster {}",
+            admitted_to.as_deref().unwrap_or("(unknown: only the founding record says it was a member)")
+        );
         let inner = Inner {
             founder,
             views: HashMap::new(),
             fresh_since: started,
-            admitted: matches!(saved, FoundingRecord::Founded { .. }),
+            admitted: !rejoin && matches!(saved, FoundingRecord::Founded { .. }),
             admitted_by: None,
             joined_cluster: None,
             phase: FormationPhase::Discovering,
@@ -220,11 +245,13 @@ impl Formation {
             last_join: None,
             recorded_member: matches!(saved, FoundingRecord::Member),
             resetting: false,
+            rejoin_reason,
         };
         Ok(Formation {
             namespace,
             counters: FormationCounters::default(),
             record,
+            ledger,
             started,
             fenced: std::sync::atomic::AtomicBool::new(false),
             writes_in_flight: AtomicU64::new(0),
@@ -360,8 +387,27 @@ impl Formation {
         self.lock().resetting
     }
 
-    /// Record once that the namespace has Raft state here (see [`FoundingRecord::Member`]).
-    pub(crate) fn record_member(&self) {
+    /// Record durably, with the identity, that `cluster` admitted this node (see
+    /// [`MembershipLedger`]). Done before the node takes part in the cluster.
+    pub(crate) fn remember_admission(&self, cluster: &str) -> Result<(), String> {
+        self.ledger.record(&self.namespace, cluster)
+    }
+
+    /// Whether this node may only rejoin, and why.
+    pub(crate) fn rejoin_only(&self) -> Option<String> {
+        let inner = self.lock();
+        (inner.founder.phase() == FreshPhase::Rejoining).then(|| inner.rejoin_reason.clone())
+    }
+
+    /// Record that the namespace has Raft state here, in cluster `cluster`: once in the
+    /// founding record (see [`FoundingRecord::Member`]), and with the identity whenever the
+    /// cluster id changes.
+    pub(crate) fn record_member(&self, cluster: &str) {
+        if !cluster.is_empty() {
+            if let Err(e) = self.remember_admission(cluster) {
+                tracing::warn!(namespace = %self.namespace, error = %e, "cannot record membership in the node key");
+            }
+        }
         if self.lock().recorded_member {
             return;
         }
@@ -379,6 +425,12 @@ impl Formation {
         let mut inner = self.lock();
         let (me, expect, target) = inner.founder.identity();
         inner.founder = Founder::new(me, expect, target, FreshPhase::Free);
+        // The identity was admitted to the namespace: even reset, it only joins (the reset
+        // is a dissolve into another cluster, which it joins).
+        if self.ledger.cluster(&self.namespace).is_some() {
+            inner.founder = inner.founder.clone().rejoin_only();
+            inner.rejoin_reason = "dissolved: waiting to join the surviving cluster".into();
+        }
         inner.views.clear();
         inner.admitted = false;
         inner.admitted_by = None;
@@ -477,6 +529,7 @@ fn describe(phase: &flotilla_core::formation::PeerPhase) -> String {
             format!("fresh, coordinating with {promisers} promises")
         }
         PeerPhase::Fresh { phase: FreshPhase::Founded(_), .. } => "founded, starting".into(),
+        PeerPhase::Fresh { phase: FreshPhase::Rejoining, .. } => "lost its data, rejoining".into(),
         PeerPhase::Member(m) => format!(
             "member of {} ({} voters, {} members, leader {})",
             m.cluster,
@@ -484,5 +537,65 @@ fn describe(phase: &flotilla_core::formation::PeerPhase) -> String {
             m.members,
             m.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into())
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_core::formation::Ballot;
+    use std::sync::Arc;
+
+    fn load(dir: &std::path::Path, me: NodeId, ns: &Namespace) -> Formation {
+        let ledger = Arc::new(MembershipLedger::open(dir.to_path_buf(), me).expect("ledger"));
+        Formation::load(me, ns.clone(), RecordFile::new(dir, ns), ledger, None, 5, Instant::now()).expect("load")
+    }
+
+    #[tokio::test]
+    async fn an_identity_admitted_before_only_rejoins_whatever_else_was_lost() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let me = flotilla_net::load_or_create_keypair(dir.path()).expect("key").public().to_peer_id();
+        let ns = Namespace::new("default").expect("ns");
+        let other = Namespace::new("other").expect("ns");
+        assert_eq!(load(dir.path(), me, &ns).rejoin_only(), None, "a new identity may found");
+
+        let round = 7;
+        let cluster = cluster_id(me, round);
+        let formation = load(dir.path(), me, &ns);
+        formation.remember_admission(&cluster).expect("remember");
+        formation
+            .save(&FoundingRecord::Founded {
+                ballot: Ballot { coordinator: me, round },
+                voters: Default::default(),
+                all: Default::default(),
+            })
+            .expect("save");
+        // The founding of that very cluster, interrupted before Raft state: it goes on.
+        assert_eq!(load(dir.path(), me, &ns).rejoin_only(), None);
+        // Everything but the key is lost: only rejoin, and say which cluster.
+        std::fs::remove_dir_all(dir.path().join("formation")).expect("wipe records");
+        let reason = load(dir.path(), me, &ns).rejoin_only().expect("rejoin only");
+        assert!(reason.contains("lost its data") && reason.contains(&cluster), "{reason}");
+        // Other namespaces are not affected.
+        assert_eq!(load(dir.path(), me, &other).rejoin_only(), None);
+        // A binding to some other ballot does not make it free either.
+        let formation = load(dir.path(), me, &ns);
+        formation.save(&FoundingRecord::Bound(Ballot { coordinator: me, round: 8 })).expect("save");
+        assert!(load(dir.path(), me, &ns).rejoin_only().is_some());
+        // A new key is a new node.
+        std::fs::remove_file(dir.path().join(flotilla_net::KEY_FILE)).expect("remove key");
+        std::fs::remove_dir_all(dir.path().join("formation")).expect("wipe records");
+        let new = flotilla_net::load_or_create_keypair(dir.path()).expect("key").public().to_peer_id();
+        assert_eq!(load(dir.path(), new, &ns).rejoin_only(), None);
+    }
+
+    #[tokio::test]
+    async fn a_member_record_without_the_key_file_still_only_rejoins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let me = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
+        let ns = Namespace::new("default").expect("ns");
+        let formation = load(dir.path(), me, &ns);
+        formation.record_member("some/cluster");
+        assert!(load(dir.path(), me, &ns).rejoin_only().is_some());
     }
 }

@@ -1,0 +1,89 @@
+//! The namespaces this node's identity was ever admitted to, kept in its key file.
+//!
+//! The founding record (`record.rs`) lives in the data directory, next to the store: an
+//! operator who wipes the directory but keeps `node.key` loses both. The identity then looks
+//! fresh, and alone it would found the namespace again: a second cluster (issue 11). So the
+//! fact "admitted to namespace N by cluster X" is written into `node.key` itself
+//! (`flotilla_net::record_membership`), before the node takes part in the cluster (founding,
+//! founding voter, admitted joiner) and again whenever a member finds its cluster id changed.
+//! A node whose identity holds the fact but whose store is empty only rejoins
+//! (`Founder::rejoin_only`). A new key is a new node, with no memberships.
+//!
+//! When the node's key is not in its data directory (an embedder that keeps its own key, or
+//! the in-process test router), the ledger is off and only the founding record remains.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use flotilla_core::formation::ClusterId;
+use flotilla_core::types::NodeId;
+use flotilla_core::Namespace;
+use flotilla_net::Memberships;
+
+/// The memberships of this node's identity.
+pub struct MembershipLedger {
+    data_dir: PathBuf,
+    me: NodeId,
+    /// What the key file holds; `None` when the key is not in the data directory.
+    known: Option<Mutex<Memberships>>,
+}
+
+impl MembershipLedger {
+    /// Read the memberships of identity `me` from `<data_dir>/node.key`. A key file that
+    /// cannot be read is an error (the node must not start without knowing what it was).
+    pub fn open(data_dir: PathBuf, me: NodeId) -> Result<Self, String> {
+        let known = flotilla_net::load_memberships(&data_dir, &me).map_err(|e| e.to_string())?;
+        if known.is_none() {
+            tracing::info!(
+                data_dir = %data_dir.display(),
+                "the node key is not in the data directory: namespace memberships are not kept with the identity"
+            );
+        }
+        Ok(Self { data_dir, me, known: known.map(Mutex::new) })
+    }
+
+    /// A ledger that keeps nothing (the identity lives outside any data directory).
+    pub fn off(me: NodeId) -> Self {
+        Self { data_dir: PathBuf::new(), me, known: None }
+    }
+
+    /// Whether memberships are kept with the identity.
+    pub fn is_on(&self) -> bool {
+        self.known.is_some()
+    }
+
+    /// The cluster that last admitted this identity to `ns`, if any ever did.
+    pub fn cluster(&self, ns: &Namespace) -> Option<ClusterId> {
+        self.lock()?.get(ns.as_str()).cloned()
+    }
+
+    /// Record durably that `cluster` admitted this identity to `ns` (nothing to do when the
+    /// ledger is off or already says so). Returns once the key file on disk says it.
+    pub fn record(&self, ns: &Namespace, cluster: &str) -> Result<(), String> {
+        let Some(mut known) = self.lock() else { return Ok(()) };
+        if known.get(ns.as_str()).map(String::as_str) == Some(kept_form(cluster)) {
+            return Ok(());
+        }
+        // The lock is held across the write: the file is rewritten whole, so two namespaces
+        // recording at once must not each write a copy without the other's entry.
+        flotilla_net::record_membership(&self.data_dir, &self.me, ns.as_str(), cluster).map_err(|e| e.to_string())?;
+        *known = flotilla_net::load_memberships(&self.data_dir, &self.me)
+            .map_err(|e| e.to_string())?
+            .ok_or("the node key vanished from the data directory")?;
+        tracing::info!(namespace = %ns, %cluster, "recorded in node.key: this identity is a member of the namespace");
+        Ok(())
+    }
+
+    fn lock(&self) -> Option<std::sync::MutexGuard<'_, Memberships>> {
+        self.known.as_ref().map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// `cluster` as the key file keeps it (cut to `flotilla_net::MAX_CLUSTER_BYTES`).
+fn kept_form(cluster: &str) -> &str {
+    let mut end = cluster.len().min(flotilla_net::MAX_CLUSTER_BYTES);
+    while !cluster.is_char_boundary(end) {
+        end -= 1;
+    }
+    &cluster[..end]
+}
