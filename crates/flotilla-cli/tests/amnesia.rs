@@ -196,6 +196,13 @@ async fn a_member_that_lost_its_store_rejoins_instead_of_founding() {
     })
     .await;
     until("three voters again", || async { status(&a_http).await.filter(|s| voters(s) == 3) }).await;
+    // Formation notices on its next tick that the log arrived: poll each node's phase.
+    for agent in &agents {
+        until("every node a member", || async {
+            status(&agent.http).await.filter(|s| s["formation"]["phase"] == "member")
+        })
+        .await;
+    }
     for agent in &agents {
         let read = agent.client(Duration::from_secs(5)).get(NS, "k", "linearizable").await.expect("read");
         assert_eq!(read.value.as_deref(), Some(&b"a"[..]), "{}", agent.http);
