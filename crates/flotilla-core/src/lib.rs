@@ -27,7 +27,7 @@ pub use command::{Command, CommandResult, RequestId};
 pub use config::{Config, ConfigError, Preset, Timing};
 pub use consistency::Consistency;
 pub use discovery::{Discovery, DiscoverySource, Sighting};
-pub use error::ApiError;
+pub use error::{ApiError, Limit, Outcome};
 pub use keyring::{ClusterKey, KeyId, Keyring};
 pub use kv::{KvOp, KvReply, KvStateMachine};
 pub use namespace::{Namespace, NamespaceError};

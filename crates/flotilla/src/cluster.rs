@@ -6,7 +6,7 @@ use std::time::Duration;
 use flotilla_core::kv::{decode_reply, encode_ops};
 use flotilla_core::types::{NodeId, TypeConfig};
 use flotilla_core::wire::{log_index, CommandRequest, CommandResponse};
-use flotilla_core::{ApiError, Command, Consistency, KvOp, MemberInfo, Namespace};
+use flotilla_core::{ApiError, Command, Consistency, KvOp, Limit, MemberInfo, Namespace};
 use openraft::raft::linearizable_read::Linearizer;
 use openraft::raft::linearizable_read::ReadLogId;
 use openraft::ServerState;
@@ -108,7 +108,7 @@ impl Cluster {
         let config = &self.node.config;
         let limit = (config.max_frame_bytes / 2).max(config.max_key_bytes + config.max_value_bytes + 1024);
         if payload.len() > limit {
-            return Err(ApiError::TooLarge { what: "request", size: payload.len(), limit });
+            return Err(too_large(Limit::Request, payload.len(), limit));
         }
         let command = Command { id: Some(self.node.request_ids.next()), payload };
         match self.node.submit(&self.group(), CommandRequest::Write(command), self.deadline()).await? {
@@ -128,7 +128,7 @@ impl Cluster {
     /// List keys starting with `prefix` (at most [`MAX_LIST_KEYS`]).
     pub async fn keys(&self, prefix: &[u8], consistency: Consistency) -> Result<KeysOutcome, ApiError> {
         if prefix.len() > self.node.config.max_key_bytes {
-            return Err(ApiError::TooLarge { what: "key", size: prefix.len(), limit: self.node.config.max_key_bytes });
+            return Err(too_large(Limit::Key, prefix.len(), self.node.config.max_key_bytes));
         }
         let index = self.read_barrier(consistency).await?;
         let keys =
@@ -171,7 +171,7 @@ impl Cluster {
         }
         let limit = self.node.config.max_key_bytes;
         if key.len() > limit {
-            return Err(ApiError::TooLarge { what: "key", size: key.len(), limit });
+            return Err(too_large(Limit::Key, key.len(), limit));
         }
         Ok(())
     }
@@ -179,7 +179,7 @@ impl Cluster {
     fn check_value(&self, value: &[u8]) -> Result<(), ApiError> {
         let limit = self.node.config.max_value_bytes;
         if value.len() > limit {
-            return Err(ApiError::TooLarge { what: "value", size: value.len(), limit });
+            return Err(too_large(Limit::Value, value.len(), limit));
         }
         Ok(())
     }
@@ -308,4 +308,9 @@ impl Cluster {
         let c = &self.group().counters;
         (c.proposals.load(Relaxed), c.forwards.load(Relaxed), c.leader_changes.load(Relaxed))
     }
+}
+
+/// The error of a key, value or request over its limit.
+fn too_large(what: Limit, size: usize, limit: usize) -> ApiError {
+    ApiError::TooLarge { what, size: size as u64, limit: limit as u64 }
 }

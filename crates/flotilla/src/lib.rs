@@ -18,6 +18,7 @@ mod execute;
 pub mod formation;
 pub mod group;
 mod inbound;
+mod quorum;
 pub mod network;
 pub mod node;
 pub mod raft_config;
@@ -29,6 +30,6 @@ pub mod testing;
 
 pub use cluster::{Cluster, KeysOutcome, ReadOutcome, WriteOutcome};
 pub use error::StartError;
-pub use flotilla_core::{ApiError, Config, Consistency, KvOp, Namespace, Preset};
+pub use flotilla_core::{ApiError, Config, Consistency, KvOp, Limit, Namespace, Outcome, Preset};
 pub use node::{Node, NodeServices, StateMachineFactory};
 pub use status::{GroupStatus, Member, MemberRole, Role};
