@@ -44,14 +44,14 @@ impl Node {
             self.admit_write().map_err(ApiError::StorageFull)?;
         }
         let mut hint: Option<NodeId> = None;
-        let mut maybe_proposed = false;
+        let mut fate = Fate::new(is_write);
         loop {
             let (target, error) = match self.attempt(group, &request, hint.take(), deadline).await {
                 Ok(response) => return Ok(response),
                 Err(failed) => failed,
             };
-            maybe_proposed |= is_write && error.outcome() == Outcome::Unknown;
-            let settle = |e: ApiError| if maybe_proposed { e.after_possible_proposal() } else { e };
+            fate.record(&error);
+            let settle = |e: ApiError| fate.settle(e);
             match &error {
                 ApiError::NotLeader { leader } => hint = leader.filter(|l| Some(*l) != target),
                 // The leader cannot confirm it leads and will not for a while: answer at once,
@@ -167,6 +167,34 @@ impl Node {
     }
 }
 
+/// What the attempts of one request may have left behind: once an attempt of a write may have
+/// been proposed, no later answer may promise that nothing was applied.
+#[derive(Debug, Clone, Copy)]
+struct Fate {
+    is_write: bool,
+    maybe_proposed: bool,
+}
+
+impl Fate {
+    fn new(is_write: bool) -> Self {
+        Self { is_write, maybe_proposed: false }
+    }
+
+    /// Note the error an attempt ended with.
+    fn record(&mut self, error: &ApiError) {
+        self.maybe_proposed |= self.is_write && error.outcome() == Outcome::Unknown;
+    }
+
+    /// The error to answer, given every attempt so far.
+    fn settle(&self, error: ApiError) -> ApiError {
+        if self.maybe_proposed {
+            error.after_possible_proposal()
+        } else {
+            error
+        }
+    }
+}
+
 /// Requests that change who is in the cluster or who leads it.
 fn is_membership_change(request: &CommandRequest) -> bool {
     matches!(
@@ -181,4 +209,32 @@ fn is_membership_change(request: &CommandRequest) -> bool {
 /// Whether `peer` is in the group's configuration (voter or learner).
 fn is_member(group: &Group, peer: NodeId) -> bool {
     group.metrics().membership_config.membership().get_node(&peer).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_definite_last_error_after_a_possible_proposal_answers_unknown() {
+        // The case: an attempt timed out at a leader, a later one hit a full disk.
+        let mut fate = Fate::new(true);
+        fate.record(&ApiError::NoLeader("none yet".into()));
+        assert_eq!(fate.settle(ApiError::StorageFull("disk".into())).code(), "storage_full");
+        fate.record(&ApiError::Timeout("no reply from the leader".into()));
+        let last = ApiError::StorageFull("disk".into());
+        fate.record(&last);
+        let answer = fate.settle(last);
+        assert_eq!(answer.outcome(), Outcome::Unknown);
+        assert_eq!(answer.code(), "outcome_unknown");
+        // Unknown errors stay what they are.
+        assert_eq!(fate.settle(ApiError::Timeout("t".into())).code(), "timeout");
+    }
+
+    #[test]
+    fn reads_keep_their_errors() {
+        let mut fate = Fate::new(false);
+        fate.record(&ApiError::Timeout("t".into()));
+        assert_eq!(fate.settle(ApiError::NoLeader("n".into())).code(), "no_leader");
+    }
 }
