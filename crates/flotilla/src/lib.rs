@@ -30,6 +30,6 @@ pub mod testing;
 
 pub use cluster::{Cluster, KeysOutcome, ReadOutcome, WriteOutcome};
 pub use error::StartError;
-pub use flotilla_core::{ApiError, Config, Consistency, KvOp, Limit, Namespace, Outcome, Preset};
+pub use flotilla_core::{ApiError, Config, Consistency, IdempotencyKey, KvOp, Limit, Namespace, Outcome, Preset};
 pub use node::{Node, NodeServices, StateMachineFactory};
 pub use status::{GroupStatus, Member, MemberRole, Role};
