@@ -158,9 +158,9 @@ impl ApiError {
     pub fn after_possible_proposal(self) -> ApiError {
         match self.outcome() {
             Outcome::Unknown => self,
-            Outcome::NotApplied => {
-                ApiError::OutcomeUnknown(format!("an earlier attempt may have been applied; the last one failed: {self}"))
-            }
+            Outcome::NotApplied => ApiError::OutcomeUnknown(format!(
+                "an earlier attempt may have been applied; the last one failed: {self}"
+            )),
         }
     }
 

@@ -12,7 +12,7 @@ use crate::namespace::Namespace;
 use crate::types::{LogId, MemberInfo, NodeId, SnapshotMeta, TypeConfig, Vote};
 
 /// Version of the message encoding; carried in the protocol id.
-pub const WIRE_VERSION: u32 = 1;
+pub const WIRE_VERSION: u32 = 2;
 
 /// A request from one node to another, scoped to one namespace.
 #[derive(Debug, Clone, Serialize, Deserialize)]

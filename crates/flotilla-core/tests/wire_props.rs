@@ -293,8 +293,11 @@ fn formation_request() -> impl Strategy<Value = FormationRequest> {
 fn request_body() -> impl Strategy<Value = RequestBody> {
     prop_oneof![
         raft_request().prop_map(RequestBody::Raft),
-        (any::<u8>(), command_request())
-            .prop_map(|(hops_left, request)| RequestBody::Command(CommandEnvelope { hops_left, budget_ms: 1_000, request })),
+        (any::<u8>(), command_request()).prop_map(|(hops_left, request)| RequestBody::Command(CommandEnvelope {
+            hops_left,
+            budget_ms: 1_000,
+            request
+        })),
         formation_request().prop_map(RequestBody::Formation),
     ]
 }

@@ -67,7 +67,10 @@ mod tests {
         for e in all {
             assert_eq!(e.outcome(), Outcome::Unknown);
             let status = status_of(&e);
-            assert!(status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::GATEWAY_TIMEOUT, "{e}: {status}");
+            assert!(
+                status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::GATEWAY_TIMEOUT,
+                "{e}: {status}"
+            );
         }
     }
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 use common::{eventually, Harness};
 use flotilla::{ApiError, Consistency, KvOp, Limit, MemberRole, Role};
 
-
 const NS: &str = "default";
 
 fn no_tweak(_: &mut flotilla::Config) {}

@@ -62,7 +62,8 @@ fn ns() -> Namespace {
 }
 
 fn read_index() -> Vec<u8> {
-    let body = RequestBody::Command(CommandEnvelope { hops_left: 1, budget_ms: 1_000, request: CommandRequest::ReadIndex });
+    let body =
+        RequestBody::Command(CommandEnvelope { hops_left: 1, budget_ms: 1_000, request: CommandRequest::ReadIndex });
     flotilla_core::encode(&body).unwrap()
 }
 

@@ -168,8 +168,9 @@ fn write(w: &Workload, http: &Client, client: ClientId, base: &str, key: &str, v
         Ok(response) => {
             let status = response.status();
             let (code, message) = error_of(response);
-            let definite =
-                status.is_client_error() || status == StatusCode::INSUFFICIENT_STORAGE || status == StatusCode::BAD_GATEWAY;
+            let definite = status.is_client_error()
+                || status == StatusCode::INSUFFICIENT_STORAGE
+                || status == StatusCode::BAD_GATEWAY;
             let outcome = if definite { Outcome::Fail } else { Outcome::Unknown };
             let detail = format!("{} {code} from {base}: {message}", status.as_u16());
             (outcome, Some((format!("write {} {code}", status.as_u16()), detail)))
