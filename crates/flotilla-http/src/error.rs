@@ -51,6 +51,13 @@ pub fn status_of(e: &ApiError) -> StatusCode {
     }
 }
 
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
+        (self.status, body).into_response()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,12 +79,5 @@ mod tests {
                 "{e}: {status}"
             );
         }
-    }
-}
-
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
-        (self.status, body).into_response()
     }
 }
