@@ -33,7 +33,7 @@ impl Node {
         match request {
             CommandRequest::Write(command) => self.write_local(group, command, deadline).await,
             CommandRequest::ReadIndex => {
-                self.confirm_quorum_contact(group)?;
+                self.confirm_quorum_contact(group).await?;
                 let read = group.raft.get_read_linearizer(ReadPolicy::ReadIndex);
                 let linearizer = tokio::select! {
                     read = read => read.map_err(read_error)?,
@@ -65,7 +65,7 @@ impl Node {
             return Err(WireError::Unavailable("namespace is dissolving into another cluster".into()));
         };
         self.admit_write().map_err(WireError::StorageFull)?;
-        self.confirm_quorum_contact(group)?;
+        self.confirm_quorum_contact(group).await?;
         if Instant::now() >= deadline {
             // The caller has given up (or is about to): proposing now would apply a write
             // long after its client was told nothing.
