@@ -116,6 +116,7 @@ impl Node {
         timeout: Duration,
     ) -> Result<CommandResponse, ApiError> {
         let budget_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let is_write = matches!(request, CommandRequest::Write(_));
         let wire = WireRequest {
             namespace: group.namespace.clone(),
             body: RequestBody::Command(CommandEnvelope { hops_left, budget_ms, request }),
@@ -125,8 +126,8 @@ impl Node {
             Ok(WireResponse::Error(e)) => Err(e),
             Ok(other) => Err(ApiError::Unavailable(format!("unexpected reply {other:?}"))),
             Err(TransportError::Timeout(d)) => Err(ApiError::Timeout(format!("no reply from {peer} within {d:?}"))),
-            // The request may have left before the connection failed.
-            Err(e @ TransportError::Unreachable(..)) => Err(ApiError::OutcomeUnknown(e.to_string())),
+            // A write may have left before the connection failed.
+            Err(e @ TransportError::Unreachable(..)) if is_write => Err(ApiError::OutcomeUnknown(e.to_string())),
             // Refused locally before anything was sent.
             Err(e) => Err(ApiError::Unavailable(e.to_string())),
         }
