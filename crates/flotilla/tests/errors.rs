@@ -39,6 +39,37 @@ async fn a_write_that_reached_a_cut_off_leader_answers_an_unknown_outcome() {
     h.shutdown().await;
 }
 
+/// The case: a write reaches a leader that proposes it and then goes silent; the retry
+/// at the next leader meets a full disk. The answer must not be `storage_full` (which promises
+/// nothing was applied) but an unknown outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_definite_error_after_a_possible_proposal_answers_unknown() {
+    let h = Harness::start(3, 45, &[NS], |_| {}).await;
+    let l = h.leader(NS).await;
+    let f = (0..3).find(|i| *i != l).unwrap();
+    let g = (0..3).find(|i| *i != l && *i != f).unwrap();
+    // The leader hears the entry node but nothing it sends arrives anywhere.
+    h.router.cut_one_way(h.ids[l], h.ids[f]);
+    h.router.cut_one_way(h.ids[l], h.ids[g]);
+    let before = h.cluster(l, NS).state().last_log_index;
+    let entry = h.cluster(f, NS);
+    let write = tokio::spawn(async move { entry.set(b"k", b"v").await });
+    let leader = h.cluster(l, NS);
+    eventually("the old leader proposed the write", || leader.state().last_log_index > before).await;
+    // Every other node's disk is now "full": the retry at the next leader is refused.
+    for i in [f, g] {
+        h.node(i).store().set_free_space_reserve(u64::MAX);
+    }
+    eventually("the others see their disks full", || {
+        [f, g].iter().all(|i| h.node(*i).store().write_blocked().is_some())
+    })
+    .await;
+    let err = write.await.unwrap().expect_err("no leader can take the write");
+    assert_eq!(err.outcome(), Outcome::Unknown, "{err:?}");
+    assert_ne!(err.code(), "storage_full", "{err:?}");
+    h.shutdown().await;
+}
+
 /// A command whose budget ran out in transit is not proposed: the leader does not start a
 /// fresh request timeout of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
