@@ -34,7 +34,14 @@ impl AdminArgs {
 #[derive(Debug, Subcommand)]
 pub enum KvCommand {
     /// Store a value (from the argument, or stdin when omitted).
-    Put { key: String, value: Option<String> },
+    Put {
+        key: String,
+        value: Option<String>,
+        /// Name the write (`Idempotency-Key`): repeating the command with the same key after
+        /// an unknown outcome applies it at most once.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
     /// Print a value.
     Get {
         key: String,
@@ -92,7 +99,7 @@ pub async fn kv(target: &Target, op: KvCommand) -> anyhow::Result<()> {
     let client = target.client();
     let ns = &target.namespace;
     match op {
-        KvCommand::Put { key, value } => {
+        KvCommand::Put { key, value, idempotency_key } => {
             let value = match value {
                 Some(v) => v.into_bytes(),
                 None => {
@@ -101,7 +108,10 @@ pub async fn kv(target: &Target, op: KvCommand) -> anyhow::Result<()> {
                     buf
                 }
             };
-            let index = client.put(ns, &key, value).await?;
+            let index = match idempotency_key {
+                Some(id) => client.put_idempotent(ns, &key, value, &id).await?,
+                None => client.put(ns, &key, value).await?,
+            };
             println!("OK (index {index})");
         }
         KvCommand::Get { key, stale } => {

@@ -1,50 +1,109 @@
-//! Errors of the public cluster API.
+//! The one error model of the cluster: the same type travels on the wire between nodes and is
+//! answered by the API, so nothing is lost in between (a leader's timeout stays a timeout at
+//! the entry node, a not-leader keeps its hint, a full disk stays a full disk).
+//!
+//! Every error also says whether a write that failed with it was certainly not applied
+//! ([`Outcome::NotApplied`]) or may have been ([`Outcome::Unknown`]): see [`ApiError::outcome`].
+
+use serde::{Deserialize, Serialize};
 
 use crate::namespace::NamespaceError;
 use crate::types::NodeId;
-use crate::wire::WireError;
 
-/// What can go wrong with a call on the cluster API.
+/// What a failed write left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The write was certainly not applied, and never will be.
+    NotApplied,
+    /// The write may have been proposed: it may be applied, now or later. A retry with the
+    /// same request id (or `Idempotency-Key`) is applied at most once.
+    Unknown,
+}
+
+/// Which limit a request exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Limit {
+    /// The key size limit.
+    Key,
+    /// The value size limit.
+    Value,
+    /// The size limit of one proposed command.
+    Request,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Limit::Key => "key",
+            Limit::Value => "value",
+            Limit::Request => "request",
+        })
+    }
+}
+
+/// What can go wrong with a call on the cluster API, or with a request between nodes.
 ///
 /// [`ApiError::is_retryable`] separates conditions that may clear by themselves (no leader yet,
-/// leader changing, timeouts) from fatal ones (bad input, unknown namespace, shutdown).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// leader changing, timeouts) from fatal ones (bad input, unknown namespace, shutdown);
+/// [`ApiError::outcome`] says whether a failed write may still have been applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ApiError {
-    /// This node is not the leader and the call cannot be forwarded; `leader` is the hint.
+    /// The node asked is not the leader and could not forward; `leader` is the hint.
     #[error("not the leader (leader: {leader:?})")]
     NotLeader {
-        /// The leader this node knows of.
+        /// The leader the node knows of.
         leader: Option<NodeId>,
     },
-    /// No leader could be reached within the deadline.
-    #[error("no leader within the deadline: {0}")]
+    /// No leader is known, or none could be reached within the deadline.
+    #[error("no leader: {0}")]
     NoLeader(String),
+    /// The forwarding budget was exhausted (leadership is moving); nothing was proposed.
+    #[error("forwarding hop limit reached")]
+    HopLimit,
     /// The deadline passed before the call completed; a write may or may not have been applied.
     #[error("timed out: {0}")]
     Timeout(String),
-    /// The namespace is not served by this node.
+    /// A write may have been proposed by an earlier attempt or by the leader that failed; it
+    /// may be applied. The text says what happened.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    /// The leader has not heard from a quorum of voters for about an election timeout, so it
+    /// cannot confirm it still leads: it refused the call (try another node).
+    #[error("leader {leader} lost contact with a quorum {silent_ms} ms ago")]
+    LostQuorum {
+        /// The leader that refused.
+        leader: NodeId,
+        /// How long ago a quorum last acknowledged it.
+        silent_ms: u64,
+    },
+    /// The namespace is not served by the node.
     #[error("unknown namespace {0:?}")]
     UnknownNamespace(String),
     /// The namespace name is invalid.
     #[error(transparent)]
     InvalidNamespace(#[from] NamespaceError),
-    /// The key is empty or larger than the configured limit.
+    /// The key is empty or otherwise invalid.
     #[error("invalid key: {0}")]
     InvalidKey(String),
-    /// The key or value exceeds the configured size limit.
+    /// The key, value or request exceeds the configured size limit.
     #[error("{what} of {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge {
-        /// `key`, `value` or `request`.
-        what: &'static str,
+        /// The limit exceeded.
+        what: Limit,
         /// Actual size.
-        size: usize,
+        size: u64,
         /// Configured limit.
-        limit: usize,
+        limit: u64,
     },
-    /// The request was refused (for example, a membership change that is not allowed).
+    /// The request was refused for a reason that retrying will not fix (for example, a
+    /// membership change that is not allowed).
     #[error("rejected: {0}")]
     Rejected(String),
-    /// A transient condition (membership change in progress, peer unreachable).
+    /// The request could not be decoded.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    /// A transient condition (membership change in progress, peer unreachable); nothing was
+    /// proposed.
     #[error("unavailable: {0}")]
     Unavailable(String),
     /// The node is shutting down.
@@ -58,15 +117,51 @@ pub enum ApiError {
     /// operator has freed space.
     #[error("storage full: {0}")]
     StorageFull(String),
+    /// A peer did not prove it holds this node's cluster key (or sent plain traffic to a node
+    /// that requires sealing), or refused ours; the text names the cause.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The sealed session is unknown to the receiver (it restarted or dropped it): open a new
+    /// one. Nothing was processed.
+    #[error("unknown session")]
+    UnknownSession,
 }
 
 impl ApiError {
-    /// Whether the same call may succeed if retried later.
+    /// Whether the same call may succeed if retried later (possibly on another node).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ApiError::NotLeader { .. } | ApiError::NoLeader(_) | ApiError::Timeout(_) | ApiError::Unavailable(_)
+            ApiError::NotLeader { .. }
+                | ApiError::NoLeader(_)
+                | ApiError::HopLimit
+                | ApiError::Timeout(_)
+                | ApiError::OutcomeUnknown(_)
+                | ApiError::LostQuorum { .. }
+                | ApiError::Unavailable(_)
+                | ApiError::UnknownSession
         )
+    }
+
+    /// Whether a write that failed with this error may still have been applied. Only the
+    /// errors raised once a write may have been proposed are [`Outcome::Unknown`]; every other
+    /// error is raised before proposing, and promises the write was not applied.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            ApiError::Timeout(_) | ApiError::OutcomeUnknown(_) | ApiError::Fatal(_) => Outcome::Unknown,
+            _ => Outcome::NotApplied,
+        }
+    }
+
+    /// The error a write answers when an attempt may have been proposed before this error
+    /// ended it: an error that promises "not applied" becomes [`ApiError::OutcomeUnknown`].
+    pub fn after_possible_proposal(self) -> ApiError {
+        match self.outcome() {
+            Outcome::Unknown => self,
+            Outcome::NotApplied => ApiError::OutcomeUnknown(format!(
+                "an earlier attempt may have been applied; the last one failed: {self}"
+            )),
+        }
     }
 
     /// A stable machine-readable code, used in HTTP error bodies.
@@ -74,33 +169,73 @@ impl ApiError {
         match self {
             ApiError::NotLeader { .. } => "not_leader",
             ApiError::NoLeader(_) => "no_leader",
+            ApiError::HopLimit => "hop_limit",
             ApiError::Timeout(_) => "timeout",
+            ApiError::OutcomeUnknown(_) => "outcome_unknown",
+            ApiError::LostQuorum { .. } => "lost_quorum",
             ApiError::UnknownNamespace(_) => "unknown_namespace",
             ApiError::InvalidNamespace(_) => "invalid_namespace",
             ApiError::InvalidKey(_) => "invalid_key",
             ApiError::TooLarge { .. } => "too_large",
             ApiError::Rejected(_) => "rejected",
+            ApiError::Malformed(_) => "malformed",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Fatal(_) => "fatal",
             ApiError::StorageFull(_) => "storage_full",
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::UnknownSession => "unknown_session",
         }
     }
 }
 
-impl From<WireError> for ApiError {
-    fn from(e: WireError) -> Self {
-        match e {
-            WireError::NotLeader { leader } => ApiError::NotLeader { leader },
-            WireError::NoLeader => ApiError::NoLeader("no leader elected".into()),
-            WireError::HopLimit => ApiError::Unavailable("forwarding hop limit reached".into()),
-            WireError::UnknownNamespace => ApiError::UnknownNamespace("(on the remote node)".into()),
-            WireError::Rejected(m) | WireError::Malformed(m) => ApiError::Rejected(m),
-            WireError::Unavailable(m) => ApiError::Unavailable(m),
-            WireError::Fatal(m) => ApiError::Fatal(m),
-            WireError::StorageFull(m) => ApiError::StorageFull(m),
-            WireError::Unauthenticated(m) => ApiError::Rejected(format!("peer refused us: {m}")),
-            WireError::UnknownSession => ApiError::Unavailable("sealed session expired".into()),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definite_errors_become_unknown_after_a_possible_proposal() {
+        let full = ApiError::StorageFull("disk".into());
+        assert_eq!(full.outcome(), Outcome::NotApplied);
+        let upgraded = full.after_possible_proposal();
+        assert_eq!(upgraded.outcome(), Outcome::Unknown);
+        assert_eq!(upgraded.code(), "outcome_unknown");
+        assert!(upgraded.to_string().contains("storage full"), "{upgraded}");
+        for definite in [ApiError::Rejected("x".into()), ApiError::HopLimit, ApiError::NotLeader { leader: None }] {
+            assert_eq!(definite.after_possible_proposal().code(), "outcome_unknown");
+        }
+        // Already unknown: kept as is.
+        let timeout = ApiError::Timeout("slow".into());
+        assert_eq!(timeout.clone().after_possible_proposal(), timeout);
+    }
+
+    #[test]
+    fn every_error_survives_the_wire() {
+        let leader = NodeId::random();
+        let all = [
+            ApiError::NotLeader { leader: Some(leader) },
+            ApiError::NoLeader("none".into()),
+            ApiError::HopLimit,
+            ApiError::Timeout("t".into()),
+            ApiError::OutcomeUnknown("u".into()),
+            ApiError::LostQuorum { leader, silent_ms: 700 },
+            ApiError::UnknownNamespace("ns".into()),
+            ApiError::InvalidNamespace(NamespaceError::Empty),
+            ApiError::InvalidKey("k".into()),
+            ApiError::TooLarge { what: Limit::Value, size: 10, limit: 5 },
+            ApiError::Rejected("r".into()),
+            ApiError::Malformed("m".into()),
+            ApiError::Unavailable("u".into()),
+            ApiError::ShuttingDown,
+            ApiError::Fatal("f".into()),
+            ApiError::StorageFull("s".into()),
+            ApiError::Unauthenticated("a".into()),
+            ApiError::UnknownSession,
+        ];
+        for e in all {
+            let back: ApiError = crate::decode(&crate::encode(&e).unwrap(), 1 << 20).unwrap();
+            assert_eq!(back, e);
+            assert_eq!(back.code(), e.code());
         }
     }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_NAMESPACE_LEN: usize = 64;
 
 /// Why a namespace name was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum NamespaceError {
     /// The name was empty.
     #[error("namespace name is empty")]

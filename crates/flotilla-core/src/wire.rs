@@ -12,7 +12,7 @@ use crate::namespace::Namespace;
 use crate::types::{LogId, MemberInfo, NodeId, SnapshotMeta, TypeConfig, Vote};
 
 /// Version of the message encoding; carried in the protocol id.
-pub const WIRE_VERSION: u32 = 1;
+pub const WIRE_VERSION: u32 = 2;
 
 /// A request from one node to another, scoped to one namespace.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,6 +191,10 @@ pub struct CommandEnvelope {
     /// Forwarding hops left; a node that would need to forward at zero answers
     /// [`WireError::HopLimit`] instead, which breaks forwarding loops during leader changes.
     pub hops_left: u8,
+    /// Milliseconds left of the caller's deadline when the command was sent (a duration, not a
+    /// time: clocks differ between nodes). The receiver works within it (capped by its own
+    /// request timeout) and a leader does not propose a write whose budget has run out.
+    pub budget_ms: u64,
     /// What is asked.
     pub request: CommandRequest,
 }
@@ -252,58 +256,9 @@ pub enum CommandResponse {
     },
 }
 
-/// Errors carried across the wire, with a stable kind the caller can act on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum WireError {
-    /// The receiver is not the leader; try `leader` if known.
-    #[error("not the leader (leader: {leader:?})")]
-    NotLeader {
-        /// The leader the receiver knows of.
-        leader: Option<NodeId>,
-    },
-    /// No leader is known right now; retry later.
-    #[error("no leader")]
-    NoLeader,
-    /// The forwarding budget was exhausted.
-    #[error("forwarding hop limit reached")]
-    HopLimit,
-    /// The receiver does not serve this namespace.
-    #[error("unknown namespace")]
-    UnknownNamespace,
-    /// The request was refused for a reason that retrying will not fix.
-    #[error("rejected: {0}")]
-    Rejected(String),
-    /// A transient failure on the receiver (membership change in progress, storage busy...).
-    #[error("temporarily unavailable: {0}")]
-    Unavailable(String),
-    /// The receiver is shutting down or failed fatally.
-    #[error("fatal: {0}")]
-    Fatal(String),
-    /// The request could not be decoded.
-    #[error("malformed request: {0}")]
-    Malformed(String),
-    /// The sender did not prove it holds this node's cluster key, or sent plain traffic to a
-    /// node that requires sealing; the text names the cause.
-    #[error("unauthenticated: {0}")]
-    Unauthenticated(String),
-    /// The sealed session is unknown to the receiver (it restarted or dropped it): open a new
-    /// one. Nothing was processed.
-    #[error("unknown session")]
-    UnknownSession,
-    /// The receiver's disk is full or failing: it refused a client write, which was not applied.
-    #[error("storage full: {0}")]
-    StorageFull(String),
-}
-
-impl WireError {
-    /// Whether retrying (possibly elsewhere) can succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            WireError::NotLeader { .. } | WireError::NoLeader | WireError::HopLimit | WireError::Unavailable(_)
-        )
-    }
-}
+/// Errors carried across the wire: the API's own error type, so a reply's error reaches the
+/// entry node (and the client) exactly as the replying node raised it.
+pub type WireError = crate::error::ApiError;
 
 /// The index of an optional log id, 0 when there is none.
 pub fn log_index(log_id: &Option<LogId>) -> u64 {

@@ -295,8 +295,11 @@ fn request_body() -> impl Strategy<Value = RequestBody> {
     prop_oneof![
         (raft_request(), "[a-zA-Z0-9/]{0,72}")
             .prop_map(|(rpc, cluster)| RequestBody::Raft(RaftEnvelope { cluster, rpc })),
-        (any::<u8>(), command_request())
-            .prop_map(|(hops_left, request)| RequestBody::Command(CommandEnvelope { hops_left, request })),
+        (any::<u8>(), command_request()).prop_map(|(hops_left, request)| RequestBody::Command(CommandEnvelope {
+            hops_left,
+            budget_ms: 1_000,
+            request
+        })),
         formation_request().prop_map(RequestBody::Formation),
     ]
 }
@@ -308,9 +311,13 @@ fn wire_request() -> impl Strategy<Value = WireRequest> {
 fn wire_error() -> impl Strategy<Value = WireError> {
     prop_oneof![
         proptest::option::of(node_id()).prop_map(|leader| WireError::NotLeader { leader }),
-        Just(WireError::NoLeader),
+        text().prop_map(WireError::NoLeader),
         Just(WireError::HopLimit),
-        Just(WireError::UnknownNamespace),
+        text().prop_map(WireError::UnknownNamespace),
+        text().prop_map(WireError::Timeout),
+        text().prop_map(WireError::OutcomeUnknown),
+        (node_id(), any::<u64>()).prop_map(|(leader, silent_ms)| WireError::LostQuorum { leader, silent_ms }),
+        Just(WireError::StorageFull("disk".into())),
         text().prop_map(WireError::Rejected),
         text().prop_map(WireError::Unavailable),
         text().prop_map(WireError::Fatal),
@@ -594,6 +601,7 @@ fn inputs_over_the_limit_are_refused() {
         namespace: Namespace::new("default").unwrap(),
         body: RequestBody::Command(CommandEnvelope {
             hops_left: 3,
+            budget_ms: 1_000,
             request: CommandRequest::Write(Command { id: None, payload: vec![7; 1000] }),
         }),
     };

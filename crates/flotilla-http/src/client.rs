@@ -119,6 +119,20 @@ impl Client {
         json_u64(r, "index").await
     }
 
+    /// Store `value` under `key` with an `Idempotency-Key`: sending it again after an unknown
+    /// outcome applies it at most once. Returns the log index.
+    pub async fn put_idempotent(
+        &self,
+        ns: &str,
+        key: &str,
+        value: Vec<u8>,
+        idempotency_key: &str,
+    ) -> Result<u64, ClientError> {
+        let url = self.url(&format!("/v1/kv/{ns}/{}", encode_key(key)));
+        let r = self.send(self.http.put(url).header(crate::IDEMPOTENCY_HEADER, idempotency_key).body(value)).await?;
+        json_u64(r, "index").await
+    }
+
     /// Read `key` with `consistency` (`stale` or `linearizable`).
     pub async fn get(&self, ns: &str, key: &str, consistency: &str) -> Result<Read, ClientError> {
         let url = self.url(&format!("/v1/kv/{ns}/{}?consistency={consistency}", encode_key(key)));

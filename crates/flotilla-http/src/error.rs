@@ -22,18 +22,32 @@ impl HttpError {
 
 impl From<ApiError> for HttpError {
     fn from(e: ApiError) -> Self {
-        let status = match &e {
-            ApiError::NotLeader { .. } | ApiError::NoLeader(_) | ApiError::Unavailable(_) | ApiError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::UnknownNamespace(_) => StatusCode::NOT_FOUND,
-            ApiError::InvalidNamespace(_) | ApiError::InvalidKey(_) | ApiError::Rejected(_) => StatusCode::BAD_REQUEST,
-            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Fatal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
-        };
-        Self { status, code: e.code(), message: e.to_string() }
+        Self { status: status_of(&e), code: e.code(), message: e.to_string() }
+    }
+}
+
+/// The HTTP status of each error, in one place. 503 and 504 are the only statuses a write
+/// answers when its outcome is unknown; every other status promises nothing was applied.
+pub fn status_of(e: &ApiError) -> StatusCode {
+    match e {
+        ApiError::NotLeader { .. }
+        | ApiError::NoLeader(_)
+        | ApiError::HopLimit
+        | ApiError::OutcomeUnknown(_)
+        | ApiError::LostQuorum { .. }
+        | ApiError::Unavailable(_)
+        | ApiError::UnknownSession
+        | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        ApiError::UnknownNamespace(_) => StatusCode::NOT_FOUND,
+        ApiError::InvalidNamespace(_) | ApiError::InvalidKey(_) | ApiError::Rejected(_) | ApiError::Malformed(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        ApiError::Fatal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ApiError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
+        // A peer of this node refused it: the cluster is misconfigured, not the request.
+        ApiError::Unauthenticated(_) => StatusCode::BAD_GATEWAY,
     }
 }
 
@@ -41,5 +55,29 @@ impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
         (self.status, body).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_core::Outcome;
+
+    #[test]
+    fn an_unknown_outcome_is_only_ever_503_or_504() {
+        let all = [
+            ApiError::Timeout("t".into()),
+            ApiError::OutcomeUnknown("u".into()),
+            ApiError::StorageFull("s".into()).after_possible_proposal(),
+            ApiError::Rejected("r".into()).after_possible_proposal(),
+        ];
+        for e in all {
+            assert_eq!(e.outcome(), Outcome::Unknown);
+            let status = status_of(&e);
+            assert!(
+                status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::GATEWAY_TIMEOUT,
+                "{e}: {status}"
+            );
+        }
     }
 }

@@ -9,11 +9,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use flotilla::Node;
-use flotilla_core::Consistency;
+use flotilla_core::{Consistency, IdempotencyKey};
 use serde_json::json;
 
 use crate::error::HttpError;
-use crate::INDEX_HEADER;
+use crate::{IDEMPOTENCY_HEADER, INDEX_HEADER};
 
 fn consistency(query: &HashMap<String, String>) -> Result<Consistency, HttpError> {
     match query.get("consistency") {
@@ -47,22 +47,44 @@ pub async fn get_value(
     })
 }
 
-/// `PUT /v1/kv/{ns}/{*key}`: store the raw body.
+/// The write's `Idempotency-Key`, if the client sent one.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, HttpError> {
+    let Some(value) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    let invalid = |why: String| HttpError::new(StatusCode::BAD_REQUEST, "invalid_idempotency_key", why);
+    let value = value.to_str().map_err(|_| invalid("the idempotency key is not visible ASCII".into()))?;
+    IdempotencyKey::new(value).map(Some).map_err(|e| invalid(e.to_string()))
+}
+
+/// `PUT /v1/kv/{ns}/{*key}`: store the raw body; with `Idempotency-Key`, at most once.
 pub async fn put_value(
     State(node): State<Arc<Node>>,
     Path((ns, key)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    let out = node.cluster(&ns)?.set(key.as_bytes(), &body).await?;
+    let idempotency = idempotency_key(&headers)?;
+    let cluster = node.cluster(&ns)?;
+    let out = match &idempotency {
+        Some(id) => cluster.set_idempotent(key.as_bytes(), &body, id).await?,
+        None => cluster.set(key.as_bytes(), &body).await?,
+    };
     Ok((index_header(out.index), Json(json!({ "index": out.index }))).into_response())
 }
 
-/// `DELETE /v1/kv/{ns}/{*key}`.
+/// `DELETE /v1/kv/{ns}/{*key}`; with `Idempotency-Key`, at most once.
 pub async fn delete_value(
     State(node): State<Arc<Node>>,
     Path((ns, key)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    let out = node.cluster(&ns)?.delete(key.as_bytes()).await?;
+    let idempotency = idempotency_key(&headers)?;
+    let cluster = node.cluster(&ns)?;
+    let out = match &idempotency {
+        Some(id) => cluster.delete_idempotent(key.as_bytes(), id).await?,
+        None => cluster.delete(key.as_bytes()).await?,
+    };
     let existed = out.existed.first().copied().unwrap_or(false);
     Ok((index_header(out.index), Json(json!({ "index": out.index, "existed": existed }))).into_response())
 }

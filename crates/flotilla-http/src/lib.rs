@@ -14,6 +14,7 @@
 mod auth;
 pub mod client;
 mod error;
+mod json_errors;
 mod kv_routes;
 mod membership_routes;
 mod metrics;
@@ -25,3 +26,6 @@ pub use server::{router, serve};
 
 /// Header carrying the log index a response reflects.
 pub const INDEX_HEADER: &str = "x-flotilla-index";
+
+/// Request header naming a write, so a client's retry of it is applied at most once.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";

@@ -71,6 +71,7 @@ pub fn router(node: Arc<Node>, admin_token: Option<AdminToken>) -> Router {
         .route("/ready", get(node_routes::ready))
         .route("/metrics", get(metrics::render))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(crate::json_errors::json_errors))
         .layer(middleware::from_fn_with_state(deadline, request_deadline))
         .with_state(state)
 }

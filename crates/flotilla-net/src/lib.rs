@@ -72,7 +72,7 @@ use flotilla_core::NodeId;
 use libp2p::StreamProtocol;
 
 /// Protocol id of RPC streams; the trailing number is [`flotilla_core::wire::WIRE_VERSION`].
-pub const RPC_PROTOCOL: &str = "/flotilla/rpc/1";
+pub const RPC_PROTOCOL: &str = "/flotilla/rpc/2";
 
 /// [`RPC_PROTOCOL`] as a libp2p protocol name.
 pub fn rpc_protocol() -> StreamProtocol {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use flotilla_core::kv::{decode_reply, encode_ops};
 use flotilla_core::types::{NodeId, TypeConfig};
 use flotilla_core::wire::{log_index, CommandRequest, CommandResponse};
-use flotilla_core::{ApiError, Command, Consistency, KvOp, MemberInfo, Namespace};
+use flotilla_core::{ApiError, Command, Consistency, IdempotencyKey, KvOp, Limit, MemberInfo, Namespace, RequestId};
 use openraft::raft::linearizable_read::Linearizer;
 use openraft::raft::linearizable_read::ReadLogId;
 use openraft::ServerState;
@@ -80,13 +80,43 @@ impl Cluster {
         self.batch(vec![KvOp::Set { key: key.to_vec(), value: value.to_vec() }]).await
     }
 
+    /// Store `value` under `key` as the write named `idempotency`: the same key sent again
+    /// (a retry after an unknown outcome) is applied at most once.
+    pub async fn set_idempotent(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        idempotency: &IdempotencyKey,
+    ) -> Result<WriteOutcome, ApiError> {
+        self.batch_idempotent(vec![KvOp::Set { key: key.to_vec(), value: value.to_vec() }], idempotency).await
+    }
+
     /// Remove `key`; `existed[0]` says whether it was present.
     pub async fn delete(&self, key: &[u8]) -> Result<WriteOutcome, ApiError> {
         self.batch(vec![KvOp::Delete { key: key.to_vec() }]).await
     }
 
+    /// Remove `key` as the write named `idempotency` (see [`Cluster::set_idempotent`]).
+    pub async fn delete_idempotent(&self, key: &[u8], idempotency: &IdempotencyKey) -> Result<WriteOutcome, ApiError> {
+        self.batch_idempotent(vec![KvOp::Delete { key: key.to_vec() }], idempotency).await
+    }
+
     /// Apply several sets and deletes atomically, as one log entry.
     pub async fn batch(&self, ops: Vec<KvOp>) -> Result<WriteOutcome, ApiError> {
+        self.batch_as(ops, self.node.request_ids.next()).await
+    }
+
+    /// Apply a batch as the write named `idempotency`: the same key sent again (a retry after
+    /// an unknown outcome) is applied at most once, and answers the first attempt's result.
+    pub async fn batch_idempotent(
+        &self,
+        ops: Vec<KvOp>,
+        idempotency: &IdempotencyKey,
+    ) -> Result<WriteOutcome, ApiError> {
+        self.batch_as(ops, idempotency.request_id(&self.namespace)).await
+    }
+
+    async fn batch_as(&self, ops: Vec<KvOp>, id: RequestId) -> Result<WriteOutcome, ApiError> {
         if ops.is_empty() {
             return Err(ApiError::Rejected("empty batch".into()));
         }
@@ -96,7 +126,7 @@ impl Cluster {
                 self.check_value(value)?;
             }
         }
-        let (index, output) = self.propose(encode_ops(&ops)).await?;
+        let (index, output) = self.propose_as(encode_ops(&ops), id).await?;
         let reply = output.map_err(ApiError::Rejected)?;
         let reply = decode_reply(&reply).ok_or_else(|| ApiError::Fatal("undecodable KV reply".into()))?;
         Ok(WriteOutcome { index, existed: reply.existed })
@@ -105,12 +135,26 @@ impl Cluster {
     /// Replicate an opaque command for the namespace's state machine; returns the log index and
     /// the state machine's reply (or its deterministic refusal).
     pub async fn propose(&self, payload: Vec<u8>) -> Result<(u64, Result<Vec<u8>, String>), ApiError> {
+        self.propose_as(payload, self.node.request_ids.next()).await
+    }
+
+    /// [`Cluster::propose`] as the write named `idempotency`: applied at most once however
+    /// often it is sent within the deduplication window.
+    pub async fn propose_idempotent(
+        &self,
+        payload: Vec<u8>,
+        idempotency: &IdempotencyKey,
+    ) -> Result<(u64, Result<Vec<u8>, String>), ApiError> {
+        self.propose_as(payload, idempotency.request_id(&self.namespace)).await
+    }
+
+    async fn propose_as(&self, payload: Vec<u8>, id: RequestId) -> Result<(u64, Result<Vec<u8>, String>), ApiError> {
         let config = &self.node.config;
         let limit = (config.max_frame_bytes / 2).max(config.max_key_bytes + config.max_value_bytes + 1024);
         if payload.len() > limit {
-            return Err(ApiError::TooLarge { what: "request", size: payload.len(), limit });
+            return Err(too_large(Limit::Request, payload.len(), limit));
         }
-        let command = Command { id: Some(self.node.request_ids.next()), payload };
+        let command = Command { id: Some(id), payload };
         match self.node.submit(&self.group(), CommandRequest::Write(command), self.deadline()).await? {
             CommandResponse::Written { log_id, result } => Ok((log_id.index, result.output)),
             other => Err(ApiError::Fatal(format!("unexpected reply to a write: {other:?}"))),
@@ -128,7 +172,7 @@ impl Cluster {
     /// List keys starting with `prefix` (at most [`MAX_LIST_KEYS`]).
     pub async fn keys(&self, prefix: &[u8], consistency: Consistency) -> Result<KeysOutcome, ApiError> {
         if prefix.len() > self.node.config.max_key_bytes {
-            return Err(ApiError::TooLarge { what: "key", size: prefix.len(), limit: self.node.config.max_key_bytes });
+            return Err(too_large(Limit::Key, prefix.len(), self.node.config.max_key_bytes));
         }
         let index = self.read_barrier(consistency).await?;
         let keys =
@@ -171,7 +215,7 @@ impl Cluster {
         }
         let limit = self.node.config.max_key_bytes;
         if key.len() > limit {
-            return Err(ApiError::TooLarge { what: "key", size: key.len(), limit });
+            return Err(too_large(Limit::Key, key.len(), limit));
         }
         Ok(())
     }
@@ -179,7 +223,7 @@ impl Cluster {
     fn check_value(&self, value: &[u8]) -> Result<(), ApiError> {
         let limit = self.node.config.max_value_bytes;
         if value.len() > limit {
-            return Err(ApiError::TooLarge { what: "value", size: value.len(), limit });
+            return Err(too_large(Limit::Value, value.len(), limit));
         }
         Ok(())
     }
@@ -308,4 +352,9 @@ impl Cluster {
         let c = &self.group().counters;
         (c.proposals.load(Relaxed), c.forwards.load(Relaxed), c.leader_changes.load(Relaxed))
     }
+}
+
+/// The error of a key, value or request over its limit.
+fn too_large(what: Limit, size: usize, limit: usize) -> ApiError {
+    ApiError::TooLarge { what, size: size as u64, limit: limit as u64 }
 }

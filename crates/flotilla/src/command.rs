@@ -13,7 +13,7 @@ use flotilla_core::types::NodeId;
 use flotilla_core::wire::{
     CommandEnvelope, CommandRequest, CommandResponse, RequestBody, WireError, WireRequest, WireResponse,
 };
-use flotilla_core::ApiError;
+use flotilla_core::{ApiError, Outcome, TransportError};
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -28,51 +28,72 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 impl Node {
     /// Run `request` on the namespace's leader, retrying across leader changes until `deadline`.
+    ///
+    /// Every attempt of a write carries the same request id, so retries are applied at most
+    /// once. Once an attempt may have been proposed (its error is of
+    /// [`Outcome::Unknown`]), the final answer is never one that promises "not applied": it is
+    /// upgraded with [`ApiError::after_possible_proposal`].
     pub(crate) async fn submit(
         &self,
         group: &Arc<Group>,
         request: CommandRequest,
         deadline: Instant,
     ) -> Result<CommandResponse, ApiError> {
-        if matches!(request, CommandRequest::Write(_)) {
+        let is_write = matches!(request, CommandRequest::Write(_));
+        if is_write {
             self.admit_write().map_err(ApiError::StorageFull)?;
         }
         let mut hint: Option<NodeId> = None;
-        let mut last_error;
+        let mut fate = Fate::new(is_write);
         loop {
-            if self.is_closing() {
-                return Err(ApiError::ShuttingDown);
-            }
-            let target = hint.take().or_else(|| group.leader());
-            let attempt = match target {
-                Some(leader) if leader == self.id => {
-                    self.execute_local(group, self.id, request.clone(), deadline).await.map_err(ApiError::from)
-                }
-                Some(leader) => {
-                    GroupCounters::bump(&group.counters.forwards);
-                    self.send_command(group, leader, request.clone(), MAX_HOPS - 1, self.attempt_budget(deadline)).await
-                }
-                None => Err(ApiError::NoLeader("no leader elected yet".into())),
-            };
-            match attempt {
+            let (target, error) = match self.attempt(group, &request, hint.take(), deadline).await {
                 Ok(response) => return Ok(response),
-                Err(ApiError::NotLeader { leader }) => {
-                    hint = leader.filter(|l| Some(*l) != target);
-                    last_error = ApiError::NotLeader { leader };
-                }
-                Err(e) if e.is_retryable() => last_error = e,
-                Err(e) => return Err(e),
+                Err(failed) => failed,
+            };
+            fate.record(&error);
+            let settle = |e: ApiError| fate.settle(e);
+            match &error {
+                ApiError::NotLeader { leader } => hint = leader.filter(|l| Some(*l) != target),
+                // The leader cannot confirm it leads and will not for a while: answer at once,
+                // so the client tries another node, rather than ask it again until the deadline.
+                ApiError::LostQuorum { .. } => return Err(settle(error)),
+                e if !e.is_retryable() => return Err(settle(error)),
+                _ => {}
             }
             if Instant::now() + RETRY_PAUSE >= deadline {
-                return Err(match last_error {
+                return Err(settle(match error {
                     ApiError::NotLeader { .. } => ApiError::NoLeader("leader kept changing until the deadline".into()),
                     other => other,
-                });
+                }));
             }
             if hint.is_none() {
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
         }
+    }
+
+    /// One attempt of [`Node::submit`]: run `request` locally or on the leader (`hint` first).
+    /// Returns the attempt's error with the node it was sent to.
+    async fn attempt(
+        &self,
+        group: &Arc<Group>,
+        request: &CommandRequest,
+        hint: Option<NodeId>,
+        deadline: Instant,
+    ) -> Result<CommandResponse, (Option<NodeId>, ApiError)> {
+        if self.is_closing() {
+            return Err((None, ApiError::ShuttingDown));
+        }
+        let target = hint.or_else(|| group.leader());
+        let result = match target {
+            Some(leader) if leader == self.id => self.execute_local(group, self.id, request.clone(), deadline).await,
+            Some(leader) => {
+                GroupCounters::bump(&group.counters.forwards);
+                self.send_command(group, leader, request.clone(), MAX_HOPS - 1, self.attempt_budget(deadline)).await
+            }
+            None => Err(ApiError::NoLeader("no leader elected yet".into())),
+        };
+        result.map_err(|e| (target, e))
     }
 
     /// Time one forwarding attempt may take: a leader that went silent must not eat the whole
@@ -83,7 +104,9 @@ impl Node {
         remaining.min(per_attempt)
     }
 
-    /// Send one command to `peer` and map every failure to an [`ApiError`].
+    /// Send one command to `peer`, which may work on it for at most `timeout` (the budget
+    /// travels in the envelope), and map every failure to an [`ApiError`]. A request that may
+    /// have reached `peer` and got no answer fails with an [`Outcome::Unknown`] error.
     pub(crate) async fn send_command(
         &self,
         group: &Group,
@@ -92,29 +115,34 @@ impl Node {
         hops_left: u8,
         timeout: Duration,
     ) -> Result<CommandResponse, ApiError> {
+        let budget_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let is_write = matches!(request, CommandRequest::Write(_));
         let wire = WireRequest {
             namespace: group.namespace.clone(),
-            body: RequestBody::Command(CommandEnvelope { hops_left, request }),
+            body: RequestBody::Command(CommandEnvelope { hops_left, budget_ms, request }),
         };
         match self.transport.call(peer, wire, timeout).await {
             Ok(WireResponse::Command(response)) => Ok(response),
-            Ok(WireResponse::Error(e)) => Err(e.into()),
+            Ok(WireResponse::Error(e)) => Err(e),
             Ok(other) => Err(ApiError::Unavailable(format!("unexpected reply {other:?}"))),
-            Err(flotilla_core::TransportError::Timeout(d)) => {
-                Err(ApiError::Timeout(format!("no reply from {peer} within {d:?}")))
-            }
+            Err(TransportError::Timeout(d)) => Err(ApiError::Timeout(format!("no reply from {peer} within {d:?}"))),
+            // A write may have left before the connection failed.
+            Err(e @ TransportError::Unreachable(..)) if is_write => Err(ApiError::OutcomeUnknown(e.to_string())),
+            // Refused locally before anything was sent.
             Err(e) => Err(ApiError::Unavailable(e.to_string())),
         }
     }
 
     /// Serve a command that arrived from `from`: execute it as leader, or forward it once more.
+    /// The caller's remaining budget bounds the work (capped by this node's request timeout).
     pub(crate) async fn serve_command(
         &self,
         group: &Arc<Group>,
         from: NodeId,
         envelope: CommandEnvelope,
     ) -> Result<CommandResponse, WireError> {
-        let deadline = Instant::now() + self.config.request_timeout();
+        let budget = Duration::from_millis(envelope.budget_ms).min(self.config.request_timeout());
+        let deadline = Instant::now() + budget;
         if is_membership_change(&envelope.request) && !is_voter(group, from) {
             return Err(WireError::Rejected(format!(
                 "{from} is not a voter of this cluster: only voters may change its membership or leadership \
@@ -131,14 +159,40 @@ impl Node {
             Some(leader) if envelope.hops_left > 0 && leader != from => {
                 debug!(%leader, "forwarding a command once more");
                 GroupCounters::bump(&group.counters.forwards);
-                let request = envelope.request;
-                self.send_command(group, leader, request, envelope.hops_left - 1, self.config.request_timeout())
-                    .await
-                    .map_err(api_to_wire)
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                self.send_command(group, leader, envelope.request, envelope.hops_left - 1, remaining).await
             }
             Some(leader) => Err(WireError::NotLeader { leader: Some(leader) }),
             None if envelope.hops_left == 0 => Err(WireError::HopLimit),
-            None => Err(WireError::NoLeader),
+            None => Err(WireError::NoLeader("no leader known on the receiving node".into())),
+        }
+    }
+}
+
+/// What the attempts of one request may have left behind: once an attempt of a write may have
+/// been proposed, no later answer may promise that nothing was applied.
+#[derive(Debug, Clone, Copy)]
+struct Fate {
+    is_write: bool,
+    maybe_proposed: bool,
+}
+
+impl Fate {
+    fn new(is_write: bool) -> Self {
+        Self { is_write, maybe_proposed: false }
+    }
+
+    /// Note the error an attempt ended with.
+    fn record(&mut self, error: &ApiError) {
+        self.maybe_proposed |= self.is_write && error.outcome() == Outcome::Unknown;
+    }
+
+    /// The error to answer, given every attempt so far.
+    fn settle(&self, error: ApiError) -> ApiError {
+        if self.maybe_proposed {
+            error.after_possible_proposal()
+        } else {
+            error
         }
     }
 }
@@ -161,16 +215,30 @@ fn is_voter(group: &Group, peer: NodeId) -> bool {
     group.metrics().membership_config.voter_ids().any(|v| v == peer)
 }
 
-/// Map an [`ApiError`] back onto the wire for a forwarded request.
-pub(crate) fn api_to_wire(e: ApiError) -> WireError {
-    match e {
-        ApiError::NotLeader { leader } => WireError::NotLeader { leader },
-        ApiError::NoLeader(_) => WireError::NoLeader,
-        ApiError::Timeout(m) | ApiError::Unavailable(m) => WireError::Unavailable(m),
-        ApiError::UnknownNamespace(_) => WireError::UnknownNamespace,
-        ApiError::ShuttingDown => WireError::Unavailable("node shutting down".into()),
-        ApiError::Fatal(m) => WireError::Fatal(m),
-        ApiError::StorageFull(m) => WireError::StorageFull(m),
-        other => WireError::Rejected(other.to_string()),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_definite_last_error_after_a_possible_proposal_answers_unknown() {
+        // The issue's case: an attempt timed out at a leader, a later one hit a full disk.
+        let mut fate = Fate::new(true);
+        fate.record(&ApiError::NoLeader("none yet".into()));
+        assert_eq!(fate.settle(ApiError::StorageFull("disk".into())).code(), "storage_full");
+        fate.record(&ApiError::Timeout("no reply from the leader".into()));
+        let last = ApiError::StorageFull("disk".into());
+        fate.record(&last);
+        let answer = fate.settle(last);
+        assert_eq!(answer.outcome(), Outcome::Unknown);
+        assert_eq!(answer.code(), "outcome_unknown");
+        // Unknown errors stay what they are.
+        assert_eq!(fate.settle(ApiError::Timeout("t".into())).code(), "timeout");
+    }
+
+    #[test]
+    fn reads_keep_their_errors() {
+        let mut fate = Fate::new(false);
+        fate.record(&ApiError::Timeout("t".into()));
+        assert_eq!(fate.settle(ApiError::NoLeader("n".into())).code(), "no_leader");
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use flotilla_core::types::{NodeId, TypeConfig};
 use flotilla_core::wire::{CommandRequest, CommandResponse, WireError};
+use flotilla_core::Command;
 use flotilla_core::MemberInfo;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::{ChangeMembers, ReadPolicy};
@@ -30,18 +31,14 @@ impl Node {
         deadline: Instant,
     ) -> Result<CommandResponse, WireError> {
         match request {
-            CommandRequest::Write(command) => {
-                let formation = self.formation(&group.namespace).ok_or(WireError::UnknownNamespace)?;
-                let Some(_in_flight) = formation.begin_write() else {
-                    return Err(WireError::Unavailable("namespace is dissolving into another cluster".into()));
-                };
-                self.admit_write().map_err(WireError::StorageFull)?;
-                GroupCounters::bump(&group.counters.proposals);
-                let response = group.raft.client_write(command).await.map_err(write_error)?;
-                Ok(CommandResponse::Written { log_id: response.log_id, result: response.data })
-            }
+            CommandRequest::Write(command) => self.write_local(group, command, deadline).await,
             CommandRequest::ReadIndex => {
-                let linearizer = group.raft.get_read_linearizer(ReadPolicy::ReadIndex).await.map_err(read_error)?;
+                self.confirm_quorum_contact(group).await?;
+                let read = group.raft.get_read_linearizer(ReadPolicy::ReadIndex);
+                let linearizer = tokio::select! {
+                    read = read => read.map_err(read_error)?,
+                    lost = self.quorum_lost(group) => return Err(lost),
+                };
                 Ok(CommandResponse::ReadIndex { read_log_id: *linearizer.read_log_id().log_id() })
             }
             CommandRequest::Join { info, fresh } => self.admit_joiner(group, from, info, fresh, deadline).await,
@@ -50,6 +47,42 @@ impl Node {
             CommandRequest::Remove(id) => self.remove_local(group, id, deadline).await,
             CommandRequest::TransferLeader(to) => self.transfer_leadership_local(group, to, deadline).await,
         }
+    }
+
+    /// Propose a client write, within the caller's `deadline`. Everything before
+    /// `client_write` refuses with an error promising "not applied" (the budget ran out in
+    /// transit, the disk is full, the leader lost its quorum); once proposed, the write ends
+    /// with its result or with an [`Outcome::Unknown`](flotilla_core::Outcome) error: the
+    /// deadline passed, or this leader lost contact with a quorum.
+    async fn write_local(
+        &self,
+        group: &Arc<Group>,
+        command: Command,
+        deadline: Instant,
+    ) -> Result<CommandResponse, WireError> {
+        let formation = self.formation(&group.namespace).ok_or_else(|| unknown_namespace(group))?;
+        let Some(_in_flight) = formation.begin_write() else {
+            return Err(WireError::Unavailable("namespace is dissolving into another cluster".into()));
+        };
+        self.admit_write().map_err(WireError::StorageFull)?;
+        self.confirm_quorum_contact(group).await?;
+        if Instant::now() >= deadline {
+            // The caller has given up (or is about to): proposing now would apply a write
+            // long after its client was told nothing.
+            return Err(WireError::Unavailable("the caller's deadline passed before the write was proposed".into()));
+        }
+        GroupCounters::bump(&group.counters.proposals);
+        let response = tokio::select! {
+            written = group.raft.client_write(command) => written.map_err(write_error)?,
+            () = tokio::time::sleep_until(deadline) => {
+                return Err(WireError::Timeout(format!(
+                    "leader {}: the write was proposed but not committed within the caller's deadline",
+                    self.id
+                )));
+            }
+            lost = self.quorum_lost(group) => return Err(lost.after_possible_proposal()),
+        };
+        Ok(CommandResponse::Written { log_id: response.log_id, result: response.data })
     }
 
     /// Refuse client writes while this node's store cannot take them (disk full or failing, or
@@ -92,7 +125,7 @@ impl Node {
         deadline: Instant,
     ) -> Result<CommandResponse, WireError> {
         let Some(formation) = self.formation(&group.namespace).cloned() else {
-            return Err(WireError::UnknownNamespace);
+            return Err(unknown_namespace(group));
         };
         if from == self.id {
             // A restarted leader that still believes it leads may find itself as the leader.
@@ -211,6 +244,11 @@ impl Node {
     }
 }
 
+/// The error of a namespace this node no longer serves.
+fn unknown_namespace(group: &Group) -> WireError {
+    WireError::UnknownNamespace(group.namespace.to_string())
+}
+
 /// The other voter whose log matches the leader's furthest.
 fn best_successor(group: &Group, me: NodeId) -> Option<NodeId> {
     let metrics = group.metrics();
@@ -255,7 +293,7 @@ pub(crate) fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => WireError::NotLeader { leader: f.leader_id },
         RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => {
-            WireError::Unavailable("entry discarded by a leader change; outcome unknown, retry".into())
+            WireError::OutcomeUnknown("entry discarded by a leader change".into())
         }
         RaftError::APIError(ClientWriteError::ChangeMembershipError(m)) => WireError::Unavailable(m.to_string()),
         RaftError::APIError(other) => WireError::Rejected(other.to_string()),

@@ -45,7 +45,7 @@ impl InboundHandler for Inbound {
             };
         }
         let Some(group) = node.group(&request.namespace) else {
-            return WireResponse::Error(WireError::UnknownNamespace);
+            return WireResponse::Error(WireError::UnknownNamespace(request.namespace.to_string()));
         };
         match request.body {
             RequestBody::Formation(_) | RequestBody::Hello(_) | RequestBody::Sealed(_) => {

@@ -20,6 +20,7 @@ pub mod group;
 mod inbound;
 pub mod network;
 pub mod node;
+mod quorum;
 pub mod raft_config;
 mod request_ids;
 pub mod sealing;
@@ -29,6 +30,6 @@ pub mod testing;
 
 pub use cluster::{Cluster, KeysOutcome, ReadOutcome, WriteOutcome};
 pub use error::StartError;
-pub use flotilla_core::{ApiError, Config, Consistency, KvOp, Namespace, Preset};
+pub use flotilla_core::{ApiError, Config, Consistency, IdempotencyKey, KvOp, Limit, Namespace, Outcome, Preset};
 pub use node::{Node, NodeServices, StateMachineFactory};
 pub use status::{GroupStatus, Member, MemberRole, Role};

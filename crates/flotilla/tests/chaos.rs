@@ -183,18 +183,13 @@ fn current_leader(h: &Harness) -> Option<usize> {
     h.live().into_iter().find(|i| h.cluster(*i, NS).is_leader())
 }
 
-/// How a failed write ended, as far as the client can tell.
-///
-/// The forwarding layer retries a write under the same request id until its deadline and
-/// returns the *last* error, so even `NotLeader` or `NoLeader` may follow an attempt that a
-/// leader appended and later committed. Only errors raised before any attempt are definite.
+/// How a failed write ended, as far as the client can tell: the error itself says whether
+/// the write may have been applied (the forwarding layer upgrades any error that follows an
+/// attempt which may have been proposed), and the checker holds the API to that promise.
 fn write_failure(e: &ApiError) -> Outcome {
-    match e {
-        ApiError::InvalidKey(_)
-        | ApiError::TooLarge { .. }
-        | ApiError::InvalidNamespace(_)
-        | ApiError::UnknownNamespace(_) => Outcome::Fail,
-        _ => Outcome::Unknown,
+    match e.outcome() {
+        flotilla::Outcome::NotApplied => Outcome::Fail,
+        flotilla::Outcome::Unknown => Outcome::Unknown,
     }
 }
 

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, Harness};
-use flotilla::{ApiError, Consistency, KvOp, MemberRole, Role};
+use flotilla::{ApiError, Consistency, KvOp, Limit, MemberRole, Role};
 
 const NS: &str = "default";
 
@@ -178,9 +178,9 @@ async fn hostile_keys_are_refused_or_stored_opaquely() {
     let a = h.cluster(1, "alpha");
     assert!(matches!(a.set(b"", b"v").await, Err(ApiError::InvalidKey(_))));
     let huge = vec![b'k'; 5000];
-    assert!(matches!(a.set(&huge, b"v").await, Err(ApiError::TooLarge { what: "key", .. })));
+    assert!(matches!(a.set(&huge, b"v").await, Err(ApiError::TooLarge { what: Limit::Key, .. })));
     let big_value = vec![0u8; 2 * 1024 * 1024];
-    assert!(matches!(a.set(b"k", &big_value).await, Err(ApiError::TooLarge { what: "value", .. })));
+    assert!(matches!(a.set(b"k", &big_value).await, Err(ApiError::TooLarge { what: Limit::Value, .. })));
     for key in [&b"../x"[..], b"../../beta/same", b"a\0b", b"/", b"..", b"%2e%2e"] {
         a.set(key, b"opaque").await.unwrap();
         let read = a.get(key, Consistency::Linearizable).await.unwrap();

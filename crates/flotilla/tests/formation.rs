@@ -356,7 +356,7 @@ async fn outsiders_cannot_add_arbitrary_members() {
     for request in requests {
         let wire = WireRequest {
             namespace: flotilla::Namespace::new(NS).expect("ns"),
-            body: RequestBody::Command(CommandEnvelope { hops_left: 0, request: request.clone() }),
+            body: RequestBody::Command(CommandEnvelope { hops_left: 0, budget_ms: 5_000, request: request.clone() }),
         };
         let reply = transport.call(h.ids[l], wire, Duration::from_secs(5)).await.expect("a reply");
         assert!(
@@ -395,7 +395,7 @@ async fn learners_cannot_change_membership_or_leadership() {
     let as_learner = h.router.transport(learner);
     let command = |request: CommandRequest, hops_left| WireRequest {
         namespace: flotilla::Namespace::new(NS).expect("ns"),
-        body: RequestBody::Command(CommandEnvelope { hops_left, request }),
+        body: RequestBody::Command(CommandEnvelope { hops_left, budget_ms: 5_000, request }),
     };
     let requests = [
         CommandRequest::AddVoter(victim, MemberInfo::new(vec![])),

@@ -248,7 +248,7 @@ async fn a_peer_without_the_key_can_neither_write_join_nor_read() {
     let rogue_id = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
     let rogue = h.router.transport(rogue_id);
     let ns = Namespace::new(NS).unwrap();
-    let command = |request| RequestBody::Command(CommandEnvelope { hops_left: 2, request });
+    let command = |request| RequestBody::Command(CommandEnvelope { hops_left: 2, budget_ms: 5_000, request });
     let wrong_key = ClusterKey::generate();
     let attempts = vec![
         ("write", command(CommandRequest::Write(flotilla_core::Command { id: None, payload: b"owned".to_vec() }))),

@@ -25,7 +25,7 @@ struct Counting(AtomicU64);
 impl InboundHandler for Counting {
     async fn handle(&self, _from: NodeId, _request: WireRequest) -> WireResponse {
         self.0.fetch_add(1, Ordering::Relaxed);
-        WireResponse::Error(WireError::NoLeader)
+        WireResponse::Error(WireError::NoLeader("test".into()))
     }
 }
 
@@ -62,7 +62,8 @@ fn ns() -> Namespace {
 }
 
 fn read_index() -> Vec<u8> {
-    let body = RequestBody::Command(CommandEnvelope { hops_left: 1, request: CommandRequest::ReadIndex });
+    let body =
+        RequestBody::Command(CommandEnvelope { hops_left: 1, budget_ms: 1_000, request: CommandRequest::ReadIndex });
     flotilla_core::encode(&body).unwrap()
 }
 

@@ -4,13 +4,12 @@
 //! # Outcomes
 //!
 //! A write is [`Outcome::Ok`] once the agent answered 2xx (it answers after the entry
-//! committed). It is [`Outcome::Fail`] only when it certainly never reached Raft: the TCP
-//! connection could not be established (nothing was sent), or the agent refused the request as
-//! malformed (400, 413: validated before anything is proposed). Everything else is
-//! [`Outcome::Unknown`], including every 503: the entry node retries a write across leader
-//! changes until its deadline (same request id), so a final `no_leader`, `not_leader` or
-//! `unavailable` may follow an earlier attempt that reached a leader and was proposed; the
-//! answer does not say. Timeouts, resets and 504 are unknown too.
+//! committed). It is [`Outcome::Fail`] when it certainly never reached Raft: the TCP
+//! connection could not be established (nothing was sent), or the agent answered a status that
+//! its API promises means "not applied" (4xx, 502, 507). The agent upgrades any error that
+//! follows an attempt which may have been proposed to an unknown outcome (503
+//! `outcome_unknown`, or 504), so these statuses are definite. Everything else is
+//! [`Outcome::Unknown`]: 500, 503, 504, timeouts and resets.
 //!
 //! A read is [`Outcome::Ok`] with the value it returned (404 `key_not_found`: absent). A read
 //! that timed out or lost its connection is unknown, one the agent refused is failed; the
@@ -169,10 +168,10 @@ fn write(w: &Workload, http: &Client, client: ClientId, base: &str, key: &str, v
         Ok(response) => {
             let status = response.status();
             let (code, message) = error_of(response);
-            let outcome = match status {
-                StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => Outcome::Fail,
-                _ => Outcome::Unknown,
-            };
+            let definite = status.is_client_error()
+                || status == StatusCode::INSUFFICIENT_STORAGE
+                || status == StatusCode::BAD_GATEWAY;
+            let outcome = if definite { Outcome::Fail } else { Outcome::Unknown };
             let detail = format!("{} {code} from {base}: {message}", status.as_u16());
             (outcome, Some((format!("write {} {code}", status.as_u16()), detail)))
         }

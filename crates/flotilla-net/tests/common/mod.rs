@@ -45,6 +45,7 @@ pub fn request(n: u64) -> WireRequest {
         namespace: Namespace::new("default").unwrap(),
         body: RequestBody::Command(CommandEnvelope {
             hops_left: 3,
+            budget_ms: 1_000,
             request: CommandRequest::Write(Command { id: None, payload: n.to_be_bytes().to_vec() }),
         }),
     }

@@ -37,7 +37,7 @@ impl Node {
                 Ok(FormationResponse::View(self.local_view(ns, Some(from))))
             }
             FormationRequest::Promise(ballot) => {
-                let formation = self.formation(ns).ok_or(WireError::UnknownNamespace)?;
+                let formation = self.formation(ns).ok_or_else(|| WireError::UnknownNamespace(ns.to_string()))?;
                 let counted = formation.lock().founder.on_promise(from, ballot);
                 if counted {
                     formation.note(format!("promise from {from} counted"));
@@ -45,7 +45,7 @@ impl Node {
                 Ok(FormationResponse::Promised(counted))
             }
             FormationRequest::PromiseStatus(ballot) => {
-                let formation = self.formation(ns).ok_or(WireError::UnknownNamespace)?;
+                let formation = self.formation(ns).ok_or_else(|| WireError::UnknownNamespace(ns.to_string()))?;
                 let state = formation.lock().founder.answer_status(from, ballot);
                 Ok(FormationResponse::Status(state))
             }

@@ -1,0 +1,79 @@
+//! A leader cut off from its followers refuses at once instead of holding clients.
+//!
+//! openraft keeps a leader in office until its quorum-loss probe (two election timeouts) and
+//! lets its reads and writes wait for acknowledgements that cannot come. Once a quorum of
+//! voters has not acknowledged the leader for one election timeout, the followers are
+//! electing someone else, so the leader answers [`ApiError::LostQuorum`]: new calls after one
+//! more heartbeat round (which settles a partition that has just healed: the leader hears it
+//! was deposed, or is acknowledged again), calls in flight as soon as it notices. Clients then
+//! try another node.
+
+use std::time::Duration;
+
+use flotilla_core::ApiError;
+use openraft::async_runtime::Instant as _;
+use openraft::{RaftMetrics, ServerState};
+
+use flotilla_core::TypeConfig;
+
+use crate::group::Group;
+use crate::node::Node;
+
+impl Node {
+    /// Fail with [`ApiError::LostQuorum`] when this node leads `group` but a quorum of voters
+    /// has not acknowledged it for longer than the election timeout, even after one more
+    /// heartbeat round.
+    pub(crate) async fn confirm_quorum_contact(&self, group: &Group) -> Result<(), ApiError> {
+        if self.quorum_silence(&group.metrics()).is_none() {
+            return Ok(());
+        }
+        // Silent for long: cut off, or a partition that just healed. One heartbeat round tells
+        // (acknowledged again, or deposed by a higher term).
+        if group.raft.trigger().heartbeat().await.is_ok() {
+            let grace = Duration::from_millis((self.config.timing().heartbeat_ms * 4).max(100));
+            let _ = group
+                .raft
+                .wait(Some(grace))
+                .metrics(|m| self.quorum_silence(m).is_none(), "leader acknowledged again or deposed")
+                .await;
+        }
+        self.check_quorum_contact(group)
+    }
+
+    /// Resolve once this node, leading `group`, has lost contact with a quorum (see
+    /// [`Node::confirm_quorum_contact`]); pending otherwise. Races a call in flight.
+    pub(crate) async fn quorum_lost(&self, group: &Group) -> ApiError {
+        let every = Duration::from_millis(self.config.timing().heartbeat_ms.max(10));
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(lost) = self.check_quorum_contact(group) {
+                return lost;
+            }
+        }
+    }
+
+    /// [`ApiError::LostQuorum`] if this node leads `group` and a quorum has been silent too long.
+    fn check_quorum_contact(&self, group: &Group) -> Result<(), ApiError> {
+        let Some(silent) = self.quorum_silence(&group.metrics()) else {
+            return Ok(());
+        };
+        let silent_ms = u64::try_from(silent.as_millis()).unwrap_or(u64::MAX);
+        tracing::warn!(namespace = %group.namespace, silent_ms, "leader lost contact with a quorum: refusing");
+        Err(ApiError::LostQuorum { leader: self.id, silent_ms })
+    }
+
+    /// How long a quorum has not acknowledged this node, when it leads and that is longer
+    /// than one (maximal) election timeout, after which its followers stand for election.
+    fn quorum_silence(&self, m: &RaftMetrics<TypeConfig>) -> Option<Duration> {
+        if m.state != ServerState::Leader {
+            return None;
+        }
+        // A single voter is its own quorum; before the first acknowledgement openraft itself
+        // decides (a leader just elected has just heard from a quorum).
+        if m.membership_config.voter_ids().all(|v| v == self.id) {
+            return None;
+        }
+        let silent = m.last_quorum_acked.as_ref()?.elapsed();
+        (silent > Duration::from_millis(self.config.timing().election_max_ms)).then_some(silent)
+    }
+}
