@@ -1,0 +1,112 @@
+//! A crash between the two durable steps of a snapshot install, followed by openraft's own
+//! recovery at startup ([`StorageHelper::get_initial_state`]): the snapshot the node then
+//! serves must reach the log it kept, whatever step the crash interrupted.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+
+use flotilla_core::kv::{encode_ops, KvStateMachine};
+use flotilla_core::types::{Entry, LogId};
+use flotilla_core::{Command, KvOp, MemberInfo, NodeId};
+use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt, RaftSnapshotBuilder, StorageHelper};
+use openraft::vote::RaftLeaderIdExt;
+use openraft::{EntryPayload, Membership, RaftTypeConfig};
+
+use super::*;
+use crate::Store;
+
+fn node(n: u8) -> NodeId {
+    let key = libp2p_identity::Keypair::ed25519_from_bytes([n; 32]).expect("valid ed25519 secret");
+    key.public().to_peer_id()
+}
+
+fn log_id(index: u64) -> LogId {
+    LogId::new(<TypeConfig as RaftTypeConfig>::LeaderId::new_committed(1, node(1)), index)
+}
+
+/// Entries 1..=last: a membership, then one key per entry.
+fn entries(last: u64) -> Vec<Entry> {
+    let voters: BTreeSet<NodeId> = [node(1), node(2), node(3)].into();
+    let m = Membership::<NodeId, MemberInfo>::new_with_defaults(vec![voters], []);
+    let mut out = vec![Entry { log_id: log_id(1), payload: EntryPayload::Membership(m) }];
+    for i in 2..=last {
+        let ops = encode_ops(&[KvOp::Set { key: format!("k{i}").into_bytes(), value: vec![i as u8; 100] }]);
+        out.push(Entry { log_id: log_id(i), payload: EntryPayload::Normal(Command { id: None, payload: ops }) });
+    }
+    out
+}
+
+async fn apply(sm: &mut StateMachineStore, entries: Vec<Entry>) {
+    let stream = futures::stream::iter(entries.into_iter().map(|e| Ok((e, None))));
+    sm.apply(stream).await.unwrap();
+}
+
+fn ns() -> Namespace {
+    Namespace::new("alpha").unwrap()
+}
+
+/// A follower that holds entries 1..=5 in its log and state, and a snapshot of them.
+async fn lagging_follower(dir: &std::path::Path) -> (Arc<Store>, StateMachineStore) {
+    let store = Store::open(dir).unwrap();
+    let mut log = store.log_store(&ns()).unwrap();
+    log.blocking_append(entries(5)).await.unwrap();
+    let mut sm = store.state_machine(&ns(), Arc::new(KvStateMachine)).unwrap();
+    apply(&mut sm, entries(5)).await;
+    sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    (store, sm)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_in_the_middle_of_an_install_leaves_a_snapshot_that_reaches_the_log() {
+    // The leader's snapshot of entries 1..=50.
+    let leader_dir = tempfile::tempdir().unwrap();
+    let leader = Store::open(leader_dir.path()).unwrap();
+    let mut leader_sm = leader.state_machine(&ns(), Arc::new(KvStateMachine)).unwrap();
+    apply(&mut leader_sm, entries(50)).await;
+    let snap = leader_sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    assert_eq!(snap.meta.last_log_id, Some(log_id(50)));
+
+    // The follower "crashes" between the two durable steps of installing it.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut sm) = lagging_follower(dir.path()).await;
+    sm.crash_mid_install.store(true, Ordering::SeqCst);
+    sm.install_snapshot(&snap.meta, snap.snapshot.clone()).await.expect_err("the hook stops the install");
+    drop(sm);
+    store.shutdown();
+    drop(store);
+
+    // Restart: openraft recovers the way it does when a node starts.
+    let store = Store::open(dir.path()).unwrap();
+    let mut log = store.log_store(&ns()).unwrap();
+    let mut sm = store.state_machine(&ns(), Arc::new(KvStateMachine)).unwrap();
+    let state = StorageHelper::new(&mut log, &mut sm).with_id(node(2)).get_initial_state().await.unwrap();
+
+    let purged = log.get_log_state().await.unwrap().last_purged_log_id;
+    let served = sm.get_current_snapshot().await.unwrap().map(|s| s.meta.last_log_id);
+    assert!(
+        served.flatten() >= purged && state.snapshot_meta.last_log_id >= purged,
+        "the snapshot served ({served:?}, recovered {:?}) must reach the purged log ({purged:?})",
+        state.snapshot_meta.last_log_id
+    );
+    // Whatever the interrupted step, the node ends with the snapshot's state.
+    let (applied, _) = sm.applied_state().await.unwrap();
+    assert_eq!(applied, Some(log_id(50)));
+    assert_eq!(store.get(&ns(), b"k50").unwrap(), leader.get(&ns(), b"k50").unwrap());
+    // And the log it kept continues from the snapshot.
+    assert!(log.try_get_log_entries(0..6).await.unwrap().iter().all(|e| e.log_id.index > 50));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_file_behind_the_purged_log_is_not_served() {
+    // What a crash of an older version could leave behind: the log purged past the snapshot
+    // file (the state installed, the file not yet replaced).
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut sm) = lagging_follower(dir.path()).await;
+    let mut log = store.log_store(&ns()).unwrap();
+    assert_eq!(sm.get_current_snapshot().await.unwrap().map(|s| s.meta.last_log_id), Some(Some(log_id(5))));
+    log.purge(log_id(5)).await.unwrap();
+    assert!(sm.get_current_snapshot().await.unwrap().is_some(), "a snapshot up to the purged log is served");
+    log.blocking_append(entries(8).split_off(5)).await.unwrap();
+    log.purge(log_id(7)).await.unwrap();
+    assert!(sm.get_current_snapshot().await.unwrap().is_none(), "a snapshot behind the purged log is not served");
+}
