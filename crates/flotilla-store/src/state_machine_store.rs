@@ -9,9 +9,10 @@
 //! crash before that, openraft applies the same entries again from the durable log, in the same
 //! order, and the dedup records make retried commands answer as before. Snapshot installs are
 //! durable before they return, and crash-safe against the log purge that follows them: the
-//! snapshot file is saved first, then the state and the snapshot record commit together, and
-//! a snapshot file that does not reach the purged log is never served (see
-//! `StateMachineStore::install` and `current_snapshot`).
+//! snapshot file is saved first, then the state is loaded in bounded writer jobs that let
+//! other namespaces through (`crate::snapshot_install`), and a snapshot file that does not
+//! reach the purged log is never served (see `StateMachineStore::install` and
+//! `current_snapshot`).
 
 use std::fmt::Debug;
 use std::io;
@@ -26,13 +27,12 @@ use openraft::OptionalSend;
 use redb::WriteTransaction;
 
 use crate::apply::apply_entries;
-use crate::codec::{encode_sealed, Codec};
 use crate::error::StoreError;
-use crate::snapshot::{dedup_order, ParsedSnapshot, SnapshotHeader};
+use crate::snapshot::{ParsedSnapshot, SnapshotHeader};
 use crate::snapshot_builder::{save_file, SnapshotBuilder};
+use crate::snapshot_install::Verified;
 use crate::store::{read_meta, Store};
-use crate::tables::{NsTables, META_APPLIED, META_DEDUP_NEXT, META_MEMBERSHIP, META_PURGED, META_SNAPSHOT};
-use crate::writer::{clean, dirty, JobFailure};
+use crate::tables::{NsTables, META_APPLIED, META_MEMBERSHIP, META_PURGED, META_SNAPSHOT};
 use crate::{SnapshotData, StoreConfig};
 
 /// The state machine storage of one namespace; implements openraft's [`RaftStateMachine`] with
@@ -44,6 +44,9 @@ pub struct StateMachineStore<C: StoreConfig = TypeConfig> {
     /// Test hook: stop an install between its two durable steps, as a crash would.
     #[cfg(test)]
     pub(crate) crash_mid_install: Arc<std::sync::atomic::AtomicBool>,
+    /// Test hook: called between the load jobs of an install.
+    #[cfg(test)]
+    pub(crate) between_jobs: Arc<std::sync::Mutex<Option<crate::snapshot_install::BetweenJobs>>>,
     _config: PhantomData<fn() -> C>,
 }
 
@@ -55,6 +58,8 @@ impl<C: StoreConfig> Clone for StateMachineStore<C> {
             sm: self.sm.clone(),
             #[cfg(test)]
             crash_mid_install: self.crash_mid_install.clone(),
+            #[cfg(test)]
+            between_jobs: self.between_jobs.clone(),
             _config: PhantomData,
         }
     }
@@ -74,6 +79,8 @@ impl<C: StoreConfig> StateMachineStore<C> {
             sm,
             #[cfg(test)]
             crash_mid_install: Arc::default(),
+            #[cfg(test)]
+            between_jobs: Arc::default(),
             _config: PhantomData,
         }
     }
@@ -91,13 +98,14 @@ impl<C: StoreConfig> StateMachineStore<C> {
     }
 
     /// Replace the namespace's state with the verified snapshot `data`: its file first, then
-    /// the state in one durable transaction.
+    /// the state, in bounded writer jobs ending with a durable one.
     async fn install(&self, meta: &SnapshotMetaOf<C>, data: SnapshotData) -> Result<(), StoreError> {
         // Verify everything before the state is touched (off the async threads: it reads
         // every byte).
-        let (header, data) = tokio::task::spawn_blocking(move || {
-            let header = ParsedSnapshot::<C>::parse(&data)?.header;
-            Ok::<_, StoreError>((header, data))
+        let (header, kv, dedup, data) = tokio::task::spawn_blocking(move || {
+            let parsed = ParsedSnapshot::<C>::parse(&data)?;
+            let (kv, dedup) = (parsed.kv().pos(), parsed.dedup().pos());
+            Ok::<_, StoreError>((parsed.header, kv, dedup, data))
         })
         .await
         .map_err(|e| StoreError::Redb(format!("snapshot verification task failed: {e}")))??;
@@ -110,30 +118,34 @@ impl<C: StoreConfig> StateMachineStore<C> {
 
         // Crash safety: openraft purges the log up to the snapshot once the install is durable
         // (at once, or at the next start), so the snapshot file must never be older than the
-        // installed state. Hence the file first (written, fsynced, renamed), then the state and
-        // the snapshot record in one durable transaction. A crash between the two leaves the
-        // new file over the old state: at the next start openraft finds the snapshot newer
-        // than the applied state and installs it again. The lock keeps a snapshot being built
-        // from replacing the file in between.
+        // installed state. Hence the file first (written, fsynced, renamed), then the state
+        // (crate::snapshot_install: in bounded jobs, crash-safe at every step). A crash after
+        // the file leaves the new file over an older or unfinished state: at the next start
+        // openraft finds the snapshot newer than the applied state and installs it again. The
+        // lock keeps a snapshot being built from replacing the file in between.
         let lock = self.store.snapshot_lock(self.tables.ns());
         let _guard = lock.lock().await;
         let data = save_file(&self.store, self.tables.ns(), data).await?;
         #[cfg(test)]
         self.crash_point()?;
 
-        let tables = self.tables.clone();
-        let codec = self.store.codec.clone();
-        let cost = data.len();
-        let record = encode_sealed(&header)?;
-        let installed = self
-            .store
-            .writer
-            .execute(cost, move |txn: &WriteTransaction| install_job::<C>(txn, &tables, &codec, &data, &record))
-            .await?;
+        let id = header.snapshot_id.clone();
+        let verified = Verified { header, data: Arc::new(data), kv, dedup };
+        #[cfg(test)]
+        let between = self.between_jobs.lock().map(|hook| hook.clone()).unwrap_or(None);
+        let installed = crate::snapshot_install::install(
+            &self.store,
+            &self.tables,
+            verified,
+            #[cfg(test)]
+            between,
+        )
+        .await?;
         tracing::info!(
             namespace = %self.tables.ns(),
-            snapshot = %header.snapshot_id,
-            keys = installed,
+            snapshot = %id,
+            keys = installed.keys,
+            writer_jobs = installed.jobs,
             "snapshot installed"
         );
         Ok(())
@@ -190,59 +202,6 @@ impl<C: StoreConfig> StateMachineStore<C> {
         let meta = SnapshotMetaOf::<C> { last_log_id: header.last_log_id, last_membership: header.last_membership };
         Ok(Some(SnapshotOf::<C, SnapshotData> { meta, snapshot: data }))
     }
-}
-
-/// The writer job of an install: clear the namespace's state, load the snapshot (protecting
-/// each record with `codec`: sealed at rest), set the applied log id and membership, and record
-/// the snapshot's encoded header `record` as the current snapshot (its file is already saved).
-/// Returns the number of keys loaded.
-fn install_job<C: StoreConfig>(
-    txn: &WriteTransaction,
-    tables: &NsTables,
-    codec: &Codec,
-    data: &[u8],
-    record: &[u8],
-) -> Result<u64, JobFailure> {
-    // The checksum was verified before the job was queued; parse again only to borrow the
-    // records, without hashing the whole snapshot a second time on the writer thread.
-    let parsed = ParsedSnapshot::<C>::parse_checksummed(data).map_err(JobFailure::clean)?;
-    let header = &parsed.header;
-    let applied = header.last_log_id.as_ref().map(encode_sealed).transpose().map_err(JobFailure::clean)?;
-    let membership = encode_sealed(&header.last_membership).map_err(JobFailure::clean)?;
-    let next = encode_sealed(&header.dedup_next).map_err(JobFailure::clean)?;
-
-    txn.delete_table(tables.kv()).map_err(dirty)?;
-    txn.delete_table(tables.dedup()).map_err(dirty)?;
-    txn.delete_table(tables.dedup_order()).map_err(dirty)?;
-    {
-        let mut kv = txn.open_table(tables.kv()).map_err(dirty)?;
-        for record in parsed.kv() {
-            let (key, value) = record.map_err(JobFailure::dirty)?;
-            let stored = codec.protect_value(&tables.kv_context(key), value).map_err(JobFailure::dirty)?;
-            kv.insert(key, stored.as_ref()).map_err(dirty)?;
-        }
-    }
-    {
-        let mut dedup = txn.open_table(tables.dedup()).map_err(dirty)?;
-        let mut order = txn.open_table(tables.dedup_order()).map_err(dirty)?;
-        for record in parsed.dedup() {
-            let (id, payload) = record.map_err(JobFailure::dirty)?;
-            let order_no = dedup_order(payload).map_err(JobFailure::dirty)?;
-            let stored = codec.protect(&tables.dedup_context(id), payload).map_err(JobFailure::dirty)?;
-            dedup.insert(id, stored.as_slice()).map_err(dirty)?;
-            order.insert(order_no, id).map_err(dirty)?;
-        }
-    }
-    let mut meta = txn.open_table(tables.meta()).map_err(clean)?;
-    match &applied {
-        Some(a) => meta.insert(META_APPLIED, a.as_slice()).map(drop),
-        None => meta.remove(META_APPLIED).map(drop),
-    }
-    .map_err(dirty)?;
-    meta.insert(META_MEMBERSHIP, membership.as_slice()).map_err(dirty)?;
-    meta.insert(META_DEDUP_NEXT, next.as_slice()).map_err(dirty)?;
-    meta.insert(META_SNAPSHOT, record).map_err(dirty)?;
-    Ok(parsed.kv_count())
 }
 
 impl<C: StoreConfig> RaftStateMachine<C> for StateMachineStore<C> {
