@@ -25,10 +25,12 @@ fn tweak(c: &mut flotilla::Config) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "NOT YET SEEN PASSING: filling 200 MiB through Raft in a debug build did not finish on the \
-            shared 2-core machine (load 48); run with --ignored (release advised) before enabling in CI"]
+#[ignore = "NOT YET SEEN PASSING: on the shared 2-core machine (load ~45) the first 1 MiB write after \
+            the follower's crash did not return within minutes, even with FLOTILLA_LOAD_VALUES=4; \
+            undiagnosed. Run with --ignored before enabling in CI"]
 async fn another_namespace_keeps_its_leader_and_writes_while_a_follower_installs_a_200_mb_snapshot() {
     let mut h = Harness::start(3, 23, &[BIG, SMALL], tweak).await;
+    eprintln!("cluster formed");
     let lb = h.leader(BIG).await;
     let f = (0..3).find(|i| *i != lb).unwrap();
     h.crash(f).await;
@@ -50,6 +52,7 @@ async fn another_namespace_keeps_its_leader_and_writes_while_a_follower_installs
                     break;
                 }
                 Err(e) => {
+                    eprintln!("writing {key}: {e}");
                     attempts += 1;
                     assert!(attempts < 20, "writing {key} keeps failing: {e}");
                 }
