@@ -38,6 +38,10 @@ pub enum StoreError {
     /// The store has been shut down (or its writer thread is gone).
     #[error("store is closed")]
     Closed,
+    /// A snapshot is being installed into the namespace: its state is partial until the
+    /// install ends. Retry, or read linearizably (which waits for the install).
+    #[error("namespace {0} is installing a snapshot; retry shortly")]
+    Installing(String),
     /// The disk failed while recent commits were not yet durable: the store refuses every
     /// further write, and the node must restart to recover from what is on disk.
     #[error("store stopped after a disk failure: {0}; restart the node to recover from what is on disk")]
@@ -101,6 +105,7 @@ impl StoreError {
             | StoreError::AtRestKeyMissing { .. }
             | StoreError::AtRestWrongKey { .. } => io::ErrorKind::PermissionDenied,
             StoreError::Invalid(_) => io::ErrorKind::InvalidInput,
+            StoreError::Installing(_) => io::ErrorKind::WouldBlock,
             StoreError::Closed | StoreError::Stopped(_) => io::ErrorKind::BrokenPipe,
             StoreError::Redb(_) | StoreError::Encode(_) | StoreError::StateMachine(_) => io::ErrorKind::Other,
         };

@@ -37,6 +37,7 @@ mod sealing;
 mod snapshot;
 mod snapshot_builder;
 mod snapshot_file;
+mod snapshot_install;
 mod state_machine_store;
 mod store;
 mod tables;

@@ -275,11 +275,6 @@ impl<'a, C: StoreConfig> ParsedSnapshot<'a, C> {
     pub(crate) fn dedup(&self) -> Records<'a, DedupRecord> {
         Records { r: self.dedup.clone(), left: self.dedup_count, _kind: PhantomData }
     }
-
-    /// Number of key/value pairs.
-    pub(crate) fn kv_count(&self) -> u64 {
-        self.kv_count
-    }
 }
 
 /// A dedup payload is `[order u64 BE][encoded CommandResult]`.
@@ -309,6 +304,36 @@ pub(crate) struct Records<'a, K> {
     r: Reader<'a>,
     left: u64,
     _kind: PhantomData<K>,
+}
+
+/// Where the iteration of a section stands, so it can go on later (an install loads a
+/// snapshot in several writer jobs): the byte offset of the next record and how many remain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordsPos {
+    pos: usize,
+    left: u64,
+}
+
+impl RecordsPos {
+    /// Whether every record of the section has been read.
+    pub(crate) fn is_done(&self) -> bool {
+        self.left == 0
+    }
+}
+
+impl<'a, K> Records<'a, K> {
+    /// Where this iterator stands.
+    pub(crate) fn pos(&self) -> RecordsPos {
+        RecordsPos { pos: self.r.pos, left: self.left }
+    }
+
+    /// Go on from `at`, taken from the [`Records`] of a [`ParsedSnapshot`] of the same `data`.
+    /// Reads stay bounds-checked, so a wrong position yields an error, never a panic.
+    pub(crate) fn resume(data: &'a [u8], at: RecordsPos) -> Self {
+        let body = data.split_last_chunk::<4>().map_or(&[][..], |(body, _)| body);
+        let pos = at.pos.min(body.len());
+        Records { r: Reader { buf: body, pos }, left: at.left, _kind: PhantomData }
+    }
 }
 
 impl<'a> Iterator for Records<'a, KvRecord> {

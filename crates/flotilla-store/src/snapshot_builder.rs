@@ -8,7 +8,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use flotilla_core::TypeConfig;
+use flotilla_core::{Namespace, TypeConfig};
 use openraft::alias::{SnapshotMetaOf, SnapshotOf};
 use openraft::storage::RaftSnapshotBuilder;
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
@@ -47,7 +47,7 @@ impl<C: StoreConfig> SnapshotBuilder<C> {
         let (header, data) = tokio::task::spawn_blocking(move || encode_view::<C>(&store, &view, &tables))
             .await
             .map_err(|e| StoreError::Redb(format!("snapshot build task failed: {e}")))??;
-        let data = save_current::<C>(&self.store, &self.tables, &header, data, false).await?;
+        let data = save_current::<C>(&self.store, &self.tables, &header, data).await?;
         tracing::info!(
             namespace = %self.tables.ns(),
             snapshot = %header.snapshot_id,
@@ -107,44 +107,32 @@ fn encode_view<C: StoreConfig>(
 }
 
 /// Make `data` (described by `header`) the current snapshot of the namespace: write the file
-/// crash-safely, then record its header in the meta table. Unless `force`d (an install), a
-/// snapshot older than the current one is not saved. Returns `data`.
+/// crash-safely, then record its header in the meta table. A snapshot older than the current
+/// one (an install may have overtaken the build) is not saved. Returns `data`.
 pub(crate) async fn save_current<C: StoreConfig>(
     store: &Store,
     tables: &Arc<NsTables>,
     header: &SnapshotHeader<C>,
     data: Vec<u8>,
-    force: bool,
 ) -> Result<Vec<u8>, StoreError> {
     let lock = store.snapshot_lock(tables.ns());
     let _guard = lock.lock().await;
 
-    if !force {
-        let txn = store.read_txn()?;
-        if let Some(current) = read_meta::<SnapshotHeader<C>>(&txn, tables, META_SNAPSHOT)? {
-            if current.last_log_id > header.last_log_id {
-                tracing::debug!(
-                    namespace = %tables.ns(),
-                    built = %header.snapshot_id,
-                    current = %current.snapshot_id,
-                    "keeping the newer current snapshot"
-                );
-                return Ok(data);
-            }
+    let txn = store.read_txn()?;
+    if let Some(current) = read_meta::<SnapshotHeader<C>>(&txn, tables, META_SNAPSHOT)? {
+        if current.last_log_id > header.last_log_id {
+            tracing::debug!(
+                namespace = %tables.ns(),
+                built = %header.snapshot_id,
+                current = %current.snapshot_id,
+                "keeping the newer current snapshot"
+            );
+            return Ok(data);
         }
     }
+    drop(txn);
 
-    let files = store.snapshots.clone();
-    let ns = tables.ns().clone();
-    let disk = store.disk.clone();
-    // A full disk must not fail the save: openraft would stop the group. Wait for room instead.
-    let is_full = |e: &StoreError| matches!(e, StoreError::DiskFull(_));
-    let data = tokio::task::spawn_blocking(move || {
-        disk.retry_while_full("saving a snapshot", is_full, || files.save(&ns, &data)).map(|()| data)
-    })
-    .await
-    .map_err(|e| StoreError::Redb(format!("snapshot save task failed: {e}")))??;
-
+    let data = save_file(store, tables.ns(), data).await?;
     let record = encode_sealed(header)?;
     let job_tables = tables.clone();
     store
@@ -156,4 +144,19 @@ pub(crate) async fn save_current<C: StoreConfig>(
         })
         .await?;
     Ok(data)
+}
+
+/// Replace the snapshot file of `ns` with `data`, crash-safely (see [`crate::snapshot_file`]),
+/// waiting for room on a full disk. Callers hold the namespace's snapshot lock. Returns `data`.
+pub(crate) async fn save_file(store: &Store, ns: &Namespace, data: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+    let files = store.snapshots.clone();
+    let ns = ns.clone();
+    let disk = store.disk.clone();
+    // A full disk must not fail the save: openraft would stop the group. Wait for room instead.
+    let is_full = |e: &StoreError| matches!(e, StoreError::DiskFull(_));
+    tokio::task::spawn_blocking(move || {
+        disk.retry_while_full("saving a snapshot", is_full, || files.save(&ns, &data)).map(|()| data)
+    })
+    .await
+    .map_err(|e| StoreError::Redb(format!("snapshot save task failed: {e}")))?
 }

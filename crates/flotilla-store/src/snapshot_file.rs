@@ -2,7 +2,9 @@
 //!
 //! A new snapshot is written to a temporary file, fsynced, renamed over `current.snap`, and the
 //! directory is fsynced, so after a crash `current.snap` is either the old snapshot or the new
-//! one, whole. The namespace name is validated (`[a-z0-9][a-z0-9._-]*`), so it is a safe single
+//! one, whole. An install saves the file before it commits the installed state, so the file
+//! is never older than the state the log was purged to (see [`crate::state_machine_store`]).
+//! The namespace name is validated (`[a-z0-9][a-z0-9._-]*`), so it is a safe single
 //! path component.
 //!
 //! In a store encrypted at rest the file is `SEALED_MAGIC` followed by the whole snapshot

@@ -8,7 +8,11 @@
 //! state is a function of them, and it becomes durable with the writer's next fsync. After a
 //! crash before that, openraft applies the same entries again from the durable log, in the same
 //! order, and the dedup records make retried commands answer as before. Snapshot installs are
-//! durable before they return.
+//! durable before they return, and crash-safe against the log purge that follows them: the
+//! snapshot file is saved first, then the state is loaded in bounded writer jobs that let
+//! other namespaces through (`crate::snapshot_install`), and a snapshot file that does not
+//! reach the purged log is never served (see `StateMachineStore::install` and
+//! `current_snapshot`).
 
 use std::fmt::Debug;
 use std::io;
@@ -23,13 +27,12 @@ use openraft::OptionalSend;
 use redb::WriteTransaction;
 
 use crate::apply::apply_entries;
-use crate::codec::{encode_sealed, Codec};
 use crate::error::StoreError;
-use crate::snapshot::{dedup_order, ParsedSnapshot, SnapshotHeader};
-use crate::snapshot_builder::{save_current, SnapshotBuilder};
+use crate::snapshot::{ParsedSnapshot, SnapshotHeader};
+use crate::snapshot_builder::{save_file, SnapshotBuilder};
+use crate::snapshot_install::Verified;
 use crate::store::{read_meta, Store};
-use crate::tables::{NsTables, META_APPLIED, META_DEDUP_NEXT, META_MEMBERSHIP, META_SNAPSHOT};
-use crate::writer::{clean, dirty, JobFailure};
+use crate::tables::{NsTables, META_APPLIED, META_MEMBERSHIP, META_PURGED, META_SNAPSHOT};
 use crate::{SnapshotData, StoreConfig};
 
 /// The state machine storage of one namespace; implements openraft's [`RaftStateMachine`] with
@@ -38,12 +41,27 @@ pub struct StateMachineStore<C: StoreConfig = TypeConfig> {
     store: Arc<Store>,
     tables: Arc<NsTables>,
     sm: Arc<dyn StateMachine>,
+    /// Test hook: stop an install between its two durable steps, as a crash would.
+    #[cfg(test)]
+    pub(crate) crash_mid_install: Arc<std::sync::atomic::AtomicBool>,
+    /// Test hook: called between the load jobs of an install.
+    #[cfg(test)]
+    pub(crate) between_jobs: Arc<std::sync::Mutex<Option<crate::snapshot_install::BetweenJobs>>>,
     _config: PhantomData<fn() -> C>,
 }
 
 impl<C: StoreConfig> Clone for StateMachineStore<C> {
     fn clone(&self) -> Self {
-        Self { store: self.store.clone(), tables: self.tables.clone(), sm: self.sm.clone(), _config: PhantomData }
+        Self {
+            store: self.store.clone(),
+            tables: self.tables.clone(),
+            sm: self.sm.clone(),
+            #[cfg(test)]
+            crash_mid_install: self.crash_mid_install.clone(),
+            #[cfg(test)]
+            between_jobs: self.between_jobs.clone(),
+            _config: PhantomData,
+        }
     }
 }
 
@@ -55,7 +73,16 @@ impl<C: StoreConfig> Debug for StateMachineStore<C> {
 
 impl<C: StoreConfig> StateMachineStore<C> {
     pub(crate) fn new(store: Arc<Store>, tables: NsTables, sm: Arc<dyn StateMachine>) -> Self {
-        Self { store, tables: Arc::new(tables), sm, _config: PhantomData }
+        Self {
+            store,
+            tables: Arc::new(tables),
+            sm,
+            #[cfg(test)]
+            crash_mid_install: Arc::default(),
+            #[cfg(test)]
+            between_jobs: Arc::default(),
+            _config: PhantomData,
+        }
     }
 
     /// The namespace this state machine belongs to.
@@ -70,13 +97,15 @@ impl<C: StoreConfig> StateMachineStore<C> {
         Ok((applied, membership))
     }
 
-    /// Replace the namespace's state with the verified snapshot `data`, in one transaction.
+    /// Replace the namespace's state with the verified snapshot `data`: its file first, then
+    /// the state, in bounded writer jobs ending with a durable one.
     async fn install(&self, meta: &SnapshotMetaOf<C>, data: SnapshotData) -> Result<(), StoreError> {
         // Verify everything before the state is touched (off the async threads: it reads
         // every byte).
-        let (header, data) = tokio::task::spawn_blocking(move || {
-            let header = ParsedSnapshot::<C>::parse(&data)?.header;
-            Ok::<_, StoreError>((header, data))
+        let (header, kv, dedup, data) = tokio::task::spawn_blocking(move || {
+            let parsed = ParsedSnapshot::<C>::parse(&data)?;
+            let (kv, dedup) = (parsed.kv().pos(), parsed.dedup().pos());
+            Ok::<_, StoreError>((parsed.header, kv, dedup, data))
         })
         .await
         .map_err(|e| StoreError::Redb(format!("snapshot verification task failed: {e}")))??;
@@ -87,24 +116,47 @@ impl<C: StoreConfig> StateMachineStore<C> {
             )));
         }
 
-        let tables = self.tables.clone();
-        let codec = self.store.codec.clone();
-        let cost = data.len();
-        let data = Arc::new(data);
-        let job_data = data.clone();
-        let installed = self
-            .store
-            .writer
-            .execute(cost, move |txn: &WriteTransaction| install_job::<C>(txn, &tables, &codec, &job_data))
-            .await?;
+        // Crash safety: openraft purges the log up to the snapshot once the install is durable
+        // (at once, or at the next start), so the snapshot file must never be older than the
+        // installed state. Hence the file first (written, fsynced, renamed), then the state
+        // (crate::snapshot_install: in bounded jobs, crash-safe at every step). A crash after
+        // the file leaves the new file over an older or unfinished state: at the next start
+        // openraft finds the snapshot newer than the applied state and installs it again. The
+        // lock keeps a snapshot being built from replacing the file in between.
+        let lock = self.store.snapshot_lock(self.tables.ns());
+        let _guard = lock.lock().await;
+        let data = save_file(&self.store, self.tables.ns(), data).await?;
+        #[cfg(test)]
+        self.crash_point()?;
+
+        let id = header.snapshot_id.clone();
+        let verified = Verified { header, data: Arc::new(data), kv, dedup };
+        #[cfg(test)]
+        let between = self.between_jobs.lock().map(|hook| hook.clone()).unwrap_or(None);
+        let installed = crate::snapshot_install::install(
+            &self.store,
+            &self.tables,
+            verified,
+            #[cfg(test)]
+            between,
+        )
+        .await?;
         tracing::info!(
             namespace = %self.tables.ns(),
-            snapshot = %header.snapshot_id,
-            keys = installed,
+            snapshot = %id,
+            keys = installed.keys,
+            writer_jobs = installed.jobs,
             "snapshot installed"
         );
-        let data = Arc::try_unwrap(data).unwrap_or_else(|shared| shared.as_ref().clone());
-        save_current::<C>(&self.store, &self.tables, &header, data, true).await?;
+        Ok(())
+    }
+
+    /// Fail like a crash would if the test hook is armed.
+    #[cfg(test)]
+    fn crash_point(&self) -> Result<(), StoreError> {
+        if self.crash_mid_install.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Redb("simulated crash in the middle of an install".into()));
+        }
         Ok(())
     }
 
@@ -122,9 +174,10 @@ impl<C: StoreConfig> StateMachineStore<C> {
         })
         .await
         .map_err(|e| StoreError::Redb(format!("snapshot read task failed: {e}")))??;
+        let txn = self.store.read_txn()?;
+        let recorded = read_meta::<SnapshotHeader<C>>(&txn, &self.tables, META_SNAPSHOT)?;
         let Some((header, data)) = loaded else {
-            let txn = self.store.read_txn()?;
-            if read_meta::<SnapshotHeader<C>>(&txn, &self.tables, META_SNAPSHOT)?.is_some() {
+            if recorded.is_some() {
                 tracing::warn!(
                     namespace = %self.tables.ns(),
                     "a snapshot was recorded but its file is missing; one will be rebuilt when needed"
@@ -132,59 +185,23 @@ impl<C: StoreConfig> StateMachineStore<C> {
             }
             return Ok(None);
         };
+        // A file behind the purged log (left by a crash of a version that installed before it
+        // saved the file) or behind the recorded snapshot (a file put back by hand) cannot
+        // bring a follower up to the log: sending it would leave a hole. Refuse it, so openraft
+        // builds a new one from the state (at start, or when a follower needs it).
+        let purged = read_meta::<LogIdOf<C>>(&txn, &self.tables, META_PURGED)?;
+        let needed = purged.max(recorded.map(|r| r.last_log_id).unwrap_or_default());
+        if header.last_log_id < needed {
+            tracing::warn!(
+                namespace = %self.tables.ns(),
+                snapshot = %header.snapshot_id,
+                "the snapshot file does not reach the purged log or the recorded snapshot; it will be rebuilt"
+            );
+            return Ok(None);
+        }
         let meta = SnapshotMetaOf::<C> { last_log_id: header.last_log_id, last_membership: header.last_membership };
         Ok(Some(SnapshotOf::<C, SnapshotData> { meta, snapshot: data }))
     }
-}
-
-/// The writer job of an install: clear the namespace's state, load the snapshot (protecting
-/// each record with `codec`: sealed at rest), set the applied log id and membership. Returns
-/// the number of keys loaded.
-fn install_job<C: StoreConfig>(
-    txn: &WriteTransaction,
-    tables: &NsTables,
-    codec: &Codec,
-    data: &[u8],
-) -> Result<u64, JobFailure> {
-    // The checksum was verified before the job was queued; parse again only to borrow the
-    // records, without hashing the whole snapshot a second time on the writer thread.
-    let parsed = ParsedSnapshot::<C>::parse_checksummed(data).map_err(JobFailure::clean)?;
-    let header = &parsed.header;
-    let applied = header.last_log_id.as_ref().map(encode_sealed).transpose().map_err(JobFailure::clean)?;
-    let membership = encode_sealed(&header.last_membership).map_err(JobFailure::clean)?;
-    let next = encode_sealed(&header.dedup_next).map_err(JobFailure::clean)?;
-
-    txn.delete_table(tables.kv()).map_err(dirty)?;
-    txn.delete_table(tables.dedup()).map_err(dirty)?;
-    txn.delete_table(tables.dedup_order()).map_err(dirty)?;
-    {
-        let mut kv = txn.open_table(tables.kv()).map_err(dirty)?;
-        for record in parsed.kv() {
-            let (key, value) = record.map_err(JobFailure::dirty)?;
-            let stored = codec.protect_value(&tables.kv_context(key), value).map_err(JobFailure::dirty)?;
-            kv.insert(key, stored.as_ref()).map_err(dirty)?;
-        }
-    }
-    {
-        let mut dedup = txn.open_table(tables.dedup()).map_err(dirty)?;
-        let mut order = txn.open_table(tables.dedup_order()).map_err(dirty)?;
-        for record in parsed.dedup() {
-            let (id, payload) = record.map_err(JobFailure::dirty)?;
-            let order_no = dedup_order(payload).map_err(JobFailure::dirty)?;
-            let stored = codec.protect(&tables.dedup_context(id), payload).map_err(JobFailure::dirty)?;
-            dedup.insert(id, stored.as_slice()).map_err(dirty)?;
-            order.insert(order_no, id).map_err(dirty)?;
-        }
-    }
-    let mut meta = txn.open_table(tables.meta()).map_err(clean)?;
-    match &applied {
-        Some(a) => meta.insert(META_APPLIED, a.as_slice()).map(drop),
-        None => meta.remove(META_APPLIED).map(drop),
-    }
-    .map_err(dirty)?;
-    meta.insert(META_MEMBERSHIP, membership.as_slice()).map_err(dirty)?;
-    meta.insert(META_DEDUP_NEXT, next.as_slice()).map_err(dirty)?;
-    Ok(parsed.kv_count())
 }
 
 impl<C: StoreConfig> RaftStateMachine<C> for StateMachineStore<C> {
@@ -246,3 +263,7 @@ impl<C: StoreConfig> RaftStateMachine<C> for StateMachineStore<C> {
         Ok(self.current_snapshot().await?)
     }
 }
+
+#[cfg(test)]
+#[path = "install_tests.rs"]
+mod install_tests;

@@ -20,7 +20,7 @@ use crate::log_store::LogStore;
 use crate::metrics::{Metrics, StoreMetrics};
 use crate::snapshot_file::SnapshotFiles;
 use crate::state_machine_store::StateMachineStore;
-use crate::tables::{open_read, NsTables, META_APPLIED, META_MEMBERSHIP, META_PURGED, META_VOTE};
+use crate::tables::{open_read, NsTables, META_APPLIED, META_INSTALLING, META_MEMBERSHIP, META_PURGED, META_VOTE};
 use crate::writer::{DbSlot, Writer};
 use crate::StoreConfig;
 
@@ -204,9 +204,11 @@ impl Store {
     }
 
     /// The value stored under `key` in `ns`'s state machine table, as of the last commit.
+    /// Refused with [`StoreError::Installing`] while a snapshot is being loaded into `ns`.
     pub fn get(&self, ns: &Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let tables = NsTables::new(ns);
         let txn = self.read_txn()?;
+        refuse_while_installing(&txn, &tables)?;
         let Some(kv) = open_read(&txn, tables.kv())? else {
             return Ok(None);
         };
@@ -218,9 +220,11 @@ impl Store {
     }
 
     /// Up to `limit` keys of `ns`'s state machine table that start with `prefix`, in byte order.
+    /// Refused with [`StoreError::Installing`] while a snapshot is being loaded into `ns`.
     pub fn keys(&self, ns: &Namespace, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
         let tables = NsTables::new(ns);
         let txn = self.read_txn()?;
+        refuse_while_installing(&txn, &tables)?;
         let Some(kv) = open_read(&txn, tables.kv())? else {
             return Ok(Vec::new());
         };
@@ -328,6 +332,18 @@ impl Drop for Store {
 }
 
 /// Read and decode the meta value `key` of a namespace; absent reads as `None`.
+/// A namespace whose tables hold a snapshot half loaded (see `crate::snapshot_install`) has a
+/// state that never existed: it must not be read.
+fn refuse_while_installing(txn: &ReadTransaction, tables: &NsTables) -> Result<(), StoreError> {
+    let Some(meta) = open_read(txn, tables.meta())? else {
+        return Ok(());
+    };
+    match meta.get(META_INSTALLING).map_err(redb_error)? {
+        Some(_) => Err(StoreError::Installing(tables.ns().as_str().to_string())),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn read_meta<T: DeserializeOwned>(
     txn: &ReadTransaction,
     tables: &NsTables,

@@ -40,6 +40,10 @@ pub(crate) const META_MEMBERSHIP: &str = "sm.membership";
 pub(crate) const META_DEDUP_NEXT: &str = "sm.dedup_next";
 /// Meta key: metadata of the snapshot file last saved as current.
 pub(crate) const META_SNAPSHOT: &str = "sm.snapshot";
+/// Meta key: present while a snapshot is being loaded into the namespace's tables in several
+/// commits (the state is partial: reads are refused, and after a crash openraft installs the
+/// snapshot again because nothing is applied).
+pub(crate) const META_INSTALLING: &str = "sm.installing";
 
 /// The store-wide metadata table.
 pub(crate) const STORE_META: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("store/meta");

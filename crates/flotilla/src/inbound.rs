@@ -99,7 +99,7 @@ async fn serve_raft(node: &Node, group: &Group, from: NodeId, raft: RaftEnvelope
             let meta = chunk.meta.clone();
             let assembled = node.snapshots.add(from, &group.namespace, chunk).await.map_err(|e| {
                 warn!(namespace = %group.namespace, peer = %from, error = %e, "snapshot chunk refused");
-                WireError::Rejected(e)
+                WireError::Rejected(e.to_string())
             })?;
             let Some(data) = assembled else {
                 return Ok(RaftResponse::SnapshotChunk(None));

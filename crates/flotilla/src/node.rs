@@ -25,13 +25,19 @@ use crate::network::GroupNetworkFactory;
 use crate::raft_config::raft_config;
 use crate::request_ids::RequestIds;
 use crate::sealing::{Sealing, SealingStatus, SealingTransport};
-use crate::snapshot_inbox::SnapshotInbox;
+use crate::snapshot_inbox::{InboxLimits, SnapshotInbox};
 
 /// Chooses the state machine of each namespace.
 pub type StateMachineFactory = Arc<dyn Fn(&Namespace) -> Arc<dyn StateMachine> + Send + Sync>;
 
-/// Largest snapshot a node accepts from a leader.
-const MAX_SNAPSHOT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+/// What a node holds of snapshots being received: at most 4 GiB for one snapshot and for all
+/// namespaces together (buffers grow as data arrives), and a transfer idle for a minute is
+/// abandoned (see [`SnapshotInbox`]).
+const SNAPSHOT_INBOX: InboxLimits = InboxLimits {
+    max_snapshot: 4 * 1024 * 1024 * 1024,
+    max_total: 4 * 1024 * 1024 * 1024,
+    idle_expiry: std::time::Duration::from_secs(60),
+};
 
 /// What a node runs besides its configuration, transport and store.
 #[derive(Clone)]
@@ -128,7 +134,7 @@ impl Node {
             transport: transport.clone(),
             store,
             groups,
-            snapshots: SnapshotInbox::new(MAX_SNAPSHOT_BYTES),
+            snapshots: SnapshotInbox::new(SNAPSHOT_INBOX),
             request_ids: RequestIds::new(),
             formations,
             peers: PeerTable::new(id),

@@ -1,65 +1,356 @@
 //! Reassembles snapshots that arrive in chunks.
 //!
-//! One slot per (sender, namespace): a new snapshot from the same leader replaces an
-//! unfinished one, and chunks must arrive in order. Memory is bounded by `max_bytes`.
+//! One transfer per namespace: a follower installs at most one snapshot of a namespace at a
+//! time, so a transfer that starts (offset 0) replaces any unfinished one of the same namespace,
+//! whichever leader sent it (the old one is from a deposed leader or was given up by its
+//! sender). Chunks must arrive in order.
+//!
+//! Memory is bounded three ways, because the announced size comes from the network:
+//! - a snapshot larger than [`InboxLimits::max_snapshot`] is refused at its first chunk;
+//! - buffers grow as data arrives (never more than the announced size), so a message that
+//!   announces a huge snapshot costs nothing until the data is actually sent;
+//! - the announced sizes of all unfinished transfers together stay under
+//!   [`InboxLimits::max_total`]: a transfer that would pass it is refused at its start (the
+//!   leader retries later), so the transfers already admitted can finish.
+//!
+//! A transfer with no chunk for [`InboxLimits::idle_expiry`] is abandoned (its sender crashed,
+//! lost leadership or was cut off) and dropped, which releases its share of the total.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use flotilla_core::types::{LogId, NodeId};
 use flotilla_core::wire::SnapshotChunk;
 use flotilla_core::Namespace;
 use tokio::sync::Mutex;
 
+/// How much the inbox holds.
+#[derive(Debug, Clone, Copy)]
+pub struct InboxLimits {
+    /// Largest snapshot accepted.
+    pub max_snapshot: u64,
+    /// Largest sum of the announced sizes of the unfinished transfers of all namespaces.
+    pub max_total: u64,
+    /// A transfer without a chunk for this long is dropped.
+    pub idle_expiry: Duration,
+}
+
+/// Why a chunk was refused. The sender sees it as a rejection and starts the snapshot over.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InboxError {
+    /// The snapshot is larger than [`InboxLimits::max_snapshot`].
+    #[error("snapshot of {total} bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// Announced size.
+        total: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Admitting the transfer would pass [`InboxLimits::max_total`].
+    #[error("snapshot of {total} bytes refused: {held} bytes of other snapshots are being received (limit {limit})")]
+    Busy {
+        /// Announced size.
+        total: u64,
+        /// Announced sizes of the other unfinished transfers.
+        held: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A chunk past offset 0 for which no transfer is under way (never started, replaced or
+    /// expired).
+    #[error("snapshot chunk without a start")]
+    NoStart,
+    /// A chunk that does not continue its transfer.
+    #[error("snapshot chunk out of order")]
+    OutOfOrder,
+    /// More data than the transfer announced.
+    #[error("snapshot chunk beyond the announced size")]
+    Overrun,
+    /// The last chunk came before the announced size was reached.
+    #[error("snapshot ended short of its announced size")]
+    Short,
+}
+
+/// One unfinished transfer.
 struct Partial {
+    from: NodeId,
+    /// The log id the snapshot covers: identifies it together with `from` and `total`.
     snapshot: Option<LogId>,
+    total: u64,
     data: Vec<u8>,
+    last_chunk: Instant,
+}
+
+impl Partial {
+    /// Whether `chunk` from `from` continues this transfer.
+    fn continues(&self, from: NodeId, chunk: &SnapshotChunk) -> bool {
+        self.from == from
+            && self.snapshot == chunk.meta.last_log_id
+            && self.total == chunk.total
+            && self.data.len() as u64 == chunk.offset
+    }
+
+    /// Append `bytes`, growing the buffer geometrically but never past the announced size.
+    fn append(&mut self, bytes: &[u8]) {
+        let needed = self.data.len() + bytes.len();
+        if needed > self.data.capacity() {
+            // `total` fits in memory: it is at most `max_snapshot`, checked at the start.
+            let target = (self.data.capacity() * 2).max(needed).min(self.total as usize);
+            self.data.reserve_exact(target - self.data.len());
+        }
+        self.data.extend_from_slice(bytes);
+    }
+}
+
+/// The unfinished transfers, one per namespace.
+struct Transfers {
+    limits: InboxLimits,
+    slots: HashMap<Namespace, Partial>,
+}
+
+impl Transfers {
+    fn add(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        ns: &Namespace,
+        chunk: SnapshotChunk,
+    ) -> Result<Option<Vec<u8>>, InboxError> {
+        self.expire(now);
+        if chunk.offset == 0 {
+            self.start(now, from, ns, &chunk)?;
+        }
+        let Some(slot) = self.slots.get_mut(ns) else {
+            return Err(InboxError::NoStart);
+        };
+        if !slot.continues(from, &chunk) {
+            // A stray chunk of another sender must not break the transfer under way.
+            if slot.from == from {
+                self.slots.remove(ns);
+            }
+            return Err(InboxError::OutOfOrder);
+        }
+        if slot.data.len() as u64 + chunk.data.len() as u64 > slot.total {
+            self.slots.remove(ns);
+            return Err(InboxError::Overrun);
+        }
+        slot.append(&chunk.data);
+        slot.last_chunk = now;
+        if !chunk.done {
+            return Ok(None);
+        }
+        let Some(slot) = self.slots.remove(ns) else {
+            return Err(InboxError::NoStart);
+        };
+        if slot.data.len() as u64 != slot.total {
+            return Err(InboxError::Short);
+        }
+        Ok(Some(slot.data))
+    }
+
+    /// Begin a transfer of `ns`, replacing any unfinished one of that namespace.
+    fn start(&mut self, now: Instant, from: NodeId, ns: &Namespace, chunk: &SnapshotChunk) -> Result<(), InboxError> {
+        let limits = self.limits;
+        if chunk.total > limits.max_snapshot {
+            return Err(InboxError::TooLarge { total: chunk.total, limit: limits.max_snapshot });
+        }
+        if let Some(old) = self.slots.remove(ns) {
+            tracing::debug!(namespace = %ns, peer = %old.from, "unfinished snapshot transfer replaced by a new one");
+        }
+        let held: u64 = self.slots.values().map(|p| p.total).sum();
+        if held.saturating_add(chunk.total) > limits.max_total {
+            return Err(InboxError::Busy { total: chunk.total, held, limit: limits.max_total });
+        }
+        let partial =
+            Partial { from, snapshot: chunk.meta.last_log_id, total: chunk.total, data: Vec::new(), last_chunk: now };
+        self.slots.insert(ns.clone(), partial);
+        Ok(())
+    }
+
+    /// Drop the transfers that have been idle too long.
+    fn expire(&mut self, now: Instant) {
+        let idle = self.limits.idle_expiry;
+        self.slots.retain(|ns, p| {
+            let live = now.saturating_duration_since(p.last_chunk) < idle;
+            if !live {
+                tracing::info!(namespace = %ns, peer = %p.from, received = p.data.len(), total = p.total,
+                    "dropping an abandoned snapshot transfer");
+            }
+            live
+        });
+    }
+
+    #[cfg(test)]
+    fn held(&self) -> u64 {
+        self.slots.values().map(|p| p.total).sum()
+    }
 }
 
 /// Chunk reassembly buffers.
 pub struct SnapshotInbox {
-    max_bytes: u64,
-    partial: Mutex<HashMap<(NodeId, Namespace), Partial>>,
+    transfers: Mutex<Transfers>,
 }
 
 impl SnapshotInbox {
-    /// An inbox that refuses snapshots larger than `max_bytes`.
-    pub fn new(max_bytes: u64) -> Self {
-        Self { max_bytes, partial: Mutex::new(HashMap::new()) }
+    /// An inbox holding at most `limits`.
+    pub fn new(limits: InboxLimits) -> Self {
+        Self { transfers: Mutex::new(Transfers { limits, slots: HashMap::new() }) }
     }
 
     /// Add a chunk; returns the whole snapshot once the last chunk arrived.
-    pub async fn add(&self, from: NodeId, ns: &Namespace, chunk: SnapshotChunk) -> Result<Option<Vec<u8>>, String> {
-        if chunk.total > self.max_bytes {
-            return Err(format!("snapshot of {} bytes exceeds the limit of {}", chunk.total, self.max_bytes));
+    pub async fn add(&self, from: NodeId, ns: &Namespace, chunk: SnapshotChunk) -> Result<Option<Vec<u8>>, InboxError> {
+        self.transfers.lock().await.add(Instant::now(), from, ns, chunk)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_core::types::Vote;
+    use flotilla_core::TypeConfig;
+    use openraft::alias::SnapshotMetaOf;
+    use openraft::vote::RaftLeaderIdExt;
+    use openraft::RaftTypeConfig;
+
+    const IDLE: Duration = Duration::from_secs(60);
+
+    fn transfers(max_snapshot: u64, max_total: u64) -> Transfers {
+        Transfers { limits: InboxLimits { max_snapshot, max_total, idle_expiry: IDLE }, slots: HashMap::new() }
+    }
+
+    fn ns(name: &str) -> Namespace {
+        Namespace::new(name).unwrap()
+    }
+
+    fn chunk(index: u64, offset: u64, total: u64, data: &[u8], done: bool) -> SnapshotChunk {
+        let leader = NodeId::random();
+        let last_log_id = Some(LogId::new(<TypeConfig as RaftTypeConfig>::LeaderId::new_committed(1, leader), index));
+        SnapshotChunk {
+            vote: Vote::new(1, leader),
+            meta: SnapshotMetaOf::<TypeConfig> { last_log_id, last_membership: Default::default() },
+            offset,
+            total,
+            data: data.to_vec(),
+            done,
         }
-        let key = (from, ns.clone());
-        let mut slots = self.partial.lock().await;
-        // A snapshot is identified by the log id it covers; a new one restarts the slot.
-        let id = chunk.meta.last_log_id;
-        if chunk.offset == 0 {
-            // Capacity is bounded by the limit checked above.
-            let data = Vec::with_capacity(chunk.total as usize);
-            slots.insert(key.clone(), Partial { snapshot: id, data });
+    }
+
+    #[test]
+    fn reassembles_in_order_chunks() {
+        let mut t = transfers(100, 100);
+        let (now, a) = (Instant::now(), NodeId::random());
+        let mut first = chunk(5, 0, 6, b"abc", false);
+        let mut second = chunk(5, 3, 6, b"def", true);
+        second.meta = first.meta.clone();
+        assert_eq!(t.add(now, a, &ns("n"), first.clone()), Ok(None));
+        assert_eq!(t.add(now, a, &ns("n"), second), Ok(Some(b"abcdef".to_vec())));
+        assert_eq!(t.held(), 0, "a finished transfer releases its share");
+        first.offset = 3;
+        assert_eq!(t.add(now, a, &ns("n"), first), Err(InboxError::NoStart));
+    }
+
+    #[test]
+    fn announced_size_is_not_reserved_up_front() {
+        let mut t = transfers(u64::MAX, u64::MAX);
+        // One message announcing 4 GiB must not allocate 4 GiB.
+        assert_eq!(t.add(Instant::now(), NodeId::random(), &ns("n"), chunk(1, 0, 4 << 30, b"x", false)), Ok(None));
+        let slot = &t.slots[&ns("n")];
+        assert!(slot.data.capacity() < 1024, "capacity {} for 1 byte received", slot.data.capacity());
+    }
+
+    #[test]
+    fn buffer_never_grows_past_the_announced_size() {
+        let mut t = transfers(1 << 20, 1 << 20);
+        let (now, a, n) = (Instant::now(), NodeId::random(), ns("n"));
+        let first = chunk(1, 0, 1000, &[1; 300], false);
+        let meta = first.meta.clone();
+        t.add(now, a, &n, first).unwrap();
+        for offset in [300, 600] {
+            let mut c = chunk(1, offset, 1000, &[1; 300], false);
+            c.meta = meta.clone();
+            t.add(now, a, &n, c).unwrap();
         }
-        let Some(slot) = slots.get_mut(&key) else {
-            return Err("snapshot chunk without a start".into());
-        };
-        if slot.snapshot != id || slot.data.len() as u64 != chunk.offset {
-            slots.remove(&key);
-            return Err("snapshot chunk out of order".into());
+        assert!(t.slots[&n].data.capacity() <= 1000, "capacity {}", t.slots[&n].data.capacity());
+        let mut last = chunk(1, 900, 1000, &[1; 100], true);
+        last.meta = meta;
+        let whole = t.add(now, a, &n, last).unwrap().unwrap();
+        assert_eq!((whole.len(), whole.capacity()), (1000, 1000));
+    }
+
+    #[test]
+    fn one_transfer_per_namespace_and_a_new_one_from_any_sender_replaces_it() {
+        let mut t = transfers(1000, 1000);
+        let (now, old_leader, new_leader, n) = (Instant::now(), NodeId::random(), NodeId::random(), ns("n"));
+        t.add(now, old_leader, &n, chunk(1, 0, 400, &[0; 100], false)).unwrap();
+        let start = chunk(2, 0, 400, &[0; 100], false);
+        let meta = start.meta.clone();
+        t.add(now, new_leader, &n, start).unwrap();
+        assert_eq!(t.slots.len(), 1);
+        assert_eq!(t.held(), 400, "the replaced transfer released its share");
+        // The old leader's next chunk is refused and does not disturb the new transfer.
+        assert_eq!(t.add(now, old_leader, &n, chunk(1, 100, 400, &[0; 100], false)), Err(InboxError::OutOfOrder));
+        let mut next = chunk(2, 100, 400, &[0; 300], true);
+        next.meta = meta;
+        assert_eq!(t.add(now, new_leader, &n, next).map(|d| d.map(|d| d.len())), Ok(Some(400)));
+    }
+
+    #[test]
+    fn abandoned_transfers_expire() {
+        let mut t = transfers(1000, 1000);
+        let (now, a) = (Instant::now(), NodeId::random());
+        let start = chunk(1, 0, 1000, &[0; 10], false);
+        let meta = start.meta.clone();
+        t.add(now, a, &ns("a"), start).unwrap();
+        // The total is taken, so another namespace must wait...
+        let other = chunk(1, 0, 10, &[0; 10], true);
+        assert!(matches!(t.add(now, a, &ns("b"), other.clone()), Err(InboxError::Busy { .. })));
+        // ...until the abandoned transfer expires.
+        let later = now + IDLE + Duration::from_millis(1);
+        assert_eq!(t.add(later, a, &ns("b"), other), Ok(Some(vec![0; 10])));
+        assert_eq!(t.held(), 0);
+        let mut late = chunk(1, 10, 1000, &[0; 10], false);
+        late.meta = meta;
+        assert_eq!(t.add(later, a, &ns("a"), late), Err(InboxError::NoStart));
+    }
+
+    #[test]
+    fn a_transfer_that_keeps_sending_does_not_expire() {
+        let mut t = transfers(1000, 1000);
+        let (mut now, a, n) = (Instant::now(), NodeId::random(), ns("n"));
+        let start = chunk(1, 0, 40, &[0; 10], false);
+        let meta = start.meta.clone();
+        t.add(now, a, &n, start).unwrap();
+        for offset in [10, 20, 30] {
+            now += IDLE / 2;
+            let mut c = chunk(1, offset, 40, &[0; 10], offset == 30);
+            c.meta = meta.clone();
+            assert!(t.add(now, a, &n, c).is_ok(), "chunk at {offset}");
         }
-        if slot.data.len() as u64 + chunk.data.len() as u64 > chunk.total {
-            slots.remove(&key);
-            return Err("snapshot chunk beyond the announced size".into());
-        }
-        slot.data.extend_from_slice(&chunk.data);
-        if !chunk.done {
-            return Ok(None);
-        }
-        let slot = slots.remove(&key).expect("slot exists: checked above");
-        if slot.data.len() as u64 != chunk.total {
-            return Err("snapshot ended short of its announced size".into());
-        }
-        Ok(Some(slot.data))
+    }
+
+    #[test]
+    fn total_is_bounded_across_namespaces() {
+        let mut t = transfers(600, 1000);
+        let (now, a) = (Instant::now(), NodeId::random());
+        assert_eq!(
+            t.add(now, a, &ns("big"), chunk(1, 0, 601, &[0; 1], false)),
+            Err(InboxError::TooLarge { total: 601, limit: 600 })
+        );
+        t.add(now, a, &ns("a"), chunk(1, 0, 600, &[0; 1], false)).unwrap();
+        t.add(now, a, &ns("b"), chunk(1, 0, 400, &[0; 1], false)).unwrap();
+        assert_eq!(
+            t.add(now, a, &ns("c"), chunk(1, 0, 1, &[0; 1], false)),
+            Err(InboxError::Busy { total: 1, held: 1000, limit: 1000 })
+        );
+        assert_eq!(t.held(), 1000);
+    }
+
+    #[test]
+    fn overrun_and_short_transfers_are_refused() {
+        let mut t = transfers(1000, 1000);
+        let (now, a, n) = (Instant::now(), NodeId::random(), ns("n"));
+        assert_eq!(t.add(now, a, &n, chunk(1, 0, 5, &[0; 6], false)), Err(InboxError::Overrun));
+        assert_eq!(t.add(now, a, &n, chunk(1, 0, 5, &[0; 4], true)), Err(InboxError::Short));
+        assert_eq!(t.held(), 0);
     }
 }
