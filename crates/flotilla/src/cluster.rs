@@ -165,7 +165,7 @@ impl Cluster {
     pub async fn get(&self, key: &[u8], consistency: Consistency) -> Result<ReadOutcome, ApiError> {
         self.check_key(key)?;
         let index = self.read_barrier(consistency).await?;
-        let value = self.node.store.get(&self.namespace, key).map_err(|e| ApiError::Fatal(e.to_string()))?;
+        let value = self.node.store.get(&self.namespace, key).map_err(store_read_error)?;
         Ok(ReadOutcome { value, index: index.max(self.applied_index()) })
     }
 
@@ -176,7 +176,7 @@ impl Cluster {
         }
         let index = self.read_barrier(consistency).await?;
         let keys =
-            self.node.store.keys(&self.namespace, prefix, MAX_LIST_KEYS).map_err(|e| ApiError::Fatal(e.to_string()))?;
+            self.node.store.keys(&self.namespace, prefix, MAX_LIST_KEYS).map_err(store_read_error)?;
         Ok(KeysOutcome { keys, index: index.max(self.applied_index()) })
     }
 
@@ -357,4 +357,15 @@ impl Cluster {
 /// The error of a key, value or request over its limit.
 fn too_large(what: Limit, size: usize, limit: usize) -> ApiError {
     ApiError::TooLarge { what, size: size as u64, limit: limit as u64 }
+}
+
+/// Map a failed local read: a namespace that is loading a snapshot answers a retryable error
+/// (it serves reads again once the install is done); anything else is a storage failure.
+fn store_read_error(e: flotilla_store::StoreError) -> ApiError {
+    match e {
+        flotilla_store::StoreError::Installing(detail) => {
+            ApiError::Unavailable(format!("the namespace is installing a snapshot, retry shortly: {detail}"))
+        }
+        other => ApiError::Fatal(other.to_string()),
+    }
 }
