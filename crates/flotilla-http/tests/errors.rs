@@ -17,6 +17,8 @@ async fn single_node() -> (Arc<Node>, String, tempfile::TempDir) {
         data_dir: dir.path().to_path_buf(),
         namespaces: vec![Namespace::new("default").unwrap()],
         max_value_bytes: 1024,
+        // The cluster plane on loopback: an exposed one needs a cluster key.
+        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
         ..Config::default()
     };
     let store = Store::open(&config.data_dir).expect("store");
