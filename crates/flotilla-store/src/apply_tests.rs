@@ -8,7 +8,7 @@ use flotilla_core::{Command, Namespace, RequestId, StateTable, TypeConfig};
 use openraft::vote::RaftLeaderIdExt;
 use openraft::{EntryPayload, RaftTypeConfig};
 use redb::backends::InMemoryBackend;
-use redb::{Database, ReadableDatabase};
+use redb::Database;
 
 use super::*;
 use crate::tables::request_id_key;
