@@ -23,6 +23,7 @@ pub mod node;
 pub mod raft_config;
 mod request_ids;
 pub mod sealing;
+mod shutdown;
 mod snapshot_inbox;
 pub mod status;
 pub mod testing;
