@@ -55,20 +55,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }),
     };
     info!("shutting down: handing off leadership");
+    let stopping = std::time::Instant::now();
     node.close().await;
     let _ = stop_tx.send(());
-    if failed.is_none() {
-        let _ = server.await;
+    // The Raft groups are stopped, so requests still under way fail fast; a client that keeps
+    // its connection busy must not hold the exit up for long.
+    if failed.is_none() && tokio::time::timeout(HTTP_DRAIN_AT_EXIT, &mut server).await.is_err() {
+        tracing::warn!(waited = ?HTTP_DRAIN_AT_EXIT, "HTTP requests still under way at exit; not waiting longer");
+        server.abort();
     }
     host.shutdown().await;
     match failed {
         Some(e) => Err(e),
         None => {
-            info!("stopped");
+            info!(elapsed_ms = u64::try_from(stopping.elapsed().as_millis()).unwrap_or(u64::MAX), "stopped");
             Ok(())
         }
     }
 }
+
+/// Longest the HTTP server may take to finish its requests once the node has stopped.
+const HTTP_DRAIN_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};

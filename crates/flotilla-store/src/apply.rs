@@ -27,11 +27,26 @@ fn empty_result() -> CommandResult {
     CommandResult { output: Ok(Vec::new()) }
 }
 
+/// A request id applied by the batch, to remember.
+struct NewId {
+    id: RequestId,
+    /// Its insertion order number.
+    order: u64,
+    result: CommandResult,
+    /// The order number of the id's earlier row, still in the table but outside the window.
+    replaces: Option<u64>,
+    /// Set when a later entry of the same batch applied the id again (after it left the
+    /// window): that later row is the one to keep.
+    superseded: bool,
+}
+
 /// What phase one decided.
 struct Plan<C: StoreConfig> {
     results: Vec<CommandResult>,
     kv: Changes,
-    new_ids: Vec<(RequestId, CommandResult)>,
+    new_ids: Vec<NewId>,
+    /// The dedup counter after the batch: the order number of the next new id.
+    dedup_next: u64,
     applied: Option<LogIdOf<C>>,
     membership: Option<StoredMembershipOf<C>>,
 }
@@ -45,23 +60,34 @@ pub(crate) fn apply_entries<C: StoreConfig>(
     sm: &dyn StateMachine,
     entries: &[C::Entry],
 ) -> Result<Vec<CommandResult>, JobFailure> {
-    let plan = plan::<C>(txn, tables, codec, sm, entries)?;
+    apply_entries_within::<C>(txn, tables, codec, sm, entries, dedup::MAX_DEDUP_ENTRIES)
+}
+
+/// [`apply_entries`] with a dedup window of `max_ids` request ids (tests use small ones).
+fn apply_entries_within<C: StoreConfig>(
+    txn: &WriteTransaction,
+    tables: &NsTables,
+    codec: &Codec,
+    sm: &dyn StateMachine,
+    entries: &[C::Entry],
+    max_ids: u64,
+) -> Result<Vec<CommandResult>, JobFailure> {
+    let mut meta = txn.open_table(tables.meta()).map_err(clean)?;
+    let next: u64 = match meta.get(META_DEDUP_NEXT).map_err(clean)? {
+        Some(v) => decode_sealed(v.value(), &|| tables.meta_what(META_DEDUP_NEXT)).map_err(JobFailure::clean)?,
+        None => 0,
+    };
+    let plan = plan::<C>(txn, tables, codec, sm, entries, next, max_ids)?;
 
     // Encode everything that can fail before the first write.
     let applied = plan.applied.as_ref().map(encode_sealed).transpose().map_err(JobFailure::clean)?;
     let membership = plan.membership.as_ref().map(encode_sealed).transpose().map_err(JobFailure::clean)?;
-    let mut meta = txn.open_table(tables.meta()).map_err(clean)?;
-    let mut next: u64 = match meta.get(META_DEDUP_NEXT).map_err(clean)? {
-        Some(v) => decode_sealed(v.value(), &|| tables.meta_what(META_DEDUP_NEXT)).map_err(JobFailure::clean)?,
-        None => 0,
-    };
     let mut dedup_rows = Vec::with_capacity(plan.new_ids.len());
-    for (id, result) in &plan.new_ids {
-        let stored = dedup::encode_entry(tables, codec, id, next, result).map_err(JobFailure::clean)?;
-        dedup_rows.push((*id, next, stored));
-        next += 1;
+    for new in plan.new_ids.iter().filter(|n| !n.superseded) {
+        let stored = dedup::encode_entry(tables, codec, &new.id, new.order, &new.result).map_err(JobFailure::clean)?;
+        dedup_rows.push((new.id, new.order, stored, new.replaces));
     }
-    let next_record = encode_sealed(&next).map_err(JobFailure::clean)?;
+    let next_record = encode_sealed(&plan.dedup_next).map_err(JobFailure::clean)?;
     let kv_rows = protect_values(tables, codec, plan.kv).map_err(JobFailure::clean)?;
 
     // Phase two: write.
@@ -78,10 +104,10 @@ pub(crate) fn apply_entries<C: StoreConfig>(
     if !dedup_rows.is_empty() {
         let mut dedup_table = txn.open_table(tables.dedup()).map_err(dirty)?;
         let mut order = txn.open_table(tables.dedup_order()).map_err(dirty)?;
-        for (id, order_no, stored) in &dedup_rows {
-            dedup::insert(&mut dedup_table, &mut order, id, *order_no, stored).map_err(dirty)?;
+        for (id, order_no, stored, replaces) in &dedup_rows {
+            dedup::insert(&mut dedup_table, &mut order, id, *order_no, stored, *replaces).map_err(dirty)?;
         }
-        dedup::evict(&mut dedup_table, &mut order, dedup::MAX_DEDUP_ENTRIES).map_err(dirty)?;
+        dedup::evict(&mut dedup_table, &mut order, plan.dedup_next, max_ids).map_err(dirty)?;
         meta.insert(META_DEDUP_NEXT, next_record.as_slice()).map_err(dirty)?;
     }
     if let Some(applied) = &applied {
@@ -109,13 +135,16 @@ fn protect_values(tables: &NsTables, codec: &Codec, kv: Changes) -> Result<Chang
         .collect()
 }
 
-/// Phase one: compute results and changes, reading only.
+/// Phase one: compute results and changes, reading only. `next` is the dedup counter before
+/// the batch and `max_ids` the dedup window.
 fn plan<C: StoreConfig>(
     txn: &WriteTransaction,
     tables: &NsTables,
     codec: &Codec,
     sm: &dyn StateMachine,
     entries: &[C::Entry],
+    next: u64,
+    max_ids: u64,
 ) -> Result<Plan<C>, JobFailure> {
     let kv = txn.open_table(tables.kv()).map_err(clean)?;
     let dedup_table = txn.open_table(tables.dedup()).map_err(clean)?;
@@ -123,10 +152,11 @@ fn plan<C: StoreConfig>(
         results: Vec::with_capacity(entries.len()),
         kv: Changes::new(),
         new_ids: Vec::new(),
+        dedup_next: next,
         applied: None,
         membership: None,
     };
-    // Ids applied earlier in this same batch, by position in `plan.new_ids`.
+    // Ids applied earlier in this same batch, by position in `plan.new_ids` (the latest).
     let mut seen: HashMap<RequestId, usize> = HashMap::new();
 
     for entry in entries {
@@ -136,21 +166,17 @@ fn plan<C: StoreConfig>(
             empty_result()
         } else if let Some(command) = C::command(entry) {
             let earlier = match command.id {
-                Some(id) => match seen.get(&id) {
-                    Some(&i) => plan.new_ids.get(i).map(|(_, r)| r.clone()),
-                    None => dedup::lookup(&dedup_table, tables, codec, &id).map_err(JobFailure::clean)?,
-                },
-                None => None,
+                Some(id) => earlier_result(&dedup_table, tables, codec, &plan, &seen, &id, max_ids)?,
+                None => Earlier::Absent,
             };
             match earlier {
-                // Already applied: answer as the first time, change nothing.
-                Some(result) => result,
-                None => {
+                // Already applied, within the window: answer as the first time, change nothing.
+                Earlier::Live(result) => result,
+                Earlier::Absent | Earlier::Evicted(_) => {
                     let result = apply_command(&kv, codec, tables, &mut plan.kv, sm, command)
                         .map_err(|e| JobFailure::clean(command_error(tables, &log_id, e)))?;
                     if let Some(id) = command.id {
-                        seen.insert(id, plan.new_ids.len());
-                        plan.new_ids.push((id, result.clone()));
+                        remember(&mut plan, &mut seen, id, result.clone(), earlier);
                     }
                     result
                 }
@@ -162,6 +188,65 @@ fn plan<C: StoreConfig>(
         plan.applied = Some(log_id);
     }
     Ok(plan)
+}
+
+/// What the dedup state says about a request id at one point of the log.
+enum Earlier {
+    /// Never applied, or its row is gone.
+    Absent,
+    /// Applied, and still within the window: its first result.
+    Live(CommandResult),
+    /// Applied, out of the window, but its row (with this order number) is still stored.
+    Evicted(u64),
+}
+
+/// The dedup state of `id` just before the next entry: earlier in this batch first, then the
+/// table as of the batch's start, both judged against the window as it is at this entry.
+fn earlier_result<T, C: StoreConfig>(
+    dedup_table: &T,
+    tables: &NsTables,
+    codec: &Codec,
+    plan: &Plan<C>,
+    seen: &HashMap<RequestId, usize>,
+    id: &RequestId,
+    max_ids: u64,
+) -> Result<Earlier, JobFailure>
+where
+    T: ReadableTable<&'static [u8], &'static [u8]>,
+{
+    let found = match seen.get(id).and_then(|&i| plan.new_ids.get(i)) {
+        Some(new) => Some((new.order, new.result.clone())),
+        None => dedup::lookup(dedup_table, tables, codec, id).map_err(JobFailure::clean)?,
+    };
+    Ok(match found {
+        None => Earlier::Absent,
+        Some((order, result)) if dedup::is_live(order, plan.dedup_next, max_ids) => Earlier::Live(result),
+        Some((order, _)) => Earlier::Evicted(order),
+    })
+}
+
+/// Record that `id` was applied (again, when `earlier` is an evicted row) with `result`.
+fn remember<C: StoreConfig>(
+    plan: &mut Plan<C>,
+    seen: &mut HashMap<RequestId, usize>,
+    id: RequestId,
+    result: CommandResult,
+    earlier: Earlier,
+) {
+    let mut replaces = None;
+    if let Some(&i) = seen.get(&id) {
+        // Applied earlier in this batch: that row is never written; the stored row it
+        // replaced, if any, is replaced by this one instead.
+        if let Some(prev) = plan.new_ids.get_mut(i) {
+            prev.superseded = true;
+            replaces = prev.replaces;
+        }
+    } else if let Earlier::Evicted(order) = earlier {
+        replaces = Some(order);
+    }
+    seen.insert(id, plan.new_ids.len());
+    plan.new_ids.push(NewId { id, order: plan.dedup_next, result, replaces, superseded: false });
+    plan.dedup_next += 1;
 }
 
 /// The error of a command whose apply failed. A store error met while reading (a sealed value
@@ -195,3 +280,7 @@ where
     }
     Ok(CommandResult { output })
 }
+
+#[cfg(test)]
+#[path = "apply_tests.rs"]
+mod tests;

@@ -8,6 +8,11 @@
 //!   ENOSPC or EDQUOT waits, with bounded backoff, and is retried in place until there is room.
 //!   redb never sees the error, so it never marks the database as failed, and reads go on. The
 //!   commit is just slow, and nothing of it is acknowledged before it is durable;
+//! - a failed fsync (`sync_data`) is never retried and stops the store for good: after a failed
+//!   fsync the kernel may have dropped the dirty pages while marking them clean, so a retry
+//!   could report success for data that is not on disk (PostgreSQL's "fsyncgate"). The
+//!   backend records the failure in [`DiskHealth`], the writer stops the store (see
+//!   `crate::writer`), and a restart recovers from what is on disk;
 //! - any other I/O error that reaches redb makes the writer reopen the database and run the
 //!   same batch again (see `crate::writer`);
 //! - snapshot files are saved with [`DiskHealth::retry_while_full`].
@@ -94,6 +99,10 @@ pub(crate) struct DiskHealth {
     low: AtomicBool,
     /// Set at shutdown: waiting writes give up, so the writer can stop.
     stopping: AtomicBool,
+    /// The first fsync that failed, described: the store must stop.
+    sync_failed: Mutex<Option<String>>,
+    /// Why the store stopped for good, once it did: every write is refused until a restart.
+    stopped: Mutex<Option<String>>,
 }
 
 impl DiskHealth {
@@ -106,7 +115,29 @@ impl DiskHealth {
             free: Mutex::new(None),
             low: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            sync_failed: Mutex::new(None),
+            stopped: Mutex::new(None),
         }
+    }
+
+    /// An fsync of the database file failed: remembered (the first one), so the writer stops
+    /// the store instead of retrying.
+    pub(crate) fn sync_failed(&self, what: &str, err: &io::Error) {
+        let mut slot = lock(&self.sync_failed);
+        if slot.is_none() {
+            tracing::error!(error = %err, file = what, "fsync failed: the store stops; restart the node to recover from what is on disk");
+            *slot = Some(format!("fsync of {what} failed: {err}"));
+        }
+    }
+
+    /// The first fsync failure, if one happened.
+    pub(crate) fn sync_failure(&self) -> Option<String> {
+        lock(&self.sync_failed).clone()
+    }
+
+    /// The store stopped for good (`detail` says why): writes are refused until a restart.
+    pub(crate) fn set_stopped(&self, detail: String) {
+        lock(&self.stopped).get_or_insert(detail);
     }
 
     /// Why new client writes must be refused right now, if they must.
@@ -114,7 +145,11 @@ impl DiskHealth {
         let stalled = |slot: &Mutex<Option<Stall>>| {
             lock(slot).as_ref().map(|s| format!("{} (for {} s)", s.detail, s.since.elapsed().as_secs()))
         };
-        stalled(&self.full).or_else(|| stalled(&self.failing)).or_else(|| self.below_reserve())
+        lock(&self.stopped)
+            .clone()
+            .or_else(|| stalled(&self.full))
+            .or_else(|| stalled(&self.failing))
+            .or_else(|| self.below_reserve())
     }
 
     /// Whether commits may skip their fsync: there is well more than [`RELAXED_COMMIT_MIN_FREE`]
@@ -323,7 +358,7 @@ fn open_file(path: &Path, health: &Arc<DiskHealth>) -> Result<Database, StoreErr
         .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
     let inner = FileBackend::new(file).map_err(|e| in_context(path, redb_error(e)))?;
     let waits = Arc::new(AtomicBool::new(false));
-    let backend = WaitingFileBackend { inner, health: health.clone(), path: path.to_path_buf(), waits: waits.clone() };
+    let backend = WaitingFileBackend::new(inner, health.clone(), path.to_path_buf(), waits.clone());
     let db = Database::builder().create_with_backend(backend).map_err(|e| in_context(path, redb_error(e)))?;
     // Only now: an open (the writer reopens while readers wait for it) fails at once on a full
     // disk, and is retried later, rather than hold everyone up.
@@ -338,24 +373,30 @@ fn in_context(path: &Path, e: StoreError) -> StoreError {
     }
 }
 
-/// redb's file backend, except that a write or a growth of the file that fails for lack of
-/// space waits and retries instead of failing.
+/// redb's file backend (or, in tests, one that injects faults), except that a write or a
+/// growth of the file that fails for lack of space waits and retries instead of failing.
 ///
 /// Retrying is safe: both are positional (the same bytes at the same offset, the same length),
 /// and redb is blocked in the call meanwhile. A failed `sync_data` is NOT retried: after a
 /// failed fsync the kernel may have dropped the dirty pages, so a second fsync could report
-/// success for data that never reached the disk. That error reaches redb, and the writer
-/// reopens the database and rewrites the batch.
+/// success for data that never reached the disk. The failure is recorded in [`DiskHealth`]
+/// before the error reaches redb, and the writer stops the store rather than reopen the
+/// database and rewrite the batch.
 #[derive(Debug)]
-pub(crate) struct WaitingFileBackend {
-    inner: FileBackend,
+pub(crate) struct WaitingFileBackend<B = FileBackend> {
+    inner: B,
     health: Arc<DiskHealth>,
     path: PathBuf,
     /// Whether writes wait for room yet (not while the database is being opened).
     waits: Arc<AtomicBool>,
 }
 
-impl WaitingFileBackend {
+impl<B: StorageBackend> WaitingFileBackend<B> {
+    /// Wrap `inner`, the backend of the file at `path`; writes wait for room once `waits` is set.
+    pub(crate) fn new(inner: B, health: Arc<DiskHealth>, path: PathBuf, waits: Arc<AtomicBool>) -> Self {
+        Self { inner, health, path, waits }
+    }
+
     fn wait_for_room(&self, what: &str, mut op: impl FnMut() -> io::Result<()>) -> io::Result<()> {
         if !self.waits.load(Ordering::Acquire) {
             return op();
@@ -365,7 +406,7 @@ impl WaitingFileBackend {
     }
 }
 
-impl StorageBackend for WaitingFileBackend {
+impl<B: StorageBackend> StorageBackend for WaitingFileBackend<B> {
     fn len(&self) -> io::Result<u64> {
         self.inner.len()
     }
@@ -379,7 +420,7 @@ impl StorageBackend for WaitingFileBackend {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.inner.sync_data()
+        self.inner.sync_data().inspect_err(|e| self.health.sync_failed(&self.path.display().to_string(), e))
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {

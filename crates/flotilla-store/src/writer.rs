@@ -33,12 +33,18 @@
 //! reports an error, so I/O errors are never passed on while they can be recovered from. A
 //! write that finds the disk full waits inside the file backend (see [`crate::disk`]). Any
 //! other I/O error leaves redb refusing every further operation on that `Database`. When every
-//! commit so far is durable, the writer reopens the database and runs the same batch again,
-//! with bounded backoff, until it commits; nothing of the batch is acknowledged before that.
-//! When non-durable commits are outstanding, reopening would silently roll the database back
-//! under Raft (the applied state would go backwards), so the store stops instead
-//! ([`StoreError::Stopped`]), as etcd does when its WAL cannot be synced: a restart recovers from
-//! what is on disk.
+//! commit so far is durable and no fsync failed, the writer reopens the database and runs the
+//! same batch again, with bounded backoff, until it commits; nothing of the batch is
+//! acknowledged before that. The store stops instead ([`StoreError::Stopped`]), as etcd does
+//! when its WAL cannot be synced, and a restart recovers from what is on disk, when:
+//! - an fsync failed (the file backend records it in [`crate::disk::DiskHealth`]): the kernel
+//!   may have dropped the dirty pages and marked them clean, so a retried commit could be
+//!   acknowledged with data that is not on disk (PostgreSQL's "fsyncgate");
+//! - non-durable commits are outstanding: reopening would silently roll the database back
+//!   under Raft (the applied state would go backwards).
+//!
+//! A stopped store fails every later job; openraft then stops the groups (a storage error is
+//! fatal to them) and the node refuses client writes, naming the cause.
 
 use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -343,6 +349,12 @@ fn fail_early(on_durable: Option<OnDurable>, error: StoreError) -> StoreError {
     error
 }
 
+/// Why the store stops after an fsync failed.
+const SYNC_FAILED: &str =
+    "an fsync failed, so what is on disk is unknown (a retried fsync may report data the kernel dropped)";
+/// Why the store stops after a disk failure with non-durable commits outstanding.
+const NOT_DURABLE: &str = "the disk failed while commits were not yet durable";
+
 /// What the writer thread works with. Only the writer thread touches it, hence the cells.
 struct Committer {
     db: DbSlot,
@@ -464,6 +476,11 @@ impl Committer {
     /// waiting for that. A failure here stops the store: the commits it should have saved
     /// were seen by readers and by Raft, and can no longer be made durable.
     fn flush(&self) {
+        // A stopped store commits nothing more, not even at exit.
+        if let Some(error) = self.stopped.borrow().clone() {
+            self.settle_unflushed(&Err(error));
+            return;
+        }
         let result = match self.current_db() {
             Some(db) => begin(&db, Durability::Immediate).and_then(|txn| {
                 txn.commit().map_err(redb_error)?;
@@ -475,21 +492,32 @@ impl Committer {
         match result {
             Ok(()) => self.committed(true),
             Err(error) => {
-                let error = self.stop(&error);
+                let error = self.stop_after(&error);
                 self.settle_unflushed(&Err(error));
             }
         }
     }
 
-    /// Stop the store for good after `cause`: every later job fails with the returned error.
-    fn stop(&self, cause: &StoreError) -> StoreError {
+    /// Stop the store for good after `error` (on a commit, or on a flush, which only happens
+    /// with non-durable commits outstanding), naming a failed fsync as the cause if there was one.
+    fn stop_after(&self, error: &StoreError) -> StoreError {
+        match self.disk.sync_failure() {
+            Some(sync) => self.stop(&StoreError::Io { kind: std::io::ErrorKind::Other, message: sync }, SYNC_FAILED),
+            None => self.stop(error, NOT_DURABLE),
+        }
+    }
+
+    /// Stop the store for good after `cause` (`why` says why it cannot be retried): every later
+    /// job fails with the returned error.
+    fn stop(&self, cause: &StoreError, why: &str) -> StoreError {
         let mut stopped = self.stopped.borrow_mut();
         if let Some(error) = stopped.as_ref() {
             return error.clone();
         }
-        let error = StoreError::Stopped(cause.to_string());
+        let error = StoreError::Stopped(format!("{why}: {cause}"));
         self.metrics.set_error(&error.to_string());
-        tracing::error!(%cause, "store stopped: the disk failed while commits were not yet durable; restart the node");
+        self.disk.set_stopped(error.to_string());
+        tracing::error!(%cause, "store stopped: {why}; every write is refused, restart the node to recover from what is on disk");
         *stopped = Some(error.clone());
         error
     }
@@ -569,11 +597,12 @@ impl Committer {
 
     /// After a disk failure: report it, reopen the database (redb refuses every operation on
     /// it after an I/O error, reads included, so at once), retrying with backoff, then pause
-    /// before the batch runs again. `Err` when the store is shutting down instead, or when
-    /// reopening would lose commits that were not durable yet (the store then stops).
+    /// before the batch runs again. `Err` when the store is shutting down instead, or when an
+    /// fsync failed or reopening would lose commits that were not durable yet (the store then
+    /// stops).
     fn recover(&self, mut error: StoreError, backoff: &mut Backoff) -> Result<(), StoreError> {
-        if self.volatile.get() {
-            let error = self.stop(&error);
+        if self.volatile.get() || self.disk.sync_failure().is_some() {
+            let error = self.stop_after(&error);
             self.settle_unflushed(&Err(error.clone()));
             return Err(error);
         }

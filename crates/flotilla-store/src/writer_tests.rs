@@ -11,11 +11,13 @@ use redb::{ReadableDatabase, StorageBackend, TableDefinition};
 use tokio::sync::oneshot;
 
 use super::*;
+use crate::disk::WaitingFileBackend;
 
 const T: TableDefinition<&str, u64> = TableDefinition::new("t");
 
 /// An in-memory backend that reports a full disk while `full` is set, and fails fsyncs (only)
 /// while `sync_broken` is set. Clones share the data, so the database can be reopened on it.
+/// The fixture puts it under the production [`WaitingFileBackend`].
 #[derive(Debug, Clone)]
 struct FlakyDisk {
     inner: Arc<InMemoryBackend>,
@@ -78,14 +80,20 @@ fn fixture() -> Fixture {
     let sync_broken = Arc::new(AtomicBool::new(false));
     let backend =
         FlakyDisk { inner: Arc::new(InMemoryBackend::new()), full: full.clone(), sync_broken: sync_broken.clone() };
-    let reopen_on = backend.clone();
-    let reopen: Opener =
-        Box::new(move || Database::builder().create_with_backend(reopen_on.clone()).map_err(redb_error));
-    let slot: DbSlot = Arc::new(RwLock::new(Some(Arc::new(reopen().unwrap()))));
-    drop(backend);
     let dir = tempfile::tempdir().unwrap();
     let disk = Arc::new(DiskHealth::new(dir.path()));
     disk.set_reserve(0);
+    let reopen_on = backend.clone();
+    let health = disk.clone();
+    // Under the production wrapper, which records failed fsyncs; its writes do not wait for
+    // room, so a full disk reaches redb as it would without the wrapper.
+    let reopen: Opener = Box::new(move || {
+        let waits = Arc::new(AtomicBool::new(false));
+        let wrapped = WaitingFileBackend::new(reopen_on.clone(), health.clone(), "flaky.redb".into(), waits);
+        Database::builder().create_with_backend(wrapped).map_err(redb_error)
+    });
+    let slot: DbSlot = Arc::new(RwLock::new(Some(Arc::new(reopen().unwrap()))));
+    drop(backend);
     let metrics = Arc::new(Metrics::new());
     let writer = Arc::new(Writer::start(slot.clone(), reopen, metrics.clone(), disk.clone()).unwrap());
     Fixture { slot, writer, metrics, disk, full, sync_broken, _dir: dir }
@@ -379,4 +387,40 @@ async fn a_disk_failure_after_visible_commits_stops_instead_of_reopening() {
     assert!(matches!(put(&f.writer, "vote", 3).await, Err(StoreError::Stopped(_))));
     let m = f.metrics.snapshot(0);
     assert!(m.last_error.is_some_and(|e| e.contains("restart")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_stops_the_store_even_when_every_commit_was_durable() {
+    let f = fixture();
+    put(&f.writer, "warm", 1).await.unwrap();
+    // Every commit so far is durable, which used to mean "reopen and retry": after a failed
+    // fsync a retry could be acknowledged with data the kernel dropped, so the store stops.
+    f.sync_broken.store(true, Ordering::SeqCst);
+    let failed = tokio::time::timeout(Duration::from_secs(10), put(&f.writer, "x", 9))
+        .await
+        .expect("a failed fsync answers at once instead of retrying");
+    assert!(matches!(&failed, Err(StoreError::Stopped(m)) if m.contains("fsync")), "{failed:?}");
+    // The disk "works" again: the store stays stopped all the same, and says why.
+    f.sync_broken.store(false, Ordering::SeqCst);
+    assert!(matches!(put(&f.writer, "y", 1).await, Err(StoreError::Stopped(_))));
+    assert!(matches!(put_visible(&f.writer, "y", 1).await, Err(StoreError::Stopped(_))));
+    let blocked = f.disk.write_blocked().expect("client writes are refused");
+    assert!(blocked.contains("fsync") && blocked.contains("restart"), "{blocked}");
+    assert!(f.metrics.snapshot(0).last_error.is_some_and(|e| e.contains("fsync")));
+    assert_eq!(f.metrics.snapshot(0).batch_retries, 0, "the batch is not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_still_waits_while_a_failed_fsync_stops() {
+    // The disk-full path is unchanged: a commit that meets ENOSPC is retried until it commits.
+    let f = fixture();
+    put(&f.writer, "warm", 1).await.unwrap();
+    f.full.store(true, Ordering::SeqCst);
+    let w = f.writer.clone();
+    let waiting = tokio::spawn(async move { put(&w, "x", 9).await });
+    until("the store reports the full disk", || f.disk.write_blocked().is_some()).await;
+    assert!(!waiting.is_finished());
+    f.full.store(false, Ordering::SeqCst);
+    waiting.await.unwrap().unwrap();
+    assert_eq!(read(&f.db(), "x"), Some(9));
 }

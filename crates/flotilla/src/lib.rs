@@ -24,6 +24,7 @@ mod quorum;
 pub mod raft_config;
 mod request_ids;
 pub mod sealing;
+mod shutdown;
 mod snapshot_inbox;
 pub mod status;
 pub mod testing;

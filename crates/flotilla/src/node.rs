@@ -260,20 +260,17 @@ impl Node {
         Ok(())
     }
 
-    /// Hand leadership of every group this node leads to another voter, then stop all groups
-    /// and flush the store. Safe to call more than once.
+    /// Hand leadership of every group this node leads to another voter, all at once and within
+    /// a few seconds in total (`HANDOFF_BUDGET` in `shutdown.rs`, at most the request timeout),
+    /// then stop all groups at once and flush the store. Safe to call more than once.
     pub async fn close(&self) {
         if self.closing.swap(true, Ordering::AcqRel) {
             return;
         }
-        for group in self.groups.values().map(|slot| slot.get()) {
-            if group.is_leader() {
-                let deadline = tokio::time::Instant::now() + self.config.request_timeout();
-                if let Err(e) = self.transfer_leadership_local(&group, None, deadline).await {
-                    warn!(namespace = %group.namespace, error = %e, "leadership hand-off failed");
-                }
-            }
-        }
+        let groups = self.all_groups();
+        let budget = crate::shutdown::HANDOFF_BUDGET.min(self.config.request_timeout());
+        let silence = std::time::Duration::from_millis(self.config.timing().election_max_ms);
+        crate::shutdown::hand_off_all(&groups, self.id, silence, tokio::time::Instant::now() + budget).await;
         self.stop_groups().await;
     }
 
@@ -285,12 +282,12 @@ impl Node {
         self.stop_groups().await;
     }
 
+    fn all_groups(&self) -> Vec<Arc<Group>> {
+        self.groups.values().map(|slot| slot.get()).collect()
+    }
+
     async fn stop_groups(&self) {
-        for group in self.groups.values().map(|slot| slot.get()) {
-            if let Err(e) = group.raft.shutdown().await {
-                warn!(namespace = %group.namespace, error = %e, "raft shutdown failed");
-            }
-        }
+        crate::shutdown::stop_all(&self.all_groups()).await;
         self.store.shutdown();
     }
 }

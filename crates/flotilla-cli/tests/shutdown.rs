@@ -1,0 +1,133 @@
+//! SIGTERM of real `flotilla agent` processes serving many namespaces, all at once (the whole
+//! cluster stops): every agent hands off what it can within one deadline, flushes and exits 0,
+//! within a bound, instead of waiting a request timeout per namespace it leads.
+
+#[allow(dead_code)] // not every helper is used here
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flotilla_http::Client;
+use serde_json::Value;
+use support::free_port;
+
+/// As many namespaces as three agents form quickly on this machine: 20 formed in 5 s, 40 in
+/// 15 s, 50 in 49 s (forming many namespaces is slow, a separate issue).
+const NAMESPACES: usize = 30;
+/// Each agent must have exited by then after SIGTERM: hand-offs take at most 3 s together,
+/// the rest (stopping groups, flushing, closing HTTP and libp2p) well under a second; the
+/// margin is for a loaded 2-core CI machine. One hand-off per led namespace after another
+/// took far longer.
+const BOUND: Duration = Duration::from_secs(8);
+
+fn namespaces() -> Vec<String> {
+    (0..NAMESPACES).map(|i| format!("ns{i:02}")).collect()
+}
+
+/// The agents, killed (`kill -9`) when the test ends, also when it fails.
+struct Agents(Vec<Child>);
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn(dir: &Path, http: &str, p2p: &str, bootstrap: Option<&str>) -> Child {
+    let log = std::fs::File::create(dir.with_extension("log")).expect("log file");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
+    // mDNS stays off: this test runs outside a network namespace, on loopback only.
+    cmd.args(["agent", "--no-mdns", "--data-dir"]).arg(dir).args(["--listen", p2p, "--http", http]);
+    cmd.args(["--expect", "3", "--namespace"]).args(namespaces());
+    if let Some(b) = bootstrap {
+        cmd.args(["--bootstrap", b]);
+    }
+    cmd.env("RUST_LOG", "info,openraft=warn")
+        .stdout(Stdio::from(log.try_clone().expect("clone log")))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("agent starts")
+}
+
+async fn status(http: &str, ns: &str) -> Option<Value> {
+    Client::new(http, Duration::from_secs(2)).get_json(&format!("/v1/ns/{ns}/status")).await.ok()
+}
+
+fn voters(s: &Value) -> usize {
+    s["members"].as_array().map_or(0, |m| m.iter().filter(|x| x["role"] == "voter").count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_a_whole_cluster_with_many_namespaces_exits_0_within_the_bound() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let http: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    let p2p: Vec<String> = (0..3).map(|_| format!("/ip4/127.0.0.1/tcp/{}", free_port())).collect();
+    let dirs: Vec<_> = (0..3).map(|i| root.path().join(format!("node{i}"))).collect();
+    // All three at once with `--expect 3`: every namespace forms with three voters directly.
+    let formed = Instant::now();
+    let mut agents = Agents(vec![spawn(&dirs[0], &http[0], &p2p[0], None)]);
+    for i in 1..3 {
+        agents.0.push(spawn(&dirs[i], &http[i], &p2p[i], Some(&p2p[0])));
+    }
+    for ns in namespaces() {
+        for (i, h) in http.iter().enumerate() {
+            let deadline = Instant::now() + support::PATIENCE;
+            loop {
+                let s = status(h, &ns).await;
+                if s.as_ref().is_some_and(|s| voters(s) == 3) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let log = std::fs::read_to_string(dirs[i].with_extension("log")).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                    panic!("{ns} on agent {i} never had three voters: {s:?}\n{tail:#?}");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    eprintln!("{NAMESPACES} namespaces on three agents formed in {:?}", formed.elapsed());
+    let mut led = [0usize; 3];
+    for ns in namespaces() {
+        for (i, h) in http.iter().enumerate() {
+            if status(h, &ns).await.is_some_and(|s| s["role"] == "leader") {
+                led[i] += 1;
+            }
+        }
+    }
+    eprintln!("namespaces led per agent: {led:?}");
+
+    let sent = Instant::now();
+    for child in &agents.0 {
+        let pid = i32::try_from(child.id()).expect("pid fits");
+        // SAFETY: kill(2) with a pid of a child this test spawned and has not reaped yet.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM sent");
+    }
+    let mut outcomes = Vec::new();
+    for (i, child) in agents.0.iter_mut().enumerate() {
+        let exited = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break Some((status, sent.elapsed()));
+            }
+            if sent.elapsed() > BOUND * 4 {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        outcomes.push((i, exited));
+    }
+    drop(agents);
+    for (i, exited) in outcomes {
+        let log = std::fs::read_to_string(dirs[i].with_extension("log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        let (status, took) = exited.unwrap_or_else(|| panic!("agent {i} did not exit after SIGTERM: {tail:#?}"));
+        eprintln!("agent {i} (led {}) exited with {status} {took:?} after SIGTERM", led[i]);
+        assert!(status.success(), "agent {i} exited with {status}: {tail:#?}");
+        assert!(took < BOUND, "agent {i} leading {} namespaces took {took:?} to exit: {tail:#?}", led[i]);
+    }
+}
