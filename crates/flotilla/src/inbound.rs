@@ -64,25 +64,42 @@ impl InboundHandler for Inbound {
 }
 
 /// Whether this replica takes Raft traffic from `from` (see [`crate::Formation::admits`]).
-fn admits(node: &Node, group: &Group, message: &Incoming<'_, NodeId>) -> Result<(), Refusal> {
+/// A replica without Raft state that takes it first records its cluster with its identity, so
+/// the state it is about to get can never be lost into a fresh-looking node (see
+/// `Formation::remember_before_state`); if that record cannot be written, the message is refused.
+fn admits(node: &Node, group: &Group, message: &Incoming<'_, NodeId>) -> Result<(), WireError> {
     let Some(formation) = node.formation(&group.namespace) else {
-        return Err(Refusal::NotAdmitted);
+        return Err(refused(message.from, Refusal::NotAdmitted));
     };
-    let m = group.raft.metrics();
-    let m = m.borrow_watched();
-    let membership = m.membership_config.membership();
-    let in_config = membership.get_node(&message.from).is_some();
-    let config_empty = membership.nodes().next().is_none();
-    formation.admits(message, m.last_log_index.is_some(), in_config, config_empty, &cluster_of(&m))
+    let has_state = {
+        let m = group.raft.metrics();
+        let m = m.borrow_watched();
+        let membership = m.membership_config.membership();
+        let in_config = membership.get_node(&message.from).is_some();
+        let config_empty = membership.nodes().next().is_none();
+        let has_state = m.last_log_index.is_some();
+        formation
+            .admits(message, has_state, in_config, config_empty, &cluster_of(&m))
+            .map_err(|refusal| {
+                debug!(namespace = %group.namespace, peer = %message.from, %refusal, "Raft message refused");
+                refused(message.from, refusal)
+            })?;
+        has_state
+    };
+    formation.remember_before_state(has_state, message.cluster).map_err(|e| {
+        warn!(namespace = %group.namespace, error = %e, "cannot record the membership in node.key: Raft traffic refused");
+        WireError::Unavailable(format!("cannot record the membership before taking Raft state: {e}"))
+    })
+}
+
+fn refused(from: NodeId, refusal: Refusal) -> WireError {
+    WireError::Rejected(format!("Raft traffic from {from} refused: {refusal}"))
 }
 
 async fn serve_raft(node: &Node, group: &Group, from: NodeId, raft: RaftEnvelope) -> Result<RaftResponse, WireError> {
     let RaftEnvelope { cluster, rpc } = raft;
     let vote = matches!(rpc, RaftRequest::Vote(_) | RaftRequest::PreVote(_));
-    if let Err(refusal) = admits(node, group, &Incoming { from, vote, cluster: &cluster }) {
-        debug!(namespace = %group.namespace, peer = %from, %refusal, "Raft message refused");
-        return Err(WireError::Rejected(format!("Raft traffic from {from} refused: {refusal}")));
-    }
+    admits(node, group, &Incoming { from, vote, cluster: &cluster })?;
     let fatal = |e: openraft::errors::RaftError<_>| WireError::Fatal(e.to_string());
     match rpc {
         RaftRequest::Append(req) => group.raft.append_entries(req).await.map(RaftResponse::Append).map_err(fatal),

@@ -393,6 +393,17 @@ impl Formation {
         self.ledger.record(&self.namespace, cluster)
     }
 
+    /// Record the membership before a replica without Raft state takes Raft traffic that
+    /// admission accepted from `cluster`. A founding voter gets its coordinator's first entries
+    /// before it next asks the coordinator's status (where it would otherwise record it): losing
+    /// the store in between and starting alone must not let it found. Cheap once recorded.
+    pub(crate) fn remember_before_state(&self, has_state: bool, cluster: &str) -> Result<(), String> {
+        if has_state || cluster.is_empty() {
+            return Ok(());
+        }
+        self.remember_admission(cluster)
+    }
+
     /// Whether this node may only rejoin, and why.
     pub(crate) fn rejoin_only(&self) -> Option<String> {
         let inner = self.lock();
@@ -587,6 +598,26 @@ mod tests {
         std::fs::remove_dir_all(dir.path().join("formation")).expect("wipe records");
         let new = flotilla_net::load_or_create_keypair(dir.path()).expect("key").public().to_peer_id();
         assert_eq!(load(dir.path(), new, &ns).rejoin_only(), None);
+    }
+
+    #[tokio::test]
+    async fn raft_traffic_taken_without_state_is_remembered_with_the_identity_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let me = flotilla_net::load_or_create_keypair(dir.path()).expect("key").public().to_peer_id();
+        let ns = Namespace::new("default").expect("ns");
+        let coordinator = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
+        let cluster = cluster_id(coordinator, 3);
+        let formation = load(dir.path(), me, &ns);
+        // A replica that has state records through record_member; an unnamed cluster is no fact.
+        formation.remember_before_state(true, &cluster).expect("nothing to do");
+        formation.remember_before_state(false, "").expect("nothing to do");
+        assert_eq!(load(dir.path(), me, &ns).rejoin_only(), None);
+        // The first entries from the coordinator: the fact is in node.key before Raft sees them,
+        // so a wipe of everything but the key leaves a node that only rejoins.
+        formation.remember_before_state(false, &cluster).expect("recorded");
+        std::fs::remove_dir_all(dir.path().join("formation")).ok();
+        let reason = load(dir.path(), me, &ns).rejoin_only().expect("rejoin only");
+        assert!(reason.contains(&cluster), "{reason}");
     }
 
     #[tokio::test]
