@@ -30,6 +30,7 @@ pub struct Command {
     /// Deduplication id; `None` for writes that need no retry protection.
     pub id: Option<RequestId>,
     /// The state machine's own encoding of the operation.
+    #[serde(with = "crate::byte_vec")]
     pub payload: Vec<u8>,
 }
 

@@ -19,13 +19,16 @@ pub enum KvOp {
     /// Store `value` under `key`.
     Set {
         /// The key, opaque bytes.
+        #[serde(with = "crate::byte_vec")]
         key: Vec<u8>,
         /// The value, opaque bytes.
+        #[serde(with = "crate::byte_vec")]
         value: Vec<u8>,
     },
     /// Remove `key` if present.
     Delete {
         /// The key, opaque bytes.
+        #[serde(with = "crate::byte_vec")]
         key: Vec<u8>,
     },
 }

@@ -7,6 +7,7 @@
 //! [`Config`] struct shared by the library and the CLI.
 
 pub mod admin_token;
+pub mod byte_vec;
 pub mod command;
 pub mod config;
 pub mod consistency;
@@ -41,6 +42,12 @@ pub use types::{MemberInfo, NodeId, TypeConfig};
 pub fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error> {
     use bincode::Options;
     bincode::DefaultOptions::new().with_fixint_encoding().allow_trailing_bytes().serialize(value)
+}
+
+/// The number of bytes [`encode`] produces for `value`, computed without building them.
+pub fn encoded_len<T: serde::Serialize>(value: &T) -> Result<u64, bincode::Error> {
+    use bincode::Options;
+    bincode::DefaultOptions::new().with_fixint_encoding().allow_trailing_bytes().serialized_size(value)
 }
 
 /// Decode a value produced by [`encode`], refusing inputs larger than `limit` bytes.

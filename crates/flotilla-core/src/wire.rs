@@ -103,6 +103,7 @@ pub struct Sealed {
     /// sequence number of its request.
     pub seq: u64,
     /// Ciphertext and tag.
+    #[serde(with = "crate::byte_vec")]
     pub ciphertext: Vec<u8>,
 }
 
@@ -167,6 +168,7 @@ pub struct SnapshotChunk {
     /// Total snapshot size in bytes.
     pub total: u64,
     /// The bytes.
+    #[serde(with = "crate::byte_vec")]
     pub data: Vec<u8>,
     /// Whether this is the last chunk.
     pub done: bool,

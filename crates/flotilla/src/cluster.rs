@@ -175,8 +175,7 @@ impl Cluster {
             return Err(too_large(Limit::Key, prefix.len(), self.node.config.max_key_bytes));
         }
         let index = self.read_barrier(consistency).await?;
-        let keys =
-            self.node.store.keys(&self.namespace, prefix, MAX_LIST_KEYS).map_err(store_read_error)?;
+        let keys = self.node.store.keys(&self.namespace, prefix, MAX_LIST_KEYS).map_err(store_read_error)?;
         Ok(KeysOutcome { keys, index: index.max(self.applied_index()) })
     }
 

@@ -28,6 +28,7 @@ mod shutdown;
 mod snapshot_inbox;
 pub mod status;
 pub mod testing;
+pub mod wire_budget;
 
 pub use cluster::{Cluster, KeysOutcome, ReadOutcome, WriteOutcome};
 pub use error::StartError;

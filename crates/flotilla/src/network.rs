@@ -1,7 +1,9 @@
 //! openraft's network traits implemented over the [`Transport`] seam.
 //!
-//! One [`GroupNetwork`] per (namespace, target peer). Snapshots are cut into chunks no larger
-//! than the frame budget, so a snapshot of any size crosses the wire in bounded frames.
+//! One [`GroupNetwork`] per (namespace, target peer). Appends are cut to the byte budget of a
+//! [`WireBudget`] (openraft bounds them only by entry count) and snapshots into chunks of that
+//! budget, so entries and snapshots of any size cross the wire in bounded frames; each message
+//! that carries data gets a deadline that grows with its size.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,17 +26,19 @@ use openraft::RaftNetworkV2;
 
 use flotilla_store::SnapshotData;
 
+use crate::wire_budget::WireBudget;
+
 /// Creates per-peer network clients for one namespace's Raft group.
 pub struct GroupNetworkFactory {
     transport: Arc<dyn Transport>,
     namespace: Namespace,
-    chunk_bytes: usize,
+    budget: WireBudget,
 }
 
 impl GroupNetworkFactory {
-    /// A factory sending through `transport`, cutting snapshots into `chunk_bytes` pieces.
-    pub fn new(transport: Arc<dyn Transport>, namespace: Namespace, chunk_bytes: usize) -> Self {
-        Self { transport, namespace, chunk_bytes }
+    /// A factory sending through `transport`, cutting appends and snapshots to `budget`.
+    pub fn new(transport: Arc<dyn Transport>, namespace: Namespace, budget: WireBudget) -> Self {
+        Self { transport, namespace, budget }
     }
 }
 
@@ -55,7 +59,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetworkFactory {
             // this node's configuration names this node's cluster. A group never changes
             // cluster (a dissolved namespace gets a new group), so it is read once per client.
             cluster: node.cluster.clone(),
-            chunk_bytes: self.chunk_bytes,
+            budget: self.budget,
         }
     }
 }
@@ -66,7 +70,7 @@ pub struct GroupNetwork {
     namespace: Namespace,
     target: NodeId,
     cluster: ClusterId,
-    chunk_bytes: usize,
+    budget: WireBudget,
 }
 
 impl GroupNetwork {
@@ -94,10 +98,22 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
 
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.send(RaftRequest::Append(rpc), option.hard_ttl()).await? {
+        let sizes: Vec<usize> = rpc.entries.iter().map(entry_len).collect();
+        let keep = self.budget.prefix_len(sizes.iter().copied());
+        // Only a prefix travels; the target's success then covers exactly that prefix, which
+        // openraft accepts as a partial success and continues after it.
+        let cut = (keep < rpc.entries.len()).then(|| {
+            rpc.entries.truncate(keep);
+            rpc.entries.last().map(|e| e.log_id)
+        });
+        let ttl = self.budget.ttl(option.hard_ttl(), sizes[..keep].iter().sum());
+        match self.send(RaftRequest::Append(rpc), ttl).await? {
+            RaftResponse::Append(AppendEntriesResponse::Success) if cut.is_some() => {
+                Ok(AppendEntriesResponse::PartialSuccess(cut.flatten()))
+            }
             RaftResponse::Append(r) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -160,7 +176,7 @@ impl GroupNetwork {
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let data = snapshot.snapshot;
         let total = data.len() as u64;
-        let chunk = self.chunk_bytes.max(1);
+        let chunk = self.budget.bytes;
         let mut offset = 0usize;
         loop {
             let end = (offset + chunk).min(data.len());
@@ -173,7 +189,8 @@ impl GroupNetwork {
                 data: data[offset..end].to_vec(),
                 done,
             };
-            let reply = self.send(RaftRequest::SnapshotChunk(piece), option.hard_ttl()).await.map_err(to_streaming)?;
+            let ttl = self.budget.ttl(option.hard_ttl(), end - offset);
+            let reply = self.send(RaftRequest::SnapshotChunk(piece), ttl).await.map_err(to_streaming)?;
             match reply {
                 RaftResponse::SnapshotChunk(Some(resp)) if done => return Ok(resp),
                 RaftResponse::SnapshotChunk(None) if !done => {}
@@ -186,6 +203,13 @@ impl GroupNetwork {
             offset = end;
         }
     }
+}
+
+/// The encoded size of `entry`, as it travels in an append.
+fn entry_len(entry: &flotilla_core::types::Entry) -> usize {
+    // Encoding to a counter cannot fail for a type that encodes on the wire; should it, the
+    // entry counts as a full budget and travels alone.
+    flotilla_core::encoded_len(entry).map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 fn to_streaming(e: RPCError<TypeConfig>) -> StreamingError<TypeConfig> {

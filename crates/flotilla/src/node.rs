@@ -300,8 +300,9 @@ pub(crate) async fn open_group(
     factory: &StateMachineFactory,
     ns: &Namespace,
 ) -> Result<Arc<Group>, StartError> {
-    let chunk = config.max_frame_bytes / 2;
-    let network = GroupNetworkFactory::new(transport.clone(), ns.clone(), chunk);
+    let election_max = std::time::Duration::from_millis(config.timing().election_max_ms);
+    let budget = crate::wire_budget::WireBudget::new(config.max_frame_bytes, election_max);
+    let network = GroupNetworkFactory::new(transport.clone(), ns.clone(), budget);
     let rc = raft_config(config, ns).map_err(|e| StartError::Config(e.to_string()))?;
     Group::start(transport.local_id(), ns.clone(), rc, network, store, factory(ns))
         .await

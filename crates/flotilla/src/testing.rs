@@ -15,8 +15,11 @@ use flotilla_core::{Discovery, DiscoverySource, InboundHandler, Sighting, Transp
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// Largest message the router carries, like a transport's frame limit.
-const MAX_MESSAGE_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest message the router carries: the default frame limit of a real transport, so a
+/// message a node could not send over libp2p fails here too.
+fn max_message_bytes() -> u64 {
+    flotilla_core::Config::default().max_frame_bytes as u64
+}
 
 #[derive(Default)]
 struct Faults {
@@ -157,7 +160,7 @@ struct RouterTransport {
 
 fn roundtrip<T: serde::Serialize + serde::de::DeserializeOwned>(value: &T) -> Result<T, TransportError> {
     let bytes = flotilla_core::encode(value).map_err(|e| TransportError::Protocol(e.to_string()))?;
-    flotilla_core::decode(&bytes, MAX_MESSAGE_BYTES).map_err(|e| TransportError::Protocol(e.to_string()))
+    flotilla_core::decode(&bytes, max_message_bytes()).map_err(|e| TransportError::Protocol(e.to_string()))
 }
 
 #[async_trait::async_trait]
