@@ -78,12 +78,10 @@ fn admits(node: &Node, group: &Group, message: &Incoming<'_, NodeId>) -> Result<
         let in_config = membership.get_node(&message.from).is_some();
         let config_empty = membership.nodes().next().is_none();
         let has_state = m.last_log_index.is_some();
-        formation
-            .admits(message, has_state, in_config, config_empty, &cluster_of(&m))
-            .map_err(|refusal| {
-                debug!(namespace = %group.namespace, peer = %message.from, %refusal, "Raft message refused");
-                refused(message.from, refusal)
-            })?;
+        formation.admits(message, has_state, in_config, config_empty, &cluster_of(&m)).map_err(|refusal| {
+            debug!(namespace = %group.namespace, peer = %message.from, %refusal, "Raft message refused");
+            refused(message.from, refusal)
+        })?;
         has_state
     };
     formation.remember_before_state(has_state, message.cluster).map_err(|e| {
