@@ -2,44 +2,23 @@
 //! can read; the CLI's admin commands send the token given by `--admin-token-file` or
 //! `FLOTILLA_ADMIN_TOKEN_FILE`, and key/value commands need none.
 
-use std::net::TcpListener;
+mod support;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use flotilla_http::Client;
+use support::{exits_within, flotilla, free_port};
 
 const TOKEN: &str = "dGhlLWFkbWluLXRva2VuLW9mLXRoZS1jbGktdGVzdA==";
-
-fn flotilla() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-    cmd.env_remove("FLOTILLA_ADMIN_TOKEN_FILE").env_remove("FLOTILLA_ADDR").env("RUST_BACKTRACE", "0");
-    cmd
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
 
 fn token_file(dir: &Path, name: &str, mode: u32) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, format!("{TOKEN}\n")).expect("write token");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
     path
-}
-
-/// Wait for `child` to exit within `within`; kills it and fails otherwise.
-fn exits_within(mut child: Child, within: Duration) -> Output {
-    let deadline = Instant::now() + within;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the agent did not exit within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
 }
 
 fn agent_refusal(dir: &Path, args: &[&str]) -> String {

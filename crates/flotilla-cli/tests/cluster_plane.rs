@@ -5,31 +5,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use flotilla_http::Client;
 use serde_json::Value;
-use support::{free_port, until};
-
-fn flotilla() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-    cmd.env_remove("FLOTILLA_CLUSTER_KEY_FILE").env_remove("FLOTILLA_ADMIN_TOKEN_FILE").env("RUST_BACKTRACE", "0");
-    cmd
-}
-
-/// Wait for `child` to exit within `within`; kills it and fails otherwise.
-fn exits_within(mut child: Child, within: Duration) -> Output {
-    let deadline = Instant::now() + within;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the agent did not exit within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
-}
+use support::{exits_within, flotilla, free_port, until};
 
 /// Run an agent with `args` on a loopback HTTP port and expect it to refuse to start.
 fn refusal(data: &Path, args: &[&str]) -> String {

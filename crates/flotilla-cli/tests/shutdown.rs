@@ -2,7 +2,6 @@
 //! cluster stops): every agent hands off what it can within one deadline, flushes and exits 0,
 //! within a bound, instead of waiting a request timeout per namespace it leads.
 
-#[allow(dead_code)] // not every helper is used here
 mod support;
 
 use std::path::Path;

@@ -1,6 +1,10 @@
 //! Helpers shared by the tests that run real agents on loopback.
 
+// Each test binary includes this module and uses only some of its helpers.
+#![allow(dead_code)]
+
 use std::net::TcpListener;
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 /// Generous bound for anything cluster-wide on a loaded 2-core CI machine.
@@ -25,4 +29,28 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The `flotilla` binary under test, with none of the operator's environment that would
+/// change what an agent does (key and token files, the CLI's default address).
+pub fn flotilla() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
+    cmd.env_remove("FLOTILLA_CLUSTER_KEY_FILE")
+        .env_remove("FLOTILLA_ADMIN_TOKEN_FILE")
+        .env_remove("FLOTILLA_ADDR")
+        .env("RUST_BACKTRACE", "0");
+    cmd
+}
+
+/// Wait for `child` to exit within `within`; kills it and fails otherwise.
+pub fn exits_within(mut child: Child, within: Duration) -> Output {
+    let deadline = Instant::now() + within;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the agent did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
 }
