@@ -10,7 +10,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use flotilla_http::Client;
-use support::{exits_within, flotilla, free_port};
+use support::{flotilla, free_port, refused_start};
 
 const TOKEN: &str = "dGhlLWFkbWluLXRva2VuLW9mLXRoZS1jbGktdGVzdA==";
 
@@ -22,18 +22,7 @@ fn token_file(dir: &Path, name: &str, mode: u32) -> PathBuf {
 }
 
 fn agent_refusal(dir: &Path, args: &[&str]) -> String {
-    let child = flotilla()
-        .args(["agent", "--no-mdns", "--data-dir"])
-        .arg(dir.join("data"))
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("agent starts");
-    let out = exits_within(child, Duration::from_secs(30));
-    assert!(!out.status.success(), "the agent must refuse to start");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    refused_start(&dir.join("data"), &[&["--listen", "/ip4/127.0.0.1/tcp/0"][..], args].concat())
 }
 
 #[test]

@@ -10,22 +10,12 @@ use std::time::Duration;
 
 use flotilla_http::Client;
 use serde_json::Value;
-use support::{exits_within, flotilla, free_port, until};
+use support::{flotilla, free_port, refused_start, until};
 
 /// Run an agent with `args` on a loopback HTTP port and expect it to refuse to start.
 fn refusal(data: &Path, args: &[&str]) -> String {
-    let child = flotilla()
-        .args(["agent", "--no-mdns", "--data-dir"])
-        .arg(data)
-        .args(["--http", &format!("127.0.0.1:{}", free_port())])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("agent starts");
-    let out = exits_within(child, Duration::from_secs(30));
-    assert!(!out.status.success(), "the agent must refuse to start with {args:?}");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let http = format!("127.0.0.1:{}", free_port());
+    refused_start(data, &[&["--http", http.as_str()][..], args].concat())
 }
 
 #[test]

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use flotilla_core::ApiError;
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::async_runtime::Instant as _;
 use openraft::{RaftMetrics, ServerState};
 
@@ -24,7 +25,7 @@ impl Node {
     /// has not acknowledged it for longer than the election timeout, even after one more
     /// heartbeat round.
     pub(crate) async fn confirm_quorum_contact(&self, group: &Group) -> Result<(), ApiError> {
-        if self.quorum_silence(&group.metrics()).is_none() {
+        if self.current_silence(group).is_none() {
             return Ok(());
         }
         // Silent for long: cut off, or a partition that just healed. One heartbeat round tells
@@ -54,12 +55,21 @@ impl Node {
 
     /// [`ApiError::LostQuorum`] if this node leads `group` and a quorum has been silent too long.
     fn check_quorum_contact(&self, group: &Group) -> Result<(), ApiError> {
-        let Some(silent) = self.quorum_silence(&group.metrics()) else {
+        let Some(silent) = self.current_silence(group) else {
             return Ok(());
         };
         let silent_ms = u64::try_from(silent.as_millis()).unwrap_or(u64::MAX);
         tracing::warn!(namespace = %group.namespace, silent_ms, "leader lost contact with a quorum: refusing");
         Err(ApiError::LostQuorum { leader: self.id, silent_ms })
+    }
+
+    /// [`Node::quorum_silence`] of the group's current metrics, read in place: this runs on
+    /// every read and write, and cloning the metrics would copy the membership and the
+    /// replication map each time.
+    fn current_silence(&self, group: &Group) -> Option<Duration> {
+        let metrics = group.raft.metrics();
+        let m = metrics.borrow_watched();
+        self.quorum_silence(&m)
     }
 
     /// How long a quorum has not acknowledged this node, when it leads and that is longer

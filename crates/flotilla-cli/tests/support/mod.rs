@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Output};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Generous bound for anything cluster-wide on a loaded 2-core CI machine.
@@ -53,4 +54,20 @@ pub fn exits_within(mut child: Child, within: Duration) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().expect("output")
+}
+
+/// Run `flotilla agent --no-mdns --data-dir DATA ARGS` and expect it to refuse to start within
+/// 30 s; returns what it wrote to stderr.
+pub fn refused_start(data: &Path, args: &[&str]) -> String {
+    let child = flotilla()
+        .args(["agent", "--no-mdns", "--data-dir"])
+        .arg(data)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("agent starts");
+    let out = exits_within(child, Duration::from_secs(30));
+    assert!(!out.status.success(), "the agent must refuse to start with {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
