@@ -181,6 +181,25 @@ pub enum NsCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Open namespace NAME on this node: it forms or joins a cluster of NAME, and stays open
+    /// across restarts.
+    Open {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Close namespace NAME on this node: hand leadership off, leave the membership, stop the
+    /// group and drop its local data (unless --keep-data).
+    Close {
+        name: String,
+        /// Keep the namespace's local data (a later open rejoins with it).
+        #[arg(long)]
+        keep_data: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List the namespaces this node serves, with role and leader.
+    List,
 }
 
 pub async fn ns(target: &Target, op: NsCommand) -> anyhow::Result<()> {
@@ -190,6 +209,12 @@ pub async fn ns(target: &Target, op: NsCommand) -> anyhow::Result<()> {
         NsCommand::Dissolve { admin } => {
             admin.client(target)?.post_json(&format!("/v1/ns/{ns}/dissolve"), &json!({})).await?
         }
+        NsCommand::Open { name, admin } => admin.client(target)?.put_json(&format!("/v1/ns/{name}")).await?,
+        NsCommand::Close { name, keep_data, admin } => {
+            let query = if keep_data { "?keep_data=true" } else { "" };
+            admin.client(target)?.delete_json(&format!("/v1/ns/{name}{query}")).await?
+        }
+        NsCommand::List => target.client().get_json("/v1/ns").await?,
     };
     println!("{}", serde_json::to_string_pretty(&reply)?);
     Ok(())

@@ -69,7 +69,7 @@ enum Command {
         #[command(subcommand)]
         op: commands::LeaderCommand,
     },
-    /// Formation status of a namespace, and split resolution.
+    /// Open, close and list namespaces; formation status of a namespace, and split resolution.
     Ns {
         #[command(flatten)]
         target: Target,

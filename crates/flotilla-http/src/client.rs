@@ -178,6 +178,12 @@ impl Client {
         r.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// `PUT` at `path` without a body, returning the JSON reply.
+    pub async fn put_json(&self, path: &str) -> Result<Value, ClientError> {
+        let r = self.send(self.http.put(self.url(path))).await?;
+        r.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
     /// `DELETE` at `path`, returning the JSON reply.
     pub async fn delete_json(&self, path: &str) -> Result<Value, ClientError> {
         let r = self.send(self.http.delete(self.url(path))).await?;

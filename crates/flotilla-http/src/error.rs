@@ -26,6 +26,20 @@ impl From<ApiError> for HttpError {
     }
 }
 
+impl From<flotilla::NamespaceError> for HttpError {
+    fn from(e: flotilla::NamespaceError) -> Self {
+        use flotilla::NamespaceError as E;
+        let (status, code) = match &e {
+            E::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_namespace"),
+            E::NodeClosing => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            E::Leave { source, .. } => (status_of(source), "leave_failed"),
+            E::LastVoter { .. } => (StatusCode::CONFLICT, "last_voter"),
+            E::Open(_) | E::Storage(_) | E::Crashed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "namespace_failed"),
+        };
+        Self { status, code, message: e.to_string() }
+    }
+}
+
 /// The HTTP status of each error, in one place. 503 and 504 are the only statuses a write
 /// answers when its outcome is unknown; every other status promises nothing was applied.
 pub fn status_of(e: &ApiError) -> StatusCode {

@@ -18,6 +18,7 @@ mod json_errors;
 mod kv_routes;
 mod membership_routes;
 mod metrics;
+mod namespace_routes;
 mod node_routes;
 pub mod server;
 

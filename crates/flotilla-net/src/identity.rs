@@ -69,6 +69,26 @@ pub fn record_membership(data_dir: &Path, peer: &PeerId, namespace: &str, cluste
     Ok(true)
 }
 
+/// Forget in `<data_dir>/node.key` that the identity `peer` was admitted to `namespace` (it
+/// left the namespace cleanly: its removal from the membership is committed). Replaced
+/// atomically and durably like [`record_membership`]; returns `false` (and writes nothing)
+/// when nothing was recorded. Callers serialize their calls for one data directory.
+pub fn forget_membership(data_dir: &Path, peer: &PeerId, namespace: &str) -> Result<bool, NetError> {
+    let path = data_dir.join(KEY_FILE);
+    let key_err = |reason: String| NetError::KeyFile { path: path.clone(), reason };
+    let Some((keypair, mut contents)) = read_key_file(&path)? else {
+        return Ok(false);
+    };
+    if keypair.public().to_peer_id() != *peer {
+        return Err(key_err(format!("holds {}, not {peer}", keypair.public().to_peer_id())));
+    }
+    if contents.memberships.remove(namespace).is_none() {
+        return Ok(false);
+    }
+    write_atomically(data_dir, &path, &contents.encode())?;
+    Ok(true)
+}
+
 /// Read and decode the key file; `None` if it does not exist.
 fn read_key_file(path: &Path) -> Result<Option<(Keypair, KeyFileContents)>, NetError> {
     let bytes = match fs::read(path) {

@@ -1,6 +1,6 @@
 //! [`Store`]: the node's one redb file, its writer thread and its snapshot directory.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use flotilla_core::types::LogId;
 use flotilla_core::{Namespace, StateMachine, TypeConfig};
 use openraft::alias::LogIdOf;
-use redb::{ReadTransaction, ReadableDatabase, ReadableTableMetadata, WriteTransaction};
+use redb::{ReadTransaction, ReadableDatabase, ReadableTableMetadata, TableHandle, WriteTransaction};
 use serde::de::DeserializeOwned;
 
 use crate::at_rest::AtRestCipher;
@@ -201,6 +201,21 @@ impl Store {
             })
             .await?;
         self.snapshots.remove_all(ns)
+    }
+
+    /// The namespaces this store holds anything of: a table or a snapshot directory. Used at
+    /// start to find the leftovers of namespaces the node no longer serves.
+    pub fn stored_namespaces(&self) -> Result<BTreeSet<Namespace>, StoreError> {
+        let txn = self.read_txn()?;
+        let mut found = BTreeSet::new();
+        for table in txn.list_tables().map_err(redb_error)? {
+            let name = table.name();
+            if let Some(ns) = crate::tables::namespace_of_table(name) {
+                found.insert(ns);
+            }
+        }
+        found.extend(self.snapshots.namespaces()?);
+        Ok(found)
     }
 
     /// The value stored under `key` in `ns`'s state machine table, as of the last commit.

@@ -64,6 +64,14 @@ pub(crate) type DedupTable<'a> = TableDefinition<'a, &'static [u8], &'static [u8
 /// Table of a namespace's dedup insertion order.
 pub(crate) type DedupOrderTable<'a> = TableDefinition<'a, u64, &'static [u8]>;
 
+/// Kinds of per-namespace tables, as the prefix of their names.
+const NAMESPACE_TABLE_KINDS: [&str; 5] = ["log/", "meta/", "kv/", "dedup/", "dedup-order/"];
+
+/// The namespace a table named `name` belongs to, if it is a namespace table.
+pub(crate) fn namespace_of_table(name: &str) -> Option<Namespace> {
+    NAMESPACE_TABLE_KINDS.iter().find_map(|kind| name.strip_prefix(kind)).and_then(|ns| Namespace::new(ns).ok())
+}
+
 /// The table names of one namespace, computed once.
 #[derive(Debug, Clone)]
 pub(crate) struct NsTables {

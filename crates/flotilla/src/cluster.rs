@@ -297,7 +297,6 @@ impl Cluster {
         let formation = self
             .node
             .formation(&self.namespace)
-            .cloned()
             .ok_or_else(|| ApiError::UnknownNamespace(self.namespace.to_string()))?;
         self.node.dissolve_forced(&group, &formation).await.map_err(ApiError::Unavailable)
     }

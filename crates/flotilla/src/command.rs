@@ -143,7 +143,9 @@ impl Node {
     ) -> Result<CommandResponse, WireError> {
         let budget = Duration::from_millis(envelope.budget_ms).min(self.config.request_timeout());
         let deadline = Instant::now() + budget;
-        if is_membership_change(&envelope.request) && !is_voter(group, from) {
+        // A member may always take itself out (closing the namespace on that node).
+        let leaving = matches!(envelope.request, CommandRequest::Remove(id) if id == from);
+        if is_membership_change(&envelope.request) && !is_voter(group, from) && !leaving {
             return Err(WireError::Rejected(format!(
                 "{from} is not a voter of this cluster: only voters may change its membership or leadership \
                  (a node asks for itself with a join; an operator asks a voter's HTTP API)"

@@ -35,3 +35,44 @@ pub enum StartError {
     #[error("namespace {0}: {1}")]
     Raft(String, String),
 }
+
+/// Why a namespace could not be opened or closed at runtime ([`crate::Node::open_namespace`],
+/// [`crate::Node::close_namespace`]).
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceError {
+    /// The name is not a valid namespace name.
+    #[error(transparent)]
+    InvalidName(#[from] flotilla_core::NamespaceError),
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    NodeClosing,
+    /// The namespace could not be set up (storage, Raft configuration, group start); it is not
+    /// open and nothing of it remains in the set of open namespaces.
+    #[error(transparent)]
+    Open(#[from] StartError),
+    /// Persisting the set of open namespaces, or dropping the namespace's data, failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The node could not leave the namespace's membership (no leader, timeout): the
+    /// namespace stays open and its data is untouched; closing again retries.
+    #[error("cannot leave the membership of namespace {namespace}: {source}")]
+    Leave {
+        /// The namespace.
+        namespace: String,
+        /// What the leader (or the way to it) answered.
+        source: flotilla_core::ApiError,
+    },
+    /// This node is the namespace's only voter and other members (learners) remain: it cannot
+    /// leave without stranding them. Promote one first (`flotilla members add --voter`), or
+    /// remove them.
+    #[error("this node is the only voter of namespace {namespace} and {others} other member(s) remain")]
+    LastVoter {
+        /// The namespace.
+        namespace: String,
+        /// Members other than this node.
+        others: usize,
+    },
+    /// A test crash point stopped the operation (see [`crate::testing::CrashPoint`]).
+    #[error("crashed at {0:?} (test crash point)")]
+    Crashed(crate::testing::CrashPoint),
+}

@@ -124,7 +124,7 @@ impl Node {
         fresh: bool,
         deadline: Instant,
     ) -> Result<CommandResponse, WireError> {
-        let Some(formation) = self.formation(&group.namespace).cloned() else {
+        let Some(formation) = self.formation(&group.namespace) else {
             return Err(unknown_namespace(group));
         };
         if from == self.id {

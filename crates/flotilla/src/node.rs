@@ -16,11 +16,14 @@ use crate::cluster::Cluster;
 use crate::error::StartError;
 use crate::formation::ledger::MembershipLedger;
 use crate::formation::peers::PeerTable;
-use crate::formation::record::{FoundingRecord, RecordFile};
+use crate::formation::record::FoundingRecord;
 use crate::formation::view::cluster_id;
-use crate::formation::{autopilot, discovery_loop, driver, BootstrapDiscovery, Formation};
-use crate::group::{Group, GroupSlot};
+use crate::formation::{discovery_loop, BootstrapDiscovery, Formation};
+use crate::group::Group;
 use crate::inbound::Inbound;
+use crate::namespace_lifecycle;
+use crate::namespace_set::NamespaceSetFile;
+use crate::namespaces::NamespaceRegistry;
 use crate::network::GroupNetworkFactory;
 use crate::raft_config::raft_config;
 use crate::request_ids::RequestIds;
@@ -60,15 +63,16 @@ pub struct Node {
     pub(crate) config: Config,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) store: Arc<Store>,
-    pub(crate) groups: BTreeMap<Namespace, Arc<GroupSlot>>,
+    pub(crate) namespaces: NamespaceRegistry,
     pub(crate) snapshots: SnapshotInbox,
     pub(crate) request_ids: RequestIds,
-    pub(crate) formations: BTreeMap<Namespace, Arc<Formation>>,
     pub(crate) peers: PeerTable,
     pub(crate) sealing: Arc<Sealing>,
     pub(crate) discovery: Vec<Arc<dyn Discovery>>,
     pub(crate) factory: StateMachineFactory,
     closing: AtomicBool,
+    /// Where a test wants an open or close to crash (see [`crate::testing::CrashPoint`]).
+    pub(crate) crash_at: std::sync::Mutex<Option<crate::testing::CrashPoint>>,
 }
 
 impl Node {
@@ -108,50 +112,33 @@ impl Node {
         if !config.bootstrap.is_empty() {
             discovery.push(Arc::new(BootstrapDiscovery::new(transport.clone(), config.bootstrap.clone())));
         }
-        let mut groups = BTreeMap::new();
-        let mut formations = BTreeMap::new();
-        let mut fresh = BTreeSet::new();
         let ledger = Arc::new(MembershipLedger::open(config.data_dir.clone(), id).map_err(StartError::Storage)?);
-        for ns in &config.namespaces {
-            let record = RecordFile::new(&config.data_dir, ns);
-            let formation =
-                Formation::load(id, ns.clone(), record, ledger.clone(), config.expect, config.voter_target, started)
-                    .map_err(StartError::Storage)?;
-            // Decided before Raft opens the store: a node that was ever a member never founds.
-            if !store.has_state(ns).map_err(|e| StartError::Storage(e.to_string()))? {
-                if let (true, Some(reason)) = (config.force_bootstrap, formation.rejoin_only()) {
-                    return Err(StartError::ForceBootstrapAfterDataLoss { namespace: ns.to_string(), reason });
-                }
-                fresh.insert(ns.clone());
-            }
-            formations.insert(ns.clone(), Arc::new(formation));
-            let group = open_group(&config, &transport, &store, &factory, ns).await?;
-            groups.insert(ns.clone(), Arc::new(GroupSlot::new(group)));
-        }
+        let stored = store.stored_namespaces().map_err(|e| StartError::Storage(e.to_string()))?;
+        let set_file = NamespaceSetFile::new(&config.data_dir);
+        let (set, persisted) =
+            namespace_lifecycle::initial_set(&set_file, &config.namespaces, &stored).map_err(StartError::Storage)?;
+        let namespaces = NamespaceRegistry::new(&config.data_dir, set.clone(), ledger);
         let node = Arc::new(Node {
             id,
             config,
             transport: transport.clone(),
             store,
-            groups,
+            namespaces,
             snapshots: SnapshotInbox::new(SNAPSHOT_INBOX),
             request_ids: RequestIds::new(),
-            formations,
             peers: PeerTable::new(id),
             sealing,
             discovery,
             factory,
             closing: AtomicBool::new(false),
+            crash_at: std::sync::Mutex::new(None),
         });
+        if persisted {
+            node.clean_leftovers(&stored).await?;
+        }
         transport.set_handler(Arc::new(Inbound::new(&node)));
-        for ns in node.config.namespaces.clone() {
-            // `--force-bootstrap` only on a clean slate: never over a promise or a decision.
-            let clean = node.formations[&ns].lock().founder.phase() == flotilla_core::formation::FreshPhase::Free;
-            if fresh.contains(&ns) && node.config.force_bootstrap && clean {
-                node.force_found(&ns).await?;
-            }
-            driver::spawn(&node, ns.clone());
-            autopilot::spawn(&node, ns);
+        for ns in &set.open {
+            node.open_listed(ns, started, true).await?;
         }
         discovery_loop::spawn(&node);
         Ok(node)
@@ -174,7 +161,7 @@ impl Node {
 
     /// The namespaces this node serves.
     pub fn namespaces(&self) -> Vec<Namespace> {
-        self.groups.keys().cloned().collect()
+        self.namespaces.names()
     }
 
     /// The store (for metrics).
@@ -184,18 +171,18 @@ impl Node {
 
     /// The cluster API of every namespace, in name order.
     pub fn clusters(self: &Arc<Self>) -> Vec<Cluster> {
-        self.groups.values().map(|g| Cluster::new(self.clone(), g.clone())).collect()
+        self.namespaces.all().into_iter().map(|(_, e)| Cluster::new(self.clone(), e.slot.clone())).collect()
     }
 
     /// The cluster API of one namespace.
     pub fn cluster(self: &Arc<Self>, namespace: &str) -> Result<Cluster, ApiError> {
         let ns = Namespace::new(namespace)?;
-        let group = self.groups.get(&ns).cloned().ok_or_else(|| ApiError::UnknownNamespace(namespace.to_string()))?;
-        Ok(Cluster::new(self.clone(), group))
+        let entry = self.namespaces.get(&ns).ok_or_else(|| ApiError::UnknownNamespace(namespace.to_string()))?;
+        Ok(Cluster::new(self.clone(), entry.slot.clone()))
     }
 
     pub(crate) fn group(&self, ns: &Namespace) -> Option<Arc<Group>> {
-        self.groups.get(ns).map(|slot| slot.get())
+        self.namespaces.get(ns).map(|entry| entry.group())
     }
 
     pub(crate) fn is_closing(&self) -> bool {
@@ -227,8 +214,8 @@ impl Node {
     }
 
     /// The formation state of a namespace.
-    pub fn formation(&self, ns: &Namespace) -> Option<&Arc<Formation>> {
-        self.formations.get(ns)
+    pub fn formation(&self, ns: &Namespace) -> Option<Arc<Formation>> {
+        self.namespaces.get(ns).map(|entry| entry.formation.clone())
     }
 
     /// The peers this node knows of.
@@ -238,12 +225,13 @@ impl Node {
 
     /// Whether every namespace has Raft state on this node.
     pub(crate) fn all_formed(&self) -> bool {
-        self.groups.values().all(|g| g.get().has_state())
+        self.namespaces.all().iter().all(|(_, e)| e.group().has_state())
     }
 
     /// `--force-bootstrap` on empty state: found a single-node cluster at once.
-    async fn force_found(&self, ns: &Namespace) -> Result<(), StartError> {
-        let (group, formation) = (self.groups[ns].get(), &self.formations[ns]);
+    pub(crate) async fn force_found(&self, ns: &Namespace) -> Result<(), StartError> {
+        let Some(entry) = self.namespaces.get(ns) else { return Ok(()) };
+        let (group, formation) = (entry.group(), &entry.formation);
         let ballot = Ballot { coordinator: self.id, round: rand::random() };
         let record =
             FoundingRecord::Founded { ballot, voters: BTreeSet::from([self.id]), all: BTreeSet::from([self.id]) };
@@ -283,7 +271,7 @@ impl Node {
     }
 
     fn all_groups(&self) -> Vec<Arc<Group>> {
-        self.groups.values().map(|slot| slot.get()).collect()
+        self.namespaces.all().iter().map(|(_, e)| e.group()).collect()
     }
 
     async fn stop_groups(&self) {

@@ -24,11 +24,12 @@ const TICK: Duration = Duration::from_millis(500);
 /// A learner within this many entries of the leader's log counts as caught up.
 const CAUGHT_UP_ENTRIES: u64 = 64;
 
-/// Run the autopilot of `ns` until the node closes.
-pub(crate) fn spawn(node: &Arc<Node>, ns: Namespace) {
+/// Run the autopilot of `ns` until the node or the namespace closes (the namespace's registry
+/// entry aborts the returned task).
+pub(crate) fn spawn(node: &Arc<Node>, ns: Namespace) -> tokio::task::JoinHandle<()> {
     let weak = Arc::downgrade(node);
     let span = tracing::info_span!("autopilot", namespace = %ns);
-    tokio::spawn(async move { run(weak, ns).await }.instrument(span));
+    tokio::spawn(async move { run(weak, ns).await }.instrument(span))
 }
 
 async fn run(weak: Weak<Node>, ns: Namespace) {
@@ -41,7 +42,7 @@ async fn run(weak: Weak<Node>, ns: Namespace) {
             if node.is_closing() {
                 return;
             }
-            if let (Some(group), Some(formation)) = (node.group(&ns), node.formation(&ns).cloned()) {
+            if let (Some(group), Some(formation)) = (node.group(&ns), node.formation(&ns)) {
                 node.autopilot_tick(&group, &formation, &mut silent_since).await;
             }
         }

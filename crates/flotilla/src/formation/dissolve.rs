@@ -137,9 +137,10 @@ impl Node {
 
     /// Stop the namespace's group, wipe its state and start it again empty.
     pub(crate) async fn reset_namespace(&self, ns: &Namespace) -> Result<(), String> {
-        let (Some(slot), Some(formation)) = (self.groups.get(ns), self.formation(ns)) else {
+        let Some(entry) = self.namespaces.get(ns) else {
             return Err("unknown namespace".into());
         };
+        let (slot, formation) = (&entry.slot, &entry.formation);
         if !formation.begin_reset() {
             return Err("a reset of this namespace is already under way".into());
         }

@@ -39,11 +39,12 @@ const JOIN_PAUSE: Duration = Duration::from_millis(1000);
 /// How long an admitted node waits for the leader's log before asking again.
 const ADMITTED_PATIENCE: Duration = Duration::from_secs(15);
 
-/// Run the formation loop of `ns` until the node closes.
-pub(crate) fn spawn(node: &Arc<Node>, ns: Namespace) {
+/// Run the formation loop of `ns` until the node or the namespace closes (the namespace's
+/// registry entry aborts the returned task).
+pub(crate) fn spawn(node: &Arc<Node>, ns: Namespace) -> tokio::task::JoinHandle<()> {
     let weak = Arc::downgrade(node);
     let span = tracing::info_span!("formation", namespace = %ns);
-    tokio::spawn(async move { run(weak, ns).await }.instrument(span));
+    tokio::spawn(async move { run(weak, ns).await }.instrument(span))
 }
 
 async fn run(weak: Weak<Node>, ns: Namespace) {
@@ -61,7 +62,7 @@ async fn run(weak: Weak<Node>, ns: Namespace) {
 
 impl Node {
     async fn formation_tick(&self, ns: &Namespace) -> Duration {
-        let (Some(group), Some(formation)) = (self.group(ns), self.formation(ns).cloned()) else {
+        let (Some(group), Some(formation)) = (self.group(ns), self.formation(ns)) else {
             return MEMBER_TICK;
         };
         let member = group.has_state();

@@ -57,6 +57,13 @@ impl MembershipLedger {
         self.lock()?.get(ns.as_str()).cloned()
     }
 
+    /// The namespaces this identity is recorded as admitted to.
+    pub fn namespaces(&self) -> Vec<Namespace> {
+        self.lock()
+            .map(|known| known.keys().filter_map(|n| Namespace::new(n.as_str()).ok()).collect())
+            .unwrap_or_default()
+    }
+
     /// Record durably that `cluster` admitted this identity to `ns` (nothing to do when the
     /// ledger is off or already says so). Returns once the key file on disk says it.
     pub fn record(&self, ns: &Namespace, cluster: &str) -> Result<(), String> {
@@ -71,6 +78,20 @@ impl MembershipLedger {
             .map_err(|e| e.to_string())?
             .ok_or("the node key vanished from the data directory")?;
         tracing::info!(namespace = %ns, %cluster, "recorded in node.key: this identity is a member of the namespace");
+        Ok(())
+    }
+
+    /// Forget durably that this identity was admitted to `ns`: it left the namespace and its
+    /// removal is committed, so a later open may found or join like a new node. Returns once
+    /// the key file on disk no longer says it (nothing to do when the ledger is off).
+    pub fn forget(&self, ns: &Namespace) -> Result<(), String> {
+        let Some(mut known) = self.lock() else { return Ok(()) };
+        if !known.contains_key(ns.as_str()) {
+            return Ok(());
+        }
+        flotilla_net::forget_membership(&self.data_dir, &self.me, ns.as_str()).map_err(|e| e.to_string())?;
+        known.remove(ns.as_str());
+        tracing::info!(namespace = %ns, "forgotten in node.key: this identity left the namespace");
         Ok(())
     }
 

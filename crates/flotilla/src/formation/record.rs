@@ -52,6 +52,31 @@ impl RecordFile {
         Self { path: data_dir.join("formation").join(format!("{}.rec", ns.as_str())) }
     }
 
+    /// The namespaces with a record under `data_dir`.
+    pub fn namespaces(data_dir: &Path) -> Vec<Namespace> {
+        let Ok(entries) = fs::read_dir(data_dir.join("formation")) else { return Vec::new() };
+        entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name();
+                let name = name.to_str()?.strip_suffix(".rec")?.to_string();
+                Namespace::new(name).ok()
+            })
+            .collect()
+    }
+
+    /// Remove the record durably (the namespace left this node): a missing file reads as
+    /// [`FoundingRecord::Free`].
+    pub fn remove(&self) -> Result<(), String> {
+        match fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("removing {}: {e}", self.path.display())),
+        }
+        let dir = self.path.parent().ok_or("record path has no directory")?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("syncing {}: {e}", dir.display()))
+    }
+
     /// Load the record; a missing file is [`FoundingRecord::Free`], a damaged one an error
     /// (refusing to start beats forgetting a promise).
     pub fn load(&self) -> Result<FoundingRecord, String> {

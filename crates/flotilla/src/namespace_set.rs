@@ -1,0 +1,121 @@
+//! The set of namespaces a node serves, kept durably so a restart reopens exactly that set.
+//!
+//! One small file, `<data_dir>/namespaces.set`, replaced atomically (temp file, fsync, rename,
+//! directory fsync) and checked with a CRC on load, like the founding records. It lists the
+//! namespaces that are open and those closed with `keep_data` (their data stays on disk and is
+//! not cleaned at start). `--namespace` flags only seed the file of a node that has none.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use flotilla_core::Namespace;
+use serde::{Deserialize, Serialize};
+
+/// Name of the file inside the data directory.
+pub const NAMESPACE_SET_FILE: &str = "namespaces.set";
+/// Largest file accepted on load (a name is at most 64 bytes).
+const MAX_SET_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The namespaces a node serves and those whose data it keeps while closed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceSet {
+    /// Open: served, reopened at every start.
+    pub open: BTreeSet<Namespace>,
+    /// Closed with `keep_data`: not served, but their data is not cleaned at start.
+    pub kept: BTreeSet<Namespace>,
+}
+
+impl NamespaceSet {
+    /// Whether the node holds data of `ns` on purpose (open or kept).
+    pub fn holds(&self, ns: &Namespace) -> bool {
+        self.open.contains(ns) || self.kept.contains(ns)
+    }
+}
+
+/// The encoded form: names as strings, validated again on load.
+#[derive(Serialize, Deserialize)]
+struct Encoded {
+    open: Vec<String>,
+    kept: Vec<String>,
+}
+
+/// The file holding a node's [`NamespaceSet`].
+#[derive(Debug, Clone)]
+pub struct NamespaceSetFile {
+    path: PathBuf,
+}
+
+impl NamespaceSetFile {
+    /// The file under `data_dir`.
+    pub fn new(data_dir: &Path) -> Self {
+        Self { path: data_dir.join(NAMESPACE_SET_FILE) }
+    }
+
+    /// Load the set; `None` when the file does not exist (a fresh node, or one that ran a
+    /// version without it), an error when it is damaged (starting with a guessed set could
+    /// drop a namespace's data).
+    pub fn load(&self) -> Result<Option<NamespaceSet>, String> {
+        let bytes = match fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("reading {}: {e}", self.path.display())),
+        };
+        if bytes.len() < 4 {
+            return Err(format!("{} is truncated", self.path.display()));
+        }
+        let (crc, body) = bytes.split_at(4);
+        if crc32fast::hash(body).to_be_bytes() != crc {
+            return Err(format!("{} fails its checksum", self.path.display()));
+        }
+        let encoded: Encoded =
+            flotilla_core::decode(body, MAX_SET_BYTES).map_err(|e| format!("decoding {}: {e}", self.path.display()))?;
+        let names = |list: Vec<String>| -> Result<BTreeSet<Namespace>, String> {
+            list.iter().map(|n| Namespace::new(n).map_err(|e| format!("{}: {e}", self.path.display()))).collect()
+        };
+        Ok(Some(NamespaceSet { open: names(encoded.open)?, kept: names(encoded.kept)? }))
+    }
+
+    /// Replace the set durably: once this returns, a crash leaves this set or a later one.
+    pub fn save(&self, set: &NamespaceSet) -> Result<(), String> {
+        let strings = |s: &BTreeSet<Namespace>| s.iter().map(|n| n.as_str().to_string()).collect();
+        let body = flotilla_core::encode(&Encoded { open: strings(&set.open), kept: strings(&set.kept) })
+            .map_err(|e| e.to_string())?;
+        let mut bytes = crc32fast::hash(&body).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&body);
+        let dir = self.path.parent().ok_or("the namespace set path has no directory")?;
+        fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let tmp = self.path.with_extension("tmp");
+        let io = |e: std::io::Error| format!("writing {}: {e}", self.path.display());
+        let mut file = File::create(&tmp).map_err(io)?;
+        file.write_all(&bytes).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        fs::rename(&tmp, &self.path).map_err(io)?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_set_round_trips_and_damage_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = NamespaceSetFile::new(dir.path());
+        assert_eq!(file.load().unwrap(), None, "no file: a fresh node");
+        let ns = |n: &str| Namespace::new(n).unwrap();
+        let set = NamespaceSet { open: [ns("a"), ns("b")].into(), kept: [ns("c")].into() };
+        file.save(&set).unwrap();
+        assert_eq!(file.load().unwrap(), Some(set.clone()));
+        assert!(set.holds(&ns("c")) && !set.holds(&ns("d")));
+        let path = dir.path().join(NAMESPACE_SET_FILE);
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&path, bytes).unwrap();
+        assert!(file.load().is_err(), "a damaged set is refused, never guessed");
+    }
+}
