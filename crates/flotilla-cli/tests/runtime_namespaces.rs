@@ -100,8 +100,10 @@ async fn namespaces_open_and_close_at_runtime_on_real_agents() {
         a.start(&bootstrap);
     }
     for a in &agents {
-        until("the default namespace to form", || async { status(&a.http, "default").await.filter(|s| voters(s) == 3) })
-            .await;
+        until("the default namespace to form", || async {
+            status(&a.http, "default").await.filter(|s| voters(s) == 3)
+        })
+        .await;
     }
 
     // Open at runtime on all three, through the CLI; again is a no-op.

@@ -60,6 +60,7 @@ impl Node {
             return Ok(());
         }
         // Listed first: a crash from here on reopens it at the next start.
+        let was_kept = self.namespaces.set().kept.contains(&ns);
         self.namespaces
             .persist(|set| {
                 set.kept.remove(&ns);
@@ -69,9 +70,13 @@ impl Node {
         self.crash_point(CrashPoint::OpenAfterPersist).await?;
         if let Err(e) = self.open_listed(&ns, Instant::now(), false).await {
             warn!(namespace = %ns, error = %e, "opening failed; taking the namespace out of the set again");
-            // The group did not start; what it may have written is cleaned at the next start.
+            // The group did not start; data kept from an earlier close stays kept, anything else
+            // it may have written is cleaned at the next start.
             if let Err(e) = self.namespaces.persist(|set| {
                 set.open.remove(&ns);
+                if was_kept {
+                    set.kept.insert(ns.clone());
+                }
             }) {
                 warn!(namespace = %ns, error = %e, "cannot take the namespace out of the set");
             }
@@ -242,8 +247,10 @@ impl Node {
 }
 
 /// The set of namespaces to serve at start: the persisted one, or (no file yet) the
-/// `--namespace` flags, with the namespaces that have data but no flag kept (not served, not
-/// cleaned), so a node upgraded from a version without the file loses nothing.
+/// `--namespace` flags, with the namespaces the node holds anything of (`stored`: data, a
+/// formation record, a membership in `node.key`) but no flag for kept (not served, not
+/// cleaned), so a node upgraded from a version without the file loses nothing, not even the
+/// memberships that keep it from founding a namespace it lost its data of.
 pub(crate) fn initial_set(
     file: &NamespaceSetFile,
     flags: &[Namespace],
@@ -272,16 +279,14 @@ pub(crate) fn initial_set(
 }
 
 impl Node {
-    /// Drop what this node holds of namespaces outside the persisted set: an interrupted
-    /// close (its removal was committed before the namespace left the set), or a failed open.
+    /// Drop what this node holds (`stored`: data, formation records, memberships in
+    /// `node.key`) of namespaces outside the persisted set: an interrupted close (its removal
+    /// was committed before the namespace left the set), or a failed open.
     pub(crate) async fn clean_leftovers(&self, stored: &BTreeSet<Namespace>) -> Result<(), StartError> {
         let set = self.namespaces.set();
-        let mut leftovers: BTreeSet<Namespace> = stored.clone();
-        leftovers.extend(RecordFile::namespaces(&self.config.data_dir));
-        leftovers.extend(self.namespaces.ledger.namespaces());
-        for ns in leftovers.into_iter().filter(|ns| !set.holds(ns)) {
+        for ns in stored.iter().filter(|ns| !set.holds(ns)) {
             warn!(namespace = %ns, "dropping the leftovers of a namespace that is not in the set of open namespaces");
-            self.drop_data(&ns).await.map_err(StartError::Storage)?;
+            self.drop_data(ns).await.map_err(StartError::Storage)?;
         }
         Ok(())
     }

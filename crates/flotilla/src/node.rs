@@ -16,7 +16,7 @@ use crate::cluster::Cluster;
 use crate::error::StartError;
 use crate::formation::ledger::MembershipLedger;
 use crate::formation::peers::PeerTable;
-use crate::formation::record::FoundingRecord;
+use crate::formation::record::{FoundingRecord, RecordFile};
 use crate::formation::view::cluster_id;
 use crate::formation::{discovery_loop, BootstrapDiscovery, Formation};
 use crate::group::Group;
@@ -113,7 +113,11 @@ impl Node {
             discovery.push(Arc::new(BootstrapDiscovery::new(transport.clone(), config.bootstrap.clone())));
         }
         let ledger = Arc::new(MembershipLedger::open(config.data_dir.clone(), id).map_err(StartError::Storage)?);
-        let stored = store.stored_namespaces().map_err(|e| StartError::Storage(e.to_string()))?;
+        // Everything this node holds of any namespace: tables, snapshots, formation records,
+        // memberships in node.key.
+        let mut stored = store.stored_namespaces().map_err(|e| StartError::Storage(e.to_string()))?;
+        stored.extend(RecordFile::namespaces(&config.data_dir));
+        stored.extend(ledger.namespaces());
         let set_file = NamespaceSetFile::new(&config.data_dir);
         let (set, persisted) =
             namespace_lifecycle::initial_set(&set_file, &config.namespaces, &stored).map_err(StartError::Storage)?;

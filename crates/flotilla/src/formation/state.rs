@@ -61,7 +61,8 @@ impl FormationPhase {
 /// One decision or event, for the status timeline.
 #[derive(Debug, Clone, Serialize)]
 pub struct TimelineEvent {
-    /// Milliseconds since the node started.
+    /// Milliseconds since the namespace opened on this node (the node's start for the
+    /// namespaces it opens then).
     pub at_ms: u64,
     /// What happened.
     pub event: String,
