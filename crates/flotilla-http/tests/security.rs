@@ -84,7 +84,11 @@ async fn admin_routes_need_the_token() {
         // The check comes before anything else: no namespace or body is looked at.
         assert!(unauthorized(client.post_json("/v1/ns/nope/dissolve", &json!({})).await));
         assert!(unauthorized(client.post_json("/v1/ns/default/members", &json!({ "garbage": 1 })).await));
+        assert!(unauthorized(client.put_json("/v1/ns/extra").await), "open a namespace");
+        assert!(unauthorized(client.delete_json("/v1/ns/default").await), "close a namespace");
+        assert!(unauthorized(client.delete_json("/v1/ns/default?keep_data=true").await), "close, keeping data");
     }
+    assert_eq!(s.node.namespaces().len(), 1, "nothing opened or closed without the token");
 
     // The refusal has the API's error shape and names the scheme.
     let url = format!("http://{}/v1/ns/default/transfer-leader", s.addr);
@@ -119,6 +123,21 @@ async fn admin_routes_need_the_token() {
     assert!(matches!(removed, ClientError::Api { status: 400, .. }), "last voter: {removed}");
     let dissolved = admin.post_json("/v1/ns/nope/dissolve", &json!({})).await.unwrap_err();
     assert_eq!(dissolved.code(), Some("unknown_namespace"));
+
+    // Opening and closing namespaces with the token; both are idempotent.
+    for _ in 0..2 {
+        assert_eq!(admin.put_json("/v1/ns/extra").await.unwrap()["open"], true);
+    }
+    let listed = open.get_json("/v1/ns").await.unwrap();
+    let names: Vec<&str> =
+        listed["namespaces"].as_array().unwrap().iter().filter_map(|n| n["namespace"].as_str()).collect();
+    assert_eq!(names, ["default", "extra"]);
+    for _ in 0..2 {
+        assert_eq!(admin.delete_json("/v1/ns/extra").await.unwrap()["open"], false);
+    }
+    assert_eq!(s.node.namespaces().len(), 1);
+    let bad = admin.put_json("/v1/ns/Not.Valid").await.unwrap_err();
+    assert!(matches!(bad, ClientError::Api { status: 400, .. }) && bad.code() == Some("invalid_namespace"), "{bad}");
 }
 
 #[tokio::test]
@@ -131,7 +150,7 @@ async fn data_plane_and_read_only_routes_stay_open() {
     assert!(read.index >= index);
     assert_eq!(c.list("default", "").await.unwrap(), vec!["k".to_string()]);
     c.delete("default", "k").await.expect("delete without a token");
-    for path in ["/v1/status", "/v1/ns/default/status", "/v1/ns/default/members", "/ready"] {
+    for path in ["/v1/status", "/v1/ns", "/v1/ns/default/status", "/v1/ns/default/members", "/ready"] {
         c.get_json(path).await.unwrap_or_else(|e| panic!("{path}: {e}"));
     }
     let metrics = reqwest::get(format!("http://{}/metrics", s.addr)).await.unwrap();

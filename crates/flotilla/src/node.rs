@@ -142,7 +142,12 @@ impl Node {
         }
         transport.set_handler(Arc::new(Inbound::new(&node)));
         for ns in &set.open {
-            node.open_listed(ns, started, true).await?;
+            if let Err(e) = node.open_listed(ns, started, true).await {
+                // Stop what already started; the store stays the caller's.
+                node.closing.store(true, Ordering::Release);
+                crate::shutdown::stop_all(&node.all_groups()).await;
+                return Err(e);
+            }
         }
         discovery_loop::spawn(&node);
         Ok(node)
