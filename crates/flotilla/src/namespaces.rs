@@ -2,9 +2,9 @@
 //! background tasks, plus the durable set of namespaces the node serves.
 //!
 //! `Node` is the composition root and delegates here: every lookup of a namespace's group or
-//! formation goes through [`NamespaceRegistry::get`], so a namespace opened or closed at
+//! formation goes through `NamespaceRegistry::get`, so a namespace opened or closed at
 //! runtime is seen by inbound traffic, commands and status at once. Opening and closing take
-//! the namespace's operation lock ([`NamespaceRegistry::lock_op`]): one operation per
+//! the namespace's operation lock (`NamespaceRegistry::lock_op`): one operation per
 //! namespace at a time, operations on different namespaces run in parallel. The procedures
 //! themselves are in `namespace_lifecycle.rs`.
 
