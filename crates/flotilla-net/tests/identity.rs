@@ -106,3 +106,24 @@ fn memberships_live_in_the_key_file() {
     assert!(matches!(load_or_create_keypair(dir.path()), Err(NetError::KeyFile { .. })));
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
 }
+
+/// A membership the identity left is forgotten in the key file, durably, leaving the key and
+/// the other memberships as they were.
+#[test]
+fn a_left_membership_is_forgotten() {
+    use flotilla_net::{forget_membership, load_memberships, record_membership};
+    let dir = tempfile::tempdir().unwrap();
+    let me = load_or_create_keypair(dir.path()).unwrap().public().to_peer_id();
+    assert!(!forget_membership(dir.path(), &me, "default").unwrap(), "nothing recorded");
+    record_membership(dir.path(), &me, "default", "X/1").unwrap();
+    record_membership(dir.path(), &me, "other", "Y/2").unwrap();
+    assert!(forget_membership(dir.path(), &me, "default").unwrap());
+    assert!(!forget_membership(dir.path(), &me, "default").unwrap(), "already forgotten");
+    let kept = load_memberships(dir.path(), &me).unwrap().expect("memberships");
+    assert_eq!(kept.keys().collect::<Vec<_>>(), ["other"]);
+    assert_eq!(load_or_create_keypair(dir.path()).unwrap().public().to_peer_id(), me, "same identity");
+    let stranger = libp2p::identity::Keypair::generate_ed25519().public().to_peer_id();
+    assert!(forget_membership(dir.path(), &stranger, "other").is_err(), "another identity's file");
+    let empty = tempfile::tempdir().unwrap();
+    assert!(!forget_membership(empty.path(), &me, "other").unwrap(), "no key file: nothing to forget");
+}

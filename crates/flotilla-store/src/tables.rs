@@ -195,3 +195,20 @@ pub(crate) fn request_id_key(id: &RequestId) -> [u8; REQUEST_ID_LEN] {
     out[8..].copy_from_slice(&id.seq.to_be_bytes());
     out
 }
+
+#[cfg(test)]
+mod namespace_table_tests {
+    use super::*;
+
+    #[test]
+    fn every_namespace_table_names_its_namespace_and_nothing_else_does() {
+        let ns = Namespace::new("a.b-c").unwrap();
+        let t = NsTables::new(&ns);
+        for name in [&t.log, &t.meta, &t.kv, &t.dedup, &t.dedup_order] {
+            assert_eq!(namespace_of_table(name), Some(ns.clone()), "{name}");
+        }
+        for other in ["store/meta", "log/", "kv/Bad", "unknown/x"] {
+            assert_eq!(namespace_of_table(other), None, "{other}");
+        }
+    }
+}
