@@ -247,3 +247,38 @@ async fn two_hundred_namespaces_opened_at_start_and_at_runtime_all_get_a_leader(
         .await;
     h.shutdown().await;
 }
+
+fn two_voters(c: &mut flotilla::Config) {
+    c.voter_target = 2;
+    c.min_quorum = 1;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_learner_closes_by_removing_itself() {
+    let mut h = Harness::new(3, 47, &[RT], two_voters);
+    for i in 0..3 {
+        h.boot(i).await;
+    }
+    // Two voters and one learner (the voter target is two).
+    let deadline = Instant::now() + PATIENCE;
+    let learner = loop {
+        let l = h.leader(RT).await;
+        let state = h.cluster(l, RT).state();
+        let learners: Vec<_> = state.members.iter().filter(|m| m.role == MemberRole::Learner).collect();
+        if state.members.len() == 3 && learners.len() == 1 && !state.membership_changing {
+            break h.ids.iter().position(|id| *id == learners[0].id).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no learner: {:?}", state.members);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Only voters may change the membership, but any member may take itself out.
+    h.node(learner).close_namespace(RT, CloseOptions::default()).await.expect("a learner leaves too");
+    let rest: Vec<usize> = (0..3).filter(|i| *i != learner).collect();
+    let l = h.leader_among(RT, &rest).await;
+    eventually("the learner is out of the configuration", || {
+        h.cluster(l, RT).state().members.iter().all(|m| m.id != h.ids[learner])
+    })
+    .await;
+    assert!(!stores_anything(&h, learner, RT));
+    h.shutdown().await;
+}
