@@ -34,6 +34,7 @@ impl From<flotilla::NamespaceError> for HttpError {
             E::NodeClosing => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             E::Leave { source, .. } => (status_of(source), "leave_failed"),
             E::LastVoter { .. } => (StatusCode::CONFLICT, "last_voter"),
+            E::TooMany { .. } => (StatusCode::CONFLICT, "too_many_namespaces"),
             E::Open(_) | E::Storage(_) | E::Crashed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "namespace_failed"),
         };
         Self { status, code, message: e.to_string() }

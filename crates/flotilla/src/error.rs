@@ -72,6 +72,12 @@ pub enum NamespaceError {
         /// Members other than this node.
         others: usize,
     },
+    /// The node already serves as many namespaces as it may.
+    #[error("this node already serves {limit} namespaces, the most it may")]
+    TooMany {
+        /// The limit.
+        limit: usize,
+    },
     /// A test crash point stopped the operation (see [`crate::testing::CrashPoint`]).
     #[error("crashed at {0:?} (test crash point)")]
     Crashed(crate::testing::CrashPoint),

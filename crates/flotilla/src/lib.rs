@@ -36,6 +36,7 @@ pub mod wire_budget;
 pub use cluster::{Cluster, KeysOutcome, ReadOutcome, WriteOutcome};
 pub use error::{NamespaceError, StartError};
 pub use flotilla_core::{ApiError, Config, Consistency, IdempotencyKey, KvOp, Limit, Namespace, Outcome, Preset};
+pub use namespace_lifecycle::MAX_OPEN_NAMESPACES;
 pub use namespaces::CloseOptions;
 pub use node::{Node, NodeServices, StateMachineFactory};
 pub use status::{GroupStatus, Member, MemberRole, Role};

@@ -34,6 +34,10 @@ use crate::namespaces::{CloseOptions, OpenNamespace};
 use crate::node::{open_group, Node};
 use crate::testing::CrashPoint;
 
+/// Most namespaces a node serves at once: as many as its identity can remember memberships of
+/// (`flotilla_net::MAX_MEMBERSHIPS`).
+pub const MAX_OPEN_NAMESPACES: usize = flotilla_net::MAX_MEMBERSHIPS;
+
 /// How a node left a namespace's membership.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Left {
@@ -58,6 +62,9 @@ impl Node {
         }
         if self.namespaces.get(&ns).is_some() {
             return Ok(());
+        }
+        if self.namespaces.set().open.len() >= MAX_OPEN_NAMESPACES {
+            return Err(NamespaceError::TooMany { limit: MAX_OPEN_NAMESPACES });
         }
         // Listed first: a crash from here on reopens it at the next start.
         let was_kept = self.namespaces.set().kept.contains(&ns);
