@@ -133,7 +133,10 @@ async fn namespaces_open_and_close_at_runtime_on_real_agents() {
     let read = agents[0].client().get(RT, "k", "linearizable").await.expect("read after the close");
     assert_eq!(read.value.as_deref(), Some(&b"v2"[..]));
     let refused = agents[2].client().get(RT, "k", "stale").await.expect_err("closed here");
-    assert!(matches!(refused, flotilla_http::ClientError::Api { status: 404, .. }), "{refused:?}");
+    assert!(
+        matches!(refused, flotilla_http::ClientError::Api { status: 404, ref code, .. } if code == "unknown_namespace"),
+        "{refused:?}"
+    );
 
     // The closed node's data is gone: tables, formation record, membership in node.key.
     agents[2].kill();
