@@ -164,6 +164,8 @@ struct Stream<R: Read> {
     body_len: u64,
     /// Checksum of what was read, when verifying.
     crc: Option<crc32fast::Hasher>,
+    /// Bytes records are skipped through (grown to at most [`SKIP_BYTES`]).
+    scratch: Vec<u8>,
 }
 
 /// Scratch bytes used to skip over records without keeping them.
@@ -203,14 +205,21 @@ impl<R: Read> Stream<R> {
 
     fn skip(&mut self, n: u64, what: &str) -> Result<(), StoreError> {
         self.check(n, what)?;
-        let mut scratch = vec![0u8; SKIP_BYTES.min(n as usize)];
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.resize(SKIP_BYTES.min(n as usize).max(scratch.len()), 0);
         let mut left = n;
-        while left > 0 {
+        let result = loop {
+            if left == 0 {
+                break Ok(());
+            }
             let step = left.min(scratch.len() as u64) as usize;
-            self.fill(&mut scratch[..step])?;
+            if let Err(e) = self.fill(&mut scratch[..step]) {
+                break Err(e);
+            }
             left -= step as u64;
-        }
-        Ok(())
+        };
+        self.scratch = scratch;
+        result
     }
 
     fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], StoreError> {
@@ -256,7 +265,8 @@ pub(crate) fn verify<C: StoreConfig>(src: impl Read, len: u64) -> Result<Verifie
     if len < FIXED_LEN {
         return Err(StoreError::corrupt(format!("snapshot of {len} bytes is shorter than the minimum {FIXED_LEN}")));
     }
-    let mut r = Stream { src, pos: 0, body_len: len - CRC_LEN, crc: Some(crc32fast::Hasher::new()) };
+    let mut r =
+        Stream { src, pos: 0, body_len: len - CRC_LEN, crc: Some(crc32fast::Hasher::new()), scratch: Vec::new() };
     if r.array::<8>("magic")? != MAGIC {
         return Err(StoreError::corrupt("not a flotilla snapshot (bad magic)"));
     }
@@ -359,7 +369,7 @@ pub(crate) fn read_batch(
     max_records: usize,
     max_bytes: usize,
 ) -> Result<(Vec<Record>, RecordsPos), StoreError> {
-    let mut r = Stream { src, pos: at.pos, body_len: len.saturating_sub(CRC_LEN), crc: None };
+    let mut r = Stream { src, pos: at.pos, body_len: len.saturating_sub(CRC_LEN), crc: None, scratch: Vec::new() };
     let (mut out, mut bytes, mut left) = (Vec::new(), 0usize, at.left);
     while left > 0 && out.len() < max_records && bytes < max_bytes {
         let record = match section {

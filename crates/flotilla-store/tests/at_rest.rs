@@ -315,6 +315,37 @@ async fn tampered_ciphertext_is_an_error_not_a_panic() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_being_received_is_sealed_on_disk_and_installs() {
+    let a = ns("alpha");
+    let leader_dir = tempfile::tempdir().unwrap();
+    let leader = open_with(leader_dir.path(), None).unwrap();
+    write_everything(&leader, &a, 20).await;
+    let snap = leader.state_machine(&a, Arc::new(KvStateMachine)).unwrap().get_current_snapshot().await.unwrap();
+    let snap = snap.expect("a current snapshot");
+    let mut plain = Vec::new();
+    snap.snapshot.reader().read_to_end(&mut plain).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with(dir.path(), Some(cipher(&[key(1)], 1))).unwrap();
+    let mut sink = store.snapshot_sink(&a).unwrap();
+    for chunk in plain.chunks(100) {
+        sink.append(chunk).unwrap();
+    }
+    let received = sink.finish().unwrap();
+    let incoming = dir.path().join("snapshots/.incoming");
+    let files: Vec<PathBuf> = std::fs::read_dir(&incoming).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1);
+    assert_eq!(&std::fs::read(&files[0]).unwrap()[..9], b"FLOTSEAL\x02");
+    assert_eq!(files_containing(dir.path(), SECRET), Vec::<PathBuf>::new(), "nothing in the clear");
+
+    let mut sm = store.state_machine(&a, Arc::new(KvStateMachine)).unwrap();
+    sm.install_snapshot(&snap.meta, received).await.unwrap();
+    assert_eq!(store.get(&a, b"key/00007").unwrap(), Some(secret_value(7)));
+    assert_eq!(std::fs::read_dir(&incoming).unwrap().count(), 0, "the received file is gone once installed");
+    assert_eq!(files_containing(dir.path(), SECRET), Vec::<PathBuf>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_file_sealed_whole_by_an_older_version_is_converted_when_the_store_opens() {
     let a = ns("alpha");
     let dir = tempfile::tempdir().unwrap();
