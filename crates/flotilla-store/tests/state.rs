@@ -243,6 +243,35 @@ async fn corrupted_snapshots_are_rejected_and_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_snapshot_files_left_by_a_crash_are_removed_when_the_store_opens() {
+    let a = ns("alpha");
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut sm = store.state_machine(&a, Arc::new(KvStateMachine)).unwrap();
+    fill(&mut sm).await;
+    let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    // A snapshot being received when the process died.
+    let mut sink = store.snapshot_sink(&a).unwrap();
+    sink.append(b"partial").unwrap();
+    std::mem::forget(sink);
+    drop(sm);
+    store.shutdown();
+    drop(store);
+    // A save that died before its rename.
+    let half_saved = dir.path().join("snapshots/alpha/current.snap.99.tmp");
+    std::fs::write(&half_saved, b"half").unwrap();
+    let incoming = dir.path().join("snapshots/.incoming");
+    assert_eq!(std::fs::read_dir(&incoming).unwrap().count(), 1);
+
+    let store = open(dir.path());
+    assert!(!half_saved.exists());
+    assert_eq!(std::fs::read_dir(&incoming).unwrap().count(), 0);
+    let mut sm = store.state_machine(&a, Arc::new(KvStateMachine)).unwrap();
+    let current = sm.get_current_snapshot().await.unwrap().expect("the current snapshot is kept");
+    assert_eq!(bytes(&current.snapshot), bytes(&snap.snapshot));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespaces_are_isolated() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
