@@ -16,11 +16,12 @@
 //! rest, current and received files alike are sealed in segments (see
 //! [`crate::snapshot_segments`]); callers only ever read plaintext snapshots.
 
-use flotilla_core::Namespace;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use flotilla_core::Namespace;
 
 use crate::at_rest::AtRestCipher;
 use crate::codec::Codec;
@@ -176,7 +177,7 @@ impl SnapshotFiles {
         };
         match kind {
             Kind::Whole => self.convert_whole(ns, cipher, &path)?,
-            Kind::Plain if plain_ok => self.rewrite(ns, SnapshotData::plain(file, len, None))?,
+            Kind::Plain if plain_ok => self.rewrite(ns, SnapshotData::plain(file, len, None).reader())?,
             Kind::Plain => {
                 return Err(StoreError::AtRestCorrupt(format!(
                     "{} is not sealed, but this store is encrypted at rest",
@@ -192,7 +193,7 @@ impl SnapshotFiles {
                 }
                 let data = SnapshotData::sealed(file, len, cipher.clone(), &NsTables::snapshot_context(ns), None)
                     .map_err(|e| in_file(e, &path))?;
-                self.rewrite(ns, data).map_err(|e| in_file(e, &path))?;
+                self.rewrite(ns, data.reader()).map_err(|e| in_file(e, &path))?;
             }
         }
         Ok(true)
@@ -226,9 +227,9 @@ impl SnapshotFiles {
 
     /// Make the snapshot read from `src` the current one of `ns`, written anew (under the
     /// current key when sealed).
-    fn rewrite(&self, ns: &Namespace, src: impl IntoSource) -> Result<(), StoreError> {
+    fn rewrite(&self, ns: &Namespace, src: impl Read) -> Result<(), StoreError> {
         let mut writer = self.create_temp(ns)?;
-        let mut src = BufReader::with_capacity(COPY_BUFFER, src.into_source());
+        let mut src = BufReader::with_capacity(COPY_BUFFER, src);
         io::copy(&mut src, &mut writer).map_err(|e| StoreError::from_io("copying a snapshot", e))?;
         let data = writer.finish(true)?;
         self.commit(ns, &data)
@@ -292,26 +293,6 @@ impl SnapshotFiles {
     }
 }
 
-/// Something a snapshot can be copied from.
-trait IntoSource {
-    type Source: Read;
-    fn into_source(self) -> Self::Source;
-}
-
-impl IntoSource for SnapshotData {
-    type Source = crate::snapshot_data::SnapshotReader;
-    fn into_source(self) -> Self::Source {
-        self.reader()
-    }
-}
-
-impl<'a> IntoSource for &'a [u8] {
-    type Source = &'a [u8];
-    fn into_source(self) -> Self::Source {
-        self
-    }
-}
-
 /// The file at `path` opened for reading, its length and how it is stored; `None` if absent.
 fn open_current(path: &Path) -> Result<Option<(File, u64, Kind)>, StoreError> {
     let file = match File::open(path) {
@@ -326,6 +307,7 @@ fn open_current(path: &Path) -> Result<Option<(File, u64, Kind)>, StoreError> {
         match (head[..SEALED_MAGIC.len()] == SEALED_MAGIC, head[SEALED_MAGIC.len()]) {
             (true, LAYOUT_SEGMENTED) => Kind::Segmented,
             (true, LAYOUT_WHOLE) => Kind::Whole,
+            // An unknown layout: reading it as segments reports it.
             (true, _) => Kind::Segmented,
             (false, _) => Kind::Plain,
         }
