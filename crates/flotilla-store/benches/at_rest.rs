@@ -57,7 +57,7 @@ fn raw_cipher_rate() {
 async fn workloads(sealed: bool) {
     let dir = tempfile::tempdir().unwrap();
     let at_rest = sealed.then(cipher);
-    let store = Store::open_with(dir.path(), StoreOptions { at_rest }).unwrap();
+    let store = Store::open_with(dir.path(), StoreOptions { at_rest, ..StoreOptions::default() }).unwrap();
     let label = if sealed { "sealed   " } else { "plaintext" };
     grouped_appends(&store, label).await;
     apply_batches(&store, label).await;

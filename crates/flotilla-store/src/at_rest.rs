@@ -8,13 +8,14 @@
 //! | `log/<ns>` values (entries)    | yes    | entries carry client commands, values included       |
 //! | `kv/<ns>` values               | yes    | client values                                        |
 //! | `dedup/<ns>` values            | yes    | command results may echo client values               |
-//! | `snapshots/<ns>/current.snap`  | yes    | the whole body, behind a readable header             |
+//! | `snapshots/<ns>/current.snap`, `snapshots/.incoming/*` | yes | in 1 MiB segments, behind a readable header (`snapshot_segments`) |
 //! | `kv/<ns>` keys                 | no     | ordered range scans (`Store::keys`) need them in the clear |
 //! | `meta/<ns>` (vote, log ids, membership, snapshot header) | no | Raft bookkeeping, no client data |
 //! | `dedup-order/<ns>`, table names | no    | request ids and namespace names                      |
 //!
-//! Snapshots are sealed only in their file: the [`crate::SnapshotData`] openraft sends to
-//! other nodes is plaintext (the transport encrypts it), so nodes need not share a key.
+//! Snapshots are sealed only in their file: a [`crate::SnapshotData`] reads as plaintext (its
+//! segments are opened as they are read), so what openraft sends to other nodes is plaintext
+//! (the transport encrypts it), and nodes need not share a key.
 //!
 //! # Format
 //!

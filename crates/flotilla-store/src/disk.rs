@@ -342,12 +342,13 @@ fn free_bytes(_dir: &Path) -> io::Result<u64> {
 /// I/O error.
 pub(crate) type Opener = Box<dyn Fn() -> Result<Database, StoreError> + Send + Sync>;
 
-/// An [`Opener`] of the redb file at `path`, on a [`WaitingFileBackend`].
-pub(crate) fn file_opener(path: PathBuf, health: Arc<DiskHealth>) -> Opener {
-    Box::new(move || open_file(&path, &health))
+/// An [`Opener`] of the redb file at `path`, on a [`WaitingFileBackend`], with a page cache of
+/// `cache_bytes` (redb's default when `None`).
+pub(crate) fn file_opener(path: PathBuf, health: Arc<DiskHealth>, cache_bytes: Option<usize>) -> Opener {
+    Box::new(move || open_file(&path, &health, cache_bytes))
 }
 
-fn open_file(path: &Path, health: &Arc<DiskHealth>) -> Result<Database, StoreError> {
+fn open_file(path: &Path, health: &Arc<DiskHealth>, cache_bytes: Option<usize>) -> Result<Database, StoreError> {
     // The options redb's own `Builder::create` uses.
     let file = OpenOptions::new()
         .read(true)
@@ -359,7 +360,11 @@ fn open_file(path: &Path, health: &Arc<DiskHealth>) -> Result<Database, StoreErr
     let inner = FileBackend::new(file).map_err(|e| in_context(path, redb_error(e)))?;
     let waits = Arc::new(AtomicBool::new(false));
     let backend = WaitingFileBackend::new(inner, health.clone(), path.to_path_buf(), waits.clone());
-    let db = Database::builder().create_with_backend(backend).map_err(|e| in_context(path, redb_error(e)))?;
+    let mut builder = Database::builder();
+    if let Some(bytes) = cache_bytes {
+        builder.set_cache_size(bytes);
+    }
+    let db = builder.create_with_backend(backend).map_err(|e| in_context(path, redb_error(e)))?;
     // Only now: an open (the writer reopens while readers wait for it) fails at once on a full
     // disk, and is retried later, rather than hold everyone up.
     waits.store(true, Ordering::Release);

@@ -84,6 +84,19 @@ impl StoreError {
         StoreError::Io { kind: err.kind(), message: format!("{context}: {err}") }
     }
 
+    /// The store error an `io::Error` from reading or writing a snapshot stream stands for: the
+    /// [`StoreError`] it wraps (a damaged segment, a checksum), a truncation as corrupt data,
+    /// anything else as an I/O error of `context`.
+    pub(crate) fn from_io(context: impl std::fmt::Display, err: io::Error) -> Self {
+        if let Some(inner) = err.get_ref().and_then(|e| e.downcast_ref::<StoreError>()) {
+            return inner.clone();
+        }
+        if err.kind() == io::ErrorKind::UnexpectedEof {
+            return StoreError::corrupt(format!("{context}: the data ends early"));
+        }
+        StoreError::io(context, err)
+    }
+
     /// Whether the disk failed (full, or an I/O error): the operation did not happen, and may
     /// succeed once the disk works and the database is reopened.
     pub(crate) fn is_disk_failure(&self) -> bool {

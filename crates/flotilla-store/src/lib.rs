@@ -3,7 +3,9 @@
 //! One redb file per node (`<data_dir>/flotilla.redb`) holds, for every namespace, the Raft
 //! log, vote, committed and purged log ids, the state machine's key/value table, the applied
 //! log id and membership, the dedup table and the current snapshot's metadata. Current
-//! snapshots are files under `<data_dir>/snapshots/<ns>/current.snap`.
+//! snapshots are files under `<data_dir>/snapshots/<ns>/current.snap`; a snapshot
+//! ([`SnapshotData`]) is a handle on such a file, built, sent, received ([`SnapshotSink`]) and
+//! installed as a stream, never held whole in memory.
 //!
 //! All writes of all namespaces go through ONE writer thread that groups whatever is queued
 //! into a single fsync'd transaction (redb has no group commit of its own, and a commit costs
@@ -36,8 +38,12 @@ mod overlay;
 mod sealing;
 mod snapshot;
 mod snapshot_builder;
+mod snapshot_data;
 mod snapshot_file;
 mod snapshot_install;
+mod snapshot_segments;
+mod snapshot_sink;
+mod snapshot_writer;
 mod state_machine_store;
 mod store;
 mod tables;
@@ -53,13 +59,10 @@ pub use log_store::{LogStore, LIMITED_READ_BYTES};
 pub use metrics::{Histogram, StoreMetrics, COMMIT_LATENCY_BOUNDS_US, OPS_PER_COMMIT_BOUNDS};
 pub use sealing::ResealReport;
 pub use snapshot_builder::SnapshotBuilder;
+pub use snapshot_data::{SnapshotData, SnapshotReader};
+pub use snapshot_sink::SnapshotSink;
 pub use state_machine_store::StateMachineStore;
 pub use store::{Store, StoreOptions, DB_FILE};
-
-/// An encoded snapshot, whole, in memory: header (magic, format version, last log id, last
-/// membership, snapshot id), every key/value pair and dedup record of the namespace, and a
-/// CRC32 over all of it.
-pub type SnapshotData = Vec<u8>;
 
 /// The openraft type configurations the store can persist: the application data is a Flotilla
 /// [`Command`] and the response a [`CommandResult`].

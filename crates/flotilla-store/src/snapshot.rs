@@ -1,4 +1,4 @@
-//! The snapshot format: one self-checking byte string.
+//! The snapshot format: one self-checking byte stream, written and read in bounded memory.
 //!
 //! ```text
 //! magic        8 bytes  "FLOTSNAP"
@@ -13,25 +13,17 @@
 //! crc32        u32 LE   over every byte before it
 //! ```
 //!
-//! In a store encrypted at rest, the snapshot *file* holds that byte string sealed as one
-//! record, behind a header that stays readable:
+//! The counts come before their sections, so a snapshot is written front to back in one pass
+//! (the builder takes them from its read transaction) and never patched. This byte stream is
+//! what openraft builds, sends and installs ([`crate::SnapshotData`]); in a store encrypted at
+//! rest its *file* is sealed in segments (see [`crate::snapshot_segments`]).
 //!
-//! ```text
-//! magic        8 bytes  "FLOTSEAL"
-//! version      1 byte   sealed-record layout (crate::at_rest)
-//! key id       8 bytes  the key it is sealed with
-//! nonce       12 bytes
-//! ciphertext            of the whole snapshot above; context "snapshot/<ns>"
-//! tag         16 bytes
-//! ```
-//!
-//! The snapshot openraft builds, sends and installs is always the plaintext byte string.
-//!
-//! Decoding is bounded: the checksum is verified before anything else is trusted, and every
-//! length or count is checked against the bytes that remain before it is used, so a hostile or
-//! damaged snapshot yields an error, never a huge allocation or a panic.
+//! Decoding streams too: [`verify`] reads the whole snapshot once, checking every length
+//! or count against the bytes that remain before it is used and the checksum at the end, so a
+//! hostile or damaged snapshot yields an error, never a huge allocation or a panic; an install
+//! then reads its records back in bounded batches ([`read_batch`]).
 
-use std::marker::PhantomData;
+use std::io::{self, Read, Write};
 
 use flotilla_core::CommandResult;
 use openraft::alias::{LogIdOf, StoredMembershipOf};
@@ -52,7 +44,9 @@ pub(crate) const FORMAT_VERSION: u32 = 1;
 pub(crate) const ORDER_LEN: usize = 8;
 
 /// Fixed-size parts: magic, version, header length, two counts, checksum.
-const FIXED_LEN: usize = 8 + 4 + 4 + 8 + 8 + 4;
+const FIXED_LEN: u64 = 8 + 4 + 4 + 8 + 8 + 4;
+/// Bytes of the checksum.
+const CRC_LEN: u64 = 4;
 
 /// What a snapshot says about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,42 +62,48 @@ pub(crate) struct SnapshotHeader<C: StoreConfig> {
     pub(crate) dedup_next: u64,
 }
 
-/// Builds a snapshot byte string section by section.
-pub(crate) struct SnapshotEncoder {
-    buf: Vec<u8>,
-    count_at: usize,
-    count: u64,
+/// Writes a snapshot section by section to `out`, checksumming as it goes. The number of
+/// records of each section is given up front and enforced.
+pub(crate) struct SnapshotEncoder<W: Write> {
+    out: W,
+    crc: crc32fast::Hasher,
+    /// Records still expected in the current section.
+    left: u64,
+    dedup_count: u64,
 }
 
-impl SnapshotEncoder {
-    /// Start a snapshot with `header`; the kv section follows.
-    pub(crate) fn new<C: StoreConfig>(header: &SnapshotHeader<C>) -> Result<Self, StoreError> {
+impl<W: Write> SnapshotEncoder<W> {
+    /// Start a snapshot with `header`, announcing `kv_count` pairs and `dedup_count` dedup
+    /// records; the kv section follows.
+    pub(crate) fn new<C: StoreConfig>(
+        out: W,
+        header: &SnapshotHeader<C>,
+        kv_count: u64,
+        dedup_count: u64,
+    ) -> Result<Self, StoreError> {
         let header = flotilla_core::encode(header).map_err(|e| StoreError::Encode(e.to_string()))?;
         let header_len = len_u32(header.len(), "snapshot header")?;
-        let mut buf = Vec::with_capacity(FIXED_LEN + header.len());
-        buf.extend_from_slice(&MAGIC);
-        buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        buf.extend_from_slice(&header_len.to_le_bytes());
-        buf.extend_from_slice(&header);
-        let count_at = buf.len();
-        buf.extend_from_slice(&0u64.to_le_bytes());
-        Ok(Self { buf, count_at, count: 0 })
+        let mut enc = Self { out, crc: crc32fast::Hasher::new(), left: kv_count, dedup_count };
+        enc.put(&MAGIC)?;
+        enc.put(&FORMAT_VERSION.to_le_bytes())?;
+        enc.put(&header_len.to_le_bytes())?;
+        enc.put(&header)?;
+        enc.put(&kv_count.to_le_bytes())?;
+        Ok(enc)
     }
 
     /// Append one key/value pair (in key order).
     pub(crate) fn push_kv(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.push_bytes(key, "snapshot key")?;
-        self.push_bytes(value, "snapshot value")?;
-        self.count += 1;
-        Ok(())
+        self.count_one("key/value pairs")?;
+        self.put_bytes(key, "snapshot key")?;
+        self.put_bytes(value, "snapshot value")
     }
 
     /// Close the kv section and open the dedup section.
-    pub(crate) fn start_dedup(&mut self) {
-        self.patch_count();
-        self.count_at = self.buf.len();
-        self.count = 0;
-        self.buf.extend_from_slice(&0u64.to_le_bytes());
+    pub(crate) fn start_dedup(&mut self) -> Result<(), StoreError> {
+        self.check_section_done("key/value pairs")?;
+        self.left = self.dedup_count;
+        self.put(&self.dedup_count.to_le_bytes())
     }
 
     /// Append one dedup record: the request id key and its `[order][CommandResult]` payload.
@@ -111,31 +111,42 @@ impl SnapshotEncoder {
         if id.len() != REQUEST_ID_LEN {
             return Err(StoreError::corrupt(format!("dedup key of {} bytes, expected {REQUEST_ID_LEN}", id.len())));
         }
-        self.buf.extend_from_slice(id);
-        self.push_bytes(payload, "dedup payload")?;
-        self.count += 1;
+        self.count_one("dedup records")?;
+        self.put(id)?;
+        self.put_bytes(payload, "dedup payload")
+    }
+
+    /// Close the dedup section, append the checksum and return the output.
+    pub(crate) fn finish(mut self) -> Result<W, StoreError> {
+        self.check_section_done("dedup records")?;
+        let crc = self.crc.clone().finalize();
+        self.out.write_all(&crc.to_le_bytes()).map_err(|e| StoreError::from_io("writing a snapshot", e))?;
+        Ok(self.out)
+    }
+
+    fn count_one(&mut self, what: &str) -> Result<(), StoreError> {
+        self.left = self
+            .left
+            .checked_sub(1)
+            .ok_or_else(|| StoreError::Invalid(format!("more {what} than announced in the snapshot")))?;
         Ok(())
     }
 
-    /// Close the dedup section and append the checksum.
-    pub(crate) fn finish(mut self) -> Vec<u8> {
-        self.patch_count();
-        let crc = crc32fast::hash(&self.buf);
-        self.buf.extend_from_slice(&crc.to_le_bytes());
-        self.buf
-    }
-
-    fn push_bytes(&mut self, bytes: &[u8], what: &str) -> Result<(), StoreError> {
-        self.buf.extend_from_slice(&len_u32(bytes.len(), what)?.to_le_bytes());
-        self.buf.extend_from_slice(bytes);
-        Ok(())
-    }
-
-    fn patch_count(&mut self) {
-        let bytes = self.count.to_le_bytes();
-        if let Some(slot) = self.buf.get_mut(self.count_at..self.count_at + 8) {
-            slot.copy_from_slice(&bytes);
+    fn check_section_done(&self, what: &str) -> Result<(), StoreError> {
+        if self.left != 0 {
+            return Err(StoreError::Invalid(format!("{} {what} announced in the snapshot are missing", self.left)));
         }
+        Ok(())
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.crc.update(bytes);
+        self.out.write_all(bytes).map_err(|e| StoreError::from_io("writing a snapshot", e))
+    }
+
+    fn put_bytes(&mut self, bytes: &[u8], what: &str) -> Result<(), StoreError> {
+        self.put(&len_u32(bytes.len(), what)?.to_le_bytes())?;
+        self.put(bytes)
     }
 }
 
@@ -143,23 +154,29 @@ fn len_u32(len: usize, what: &str) -> Result<u32, StoreError> {
     u32::try_from(len).map_err(|_| StoreError::Invalid(format!("{what} of {len} bytes is too large for a snapshot")))
 }
 
-/// A bounds-checked reader over a byte slice.
-#[derive(Clone)]
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+/// A bounds-checked reader over the body of a snapshot (everything before the checksum) of a
+/// known length: nothing is read or allocated beyond what remains of it.
+struct Stream<R: Read> {
+    src: R,
+    /// Position in the snapshot.
+    pos: u64,
+    /// Bytes of the body.
+    body_len: u64,
+    /// Checksum of what was read, when verifying.
+    crc: Option<crc32fast::Hasher>,
+    /// Bytes records are skipped through (grown to at most [`SKIP_BYTES`]).
+    scratch: Vec<u8>,
 }
 
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Self { buf, pos: 0 }
+/// Scratch bytes used to skip over records without keeping them.
+const SKIP_BYTES: usize = 64 << 10;
+
+impl<R: Read> Stream<R> {
+    fn remaining(&self) -> u64 {
+        self.body_len.saturating_sub(self.pos)
     }
 
-    fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], StoreError> {
+    fn check(&self, n: u64, what: &str) -> Result<(), StoreError> {
         if n > self.remaining() {
             return Err(StoreError::corrupt(format!(
                 "snapshot truncated: {what} needs {n} bytes at offset {}, {} remain",
@@ -167,14 +184,49 @@ impl<'a> Reader<'a> {
                 self.remaining()
             )));
         }
-        let out = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
+        Ok(())
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), StoreError> {
+        self.src.read_exact(buf).map_err(|e| StoreError::from_io("reading a snapshot", e))?;
+        if let Some(crc) = &mut self.crc {
+            crc.update(buf);
+        }
+        self.pos += buf.len() as u64;
+        Ok(())
+    }
+
+    fn take(&mut self, n: u64, what: &str) -> Result<Vec<u8>, StoreError> {
+        self.check(n, what)?;
+        let mut out = vec![0u8; n as usize];
+        self.fill(&mut out)?;
         Ok(out)
     }
 
+    fn skip(&mut self, n: u64, what: &str) -> Result<(), StoreError> {
+        self.check(n, what)?;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.resize(SKIP_BYTES.min(n as usize).max(scratch.len()), 0);
+        let mut left = n;
+        let result = loop {
+            if left == 0 {
+                break Ok(());
+            }
+            let step = left.min(scratch.len() as u64) as usize;
+            if let Err(e) = self.fill(&mut scratch[..step]) {
+                break Err(e);
+            }
+            left -= step as u64;
+        };
+        self.scratch = scratch;
+        result
+    }
+
     fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], StoreError> {
-        let bytes = self.take(N, what)?;
-        bytes.try_into().map_err(|_| StoreError::corrupt(format!("snapshot: cannot read {what}")))
+        self.check(N as u64, what)?;
+        let mut out = [0u8; N];
+        self.fill(&mut out)?;
+        Ok(out)
     }
 
     fn u32(&mut self, what: &str) -> Result<u32, StoreError> {
@@ -185,96 +237,75 @@ impl<'a> Reader<'a> {
         self.array(what).map(u64::from_le_bytes)
     }
 
-    fn bytes(&mut self, what: &str) -> Result<&'a [u8], StoreError> {
-        let len = self.u32(what)? as usize;
-        self.take(len, what)
+    fn bytes(&mut self, what: &str) -> Result<Vec<u8>, StoreError> {
+        let len = self.u32(what)?;
+        self.take(u64::from(len), what)
+    }
+
+    fn skip_bytes(&mut self, what: &str) -> Result<(), StoreError> {
+        let len = self.u32(what)?;
+        self.skip(u64::from(len), what)
     }
 }
 
-/// A snapshot whose checksum and structure have been verified; its records borrow the input.
-pub(crate) struct ParsedSnapshot<'a, C: StoreConfig> {
+/// A snapshot whose checksum and structure have been verified, and where its sections start.
+pub(crate) struct Verified<C: StoreConfig> {
     /// The header.
     pub(crate) header: SnapshotHeader<C>,
-    kv: Reader<'a>,
-    kv_count: u64,
-    dedup: Reader<'a>,
-    dedup_count: u64,
+    /// Start of the key/value section.
+    pub(crate) kv: RecordsPos,
+    /// Start of the dedup section.
+    pub(crate) dedup: RecordsPos,
 }
 
-impl<'a, C: StoreConfig> ParsedSnapshot<'a, C> {
-    /// Verify `data` completely (magic, version, checksum, every length, every dedup result)
-    /// and index its sections.
-    pub(crate) fn parse(data: &'a [u8]) -> Result<Self, StoreError> {
-        if data.len() < FIXED_LEN {
-            return Err(StoreError::corrupt(format!(
-                "snapshot of {} bytes is shorter than the minimum {FIXED_LEN}",
-                data.len()
-            )));
-        }
-        if !data.starts_with(&MAGIC) {
-            return Err(StoreError::corrupt("not a flotilla snapshot (bad magic)"));
-        }
-        let Some((body, crc)) = data.split_last_chunk::<4>() else {
-            return Err(StoreError::corrupt("snapshot too short for its checksum"));
-        };
-        let stored = u32::from_le_bytes(*crc);
-        let actual = crc32fast::hash(body);
-        if stored != actual {
-            return Err(StoreError::corrupt(format!(
-                "snapshot checksum mismatch (stored {stored:08x}, computed {actual:08x})"
-            )));
-        }
-        Self::parse_checksummed(data)
+/// Verify the snapshot of `len` bytes read from `src` completely (magic, version, every
+/// length, every dedup result, the checksum), reading it exactly once, front to back, in
+/// bounded memory.
+pub(crate) fn verify<C: StoreConfig>(src: impl Read, len: u64) -> Result<Verified<C>, StoreError> {
+    if len < FIXED_LEN {
+        return Err(StoreError::corrupt(format!("snapshot of {len} bytes is shorter than the minimum {FIXED_LEN}")));
+    }
+    let mut r =
+        Stream { src, pos: 0, body_len: len - CRC_LEN, crc: Some(crc32fast::Hasher::new()), scratch: Vec::new() };
+    if r.array::<8>("magic")? != MAGIC {
+        return Err(StoreError::corrupt("not a flotilla snapshot (bad magic)"));
+    }
+    let version = r.u32("format version")?;
+    if version != FORMAT_VERSION {
+        return Err(StoreError::corrupt(format!(
+            "snapshot format version {version} is not supported (this build reads {FORMAT_VERSION})"
+        )));
+    }
+    let header_bytes = r.bytes("header")?;
+    let header: SnapshotHeader<C> = decode_bounded(&header_bytes, &|| "snapshot header".to_string())?;
+
+    let kv_count = r.u64("kv count")?;
+    let kv = RecordsPos { pos: r.pos, left: kv_count };
+    for _ in 0..kv_count {
+        r.skip_bytes("kv key")?;
+        r.skip_bytes("kv value")?;
     }
 
-    /// Parse a snapshot whose checksum [`Self::parse`] has already verified, without hashing
-    /// every byte again (the install job runs on the node-wide writer thread). Structure and
-    /// bounds are still checked.
-    pub(crate) fn parse_checksummed(data: &'a [u8]) -> Result<Self, StoreError> {
-        let Some((body, _crc)) = data.split_last_chunk::<4>() else {
-            return Err(StoreError::corrupt("snapshot too short for its checksum"));
-        };
-        let mut r = Reader::new(body);
-        r.take(MAGIC.len(), "magic")?;
-        let version = r.u32("format version")?;
-        if version != FORMAT_VERSION {
-            return Err(StoreError::corrupt(format!(
-                "snapshot format version {version} is not supported (this build reads {FORMAT_VERSION})"
-            )));
-        }
-        let header_bytes = r.bytes("header")?;
-        let header: SnapshotHeader<C> = decode_bounded(header_bytes, &|| "snapshot header".to_string())?;
-
-        let kv_count = r.u64("kv count")?;
-        let kv = r.clone();
-        for _ in 0..kv_count {
-            r.bytes("kv key")?;
-            r.bytes("kv value")?;
-        }
-
-        let dedup_count = r.u64("dedup count")?;
-        let dedup = r.clone();
-        for _ in 0..dedup_count {
-            r.take(REQUEST_ID_LEN, "dedup request id")?;
-            let payload = r.bytes("dedup payload")?;
-            check_dedup_payload(payload)?;
-        }
-
-        if r.remaining() != 0 {
-            return Err(StoreError::corrupt(format!("snapshot has {} unexpected trailing bytes", r.remaining())));
-        }
-        Ok(Self { header, kv, kv_count, dedup, dedup_count })
+    let dedup_count = r.u64("dedup count")?;
+    let dedup = RecordsPos { pos: r.pos, left: dedup_count };
+    for _ in 0..dedup_count {
+        r.skip(REQUEST_ID_LEN as u64, "dedup request id")?;
+        check_dedup_payload(&r.bytes("dedup payload")?)?;
     }
 
-    /// The key/value pairs, in the order they were written.
-    pub(crate) fn kv(&self) -> Records<'a, KvRecord> {
-        Records { r: self.kv.clone(), left: self.kv_count, _kind: PhantomData }
+    if r.remaining() != 0 {
+        return Err(StoreError::corrupt(format!("snapshot has {} unexpected trailing bytes", r.remaining())));
     }
-
-    /// The dedup records.
-    pub(crate) fn dedup(&self) -> Records<'a, DedupRecord> {
-        Records { r: self.dedup.clone(), left: self.dedup_count, _kind: PhantomData }
+    let actual = r.crc.take().map(|c| c.finalize()).unwrap_or_default();
+    let mut stored = [0u8; CRC_LEN as usize];
+    r.src.read_exact(&mut stored).map_err(|e| StoreError::from_io("reading a snapshot", e))?;
+    let stored = u32::from_le_bytes(stored);
+    if stored != actual {
+        return Err(StoreError::corrupt(format!(
+            "snapshot checksum mismatch (stored {stored:08x}, computed {actual:08x})"
+        )));
     }
+    Ok(Verified { header, kv, dedup })
 }
 
 /// A dedup payload is `[order u64 BE][encoded CommandResult]`.
@@ -294,23 +325,20 @@ pub(crate) fn dedup_order(payload: &[u8]) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(*head))
 }
 
-/// Marker: records of the kv section.
-pub(crate) struct KvRecord;
-/// Marker: records of the dedup section.
-pub(crate) struct DedupRecord;
-
-/// Iterator over the records of one section of a parsed snapshot.
-pub(crate) struct Records<'a, K> {
-    r: Reader<'a>,
-    left: u64,
-    _kind: PhantomData<K>,
+/// The two sections of a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Section {
+    /// Key/value pairs: `(key, value)`.
+    Kv,
+    /// Dedup records: `(request id key, payload)`.
+    Dedup,
 }
 
-/// Where the iteration of a section stands, so it can go on later (an install loads a
-/// snapshot in several writer jobs): the byte offset of the next record and how many remain.
+/// Where the reading of a section stands, so it can go on later (an install loads a snapshot
+/// in several writer jobs): the byte offset of the next record and how many remain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RecordsPos {
-    pos: usize,
+    pos: u64,
     left: u64,
 }
 
@@ -319,46 +347,60 @@ impl RecordsPos {
     pub(crate) fn is_done(&self) -> bool {
         self.left == 0
     }
-}
 
-impl<'a, K> Records<'a, K> {
-    /// Where this iterator stands.
-    pub(crate) fn pos(&self) -> RecordsPos {
-        RecordsPos { pos: self.r.pos, left: self.left }
-    }
-
-    /// Go on from `at`, taken from the [`Records`] of a [`ParsedSnapshot`] of the same `data`.
-    /// Reads stay bounds-checked, so a wrong position yields an error, never a panic.
-    pub(crate) fn resume(data: &'a [u8], at: RecordsPos) -> Self {
-        let body = data.split_last_chunk::<4>().map_or(&[][..], |(body, _)| body);
-        let pos = at.pos.min(body.len());
-        Records { r: Reader { buf: body, pos }, left: at.left, _kind: PhantomData }
+    /// Byte offset of the next record in the snapshot.
+    pub(crate) fn offset(&self) -> u64 {
+        self.pos
     }
 }
 
-impl<'a> Iterator for Records<'a, KvRecord> {
-    /// `(key, value)`.
-    type Item = Result<(&'a [u8], &'a [u8]), StoreError>;
+/// One record of a section: `(key, value)` or `(request id key, payload)`.
+pub(crate) type Record = (Vec<u8>, Vec<u8>);
 
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            return None;
-        }
-        self.left -= 1;
-        Some(self.r.bytes("kv key").and_then(|k| Ok((k, self.r.bytes("kv value")?))))
+/// Read the records of `section` from `at`, `src` reading the snapshot of `len` bytes from
+/// `at.offset()`, until `max_records` records or `max_bytes` bytes (a single larger record is
+/// a batch alone) or the section's end. Returns them and where the next batch starts. Lengths
+/// stay bounds-checked, so a damaged file yields an error, never a panic.
+pub(crate) fn read_batch(
+    src: impl Read,
+    len: u64,
+    section: Section,
+    at: RecordsPos,
+    max_records: usize,
+    max_bytes: usize,
+) -> Result<(Vec<Record>, RecordsPos), StoreError> {
+    let mut r = Stream { src, pos: at.pos, body_len: len.saturating_sub(CRC_LEN), crc: None, scratch: Vec::new() };
+    let (mut out, mut bytes, mut left) = (Vec::new(), 0usize, at.left);
+    while left > 0 && out.len() < max_records && bytes < max_bytes {
+        let record = match section {
+            Section::Kv => (r.bytes("kv key")?, r.bytes("kv value")?),
+            Section::Dedup => (r.take(REQUEST_ID_LEN as u64, "dedup request id")?, r.bytes("dedup payload")?),
+        };
+        bytes += record.0.len() + record.1.len();
+        out.push(record);
+        left -= 1;
+    }
+    Ok((out, RecordsPos { pos: r.pos, left }))
+}
+
+/// Copies everything read from `src` to `out`: a snapshot is verified and saved in one pass.
+pub(crate) struct Tee<R, W> {
+    src: R,
+    out: W,
+}
+
+impl<R: Read, W: Write> Tee<R, W> {
+    /// Read from `src`, copying to `out`.
+    pub(crate) fn new(src: R, out: W) -> Self {
+        Self { src, out }
     }
 }
 
-impl<'a> Iterator for Records<'a, DedupRecord> {
-    /// `(request id key, payload)`.
-    type Item = Result<(&'a [u8], &'a [u8]), StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            return None;
-        }
-        self.left -= 1;
-        Some(self.r.take(REQUEST_ID_LEN, "dedup request id").and_then(|k| Ok((k, self.r.bytes("dedup payload")?))))
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.src.read(buf)?;
+        self.out.write_all(&buf[..n])?;
+        Ok(n)
     }
 }
 
@@ -378,14 +420,25 @@ mod tests {
     }
 
     fn sample() -> Vec<u8> {
-        let mut enc = SnapshotEncoder::new(&header()).unwrap();
+        let mut enc = SnapshotEncoder::new(Vec::new(), &header(), 2, 1).unwrap();
         enc.push_kv(b"a", b"1").unwrap();
         enc.push_kv(b"", b"").unwrap();
-        enc.start_dedup();
+        enc.start_dedup().unwrap();
         let mut payload = 2u64.to_be_bytes().to_vec();
         payload.extend_from_slice(&flotilla_core::encode(&CommandResult { output: Ok(vec![9]) }).unwrap());
         enc.push_dedup(&[7u8; REQUEST_ID_LEN], &payload).unwrap();
-        enc.finish()
+        enc.finish().unwrap()
+    }
+
+    fn parse(data: &[u8]) -> Result<Verified<TypeConfig>, StoreError> {
+        verify::<TypeConfig>(data, data.len() as u64)
+    }
+
+    fn records(data: &[u8], section: Section, at: RecordsPos) -> Vec<Record> {
+        let (batch, next) =
+            read_batch(&data[at.offset() as usize..], data.len() as u64, section, at, 100, 1 << 20).unwrap();
+        assert!(next.is_done());
+        batch
     }
 
     /// Replace the checksum after editing, so the structural checks themselves are exercised.
@@ -403,13 +456,41 @@ mod tests {
     #[test]
     fn round_trip() {
         let data = sample();
-        let parsed = ParsedSnapshot::<TypeConfig>::parse(&data).unwrap();
+        let parsed = parse(&data).unwrap();
         assert_eq!(parsed.header, header());
-        let kv: Vec<_> = parsed.kv().collect::<Result<_, _>>().unwrap();
-        assert_eq!(kv, vec![(&b"a"[..], &b"1"[..]), (&b""[..], &b""[..])]);
-        let dedup: Vec<_> = parsed.dedup().collect::<Result<_, _>>().unwrap();
+        let kv = records(&data, Section::Kv, parsed.kv);
+        assert_eq!(kv, vec![(b"a".to_vec(), b"1".to_vec()), (Vec::new(), Vec::new())]);
+        let dedup = records(&data, Section::Dedup, parsed.dedup);
         assert_eq!(dedup.len(), 1);
-        assert_eq!(dedup_order(dedup[0].1).unwrap(), 2);
+        assert_eq!(dedup_order(&dedup[0].1).unwrap(), 2);
+    }
+
+    #[test]
+    fn batches_resume_where_they_stopped() {
+        let mut enc = SnapshotEncoder::new(Vec::new(), &header(), 5, 0).unwrap();
+        for i in 0..5u8 {
+            enc.push_kv(&[i], &[i; 10]).unwrap();
+        }
+        enc.start_dedup().unwrap();
+        let data = enc.finish().unwrap();
+        let mut at = parse(&data).unwrap().kv;
+        let mut seen = Vec::new();
+        while !at.is_done() {
+            let src = &data[at.offset() as usize..];
+            let (batch, next) = read_batch(src, data.len() as u64, Section::Kv, at, 2, 1 << 20).unwrap();
+            assert!(batch.len() <= 2);
+            seen.extend(batch.into_iter().map(|(k, _)| k[0]));
+            at = next;
+        }
+        assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn the_encoder_enforces_its_counts() {
+        let mut enc = SnapshotEncoder::new(Vec::new(), &header(), 1, 0).unwrap();
+        assert!(matches!(enc.start_dedup(), Err(StoreError::Invalid(_))), "a pair is missing");
+        let mut enc = SnapshotEncoder::new(Vec::new(), &header(), 0, 0).unwrap();
+        assert!(matches!(enc.push_kv(b"k", b"v"), Err(StoreError::Invalid(_))), "one pair too many");
     }
 
     #[test]
@@ -454,7 +535,7 @@ mod tests {
             }),
         ];
         for (what, bad) in cases {
-            let err = ParsedSnapshot::<TypeConfig>::parse(&reseal(bad)).err();
+            let err = parse(&reseal(bad)).err();
             assert!(matches!(err, Some(StoreError::Corrupt(_))), "{what}: {err:?}");
         }
     }
@@ -465,10 +546,23 @@ mod tests {
         for pos in 0..good.len() {
             let mut bad = good.clone();
             bad[pos] ^= 0x80;
-            assert!(ParsedSnapshot::<TypeConfig>::parse(&bad).is_err(), "flip at {pos}");
+            assert!(parse(&bad).is_err(), "flip at {pos}");
         }
         for len in 0..good.len() {
-            assert!(ParsedSnapshot::<TypeConfig>::parse(&good[..len]).is_err(), "truncated to {len}");
+            assert!(parse(&good[..len]).is_err(), "truncated to {len}");
+            // A stream shorter than the length it claims is an error too, not a panic.
+            assert!(matches!(verify::<TypeConfig>(&good[..len], good.len() as u64), Err(StoreError::Corrupt(_))));
         }
+    }
+
+    #[test]
+    fn a_batch_past_a_damaged_length_is_an_error() {
+        let good = sample();
+        let at = parse(&good).unwrap().kv;
+        let mut bad = good.clone();
+        let at_len = at.offset() as usize;
+        bad[at_len..at_len + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let err = read_batch(&bad[at_len..], bad.len() as u64, Section::Kv, at, 10, 1 << 20).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
     }
 }

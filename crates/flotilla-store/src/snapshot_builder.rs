@@ -2,7 +2,9 @@
 //!
 //! A [`SnapshotBuilder`] takes its redb read transaction when openraft asks for the builder,
 //! so the snapshot is exactly the state at that moment (MVCC) while the writer goes on
-//! applying entries; encoding runs on a blocking thread.
+//! applying entries; encoding runs on a blocking thread and streams the records straight into
+//! a temporary file (sealed at rest in segments when the store is encrypted), which is then
+//! renamed into place: memory is a write buffer and one record, whatever the snapshot's size.
 
 use std::io;
 use std::marker::PhantomData;
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use flotilla_core::{Namespace, TypeConfig};
 use openraft::alias::{SnapshotMetaOf, SnapshotOf};
 use openraft::storage::RaftSnapshotBuilder;
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use crate::codec::encode_sealed;
 use crate::error::{redb_error, StoreError};
@@ -44,10 +46,14 @@ impl<C: StoreConfig> SnapshotBuilder<C> {
         };
         let store = self.store.clone();
         let tables = self.tables.clone();
-        let (header, data) = tokio::task::spawn_blocking(move || encode_view::<C>(&store, &view, &tables))
-            .await
-            .map_err(|e| StoreError::Redb(format!("snapshot build task failed: {e}")))??;
-        let data = save_current::<C>(&self.store, &self.tables, &header, data).await?;
+        // A full disk must not fail the build: openraft would stop the group. Wait for room.
+        let (header, data) = tokio::task::spawn_blocking(move || {
+            let is_full = |e: &StoreError| matches!(e, StoreError::DiskFull(_));
+            store.disk.retry_while_full("writing a snapshot", is_full, || encode_view::<C>(&store, &view, &tables))
+        })
+        .await
+        .map_err(|e| StoreError::Redb(format!("snapshot build task failed: {e}")))??;
+        save_current::<C>(&self.store, &self.tables, &header, &data).await?;
         tracing::info!(
             namespace = %self.tables.ns(),
             snapshot = %header.snapshot_id,
@@ -70,12 +76,13 @@ impl<C: StoreConfig> RaftSnapshotBuilder<C> for SnapshotBuilder<C> {
     }
 }
 
-/// Encode the namespace's state as seen by `txn`.
+/// Encode the namespace's state as seen by `txn` into a new temporary snapshot file (fsynced),
+/// streaming: memory is a write buffer and one record.
 fn encode_view<C: StoreConfig>(
     store: &Store,
     txn: &ReadTransaction,
     tables: &NsTables,
-) -> Result<(SnapshotHeader<C>, Vec<u8>), StoreError> {
+) -> Result<(SnapshotHeader<C>, SnapshotData), StoreError> {
     let last_log_id = read_meta(txn, tables, META_APPLIED)?;
     let last_membership = read_meta(txn, tables, META_MEMBERSHIP)?.unwrap_or_default();
     let dedup_next = read_meta(txn, tables, META_DEDUP_NEXT)?.unwrap_or(0);
@@ -83,10 +90,16 @@ fn encode_view<C: StoreConfig>(
     let header = SnapshotHeader::<C> { last_log_id, last_membership, snapshot_id, dedup_next };
 
     // The snapshot itself is plaintext (it is sent to other nodes, which may hold other keys);
-    // its file is sealed when saved.
+    // its file is sealed as it is written.
     let codec = &store.codec;
-    let mut enc = SnapshotEncoder::new(&header)?;
-    if let Some(kv) = open_read(txn, tables.kv())? {
+    let kv = open_read(txn, tables.kv())?;
+    let dedup = open_read(txn, tables.dedup())?;
+    // The view is fixed, so the counts are those of the records iterated below.
+    let kv_count = kv.as_ref().map(|t| t.len()).transpose().map_err(redb_error)?.unwrap_or(0);
+    let dedup_count = dedup.as_ref().map(|t| t.len()).transpose().map_err(redb_error)?.unwrap_or(0);
+    let mut writer = store.snapshots.create_temp(tables.ns())?;
+    let mut enc = SnapshotEncoder::new(&mut writer, &header, kv_count, dedup_count)?;
+    if let Some(kv) = kv {
         let what = || format!("namespace {:?}, the value of a key", tables.ns().as_str());
         for item in kv.iter().map_err(redb_error)? {
             let (key, value) = item.map_err(redb_error)?;
@@ -94,8 +107,8 @@ fn encode_view<C: StoreConfig>(
             enc.push_kv(key, &codec.unprotect_value(&tables.kv_context(key), value.value(), &what)?)?;
         }
     }
-    enc.start_dedup();
-    if let Some(dedup) = open_read(txn, tables.dedup())? {
+    enc.start_dedup()?;
+    if let Some(dedup) = dedup {
         let what = || format!("namespace {:?}, a dedup entry", tables.ns().as_str());
         for item in dedup.iter().map_err(redb_error)? {
             let (key, value) = item.map_err(redb_error)?;
@@ -103,18 +116,20 @@ fn encode_view<C: StoreConfig>(
             enc.push_dedup(key, &codec.unprotect(&tables.dedup_context(key), value.value(), &what)?)?;
         }
     }
-    Ok((header, enc.finish()))
+    enc.finish()?;
+    Ok((header, writer.finish(true)?))
 }
 
-/// Make `data` (described by `header`) the current snapshot of the namespace: write the file
-/// crash-safely, then record its header in the meta table. A snapshot older than the current
-/// one (an install may have overtaken the build) is not saved. Returns `data`.
+/// Make `data` (described by `header`, in a temporary file written by the store) the current
+/// snapshot of the namespace: rename the file into place crash-safely, then record its header
+/// in the meta table. A snapshot older than the current one (an install may have overtaken
+/// the build) is not saved (its file goes when `data` is dropped).
 pub(crate) async fn save_current<C: StoreConfig>(
     store: &Store,
     tables: &Arc<NsTables>,
     header: &SnapshotHeader<C>,
-    data: Vec<u8>,
-) -> Result<Vec<u8>, StoreError> {
+    data: &SnapshotData,
+) -> Result<(), StoreError> {
     let lock = store.snapshot_lock(tables.ns());
     let _guard = lock.lock().await;
 
@@ -127,12 +142,12 @@ pub(crate) async fn save_current<C: StoreConfig>(
                 current = %current.snapshot_id,
                 "keeping the newer current snapshot"
             );
-            return Ok(data);
+            return Ok(());
         }
     }
     drop(txn);
 
-    let data = save_file(store, tables.ns(), data).await?;
+    commit_file(store, tables.ns(), data).await?;
     let record = encode_sealed(header)?;
     let job_tables = tables.clone();
     store
@@ -143,20 +158,14 @@ pub(crate) async fn save_current<C: StoreConfig>(
             Ok(())
         })
         .await?;
-    Ok(data)
+    Ok(())
 }
 
-/// Replace the snapshot file of `ns` with `data`, crash-safely (see [`crate::snapshot_file`]),
-/// waiting for room on a full disk. Callers hold the namespace's snapshot lock. Returns `data`.
-pub(crate) async fn save_file(store: &Store, ns: &Namespace, data: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-    let files = store.snapshots.clone();
-    let ns = ns.clone();
-    let disk = store.disk.clone();
-    // A full disk must not fail the save: openraft would stop the group. Wait for room instead.
-    let is_full = |e: &StoreError| matches!(e, StoreError::DiskFull(_));
-    tokio::task::spawn_blocking(move || {
-        disk.retry_while_full("saving a snapshot", is_full, || files.save(&ns, &data)).map(|()| data)
-    })
-    .await
-    .map_err(|e| StoreError::Redb(format!("snapshot save task failed: {e}")))?
+/// Make `data`, in a temporary snapshot file of the store, the current snapshot file of `ns`
+/// (see [`crate::snapshot_file`]). Callers hold the namespace's snapshot lock.
+pub(crate) async fn commit_file(store: &Store, ns: &Namespace, data: &SnapshotData) -> Result<(), StoreError> {
+    let (files, ns, data) = (store.snapshots.clone(), ns.clone(), data.clone());
+    tokio::task::spawn_blocking(move || files.commit(&ns, &data))
+        .await
+        .map_err(|e| StoreError::Redb(format!("snapshot save task failed: {e}")))?
 }

@@ -7,7 +7,8 @@
 //!
 //! 1. begin: drop the namespace's state, remove its applied log id, set [`META_INSTALLING`]
 //!    and record the snapshot (its file is already saved, see [`crate::state_machine_store`]);
-//! 2. load: the key/value pairs, then the dedup records, a batch per job;
+//! 2. load: the key/value pairs, then the dedup records, a batch per job (each batch read from
+//!    the snapshot file off the writer thread, so memory is one batch);
 //! 3. finish (durable): set the applied log id, membership and dedup counter, remove the mark.
 //!
 //! Crash safety: redb commits land in order, so after a crash the namespace is either as it
@@ -17,34 +18,25 @@
 //! tables hold a state that never existed; linearizable reads wait anyway, since openraft
 //! reports the new applied index only once the install returned.
 
+use std::io::BufReader;
 use std::sync::Arc;
 
 use redb::WriteTransaction;
 
 use crate::codec::{encode_sealed, Codec};
 use crate::error::StoreError;
-use crate::snapshot::{dedup_order, DedupRecord, KvRecord, Records, RecordsPos, SnapshotHeader};
+use crate::snapshot::{dedup_order, read_batch, Record, RecordsPos, Section, Verified};
 use crate::store::Store;
 use crate::tables::{NsTables, META_APPLIED, META_DEDUP_NEXT, META_INSTALLING, META_MEMBERSHIP, META_SNAPSHOT};
 use crate::writer::{clean, dirty, JobFailure};
-use crate::StoreConfig;
+use crate::{SnapshotData, StoreConfig};
 
 /// Most snapshot bytes one load job writes.
 pub(crate) const BATCH_BYTES: usize = 4 << 20;
 /// Most records one load job writes.
 pub(crate) const BATCH_RECORDS: usize = 4096;
-
-/// A verified snapshot and where its sections start.
-pub(crate) struct Verified<C: StoreConfig> {
-    /// The snapshot's header.
-    pub(crate) header: SnapshotHeader<C>,
-    /// The snapshot bytes (checksum verified).
-    pub(crate) data: Arc<Vec<u8>>,
-    /// Start of the key/value section.
-    pub(crate) kv: RecordsPos,
-    /// Start of the dedup section.
-    pub(crate) dedup: RecordsPos,
-}
+/// Bytes read from the snapshot file at a time.
+const READ_BUFFER: usize = 256 << 10;
 
 /// Test hook: called between load jobs (with the number of jobs done), where a test can
 /// pause the install or stop it as a crash would.
@@ -61,11 +53,12 @@ pub(crate) struct Installed {
     pub(crate) jobs: usize,
 }
 
-/// Load `snapshot` into the namespace of `tables`.
+/// Load the verified snapshot `data` (described by `snapshot`) into the namespace of `tables`.
 pub(crate) async fn install<C: StoreConfig>(
     store: &Store,
     tables: &Arc<NsTables>,
     snapshot: Verified<C>,
+    data: &SnapshotData,
     #[cfg(test)] between: Option<BetweenJobs>,
 ) -> Result<Installed, StoreError> {
     let record = encode_sealed(&snapshot.header)?;
@@ -74,19 +67,24 @@ pub(crate) async fn install<C: StoreConfig>(
 
     let mut jobs = 0;
     let mut keys = 0;
-    for section in [Section::Kv(snapshot.kv), Section::Dedup(snapshot.dedup)] {
-        let mut at = section;
-        while !at.pos().is_done() {
+    for (section, start) in [(Section::Kv, snapshot.kv), (Section::Dedup, snapshot.dedup)] {
+        let mut at = start;
+        while !at.is_done() {
             #[cfg(test)]
             if let Some(hook) = &between {
                 hook(jobs).await?;
             }
-            let (job_tables, codec, data) = (tables.clone(), store.codec.clone(), snapshot.data.clone());
-            let (next, loaded) = store
+            // The batch is read off the writer thread, so the writer only inserts: memory is
+            // one batch, and the other namespaces wait for no file reads.
+            let (batch, next) = read_next(data, section, at).await?;
+            let loaded = batch.len() as u64;
+            let cost = batch.iter().map(|(k, v)| k.len() + v.len()).sum();
+            let (job_tables, codec) = (tables.clone(), store.codec.clone());
+            store
                 .writer
-                .execute_visible(BATCH_BYTES, move |txn: &WriteTransaction| load(txn, &job_tables, &codec, &data, at))
+                .execute_visible(cost, move |txn: &WriteTransaction| load(txn, &job_tables, &codec, section, &batch))
                 .await?;
-            if matches!(at, Section::Kv(_)) {
+            if section == Section::Kv {
                 keys += loaded;
             }
             at = next;
@@ -107,19 +105,20 @@ pub(crate) async fn install<C: StoreConfig>(
     Ok(Installed { keys, jobs })
 }
 
-/// A section of the snapshot and where its loading stands.
-#[derive(Debug, Clone, Copy)]
-enum Section {
-    Kv(RecordsPos),
-    Dedup(RecordsPos),
-}
-
-impl Section {
-    fn pos(&self) -> RecordsPos {
-        match self {
-            Section::Kv(at) | Section::Dedup(at) => *at,
-        }
-    }
+/// The next batch of `section` from `at` (at most [`BATCH_RECORDS`] records and about
+/// [`BATCH_BYTES`] bytes), read on a blocking thread.
+async fn read_next(
+    data: &SnapshotData,
+    section: Section,
+    at: RecordsPos,
+) -> Result<(Vec<Record>, RecordsPos), StoreError> {
+    let data = data.clone();
+    tokio::task::spawn_blocking(move || {
+        let src = BufReader::with_capacity(READ_BUFFER, data.reader_at(at.offset()));
+        read_batch(src, data.len(), section, at, BATCH_RECORDS, BATCH_BYTES)
+    })
+    .await
+    .map_err(|e| StoreError::Redb(format!("snapshot read task failed: {e}")))?
 }
 
 /// Step 1: mark the namespace, drop its state and record the snapshot `record`.
@@ -135,64 +134,39 @@ fn begin(txn: &WriteTransaction, tables: &NsTables, record: &[u8]) -> Result<(),
     Ok(())
 }
 
-/// Step 2: one batch of records from `at`; returns where the next batch starts and how many
-/// records this one loaded.
+/// Step 2: insert one batch of records of `section`.
 fn load(
     txn: &WriteTransaction,
     tables: &NsTables,
     codec: &Codec,
-    data: &[u8],
-    at: Section,
-) -> Result<(Section, u64), JobFailure> {
-    match at {
-        Section::Kv(pos) => load_kv(txn, tables, codec, data, pos).map(|(p, n)| (Section::Kv(p), n)),
-        Section::Dedup(pos) => load_dedup(txn, tables, codec, data, pos).map(|(p, n)| (Section::Dedup(p), n)),
+    section: Section,
+    batch: &[Record],
+) -> Result<(), JobFailure> {
+    match section {
+        Section::Kv => load_kv(txn, tables, codec, batch),
+        Section::Dedup => load_dedup(txn, tables, codec, batch),
     }
 }
 
-fn load_kv(
-    txn: &WriteTransaction,
-    tables: &NsTables,
-    codec: &Codec,
-    data: &[u8],
-    at: RecordsPos,
-) -> Result<(RecordsPos, u64), JobFailure> {
+fn load_kv(txn: &WriteTransaction, tables: &NsTables, codec: &Codec, batch: &[Record]) -> Result<(), JobFailure> {
     let mut kv = txn.open_table(tables.kv()).map_err(clean)?;
-    let mut records = Records::<KvRecord>::resume(data, at);
-    let (mut bytes, mut count) = (0, 0);
-    while bytes < BATCH_BYTES && (count as usize) < BATCH_RECORDS {
-        let Some(record) = records.next() else { break };
-        let (key, value) = record.map_err(JobFailure::dirty)?;
+    for (key, value) in batch {
         let stored = codec.protect_value(&tables.kv_context(key), value).map_err(JobFailure::dirty)?;
-        kv.insert(key, stored.as_ref()).map_err(dirty)?;
-        bytes += key.len() + value.len();
-        count += 1;
+        kv.insert(key.as_slice(), stored.as_ref()).map_err(dirty)?;
     }
-    Ok((records.pos(), count))
+    Ok(())
 }
 
-fn load_dedup(
-    txn: &WriteTransaction,
-    tables: &NsTables,
-    codec: &Codec,
-    data: &[u8],
-    at: RecordsPos,
-) -> Result<(RecordsPos, u64), JobFailure> {
+fn load_dedup(txn: &WriteTransaction, tables: &NsTables, codec: &Codec, batch: &[Record]) -> Result<(), JobFailure> {
     let mut dedup = txn.open_table(tables.dedup()).map_err(clean)?;
     let mut order = txn.open_table(tables.dedup_order()).map_err(dirty)?;
-    let mut records = Records::<DedupRecord>::resume(data, at);
-    let (mut bytes, mut count) = (0, 0);
-    while bytes < BATCH_BYTES && (count as usize) < BATCH_RECORDS {
-        let Some(record) = records.next() else { break };
-        let (id, payload) = record.map_err(JobFailure::dirty)?;
+    for (id, payload) in batch {
         let order_no = dedup_order(payload).map_err(JobFailure::dirty)?;
         let stored = codec.protect(&tables.dedup_context(id), payload).map_err(JobFailure::dirty)?;
-        dedup.insert(id, stored.as_slice()).map_err(dirty)?;
-        order.insert(order_no, id).map_err(dirty)?;
-        bytes += id.len() + payload.len();
-        count += 1;
+        dedup.insert(id.as_slice(), stored.as_slice()).map_err(dirty)?;
+        order.insert(order_no, id.as_slice()).map_err(dirty)?;
     }
-    Ok((records.pos(), count))
+    Ok(())
 }
 
 /// Step 3: the namespace holds the snapshot's state: set its applied log id, membership and

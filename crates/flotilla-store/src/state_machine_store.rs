@@ -15,7 +15,7 @@
 //! `current_snapshot`).
 
 use std::fmt::Debug;
-use std::io;
+use std::io::{self, BufReader};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -28,9 +28,9 @@ use redb::WriteTransaction;
 
 use crate::apply::apply_entries;
 use crate::error::StoreError;
-use crate::snapshot::{ParsedSnapshot, SnapshotHeader};
-use crate::snapshot_builder::{save_file, SnapshotBuilder};
-use crate::snapshot_install::Verified;
+use crate::snapshot::{verify, SnapshotHeader, Tee, Verified};
+use crate::snapshot_builder::{commit_file, SnapshotBuilder};
+use crate::snapshot_file::SnapshotFiles;
 use crate::store::{read_meta, Store};
 use crate::tables::{NsTables, META_APPLIED, META_MEMBERSHIP, META_PURGED, META_SNAPSHOT};
 use crate::{SnapshotData, StoreConfig};
@@ -100,15 +100,19 @@ impl<C: StoreConfig> StateMachineStore<C> {
     /// Replace the namespace's state with the verified snapshot `data`: its file first, then
     /// the state, in bounded writer jobs ending with a durable one.
     async fn install(&self, meta: &SnapshotMetaOf<C>, data: SnapshotData) -> Result<(), StoreError> {
-        // Verify everything before the state is touched (off the async threads: it reads
-        // every byte).
-        let (header, kv, dedup, data) = tokio::task::spawn_blocking(move || {
-            let parsed = ParsedSnapshot::<C>::parse(&data)?;
-            let (kv, dedup) = (parsed.kv().pos(), parsed.dedup().pos());
-            Ok::<_, StoreError>((parsed.header, kv, dedup, data))
+        // Verify every byte before the state is touched, and write the copy that becomes the
+        // current file in the same pass (off the async threads: it reads the whole snapshot).
+        let (store, ns, source) = (self.store.clone(), self.tables.ns().clone(), data.clone());
+        let (verified, saved) = tokio::task::spawn_blocking(move || {
+            // A full disk must not fail the install: openraft would stop the group. Wait for room.
+            let is_full = |e: &StoreError| matches!(e, StoreError::DiskFull(_));
+            store
+                .disk
+                .retry_while_full("saving a snapshot", is_full, || verify_copy::<C>(&store.snapshots, &ns, &source))
         })
         .await
         .map_err(|e| StoreError::Redb(format!("snapshot verification task failed: {e}")))??;
+        let header = &verified.header;
         if header.last_log_id != meta.last_log_id || header.last_membership != meta.last_membership {
             return Err(StoreError::corrupt(format!(
                 "snapshot {} does not match its metadata {meta}",
@@ -125,18 +129,18 @@ impl<C: StoreConfig> StateMachineStore<C> {
         // lock keeps a snapshot being built from replacing the file in between.
         let lock = self.store.snapshot_lock(self.tables.ns());
         let _guard = lock.lock().await;
-        let data = save_file(&self.store, self.tables.ns(), data).await?;
+        commit_file(&self.store, self.tables.ns(), &saved).await?;
         #[cfg(test)]
         self.crash_point()?;
 
         let id = header.snapshot_id.clone();
-        let verified = Verified { header, data: Arc::new(data), kv, dedup };
         #[cfg(test)]
         let between = self.between_jobs.lock().map(|hook| hook.clone()).unwrap_or(None);
         let installed = crate::snapshot_install::install(
             &self.store,
             &self.tables,
             verified,
+            &data,
             #[cfg(test)]
             between,
         )
@@ -167,8 +171,8 @@ impl<C: StoreConfig> StateMachineStore<C> {
             let Some(data) = files.load(&ns)? else {
                 return Ok(None);
             };
-            let header = ParsedSnapshot::<C>::parse(&data)
-                .map_err(|e| StoreError::corrupt(format!("{}: {e}", files.current_path(&ns).display())))?
+            let header = verify::<C>(BufReader::with_capacity(READ_BUFFER, data.reader()), data.len())
+                .map_err(|e| in_file(e, &files.current_path(&ns)))?
                 .header;
             Ok::<_, StoreError>(Some((header, data)))
         })
@@ -261,6 +265,31 @@ impl<C: StoreConfig> RaftStateMachine<C> for StateMachineStore<C> {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, SnapshotData>>, io::Error> {
         Ok(self.current_snapshot().await?)
+    }
+}
+
+/// Bytes read from a snapshot file at a time.
+const READ_BUFFER: usize = 256 << 10;
+
+/// Verify the snapshot `data` of `ns` and copy it to a new temporary snapshot file (fsynced)
+/// in the same pass; returns what the verification found and the copy.
+fn verify_copy<C: StoreConfig>(
+    files: &SnapshotFiles,
+    ns: &Namespace,
+    data: &SnapshotData,
+) -> Result<(Verified<C>, SnapshotData), StoreError> {
+    let mut writer = files.create_temp(ns)?;
+    let src = Tee::new(BufReader::with_capacity(READ_BUFFER, data.reader()), &mut writer);
+    let verified = verify::<C>(src, data.len())?;
+    Ok((verified, writer.finish(true)?))
+}
+
+/// Name the snapshot file a verification failure is about.
+fn in_file(e: StoreError, path: &std::path::Path) -> StoreError {
+    match e {
+        StoreError::AtRestCorrupt(msg) => StoreError::AtRestCorrupt(format!("{}: {msg}", path.display())),
+        StoreError::Corrupt(msg) => StoreError::Corrupt(format!("{}: {msg}", path.display())),
+        other => other,
     }
 }
 

@@ -19,6 +19,7 @@ use crate::error::{redb_error, StoreError};
 use crate::log_store::LogStore;
 use crate::metrics::{Metrics, StoreMetrics};
 use crate::snapshot_file::SnapshotFiles;
+use crate::snapshot_sink::SnapshotSink;
 use crate::state_machine_store::StateMachineStore;
 use crate::tables::{open_read, NsTables, META_APPLIED, META_INSTALLING, META_MEMBERSHIP, META_PURGED, META_VOTE};
 use crate::writer::{DbSlot, Writer};
@@ -33,6 +34,9 @@ pub struct StoreOptions {
     /// Encrypt at rest with this cipher (see [`crate::at_rest`]); `None` keeps a plaintext
     /// store. A store sealed once can only be opened with a cipher holding its keys.
     pub at_rest: Option<Arc<AtRestCipher>>,
+    /// Bytes of redb's page cache (which keeps pages read and written, up to this size);
+    /// `None` keeps redb's default of 1 GiB.
+    pub cache_bytes: Option<usize>,
 }
 
 /// The durable storage of one node: every namespace's Raft log, vote and state machine in one
@@ -83,9 +87,17 @@ impl Store {
             .map_err(|e| StoreError::io(format!("creating data directory {}", data_dir.display()), e))?;
         let path = data_dir.join(DB_FILE);
         let disk = Arc::new(DiskHealth::new(data_dir));
-        let reopen = crate::disk::file_opener(path.clone(), disk.clone());
+        let reopen = crate::disk::file_opener(path.clone(), disk.clone(), options.cache_bytes);
         let mut db = reopen()?;
         let codec = crate::sealing::prepare(&mut db, data_dir, options.at_rest)?;
+        let snapshots = SnapshotFiles::new(data_dir, codec.clone());
+        snapshots.remove_stale()?;
+        for ns in snapshots.namespaces()? {
+            // A file that cannot be converted stays as it is: reading it reports why.
+            if let Err(e) = snapshots.upgrade(&ns) {
+                tracing::warn!(namespace = %ns, error = %e, "cannot convert a snapshot file to sealed segments");
+            }
+        }
         let db: DbSlot = Arc::new(RwLock::new(Some(Arc::new(db))));
         let metrics = Arc::new(Metrics::new());
         let writer = Writer::start(db.clone(), reopen, metrics.clone(), disk.clone())?;
@@ -97,7 +109,7 @@ impl Store {
             writer,
             disk,
             metrics,
-            snapshots: SnapshotFiles::new(data_dir, codec.clone()),
+            snapshots,
             codec,
             snapshot_locks: Mutex::new(HashMap::new()),
             snapshot_counter: AtomicU64::new(seed),
@@ -107,6 +119,13 @@ impl Store {
     /// The data directory this store lives in.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// A new [`SnapshotSink`] receiving a snapshot of `ns` into a temporary file under the data
+    /// directory (sealed at rest in an encrypted store). Blocking I/O.
+    pub fn snapshot_sink(&self, ns: &Namespace) -> Result<SnapshotSink, StoreError> {
+        self.check_open()?;
+        self.snapshots.create_incoming(ns).map(SnapshotSink::new)
     }
 
     /// The Raft log storage of namespace `ns`, for openraft.
@@ -138,10 +157,6 @@ impl Store {
         sm: Arc<dyn StateMachine>,
     ) -> Result<StateMachineStore<C>, StoreError> {
         self.check_open()?;
-        // A temp file is stale unless a save is running right now (which holds the lock).
-        if let Ok(_saving) = self.snapshot_lock(ns).try_lock() {
-            self.snapshots.remove_stale_temp(ns);
-        }
         Ok(StateMachineStore::new(self.clone(), NsTables::new(ns), sm))
     }
 

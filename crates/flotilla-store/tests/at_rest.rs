@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,7 +25,7 @@ fn cipher(keys: &[AtRestKey], current: u8) -> Arc<AtRestCipher> {
 }
 
 fn open_with(dir: &Path, at_rest: Option<Arc<AtRestCipher>>) -> Result<Arc<Store>, StoreError> {
-    Store::open_with(dir, StoreOptions { at_rest })
+    Store::open_with(dir, StoreOptions { at_rest, ..StoreOptions::default() })
 }
 
 fn secret_value(i: u64) -> Vec<u8> {
@@ -115,10 +115,12 @@ async fn a_sealed_data_dir_holds_no_client_value_in_the_clear() {
     // Keys stay in the clear (ordered scans need them); that is documented, and checked here so
     // the scan above is known to look at the right bytes.
     assert!(!files_containing(sealed_dir.path(), b"key/00007").is_empty());
-    // The snapshot file names its key in a readable header.
+    // The snapshot file is sealed in segments (layout 2, 1 MiB each), each naming its key in
+    // the clear.
     let snap = std::fs::read(sealed_dir.path().join("snapshots/alpha/current.snap")).unwrap();
-    assert_eq!(&snap[..8], b"FLOTSEAL");
-    assert_eq!(&snap[9..17], &[1; 8]);
+    assert_eq!(&snap[..9], b"FLOTSEAL\x02");
+    assert_eq!(&snap[9..13], &(1u32 << 20).to_le_bytes());
+    assert_eq!(&snap[14..22], &[1; 8]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,6 +312,79 @@ async fn tampered_ciphertext_is_an_error_not_a_panic() {
     let mut sm = store.state_machine(&a, Arc::new(KvStateMachine)).unwrap();
     let err = sm.get_current_snapshot().await.unwrap_err();
     assert!(is_at_rest_corrupt(&err) && err.to_string().contains("not sealed"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_being_received_is_sealed_on_disk_and_installs() {
+    let a = ns("alpha");
+    let leader_dir = tempfile::tempdir().unwrap();
+    let leader = open_with(leader_dir.path(), None).unwrap();
+    write_everything(&leader, &a, 20).await;
+    let snap = leader.state_machine(&a, Arc::new(KvStateMachine)).unwrap().get_current_snapshot().await.unwrap();
+    let snap = snap.expect("a current snapshot");
+    let mut plain = Vec::new();
+    snap.snapshot.reader().read_to_end(&mut plain).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with(dir.path(), Some(cipher(&[key(1)], 1))).unwrap();
+    let mut sink = store.snapshot_sink(&a).unwrap();
+    for chunk in plain.chunks(100) {
+        sink.append(chunk).unwrap();
+    }
+    let received = sink.finish().unwrap();
+    let incoming = dir.path().join("snapshots/.incoming");
+    let files: Vec<PathBuf> = std::fs::read_dir(&incoming).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1);
+    assert_eq!(&std::fs::read(&files[0]).unwrap()[..9], b"FLOTSEAL\x02");
+    assert_eq!(files_containing(dir.path(), SECRET), Vec::<PathBuf>::new(), "nothing in the clear");
+
+    let mut sm = store.state_machine(&a, Arc::new(KvStateMachine)).unwrap();
+    sm.install_snapshot(&snap.meta, received).await.unwrap();
+    assert_eq!(store.get(&a, b"key/00007").unwrap(), Some(secret_value(7)));
+    assert_eq!(std::fs::read_dir(&incoming).unwrap().count(), 0, "the received file is gone once installed");
+    assert_eq!(files_containing(dir.path(), SECRET), Vec::<PathBuf>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_file_sealed_whole_by_an_older_version_is_converted_when_the_store_opens() {
+    let a = ns("alpha");
+    let dir = tempfile::tempdir().unwrap();
+    let c = cipher(&[key(1)], 1);
+    let store = open_with(dir.path(), Some(c.clone())).unwrap();
+    write_everything(&store, &a, 20).await;
+    let mut sm = store.state_machine(&a, Arc::new(KvStateMachine)).unwrap();
+    let snap = sm.get_current_snapshot().await.unwrap().expect("a current snapshot");
+    let mut plain = Vec::new();
+    snap.snapshot.reader().read_to_end(&mut plain).unwrap();
+    drop(sm);
+    close(store);
+
+    // What the version before segments wrote: the magic, then the whole snapshot sealed as one
+    // record bound to the namespace.
+    let path = dir.path().join("snapshots/alpha/current.snap");
+    let mut legacy = b"FLOTSEAL".to_vec();
+    legacy.extend(c.seal(b"snapshot/alpha\0", &plain).unwrap());
+    std::fs::write(&path, &legacy).unwrap();
+
+    // Still read: converted to segments when the store opens, then served as before.
+    let store = open_with(dir.path(), Some(c.clone())).unwrap();
+    assert_eq!(&std::fs::read(&path).unwrap()[..9], b"FLOTSEAL\x02");
+    let mut sm = store.state_machine(&a, Arc::new(KvStateMachine)).unwrap();
+    let again = sm.get_current_snapshot().await.unwrap().expect("the converted snapshot is current");
+    assert_eq!(again.meta, snap.meta);
+    let mut read = Vec::new();
+    again.snapshot.reader().read_to_end(&mut read).unwrap();
+    assert_eq!(read, plain);
+    drop(sm);
+    close(store);
+
+    // A damaged file in that layout is not converted, and reported as damaged sealed data.
+    legacy[40] ^= 0x01;
+    std::fs::write(&path, &legacy).unwrap();
+    let store = open_with(dir.path(), Some(c)).unwrap();
+    let mut sm = store.state_machine(&a, Arc::new(KvStateMachine)).unwrap();
+    let err = sm.get_current_snapshot().await.unwrap_err();
+    assert!(is_at_rest_corrupt(&err) && err.to_string().contains("current.snap"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io;
+use std::io::{self, Read};
 use std::sync::Arc;
 
 use common::*;
@@ -112,6 +112,20 @@ async fn fill(sm: &mut StateMachineStore) {
     apply(sm, entries).await.unwrap();
 }
 
+/// The bytes of a snapshot.
+fn bytes(data: &SnapshotData) -> Vec<u8> {
+    let mut out = Vec::new();
+    data.reader().read_to_end(&mut out).unwrap();
+    out
+}
+
+/// `bytes` as a snapshot received by `store` for `ns`.
+fn received(store: &Store, ns: &Namespace, bytes: &[u8]) -> SnapshotData {
+    let mut sink = store.snapshot_sink(ns).unwrap();
+    sink.append(bytes).unwrap();
+    sink.finish().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_installs_into_a_fresh_store() {
     let a = ns("alpha");
@@ -128,7 +142,7 @@ async fn snapshot_installs_into_a_fresh_store() {
     assert_eq!(snap.meta.last_log_id, Some(log_id(2, 202)));
     let current = sm1.get_current_snapshot().await.unwrap().expect("built snapshot is current");
     assert_eq!(current.meta, snap.meta);
-    assert_eq!(current.snapshot, snap.snapshot);
+    assert_eq!(bytes(&current.snapshot), bytes(&snap.snapshot));
 
     let dir2 = tempfile::tempdir().unwrap();
     let store2 = open(dir2.path());
@@ -169,7 +183,7 @@ async fn corrupted_snapshots_are_rejected_and_change_nothing() {
     let mut sm1 = store1.state_machine(&a, Arc::new(KvStateMachine)).unwrap();
     fill(&mut sm1).await;
     let snap = sm1.get_snapshot_builder().await.build_snapshot().await.unwrap();
-    let good: SnapshotData = snap.snapshot.clone();
+    let good: Vec<u8> = bytes(&snap.snapshot);
 
     let dir2 = tempfile::tempdir().unwrap();
     let store2 = open(dir2.path());
@@ -178,7 +192,7 @@ async fn corrupted_snapshots_are_rejected_and_change_nothing() {
     let before = all_keys(&store2, &a);
     let before_state = sm2.applied_state().await.unwrap();
 
-    let mut bad_inputs: Vec<(String, SnapshotData)> = Vec::new();
+    let mut bad_inputs: Vec<(String, Vec<u8>)> = Vec::new();
     for pos in [0, 9, 13, 20, good.len() / 2, good.len() - 5, good.len() - 1] {
         let mut bad = good.clone();
         bad[pos] ^= 0x01;
@@ -192,7 +206,7 @@ async fn corrupted_snapshots_are_rejected_and_change_nothing() {
     bad_inputs.push(("trailing bytes".into(), longer));
 
     for (what, bad) in bad_inputs {
-        let err = sm2.install_snapshot(&snap.meta, bad).await.expect_err(&what);
+        let err = sm2.install_snapshot(&snap.meta, received(&store2, &a, &bad)).await.expect_err(&what);
         assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{what}: {err}");
         assert_eq!(all_keys(&store2, &a), before, "{what}");
         assert_eq!(sm2.applied_state().await.unwrap(), before_state, "{what}");
@@ -202,7 +216,7 @@ async fn corrupted_snapshots_are_rejected_and_change_nothing() {
     // Metadata that does not match the bytes is refused too.
     let mut other_meta = snap.meta.clone();
     other_meta.last_log_id = Some(log_id(9, 999));
-    let err = sm2.install_snapshot(&other_meta, good.clone()).await.unwrap_err();
+    let err = sm2.install_snapshot(&other_meta, received(&store2, &a, &good)).await.unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     assert_eq!(all_keys(&store2, &a), before);
 
@@ -216,9 +230,45 @@ async fn corrupted_snapshots_are_rejected_and_change_nothing() {
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     assert!(err.to_string().contains("current.snap"), "{err}");
 
+    // No refused snapshot left a file behind.
+    let left: Vec<_> = std::fs::read_dir(dir2.path().join("snapshots/.incoming")).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    let alpha = dir2.path().join("snapshots/alpha");
+    let left: Vec<_> = std::fs::read_dir(&alpha).map(|d| d.collect()).unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+
     // The good bytes still install.
-    sm2.install_snapshot(&snap.meta, good).await.unwrap();
+    sm2.install_snapshot(&snap.meta, received(&store2, &a, &good)).await.unwrap();
     assert_eq!(all_keys(&store2, &a), all_keys(&store1, &a));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_snapshot_files_left_by_a_crash_are_removed_when_the_store_opens() {
+    let a = ns("alpha");
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut sm = store.state_machine(&a, Arc::new(KvStateMachine)).unwrap();
+    fill(&mut sm).await;
+    let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    // A snapshot being received when the process died.
+    let mut sink = store.snapshot_sink(&a).unwrap();
+    sink.append(b"partial").unwrap();
+    std::mem::forget(sink);
+    drop(sm);
+    store.shutdown();
+    drop(store);
+    // A save that died before its rename.
+    let half_saved = dir.path().join("snapshots/alpha/current.snap.99.tmp");
+    std::fs::write(&half_saved, b"half").unwrap();
+    let incoming = dir.path().join("snapshots/.incoming");
+    assert_eq!(std::fs::read_dir(&incoming).unwrap().count(), 1);
+
+    let store = open(dir.path());
+    assert!(!half_saved.exists());
+    assert_eq!(std::fs::read_dir(&incoming).unwrap().count(), 0);
+    let mut sm = store.state_machine(&a, Arc::new(KvStateMachine)).unwrap();
+    let current = sm.get_current_snapshot().await.unwrap().expect("the current snapshot is kept");
+    assert_eq!(bytes(&current.snapshot), bytes(&snap.snapshot));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,7 +46,7 @@ impl RedbBuilder {
         }
         let keys = [AtRestKey { id: *b"suite-k1", key: [0x11; 32] }, AtRestKey { id: *b"suite-k2", key: [0x22; 32] }];
         let cipher = AtRestCipher::new(keys, *b"suite-k2").map_err(storage_error)?;
-        Ok(StoreOptions { at_rest: Some(Arc::new(cipher)) })
+        Ok(StoreOptions { at_rest: Some(Arc::new(cipher)), ..StoreOptions::default() })
     }
 }
 

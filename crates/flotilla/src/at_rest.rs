@@ -21,7 +21,7 @@ pub fn store_options(config: &Config, keyring: Option<&Keyring>) -> Result<Store
         return Ok(StoreOptions::default());
     }
     let keyring = keyring.ok_or_else(|| ConfigError("--encrypt-at-rest needs --cluster-key-file".into()))?;
-    Ok(StoreOptions { at_rest: Some(Arc::new(cipher(keyring)?)) })
+    Ok(StoreOptions { at_rest: Some(Arc::new(cipher(keyring)?)), ..StoreOptions::default() })
 }
 
 /// The at-rest cipher of `keyring`.

@@ -112,7 +112,7 @@ async fn serve_raft(node: &Node, group: &Group, from: NodeId, raft: RaftEnvelope
         RaftRequest::SnapshotChunk(chunk) => {
             let vote = chunk.vote;
             let meta = chunk.meta.clone();
-            let assembled = node.snapshots.add(from, &group.namespace, chunk).await.map_err(|e| {
+            let assembled = node.snapshots.add(&node.store, from, &group.namespace, chunk).await.map_err(|e| {
                 warn!(namespace = %group.namespace, peer = %from, error = %e, "snapshot chunk refused");
                 WireError::Rejected(e.to_string())
             })?;

@@ -28,7 +28,7 @@ pub mod raft_config;
 mod request_ids;
 pub mod sealing;
 mod shutdown;
-mod snapshot_inbox;
+pub mod snapshot_inbox;
 pub mod status;
 pub mod testing;
 pub mod wire_budget;

@@ -3,9 +3,11 @@
 //! One [`GroupNetwork`] per (namespace, target peer). Appends are cut to the byte budget of a
 //! [`WireBudget`] (openraft bounds them only by entry count) and snapshots into chunks of that
 //! budget, so entries and snapshots of any size cross the wire in bounded frames; each message
-//! that carries data gets a deadline that grows with its size.
+//! that carries data gets a deadline that grows with its size. A snapshot is read from its file
+//! one chunk at a time as it is sent, so sending holds one chunk in memory.
 
 use std::future::Future;
+use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,9 +24,9 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::RaftNetworkV2;
+use openraft::{ErrorSubject, ErrorVerb, RaftNetworkV2, StorageError};
 
-use flotilla_store::SnapshotData;
+use flotilla_store::{SnapshotData, SnapshotReader};
 
 use crate::wire_budget::WireBudget;
 
@@ -168,28 +170,31 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
 }
 
 impl GroupNetwork {
+    /// Send the snapshot chunk by chunk, reading each chunk from its file just before it is
+    /// sent: memory is one chunk, whatever the snapshot's size.
     async fn send_snapshot_chunks(
         &self,
         vote: Vote,
         snapshot: SnapshotOf<TypeConfig, SnapshotData>,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let data = snapshot.snapshot;
-        let total = data.len() as u64;
-        let chunk = self.budget.bytes;
-        let mut offset = 0usize;
+        let total = snapshot.snapshot.len();
+        let chunk = self.budget.bytes as u64;
+        let mut reader = snapshot.snapshot.reader();
+        let mut offset = 0u64;
         loop {
-            let end = (offset + chunk).min(data.len());
-            let done = end == data.len();
-            let piece = SnapshotChunk {
-                vote,
-                meta: snapshot.meta.clone(),
-                offset: offset as u64,
-                total,
-                data: data[offset..end].to_vec(),
-                done,
-            };
-            let ttl = self.budget.ttl(option.hard_ttl(), end - offset);
+            let len = chunk.min(total - offset) as usize;
+            let (back, data) = read_chunk(reader, len).await.map_err(|e| {
+                tracing::error!(namespace = %self.namespace, peer = %self.target, error = %e,
+                    "cannot read the snapshot to send");
+                let subject = ErrorSubject::Snapshot(Some(snapshot.meta.signature()));
+                StreamingError::StorageError(StorageError::from_io_error(subject, ErrorVerb::Read, e))
+            })?;
+            reader = back;
+            let end = offset + len as u64;
+            let done = end == total;
+            let piece = SnapshotChunk { vote, meta: snapshot.meta.clone(), offset, total, data, done };
+            let ttl = self.budget.ttl(option.hard_ttl(), len);
             let reply = self.send(RaftRequest::SnapshotChunk(piece), ttl).await.map_err(to_streaming)?;
             match reply {
                 RaftResponse::SnapshotChunk(Some(resp)) if done => return Ok(resp),
@@ -203,6 +208,17 @@ impl GroupNetwork {
             offset = end;
         }
     }
+}
+
+/// The next `len` bytes of `reader`, read on a blocking thread; hands the reader back.
+async fn read_chunk(mut reader: SnapshotReader, len: usize) -> std::io::Result<(SnapshotReader, Vec<u8>)> {
+    tokio::task::spawn_blocking(move || {
+        let mut data = vec![0u8; len];
+        reader.read_exact(&mut data)?;
+        Ok((reader, data))
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// The encoded size of `entry`, as it travels in an append.

@@ -34,7 +34,7 @@ use crate::snapshot_inbox::{InboxLimits, SnapshotInbox};
 pub type StateMachineFactory = Arc<dyn Fn(&Namespace) -> Arc<dyn StateMachine> + Send + Sync>;
 
 /// What a node holds of snapshots being received: at most 4 GiB for one snapshot and for all
-/// namespaces together (buffers grow as data arrives), and a transfer idle for a minute is
+/// namespaces together (files on disk, grown as data arrives), and a transfer idle for a minute is
 /// abandoned (see [`SnapshotInbox`]).
 const SNAPSHOT_INBOX: InboxLimits = InboxLimits {
     max_snapshot: 4 * 1024 * 1024 * 1024,

@@ -1,35 +1,41 @@
-//! Reassembles snapshots that arrive in chunks.
+//! Receives snapshots that arrive in chunks, appending them to a file on disk.
 //!
 //! One transfer per namespace: a follower installs at most one snapshot of a namespace at a
 //! time, so a transfer that starts (offset 0) replaces any unfinished one of the same namespace,
 //! whichever leader sent it (the old one is from a deposed leader or was given up by its
 //! sender). Chunks must arrive in order.
 //!
-//! Memory is bounded three ways, because the announced size comes from the network:
+//! Each chunk is appended to the transfer's temporary file in the data directory (a
+//! [`SnapshotSink`], sealed at rest in an encrypted store), so memory holds one chunk whatever
+//! the snapshot's size; the last chunk turns the file into the [`SnapshotData`] openraft
+//! installs. Disk use is bounded three ways, because the announced size comes from the network:
 //! - a snapshot larger than [`InboxLimits::max_snapshot`] is refused at its first chunk;
-//! - buffers grow as data arrives (never more than the announced size), so a message that
-//!   announces a huge snapshot costs nothing until the data is actually sent;
+//! - a file grows as data arrives, never past the announced size (more is refused), so a
+//!   message that announces a huge snapshot costs nothing until the data is actually sent;
 //! - the announced sizes of all unfinished transfers together stay under
 //!   [`InboxLimits::max_total`]: a transfer that would pass it is refused at its start (the
 //!   leader retries later), so the transfers already admitted can finish.
 //!
 //! A transfer with no chunk for [`InboxLimits::idle_expiry`] is abandoned (its sender crashed,
-//! lost leadership or was cut off) and dropped, which releases its share of the total.
+//! lost leadership or was cut off) and dropped, which removes its file and releases its share of
+//! the total; so does a refused chunk that breaks its transfer.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use flotilla_core::types::{LogId, NodeId};
 use flotilla_core::wire::SnapshotChunk;
 use flotilla_core::Namespace;
-use tokio::sync::Mutex;
+use flotilla_store::{SnapshotData, SnapshotSink, Store, StoreError};
 
 /// How much the inbox holds.
 #[derive(Debug, Clone, Copy)]
 pub struct InboxLimits {
     /// Largest snapshot accepted.
     pub max_snapshot: u64,
-    /// Largest sum of the announced sizes of the unfinished transfers of all namespaces.
+    /// Largest sum of the announced sizes of the unfinished transfers of all namespaces (bytes
+    /// on disk).
     pub max_total: u64,
     /// A transfer without a chunk for this long is dropped.
     pub idle_expiry: Duration,
@@ -69,6 +75,9 @@ pub enum InboxError {
     /// The last chunk came before the announced size was reached.
     #[error("snapshot ended short of its announced size")]
     Short,
+    /// The chunk could not be written to disk (the transfer is dropped).
+    #[error("cannot store the snapshot being received: {0}")]
+    Store(StoreError),
 }
 
 /// One unfinished transfer.
@@ -77,7 +86,7 @@ struct Partial {
     /// The log id the snapshot covers: identifies it together with `from` and `total`.
     snapshot: Option<LogId>,
     total: u64,
-    data: Vec<u8>,
+    sink: SnapshotSink,
     last_chunk: Instant,
 }
 
@@ -87,18 +96,7 @@ impl Partial {
         self.from == from
             && self.snapshot == chunk.meta.last_log_id
             && self.total == chunk.total
-            && self.data.len() as u64 == chunk.offset
-    }
-
-    /// Append `bytes`, growing the buffer geometrically but never past the announced size.
-    fn append(&mut self, bytes: &[u8]) {
-        let needed = self.data.len() + bytes.len();
-        if needed > self.data.capacity() {
-            // `total` fits in memory: it is at most `max_snapshot`, checked at the start.
-            let target = (self.data.capacity() * 2).max(needed).min(self.total as usize);
-            self.data.reserve_exact(target - self.data.len());
-        }
-        self.data.extend_from_slice(bytes);
+            && self.sink.len() == chunk.offset
     }
 }
 
@@ -109,16 +107,19 @@ struct Transfers {
 }
 
 impl Transfers {
+    /// Take `chunk` of `ns` from `from`; blocking file I/O. Returns the snapshot once its
+    /// last chunk arrived.
     fn add(
         &mut self,
         now: Instant,
+        store: &Store,
         from: NodeId,
         ns: &Namespace,
         chunk: SnapshotChunk,
-    ) -> Result<Option<Vec<u8>>, InboxError> {
+    ) -> Result<Option<SnapshotData>, InboxError> {
         self.expire(now);
         if chunk.offset == 0 {
-            self.start(now, from, ns, &chunk)?;
+            self.start(now, store, from, ns, &chunk)?;
         }
         let Some(slot) = self.slots.get_mut(ns) else {
             return Err(InboxError::NoStart);
@@ -130,11 +131,14 @@ impl Transfers {
             }
             return Err(InboxError::OutOfOrder);
         }
-        if slot.data.len() as u64 + chunk.data.len() as u64 > slot.total {
+        if slot.sink.len() + chunk.data.len() as u64 > slot.total {
             self.slots.remove(ns);
             return Err(InboxError::Overrun);
         }
-        slot.append(&chunk.data);
+        if let Err(e) = slot.sink.append(&chunk.data) {
+            self.slots.remove(ns);
+            return Err(InboxError::Store(e));
+        }
         slot.last_chunk = now;
         if !chunk.done {
             return Ok(None);
@@ -142,14 +146,21 @@ impl Transfers {
         let Some(slot) = self.slots.remove(ns) else {
             return Err(InboxError::NoStart);
         };
-        if slot.data.len() as u64 != slot.total {
+        if slot.sink.len() != slot.total {
             return Err(InboxError::Short);
         }
-        Ok(Some(slot.data))
+        slot.sink.finish().map(Some).map_err(InboxError::Store)
     }
 
     /// Begin a transfer of `ns`, replacing any unfinished one of that namespace.
-    fn start(&mut self, now: Instant, from: NodeId, ns: &Namespace, chunk: &SnapshotChunk) -> Result<(), InboxError> {
+    fn start(
+        &mut self,
+        now: Instant,
+        store: &Store,
+        from: NodeId,
+        ns: &Namespace,
+        chunk: &SnapshotChunk,
+    ) -> Result<(), InboxError> {
         let limits = self.limits;
         if chunk.total > limits.max_snapshot {
             return Err(InboxError::TooLarge { total: chunk.total, limit: limits.max_snapshot });
@@ -161,19 +172,19 @@ impl Transfers {
         if held.saturating_add(chunk.total) > limits.max_total {
             return Err(InboxError::Busy { total: chunk.total, held, limit: limits.max_total });
         }
-        let partial =
-            Partial { from, snapshot: chunk.meta.last_log_id, total: chunk.total, data: Vec::new(), last_chunk: now };
+        let sink = store.snapshot_sink(ns).map_err(InboxError::Store)?;
+        let partial = Partial { from, snapshot: chunk.meta.last_log_id, total: chunk.total, sink, last_chunk: now };
         self.slots.insert(ns.clone(), partial);
         Ok(())
     }
 
-    /// Drop the transfers that have been idle too long.
+    /// Drop the transfers that have been idle too long (removing their files).
     fn expire(&mut self, now: Instant) {
         let idle = self.limits.idle_expiry;
         self.slots.retain(|ns, p| {
             let live = now.saturating_duration_since(p.last_chunk) < idle;
             if !live {
-                tracing::info!(namespace = %ns, peer = %p.from, received = p.data.len(), total = p.total,
+                tracing::info!(namespace = %ns, peer = %p.from, received = p.sink.len(), total = p.total,
                     "dropping an abandoned snapshot transfer");
             }
             live
@@ -186,25 +197,42 @@ impl Transfers {
     }
 }
 
-/// Chunk reassembly buffers.
+/// The snapshots being received, one per namespace.
 pub struct SnapshotInbox {
-    transfers: Mutex<Transfers>,
+    transfers: Arc<Mutex<Transfers>>,
 }
 
 impl SnapshotInbox {
     /// An inbox holding at most `limits`.
     pub fn new(limits: InboxLimits) -> Self {
-        Self { transfers: Mutex::new(Transfers { limits, slots: HashMap::new() }) }
+        Self { transfers: Arc::new(Mutex::new(Transfers { limits, slots: HashMap::new() })) }
     }
 
-    /// Add a chunk; returns the whole snapshot once the last chunk arrived.
-    pub async fn add(&self, from: NodeId, ns: &Namespace, chunk: SnapshotChunk) -> Result<Option<Vec<u8>>, InboxError> {
-        self.transfers.lock().await.add(Instant::now(), from, ns, chunk)
+    /// Add a chunk, written to a file of `store`; returns the whole snapshot once the last
+    /// chunk arrived. The file I/O runs on a blocking thread.
+    pub async fn add(
+        &self,
+        store: &Arc<Store>,
+        from: NodeId,
+        ns: &Namespace,
+        chunk: SnapshotChunk,
+    ) -> Result<Option<SnapshotData>, InboxError> {
+        let (transfers, store, ns) = (self.transfers.clone(), store.clone(), ns.clone());
+        tokio::task::spawn_blocking(move || lock(&transfers).add(Instant::now(), &store, from, &ns, chunk))
+            .await
+            .map_err(|e| InboxError::Store(StoreError::Redb(format!("snapshot receive task failed: {e}"))))?
     }
+}
+
+/// The transfers, even if a thread panicked while holding them (each step leaves them valid).
+fn lock(transfers: &Mutex<Transfers>) -> MutexGuard<'_, Transfers> {
+    transfers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+
     use super::*;
     use flotilla_core::types::Vote;
     use flotilla_core::TypeConfig;
@@ -214,8 +242,12 @@ mod tests {
 
     const IDLE: Duration = Duration::from_secs(60);
 
-    fn transfers(max_snapshot: u64, max_total: u64) -> Transfers {
-        Transfers { limits: InboxLimits { max_snapshot, max_total, idle_expiry: IDLE }, slots: HashMap::new() }
+    /// Transfers with the given limits, and the store whose data dir receives them.
+    fn transfers(max_snapshot: u64, max_total: u64) -> (Transfers, Arc<Store>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let t = Transfers { limits: InboxLimits { max_snapshot, max_total, idle_expiry: IDLE }, slots: HashMap::new() };
+        (t, store, dir)
     }
 
     fn ns(name: &str) -> Namespace {
@@ -235,122 +267,135 @@ mod tests {
         }
     }
 
+    /// The bytes of a finished transfer.
+    fn bytes(result: Result<Option<SnapshotData>, InboxError>) -> Result<Option<Vec<u8>>, InboxError> {
+        result.map(|done| {
+            done.map(|data| {
+                let mut out = Vec::new();
+                data.reader().read_to_end(&mut out).unwrap();
+                out
+            })
+        })
+    }
+
+    /// The files of the transfers under way in `dir`.
+    fn files(dir: &tempfile::TempDir) -> Vec<(String, u64)> {
+        match std::fs::read_dir(dir.path().join("snapshots/.incoming")) {
+            Ok(entries) => entries
+                .map(|e| e.unwrap())
+                .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len()))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     #[test]
     fn reassembles_in_order_chunks() {
-        let mut t = transfers(100, 100);
+        let (mut t, s, dir) = transfers(100, 100);
         let (now, a) = (Instant::now(), NodeId::random());
         let mut first = chunk(5, 0, 6, b"abc", false);
         let mut second = chunk(5, 3, 6, b"def", true);
         second.meta = first.meta.clone();
-        assert_eq!(t.add(now, a, &ns("n"), first.clone()), Ok(None));
-        assert_eq!(t.add(now, a, &ns("n"), second), Ok(Some(b"abcdef".to_vec())));
+        assert_eq!(bytes(t.add(now, &s, a, &ns("n"), first.clone())), Ok(None));
+        let done = t.add(now, &s, a, &ns("n"), second).unwrap().unwrap();
+        assert_eq!(bytes(Ok(Some(done.clone()))), Ok(Some(b"abcdef".to_vec())));
         assert_eq!(t.held(), 0, "a finished transfer releases its share");
+        assert_eq!(files(&dir).len(), 1, "the snapshot is a file until it is installed");
+        drop(done);
+        assert_eq!(files(&dir), vec![], "and its file goes with it");
         first.offset = 3;
-        assert_eq!(t.add(now, a, &ns("n"), first), Err(InboxError::NoStart));
+        assert_eq!(bytes(t.add(now, &s, a, &ns("n"), first)), Err(InboxError::NoStart));
     }
 
     #[test]
     fn announced_size_is_not_reserved_up_front() {
-        let mut t = transfers(u64::MAX, u64::MAX);
-        // One message announcing 4 GiB must not allocate 4 GiB.
-        assert_eq!(t.add(Instant::now(), NodeId::random(), &ns("n"), chunk(1, 0, 4 << 30, b"x", false)), Ok(None));
-        let slot = &t.slots[&ns("n")];
-        assert!(slot.data.capacity() < 1024, "capacity {} for 1 byte received", slot.data.capacity());
-    }
-
-    #[test]
-    fn buffer_never_grows_past_the_announced_size() {
-        let mut t = transfers(1 << 20, 1 << 20);
-        let (now, a, n) = (Instant::now(), NodeId::random(), ns("n"));
-        let first = chunk(1, 0, 1000, &[1; 300], false);
-        let meta = first.meta.clone();
-        t.add(now, a, &n, first).unwrap();
-        for offset in [300, 600] {
-            let mut c = chunk(1, offset, 1000, &[1; 300], false);
-            c.meta = meta.clone();
-            t.add(now, a, &n, c).unwrap();
-        }
-        assert!(t.slots[&n].data.capacity() <= 1000, "capacity {}", t.slots[&n].data.capacity());
-        let mut last = chunk(1, 900, 1000, &[1; 100], true);
-        last.meta = meta;
-        let whole = t.add(now, a, &n, last).unwrap().unwrap();
-        assert_eq!((whole.len(), whole.capacity()), (1000, 1000));
+        let (mut t, s, dir) = transfers(u64::MAX, u64::MAX);
+        // One message announcing 4 GiB must not take 4 GiB, in memory or on disk.
+        let c = chunk(1, 0, 4 << 30, b"x", false);
+        assert_eq!(bytes(t.add(Instant::now(), &s, NodeId::random(), &ns("n"), c)), Ok(None));
+        assert_eq!(t.slots[&ns("n")].sink.len(), 1);
+        assert!(files(&dir).iter().map(|(_, len)| *len).sum::<u64>() <= 1, "{:?}", files(&dir));
     }
 
     #[test]
     fn one_transfer_per_namespace_and_a_new_one_from_any_sender_replaces_it() {
-        let mut t = transfers(1000, 1000);
+        let (mut t, s, dir) = transfers(1000, 1000);
         let (now, old_leader, new_leader, n) = (Instant::now(), NodeId::random(), NodeId::random(), ns("n"));
-        t.add(now, old_leader, &n, chunk(1, 0, 400, &[0; 100], false)).unwrap();
+        t.add(now, &s, old_leader, &n, chunk(1, 0, 400, &[0; 100], false)).unwrap();
         let start = chunk(2, 0, 400, &[0; 100], false);
         let meta = start.meta.clone();
-        t.add(now, new_leader, &n, start).unwrap();
+        t.add(now, &s, new_leader, &n, start).unwrap();
         assert_eq!(t.slots.len(), 1);
         assert_eq!(t.held(), 400, "the replaced transfer released its share");
+        assert_eq!(files(&dir).len(), 1, "and its file");
         // The old leader's next chunk is refused and does not disturb the new transfer.
-        assert_eq!(t.add(now, old_leader, &n, chunk(1, 100, 400, &[0; 100], false)), Err(InboxError::OutOfOrder));
+        let stray = chunk(1, 100, 400, &[0; 100], false);
+        assert_eq!(bytes(t.add(now, &s, old_leader, &n, stray)), Err(InboxError::OutOfOrder));
         let mut next = chunk(2, 100, 400, &[0; 300], true);
         next.meta = meta;
-        assert_eq!(t.add(now, new_leader, &n, next).map(|d| d.map(|d| d.len())), Ok(Some(400)));
+        assert_eq!(bytes(t.add(now, &s, new_leader, &n, next)).map(|d| d.map(|d| d.len())), Ok(Some(400)));
     }
 
     #[test]
-    fn abandoned_transfers_expire() {
-        let mut t = transfers(1000, 1000);
+    fn abandoned_transfers_expire_and_their_files_go() {
+        let (mut t, s, dir) = transfers(1000, 1000);
         let (now, a) = (Instant::now(), NodeId::random());
         let start = chunk(1, 0, 1000, &[0; 10], false);
         let meta = start.meta.clone();
-        t.add(now, a, &ns("a"), start).unwrap();
+        t.add(now, &s, a, &ns("a"), start).unwrap();
+        assert_eq!(files(&dir).len(), 1);
         // The total is taken, so another namespace must wait...
         let other = chunk(1, 0, 10, &[0; 10], true);
-        assert!(matches!(t.add(now, a, &ns("b"), other.clone()), Err(InboxError::Busy { .. })));
+        assert!(matches!(t.add(now, &s, a, &ns("b"), other.clone()), Err(InboxError::Busy { .. })));
         // ...until the abandoned transfer expires.
         let later = now + IDLE + Duration::from_millis(1);
-        assert_eq!(t.add(later, a, &ns("b"), other), Ok(Some(vec![0; 10])));
+        assert_eq!(bytes(t.add(later, &s, a, &ns("b"), other)), Ok(Some(vec![0; 10])));
         assert_eq!(t.held(), 0);
+        assert_eq!(files(&dir), vec![], "the expired transfer's file is removed");
         let mut late = chunk(1, 10, 1000, &[0; 10], false);
         late.meta = meta;
-        assert_eq!(t.add(later, a, &ns("a"), late), Err(InboxError::NoStart));
+        assert_eq!(bytes(t.add(later, &s, a, &ns("a"), late)), Err(InboxError::NoStart));
     }
 
     #[test]
     fn a_transfer_that_keeps_sending_does_not_expire() {
-        let mut t = transfers(1000, 1000);
+        let (mut t, s, _dir) = transfers(1000, 1000);
         let (mut now, a, n) = (Instant::now(), NodeId::random(), ns("n"));
         let start = chunk(1, 0, 40, &[0; 10], false);
         let meta = start.meta.clone();
-        t.add(now, a, &n, start).unwrap();
+        t.add(now, &s, a, &n, start).unwrap();
         for offset in [10, 20, 30] {
             now += IDLE / 2;
             let mut c = chunk(1, offset, 40, &[0; 10], offset == 30);
             c.meta = meta.clone();
-            assert!(t.add(now, a, &n, c).is_ok(), "chunk at {offset}");
+            assert!(t.add(now, &s, a, &n, c).is_ok(), "chunk at {offset}");
         }
     }
 
     #[test]
     fn total_is_bounded_across_namespaces() {
-        let mut t = transfers(600, 1000);
+        let (mut t, s, _dir) = transfers(600, 1000);
         let (now, a) = (Instant::now(), NodeId::random());
         assert_eq!(
-            t.add(now, a, &ns("big"), chunk(1, 0, 601, &[0; 1], false)),
+            bytes(t.add(now, &s, a, &ns("big"), chunk(1, 0, 601, &[0; 1], false))),
             Err(InboxError::TooLarge { total: 601, limit: 600 })
         );
-        t.add(now, a, &ns("a"), chunk(1, 0, 600, &[0; 1], false)).unwrap();
-        t.add(now, a, &ns("b"), chunk(1, 0, 400, &[0; 1], false)).unwrap();
+        t.add(now, &s, a, &ns("a"), chunk(1, 0, 600, &[0; 1], false)).unwrap();
+        t.add(now, &s, a, &ns("b"), chunk(1, 0, 400, &[0; 1], false)).unwrap();
         assert_eq!(
-            t.add(now, a, &ns("c"), chunk(1, 0, 1, &[0; 1], false)),
+            bytes(t.add(now, &s, a, &ns("c"), chunk(1, 0, 1, &[0; 1], false))),
             Err(InboxError::Busy { total: 1, held: 1000, limit: 1000 })
         );
         assert_eq!(t.held(), 1000);
     }
 
     #[test]
-    fn overrun_and_short_transfers_are_refused() {
-        let mut t = transfers(1000, 1000);
+    fn overrun_and_short_transfers_are_refused_and_leave_no_file() {
+        let (mut t, s, dir) = transfers(1000, 1000);
         let (now, a, n) = (Instant::now(), NodeId::random(), ns("n"));
-        assert_eq!(t.add(now, a, &n, chunk(1, 0, 5, &[0; 6], false)), Err(InboxError::Overrun));
-        assert_eq!(t.add(now, a, &n, chunk(1, 0, 5, &[0; 4], true)), Err(InboxError::Short));
+        assert_eq!(bytes(t.add(now, &s, a, &n, chunk(1, 0, 5, &[0; 6], false))), Err(InboxError::Overrun));
+        assert_eq!(bytes(t.add(now, &s, a, &n, chunk(1, 0, 5, &[0; 4], true))), Err(InboxError::Short));
         assert_eq!(t.held(), 0);
+        assert_eq!(files(&dir), vec![]);
     }
 }
