@@ -49,26 +49,31 @@ async fn run(weak: Weak<Node>) {
             if node.is_closing() {
                 return;
             }
-            if node.all_formed() {
-                node.balance_round(&mut seen).await;
-            }
+            // Namespaces still forming have no leader and no voters: they count for nothing
+            // and are never moved, so one that never forms does not hold the others back.
+            node.balance_round(&mut seen).await;
         }
         let jitter = JITTER.mul_f64(rand::random::<f64>());
         tokio::time::sleep(ROUND + jitter).await;
     }
 }
 
-/// The leader last seen of each namespace and since when (None: since before the task saw it).
+/// The leader last seen of each namespace and since when (None: since before the task's first
+/// round).
 #[derive(Default)]
 struct LeaderMemory {
     leaders: HashMap<Namespace, (Option<NodeId>, Option<Instant>)>,
+    /// Whether a round ran already: a namespace first seen later was opened at runtime and has
+    /// just formed, so it cools down like a namespace whose leader changed.
+    started: bool,
 }
 
 impl LeaderMemory {
     /// Note `leader` for `ns`; whether its leader changed within [`COOLDOWN`].
     fn cooling(&mut self, ns: &Namespace, leader: Option<NodeId>) -> bool {
         let now = Instant::now();
-        let entry = self.leaders.entry(ns.clone()).or_insert((leader, None));
+        let first_seen = self.started.then_some(now);
+        let entry = self.leaders.entry(ns.clone()).or_insert((leader, first_seen));
         if entry.0 != leader {
             *entry = (leader, Some(now));
         }
@@ -86,6 +91,11 @@ impl LeaderMemory {
     fn retain(&mut self, served: &BTreeMap<Namespace, Arc<Group>>) {
         self.leaders.retain(|ns, _| served.contains_key(ns));
     }
+
+    /// A round's observation is complete.
+    fn round_done(&mut self) {
+        self.started = true;
+    }
 }
 
 impl Node {
@@ -95,6 +105,7 @@ impl Node {
             self.namespaces.all().into_iter().map(|(ns, e)| (ns, e.group())).collect();
         seen.retain(&groups);
         let observation = self.observe_leaders(&groups, seen);
+        seen.round_done();
         let moves = balance::decide(&observation);
         if moves.is_empty() {
             return;
