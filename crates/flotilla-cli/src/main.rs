@@ -120,4 +120,16 @@ mod tests {
     fn the_cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
     }
+
+    /// Leader balancing is on by default and `--no-leader-balance` turns it off.
+    #[test]
+    fn leader_balance_defaults_on_and_the_flag_turns_it_off() {
+        use clap::Parser;
+        let agent = |args: &[&str]| match super::Cli::parse_from([&["flotilla", "agent"], args].concat()).command {
+            super::Command::Agent(config) => config.leader_balance,
+            other => panic!("not the agent: {other:?}"),
+        };
+        assert!(agent(&[]));
+        assert!(!agent(&["--no-leader-balance"]));
+    }
 }

@@ -216,6 +216,11 @@ pub struct Config {
     /// disables automatic removal.
     #[cfg_attr(feature = "clap", arg(long, default_value_t = 30_000))]
     pub dead_member_timeout_ms: u64,
+
+    /// Leader balancing: a node that leads clearly more than its share of the namespaces
+    /// hands some to voters that lead fewer (`--no-leader-balance` turns it off).
+    #[cfg_attr(feature = "clap", arg(long = "no-leader-balance", action = clap::ArgAction::SetFalse))]
+    pub leader_balance: bool,
 }
 
 impl Default for Config {
@@ -250,6 +255,7 @@ impl Default for Config {
             voter_target: 5,
             min_quorum: 3,
             dead_member_timeout_ms: 30_000,
+            leader_balance: true,
         }
     }
 }

@@ -125,6 +125,11 @@ impl NamespaceRegistry {
         OpGuard { registry: self, ns: ns.clone(), guard: Some(guard) }
     }
 
+    /// Whether an open or close of `ns` is under way (its operation lock is held or awaited).
+    pub(crate) fn busy(&self, ns: &Namespace) -> bool {
+        self.ops.lock().unwrap_or_else(|p| p.into_inner()).contains_key(ns)
+    }
+
     /// The open namespace `ns`.
     pub(crate) fn get(&self, ns: &Namespace) -> Option<Arc<OpenNamespace>> {
         self.read().get(ns).cloned()

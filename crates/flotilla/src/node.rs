@@ -18,7 +18,7 @@ use crate::formation::ledger::MembershipLedger;
 use crate::formation::peers::PeerTable;
 use crate::formation::record::{FoundingRecord, RecordFile};
 use crate::formation::view::cluster_id;
-use crate::formation::{discovery_loop, BootstrapDiscovery, Formation};
+use crate::formation::{balance_loop, discovery_loop, BootstrapDiscovery, Formation};
 use crate::group::Group;
 use crate::inbound::Inbound;
 use crate::namespace_lifecycle;
@@ -150,6 +150,9 @@ impl Node {
             }
         }
         discovery_loop::spawn(&node);
+        if node.config.leader_balance {
+            balance_loop::spawn(&node);
+        }
         Ok(node)
     }
 

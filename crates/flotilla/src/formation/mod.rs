@@ -4,6 +4,8 @@
 
 pub mod admission;
 pub mod autopilot;
+pub mod balance;
+pub(crate) mod balance_loop;
 pub mod bootstrap;
 pub(crate) mod discovery_loop;
 pub(crate) mod dissolve;
