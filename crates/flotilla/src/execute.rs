@@ -30,6 +30,9 @@ impl Node {
         request: CommandRequest,
         deadline: Instant,
     ) -> Result<CommandResponse, WireError> {
+        // A quiesced leader first renews its quorum acknowledgement (crate::quiesce).
+        let patience = Duration::from_millis(self.config.timing().election_max_ms);
+        group.wake_leader(deadline.saturating_duration_since(Instant::now()).min(patience)).await;
         match request {
             CommandRequest::Write(command) => self.write_local(group, command, deadline).await,
             CommandRequest::ReadIndex => {

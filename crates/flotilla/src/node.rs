@@ -68,6 +68,7 @@ pub struct Node {
     pub(crate) sealing: Arc<Sealing>,
     pub(crate) discovery: Vec<Arc<dyn Discovery>>,
     pub(crate) factory: StateMachineFactory,
+    pub(crate) liveness: crate::liveness::Liveness,
     closing: AtomicBool,
 }
 
@@ -141,6 +142,7 @@ impl Node {
             sealing,
             discovery,
             factory,
+            liveness: crate::liveness::Liveness::default(),
             closing: AtomicBool::new(false),
         });
         transport.set_handler(Arc::new(Inbound::new(&node)));
@@ -154,6 +156,8 @@ impl Node {
             autopilot::spawn(&node, ns);
         }
         discovery_loop::spawn(&node);
+        crate::quiesce::spawn(&node);
+        crate::liveness::spawn(&node);
         Ok(node)
     }
 
@@ -282,7 +286,7 @@ impl Node {
         self.stop_groups().await;
     }
 
-    fn all_groups(&self) -> Vec<Arc<Group>> {
+    pub(crate) fn all_groups(&self) -> Vec<Arc<Group>> {
         self.groups.values().map(|slot| slot.get()).collect()
     }
 

@@ -1,0 +1,185 @@
+//! Quiescing idle groups: an idle namespace costs almost nothing.
+//!
+//! openraft ticks every group every `heartbeat * 13 / 64` (10 ms with the local preset), and a
+//! leader sends a heartbeat to each follower every heartbeat interval: per group and node, a
+//! hundred timer wake-ups and tens of RPCs a second, idle or not. A group that has seen no
+//! activity for `Config::quiesce_after` stops its ticker (`runtime_config().tick(false)`):
+//! no heartbeats, no election timer. Followers quiesce first, the leader only after every
+//! follower has acknowledged it recently and holds its whole log, two election timeouts
+//! later, so an awake follower never times out on a leader that went quiet on purpose.
+//!
+//! Waking (see `DESIGN-namespaces.md`):
+//! - a command the leader executes (write, read index, membership, transfer) wakes it and
+//!   commits a blank entry first, which renews its quorum acknowledgement (openraft's
+//!   quorum-loss probe would otherwise hold back heartbeats for up to a probe interval, and
+//!   `crate::quorum` would refuse with `lost_quorum`);
+//! - a Raft message other than a heartbeat (entries, votes, transfer, snapshot) wakes the
+//!   receiver after it is handled, so a follower's election timer restarts from a fresh lease;
+//! - the node-level liveness probe (`crate::liveness`) wakes every quiesced group of a peer
+//!   that stops answering (its followers then elect at once) or that comes back.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use flotilla_core::wire::log_index;
+use flotilla_core::TypeConfig;
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::async_runtime::Instant as _;
+use openraft::{RaftMetrics, ServerState};
+use tokio::time::Instant;
+use tracing::{debug, Instrument};
+
+use crate::group::Group;
+use crate::node::Node;
+
+/// Whether a group is quiesced, and when it was last active.
+#[derive(Debug)]
+pub struct Quiet {
+    quiesced: AtomicBool,
+    last_active: Mutex<Instant>,
+}
+
+impl Default for Quiet {
+    fn default() -> Self {
+        Self { quiesced: AtomicBool::new(false), last_active: Mutex::new(Instant::now()) }
+    }
+}
+
+impl Quiet {
+    /// Whether the group's ticker is stopped.
+    pub fn is_quiesced(&self) -> bool {
+        self.quiesced.load(Ordering::Acquire)
+    }
+
+    /// Record activity now: the group stays awake for another quiet period.
+    pub fn touch(&self) {
+        *self.last_active.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.last_active.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
+    }
+}
+
+impl Group {
+    /// Whether this group is quiesced (no ticks, heartbeats or election timer).
+    pub fn is_quiesced(&self) -> bool {
+        self.quiet.is_quiesced()
+    }
+
+    /// Stop the group's ticker.
+    fn quiesce(&self, role: &'static str) {
+        if !self.quiet.quiesced.swap(true, Ordering::AcqRel) {
+            self.raft.runtime_config().tick(false);
+            debug!(namespace = %self.namespace, role, "group quiesced");
+        }
+    }
+
+    /// Restart the group's ticker (if stopped) and count this as activity.
+    pub(crate) fn wake(&self, reason: &'static str) {
+        self.quiet.touch();
+        if self.quiet.quiesced.swap(false, Ordering::AcqRel) {
+            self.raft.runtime_config().tick(true);
+            debug!(namespace = %self.namespace, reason, "group woken");
+        }
+    }
+
+    /// Wake a group this node leads before it executes a command: restart its ticker and, if
+    /// it was quiesced, commit a blank entry within `patience`, which renews the leader's
+    /// quorum acknowledgement. Without a quorum the blank does not commit and the caller's
+    /// quorum check refuses as for any leader cut off.
+    pub(crate) async fn wake_leader(&self, patience: Duration) {
+        let was = self.is_quiesced();
+        self.wake("command");
+        if was {
+            let _ = tokio::time::timeout(patience, self.raft.write_blank()).await;
+        }
+    }
+}
+
+/// Timing of quiescence, derived from the configuration.
+#[derive(Debug, Clone, Copy)]
+struct Periods {
+    /// Idle time after which a follower quiesces.
+    follower: Duration,
+    /// Idle time after which a leader quiesces: later than its followers by two election
+    /// timeouts.
+    leader: Duration,
+    /// An acknowledgement older than this means the follower may be gone.
+    fresh_ack: Duration,
+    /// How often groups are looked at.
+    every: Duration,
+}
+
+/// Run the node's quiescing loop (one task for all groups) until the node closes.
+pub(crate) fn spawn(node: &Arc<Node>) {
+    let Some(after) = node.config.quiesce_after() else { return };
+    let timing = node.config.timing();
+    let election_max = Duration::from_millis(timing.election_max_ms);
+    let periods = Periods {
+        follower: after,
+        leader: after + election_max * 2,
+        fresh_ack: election_max,
+        every: Duration::from_millis((timing.heartbeat_ms * 4).max(100)),
+    };
+    let weak = Arc::downgrade(node);
+    tokio::spawn(run(weak, periods).instrument(tracing::info_span!("quiesce")));
+}
+
+async fn run(weak: Weak<Node>, periods: Periods) {
+    loop {
+        tokio::time::sleep(periods.every).await;
+        let Some(node) = weak.upgrade() else { return };
+        if node.is_closing() {
+            return;
+        }
+        for group in node.all_groups() {
+            if group.is_quiesced() {
+                continue;
+            }
+            let idle = group.quiet.idle_for();
+            if idle < periods.follower {
+                continue;
+            }
+            let role = {
+                let m = group.raft.metrics();
+                let m = m.borrow_watched();
+                may_quiesce(&m, node.id, idle, &periods)
+            };
+            if let Some(role) = role {
+                group.quiesce(role);
+            }
+        }
+    }
+}
+
+/// Whether a group idle for `idle` may quiesce, and in which role.
+fn may_quiesce(
+    m: &RaftMetrics<TypeConfig>,
+    me: flotilla_core::types::NodeId,
+    idle: Duration,
+    periods: &Periods,
+) -> Option<&'static str> {
+    // A configuration change in flight needs its timers, and a replica that has not applied
+    // all it holds still has work.
+    let applied_all = m.last_applied.as_ref().map(|l| l.index) == m.last_log_index;
+    if m.membership_config != m.committed_membership_config || !applied_all {
+        return None;
+    }
+    match m.state {
+        // Only a follower that knows a leader other than itself.
+        ServerState::Follower | ServerState::Learner => m.current_leader.filter(|l| *l != me).map(|_| "follower"),
+        ServerState::Leader if idle >= periods.leader => {
+            let last = m.last_log_index.unwrap_or(0);
+            let caught_up = m.replication.as_ref()?.iter().all(|(id, matched)| *id == me || log_index(matched) == last);
+            let acked = m
+                .heartbeat
+                .as_ref()?
+                .iter()
+                .all(|(id, ack)| *id == me || ack.as_ref().is_some_and(|t| t.elapsed() < periods.fresh_ack));
+            (caught_up && acked).then_some("leader")
+        }
+        _ => None,
+    }
+}
