@@ -38,11 +38,13 @@ use crate::node::Node;
 pub struct Quiet {
     quiesced: AtomicBool,
     last_active: Mutex<Instant>,
+    /// When the group last woke from quiescence.
+    woke_at: Mutex<Option<Instant>>,
 }
 
 impl Default for Quiet {
     fn default() -> Self {
-        Self { quiesced: AtomicBool::new(false), last_active: Mutex::new(Instant::now()) }
+        Self { quiesced: AtomicBool::new(false), last_active: Mutex::new(Instant::now()), woke_at: Mutex::new(None) }
     }
 }
 
@@ -85,16 +87,30 @@ impl Group {
         }
     }
 
-    /// Wake a group this node leads before it executes a command: restart its ticker and, if
-    /// it was quiesced, commit a blank entry within `patience`, which renews the leader's
-    /// quorum acknowledgement. Without a quorum the blank does not commit and the caller's
-    /// quorum check refuses as for any leader cut off.
-    pub(crate) async fn wake_leader(&self, patience: Duration) {
-        let was = self.is_quiesced();
-        self.wake("command");
-        if was {
-            let _ = tokio::time::timeout(patience, self.raft.write_blank()).await;
+    /// Wake a group this node leads before it executes a command, and give it back its
+    /// lease. A leader quiet for longer than its lease has no recent quorum acknowledgement:
+    /// openraft refuses its writes (`LeaseExpired`) and [`crate::quorum`] its commands until a
+    /// heartbeat round is acknowledged, and openraft's quorum-loss probe lets heartbeats out
+    /// only in every other probe interval of silence. So a leader woken within `patience`
+    /// triggers a heartbeat and waits, at most `patience`, until a quorum acknowledges it
+    /// (one round trip, or until the probe lets heartbeats out). Cut off from its quorum, it
+    /// then refuses as any leader cut off does.
+    pub(crate) async fn wake_leader(&self, fresh: Duration, patience: Duration) {
+        if self.is_quiesced() {
+            *self.quiet.woke_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         }
+        self.wake("command");
+        let woke_at = *self.quiet.woke_at.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(left) = woke_at.and_then(|at| patience.checked_sub(at.elapsed())) else { return };
+        let acked = |m: &RaftMetrics<TypeConfig>| {
+            m.state != ServerState::Leader || m.last_quorum_acked.as_ref().is_some_and(|t| t.elapsed() < fresh)
+        };
+        if acked(&self.raft.metrics().borrow_watched()) {
+            return;
+        }
+        let _ = self.raft.trigger().heartbeat().await;
+        let waited = self.raft.wait(Some(left)).metrics(acked, "leader acknowledged after waking").await;
+        debug!(namespace = %self.namespace, acknowledged = waited.is_ok(), "leader woken");
     }
 }
 

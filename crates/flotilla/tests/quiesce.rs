@@ -89,6 +89,14 @@ async fn wait_quiesced(h: &Harness, ns: &str) {
     eventually(&format!("{ns} quiesced on every live node"), || clusters.iter().all(|c| c.is_quiesced())).await;
 }
 
+/// Leave the quiesced namespace alone for a second: its leader's last quorum acknowledgement
+/// is then between one and three election timeouts old, where openraft's quorum-loss probe
+/// holds back its heartbeats (crates/flotilla/src/quiesce.rs), so a woken leader that only
+/// restarted its ticker could not confirm its leadership in time.
+async fn stay_quiet() {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_idle_namespace_quiesces_and_sends_no_heartbeats_while_a_busy_one_keeps_working() {
     let (h, spies) = start(71, &[IDLE, BUSY]).await;
@@ -119,6 +127,7 @@ async fn a_write_through_a_follower_wakes_a_quiesced_namespace() {
     let leader = h.leader(IDLE).await;
     let follower = (0..3).find(|i| *i != leader).expect("a follower");
     wait_quiesced(&h, IDLE).await;
+    stay_quiet().await;
     let started = Instant::now();
     let written = h.cluster(follower, IDLE).set(b"k", b"after quiet").await.expect("write wakes the namespace");
     assert!(started.elapsed() < Duration::from_secs(3), "write took {:?}", started.elapsed());
@@ -136,6 +145,7 @@ async fn a_linearizable_read_wakes_a_quiesced_namespace() {
     let leader = h.leader(IDLE).await;
     let written = h.cluster(leader, IDLE).set(b"k", b"v1").await.expect("write");
     wait_quiesced(&h, IDLE).await;
+    stay_quiet().await;
     for i in 0..3 {
         let started = Instant::now();
         let read = h.cluster(i, IDLE).get(b"k", Consistency::Linearizable).await.expect("linearizable read");
