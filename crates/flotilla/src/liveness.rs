@@ -52,6 +52,13 @@ impl Liveness {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether `peer`, watched because it shares a quiesced group, was heard from within
+    /// `within` (what a quiesced leader knows instead of heartbeat acknowledgements).
+    pub fn heard_within(&self, peer: &NodeId, within: Duration) -> bool {
+        let p = self.peers();
+        !p.down.contains(peer) && p.heard.get(peer).is_some_and(|at| at.elapsed() <= within)
+    }
+
     /// Record that `peer` was heard from now. Returns whether it had been declared down.
     pub fn heard(&self, peer: NodeId) -> bool {
         let mut p = self.peers();

@@ -274,7 +274,8 @@ impl Node {
         let groups = self.all_groups();
         let budget = crate::shutdown::HANDOFF_BUDGET.min(self.config.request_timeout());
         let silence = std::time::Duration::from_millis(self.config.timing().election_max_ms);
-        crate::shutdown::hand_off_all(&groups, self.id, silence, tokio::time::Instant::now() + budget).await;
+        let deadline = tokio::time::Instant::now() + budget;
+        crate::shutdown::hand_off_all(&groups, self.id, silence, deadline, &self.liveness).await;
         self.stop_groups().await;
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{eventually, Harness};
-use flotilla::{Config, Consistency};
+use flotilla::{Config, Consistency, Role};
 use flotilla_core::types::NodeId;
 use flotilla_core::wire::{RaftRequest, RequestBody, WireRequest, WireResponse};
 use flotilla_core::{InboundHandler, Transport, TransportError};
@@ -172,5 +172,23 @@ async fn a_crashed_leader_of_a_quiesced_namespace_is_replaced_at_once() {
     let elapsed = crashed.elapsed();
     assert!(elapsed < Duration::from_secs(5), "new leader after {elapsed:?}");
     h.cluster(new, IDLE).set(b"k", b"after crash").await.expect("the new leader takes writes");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_closing_hands_its_quiesced_namespaces_off() {
+    let (mut h, _spies) = start(75, &[IDLE]).await;
+    let leader = h.leader(IDLE).await;
+    wait_quiesced(&h, IDLE).await;
+    stay_quiet().await;
+    let node = h.nodes[leader].take().expect("running");
+    node.close().await;
+    // Handed off before close returned: a survivor already leads. (A quiesced leader has no
+    // heartbeat acknowledgements; without the liveness probe's word that its peers answer,
+    // it would find no successor and leave the survivors to detect its absence and elect.)
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let roles: Vec<Role> = others.iter().map(|i| h.cluster(*i, IDLE).state().role).collect();
+    assert!(roles.contains(&Role::Leader), "no survivor leads right after the close: {roles:?}");
+    h.router.down(h.ids[leader]);
     h.shutdown().await;
 }
