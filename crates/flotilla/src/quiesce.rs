@@ -199,3 +199,84 @@ fn may_quiesce(
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use flotilla_core::types::{LogId, NodeId};
+    use openraft::alias::{InstantOf, SerdeInstantOf};
+    use openraft::vote::RaftLeaderIdExt;
+    use openraft::RaftTypeConfig;
+
+    use super::*;
+
+    const PERIODS: Periods = Periods {
+        follower: Duration::from_secs(12),
+        leader: Duration::from_millis(13_200),
+        fresh_ack: Duration::from_millis(600),
+        every: Duration::from_millis(200),
+    };
+
+    fn node() -> NodeId {
+        libp2p_identity::Keypair::generate_ed25519().public().to_peer_id()
+    }
+
+    fn log_id(leader: NodeId, index: u64) -> LogId {
+        LogId::new(<TypeConfig as RaftTypeConfig>::LeaderId::new_committed(1, leader), index)
+    }
+
+    fn ack(ago: Duration) -> Option<SerdeInstantOf<TypeConfig>> {
+        Some(SerdeInstantOf::<TypeConfig>::new(<InstantOf<TypeConfig> as openraft::Instant>::now() - ago))
+    }
+
+    /// Metrics of `me` in `state`, having applied everything up to `index`.
+    fn metrics(me: NodeId, leader: NodeId, state: ServerState, index: u64) -> RaftMetrics<TypeConfig> {
+        let mut m = RaftMetrics::new_initial(me);
+        m.state = state;
+        m.current_leader = Some(leader);
+        m.last_log_index = Some(index);
+        m.last_applied = Some(log_id(leader, index));
+        m
+    }
+
+    /// A leader's metrics with followers at `matched` indexes, acknowledged `ago`.
+    fn leader(me: NodeId, followers: &[(NodeId, u64, Duration)]) -> RaftMetrics<TypeConfig> {
+        let mut m = metrics(me, me, ServerState::Leader, 10);
+        m.replication = Some(followers.iter().map(|(id, i, _)| (*id, Some(log_id(me, *i)))).collect());
+        m.heartbeat = Some(followers.iter().map(|(id, _, ago)| (*id, ack(*ago))).collect());
+        m
+    }
+
+    #[test]
+    fn followers_quiesce_once_idle_with_a_leader_and_everything_applied() {
+        let (me, other) = (node(), node());
+        let idle = PERIODS.follower;
+        assert_eq!(may_quiesce(&metrics(me, other, ServerState::Follower, 5), me, idle, &PERIODS), Some("follower"));
+        assert_eq!(may_quiesce(&metrics(me, other, ServerState::Learner, 5), me, idle, &PERIODS), Some("follower"));
+        let mut no_leader = metrics(me, other, ServerState::Follower, 5);
+        no_leader.current_leader = None;
+        assert_eq!(may_quiesce(&no_leader, me, idle, &PERIODS), None);
+        let mut behind = metrics(me, other, ServerState::Follower, 5);
+        behind.last_log_index = Some(6);
+        assert_eq!(may_quiesce(&behind, me, idle, &PERIODS), None, "has entries left to apply");
+        assert_eq!(may_quiesce(&metrics(me, other, ServerState::Candidate, 5), me, idle, &PERIODS), None);
+    }
+
+    #[test]
+    fn a_leader_quiesces_later_and_only_with_every_follower_caught_up_and_answering() {
+        let (me, a, b) = (node(), node(), node());
+        let fresh = Duration::from_millis(50);
+        let all_in = leader(me, &[(a, 10, fresh), (b, 10, fresh)]);
+        assert_eq!(may_quiesce(&all_in, me, PERIODS.follower, &PERIODS), None, "followers go first");
+        assert_eq!(may_quiesce(&all_in, me, PERIODS.leader, &PERIODS), Some("leader"));
+        let lagging = leader(me, &[(a, 10, fresh), (b, 9, fresh)]);
+        assert_eq!(may_quiesce(&lagging, me, PERIODS.leader, &PERIODS), None, "a follower lacks an entry");
+        let silent = leader(me, &[(a, 10, fresh), (b, 10, Duration::from_secs(1))]);
+        assert_eq!(may_quiesce(&silent, me, PERIODS.leader, &PERIODS), None, "a follower stopped answering");
+        let mut changing = all_in.clone();
+        changing.membership_config = Arc::new(openraft::StoredMembership::new(
+            Some(log_id(me, 10)),
+            openraft::Membership::new_with_defaults(vec![[me, a, b].into_iter().collect()], []),
+        ));
+        assert_eq!(may_quiesce(&changing, me, PERIODS.leader, &PERIODS), None, "membership change in flight");
+    }
+}
