@@ -81,6 +81,10 @@ pub struct CountReport {
     pub failover: Option<Failover>,
     /// Puts per second of `clients` clients into one namespace, then spread over `spread`.
     pub throughput: Option<(f64, f64)>,
+    /// Latency of the first put into each of up to 20 namespaces after the quiet window, one
+    /// after another through the first node: median and max, ms (what waking costs when
+    /// namespaces are quiesced).
+    pub first_put_ms: Option<(f64, f64)>,
 }
 
 /// Failover after `kill -9` of one node.
@@ -254,6 +258,7 @@ async fn one_count(args: &NamespacesArgs, bin: &Path, parent: &Path, count: usiz
     ));
     tokio::time::sleep(Duration::from_secs(args.settle_s)).await;
     quiet_window(args, &agents, &mut report).await?;
+    report.first_put_ms = first_puts(&agents, count).await;
     let agreed = agents.agreed().await;
     report.leaders_per_node =
         (0..args.nodes).map(|i| agreed.values().filter(|l| agents.ids.get(i) == Some(*l)).count()).collect();
@@ -287,6 +292,21 @@ async fn quiet_window(args: &NamespacesArgs, agents: &Agents, report: &mut Count
         report.count, report.idle_cpu_pct, report.rss_mib, report.loadavg.0, report.loadavg.1
     ));
     Ok(())
+}
+
+/// One put into each of the first (up to) 20 namespaces, one after another, through node 0.
+async fn first_puts(agents: &Agents, count: usize) -> Option<(f64, f64)> {
+    let client = agents.client(0);
+    let mut times = Vec::new();
+    for n in 0..count.min(20) {
+        let t0 = Instant::now();
+        client.put(&ns_name(n), "first", b"x".to_vec()).await.ok()?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let r = (times.get(times.len() / 2).copied()?, times.last().copied()?);
+    progress(format!("first put after the quiet window: median {:.1} ms, max {:.1} ms", r.0, r.1));
+    Some(r)
 }
 
 fn loadavg() -> String {
@@ -380,8 +400,8 @@ fn markdown(args: &NamespacesArgs, reports: &[CountReport]) -> String {
     let fmt = |v: &[f64], p: usize| v.iter().map(|x| format!("{x:.p$}")).collect::<Vec<_>>().join(" / ");
     let mut s = format!(
         "{} agents on loopback, {} CPUs; idle window {} s after {} s settling\n\n\
-         | namespaces | all leaders (s) | all voters (s) | idle CPU % per node | RSS MiB per node | leaders per node | load (start -> end) | failover median / max ms (affected) | puts/s 1 ns / {} ns |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+         | namespaces | all leaders (s) | all voters (s) | idle CPU % per node | RSS MiB per node | leaders per node | load (start -> end) | first put after quiet, median / max ms | failover median / max ms (affected) | puts/s 1 ns / {} ns |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
         args.nodes,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         args.quiet_s,
@@ -396,8 +416,9 @@ fn markdown(args: &NamespacesArgs, reports: &[CountReport]) -> String {
             format!("{:.0} / {:.0} ({}, {} never)", f.median_ms, f.max_ms, f.affected, f.never)
         });
         let tp = r.throughput.map_or("-".into(), |(a, b)| format!("{a:.0} / {b:.0}"));
+        let first = r.first_put_ms.map_or("-".into(), |(a, b)| format!("{a:.1} / {b:.1}"));
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} -> {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} -> {} | {} | {} | {} |\n",
             r.count,
             t(r.all_leaders_s),
             t(r.all_voters_s),
@@ -406,6 +427,7 @@ fn markdown(args: &NamespacesArgs, reports: &[CountReport]) -> String {
             leaders,
             r.loadavg.0,
             r.loadavg.1,
+            first,
             failover,
             tp
         );
