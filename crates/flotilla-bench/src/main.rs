@@ -4,6 +4,7 @@
 mod cluster;
 mod failover;
 mod load;
+mod namespaces;
 mod procs;
 mod report;
 mod stats;
@@ -30,6 +31,9 @@ struct Cli {
 enum Command {
     /// Flotilla against etcd: same workloads, same machine, interleaved, medians and ratios.
     VsEtcd(VsEtcdArgs),
+    /// What many namespaces cost: formation, idle CPU and RSS, leader spread, failover and
+    /// throughput per namespace count.
+    Namespaces(namespaces::NamespacesArgs),
 }
 
 /// Options of `vs-etcd`.
@@ -107,11 +111,16 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let Command::VsEtcd(args) = cli.command;
         // Ctrl-C or SIGTERM drops the run, whose clusters kill their members and remove their
         // directories on drop.
+        let run = async move {
+            match cli.command {
+                Command::VsEtcd(args) => vs_etcd(args).await,
+                Command::Namespaces(args) => namespaces::run(args).await,
+            }
+        };
         tokio::select! {
-            r = vs_etcd(args) => r,
+            r = run => r,
             () = interrupted() => bail!("interrupted; members killed, temporary directories removed"),
         }
     })
@@ -328,8 +337,10 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<VsEtcdArgs, clap::Error> {
         let cli = Cli::try_parse_from(std::iter::once("flotilla-bench").chain(args.iter().copied()))?;
-        let Command::VsEtcd(a) = cli.command;
-        Ok(a)
+        match cli.command {
+            Command::VsEtcd(a) => Ok(a),
+            Command::Namespaces(_) => Err(clap::Error::new(clap::error::ErrorKind::InvalidSubcommand)),
+        }
     }
 
     #[test]

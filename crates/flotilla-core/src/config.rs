@@ -154,6 +154,14 @@ pub struct Config {
     #[cfg_attr(feature = "clap", arg(long))]
     pub election_max_ms: Option<u64>,
 
+    /// Quiesce a namespace's Raft group after this long without writes, reads or membership
+    /// changes (ms): its leader stops heartbeats and its followers their election timers, and
+    /// one node-level liveness probe per peer replaces them (see
+    /// `crates/flotilla/DESIGN-namespaces.md`). Default: 20 maximum election timeouts; 0 never
+    /// quiesces.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub quiesce_after_ms: Option<u64>,
+
     /// Largest accepted key, in bytes.
     #[cfg_attr(feature = "clap", arg(long, default_value_t = 4096))]
     pub max_key_bytes: usize,
@@ -241,6 +249,7 @@ impl Default for Config {
             heartbeat_ms: None,
             election_min_ms: None,
             election_max_ms: None,
+            quiesce_after_ms: None,
             max_key_bytes: 4096,
             max_value_bytes: 1024 * 1024,
             max_frame_bytes: 16 * 1024 * 1024,
@@ -268,6 +277,15 @@ impl Config {
             heartbeat_ms: self.heartbeat_ms.unwrap_or(base.heartbeat_ms),
             election_min_ms: self.election_min_ms.unwrap_or(base.election_min_ms),
             election_max_ms: self.election_max_ms.unwrap_or(base.election_max_ms),
+        }
+    }
+
+    /// How long an idle namespace waits before it quiesces; `None` when quiescing is off.
+    pub fn quiesce_after(&self) -> Option<Duration> {
+        match self.quiesce_after_ms {
+            Some(0) => None,
+            Some(ms) => Some(Duration::from_millis(ms)),
+            None => Some(Duration::from_millis(self.timing().election_max_ms * 20)),
         }
     }
 

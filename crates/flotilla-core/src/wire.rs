@@ -39,6 +39,9 @@ pub enum RequestBody {
     Hello(Hello),
     /// Any other body, sealed under a session's key (see [`Sealed`]).
     Sealed(Sealed),
+    /// Node-level liveness probe, one per peer pair and tick while namespaces are quiesced;
+    /// the namespace of its request is ignored. Answered with [`WireResponse::Pong`].
+    Ping,
 }
 
 impl RequestBody {
@@ -46,7 +49,7 @@ impl RequestBody {
     pub fn lane(&self) -> Lane {
         match self {
             RequestBody::Raft(RaftEnvelope { rpc: RaftRequest::SnapshotChunk(_), .. }) => Lane::Snapshot,
-            RequestBody::Raft(_) => Lane::Raft,
+            RequestBody::Raft(_) | RequestBody::Ping => Lane::Raft,
             RequestBody::Command(_) | RequestBody::Formation(_) | RequestBody::Hello(_) => Lane::Command,
             RequestBody::Sealed(sealed) => sealed.lane,
         }
@@ -128,6 +131,8 @@ pub enum WireResponse {
     Sealed(Sealed),
     /// The request could not be handled at all.
     Error(WireError),
+    /// Reply to a [`RequestBody::Ping`].
+    Pong,
 }
 
 /// A Raft RPC with the id of the cluster its sender belongs to: a node refuses Raft traffic from

@@ -66,6 +66,12 @@ impl Cluster {
         self.slot.get()
     }
 
+    /// Whether the namespace's group on this node is quiesced: idle, without heartbeats or
+    /// election timer (see `DESIGN-namespaces.md`).
+    pub fn is_quiesced(&self) -> bool {
+        self.group().is_quiesced()
+    }
+
     /// The namespace.
     pub fn namespace(&self) -> &Namespace {
         &self.namespace

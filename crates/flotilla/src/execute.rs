@@ -30,6 +30,11 @@ impl Node {
         request: CommandRequest,
         deadline: Instant,
     ) -> Result<CommandResponse, WireError> {
+        // A quiesced leader first renews its lease (crate::quiesce): within the quorum-loss
+        // probe interval (two election timeouts) plus one election timeout.
+        let fresh = Duration::from_millis(self.config.timing().election_max_ms);
+        let patience = (fresh * 3).min(deadline.saturating_duration_since(Instant::now()));
+        group.wake_leader(fresh, patience).await;
         match request {
             CommandRequest::Write(command) => self.write_local(group, command, deadline).await,
             CommandRequest::ReadIndex => {

@@ -44,6 +44,8 @@ pub struct Group {
     pub raft: GroupRaft,
     /// Exported counters.
     pub counters: Arc<GroupCounters>,
+    /// Whether the group is quiesced (see [`crate::quiesce`]).
+    pub(crate) quiet: crate::quiesce::Quiet,
 }
 
 impl Group {
@@ -71,7 +73,7 @@ impl Group {
         }
         let counters = Arc::new(GroupCounters::default());
         spawn_leader_watch(raft.clone(), counters.clone());
-        Ok(Arc::new(Group { namespace, raft, counters }))
+        Ok(Arc::new(Group { namespace, raft, counters, quiet: crate::quiesce::Quiet::default() }))
     }
 
     /// A snapshot of the group's Raft metrics.

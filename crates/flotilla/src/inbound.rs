@@ -33,6 +33,10 @@ impl InboundHandler for Inbound {
         let Some(node) = self.node.upgrade() else {
             return WireResponse::Error(WireError::Fatal("node is shut down".into()));
         };
+        crate::liveness::node_heard(&node, from);
+        if matches!(request.body, RequestBody::Ping) {
+            return WireResponse::Pong;
+        }
         if matches!(request.body, RequestBody::Hello(_) | RequestBody::Sealed(_)) {
             // A sealing node's handler never sees these: it opens them first (crate::sealing).
             tracing::debug!(peer = %from, "refusing sealed traffic: this node has no cluster key");
@@ -48,7 +52,7 @@ impl InboundHandler for Inbound {
             return WireResponse::Error(WireError::UnknownNamespace(request.namespace.to_string()));
         };
         match request.body {
-            RequestBody::Formation(_) | RequestBody::Hello(_) | RequestBody::Sealed(_) => {
+            RequestBody::Formation(_) | RequestBody::Hello(_) | RequestBody::Sealed(_) | RequestBody::Ping => {
                 WireResponse::Error(WireError::Malformed("unexpected request".into()))
             }
             RequestBody::Raft(rpc) => match serve_raft(&node, &group, from, rpc).await {
@@ -98,6 +102,21 @@ async fn serve_raft(node: &Node, group: &Group, from: NodeId, raft: RaftEnvelope
     let RaftEnvelope { cluster, rpc } = raft;
     let vote = matches!(rpc, RaftRequest::Vote(_) | RaftRequest::PreVote(_));
     admits(node, group, &Incoming { from, vote, cluster: &cluster })?;
+    // Anything but a heartbeat wakes a quiesced group, once handled (see crate::quiesce).
+    let wakes = !matches!(&rpc, RaftRequest::Append(a) if a.entries.is_empty());
+    let reply = serve_admitted_raft(node, group, from, rpc).await;
+    if wakes {
+        group.wake("raft message");
+    }
+    reply
+}
+
+async fn serve_admitted_raft(
+    node: &Node,
+    group: &Group,
+    from: NodeId,
+    rpc: RaftRequest,
+) -> Result<RaftResponse, WireError> {
     let fatal = |e: openraft::errors::RaftError<_>| WireError::Fatal(e.to_string());
     match rpc {
         RaftRequest::Append(req) => group.raft.append_entries(req).await.map(RaftResponse::Append).map_err(fatal),

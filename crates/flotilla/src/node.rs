@@ -70,6 +70,7 @@ pub struct Node {
     pub(crate) sealing: Arc<Sealing>,
     pub(crate) discovery: Vec<Arc<dyn Discovery>>,
     pub(crate) factory: StateMachineFactory,
+    pub(crate) liveness: crate::liveness::Liveness,
     closing: AtomicBool,
     /// Where a test wants an open or close to crash (see [`crate::testing::CrashPoint`]).
     pub(crate) crash_at: std::sync::Mutex<Option<crate::testing::CrashPoint>>,
@@ -134,6 +135,7 @@ impl Node {
             sealing,
             discovery,
             factory,
+            liveness: crate::liveness::Liveness::default(),
             closing: AtomicBool::new(false),
             crash_at: std::sync::Mutex::new(None),
         });
@@ -153,6 +155,8 @@ impl Node {
         if node.config.leader_balance {
             balance_loop::spawn(&node);
         }
+        crate::quiesce::spawn(&node);
+        crate::liveness::spawn(&node);
         Ok(node)
     }
 
@@ -270,7 +274,8 @@ impl Node {
         let groups = self.all_groups();
         let budget = crate::shutdown::HANDOFF_BUDGET.min(self.config.request_timeout());
         let silence = std::time::Duration::from_millis(self.config.timing().election_max_ms);
-        crate::shutdown::hand_off_all(&groups, self.id, silence, tokio::time::Instant::now() + budget).await;
+        let deadline = tokio::time::Instant::now() + budget;
+        crate::shutdown::hand_off_all(&groups, self.id, silence, deadline, &self.liveness).await;
         self.stop_groups().await;
     }
 
@@ -282,7 +287,7 @@ impl Node {
         self.stop_groups().await;
     }
 
-    fn all_groups(&self) -> Vec<Arc<Group>> {
+    pub(crate) fn all_groups(&self) -> Vec<Arc<Group>> {
         self.namespaces.all().iter().map(|(_, e)| e.group()).collect()
     }
 

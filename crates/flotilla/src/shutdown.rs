@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::group::Group;
+use crate::liveness::Liveness;
 
 /// Longest a graceful shutdown waits for leadership hand-offs, all namespaces together.
 pub const HANDOFF_BUDGET: Duration = Duration::from_secs(3);
@@ -47,15 +48,22 @@ enum HandOff {
 
 /// Hand leadership of every group in `groups` that `me` leads to another voter, all at once,
 /// giving up at `deadline`. A voter counts as reachable if it acknowledged the leader within
-/// `silence`.
-pub(crate) async fn hand_off_all(groups: &[Arc<Group>], me: NodeId, silence: Duration, deadline: Instant) {
+/// `silence`, or, for a quiesced group (which has no acknowledgements by design), if the
+/// node-level liveness probe heard from it within `silence`.
+pub(crate) async fn hand_off_all(
+    groups: &[Arc<Group>],
+    me: NodeId,
+    silence: Duration,
+    deadline: Instant,
+    liveness: &Liveness,
+) {
     let led: Vec<Arc<Group>> = groups.iter().filter(|g| g.is_leader()).cloned().collect();
     if led.is_empty() {
         return;
     }
     let (started, count_led) = (Instant::now(), led.len());
     let outcomes: Vec<HandOff> = stream::iter(led)
-        .map(|group: Arc<Group>| async move { hand_off(&group, me, silence, deadline).await })
+        .map(|group: Arc<Group>| async move { hand_off(&group, me, silence, deadline, liveness).await })
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
@@ -84,8 +92,8 @@ pub(crate) async fn stop_all(groups: &[Arc<Group>]) {
 }
 
 /// Hand leadership of `group` off, if `me` still leads it and a voter can take it.
-async fn hand_off(group: &Group, me: NodeId, silence: Duration, deadline: Instant) -> HandOff {
-    let Some(target) = successor(group, me, silence) else {
+async fn hand_off(group: &Group, me: NodeId, silence: Duration, deadline: Instant, liveness: &Liveness) -> HandOff {
+    let Some(target) = successor(group, me, silence, liveness) else {
         info!(namespace = %group.namespace, "no other voter reachable and caught up: leaving without a hand-off");
         return HandOff::NoTarget;
     };
@@ -105,7 +113,7 @@ async fn hand_off(group: &Group, me: NodeId, silence: Duration, deadline: Instan
         // Only a leader tracks acknowledgements. Once stepped down, give the target one
         // election timeout to win.
         let silent = match m.heartbeat {
-            Some(_) => !answered_within(group, target, silence),
+            Some(_) => !answered_within(group, target, silence, liveness),
             None => stepped_down.get_or_insert_with(Instant::now).elapsed() > silence,
         };
         if silent || Instant::now() + POLL > deadline {
@@ -118,21 +126,22 @@ async fn hand_off(group: &Group, me: NodeId, silence: Duration, deadline: Instan
 
 /// The voter (other than `me`) to hand `group` to: among those that acknowledged the leader
 /// within `silence` and are caught up, the one with the longest log.
-fn successor(group: &Group, me: NodeId, silence: Duration) -> Option<NodeId> {
+fn successor(group: &Group, me: NodeId, silence: Duration, liveness: &Liveness) -> Option<NodeId> {
     let m = group.metrics();
     let last = m.last_log_index.unwrap_or(0);
     let matched = |id: &NodeId| m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index);
     m.membership_config
         .voter_ids()
-        .filter(|v| *v != me && answered_within(group, *v, silence))
+        .filter(|v| *v != me && answered_within(group, *v, silence, liveness))
         .filter_map(|v| matched(&v).filter(|i| i + CAUGHT_UP_ENTRIES >= last).map(|i| (v, i)))
         .max_by_key(|(_, i)| *i)
         .map(|(v, _)| v)
 }
 
-/// Whether `peer` acknowledged this leader of `group` within `silence`.
-fn answered_within(group: &Group, peer: NodeId, silence: Duration) -> bool {
+/// Whether `peer` acknowledged this leader of `group` within `silence`; for a quiesced group,
+/// whether the node heard from it within `silence`.
+fn answered_within(group: &Group, peer: NodeId, silence: Duration, liveness: &Liveness) -> bool {
     let m = group.metrics();
     let last_ack = m.heartbeat.as_ref().and_then(|h| h.get(&peer).cloned().flatten());
-    last_ack.is_some_and(|at| at.elapsed() <= silence)
+    last_ack.is_some_and(|at| at.elapsed() <= silence) || (group.is_quiesced() && liveness.heard_within(&peer, silence))
 }

@@ -64,7 +64,10 @@ impl Node {
         silent_since: &mut HashMap<NodeId, Instant>,
     ) {
         let m = group.metrics();
-        if m.state != ServerState::Leader || m.membership_config != m.committed_membership_config {
+        // A quiesced group has no heartbeat acknowledgements by design; liveness wakes it when
+        // a member goes (crate::liveness).
+        if m.state != ServerState::Leader || m.membership_config != m.committed_membership_config || group.is_quiesced()
+        {
             silent_since.clear();
             return;
         }

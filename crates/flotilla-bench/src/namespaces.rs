@@ -1,0 +1,436 @@
+//! `flotilla-bench namespaces`: what many namespaces cost. Per count, three (or `--nodes`)
+//! agents on loopback serve the same namespaces; the run reports the time until every
+//! namespace has a leader and all its voters, idle CPU and RSS per node over a quiet window,
+//! how leaders spread over the nodes, the failover after `kill -9` of one node, and put
+//! throughput of 256 clients spread over many namespaces next to one namespace.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::procs::{free_port, ChildProc};
+
+/// Options of `namespaces`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NamespacesArgs {
+    /// The flotilla binary (default: `flotilla` next to this executable).
+    #[arg(long)]
+    pub flotilla_bin: Option<PathBuf>,
+    /// Agents per cluster.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Namespace counts to measure, one fresh cluster each.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    pub count: Vec<usize>,
+    /// Longest wait for every namespace to have a leader and all voters, seconds.
+    #[arg(long, default_value_t = 240)]
+    pub form_timeout_s: u64,
+    /// Pause after formation before the quiet window, seconds (lets idle groups settle).
+    #[arg(long, default_value_t = 10)]
+    pub settle_s: u64,
+    /// Length of the quiet window over which idle CPU is measured, seconds.
+    #[arg(long, default_value_t = 20)]
+    pub quiet_s: u64,
+    /// Duration of each throughput run (0: skip throughput), seconds.
+    #[arg(long, default_value_t = 10)]
+    pub throughput_s: u64,
+    /// Clients of the throughput runs.
+    #[arg(long, default_value_t = 256)]
+    pub clients: usize,
+    /// Namespaces the clients spread over in the second throughput run (at most the count).
+    #[arg(long, default_value_t = 100)]
+    pub spread: usize,
+    /// Skip the `kill -9` failover measurement.
+    #[arg(long)]
+    pub no_failover: bool,
+    /// Directory for the clusters' temporary data directories (a real disk).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Extra arguments passed to every agent (e.g. `--extra=--preset=regional`).
+    #[arg(long, allow_hyphen_values = true)]
+    pub extra: Vec<String>,
+}
+
+/// The figures of one namespace count.
+#[derive(Debug, Default, Serialize)]
+pub struct CountReport {
+    /// Namespaces per node.
+    pub count: usize,
+    /// Seconds from the first spawn until every namespace had a leader all nodes agree on.
+    pub all_leaders_s: Option<f64>,
+    /// Seconds until every namespace also counted all nodes as voters.
+    pub all_voters_s: Option<f64>,
+    /// Namespaces with a leader when formation ended or timed out.
+    pub with_leader: usize,
+    /// Idle CPU per node over the quiet window, % of one core.
+    pub idle_cpu_pct: Vec<f64>,
+    /// VmRSS per node at the end of the quiet window, MiB.
+    pub rss_mib: Vec<f64>,
+    /// Namespaces each node leads.
+    pub leaders_per_node: Vec<usize>,
+    /// Load average (1, 5, 15 min) at the start and end of the quiet window.
+    pub loadavg: (String, String),
+    /// Namespaces the killed node led, and per namespace the time until a write to it was
+    /// acknowledged again: median and max, ms.
+    pub failover: Option<Failover>,
+    /// Puts per second of `clients` clients into one namespace, then spread over `spread`.
+    pub throughput: Option<(f64, f64)>,
+    /// Latency of the first put into each of up to 20 namespaces after the quiet window, one
+    /// after another through the first node: median and max, ms (what waking costs when
+    /// namespaces are quiesced).
+    pub first_put_ms: Option<(f64, f64)>,
+}
+
+/// Failover after `kill -9` of one node.
+#[derive(Debug, Default, Serialize)]
+pub struct Failover {
+    /// Namespaces the killed node led.
+    pub affected: usize,
+    /// Median over them of the time until a write was acknowledged, ms.
+    pub median_ms: f64,
+    /// Largest such time, ms.
+    pub max_ms: f64,
+    /// Namespaces that accepted no write within the patience.
+    pub never: usize,
+}
+
+/// Run the benchmark for every count and print a Markdown table.
+pub async fn run(args: NamespacesArgs) -> anyhow::Result<()> {
+    if args.nodes < 2 || args.count.is_empty() || args.count.contains(&0) || args.quiet_s == 0 {
+        bail!("need --nodes >= 2, counts >= 1 and --quiet-s >= 1");
+    }
+    let bin = crate::procs::find_flotilla(args.flotilla_bin.as_deref())?;
+    let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let mut reports = Vec::new();
+    for &count in &args.count {
+        let r = one_count(&args, &bin, &parent, count).await?;
+        eprintln!("[namespaces] {}", serde_json::to_string(&r).unwrap_or_default());
+        reports.push(r);
+    }
+    println!("{}", markdown(&args, &reports));
+    Ok(())
+}
+
+fn progress(msg: impl AsRef<str>) {
+    eprintln!("[namespaces] {}", msg.as_ref());
+}
+
+/// Agents serving `count` namespaces, killed and removed on drop.
+struct Agents {
+    procs: Vec<Option<ChildProc>>,
+    http: Vec<String>,
+    ids: Vec<String>,
+    // Dropped after the processes.
+    _dir: tempfile::TempDir,
+}
+
+fn ns_name(i: usize) -> String {
+    format!("ns{i:04}")
+}
+
+impl Agents {
+    fn start(args: &NamespacesArgs, bin: &Path, parent: &Path, count: usize) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("bench-ns-").tempdir_in(parent)?;
+        let ports: Vec<(u16, u16)> =
+            (0..args.nodes).map(|_| Ok((free_port()?, free_port()?))).collect::<anyhow::Result<_>>()?;
+        let mut procs = Vec::new();
+        for i in 0..args.nodes {
+            let mut a = crate::cluster::flotilla_args(i, &ports, dir.path());
+            a.push("--namespace".into());
+            a.extend((0..count).map(|n| OsString::from(ns_name(n))));
+            a.extend(args.extra.iter().map(OsString::from));
+            let log = dir.path().join(format!("agent{}.log", i + 1));
+            procs.push(Some(ChildProc::spawn(&format!("agent {}", i + 1), bin, &a, &log)?));
+        }
+        let http = ports.iter().map(|(h, _)| format!("127.0.0.1:{h}")).collect();
+        Ok(Self { procs, http, ids: Vec::new(), _dir: dir })
+    }
+
+    fn client(&self, i: usize) -> flotilla_http::Client {
+        flotilla_http::Client::new(&self.http[i], Duration::from_secs(5))
+    }
+
+    /// Per running node: its peer id and, per namespace, the leader it knows.
+    async fn leaders(&self) -> Vec<Option<(String, BTreeMap<String, String>)>> {
+        let mut out = Vec::new();
+        for (i, p) in self.procs.iter().enumerate() {
+            if p.is_none() {
+                out.push(None);
+                continue;
+            }
+            let Ok(s) = self.client(i).get_json("/v1/status").await else {
+                out.push(None);
+                continue;
+            };
+            let id = s["peer_id"].as_str().unwrap_or_default().to_string();
+            let map = s["namespaces"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|n| Some((n["namespace"].as_str()?.to_string(), n["leader"].as_str()?.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Some((id, map)));
+        }
+        out
+    }
+
+    /// Namespaces whose leader every running node agrees on, with that leader.
+    async fn agreed(&self) -> BTreeMap<String, String> {
+        let views = self.leaders().await;
+        let mut agreed = BTreeMap::new();
+        let Some(Some((_, first))) = views.iter().find(|v| v.is_some()) else { return agreed };
+        for (ns, leader) in first {
+            if views.iter().flatten().all(|(_, m)| m.get(ns) == Some(leader)) {
+                agreed.insert(ns.clone(), leader.clone());
+            }
+        }
+        agreed
+    }
+
+    async fn voters_of(&self, node: usize, ns: &str) -> usize {
+        let Ok(s) = self.client(node).get_json(&format!("/v1/ns/{ns}/status")).await else { return 0 };
+        s["members"].as_array().map(|m| m.iter().filter(|x| x["role"] == "voter").count()).unwrap_or(0)
+    }
+
+    fn index_of(&self, id: &str) -> Option<usize> {
+        self.ids.iter().position(|x| x == id)
+    }
+}
+
+async fn one_count(args: &NamespacesArgs, bin: &Path, parent: &Path, count: usize) -> anyhow::Result<CountReport> {
+    progress(format!("{count} namespaces: starting {} agents", args.nodes));
+    let mut agents = Agents::start(args, bin, parent, count)?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.form_timeout_s);
+    let mut report = CountReport { count, ..Default::default() };
+    // Leaders first: every node agrees on one for every namespace.
+    loop {
+        let agreed = agents.agreed().await;
+        report.with_leader = agreed.len();
+        if agreed.len() == count {
+            report.all_leaders_s = Some(started.elapsed().as_secs_f64());
+            break;
+        }
+        if Instant::now() > deadline {
+            progress(format!(
+                "only {} of {count} namespaces have a leader after {:?}",
+                agreed.len(),
+                started.elapsed()
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    agents.ids = agents.leaders().await.into_iter().map(|v| v.map(|(id, _)| id).unwrap_or_default()).collect();
+    // Then voters: asked of the node each namespace's leader is.
+    if report.all_leaders_s.is_some() {
+        let mut pending: Vec<usize> = (0..count).collect();
+        while !pending.is_empty() && Instant::now() < deadline {
+            let agreed = agents.agreed().await;
+            let mut still = Vec::new();
+            for n in pending {
+                let ns = ns_name(n);
+                let node = agreed.get(&ns).and_then(|l| agents.index_of(l)).unwrap_or(0);
+                if agents.voters_of(node, &ns).await < args.nodes {
+                    still.push(n);
+                }
+            }
+            pending = still;
+            if !pending.is_empty() {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        if pending.is_empty() {
+            report.all_voters_s = Some(started.elapsed().as_secs_f64());
+        }
+    }
+    progress(format!(
+        "{count}: leaders after {:?} s, voters after {:?} s; settling {} s",
+        report.all_leaders_s, report.all_voters_s, args.settle_s
+    ));
+    tokio::time::sleep(Duration::from_secs(args.settle_s)).await;
+    quiet_window(args, &agents, &mut report).await?;
+    report.first_put_ms = first_puts(&agents, count).await;
+    let agreed = agents.agreed().await;
+    report.leaders_per_node =
+        (0..args.nodes).map(|i| agreed.values().filter(|l| agents.ids.get(i) == Some(*l)).count()).collect();
+    if args.throughput_s > 0 {
+        let one = throughput(&agents, args, 1).await;
+        let many = throughput(&agents, args, args.spread.min(count)).await;
+        report.throughput = Some((one, many));
+    }
+    if !args.no_failover {
+        report.failover = Some(failover(&mut agents, &agreed).await?);
+    }
+    Ok(report)
+}
+
+async fn quiet_window(args: &NamespacesArgs, agents: &Agents, report: &mut CountReport) -> anyhow::Result<()> {
+    let load_start = loadavg();
+    let cpu = |a: &Agents| {
+        a.procs.iter().map(|p| p.as_ref().and_then(ChildProc::cpu_seconds).unwrap_or(0.0)).collect::<Vec<_>>()
+    };
+    let before = cpu(agents);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.quiet_s)).await;
+    let after = cpu(agents);
+    let secs = t0.elapsed().as_secs_f64();
+    report.idle_cpu_pct = before.iter().zip(&after).map(|(b, a)| (a - b) / secs * 100.0).collect();
+    report.rss_mib =
+        agents.procs.iter().map(|p| p.as_ref().and_then(ChildProc::rss_kib).unwrap_or(0) as f64 / 1024.0).collect();
+    report.loadavg = (load_start, loadavg());
+    progress(format!(
+        "{}: idle CPU % {:.1?}, RSS MiB {:.0?}, load {} -> {}",
+        report.count, report.idle_cpu_pct, report.rss_mib, report.loadavg.0, report.loadavg.1
+    ));
+    Ok(())
+}
+
+/// One put into each of the first (up to) 20 namespaces, one after another, through node 0.
+async fn first_puts(agents: &Agents, count: usize) -> Option<(f64, f64)> {
+    let client = agents.client(0);
+    let mut times = Vec::new();
+    for n in 0..count.min(20) {
+        let t0 = Instant::now();
+        client.put(&ns_name(n), "first", b"x".to_vec()).await.ok()?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let r = (times.get(times.len() / 2).copied()?, times.last().copied()?);
+    progress(format!("first put after the quiet window: median {:.1} ms, max {:.1} ms", r.0, r.1));
+    Some(r)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Puts per second of `args.clients` clients writing for `args.throughput_s` seconds, client
+/// `c` into namespace `c % spread` through node `c % nodes`.
+async fn throughput(agents: &Agents, args: &NamespacesArgs, spread: usize) -> f64 {
+    let ok = Arc::new(AtomicU64::new(0));
+    let stop = Instant::now() + Duration::from_secs(args.throughput_s);
+    let handles: Vec<flotilla_http::Client> = (0..agents.http.len()).map(|i| agents.client(i)).collect();
+    let value = vec![b'v'; 256];
+    let mut tasks = Vec::new();
+    for c in 0..args.clients {
+        let (client, ok, value) = (handles[c % handles.len()].clone(), ok.clone(), value.clone());
+        let ns = ns_name(c % spread);
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < stop {
+                if client.put(&ns, &format!("c{c}-{n}"), value.clone()).await.is_ok() {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+                n += 1;
+            }
+        }));
+    }
+    let t0 = Instant::now();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let rate = ok.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
+    progress(format!("throughput, {} clients over {spread} namespaces: {rate:.0} puts/s", args.clients));
+    rate
+}
+
+/// `kill -9` the node leading the most namespaces; per namespace it led, the time until a
+/// write through a surviving node is acknowledged.
+async fn failover(agents: &mut Agents, agreed: &BTreeMap<String, String>) -> anyhow::Result<Failover> {
+    let victim = (0..agents.procs.len())
+        .max_by_key(|&i| agreed.values().filter(|l| agents.ids.get(i) == Some(*l)).count())
+        .context("no node")?;
+    let led: Vec<String> =
+        agreed.iter().filter(|(_, l)| agents.ids.get(victim) == Some(*l)).map(|(ns, _)| ns.clone()).collect();
+    let survivors: Vec<flotilla_http::Client> = (0..agents.procs.len())
+        .filter(|&i| i != victim)
+        .map(|i| flotilla_http::Client::new(&agents.http[i], Duration::from_millis(500)))
+        .collect();
+    let mut proc = agents.procs[victim].take().context("victim not running")?;
+    let killed = proc.kill()?;
+    let patience = Duration::from_secs(60);
+    let mut tasks = Vec::new();
+    for (k, ns) in led.iter().enumerate() {
+        let survivors = survivors.clone();
+        let ns = ns.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0usize;
+            while killed.elapsed() < patience {
+                let c = &survivors[(k + n) % survivors.len()];
+                if c.put(&ns, "failover", b"x".to_vec()).await.is_ok() {
+                    return Some(killed.elapsed());
+                }
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            None
+        }));
+    }
+    let mut times = Vec::new();
+    let mut never = 0;
+    for t in tasks {
+        match t.await.ok().flatten() {
+            Some(d) => times.push(d.as_secs_f64() * 1e3),
+            None => never += 1,
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let f = Failover {
+        affected: led.len(),
+        median_ms: times.get(times.len() / 2).copied().unwrap_or(0.0),
+        max_ms: times.last().copied().unwrap_or(0.0),
+        never,
+    };
+    progress(format!("failover: {f:?}"));
+    Ok(f)
+}
+
+fn markdown(args: &NamespacesArgs, reports: &[CountReport]) -> String {
+    let fmt = |v: &[f64], p: usize| v.iter().map(|x| format!("{x:.p$}")).collect::<Vec<_>>().join(" / ");
+    let mut s = format!(
+        "{} agents on loopback, {} CPUs; idle window {} s after {} s settling\n\n\
+         | namespaces | all leaders (s) | all voters (s) | idle CPU % per node | RSS MiB per node | leaders per node | load (start -> end) | first put after quiet, median / max ms | failover median / max ms (affected) | puts/s 1 ns / {} ns |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+        args.nodes,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        args.quiet_s,
+        args.settle_s,
+        args.spread
+    );
+    for r in reports {
+        let t =
+            |x: Option<f64>| x.map_or(format!("not formed ({} with a leader)", r.with_leader), |v| format!("{v:.1}"));
+        let leaders = r.leaders_per_node.iter().map(usize::to_string).collect::<Vec<_>>().join(" / ");
+        let failover = r.failover.as_ref().map_or("-".into(), |f| {
+            format!("{:.0} / {:.0} ({}, {} never)", f.median_ms, f.max_ms, f.affected, f.never)
+        });
+        let tp = r.throughput.map_or("-".into(), |(a, b)| format!("{a:.0} / {b:.0}"));
+        let first = r.first_put_ms.map_or("-".into(), |(a, b)| format!("{a:.1} / {b:.1}"));
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} -> {} | {} | {} | {} |\n",
+            r.count,
+            t(r.all_leaders_s),
+            t(r.all_voters_s),
+            fmt(&r.idle_cpu_pct, 1),
+            fmt(&r.rss_mib, 0),
+            leaders,
+            r.loadavg.0,
+            r.loadavg.1,
+            first,
+            failover,
+            tp
+        );
+    }
+    s
+}

@@ -1,0 +1,196 @@
+//! Node-level failure detection for quiesced groups.
+//!
+//! A quiesced group has no heartbeats and no election timer, so nothing inside it notices a
+//! dead peer. Instead, one probe per peer (not per group) runs while any quiesced group has
+//! that peer as a member: every heartbeat interval, a peer not heard from within it gets a
+//! [`RequestBody::Ping`]. Any request from a peer counts as hearing from it too. A peer silent
+//! for the minimum election timeout is declared down and every quiesced group it belongs to
+//! wakes: where it led, the followers' election timers run again (their lease has long
+//! expired, so they stand at once); where it followed, the leader's heartbeats and autopilot
+//! resume. A peer heard again after being down wakes its groups too, so a restarted member is
+//! brought up to date.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use flotilla_core::types::NodeId;
+use flotilla_core::wire::{RequestBody, WireRequest, WireResponse};
+use flotilla_core::Namespace;
+use tokio::time::Instant;
+use tracing::{info, Instrument};
+
+use crate::group::Group;
+use crate::node::Node;
+
+/// What the node knows of each peer's liveness.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    state: Mutex<Peers>,
+}
+
+#[derive(Debug, Default)]
+struct Peers {
+    /// When each watched peer was last heard from. Only members of this node's groups are
+    /// kept (see [`Liveness::retain`]), so the map is bounded by the membership.
+    heard: HashMap<NodeId, Instant>,
+    /// Peers declared down and not heard from since.
+    down: HashSet<NodeId>,
+    /// Peers with a probe in flight.
+    probing: HashSet<NodeId>,
+}
+
+/// A change of a peer's state that wakes its quiesced groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Down,
+    Up,
+}
+
+impl Liveness {
+    fn peers(&self) -> std::sync::MutexGuard<'_, Peers> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `peer`, watched because it shares a quiesced group, was heard from within
+    /// `within` (what a quiesced leader knows instead of heartbeat acknowledgements).
+    pub fn heard_within(&self, peer: &NodeId, within: Duration) -> bool {
+        let p = self.peers();
+        !p.down.contains(peer) && p.heard.get(peer).is_some_and(|at| at.elapsed() <= within)
+    }
+
+    /// Record that `peer` was heard from now. Returns whether it had been declared down.
+    pub fn heard(&self, peer: NodeId) -> bool {
+        let mut p = self.peers();
+        if let Some(at) = p.heard.get_mut(&peer) {
+            *at = Instant::now();
+        }
+        p.down.remove(&peer)
+    }
+
+    /// Watch exactly `watched`: new peers start as heard now, others are forgotten.
+    fn retain(&self, watched: &HashSet<NodeId>) {
+        let mut p = self.peers();
+        p.heard.retain(|id, _| watched.contains(id));
+        p.down.retain(|id| watched.contains(id));
+        p.probing.retain(|id| watched.contains(id));
+        for id in watched {
+            p.heard.entry(*id).or_insert_with(Instant::now);
+        }
+    }
+
+    /// Peers to probe now (silent for `probe_after`, no probe in flight; marked in flight) and
+    /// peers that have just gone down (silent for `down_after`).
+    fn due(&self, probe_after: Duration, down_after: Duration) -> (Vec<NodeId>, Vec<NodeId>) {
+        let mut p = self.peers();
+        let Peers { heard, down, probing } = &mut *p;
+        let mut probe = Vec::new();
+        let mut gone = Vec::new();
+        for (id, at) in heard.iter() {
+            let silent = at.elapsed();
+            if silent >= down_after && down.insert(*id) {
+                gone.push(*id);
+            }
+            if silent >= probe_after && probing.insert(*id) {
+                probe.push(*id);
+            }
+        }
+        (probe, gone)
+    }
+
+    fn probe_done(&self, peer: NodeId) {
+        self.peers().probing.remove(&peer);
+    }
+}
+
+/// Run the node's liveness loop until the node closes (only when quiescing is on).
+pub(crate) fn spawn(node: &Arc<Node>) {
+    if node.config.quiesce_after().is_none() {
+        return;
+    }
+    let weak = Arc::downgrade(node);
+    tokio::spawn(run(weak).instrument(tracing::info_span!("liveness")));
+}
+
+async fn run(weak: Weak<Node>) {
+    loop {
+        let every = {
+            let Some(node) = weak.upgrade() else { return };
+            if node.is_closing() {
+                return;
+            }
+            round(&node);
+            Duration::from_millis(node.config.timing().heartbeat_ms.max(10))
+        };
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// One round: watch the members of quiesced groups, probe the silent ones, wake the groups of
+/// those that went down.
+fn round(node: &Arc<Node>) {
+    let timing = node.config.timing();
+    let groups: Vec<Arc<Group>> = node.all_groups().into_iter().filter(|g| g.is_quiesced()).collect();
+    let watched: HashSet<NodeId> = groups.iter().flat_map(|g| members(g)).filter(|id| *id != node.id).collect();
+    node.liveness.retain(&watched);
+    if watched.is_empty() {
+        return;
+    }
+    let (probe, gone) =
+        node.liveness.due(Duration::from_millis(timing.heartbeat_ms), Duration::from_millis(timing.election_min_ms));
+    for peer in gone {
+        info!(%peer, "peer silent for an election timeout: waking its quiesced groups");
+        wake_groups_of(node, peer, Change::Down);
+    }
+    let ttl = Duration::from_millis(timing.election_min_ms / 2).max(Duration::from_millis(10));
+    let Some(ns) = groups.first().map(|g| g.namespace.clone()) else { return };
+    for peer in probe {
+        let node = node.clone();
+        let ns = ns.clone();
+        tokio::spawn(async move { probe_peer(&node, peer, ns, ttl).await });
+    }
+}
+
+/// Send one ping to `peer`; a pong counts as hearing from it.
+async fn probe_peer(node: &Arc<Node>, peer: NodeId, namespace: Namespace, ttl: Duration) {
+    let request = WireRequest { namespace, body: RequestBody::Ping };
+    let answered = matches!(node.transport.call(peer, request, ttl).await, Ok(WireResponse::Pong));
+    node.liveness.probe_done(peer);
+    if answered {
+        node_heard(node, peer);
+    }
+}
+
+/// Record that `peer` was heard from; if it had been down, wake its quiesced groups.
+pub(crate) fn node_heard(node: &Node, peer: NodeId) {
+    if node.liveness.heard(peer) {
+        info!(%peer, "peer answers again: waking its quiesced groups");
+        wake_groups_of(node, peer, Change::Up);
+    }
+}
+
+fn wake_groups_of(node: &Node, peer: NodeId, change: Change) {
+    let reason = match change {
+        Change::Down => "peer down",
+        Change::Up => "peer back",
+    };
+    for group in node.all_groups() {
+        if !group.is_quiesced() || !members(&group).any(|id| id == peer) {
+            continue;
+        }
+        // A leader wakes for any member that goes or comes back (its heartbeats and autopilot
+        // resume). A follower wakes only when its leader goes: woken otherwise, its election
+        // timer would find the lease long expired and depose a live, quiet leader.
+        if group.is_leader() || (change == Change::Down && group.leader() == Some(peer)) {
+            group.wake(reason);
+        }
+    }
+}
+
+/// Voters and learners of the group's current configuration.
+fn members(group: &Group) -> impl Iterator<Item = NodeId> {
+    use openraft::async_runtime::watch::WatchReceiver;
+    let m = group.raft.metrics();
+    let ids: Vec<NodeId> = m.borrow_watched().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+    ids.into_iter()
+}

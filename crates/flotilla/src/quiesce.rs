@@ -1,0 +1,282 @@
+//! Quiescing idle groups: an idle namespace costs almost nothing.
+//!
+//! openraft ticks every group every `heartbeat * 13 / 64` (10 ms with the local preset), and a
+//! leader sends a heartbeat to each follower every heartbeat interval: per group and node, a
+//! hundred timer wake-ups and tens of RPCs a second, idle or not. A group that has seen no
+//! activity for `Config::quiesce_after` stops its ticker (`runtime_config().tick(false)`):
+//! no heartbeats, no election timer. Followers quiesce first, the leader only after every
+//! follower has acknowledged it recently and holds its whole log, two election timeouts
+//! later, so an awake follower never times out on a leader that went quiet on purpose.
+//!
+//! Waking (see `DESIGN-namespaces.md`):
+//! - a command the leader executes (write, read index, membership, transfer) wakes it and
+//!   commits a blank entry first, which renews its quorum acknowledgement (openraft's
+//!   quorum-loss probe would otherwise hold back heartbeats for up to a probe interval, and
+//!   `crate::quorum` would refuse with `lost_quorum`);
+//! - a Raft message other than a heartbeat (entries, votes, transfer, snapshot) wakes the
+//!   receiver after it is handled, so a follower's election timer restarts from a fresh lease;
+//! - the node-level liveness probe (`crate::liveness`) wakes every quiesced group of a peer
+//!   that stops answering (its followers then elect at once) or that comes back.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use flotilla_core::wire::log_index;
+use flotilla_core::TypeConfig;
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::async_runtime::Instant as _;
+use openraft::{RaftMetrics, ServerState};
+use tokio::time::Instant;
+use tracing::{debug, Instrument};
+
+use crate::group::Group;
+use crate::node::Node;
+
+/// Whether a group is quiesced, and when it was last active.
+#[derive(Debug)]
+pub struct Quiet {
+    quiesced: AtomicBool,
+    last_active: Mutex<Instant>,
+    /// When the group last woke from quiescence.
+    woke_at: Mutex<Option<Instant>>,
+}
+
+impl Default for Quiet {
+    fn default() -> Self {
+        Self { quiesced: AtomicBool::new(false), last_active: Mutex::new(Instant::now()), woke_at: Mutex::new(None) }
+    }
+}
+
+impl Quiet {
+    /// Whether the group's ticker is stopped.
+    pub fn is_quiesced(&self) -> bool {
+        self.quiesced.load(Ordering::Acquire)
+    }
+
+    /// Record activity now: the group stays awake for another quiet period.
+    pub fn touch(&self) {
+        *self.last_active.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.last_active.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
+    }
+}
+
+impl Group {
+    /// Whether this group is quiesced (no ticks, heartbeats or election timer).
+    pub fn is_quiesced(&self) -> bool {
+        self.quiet.is_quiesced()
+    }
+
+    /// Stop the group's ticker.
+    fn quiesce(&self, role: &'static str) {
+        if !self.quiet.quiesced.swap(true, Ordering::AcqRel) {
+            self.raft.runtime_config().tick(false);
+            debug!(namespace = %self.namespace, role, "group quiesced");
+        }
+    }
+
+    /// Restart the group's ticker (if stopped) and count this as activity.
+    pub(crate) fn wake(&self, reason: &'static str) {
+        self.quiet.touch();
+        if self.quiet.quiesced.swap(false, Ordering::AcqRel) {
+            self.raft.runtime_config().tick(true);
+            debug!(namespace = %self.namespace, reason, "group woken");
+        }
+    }
+
+    /// Wake a group this node leads before it executes a command, and give it back its
+    /// lease. A leader quiet for longer than its lease has no recent quorum acknowledgement:
+    /// openraft refuses its writes (`LeaseExpired`) and [`crate::quorum`] its commands until a
+    /// heartbeat round is acknowledged, and openraft's quorum-loss probe lets heartbeats out
+    /// only in every other probe interval of silence. So a leader woken within `patience`
+    /// triggers a heartbeat and waits, at most `patience`, until a quorum acknowledges it
+    /// (one round trip, or until the probe lets heartbeats out). Cut off from its quorum, it
+    /// then refuses as any leader cut off does.
+    pub(crate) async fn wake_leader(&self, fresh: Duration, patience: Duration) {
+        if self.is_quiesced() {
+            *self.quiet.woke_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        }
+        self.wake("command");
+        let woke_at = *self.quiet.woke_at.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(left) = woke_at.and_then(|at| patience.checked_sub(at.elapsed())) else { return };
+        let acked = |m: &RaftMetrics<TypeConfig>| {
+            m.state != ServerState::Leader || m.last_quorum_acked.as_ref().is_some_and(|t| t.elapsed() < fresh)
+        };
+        if acked(&self.raft.metrics().borrow_watched()) {
+            return;
+        }
+        let _ = self.raft.trigger().heartbeat().await;
+        let waited = self.raft.wait(Some(left)).metrics(acked, "leader acknowledged after waking").await;
+        debug!(namespace = %self.namespace, acknowledged = waited.is_ok(), "leader woken");
+    }
+}
+
+/// Timing of quiescence, derived from the configuration.
+#[derive(Debug, Clone, Copy)]
+struct Periods {
+    /// Idle time after which a follower quiesces.
+    follower: Duration,
+    /// Idle time after which a leader quiesces: later than its followers by two election
+    /// timeouts.
+    leader: Duration,
+    /// An acknowledgement older than this means the follower may be gone.
+    fresh_ack: Duration,
+    /// How often groups are looked at.
+    every: Duration,
+}
+
+/// Run the node's quiescing loop (one task for all groups) until the node closes.
+pub(crate) fn spawn(node: &Arc<Node>) {
+    let Some(after) = node.config.quiesce_after() else { return };
+    let timing = node.config.timing();
+    let election_max = Duration::from_millis(timing.election_max_ms);
+    let periods = Periods {
+        follower: after,
+        leader: after + election_max * 2,
+        fresh_ack: election_max,
+        every: Duration::from_millis((timing.heartbeat_ms * 4).max(100)),
+    };
+    let weak = Arc::downgrade(node);
+    tokio::spawn(run(weak, periods).instrument(tracing::info_span!("quiesce")));
+}
+
+async fn run(weak: Weak<Node>, periods: Periods) {
+    loop {
+        tokio::time::sleep(periods.every).await;
+        let Some(node) = weak.upgrade() else { return };
+        if node.is_closing() {
+            return;
+        }
+        for group in node.all_groups() {
+            if group.is_quiesced() {
+                continue;
+            }
+            let idle = group.quiet.idle_for();
+            if idle < periods.follower {
+                continue;
+            }
+            let role = {
+                let m = group.raft.metrics();
+                let m = m.borrow_watched();
+                may_quiesce(&m, node.id, idle, &periods)
+            };
+            if let Some(role) = role {
+                group.quiesce(role);
+            }
+        }
+    }
+}
+
+/// Whether a group idle for `idle` may quiesce, and in which role.
+fn may_quiesce(
+    m: &RaftMetrics<TypeConfig>,
+    me: flotilla_core::types::NodeId,
+    idle: Duration,
+    periods: &Periods,
+) -> Option<&'static str> {
+    // A configuration change in flight needs its timers, and a replica that has not applied
+    // all it holds still has work.
+    let applied_all = m.last_applied.as_ref().map(|l| l.index) == m.last_log_index;
+    if m.membership_config != m.committed_membership_config || !applied_all {
+        return None;
+    }
+    match m.state {
+        // Only a follower that knows a leader other than itself.
+        ServerState::Follower | ServerState::Learner => m.current_leader.filter(|l| *l != me).map(|_| "follower"),
+        ServerState::Leader if idle >= periods.leader => {
+            let last = m.last_log_index.unwrap_or(0);
+            let caught_up = m.replication.as_ref()?.iter().all(|(id, matched)| *id == me || log_index(matched) == last);
+            let acked = m
+                .heartbeat
+                .as_ref()?
+                .iter()
+                .all(|(id, ack)| *id == me || ack.as_ref().is_some_and(|t| t.elapsed() < periods.fresh_ack));
+            (caught_up && acked).then_some("leader")
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flotilla_core::types::{LogId, NodeId};
+    use openraft::alias::{InstantOf, SerdeInstantOf};
+    use openraft::vote::RaftLeaderIdExt;
+    use openraft::RaftTypeConfig;
+
+    use super::*;
+
+    const PERIODS: Periods = Periods {
+        follower: Duration::from_secs(12),
+        leader: Duration::from_millis(13_200),
+        fresh_ack: Duration::from_millis(600),
+        every: Duration::from_millis(200),
+    };
+
+    fn node() -> NodeId {
+        libp2p_identity::Keypair::generate_ed25519().public().to_peer_id()
+    }
+
+    fn log_id(leader: NodeId, index: u64) -> LogId {
+        LogId::new(<TypeConfig as RaftTypeConfig>::LeaderId::new_committed(1, leader), index)
+    }
+
+    fn ack(ago: Duration) -> Option<SerdeInstantOf<TypeConfig>> {
+        Some(SerdeInstantOf::<TypeConfig>::new(<InstantOf<TypeConfig> as openraft::Instant>::now() - ago))
+    }
+
+    /// Metrics of `me` in `state`, having applied everything up to `index`.
+    fn metrics(me: NodeId, leader: NodeId, state: ServerState, index: u64) -> RaftMetrics<TypeConfig> {
+        let mut m = RaftMetrics::new_initial(me);
+        m.state = state;
+        m.current_leader = Some(leader);
+        m.last_log_index = Some(index);
+        m.last_applied = Some(log_id(leader, index));
+        m
+    }
+
+    /// A leader's metrics with followers at `matched` indexes, acknowledged `ago`.
+    fn leader(me: NodeId, followers: &[(NodeId, u64, Duration)]) -> RaftMetrics<TypeConfig> {
+        let mut m = metrics(me, me, ServerState::Leader, 10);
+        m.replication = Some(followers.iter().map(|(id, i, _)| (*id, Some(log_id(me, *i)))).collect());
+        m.heartbeat = Some(followers.iter().map(|(id, _, ago)| (*id, ack(*ago))).collect());
+        m
+    }
+
+    #[test]
+    fn followers_quiesce_once_idle_with_a_leader_and_everything_applied() {
+        let (me, other) = (node(), node());
+        let idle = PERIODS.follower;
+        assert_eq!(may_quiesce(&metrics(me, other, ServerState::Follower, 5), me, idle, &PERIODS), Some("follower"));
+        assert_eq!(may_quiesce(&metrics(me, other, ServerState::Learner, 5), me, idle, &PERIODS), Some("follower"));
+        let mut no_leader = metrics(me, other, ServerState::Follower, 5);
+        no_leader.current_leader = None;
+        assert_eq!(may_quiesce(&no_leader, me, idle, &PERIODS), None);
+        let mut behind = metrics(me, other, ServerState::Follower, 5);
+        behind.last_log_index = Some(6);
+        assert_eq!(may_quiesce(&behind, me, idle, &PERIODS), None, "has entries left to apply");
+        assert_eq!(may_quiesce(&metrics(me, other, ServerState::Candidate, 5), me, idle, &PERIODS), None);
+    }
+
+    #[test]
+    fn a_leader_quiesces_later_and_only_with_every_follower_caught_up_and_answering() {
+        let (me, a, b) = (node(), node(), node());
+        let fresh = Duration::from_millis(50);
+        let all_in = leader(me, &[(a, 10, fresh), (b, 10, fresh)]);
+        assert_eq!(may_quiesce(&all_in, me, PERIODS.follower, &PERIODS), None, "followers go first");
+        assert_eq!(may_quiesce(&all_in, me, PERIODS.leader, &PERIODS), Some("leader"));
+        let lagging = leader(me, &[(a, 10, fresh), (b, 9, fresh)]);
+        assert_eq!(may_quiesce(&lagging, me, PERIODS.leader, &PERIODS), None, "a follower lacks an entry");
+        let silent = leader(me, &[(a, 10, fresh), (b, 10, Duration::from_secs(1))]);
+        assert_eq!(may_quiesce(&silent, me, PERIODS.leader, &PERIODS), None, "a follower stopped answering");
+        let mut changing = all_in.clone();
+        changing.membership_config = Arc::new(openraft::StoredMembership::new(
+            Some(log_id(me, 10)),
+            openraft::Membership::new_with_defaults(vec![[me, a, b].into_iter().collect()], []),
+        ));
+        assert_eq!(may_quiesce(&changing, me, PERIODS.leader, &PERIODS), None, "membership change in flight");
+    }
+}
