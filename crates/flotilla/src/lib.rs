@@ -17,6 +17,7 @@ pub mod error;
 mod execute;
 pub mod formation;
 pub mod group;
+mod handoff_targets;
 mod inbound;
 mod liveness;
 mod namespace_lifecycle;

@@ -160,7 +160,14 @@ impl Node {
         if group.is_leader() {
             let budget = crate::shutdown::HANDOFF_BUDGET.min(self.config.request_timeout());
             let silence = std::time::Duration::from_millis(self.config.timing().election_max_ms);
-            crate::shutdown::hand_off_all(std::slice::from_ref(group), self.id, silence, Instant::now() + budget).await;
+            crate::shutdown::hand_off_all(
+                std::slice::from_ref(group),
+                self.id,
+                silence,
+                Instant::now() + budget,
+                &self.liveness,
+            )
+            .await;
         }
         let deadline = Instant::now() + self.config.request_timeout();
         match self.submit(group, CommandRequest::Remove(self.id), deadline).await {

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use flotilla_core::types::NodeId;
 use futures::stream::{self, StreamExt};
-use openraft::Instant as _;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -31,9 +30,6 @@ pub const HANDOFF_BUDGET: Duration = Duration::from_secs(3);
 const CONCURRENCY: usize = 64;
 /// How often a hand-off checks whether leadership moved or its target went silent.
 const POLL: Duration = Duration::from_millis(20);
-/// A voter whose log is this many entries or fewer behind the leader's counts as caught up:
-/// it gets the rest during the hand-off.
-const CAUGHT_UP_ENTRIES: u64 = 256;
 
 /// How a group's hand-off ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +109,7 @@ async fn hand_off(group: &Group, me: NodeId, silence: Duration, deadline: Instan
         // Only a leader tracks acknowledgements. Once stepped down, give the target one
         // election timeout to win.
         let silent = match m.heartbeat {
-            Some(_) => !answered_within(group, target, silence, liveness),
+            Some(_) => !crate::handoff_targets::answered_within(group, target, silence, liveness),
             None => stepped_down.get_or_insert_with(Instant::now).elapsed() > silence,
         };
         if silent || Instant::now() + POLL > deadline {
@@ -124,24 +120,9 @@ async fn hand_off(group: &Group, me: NodeId, silence: Duration, deadline: Instan
     }
 }
 
-/// The voter (other than `me`) to hand `group` to: among those that acknowledged the leader
-/// within `silence` and are caught up, the one with the longest log.
+/// The voter (other than `me`) to hand `group` to: among the ready ones
+/// ([`crate::handoff_targets::ready_voters`]), the one with the longest log.
 fn successor(group: &Group, me: NodeId, silence: Duration, liveness: &Liveness) -> Option<NodeId> {
-    let m = group.metrics();
-    let last = m.last_log_index.unwrap_or(0);
-    let matched = |id: &NodeId| m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index);
-    m.membership_config
-        .voter_ids()
-        .filter(|v| *v != me && answered_within(group, *v, silence, liveness))
-        .filter_map(|v| matched(&v).filter(|i| i + CAUGHT_UP_ENTRIES >= last).map(|i| (v, i)))
-        .max_by_key(|(_, i)| *i)
-        .map(|(v, _)| v)
-}
-
-/// Whether `peer` acknowledged this leader of `group` within `silence`; for a quiesced group,
-/// whether the node heard from it within `silence`.
-fn answered_within(group: &Group, peer: NodeId, silence: Duration, liveness: &Liveness) -> bool {
-    let m = group.metrics();
-    let last_ack = m.heartbeat.as_ref().and_then(|h| h.get(&peer).cloned().flatten());
-    last_ack.is_some_and(|at| at.elapsed() <= silence) || (group.is_quiesced() && liveness.heard_within(&peer, silence))
+    let ready = crate::handoff_targets::ready_voters(group, me, silence, liveness);
+    ready.into_iter().max_by_key(|(_, matched)| *matched).map(|(v, _)| v)
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use flotilla_core::types::{NodeId, TypeConfig};
 use flotilla_core::wire::log_index;
 use flotilla_core::Namespace;
-use openraft::{Instant as _, RaftMetrics, ServerState};
+use openraft::{RaftMetrics, ServerState};
 use tokio::time::Instant;
 use tracing::{info, warn, Instrument};
 
@@ -30,9 +30,6 @@ const JITTER: Duration = Duration::from_secs(1);
 /// where it is: a transfer gets time to finish and every node time to see it before anyone
 /// counts again.
 const COOLDOWN: Duration = Duration::from_secs(10);
-/// A voter whose log is this many entries or fewer behind the leader's counts as caught up
-/// (as for the shutdown hand-off): it gets the rest during the transfer.
-const CAUGHT_UP_ENTRIES: u64 = 256;
 
 /// Run the balancing task until the node closes.
 pub(crate) fn spawn(node: &Arc<Node>) {
@@ -144,7 +141,12 @@ impl Node {
             }
             if m.state == ServerState::Leader && m.current_leader == Some(self.id) {
                 let changing = membership_changing(&m) || self.namespaces.busy(ns);
-                led.push(Led { namespace: ns.clone(), ready: ready_voters(&m, self.id, silence), changing, cooling });
+                led.push(Led {
+                    namespace: ns.clone(),
+                    ready: ready_voters(group, self.id, silence, &self.liveness),
+                    changing,
+                    cooling,
+                });
             }
         }
         Observation { me: self.id, closing: self.is_closing(), led, leaders }
@@ -157,18 +159,7 @@ fn membership_changing(m: &RaftMetrics<TypeConfig>) -> bool {
     membership.get_joint_config().len() > 1 || log_index(membership.log_id()) > log_index(&m.last_applied)
 }
 
-/// The voters other than `me` that acknowledged this leader within `silence` and whose log is
-/// caught up: the only namespaces' voters a transfer may target.
-fn ready_voters(m: &RaftMetrics<TypeConfig>, me: NodeId, silence: Duration) -> Vec<NodeId> {
-    let last = m.last_log_index.unwrap_or(0);
-    let matched = |id: &NodeId| m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index);
-    let answered = |id: &NodeId| {
-        let at = m.heartbeat.as_ref().and_then(|h| h.get(id).cloned().flatten());
-        at.is_some_and(|at| at.elapsed() <= silence)
-    };
-    m.membership_config
-        .voter_ids()
-        .filter(|v| *v != me && answered(v))
-        .filter(|v| matched(v).is_some_and(|i| i + CAUGHT_UP_ENTRIES >= last))
-        .collect()
+/// The voters a transfer of `group` may target (the rule the shutdown hand-off uses too).
+fn ready_voters(group: &Group, me: NodeId, silence: Duration, liveness: &crate::liveness::Liveness) -> Vec<NodeId> {
+    crate::handoff_targets::ready_voters(group, me, silence, liveness).into_iter().map(|(v, _)| v).collect()
 }
