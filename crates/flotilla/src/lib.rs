@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod at_rest;
+mod checked_file;
 pub mod cluster;
 mod command;
 pub mod error;

@@ -6,8 +6,6 @@
 //! not cleaned at start). `--namespace` flags only seed the file of a node that has none.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use flotilla_core::Namespace;
@@ -57,20 +55,9 @@ impl NamespaceSetFile {
     /// version without it), an error when it is damaged (starting with a guessed set could
     /// drop a namespace's data).
     pub fn load(&self) -> Result<Option<NamespaceSet>, String> {
-        let bytes = match fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("reading {}: {e}", self.path.display())),
+        let Some(encoded) = crate::checked_file::read::<Encoded>(&self.path, MAX_SET_BYTES)? else {
+            return Ok(None);
         };
-        if bytes.len() < 4 {
-            return Err(format!("{} is truncated", self.path.display()));
-        }
-        let (crc, body) = bytes.split_at(4);
-        if crc32fast::hash(body).to_be_bytes() != crc {
-            return Err(format!("{} fails its checksum", self.path.display()));
-        }
-        let encoded: Encoded =
-            flotilla_core::decode(body, MAX_SET_BYTES).map_err(|e| format!("decoding {}: {e}", self.path.display()))?;
         let names = |list: Vec<String>| -> Result<BTreeSet<Namespace>, String> {
             list.iter().map(|n| Namespace::new(n).map_err(|e| format!("{}: {e}", self.path.display()))).collect()
         };
@@ -80,20 +67,7 @@ impl NamespaceSetFile {
     /// Replace the set durably: once this returns, a crash leaves this set or a later one.
     pub fn save(&self, set: &NamespaceSet) -> Result<(), String> {
         let strings = |s: &BTreeSet<Namespace>| s.iter().map(|n| n.as_str().to_string()).collect();
-        let body = flotilla_core::encode(&Encoded { open: strings(&set.open), kept: strings(&set.kept) })
-            .map_err(|e| e.to_string())?;
-        let mut bytes = crc32fast::hash(&body).to_be_bytes().to_vec();
-        bytes.extend_from_slice(&body);
-        let dir = self.path.parent().ok_or("the namespace set path has no directory")?;
-        fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        let tmp = self.path.with_extension("tmp");
-        let io = |e: std::io::Error| format!("writing {}: {e}", self.path.display());
-        let mut file = File::create(&tmp).map_err(io)?;
-        file.write_all(&bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        fs::rename(&tmp, &self.path).map_err(io)?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-        Ok(())
+        crate::checked_file::write(&self.path, &Encoded { open: strings(&set.open), kept: strings(&set.kept) })
     }
 }
 

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use flotilla_core::formation::Ballot;
@@ -80,37 +79,12 @@ impl RecordFile {
     /// Load the record; a missing file is [`FoundingRecord::Free`], a damaged one an error
     /// (refusing to start beats forgetting a promise).
     pub fn load(&self) -> Result<FoundingRecord, String> {
-        let bytes = match fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FoundingRecord::Free),
-            Err(e) => return Err(format!("reading {}: {e}", self.path.display())),
-        };
-        if bytes.len() < 4 {
-            return Err(format!("{} is truncated", self.path.display()));
-        }
-        let (crc, body) = bytes.split_at(4);
-        let expected = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
-        if crc32fast::hash(body) != expected {
-            return Err(format!("{} fails its checksum", self.path.display()));
-        }
-        flotilla_core::decode(body, MAX_RECORD_BYTES).map_err(|e| format!("decoding {}: {e}", self.path.display()))
+        Ok(crate::checked_file::read(&self.path, MAX_RECORD_BYTES)?.unwrap_or(FoundingRecord::Free))
     }
 
     /// Replace the record durably.
     pub fn save(&self, record: &FoundingRecord) -> Result<(), String> {
-        let body = flotilla_core::encode(record).map_err(|e| e.to_string())?;
-        let mut bytes = crc32fast::hash(&body).to_be_bytes().to_vec();
-        bytes.extend_from_slice(&body);
-        let dir = self.path.parent().ok_or("record path has no directory")?;
-        fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        let tmp = self.path.with_extension("tmp");
-        let io = |e: std::io::Error| format!("writing {}: {e}", self.path.display());
-        let mut file = File::create(&tmp).map_err(io)?;
-        file.write_all(&bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        fs::rename(&tmp, &self.path).map_err(io)?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-        Ok(())
+        crate::checked_file::write(&self.path, record)
     }
 }
 
