@@ -86,10 +86,10 @@ mod tests {
         assert_eq!(file.load().unwrap(), Some(set.clone()));
         assert!(set.holds(&ns("c")) && !set.holds(&ns("d")));
         let path = dir.path().join(NAMESPACE_SET_FILE);
-        let mut bytes = fs::read(&path).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
-        fs::write(&path, bytes).unwrap();
+        std::fs::write(&path, bytes).unwrap();
         assert!(file.load().is_err(), "a damaged set is refused, never guessed");
     }
 }
