@@ -1,11 +1,13 @@
 //! Linearizability under seeded chaos, in process.
 //!
 //! For each seed: a 3-node (sometimes 5-node) cluster on real stores over the fault router,
+//! serving three namespaces (two busy, one touched so rarely that it quiesces between
+//! operations: woken by a write, a read or a failure, see `DESIGN-namespaces.md`),
 //! concurrent clients writing unique values and reading linearizably through random nodes,
 //! a fault schedule drawn from the seed (partitions, an isolated leader, one-way cuts, message
 //! loss, delay, crash and reboot), then a heal and a final linearizable read of every key. Every
 //! operation is recorded with [`flotilla_check::Recorder`] and the history is checked one key at
-//! a time. Several seeds run at once.
+//! a time (a key is `namespace/key`). Several seeds run at once.
 //!
 //! - `FLOTILLA_CHAOS_SEEDS=n`: how many seeds (default [`DEFAULT_SEEDS`]), starting at
 //!   `FLOTILLA_CHAOS_FIRST` (default 0);
@@ -30,7 +32,20 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{RwLock, Semaphore};
 use tokio::time::Instant;
 
+/// The namespace the faults aim at (its leader is "the leader"); the single-namespace tests
+/// below use it too.
 const NS: &str = "default";
+/// Every namespace of a seed: [`NS`], a second busy one whose leader may sit on another node,
+/// and one that clients touch about once in [`IDLE_ONE_IN`] operations.
+const NAMESPACES: [&str; 3] = [NS, "busy", IDLE];
+const IDLE: &str = "idle";
+/// About one operation in this many goes to [`IDLE`]: with a few hundred operations a second
+/// in all, it stays quiet for one to a few seconds at a time, longer than [`QUIESCE_AFTER_MS`]
+/// plus the leader's extra wait, so it quiesces and is woken again during a seed.
+const IDLE_ONE_IN: u32 = 300;
+/// Quiet time after which a namespace quiesces in these tests (far below the default, so it
+/// happens within a seed).
+const QUIESCE_AFTER_MS: u64 = 400;
 const KEYS: [&str; 3] = ["a", "b", "c"];
 
 /// Seeds per run when `FLOTILLA_CHAOS_SEEDS` is not set: sized for about two minutes on a
@@ -65,6 +80,7 @@ fn fast(c: &mut Config) {
     c.election_min_ms = Some(250);
     c.election_max_ms = Some(500);
     c.request_timeout_ms = REQUEST_TIMEOUT_MS;
+    c.quiesce_after_ms = Some(QUIESCE_AFTER_MS);
 }
 
 /// [`fast`], plus frequent snapshots so followers that fell behind catch up through one.
@@ -171,11 +187,25 @@ fn amnesia_removals(h: &Harness, i: usize) -> u64 {
 
 /// A handle on a random running node (fetched per operation: a handle keeps its node's store
 /// open, so none may outlive a crash for long).
-async fn random_cluster(ctx: &Ctx, rng: &mut StdRng) -> Option<Cluster> {
+async fn random_cluster(ctx: &Ctx, rng: &mut StdRng, ns: &str) -> Option<Cluster> {
     let h = ctx.harness.read().await;
     let live = h.live();
     let i = *live.choose(rng)?;
-    Some(h.cluster(i, NS))
+    Some(h.cluster(i, ns))
+}
+
+/// The namespace of a client's next operation: [`IDLE`] rarely, else one of the busy two.
+fn random_namespace(rng: &mut StdRng) -> &'static str {
+    if rng.gen_ratio(1, IDLE_ONE_IN) {
+        IDLE
+    } else {
+        NAMESPACES[rng.gen_range(0..2)]
+    }
+}
+
+/// The key the checker sees: operations on one key of one namespace form one register.
+fn checked_key(cluster: &Cluster, key: &str) -> String {
+    format!("{}/{key}", cluster.namespace())
 }
 
 /// The running node that believes it leads, if any (no waiting).
@@ -208,7 +238,7 @@ fn value_of(bytes: Option<Vec<u8>>) -> Option<Value> {
 /// Record one write of a fresh unique value through `cluster`.
 async fn write(ctx: &Ctx, client: u64, cluster: Cluster, key: &str) -> Outcome {
     let value = format!("v{}", ctx.next_value.fetch_add(1, Ordering::Relaxed));
-    let ticket = ctx.recorder.invoke(client, key, Op::write(value.as_str()));
+    let ticket = ctx.recorder.invoke(client, &checked_key(&cluster, key), Op::write(value.as_str()));
     let result = tokio::time::timeout(OP_DEADLINE, cluster.set(key.as_bytes(), value.as_bytes())).await;
     drop(cluster);
     let outcome = match result {
@@ -222,7 +252,7 @@ async fn write(ctx: &Ctx, client: u64, cluster: Cluster, key: &str) -> Outcome {
 
 /// Record one read of `key` through `cluster`.
 async fn read(ctx: &Ctx, client: u64, cluster: Cluster, key: &str, consistency: Consistency) -> Outcome {
-    let ticket = ctx.recorder.invoke(client, key, Op::read());
+    let ticket = ctx.recorder.invoke(client, &checked_key(&cluster, key), Op::read());
     let result = tokio::time::timeout(OP_DEADLINE, cluster.get(key.as_bytes(), consistency)).await;
     drop(cluster);
     let outcome = match result {
@@ -242,7 +272,8 @@ async fn client(ctx: Arc<Ctx>, mut rng: StdRng, consistency: Consistency) {
     let mut id = ctx.recorder.new_client();
     while !ctx.stop.load(Ordering::Relaxed) {
         let key = *KEYS.choose(&mut rng).expect("keys");
-        let Some(cluster) = random_cluster(&ctx, &mut rng).await else {
+        let ns = random_namespace(&mut rng);
+        let Some(cluster) = random_cluster(&ctx, &mut rng, ns).await else {
             // Every node is down: think time before looking again, not synchronisation.
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
@@ -320,40 +351,42 @@ async fn heal(ctx: &Ctx, crashed: &mut Vec<usize>) {
     }
 }
 
-/// Wait until every running node agrees on one leader that knows it leads.
-async fn agreed_leader(h: &Harness, deadline: Instant) -> Result<usize, String> {
+/// Wait until every running node agrees on one leader of `ns` that knows it leads.
+async fn agreed_leader(h: &Harness, ns: &str, deadline: Instant) -> Result<usize, String> {
     loop {
         let live = h.live();
-        let leaders: Vec<_> = live.iter().map(|i| h.cluster(*i, NS).leader()).collect();
+        let leaders: Vec<_> = live.iter().map(|i| h.cluster(*i, ns).leader()).collect();
         if let Some(Some(l)) = leaders.first() {
             if leaders.iter().all(|x| x == &Some(*l)) {
                 if let Some(i) = live.iter().copied().find(|i| h.ids[*i] == *l) {
-                    if h.cluster(i, NS).state().role == Role::Leader {
+                    if h.cluster(i, ns).state().role == Role::Leader {
                         return Ok(i);
                     }
                 }
             }
         }
         if Instant::now() >= deadline {
-            return Err(format!("no agreed leader {RECOVERY:?} after healing: nodes {live:?} see {leaders:?}"));
+            return Err(format!("{ns}: no agreed leader {RECOVERY:?} after healing: nodes {live:?} see {leaders:?}"));
         }
         // Polling interval while the cluster settles.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// Read every key linearizably through one node, retrying (and recording every attempt) until
-/// one read of each key succeeds.
-async fn final_reads(ctx: &Ctx, node: usize, deadline: Instant) -> Result<(), String> {
+/// Read every key of `ns` linearizably through one node, retrying (and recording every
+/// attempt) until one read of each key succeeds.
+async fn final_reads(ctx: &Ctx, ns: &str, node: usize, deadline: Instant) -> Result<(), String> {
     let client = ctx.recorder.new_client();
     for key in KEYS {
         loop {
-            let cluster = ctx.harness.read().await.cluster(node, NS);
+            let cluster = ctx.harness.read().await.cluster(node, ns);
             if read(ctx, client, cluster, key, Consistency::Linearizable).await == Outcome::Ok {
                 break;
             }
             if Instant::now() >= deadline {
-                return Err(format!("node {node} served no linearizable read of {key:?} {RECOVERY:?} after healing"));
+                return Err(format!(
+                    "node {node} served no linearizable read of {ns}/{key} {RECOVERY:?} after healing"
+                ));
             }
             // Retry pacing while the cluster settles after the heal.
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -375,7 +408,7 @@ fn data_root() -> Option<std::path::PathBuf> {
 
 /// [`Harness::start`] with the data directories under [`data_root`].
 async fn start_in_memory(n: usize, seed: u64, tweak: fn(&mut Config)) -> Harness {
-    let mut h = Harness::new(n, seed, &[NS], tweak);
+    let mut h = Harness::new(n, seed, &NAMESPACES, tweak);
     if let Some(root) = data_root() {
         for dir in h.dirs.iter_mut() {
             if let Ok(d) = tempfile::tempdir_in(&root) {
@@ -386,7 +419,9 @@ async fn start_in_memory(n: usize, seed: u64, tweak: fn(&mut Config)) -> Harness
     for i in 0..n {
         h.boot(i).await;
     }
-    h.wait_voters(NS, n).await;
+    for ns in NAMESPACES {
+        h.wait_voters(ns, n).await;
+    }
     h
 }
 
@@ -403,6 +438,23 @@ struct SeedRun {
     amnesia: u64,
     /// Why the cluster did not recover after healing, if it did not.
     liveness: Option<String>,
+    /// Whether [`IDLE`] was seen quiesced on some node while the clients ran.
+    idle_quiesced: bool,
+}
+
+/// Look, until `stop`, whether [`IDLE`] quiesces on any running node (so the run shows that
+/// quiesced groups were exercised, not only awake ones). Polls every 50 ms.
+async fn watch_idle(ctx: Arc<Ctx>) -> bool {
+    while !ctx.stop.load(Ordering::Relaxed) {
+        {
+            let h = ctx.harness.read().await;
+            if h.live().into_iter().any(|i| h.cluster(i, IDLE).is_quiesced()) {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 async fn run_seed(seed: u64, consistency: Consistency) -> SeedRun {
@@ -421,6 +473,7 @@ async fn run_seed(seed: u64, consistency: Consistency) -> SeedRun {
     let clients: Vec<_> = (0..plan.clients)
         .map(|_| tokio::spawn(client(ctx.clone(), StdRng::seed_from_u64(rng.gen()), consistency)))
         .collect();
+    let idle_watch = tokio::spawn(watch_idle(ctx.clone()));
 
     // The sleeps below set the length of the schedule's phases: they are the experiment, not
     // synchronisation.
@@ -438,16 +491,24 @@ async fn run_seed(seed: u64, consistency: Consistency) -> SeedRun {
     for c in clients {
         c.await.expect("client task");
     }
+    let idle_quiesced = idle_watch.await.expect("idle watch task");
 
-    // Recovery: every node agrees on a leader, then one node serves a linearizable read of
-    // every key. A failure here is a liveness failure; the history is checked all the same.
+    // Recovery: in every namespace, every node agrees on a leader, then one node serves a
+    // linearizable read of every key. A failure here is a liveness failure; the history is
+    // checked all the same.
     let deadline = Instant::now() + RECOVERY;
-    let agreed = agreed_leader(&*ctx.harness.read().await, deadline).await;
     let reader = rng.gen_range(0..plan.nodes);
-    let liveness = match agreed {
-        Ok(_) => final_reads(&ctx, reader, deadline).await.err(),
-        Err(e) => Some(e),
-    };
+    let mut liveness = None;
+    for ns in NAMESPACES {
+        let agreed = agreed_leader(&*ctx.harness.read().await, ns, deadline).await;
+        liveness = match agreed {
+            Ok(_) => final_reads(&ctx, ns, reader, deadline).await.err(),
+            Err(e) => Some(e),
+        };
+        if liveness.is_some() {
+            break;
+        }
+    }
 
     let history = ctx.recorder.history();
     let report = check_all(&history, BUDGET);
@@ -466,7 +527,17 @@ async fn run_seed(seed: u64, consistency: Consistency) -> SeedRun {
             write_latency.push(latency)
         }
     }
-    SeedRun { seed, plan, report, elapsed: started.elapsed(), write_latency, read_latency, amnesia, liveness }
+    SeedRun {
+        seed,
+        plan,
+        report,
+        elapsed: started.elapsed(),
+        write_latency,
+        read_latency,
+        amnesia,
+        liveness,
+        idle_quiesced,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -490,6 +561,8 @@ struct Tally {
     read_latency: Vec<Duration>,
     /// Seeds where a voter that kept its data was removed as if it had lost it.
     amnesia: Vec<u64>,
+    /// Seeds in which [`IDLE`] quiesced while the clients ran.
+    idle_quiesced: usize,
 }
 
 /// Median and maximum, in milliseconds.
@@ -510,6 +583,7 @@ impl Tally {
         self.fail += run.report.counts.fail;
         self.unknown += run.report.counts.unknown;
         self.slowest = self.slowest.max(run.elapsed);
+        self.idle_quiesced += usize::from(run.idle_quiesced);
         if run.amnesia > 0 {
             self.amnesia.push(run.seed);
         }
@@ -539,7 +613,7 @@ impl Tally {
         let writes = spread(&mut self.write_latency);
         let reads = spread(&mut self.read_latency);
         format!(
-            "chaos: {} seeds in {:.1}s (slowest {:.1}s): {} linearizable, {} NOT linearizable, {} undetermined, {} did not recover, {} panicked; ops: {} ok, {} fail, {} unknown; ok writes: {writes}; ok reads: {reads}; voters removed as amnesiac although they kept their data: {} seeds {:?}",
+            "chaos: {} seeds in {:.1}s (slowest {:.1}s): {} linearizable, {} NOT linearizable, {} undetermined, {} did not recover, {} panicked; ops: {} ok, {} fail, {} unknown; ok writes: {writes}; ok reads: {reads}; voters removed as amnesiac although they kept their data: {} seeds {:?}; namespace {IDLE:?} quiesced in {} seeds",
             self.seeds,
             elapsed.as_secs_f64(),
             self.slowest.as_secs_f64(),
@@ -553,6 +627,7 @@ impl Tally {
             self.unknown,
             self.amnesia.len(),
             self.amnesia,
+            self.idle_quiesced,
         )
     }
 }
@@ -615,6 +690,10 @@ async fn linearizable_under_seeded_chaos() {
     assert!(failures.is_empty(), "{summary}\n\n{}", failures.join("\n"));
     // The run must have exercised the cluster, not only watched it fail.
     assert!(tally.ok >= tally.seeds * 10, "too few successful operations: {summary}");
+    // And quiesced groups were among those exercised (a short run may miss them by chance).
+    if tally.seeds >= 20 {
+        assert!(tally.idle_quiesced > 0, "namespace {IDLE:?} never quiesced: {summary}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
