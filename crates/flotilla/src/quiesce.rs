@@ -10,9 +10,9 @@
 //!
 //! Waking (see `DESIGN-namespaces.md`):
 //! - a command the leader executes (write, read index, membership, transfer) wakes it and
-//!   commits a blank entry first, which renews its quorum acknowledgement (openraft's
-//!   quorum-loss probe would otherwise hold back heartbeats for up to a probe interval, and
-//!   `crate::quorum` would refuse with `lost_quorum`);
+//!   first waits for a heartbeat round a quorum acknowledges ([`Group::wake_leader`]): a leader
+//!   quiet for longer than its lease would otherwise be refused by openraft (`LeaseExpired`) and
+//!   by `crate::quorum` (`lost_quorum`); a blank entry does not help, openraft refuses it too;
 //! - a Raft message other than a heartbeat (entries, votes, transfer, snapshot) wakes the
 //!   receiver after it is handled, so a follower's election timer restarts from a fresh lease;
 //! - the node-level liveness probe (`crate::liveness`) wakes every quiesced group of a peer
