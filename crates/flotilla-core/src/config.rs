@@ -157,8 +157,9 @@ pub struct Config {
     /// Quiesce a namespace's Raft group after this long without writes, reads or membership
     /// changes (ms): its leader stops heartbeats and its followers their election timers, and
     /// one node-level liveness probe per peer replaces them (see
-    /// `crates/flotilla/DESIGN-namespaces.md`). Default: 20 maximum election timeouts; 0 never
-    /// quiesces.
+    /// `crates/flotilla/DESIGN-namespaces.md`). Followers quiesce after two election timeouts
+    /// (at most this), and a leader that never served a client soon after them. Default: 20
+    /// maximum election timeouts; 0 never quiesces.
     #[cfg_attr(feature = "clap", arg(long))]
     pub quiesce_after_ms: Option<u64>,
 

@@ -67,7 +67,8 @@ impl Cluster {
     }
 
     /// Whether the namespace's group on this node is quiesced: idle, without heartbeats or
-    /// election timer (see `DESIGN-namespaces.md`).
+    /// election timer (see `DESIGN-namespaces.md`). A fresh group (no Raft state) is, until it
+    /// founds a cluster or takes Raft traffic.
     pub fn is_quiesced(&self) -> bool {
         self.group().is_quiesced()
     }

@@ -35,6 +35,9 @@ impl Node {
         let fresh = Duration::from_millis(self.config.timing().election_max_ms);
         let patience = (fresh * 3).min(deadline.saturating_duration_since(Instant::now()));
         group.wake_leader(fresh, patience).await;
+        if matches!(request, CommandRequest::Write(_) | CommandRequest::ReadIndex) {
+            group.quiet.mark_used();
+        }
         match request {
             CommandRequest::Write(command) => self.write_local(group, command, deadline).await,
             CommandRequest::ReadIndex => {

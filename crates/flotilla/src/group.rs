@@ -71,9 +71,18 @@ impl Group {
                 .await
                 .map_err(|e| format!("the Raft state loaded from disk was not published: {e}"))?;
         }
+        // A fresh group has no membership: it can neither elect nor lead, only take the Raft
+        // traffic of a cluster that admits it. Its ticker (every `heartbeat * 13 / 64`) would
+        // only burn CPU, which a thousand namespaces forming at once cannot afford. It stays
+        // off until the group founds a cluster (`Node::initialize`) or takes Raft traffic
+        // (`crate::inbound` wakes the receiver of anything but a heartbeat).
+        let quiet = crate::quiesce::Quiet::new(!had_state);
+        if !had_state {
+            raft.runtime_config().tick(false);
+        }
         let counters = Arc::new(GroupCounters::default());
         spawn_leader_watch(raft.clone(), counters.clone());
-        Ok(Arc::new(Group { namespace, raft, counters, quiet: crate::quiesce::Quiet::default() }))
+        Ok(Arc::new(Group { namespace, raft, counters, quiet }))
     }
 
     /// A snapshot of the group's Raft metrics.

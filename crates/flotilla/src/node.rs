@@ -71,6 +71,8 @@ pub struct Node {
     pub(crate) discovery: Vec<Arc<dyn Discovery>>,
     pub(crate) factory: StateMachineFactory,
     pub(crate) liveness: crate::liveness::Liveness,
+    /// How many namespaces' formation loops tick in each phase (paces them).
+    pub(crate) tick_load: crate::formation::driver::TickLoad,
     closing: AtomicBool,
     /// Where a test wants an open or close to crash (see [`crate::testing::CrashPoint`]).
     pub(crate) crash_at: std::sync::Mutex<Option<crate::testing::CrashPoint>>,
@@ -136,6 +138,7 @@ impl Node {
             discovery,
             factory,
             liveness: crate::liveness::Liveness::default(),
+            tick_load: Default::default(),
             closing: AtomicBool::new(false),
             crash_at: std::sync::Mutex::new(None),
         });
@@ -261,6 +264,7 @@ impl Node {
         if let Err(e) = group.raft.initialize(BTreeMap::from([(self.id, info)])).await {
             warn!(namespace = %ns, error = %e, "initialize refused");
         }
+        group.wake("founded");
         Ok(())
     }
 

@@ -3,10 +3,15 @@
 //! openraft ticks every group every `heartbeat * 13 / 64` (10 ms with the local preset), and a
 //! leader sends a heartbeat to each follower every heartbeat interval: per group and node, a
 //! hundred timer wake-ups and tens of RPCs a second, idle or not. A group that has seen no
-//! activity for `Config::quiesce_after` stops its ticker (`runtime_config().tick(false)`):
-//! no heartbeats, no election timer. Followers quiesce first, the leader only after every
-//! follower has acknowledged it recently and holds its whole log, two election timeouts
-//! later, so an awake follower never times out on a leader that went quiet on purpose.
+//! activity stops its ticker (`runtime_config().tick(false)`): no heartbeats, no election
+//! timer. Followers quiesce first, after two election timeouts (at most
+//! `Config::quiesce_after`): the node-level liveness probe watches their leader instead. The
+//! leader only after every follower has acknowledged it recently and holds its whole log, two
+//! election timeouts after its followers, so an awake follower never times out on a leader that
+//! went quiet on purpose: after `Config::quiesce_after` if it served clients (a namespace with
+//! intermittent clients then does not pay for waking each time), else right after its
+//! followers (a namespace just formed and not used yet). A fresh group, without Raft state,
+//! starts with its ticker off (`Group::start`).
 //!
 //! Waking (see `DESIGN-namespaces.md`):
 //! - a command the leader executes (write, read index, membership, transfer) wakes it and
@@ -37,6 +42,8 @@ use crate::node::Node;
 #[derive(Debug)]
 pub struct Quiet {
     quiesced: AtomicBool,
+    /// Whether the group, as leader, executed a client write or read since it started.
+    used: AtomicBool,
     last_active: Mutex<Instant>,
     /// When the group last woke from quiescence.
     woke_at: Mutex<Option<Instant>>,
@@ -44,11 +51,21 @@ pub struct Quiet {
 
 impl Default for Quiet {
     fn default() -> Self {
-        Self { quiesced: AtomicBool::new(false), last_active: Mutex::new(Instant::now()), woke_at: Mutex::new(None) }
+        Self::new(false)
     }
 }
 
 impl Quiet {
+    /// The state of a group whose ticker is stopped (`quiesced`) or running.
+    pub(crate) fn new(quiesced: bool) -> Self {
+        Self {
+            quiesced: AtomicBool::new(quiesced),
+            used: AtomicBool::new(false),
+            last_active: Mutex::new(Instant::now()),
+            woke_at: Mutex::new(None),
+        }
+    }
+
     /// Whether the group's ticker is stopped.
     pub fn is_quiesced(&self) -> bool {
         self.quiesced.load(Ordering::Acquire)
@@ -57,6 +74,17 @@ impl Quiet {
     /// Record activity now: the group stays awake for another quiet period.
     pub fn touch(&self) {
         *self.last_active.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// Record that the group served a client (a write or a read as leader): from now on its
+    /// leader keeps the long quiet period, which spares a namespace with intermittent clients
+    /// the cost of waking.
+    pub(crate) fn mark_used(&self) {
+        self.used.store(true, Ordering::Relaxed);
+    }
+
+    fn is_used(&self) -> bool {
+        self.used.load(Ordering::Relaxed)
     }
 
     fn idle_for(&self) -> Duration {
@@ -117,11 +145,15 @@ impl Group {
 /// Timing of quiescence, derived from the configuration.
 #[derive(Debug, Clone, Copy)]
 struct Periods {
-    /// Idle time after which a follower quiesces.
+    /// Idle time after which a follower quiesces: short (two election timeouts, at most
+    /// `quiesce_after`), since the node-level liveness probe watches its leader instead.
     follower: Duration,
-    /// Idle time after which a leader quiesces: later than its followers by two election
-    /// timeouts.
+    /// Idle time after which a leader that served clients quiesces: `quiesce_after`, plus two
+    /// election timeouts so its followers are quiet first.
     leader: Duration,
+    /// Idle time after which a leader that never served a client (a namespace just formed,
+    /// or never used) quiesces: the follower period plus two election timeouts.
+    unused_leader: Duration,
     /// An acknowledgement older than this means the follower may be gone.
     fresh_ack: Duration,
     /// How often groups are looked at.
@@ -133,9 +165,11 @@ pub(crate) fn spawn(node: &Arc<Node>) {
     let Some(after) = node.config.quiesce_after() else { return };
     let timing = node.config.timing();
     let election_max = Duration::from_millis(timing.election_max_ms);
+    let follower = after.min(election_max * 2);
     let periods = Periods {
-        follower: after,
+        follower,
         leader: after + election_max * 2,
+        unused_leader: follower + election_max * 2,
         fresh_ack: election_max,
         every: Duration::from_millis((timing.heartbeat_ms * 4).max(100)),
     };
@@ -158,10 +192,11 @@ async fn run(weak: Weak<Node>, periods: Periods) {
             if idle < periods.follower {
                 continue;
             }
+            let used = group.quiet.is_used();
             let role = {
                 let m = group.raft.metrics();
                 let m = m.borrow_watched();
-                may_quiesce(&m, node.id, idle, &periods)
+                may_quiesce(&m, node.id, idle, used, &periods)
             };
             if let Some(role) = role {
                 group.quiesce(role);
@@ -170,11 +205,13 @@ async fn run(weak: Weak<Node>, periods: Periods) {
     }
 }
 
-/// Whether a group idle for `idle` may quiesce, and in which role.
+/// Whether a group idle for `idle` may quiesce, and in which role; `used`: it served a client
+/// as leader.
 fn may_quiesce(
     m: &RaftMetrics<TypeConfig>,
     me: flotilla_core::types::NodeId,
     idle: Duration,
+    used: bool,
     periods: &Periods,
 ) -> Option<&'static str> {
     // A configuration change in flight needs its timers, and a replica that has not applied
@@ -186,7 +223,7 @@ fn may_quiesce(
     match m.state {
         // Only a follower that knows a leader other than itself.
         ServerState::Follower | ServerState::Learner => m.current_leader.filter(|l| *l != me).map(|_| "follower"),
-        ServerState::Leader if idle >= periods.leader => {
+        ServerState::Leader if idle >= if used { periods.leader } else { periods.unused_leader } => {
             let last = m.last_log_index.unwrap_or(0);
             let caught_up = m.replication.as_ref()?.iter().all(|(id, matched)| *id == me || log_index(matched) == last);
             let acked = m
@@ -210,8 +247,9 @@ mod tests {
     use super::*;
 
     const PERIODS: Periods = Periods {
-        follower: Duration::from_secs(12),
+        follower: Duration::from_millis(1_200),
         leader: Duration::from_millis(13_200),
+        unused_leader: Duration::from_millis(2_400),
         fresh_ack: Duration::from_millis(600),
         every: Duration::from_millis(200),
     };
@@ -250,15 +288,21 @@ mod tests {
     fn followers_quiesce_once_idle_with_a_leader_and_everything_applied() {
         let (me, other) = (node(), node());
         let idle = PERIODS.follower;
-        assert_eq!(may_quiesce(&metrics(me, other, ServerState::Follower, 5), me, idle, &PERIODS), Some("follower"));
-        assert_eq!(may_quiesce(&metrics(me, other, ServerState::Learner, 5), me, idle, &PERIODS), Some("follower"));
+        assert_eq!(
+            may_quiesce(&metrics(me, other, ServerState::Follower, 5), me, idle, true, &PERIODS),
+            Some("follower")
+        );
+        assert_eq!(
+            may_quiesce(&metrics(me, other, ServerState::Learner, 5), me, idle, true, &PERIODS),
+            Some("follower")
+        );
         let mut no_leader = metrics(me, other, ServerState::Follower, 5);
         no_leader.current_leader = None;
-        assert_eq!(may_quiesce(&no_leader, me, idle, &PERIODS), None);
+        assert_eq!(may_quiesce(&no_leader, me, idle, true, &PERIODS), None);
         let mut behind = metrics(me, other, ServerState::Follower, 5);
         behind.last_log_index = Some(6);
-        assert_eq!(may_quiesce(&behind, me, idle, &PERIODS), None, "has entries left to apply");
-        assert_eq!(may_quiesce(&metrics(me, other, ServerState::Candidate, 5), me, idle, &PERIODS), None);
+        assert_eq!(may_quiesce(&behind, me, idle, true, &PERIODS), None, "has entries left to apply");
+        assert_eq!(may_quiesce(&metrics(me, other, ServerState::Candidate, 5), me, idle, true, &PERIODS), None);
     }
 
     #[test]
@@ -266,17 +310,31 @@ mod tests {
         let (me, a, b) = (node(), node(), node());
         let fresh = Duration::from_millis(50);
         let all_in = leader(me, &[(a, 10, fresh), (b, 10, fresh)]);
-        assert_eq!(may_quiesce(&all_in, me, PERIODS.follower, &PERIODS), None, "followers go first");
-        assert_eq!(may_quiesce(&all_in, me, PERIODS.leader, &PERIODS), Some("leader"));
+        assert_eq!(may_quiesce(&all_in, me, PERIODS.follower, true, &PERIODS), None, "followers go first");
+        assert_eq!(may_quiesce(&all_in, me, PERIODS.leader, true, &PERIODS), Some("leader"));
         let lagging = leader(me, &[(a, 10, fresh), (b, 9, fresh)]);
-        assert_eq!(may_quiesce(&lagging, me, PERIODS.leader, &PERIODS), None, "a follower lacks an entry");
+        assert_eq!(may_quiesce(&lagging, me, PERIODS.leader, true, &PERIODS), None, "a follower lacks an entry");
         let silent = leader(me, &[(a, 10, fresh), (b, 10, Duration::from_secs(1))]);
-        assert_eq!(may_quiesce(&silent, me, PERIODS.leader, &PERIODS), None, "a follower stopped answering");
+        assert_eq!(may_quiesce(&silent, me, PERIODS.leader, true, &PERIODS), None, "a follower stopped answering");
         let mut changing = all_in.clone();
         changing.membership_config = Arc::new(openraft::StoredMembership::new(
             Some(log_id(me, 10)),
             openraft::Membership::new_with_defaults(vec![[me, a, b].into_iter().collect()], []),
         ));
-        assert_eq!(may_quiesce(&changing, me, PERIODS.leader, &PERIODS), None, "membership change in flight");
+        assert_eq!(may_quiesce(&changing, me, PERIODS.leader, true, &PERIODS), None, "membership change in flight");
+    }
+
+    #[test]
+    fn a_leader_that_never_served_a_client_quiesces_soon_after_its_followers() {
+        let (me, a, b) = (node(), node(), node());
+        let fresh = Duration::from_millis(50);
+        let mut formed = leader(me, &[(a, 1, fresh), (b, 1, fresh)]);
+        formed.last_log_index = Some(1);
+        formed.last_applied = Some(log_id(me, 1));
+        assert_eq!(may_quiesce(&formed, me, PERIODS.follower, false, &PERIODS), None, "followers go first");
+        assert_eq!(may_quiesce(&formed, me, PERIODS.unused_leader, false, &PERIODS), Some("leader"));
+        assert_eq!(may_quiesce(&formed, me, PERIODS.unused_leader, true, &PERIODS), None, "a used leader waits");
+        let silent = leader(me, &[(a, 10, fresh), (b, 10, Duration::from_secs(1))]);
+        assert_eq!(may_quiesce(&silent, me, PERIODS.unused_leader, false, &PERIODS), None, "a follower is silent");
     }
 }

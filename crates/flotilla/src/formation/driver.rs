@@ -5,6 +5,7 @@
 //! counts it (and rejoins if not) and watches for other clusters of the namespace.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -28,6 +29,11 @@ use crate::node::Node;
 const FRESH_TICK: Duration = Duration::from_millis(200);
 /// Tick of a member.
 const MEMBER_TICK: Duration = Duration::from_millis(1000);
+/// Fresh namespaces a node ticks at the full [`FRESH_TICK`] pace; with more, each ticks
+/// proportionally less often (see [`TickLoad`]).
+const FRESH_AT_FULL_PACE: usize = 50;
+/// Member namespaces a node ticks at the full [`MEMBER_TICK`] pace.
+const MEMBERS_AT_FULL_PACE: usize = 100;
 /// Deadline of one formation call.
 const CALL_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Most peers greeted per tick.
@@ -48,31 +54,107 @@ pub(crate) fn spawn(node: &Arc<Node>, ns: Namespace) -> tokio::task::JoinHandle<
 }
 
 async fn run(weak: Weak<Node>, ns: Namespace) {
+    let mut counted = Counted::default();
     loop {
         let pause = {
             let Some(node) = weak.upgrade() else { return };
             if node.is_closing() {
                 return;
             }
-            node.formation_tick(&ns).await
+            let (phase, pause) = node.formation_tick(&ns).await;
+            counted.set(&node, phase);
+            node.tick_load.paced(phase, pause)
         };
         tokio::time::sleep(pause).await;
     }
 }
 
+/// Whether a namespace's formation loop ticks as a fresh node or as a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TickPhase {
+    /// No Raft state: founding or joining, [`FRESH_TICK`].
+    Fresh,
+    /// A member: [`MEMBER_TICK`].
+    Member,
+}
+
+/// How many namespaces of the node tick in each phase. Every tick greets peers (one formation
+/// call per peer and namespace), so a node forming a thousand namespaces at the per-namespace
+/// pace would send and serve tens of thousands of calls a second and starve the elections it
+/// waits for. Past [`FRESH_AT_FULL_PACE`] fresh (or [`MEMBERS_AT_FULL_PACE`] member)
+/// namespaces, each ticks proportionally less often, so the node's formation traffic stays
+/// bounded whatever the number of namespaces; with fewer, nothing changes.
+#[derive(Debug, Default)]
+pub(crate) struct TickLoad {
+    fresh: AtomicUsize,
+    member: AtomicUsize,
+}
+
+impl TickLoad {
+    fn counter(&self, phase: TickPhase) -> &AtomicUsize {
+        match phase {
+            TickPhase::Fresh => &self.fresh,
+            TickPhase::Member => &self.member,
+        }
+    }
+
+    /// The pause before a namespace in `phase` ticks again: `base`, stretched by the number of
+    /// namespaces in that phase beyond the full-pace count, with up to 25% jitter so the
+    /// namespaces' ticks spread out instead of coming in bursts.
+    fn paced(&self, phase: TickPhase, base: Duration) -> Duration {
+        let full = match phase {
+            TickPhase::Fresh => FRESH_AT_FULL_PACE,
+            TickPhase::Member => MEMBERS_AT_FULL_PACE,
+        };
+        let n = self.counter(phase).load(Ordering::Relaxed);
+        let stretched = if n > full { base.mul_f64(n as f64 / full as f64) } else { base };
+        stretched.mul_f64(1.0 + rand::random::<f64>() * 0.25)
+    }
+}
+
+/// The phase one formation loop is counted in; uncounted when the loop ends (or is aborted).
+#[derive(Default)]
+struct Counted {
+    at: Option<(Weak<Node>, TickPhase)>,
+}
+
+impl Counted {
+    fn set(&mut self, node: &Arc<Node>, phase: TickPhase) {
+        if self.at.as_ref().is_some_and(|(_, p)| *p == phase) {
+            return;
+        }
+        let load = &node.tick_load;
+        if let Some((_, old)) = self.at.take() {
+            load.counter(old).fetch_sub(1, Ordering::Relaxed);
+        }
+        load.counter(phase).fetch_add(1, Ordering::Relaxed);
+        self.at = Some((Arc::downgrade(node), phase));
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some((node, phase)) = self.at.take() {
+            if let Some(node) = node.upgrade() {
+                node.tick_load.counter(phase).fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 impl Node {
-    async fn formation_tick(&self, ns: &Namespace) -> Duration {
+    async fn formation_tick(&self, ns: &Namespace) -> (TickPhase, Duration) {
         let (Some(group), Some(formation)) = (self.group(ns), self.formation(ns)) else {
-            return MEMBER_TICK;
+            return (TickPhase::Member, MEMBER_TICK);
         };
         let member = group.has_state();
         self.hello_round(ns, &group, &formation, member).await;
         if member {
             self.member_tick(&group, &formation).await;
-            MEMBER_TICK
+            (TickPhase::Member, MEMBER_TICK)
         } else {
             self.fresh_tick(&group, &formation).await;
-            FRESH_TICK
+            (TickPhase::Fresh, FRESH_TICK)
         }
     }
 
@@ -313,6 +395,8 @@ impl Node {
         if let Err(e) = group.raft.initialize(members).await {
             warn!(error = %e, "initialize refused");
         }
+        // A fresh group's ticker is off (`Group::start`): the founder needs it to elect.
+        group.wake("founded");
         formation.set_phase(FormationPhase::Founding, format!("founded {cluster}; electing a leader"));
     }
 
@@ -416,4 +500,23 @@ fn best_contact(views: &Views) -> Option<NodeId> {
         })
         .max()
         .map(|t| t.3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_stretch_with_the_number_of_namespaces_beyond_full_pace() {
+        let load = TickLoad::default();
+        let within = |d: Duration, lo: Duration| d >= lo && d <= lo.mul_f64(1.25);
+        load.fresh.store(FRESH_AT_FULL_PACE, Ordering::Relaxed);
+        assert!(within(load.paced(TickPhase::Fresh, FRESH_TICK), FRESH_TICK));
+        load.fresh.store(FRESH_AT_FULL_PACE * 20, Ordering::Relaxed);
+        assert!(within(load.paced(TickPhase::Fresh, FRESH_TICK), FRESH_TICK * 20));
+        // Members are counted apart: a thousand forming namespaces do not slow the members.
+        assert!(within(load.paced(TickPhase::Member, MEMBER_TICK), MEMBER_TICK));
+        load.member.store(MEMBERS_AT_FULL_PACE * 10, Ordering::Relaxed);
+        assert!(within(load.paced(TickPhase::Member, MEMBER_TICK), MEMBER_TICK * 10));
+    }
 }
