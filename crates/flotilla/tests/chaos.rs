@@ -238,7 +238,7 @@ fn value_of(bytes: Option<Vec<u8>>) -> Option<Value> {
 /// Record one write of a fresh unique value through `cluster`.
 async fn write(ctx: &Ctx, client: u64, cluster: Cluster, key: &str) -> Outcome {
     let value = format!("v{}", ctx.next_value.fetch_add(1, Ordering::Relaxed));
-    let ticket = ctx.recorder.invoke(client, &checked_key(&cluster, key), Op::write(value.as_str()));
+    let ticket = ctx.recorder.invoke(client, checked_key(&cluster, key), Op::write(value.as_str()));
     let result = tokio::time::timeout(OP_DEADLINE, cluster.set(key.as_bytes(), value.as_bytes())).await;
     drop(cluster);
     let outcome = match result {
@@ -252,7 +252,7 @@ async fn write(ctx: &Ctx, client: u64, cluster: Cluster, key: &str) -> Outcome {
 
 /// Record one read of `key` through `cluster`.
 async fn read(ctx: &Ctx, client: u64, cluster: Cluster, key: &str, consistency: Consistency) -> Outcome {
-    let ticket = ctx.recorder.invoke(client, &checked_key(&cluster, key), Op::read());
+    let ticket = ctx.recorder.invoke(client, checked_key(&cluster, key), Op::read());
     let result = tokio::time::timeout(OP_DEADLINE, cluster.get(key.as_bytes(), consistency)).await;
     drop(cluster);
     let outcome = match result {
