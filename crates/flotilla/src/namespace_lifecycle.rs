@@ -1,10 +1,11 @@
 //! Opening and closing namespaces: at start (the persisted set) and at runtime.
 //!
 //! Open: add the namespace to the persisted set, then load its formation state, start its
-//! group and its formation loop and autopilot, exactly as at start. A crash after the set is
+//! group and its formation loop, exactly as at start (the node-level autopilot picks it up). A crash after the set is
 //! written reopens it at the next start (formation resumes); a crash before leaves it absent.
 //!
-//! Close: stop the formation loop and autopilot (so the node does not ask back in), hand
+//! Close: stop the formation loop (so the node does not ask back in; the node-level autopilot
+//! skips a namespace while its open or close runs), hand
 //! leadership off, remove this node from the membership through the leader and wait for the
 //! commit, stop the group, take the namespace out of the persisted set, then (unless
 //! `keep_data`) drop its tables, snapshot, formation record and its entry in `node.key`. A crash
@@ -27,7 +28,7 @@ use tracing::{info, warn};
 use crate::error::{NamespaceError, StartError};
 use crate::formation::record::RecordFile;
 use crate::formation::view::cluster_of;
-use crate::formation::{autopilot, driver, Formation};
+use crate::formation::{driver, Formation};
 use crate::group::{Group, GroupSlot};
 use crate::namespace_set::{NamespaceSet, NamespaceSetFile};
 use crate::namespaces::{CloseOptions, OpenNamespace};
@@ -239,7 +240,7 @@ impl Node {
     }
 
     fn spawn_tasks(self: &Arc<Self>, ns: &Namespace, entry: &OpenNamespace) {
-        entry.set_tasks(vec![driver::spawn(self, ns.clone()), autopilot::spawn(self, ns.clone())]);
+        entry.set_tasks(vec![driver::spawn(self, ns.clone())]);
     }
 
     /// Halt here if a test asked for a crash at `point`.

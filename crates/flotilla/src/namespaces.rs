@@ -34,7 +34,8 @@ pub struct OpenNamespace {
     pub(crate) slot: Arc<GroupSlot>,
     /// Its formation state.
     pub(crate) formation: Arc<Formation>,
-    /// Its formation loop and autopilot, stopped when the namespace closes.
+    /// Its formation loop, stopped when the namespace closes (the autopilot is one task per
+    /// node, `formation/autopilot_loop.rs`).
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 

@@ -158,6 +158,7 @@ impl Node {
         if node.config.leader_balance {
             balance_loop::spawn(&node);
         }
+        crate::formation::autopilot_loop::spawn(&node);
         crate::quiesce::spawn(&node);
         crate::liveness::spawn(&node);
         Ok(node)

@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod autopilot;
+pub(crate) mod autopilot_loop;
 pub mod balance;
 pub(crate) mod balance_loop;
 pub mod bootstrap;
