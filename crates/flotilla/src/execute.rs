@@ -13,6 +13,7 @@ use openraft::{ChangeMembers, ReadPolicy};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::formation::rejoin::{admit_joiner, JoinDecision, JoinFacts, Place};
 use crate::formation::FormationCounters;
 
 use crate::group::{Group, GroupCounters};
@@ -121,9 +122,10 @@ impl Node {
         Ok(CommandResponse::Done { index })
     }
 
-    /// Admit `from` as a learner of this cluster. A sender that is already a member but
-    /// reports no state lost its data: it is removed first, so it can never vote with an empty
-    /// log, and comes back as a learner that the autopilot promotes once caught up.
+    /// Admit `from` as a learner of this cluster, as [`admit_joiner`] decides. A sender that is
+    /// already a voter but reports no state lost its data: it is removed first, so it can never
+    /// vote with an empty log, and comes back as a learner that the autopilot promotes once
+    /// caught up.
     async fn admit_joiner(
         &self,
         group: &Arc<Group>,
@@ -135,24 +137,25 @@ impl Node {
         let Some(formation) = self.formation(&group.namespace) else {
             return Err(unknown_namespace(group));
         };
-        if from == self.id {
-            // A restarted leader that still believes it leads may find itself as the leader.
-            return Err(WireError::Rejected("a node cannot ask itself to admit it".into()));
-        }
         let m = group.metrics();
         let cluster = crate::formation::view::cluster_of(&m);
         let joined = |index| CommandResponse::Joined { leader: self.id, cluster: cluster.clone(), index };
-        if m.membership_config.membership().get_node(&from).is_some() {
-            // Only a voter's lost log is dangerous (its votes and acknowledgements counted); a
-            // learner without state simply catches up again.
-            let voter = m.membership_config.voter_ids().any(|v| v == from);
-            if !fresh || !voter {
-                return Ok(joined(None));
+        let place = match m.membership_config.membership().get_node(&from) {
+            None => Place::Outside,
+            Some(_) if m.membership_config.voter_ids().any(|v| v == from) => Place::Voter,
+            Some(_) => Place::Learner,
+        };
+        match admit_joiner(JoinFacts { from_self: from == self.id, place, fresh }) {
+            // A restarted leader that still believes it leads may find itself as the leader.
+            JoinDecision::RefuseSelf => return Err(WireError::Rejected("a node cannot ask itself to admit it".into())),
+            JoinDecision::AlreadyMember => return Ok(joined(None)),
+            JoinDecision::RemoveThenAdd => {
+                warn!(namespace = %group.namespace, peer = %from, "member rejoined without its data; removing it before re-adding it as a learner");
+                FormationCounters::bump(&formation.counters.amnesia);
+                formation.note(format!("{from} lost its data: removing it, then re-adding it as a learner"));
+                self.remove_local(group, from, deadline).await?;
             }
-            warn!(namespace = %group.namespace, peer = %from, "member rejoined without its data; removing it before re-adding it as a learner");
-            FormationCounters::bump(&formation.counters.amnesia);
-            formation.note(format!("{from} lost its data: removing it, then re-adding it as a learner"));
-            self.remove_local(group, from, deadline).await?;
+            JoinDecision::AddLearner => {}
         }
         let index = self.add_learner_entry(group, from, info.addrs, false, deadline).await?;
         FormationCounters::bump(&formation.counters.joins);

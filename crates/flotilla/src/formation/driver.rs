@@ -20,6 +20,7 @@ use tracing::{warn, Instrument};
 
 use super::founding::{Observation, Step};
 use super::record::FoundingRecord;
+use super::rejoin::{dropped_from, OwnConfig, PeerConfig};
 use super::state::{Formation, FormationPhase};
 use super::view::{cluster_id, cluster_of};
 use crate::group::Group;
@@ -467,17 +468,20 @@ impl Node {
         // Dropped from the configuration (removed while away, or replaced as dead): ask in
         // again. Only a peer of the same cluster with a configuration at least as new as ours
         // can say so.
-        let dropped = replies.iter().find_map(|(id, v)| match &v.phase {
-            PeerPhase::Member(pm)
-                if pm.cluster == mine
-                    && pm.leader.is_some()
-                    && !pm.includes_you
-                    && (pm.config_index >= my_config_index || !in_own_config) =>
-            {
-                Some(*id)
-            }
-            _ => None,
-        });
+        let own = OwnConfig { cluster: &mine, config_index: my_config_index, listed: in_own_config };
+        let dropped = dropped_from(
+            &own,
+            replies.iter().filter_map(|(id, v)| match &v.phase {
+                PeerPhase::Member(pm) => Some(PeerConfig {
+                    peer: *id,
+                    cluster: &pm.cluster,
+                    has_leader: pm.leader.is_some(),
+                    includes_me: pm.includes_you,
+                    config_index: pm.config_index,
+                }),
+                _ => None,
+            }),
+        );
         if let Some(contact) = dropped {
             formation.note(format!("no longer in the configuration of cluster {mine} (per {contact}); rejoining"));
             self.join_cluster(group, formation, contact, &views, false).await;

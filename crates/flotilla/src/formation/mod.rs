@@ -15,6 +15,7 @@ pub mod founding;
 pub mod ledger;
 pub mod peers;
 pub mod record;
+pub mod rejoin;
 mod serve;
 pub mod split;
 pub mod state;

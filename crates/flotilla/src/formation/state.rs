@@ -17,6 +17,7 @@ use super::admission;
 use super::founding::Founder;
 use super::ledger::MembershipLedger;
 use super::record::{FoundingRecord, RecordFile};
+use super::rejoin::{identity_standing, RecordFacts, Standing};
 use super::view::cluster_id;
 
 /// Entries kept in the timeline.
@@ -216,15 +217,16 @@ impl Formation {
             }
         }
         let admitted_to = ledger.cluster(&namespace);
-        let rejoin = match (&saved, &admitted_to) {
-            (FoundingRecord::Member, _) => true,
-            // A binding or decision for the cluster the identity was admitted to is that same
-            // founding, interrupted before Raft state existed: it may go on.
-            (FoundingRecord::Bound(b) | FoundingRecord::Founded { ballot: b, .. }, Some(c)) => {
-                cluster_id(b.coordinator, b.round) != *c
-            }
-            (_, admitted) => admitted.is_some(),
+        let founding = match &saved {
+            FoundingRecord::Bound(b) | FoundingRecord::Founded { ballot: b, .. } => cluster_id(b.coordinator, b.round),
+            FoundingRecord::Free | FoundingRecord::Member => String::new(),
         };
+        let facts = match &saved {
+            FoundingRecord::Free => RecordFacts::Free,
+            FoundingRecord::Member => RecordFacts::Member,
+            FoundingRecord::Bound(_) | FoundingRecord::Founded { .. } => RecordFacts::Founding { cluster: &founding },
+        };
+        let rejoin = identity_standing(facts, admitted_to.as_deref()) == Standing::RejoinOnly;
         if rejoin {
             founder = founder.rejoin_only();
         }
