@@ -41,7 +41,9 @@ impl Node {
     ) -> Result<CommandResponse, ApiError> {
         let is_write = matches!(request, CommandRequest::Write(_));
         if is_write {
-            self.admit_write().map_err(ApiError::StorageFull)?;
+            // The entry node refuses at once when its own disk is full (the leader's gate checks
+            // the leader's disk again).
+            crate::write_gate::disk_admits(&*self.store, self.id)?;
         }
         let mut hint: Option<NodeId> = None;
         let mut fate = Fate::new(is_write);

@@ -18,6 +18,7 @@ use crate::formation::FormationCounters;
 
 use crate::group::{Group, GroupCounters};
 use crate::node::Node;
+use crate::write_gate::WriteGate;
 
 /// Pause before retrying a membership change that collided with another one.
 const MEMBERSHIP_RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -58,11 +59,11 @@ impl Node {
         }
     }
 
-    /// Propose a client write, within the caller's `deadline`. Everything before
-    /// `client_write` refuses with an error promising "not applied" (the budget ran out in
-    /// transit, the disk is full, the leader lost its quorum); once proposed, the write ends
-    /// with its result or with an [`Outcome::Unknown`](flotilla_core::Outcome) error: the
-    /// deadline passed, or this leader lost contact with a quorum.
+    /// Propose a client write, within the caller's `deadline`. The group's [`WriteGate`]
+    /// refuses first with an error promising "not applied" (dissolving, disk full, quorum lost,
+    /// budget spent in transit); once proposed, the write ends with its result or with an
+    /// [`Outcome::Unknown`](flotilla_core::Outcome) error: the deadline passed, or this leader
+    /// lost contact with a quorum.
     async fn write_local(
         &self,
         group: &Arc<Group>,
@@ -70,16 +71,8 @@ impl Node {
         deadline: Instant,
     ) -> Result<CommandResponse, WireError> {
         let formation = self.formation(&group.namespace).ok_or_else(|| unknown_namespace(group))?;
-        let Some(_in_flight) = formation.begin_write() else {
-            return Err(WireError::Unavailable("namespace is dissolving into another cluster".into()));
-        };
-        self.admit_write().map_err(WireError::StorageFull)?;
-        self.confirm_quorum_contact(group).await?;
-        if Instant::now() >= deadline {
-            // The caller has given up (or is about to): proposing now would apply a write
-            // long after its client was told nothing.
-            return Err(WireError::Unavailable("the caller's deadline passed before the write was proposed".into()));
-        }
+        let gate = WriteGate::new(self.id, &formation, &*self.store);
+        let _pass = gate.admit(self.confirm_quorum_contact(group), deadline).await?;
         GroupCounters::bump(&group.counters.proposals);
         let response = tokio::select! {
             written = group.raft.client_write(command) => written.map_err(write_error)?,
@@ -92,16 +85,6 @@ impl Node {
             lost = self.quorum_lost(group) => return Err(lost.after_possible_proposal()),
         };
         Ok(CommandResponse::Written { log_id: response.log_id, result: response.data })
-    }
-
-    /// Refuse client writes while this node's store cannot take them (disk full or failing, or
-    /// free space below the reserve): Raft would only wait for the disk, and the client with it.
-    /// Raft's own writes (replication, membership) are not refused; they wait.
-    pub(crate) fn admit_write(&self) -> Result<(), String> {
-        match self.store.write_blocked() {
-            Some(detail) => Err(format!("node {}: {detail}", self.id)),
-            None => Ok(()),
-        }
     }
 
     /// Add `id` as a learner, wait until it has caught up, then make it a voter. Idempotent.

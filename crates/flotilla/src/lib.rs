@@ -36,6 +36,7 @@ pub mod snapshot_inbox;
 pub mod status;
 pub mod testing;
 pub mod wire_budget;
+mod write_gate;
 
 pub use cluster::{Cluster, KeysOutcome, ReadOutcome, WriteOutcome};
 pub use error::{NamespaceError, StartError};
