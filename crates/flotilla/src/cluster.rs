@@ -162,7 +162,7 @@ impl Cluster {
             return Err(too_large(Limit::Request, payload.len(), limit));
         }
         let command = Command { id: Some(id), payload };
-        match self.node.submit(&self.group(), CommandRequest::Write(command), self.deadline()).await? {
+        match self.node.forwarder.submit(&self.group(), CommandRequest::Write(command), self.deadline()).await? {
             CommandResponse::Written { log_id, result } => Ok((log_id.index, result.output)),
             other => Err(ApiError::Fatal(format!("unexpected reply to a write: {other:?}"))),
         }
@@ -196,7 +196,7 @@ impl Cluster {
         if consistency == Consistency::Stale {
             return Ok(self.applied_index());
         }
-        let response = self.node.submit(&self.group(), CommandRequest::ReadIndex, self.deadline()).await?;
+        let response = self.node.forwarder.submit(&self.group(), CommandRequest::ReadIndex, self.deadline()).await?;
         let CommandResponse::ReadIndex { read_log_id } = response else {
             return Err(ApiError::Fatal(format!("unexpected reply to a read index: {response:?}")));
         };
@@ -345,7 +345,7 @@ impl Cluster {
     }
 
     async fn membership(&self, request: CommandRequest) -> Result<u64, ApiError> {
-        match self.node.submit(&self.group(), request, self.deadline()).await? {
+        match self.node.forwarder.submit(&self.group(), request, self.deadline()).await? {
             CommandResponse::Done { index } => Ok(index.unwrap_or_else(|| self.applied_index())),
             other => Err(ApiError::Fatal(format!("unexpected reply {other:?}"))),
         }

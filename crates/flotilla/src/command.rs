@@ -1,11 +1,30 @@
 //! The forwarding layer: runs a command on the leader, wherever the caller is.
 //!
-//! A request entering at any node is executed locally when this node leads the namespace and
-//! forwarded otherwise. The entry node retries across leader changes until the caller's
-//! deadline; writes carry a [`RequestId`](flotilla_core::RequestId) so a retry after an
-//! unknown outcome is applied once. A receiving node forwards at most `hops_left` more times,
-//! which bounds loops while leadership moves.
+//! [`Forwarder`] is the only code that sends a command to another node; `Cluster` (the public
+//! API), the inbound handler, namespace close and formation joins go through it. Its contract:
+//!
+//! - **Where it runs.** A request entering at any node is executed locally (by the
+//!   [`Executor`]) when this node leads the namespace, and sent to the leader otherwise: the
+//!   leader this node knows of, or the one a `NotLeader` answer named. A receiving node that
+//!   does not lead forwards at most `hops_left` more times ([`MAX_HOPS`] in all), never back to
+//!   the node it came from, which bounds loops while leadership moves. A join is never
+//!   forwarded (the leader adds exactly the authenticated sender); membership and leadership
+//!   commands from another node are served only for voters of the receiver's configuration
+//!   (any member may remove itself).
+//! - **Deadlines.** The entry node retries across leader changes (same request id, so a write
+//!   is applied at most once) until the caller's deadline, each attempt bounded by two
+//!   election timeouts (at least 1 s) so a silent leader cannot eat the whole deadline. The
+//!   time left travels with the request as a duration (`budget_ms`); a receiver works within
+//!   it, capped by its own request timeout, and never starts a fresh one.
+//! - **Errors are lossless about outcome.** Every error says whether the write may have been
+//!   proposed ([`Outcome`]): an attempt that may have reached a leader and got no answer
+//!   (timeout, connection lost after sending) is `Unknown`. Once any attempt of a write was
+//!   `Unknown`, the final answer is never one that promises "not applied"
+//!   ([`ApiError::after_possible_proposal`]), whatever the last attempt met. A leader that lost
+//!   its quorum is answered at once (the client should try another node), as is any error that
+//!   is not retryable.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,12 +32,13 @@ use flotilla_core::types::NodeId;
 use flotilla_core::wire::{
     CommandEnvelope, CommandRequest, CommandResponse, RequestBody, WireError, WireRequest, WireResponse,
 };
-use flotilla_core::{ApiError, Outcome, TransportError};
+use flotilla_core::{ApiError, Outcome, Transport, TransportError};
+use flotilla_store::Store;
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::execute::Executor;
 use crate::group::{Group, GroupCounters};
-use crate::node::Node;
 
 /// Hops a request may take beyond its entry node.
 pub const MAX_HOPS: u8 = 2;
@@ -26,7 +46,35 @@ pub const MAX_HOPS: u8 = 2;
 /// Pause between attempts while no leader is reachable.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
-impl Node {
+/// Sends commands to the leader of their namespace, or runs them here when this node leads.
+pub(crate) struct Forwarder {
+    me: NodeId,
+    transport: Arc<dyn Transport>,
+    /// The entry node's store: a write is refused at once while its own disk is full.
+    store: Arc<Store>,
+    executor: Executor,
+    /// Set when the node closes: no new attempt starts.
+    closing: Arc<AtomicBool>,
+    /// This node's request timeout: caps the budget a forwarded request brings.
+    request_timeout: Duration,
+    /// The maximal election timeout (bounds one attempt).
+    election_max: Duration,
+}
+
+impl Forwarder {
+    /// The forwarding layer of node `me`, running local commands with `executor`.
+    pub(crate) fn new(
+        me: NodeId,
+        transport: Arc<dyn Transport>,
+        store: Arc<Store>,
+        executor: Executor,
+        closing: Arc<AtomicBool>,
+        timing: (Duration, Duration),
+    ) -> Self {
+        let (request_timeout, election_max) = timing;
+        Self { me, transport, store, executor, closing, request_timeout, election_max }
+    }
+
     /// Run `request` on the namespace's leader, retrying across leader changes until `deadline`.
     ///
     /// Every attempt of a write carries the same request id, so retries are applied at most
@@ -43,7 +91,7 @@ impl Node {
         if is_write {
             // The entry node refuses at once when its own disk is full (the leader's gate checks
             // the leader's disk again).
-            crate::write_gate::disk_admits(&*self.store, self.id)?;
+            crate::write_gate::disk_admits(&*self.store, self.me)?;
         }
         let mut hint: Option<NodeId> = None;
         let mut fate = Fate::new(is_write);
@@ -74,7 +122,7 @@ impl Node {
         }
     }
 
-    /// One attempt of [`Node::submit`]: run `request` locally or on the leader (`hint` first).
+    /// One attempt of [`Forwarder::submit`]: run `request` locally or on the leader (`hint` first).
     /// Returns the attempt's error with the node it was sent to.
     async fn attempt(
         &self,
@@ -83,15 +131,15 @@ impl Node {
         hint: Option<NodeId>,
         deadline: Instant,
     ) -> Result<CommandResponse, (Option<NodeId>, ApiError)> {
-        if self.is_closing() {
+        if self.closing.load(Ordering::Acquire) {
             return Err((None, ApiError::ShuttingDown));
         }
         let target = hint.or_else(|| group.leader());
         let result = match target {
-            Some(leader) if leader == self.id => self.execute_local(group, self.id, request.clone(), deadline).await,
+            Some(leader) if leader == self.me => self.executor.execute(group, self.me, request.clone(), deadline).await,
             Some(leader) => {
                 GroupCounters::bump(&group.counters.forwards);
-                self.send_command(group, leader, request.clone(), MAX_HOPS - 1, self.attempt_budget(deadline)).await
+                self.send(group, leader, request.clone(), MAX_HOPS - 1, self.attempt_budget(deadline)).await
             }
             None => Err(ApiError::NoLeader("no leader elected yet".into())),
         };
@@ -102,14 +150,14 @@ impl Node {
     /// deadline, since a new one is usually elected within two election timeouts.
     fn attempt_budget(&self, deadline: Instant) -> Duration {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let per_attempt = Duration::from_millis((self.config.timing().election_max_ms * 2).max(1_000));
+        let per_attempt = (self.election_max * 2).max(Duration::from_secs(1));
         remaining.min(per_attempt)
     }
 
     /// Send one command to `peer`, which may work on it for at most `timeout` (the budget
     /// travels in the envelope), and map every failure to an [`ApiError`]. A request that may
     /// have reached `peer` and got no answer fails with an [`Outcome::Unknown`] error.
-    pub(crate) async fn send_command(
+    pub(crate) async fn send(
         &self,
         group: &Group,
         peer: NodeId,
@@ -137,13 +185,13 @@ impl Node {
 
     /// Serve a command that arrived from `from`: execute it as leader, or forward it once more.
     /// The caller's remaining budget bounds the work (capped by this node's request timeout).
-    pub(crate) async fn serve_command(
+    pub(crate) async fn serve(
         &self,
         group: &Arc<Group>,
         from: NodeId,
         envelope: CommandEnvelope,
     ) -> Result<CommandResponse, WireError> {
-        let budget = Duration::from_millis(envelope.budget_ms).min(self.config.request_timeout());
+        let budget = Duration::from_millis(envelope.budget_ms).min(self.request_timeout);
         let deadline = Instant::now() + budget;
         // A member may always take itself out (closing the namespace on that node).
         let leaving = matches!(envelope.request, CommandRequest::Remove(id) if id == from);
@@ -154,7 +202,7 @@ impl Node {
             )));
         }
         match group.leader() {
-            Some(leader) if leader == self.id => self.execute_local(group, from, envelope.request, deadline).await,
+            Some(leader) if leader == self.me => self.executor.execute(group, from, envelope.request, deadline).await,
             // A join adds its authenticated sender, so it must reach the leader directly: a
             // forwarded join would carry the forwarder's identity.
             Some(leader) if matches!(envelope.request, CommandRequest::Join { .. }) => {
@@ -164,7 +212,7 @@ impl Node {
                 debug!(%leader, "forwarding a command once more");
                 GroupCounters::bump(&group.counters.forwards);
                 let remaining = deadline.saturating_duration_since(Instant::now());
-                self.send_command(group, leader, envelope.request, envelope.hops_left - 1, remaining).await
+                self.send(group, leader, envelope.request, envelope.hops_left - 1, remaining).await
             }
             Some(leader) => Err(WireError::NotLeader { leader: Some(leader) }),
             None if envelope.hops_left == 0 => Err(WireError::HopLimit),

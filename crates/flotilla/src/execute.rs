@@ -1,4 +1,7 @@
-//! Executing commands on the leader.
+//! Executing commands on the leader: the [`Executor`] runs a command this node believes it
+//! leads the namespace for (writes through the group's write gate, read index, joins,
+//! membership changes, leadership transfers). Getting a command to the leader is the
+//! forwarding layer's job (`command.rs`); this module never sends a command anywhere.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -7,7 +10,8 @@ use std::time::Duration;
 use flotilla_core::types::{NodeId, TypeConfig};
 use flotilla_core::wire::{CommandRequest, CommandResponse, WireError};
 use flotilla_core::Command;
-use flotilla_core::MemberInfo;
+use flotilla_core::{MemberInfo, Timing, Transport};
+use flotilla_store::Store;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::{ChangeMembers, ReadPolicy};
 use tokio::time::Instant;
@@ -16,16 +20,47 @@ use tracing::{info, warn};
 use crate::formation::rejoin::{admit_joiner, JoinDecision, JoinFacts, Place};
 use crate::formation::FormationCounters;
 
+use crate::formation::Formation;
 use crate::group::{Group, GroupCounters};
-use crate::node::Node;
+use crate::namespaces::NamespaceRegistry;
+use crate::quorum::Quorum;
 use crate::write_gate::WriteGate;
 
 /// Pause before retrying a membership change that collided with another one.
 const MEMBERSHIP_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
-impl Node {
+/// Runs commands on this node as the namespace's leader. Holds what it needs: the node's
+/// identity, transport (for members' addresses), store (disk admission), the namespace
+/// registry (formation state) and the quorum check.
+pub(crate) struct Executor {
+    me: NodeId,
+    transport: Arc<dyn Transport>,
+    store: Arc<Store>,
+    namespaces: Arc<NamespaceRegistry>,
+    quorum: Quorum,
+    /// The maximal election timeout (how fresh a quiesced leader's lease must be).
+    election_max: Duration,
+}
+
+impl Executor {
+    /// The executor of node `me`.
+    pub(crate) fn new(
+        me: NodeId,
+        transport: Arc<dyn Transport>,
+        store: Arc<Store>,
+        namespaces: Arc<NamespaceRegistry>,
+        timing: Timing,
+    ) -> Self {
+        let election_max = Duration::from_millis(timing.election_max_ms);
+        Self { me, transport, store, namespaces, quorum: Quorum::new(me, timing), election_max }
+    }
+
+    fn formation(&self, group: &Group) -> Option<Arc<Formation>> {
+        self.namespaces.get(&group.namespace).map(|entry| entry.formation.clone())
+    }
+
     /// Execute `request` on this node, which believes it leads the namespace.
-    pub(crate) async fn execute_local(
+    pub(crate) async fn execute(
         &self,
         group: &Arc<Group>,
         from: NodeId,
@@ -34,7 +69,7 @@ impl Node {
     ) -> Result<CommandResponse, WireError> {
         // A quiesced leader first renews its lease (crate::quiesce): within the quorum-loss
         // probe interval (two election timeouts) plus one election timeout.
-        let fresh = Duration::from_millis(self.config.timing().election_max_ms);
+        let fresh = self.election_max;
         let patience = (fresh * 3).min(deadline.saturating_duration_since(Instant::now()));
         group.wake_leader(fresh, patience).await;
         if matches!(request, CommandRequest::Write(_) | CommandRequest::ReadIndex) {
@@ -43,11 +78,11 @@ impl Node {
         match request {
             CommandRequest::Write(command) => self.write_local(group, command, deadline).await,
             CommandRequest::ReadIndex => {
-                self.confirm_quorum_contact(group).await?;
+                self.quorum.confirm_contact(group).await?;
                 let read = group.raft.get_read_linearizer(ReadPolicy::ReadIndex);
                 let linearizer = tokio::select! {
                     read = read => read.map_err(read_error)?,
-                    lost = self.quorum_lost(group) => return Err(lost),
+                    lost = self.quorum.lost(group) => return Err(lost),
                 };
                 Ok(CommandResponse::ReadIndex { read_log_id: *linearizer.read_log_id().log_id() })
             }
@@ -70,19 +105,19 @@ impl Node {
         command: Command,
         deadline: Instant,
     ) -> Result<CommandResponse, WireError> {
-        let formation = self.formation(&group.namespace).ok_or_else(|| unknown_namespace(group))?;
-        let gate = WriteGate::new(self.id, &formation, &*self.store);
-        let _pass = gate.admit(self.confirm_quorum_contact(group), deadline).await?;
+        let formation = self.formation(group).ok_or_else(|| unknown_namespace(group))?;
+        let gate = WriteGate::new(self.me, &formation, &*self.store);
+        let _pass = gate.admit(self.quorum.confirm_contact(group), deadline).await?;
         GroupCounters::bump(&group.counters.proposals);
         let response = tokio::select! {
             written = group.raft.client_write(command) => written.map_err(write_error)?,
             () = tokio::time::sleep_until(deadline) => {
                 return Err(WireError::Timeout(format!(
                     "leader {}: the write was proposed but not committed within the caller's deadline",
-                    self.id
+                    self.me
                 )));
             }
-            lost = self.quorum_lost(group) => return Err(lost.after_possible_proposal()),
+            lost = self.quorum.lost(group) => return Err(lost.after_possible_proposal()),
         };
         Ok(CommandResponse::Written { log_id: response.log_id, result: response.data })
     }
@@ -117,18 +152,18 @@ impl Node {
         fresh: bool,
         deadline: Instant,
     ) -> Result<CommandResponse, WireError> {
-        let Some(formation) = self.formation(&group.namespace) else {
+        let Some(formation) = self.formation(group) else {
             return Err(unknown_namespace(group));
         };
         let m = group.metrics();
         let cluster = crate::formation::view::cluster_of(&m);
-        let joined = |index| CommandResponse::Joined { leader: self.id, cluster: cluster.clone(), index };
+        let joined = |index| CommandResponse::Joined { leader: self.me, cluster: cluster.clone(), index };
         let place = match m.membership_config.membership().get_node(&from) {
             None => Place::Outside,
             Some(_) if m.membership_config.voter_ids().any(|v| v == from) => Place::Voter,
             Some(_) => Place::Learner,
         };
-        match admit_joiner(JoinFacts { from_self: from == self.id, place, fresh }) {
+        match admit_joiner(JoinFacts { from_self: from == self.me, place, fresh }) {
             // A restarted leader that still believes it leads may find itself as the leader.
             JoinDecision::RefuseSelf => return Err(WireError::Rejected("a node cannot ask itself to admit it".into())),
             JoinDecision::AlreadyMember => return Ok(joined(None)),
@@ -211,16 +246,16 @@ impl Node {
         deadline: Instant,
     ) -> Result<CommandResponse, WireError> {
         let metrics = group.metrics();
-        if metrics.current_leader != Some(self.id) {
+        if metrics.current_leader != Some(self.me) {
             return Err(WireError::NotLeader { leader: metrics.current_leader });
         }
         let target = match to {
-            Some(t) if t == self.id => return Ok(CommandResponse::Done { index: None }),
+            Some(t) if t == self.me => return Ok(CommandResponse::Done { index: None }),
             Some(t) if !group.raft.voter_ids().any(|v| v == t) => {
                 return Err(WireError::Rejected(format!("{t} is not a voter")))
             }
             Some(t) => t,
-            None => best_successor(group, self.id)
+            None => best_successor(group, self.me)
                 .ok_or_else(|| WireError::Rejected("no other voter to hand leadership to".into()))?,
         };
         info!(namespace = %group.namespace, %target, "transferring leadership");

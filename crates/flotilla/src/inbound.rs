@@ -59,7 +59,7 @@ impl InboundHandler for Inbound {
                 Ok(reply) => WireResponse::Raft(reply),
                 Err(e) => WireResponse::Error(e),
             },
-            RequestBody::Command(envelope) => match node.serve_command(&group, from, envelope).await {
+            RequestBody::Command(envelope) => match node.forwarder.serve(&group, from, envelope).await {
                 Ok(reply) => WireResponse::Command(reply),
                 Err(e) => WireResponse::Error(e),
             },

@@ -171,7 +171,7 @@ impl Node {
             .await;
         }
         let deadline = Instant::now() + self.config.request_timeout();
-        match self.submit(group, CommandRequest::Remove(self.id), deadline).await {
+        match self.forwarder.submit(group, CommandRequest::Remove(self.id), deadline).await {
             Ok(_) => Ok(Left::Removed),
             // An earlier attempt may have been committed (a timeout, then "not a member").
             Err(e) if self.removed_per_leader(group).await => {

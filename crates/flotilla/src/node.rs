@@ -13,7 +13,9 @@ use flotilla_store::Store;
 use tracing::warn;
 
 use crate::cluster::Cluster;
+use crate::command::Forwarder;
 use crate::error::StartError;
+use crate::execute::Executor;
 use crate::formation::ledger::MembershipLedger;
 use crate::formation::peers::PeerTable;
 use crate::formation::record::{FoundingRecord, RecordFile};
@@ -63,7 +65,7 @@ pub struct Node {
     pub(crate) config: Config,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) store: Arc<Store>,
-    pub(crate) namespaces: NamespaceRegistry,
+    pub(crate) namespaces: Arc<NamespaceRegistry>,
     pub(crate) snapshots: SnapshotInbox,
     pub(crate) request_ids: RequestIds,
     pub(crate) peers: PeerTable,
@@ -73,7 +75,9 @@ pub struct Node {
     pub(crate) liveness: crate::liveness::Liveness,
     /// How many namespaces' formation loops tick in each phase (paces them).
     pub(crate) tick_load: crate::formation::driver::TickLoad,
-    closing: AtomicBool,
+    /// Sends commands to their namespace's leader, or runs them here (`command.rs`).
+    pub(crate) forwarder: Forwarder,
+    closing: Arc<AtomicBool>,
     /// Where a test wants an open or close to crash (see [`crate::testing::CrashPoint`]).
     pub(crate) crash_at: std::sync::Mutex<Option<crate::testing::CrashPoint>>,
 }
@@ -124,7 +128,11 @@ impl Node {
         let set_file = NamespaceSetFile::new(&config.data_dir);
         let (set, persisted) =
             namespace_lifecycle::initial_set(&set_file, &config.namespaces, &stored).map_err(StartError::Storage)?;
-        let namespaces = NamespaceRegistry::new(&config.data_dir, set.clone(), ledger);
+        let namespaces = Arc::new(NamespaceRegistry::new(&config.data_dir, set.clone(), ledger));
+        let closing = Arc::new(AtomicBool::new(false));
+        let executor = Executor::new(id, transport.clone(), store.clone(), namespaces.clone(), config.timing());
+        let timing = (config.request_timeout(), std::time::Duration::from_millis(config.timing().election_max_ms));
+        let forwarder = Forwarder::new(id, transport.clone(), store.clone(), executor, closing.clone(), timing);
         let node = Arc::new(Node {
             id,
             config,
@@ -139,7 +147,8 @@ impl Node {
             factory,
             liveness: crate::liveness::Liveness::default(),
             tick_load: Default::default(),
-            closing: AtomicBool::new(false),
+            forwarder,
+            closing,
             crash_at: std::sync::Mutex::new(None),
         });
         if persisted {

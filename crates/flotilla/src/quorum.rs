@@ -15,23 +15,42 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::async_runtime::Instant as _;
 use openraft::{RaftMetrics, ServerState};
 
-use flotilla_core::TypeConfig;
+use flotilla_core::types::NodeId;
+use flotilla_core::{Timing, TypeConfig};
 
 use crate::group::Group;
-use crate::node::Node;
 
-impl Node {
+/// The quorum-contact check of one node: who it is and its timing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Quorum {
+    me: NodeId,
+    /// The maximal election timeout: silence longer than this means the followers elect.
+    election_max: Duration,
+    /// The heartbeat interval.
+    heartbeat: Duration,
+}
+
+impl Quorum {
+    /// The check of node `me` with `timing`.
+    pub(crate) fn new(me: NodeId, timing: Timing) -> Self {
+        Self {
+            me,
+            election_max: Duration::from_millis(timing.election_max_ms),
+            heartbeat: Duration::from_millis(timing.heartbeat_ms),
+        }
+    }
+
     /// Fail with [`ApiError::LostQuorum`] when this node leads `group` but a quorum of voters
     /// has not acknowledged it for longer than the election timeout, even after one more
     /// heartbeat round.
-    pub(crate) async fn confirm_quorum_contact(&self, group: &Group) -> Result<(), ApiError> {
+    pub(crate) async fn confirm_contact(&self, group: &Group) -> Result<(), ApiError> {
         if self.current_silence(group).is_none() {
             return Ok(());
         }
         // Silent for long: cut off, or a partition that just healed. One heartbeat round tells
         // (acknowledged again, or deposed by a higher term).
         if group.raft.trigger().heartbeat().await.is_ok() {
-            let grace = Duration::from_millis((self.config.timing().heartbeat_ms * 4).max(100));
+            let grace = (self.heartbeat * 4).max(Duration::from_millis(100));
             let _ = group
                 .raft
                 .wait(Some(grace))
@@ -42,9 +61,9 @@ impl Node {
     }
 
     /// Resolve once this node, leading `group`, has lost contact with a quorum (see
-    /// [`Node::confirm_quorum_contact`]); pending otherwise. Races a call in flight.
-    pub(crate) async fn quorum_lost(&self, group: &Group) -> ApiError {
-        let every = Duration::from_millis(self.config.timing().heartbeat_ms.max(10));
+    /// [`Quorum::confirm_contact`]); pending otherwise. Races a call in flight.
+    pub(crate) async fn lost(&self, group: &Group) -> ApiError {
+        let every = self.heartbeat.max(Duration::from_millis(10));
         loop {
             tokio::time::sleep(every).await;
             if let Err(lost) = self.check_quorum_contact(group) {
@@ -60,10 +79,10 @@ impl Node {
         };
         let silent_ms = u64::try_from(silent.as_millis()).unwrap_or(u64::MAX);
         tracing::warn!(namespace = %group.namespace, silent_ms, "leader lost contact with a quorum: refusing");
-        Err(ApiError::LostQuorum { leader: self.id, silent_ms })
+        Err(ApiError::LostQuorum { leader: self.me, silent_ms })
     }
 
-    /// [`Node::quorum_silence`] of the group's current metrics, read in place: this runs on
+    /// [`Quorum::quorum_silence`] of the group's current metrics, read in place: this runs on
     /// every read and write, and cloning the metrics would copy the membership and the
     /// replication map each time.
     fn current_silence(&self, group: &Group) -> Option<Duration> {
@@ -80,10 +99,10 @@ impl Node {
         }
         // A single voter is its own quorum; before the first acknowledgement openraft itself
         // decides (a leader just elected has just heard from a quorum).
-        if m.membership_config.voter_ids().all(|v| v == self.id) {
+        if m.membership_config.voter_ids().all(|v| v == self.me) {
             return None;
         }
         let silent = m.last_quorum_acked.as_ref()?.elapsed();
-        (silent > Duration::from_millis(self.config.timing().election_max_ms)).then_some(silent)
+        (silent > self.election_max).then_some(silent)
     }
 }

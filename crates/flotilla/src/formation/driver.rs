@@ -428,7 +428,7 @@ impl Node {
         let mut target = leader;
         for _ in 0..3 {
             let request = CommandRequest::Join { info: self.self_info(), fresh };
-            match self.send_command(group, target, request, 0, self.config.request_timeout()).await {
+            match self.forwarder.send(group, target, request, 0, self.config.request_timeout()).await {
                 Ok(CommandResponse::Joined { leader, cluster, .. }) => {
                     if let Err(e) = formation.remember_admission(&cluster) {
                         // Take no traffic before the identity remembers it: join again later.

@@ -8,7 +8,7 @@
 //! recorded): a side that never acknowledged a write ([`absorbable`]) dissolves into the other
 //! when the other survives ([`survivor_is_other`]); otherwise both keep serving and an operator
 //! chooses (see docs/OPERATIONS.md, "Two clusters of one namespace"). The shell,
-//! [`Node::watch_for_splits`], observes, records and acts.
+//! `Node::watch_for_splits`, observes, records and acts.
 
 use std::sync::Arc;
 
