@@ -12,6 +12,7 @@ pub(crate) mod dissolve;
 pub(crate) mod driver;
 pub mod founding;
 pub mod ledger;
+pub(crate) mod ledger_commit;
 pub mod peers;
 pub mod record;
 mod serve;
