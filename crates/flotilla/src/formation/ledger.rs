@@ -81,7 +81,7 @@ impl MembershipLedger {
     /// Record durably that `cluster` admitted this identity to `ns` (nothing to do when the
     /// ledger is off or already says so). Returns once the key file on disk says it: the
     /// rewrite is shared with every namespace recording at the same time (see
-    /// [`GroupCommit`]).
+    /// `formation/ledger_commit.rs`).
     pub async fn record(&self, ns: &Namespace, cluster: &str) -> Result<(), String> {
         let Some(commit) = &self.commit else { return Ok(()) };
         let change = MembershipChange::Record { namespace: ns.as_str().to_string(), cluster: cluster.to_string() };

@@ -509,7 +509,8 @@ impl Formation {
 
     /// Store a view reported by `peer` (at most [`MAX_VIEWS`] peers' views are kept; the
     /// oldest goes first).
-    /// Returns whether the view is news a fresh node may act on at once (see [`is_news`]).
+    /// Returns whether the view is news a fresh node may act on at once (a peer phase that
+    /// changed to one a founding step can act on).
     pub fn record_view(&self, peer: NodeId, view: PeerView, reply: bool) -> bool {
         let mut inner = self.lock();
         let news = is_news(inner.views.get(&peer).map(|(_, v, _)| &v.phase), &view.phase);
