@@ -675,6 +675,45 @@ mod tests {
         assert!(reason.contains(&cluster), "{reason}");
     }
 
+    #[test]
+    fn only_a_change_to_a_phase_a_founding_step_can_act_on_is_news() {
+        use flotilla_core::formation::MemberView;
+        let peer = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
+        let fresh = |phase| PeerPhase::Fresh { expect: Some(3), phase };
+        let coordinating = |promisers| fresh(FreshPhase::Coordinating { round: 1, promisers });
+        let member = |leader: Option<NodeId>| {
+            PeerPhase::Member(MemberView {
+                cluster: "c".into(),
+                leader,
+                voters: 3,
+                members: 3,
+                config_index: 1,
+                includes_you: false,
+                holds_data: false,
+            })
+        };
+        let founded = fresh(FreshPhase::Founded(Ballot { coordinator: peer, round: 1 }));
+        let table: Vec<(Option<PeerPhase>, PeerPhase, bool)> = vec![
+            (None, coordinating(0), true),
+            (Some(fresh(FreshPhase::Free)), coordinating(0), true),
+            // Repeated in every hello, or only its promise count changed: not news.
+            (Some(coordinating(0)), coordinating(1), false),
+            (Some(coordinating(2)), founded.clone(), true),
+            (Some(founded.clone()), founded, false),
+            (Some(fresh(FreshPhase::Free)), member(Some(peer)), true),
+            (Some(member(None)), member(Some(peer)), true),
+            (Some(member(Some(peer))), member(Some(peer)), false),
+            // Nothing a fresh node could act on.
+            (None, fresh(FreshPhase::Free), false),
+            (None, member(None), false),
+            (None, PeerPhase::NotServed, false),
+            (Some(coordinating(0)), fresh(FreshPhase::Rejoining), false),
+        ];
+        for (old, new, news) in table {
+            assert_eq!(is_news(old.as_ref(), &new), news, "{old:?} -> {new:?}");
+        }
+    }
+
     #[tokio::test]
     async fn a_member_record_without_the_key_file_still_only_rejoins() {
         let dir = tempfile::tempdir().expect("tempdir");
