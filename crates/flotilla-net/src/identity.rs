@@ -89,6 +89,73 @@ pub fn forget_membership(data_dir: &Path, peer: &PeerId, namespace: &str) -> Res
     Ok(true)
 }
 
+/// One change to the memberships kept in the key file (see [`apply_memberships`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// The identity was admitted to this namespace by this cluster (cut to [`MAX_CLUSTER_BYTES`]).
+    Record {
+        /// The namespace.
+        namespace: String,
+        /// The cluster that admitted the identity.
+        cluster: String,
+    },
+    /// The identity left this namespace cleanly.
+    Forget {
+        /// The namespace.
+        namespace: String,
+    },
+}
+
+/// What [`apply_memberships`] did: the memberships the key file holds afterwards, and per
+/// change (in order) why it was refused, if it was (e.g. too many memberships).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppliedMemberships {
+    /// The memberships on disk once the call returned.
+    pub memberships: Memberships,
+    /// `Some(reason)` for each change that was refused, `None` for one applied (or already true).
+    pub refused: Vec<Option<String>>,
+}
+
+/// Apply `changes`, in order, to the memberships of the identity `peer` in
+/// `<data_dir>/node.key`, with one atomic and durable rewrite of the file for all of them (none
+/// when nothing changed). A change the file cannot take is refused alone; the others are
+/// applied. Returns once the file on disk says every applied change. The group-commit form of
+/// [`record_membership`] and [`forget_membership`]; callers serialize their calls for one data
+/// directory.
+pub fn apply_memberships(
+    data_dir: &Path,
+    peer: &PeerId,
+    changes: &[MembershipChange],
+) -> Result<AppliedMemberships, NetError> {
+    let path = data_dir.join(KEY_FILE);
+    let key_err = |reason: String| NetError::KeyFile { path: path.clone(), reason };
+    let Some((keypair, mut contents)) = read_key_file(&path)? else {
+        return Err(key_err("no key file to record memberships in".into()));
+    };
+    if keypair.public().to_peer_id() != *peer {
+        return Err(key_err(format!("holds {}, not {peer}", keypair.public().to_peer_id())));
+    }
+    let mut changed = false;
+    let mut refused = Vec::with_capacity(changes.len());
+    for change in changes {
+        let outcome = match change {
+            MembershipChange::Record { namespace, cluster } => contents.insert(namespace, cluster),
+            MembershipChange::Forget { namespace } => Ok(contents.memberships.remove(namespace).is_some()),
+        };
+        match outcome {
+            Ok(c) => {
+                changed |= c;
+                refused.push(None);
+            }
+            Err(reason) => refused.push(Some(reason)),
+        }
+    }
+    if changed {
+        write_atomically(data_dir, &path, &contents.encode())?;
+    }
+    Ok(AppliedMemberships { memberships: contents.memberships, refused })
+}
+
 /// Read and decode the key file; `None` if it does not exist.
 fn read_key_file(path: &Path) -> Result<Option<(Keypair, KeyFileContents)>, NetError> {
     let bytes = match fs::read(path) {

@@ -63,8 +63,8 @@ pub use config::{NetConfig, MIN_FRAME_BYTES};
 pub use error::NetError;
 pub use host::Host;
 pub use identity::{
-    forget_membership, load_memberships, load_or_create_keypair, record_membership, Memberships, KEY_FILE,
-    MAX_CLUSTER_BYTES, MAX_MEMBERSHIPS,
+    apply_memberships, forget_membership, load_memberships, load_or_create_keypair, record_membership,
+    AppliedMemberships, MembershipChange, Memberships, KEY_FILE, MAX_CLUSTER_BYTES, MAX_MEMBERSHIPS,
 };
 pub use mdns::MdnsDiscovery;
 

@@ -127,3 +127,31 @@ fn a_left_membership_is_forgotten() {
     let empty = tempfile::tempdir().unwrap();
     assert!(!forget_membership(empty.path(), &me, "other").unwrap(), "no key file: nothing to forget");
 }
+
+/// Many membership changes go to disk in one rewrite of the key file, applied in order; a
+/// change the file cannot take is refused alone.
+#[test]
+fn membership_changes_are_applied_in_one_write() {
+    use flotilla_net::{apply_memberships, load_memberships, MembershipChange};
+    let dir = tempfile::tempdir().unwrap();
+    let me = load_or_create_keypair(dir.path()).unwrap().public().to_peer_id();
+    let record = |ns: &str, c: &str| MembershipChange::Record { namespace: ns.into(), cluster: c.into() };
+    let mut changes: Vec<MembershipChange> = (0..100).map(|i| record(&format!("ns{i}"), "X/1")).collect();
+    changes.push(MembershipChange::Forget { namespace: "ns7".into() });
+    changes.push(record("", "X/1"));
+    let applied = apply_memberships(dir.path(), &me, &changes).unwrap();
+    assert_eq!(applied.refused.len(), changes.len());
+    assert!(applied.refused[..101].iter().all(Option::is_none));
+    assert!(applied.refused[101].is_some(), "an empty namespace name is refused");
+    let kept = load_memberships(dir.path(), &me).unwrap().expect("memberships");
+    assert_eq!(kept, applied.memberships, "what it returns is what is on disk");
+    assert_eq!(kept.len(), 99);
+    assert!(!kept.contains_key("ns7"), "the forget came after the record");
+    // Nothing changes: the file is not rewritten.
+    let before = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().modified().unwrap();
+    let again = apply_memberships(dir.path(), &me, &changes[..3]).unwrap();
+    assert_eq!(again.memberships.len(), 99);
+    assert_eq!(std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().modified().unwrap(), before);
+    let stranger = libp2p::identity::Keypair::generate_ed25519().public().to_peer_id();
+    assert!(apply_memberships(dir.path(), &stranger, &changes).is_err(), "another identity's file");
+}

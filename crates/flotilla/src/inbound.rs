@@ -71,7 +71,7 @@ impl InboundHandler for Inbound {
 /// A replica without Raft state that takes it first records its cluster with its identity, so
 /// the state it is about to get can never be lost into a fresh-looking node (see
 /// `Formation::remember_before_state`); if that record cannot be written, the message is refused.
-fn admits(node: &Node, group: &Group, message: &Incoming<'_, NodeId>) -> Result<(), WireError> {
+async fn admits(node: &Node, group: &Group, message: &Incoming<'_, NodeId>) -> Result<(), WireError> {
     let Some(formation) = node.formation(&group.namespace) else {
         return Err(refused(message.from, Refusal::NotAdmitted));
     };
@@ -88,7 +88,7 @@ fn admits(node: &Node, group: &Group, message: &Incoming<'_, NodeId>) -> Result<
         })?;
         has_state
     };
-    formation.remember_before_state(has_state, message.cluster).map_err(|e| {
+    formation.remember_before_state(has_state, message.cluster).await.map_err(|e| {
         warn!(namespace = %group.namespace, error = %e, "cannot record the membership in node.key: Raft traffic refused");
         WireError::Unavailable(format!("cannot record the membership before taking Raft state: {e}"))
     })
@@ -101,7 +101,7 @@ fn refused(from: NodeId, refusal: Refusal) -> WireError {
 async fn serve_raft(node: &Node, group: &Group, from: NodeId, raft: RaftEnvelope) -> Result<RaftResponse, WireError> {
     let RaftEnvelope { cluster, rpc } = raft;
     let vote = matches!(rpc, RaftRequest::Vote(_) | RaftRequest::PreVote(_));
-    admits(node, group, &Incoming { from, vote, cluster: &cluster })?;
+    admits(node, group, &Incoming { from, vote, cluster: &cluster }).await?;
     // Anything but a heartbeat wakes a quiesced group, once handled (see crate::quiesce).
     let wakes = !matches!(&rpc, RaftRequest::Append(a) if a.entries.is_empty());
     let reply = serve_admitted_raft(node, group, from, rpc).await;

@@ -202,7 +202,7 @@ impl Node {
     async fn drop_data(&self, ns: &Namespace) -> Result<(), String> {
         self.store.wipe_namespace(ns).await.map_err(|e| e.to_string())?;
         RecordFile::new(&self.config.data_dir, ns).remove()?;
-        self.namespaces.ledger.forget(ns)?;
+        self.namespaces.ledger.forget(ns).await?;
         info!(namespace = %ns, "local data of the namespace dropped");
         Ok(())
     }

@@ -265,7 +265,7 @@ impl Node {
         let record =
             FoundingRecord::Founded { ballot, voters: BTreeSet::from([self.id]), all: BTreeSet::from([self.id]) };
         let cluster = cluster_id(self.id, ballot.round);
-        formation.remember_admission(&cluster).map_err(StartError::Storage)?;
+        formation.remember_admission(&cluster).await.map_err(StartError::Storage)?;
         formation.save(&record).map_err(StartError::Storage)?;
         formation.lock().founder.restore_founded(ballot, BTreeSet::from([self.id]), BTreeSet::from([self.id]));
         formation.admit(None);

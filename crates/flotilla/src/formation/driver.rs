@@ -35,6 +35,8 @@ const MEMBER_TICK: Duration = Duration::from_millis(1000);
 const FRESH_AT_FULL_PACE: usize = 50;
 /// Member namespaces a node ticks at the full [`MEMBER_TICK`] pace.
 const MEMBERS_AT_FULL_PACE: usize = 100;
+/// Least time between two ticks of one namespace, even when nudged (see [`Formation::nudge`]).
+const NUDGE_GAP: Duration = Duration::from_millis(100);
 /// Deadline of one formation call.
 const CALL_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Most peers greeted per tick.
@@ -57,16 +59,28 @@ pub(crate) fn spawn(node: &Arc<Node>, ns: Namespace) -> tokio::task::JoinHandle<
 async fn run(weak: Weak<Node>, ns: Namespace) {
     let mut counted = Counted::default();
     loop {
-        let pause = {
+        let (pause, formation) = {
             let Some(node) = weak.upgrade() else { return };
             if node.is_closing() {
                 return;
             }
             let (phase, pause) = node.formation_tick(&ns).await;
             counted.set(&node, phase);
-            node.tick_load.paced(phase, pause)
+            (node.tick_load.paced(phase, pause), node.formation(&ns))
         };
-        tokio::time::sleep(pause).await;
+        // The paced pause, cut short by a nudge (news a founding step can act on), but never
+        // shorter than NUDGE_GAP.
+        let nudged = async {
+            tokio::time::sleep(NUDGE_GAP.min(pause)).await;
+            match &formation {
+                Some(f) => f.nudged().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = nudged => {}
+        }
     }
 }
 
@@ -154,7 +168,14 @@ impl Node {
             self.member_tick(&group, &formation).await;
             (TickPhase::Member, MEMBER_TICK)
         } else {
+            let before = formation.lock().founder.phase();
             self.fresh_tick(&group, &formation).await;
+            let now = formation.lock().founder.phase();
+            if matches!(now, FreshPhase::Coordinating { .. }) && !matches!(before, FreshPhase::Coordinating { .. }) {
+                // Started coordinating: tell the peers in a hello soon, not at the next paced
+                // tick (the hello of this tick went out before the decision).
+                formation.nudge();
+            }
             (TickPhase::Fresh, FRESH_TICK)
         }
     }
@@ -319,7 +340,7 @@ impl Node {
                     .set_phase(FormationPhase::Bound, format!("bound to coordinator {c}, which is still gathering"));
             }
             Ok(FormationResponse::Status(PromiseState::Founded { voter: true })) => {
-                if let Err(e) = formation.remember_admission(&cluster_id(c, ballot.round)) {
+                if let Err(e) = formation.remember_admission(&cluster_id(c, ballot.round)).await {
                     // Not admitted until the identity remembers it: asked again next tick.
                     formation.set_phase(FormationPhase::Bound, format!("cannot record the membership: {e}"));
                     return;
@@ -356,8 +377,10 @@ impl Node {
         let record = FoundingRecord::Founded { ballot, voters: voters.clone(), all };
         // The identity remembers the cluster first: if the store is lost from here on, the
         // node rejoins it instead of founding again.
-        let saved =
-            formation.remember_admission(&cluster_id(self.id, ballot.round)).and_then(|()| formation.save(&record));
+        let saved = match formation.remember_admission(&cluster_id(self.id, ballot.round)).await {
+            Ok(()) => formation.save(&record),
+            Err(e) => Err(e),
+        };
         if let Err(e) = saved {
             formation.lock().founder.revert_found();
             formation.set_phase(FormationPhase::Discovering, format!("cannot persist the founding decision: {e}"));
@@ -430,7 +453,7 @@ impl Node {
             let request = CommandRequest::Join { info: self.self_info(), fresh };
             match self.forwarder.send(group, target, request, 0, self.config.request_timeout()).await {
                 Ok(CommandResponse::Joined { leader, cluster, .. }) => {
-                    if let Err(e) = formation.remember_admission(&cluster) {
+                    if let Err(e) = formation.remember_admission(&cluster).await {
                         // Take no traffic before the identity remembers it: join again later.
                         formation.set_phase(FormationPhase::Joining, format!("cannot record the membership: {e}"));
                         return;
@@ -455,7 +478,7 @@ impl Node {
     async fn member_tick(&self, group: &Arc<Group>, formation: &Formation) {
         let m = group.metrics();
         let mine = cluster_of(&m);
-        formation.record_member(&mine);
+        formation.record_member(&mine).await;
         let views = formation.fresh_views();
         let replies = formation.reply_views();
         let my_config_index = m.membership_config.log_id().as_ref().map(|l| l.index).unwrap_or(0);

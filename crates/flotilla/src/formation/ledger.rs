@@ -13,19 +13,31 @@
 //! the in-process test router), the ledger is off and only the founding record remains.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use flotilla_core::formation::ClusterId;
 use flotilla_core::types::NodeId;
 use flotilla_core::Namespace;
-use flotilla_net::Memberships;
+use flotilla_net::{AppliedMemberships, MembershipChange};
+
+use super::ledger_commit::{GroupCommit, MembershipSink};
 
 /// The memberships of this node's identity.
 pub struct MembershipLedger {
+    /// The group-commit writer of the key file; `None` when the key is not in the data directory.
+    commit: Option<GroupCommit>,
+}
+
+/// The key file in a data directory, as the group commit's sink.
+struct KeyFileSink {
     data_dir: PathBuf,
     me: NodeId,
-    /// What the key file holds; `None` when the key is not in the data directory.
-    known: Option<Mutex<Memberships>>,
+}
+
+impl MembershipSink for KeyFileSink {
+    fn apply(&self, changes: &[MembershipChange]) -> Result<AppliedMemberships, String> {
+        flotilla_net::apply_memberships(&self.data_dir, &self.me, changes).map_err(|e| e.to_string())
+    }
 }
 
 impl MembershipLedger {
@@ -39,64 +51,55 @@ impl MembershipLedger {
                 "the node key is not in the data directory: namespace memberships are not kept with the identity"
             );
         }
-        Ok(Self { data_dir, me, known: known.map(Mutex::new) })
+        let commit = known.map(|known| GroupCommit::new(Arc::new(KeyFileSink { data_dir, me }), known));
+        Ok(Self { commit })
     }
 
     /// A ledger that keeps nothing (the identity lives outside any data directory).
-    pub fn off(me: NodeId) -> Self {
-        Self { data_dir: PathBuf::new(), me, known: None }
+    pub fn off(_me: NodeId) -> Self {
+        Self { commit: None }
     }
 
     /// Whether memberships are kept with the identity.
     pub fn is_on(&self) -> bool {
-        self.known.is_some()
+        self.commit.is_some()
     }
 
-    /// The cluster that last admitted this identity to `ns`, if any ever did.
+    /// The cluster that last admitted this identity to `ns`, if any ever did (as on disk).
     pub fn cluster(&self, ns: &Namespace) -> Option<ClusterId> {
-        self.lock()?.get(ns.as_str()).cloned()
+        self.commit.as_ref()?.known(ns.as_str())
     }
 
     /// The namespaces this identity is recorded as admitted to.
     pub fn namespaces(&self) -> Vec<Namespace> {
-        self.lock()
-            .map(|known| known.keys().filter_map(|n| Namespace::new(n.as_str()).ok()).collect())
+        self.commit
+            .as_ref()
+            .map(|c| c.namespaces().into_iter().filter_map(|n| Namespace::new(n).ok()).collect())
             .unwrap_or_default()
     }
 
     /// Record durably that `cluster` admitted this identity to `ns` (nothing to do when the
-    /// ledger is off or already says so). Returns once the key file on disk says it.
-    pub fn record(&self, ns: &Namespace, cluster: &str) -> Result<(), String> {
-        let Some(mut known) = self.lock() else { return Ok(()) };
-        if known.get(ns.as_str()).map(String::as_str) == Some(kept_form(cluster)) {
-            return Ok(());
+    /// ledger is off or already says so). Returns once the key file on disk says it: the
+    /// rewrite is shared with every namespace recording at the same time (see
+    /// `formation/ledger_commit.rs`).
+    pub async fn record(&self, ns: &Namespace, cluster: &str) -> Result<(), String> {
+        let Some(commit) = &self.commit else { return Ok(()) };
+        let change = MembershipChange::Record { namespace: ns.as_str().to_string(), cluster: cluster.to_string() };
+        if commit.commit(change, Some(kept_form(cluster))).await? {
+            tracing::debug!(namespace = %ns, %cluster, "recorded in node.key: this identity is a member of the namespace");
         }
-        // The lock is held across the write: the file is rewritten whole, so two namespaces
-        // recording at once must not each write a copy without the other's entry.
-        flotilla_net::record_membership(&self.data_dir, &self.me, ns.as_str(), cluster).map_err(|e| e.to_string())?;
-        *known = flotilla_net::load_memberships(&self.data_dir, &self.me)
-            .map_err(|e| e.to_string())?
-            .ok_or("the node key vanished from the data directory")?;
-        tracing::info!(namespace = %ns, %cluster, "recorded in node.key: this identity is a member of the namespace");
         Ok(())
     }
 
     /// Forget durably that this identity was admitted to `ns`: it left the namespace and its
     /// removal is committed, so a later open may found or join like a new node. Returns once
     /// the key file on disk no longer says it (nothing to do when the ledger is off).
-    pub fn forget(&self, ns: &Namespace) -> Result<(), String> {
-        let Some(mut known) = self.lock() else { return Ok(()) };
-        if !known.contains_key(ns.as_str()) {
-            return Ok(());
+    pub async fn forget(&self, ns: &Namespace) -> Result<(), String> {
+        let Some(commit) = &self.commit else { return Ok(()) };
+        if commit.commit(MembershipChange::Forget { namespace: ns.as_str().to_string() }, None).await? {
+            tracing::info!(namespace = %ns, "forgotten in node.key: this identity left the namespace");
         }
-        flotilla_net::forget_membership(&self.data_dir, &self.me, ns.as_str()).map_err(|e| e.to_string())?;
-        known.remove(ns.as_str());
-        tracing::info!(namespace = %ns, "forgotten in node.key: this identity left the namespace");
         Ok(())
-    }
-
-    fn lock(&self) -> Option<std::sync::MutexGuard<'_, Memberships>> {
-        self.known.as_ref().map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 

@@ -13,6 +13,7 @@ pub(crate) mod dissolve;
 pub(crate) mod driver;
 pub mod founding;
 pub mod ledger;
+pub(crate) mod ledger_commit;
 pub mod peers;
 pub mod record;
 pub mod rejoin;

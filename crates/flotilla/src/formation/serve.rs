@@ -32,7 +32,10 @@ impl Node {
                     self.peers.register(ns, from, &addrs);
                 }
                 if let Some(formation) = self.formation(ns) {
-                    formation.record_view(from, view, false);
+                    // A fresh namespace acts on news at once rather than at its next paced tick.
+                    if formation.record_view(from, view, false) && self.group(ns).is_some_and(|g| !g.has_state()) {
+                        formation.nudge();
+                    }
                 }
                 Ok(FormationResponse::View(self.local_view(ns, Some(from))))
             }
@@ -41,6 +44,8 @@ impl Node {
                 let counted = formation.lock().founder.on_promise(from, ballot);
                 if counted {
                     formation.note(format!("promise from {from} counted"));
+                    // The coordinator may now hold enough promises to found.
+                    formation.nudge();
                 }
                 Ok(FormationResponse::Promised(counted))
             }

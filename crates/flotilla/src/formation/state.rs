@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use flotilla_core::formation::{ClusterId, FreshPhase, PeerView};
+use flotilla_core::formation::{ClusterId, FreshPhase, PeerPhase, PeerView};
 use flotilla_core::types::NodeId;
 use flotilla_core::Namespace;
 use serde::Serialize;
@@ -178,6 +178,9 @@ pub struct Formation {
     fenced: std::sync::atomic::AtomicBool,
     writes_in_flight: AtomicU64,
     inner: Mutex<Inner>,
+    /// Asks the formation loop to tick soon instead of after its paced pause (see
+    /// [`Formation::nudge`]).
+    nudge: tokio::sync::Notify,
 }
 
 /// A client write in flight past the dissolve fence (see [`Formation::begin_write`]).
@@ -259,6 +262,7 @@ impl Formation {
             fenced: std::sync::atomic::AtomicBool::new(false),
             writes_in_flight: AtomicU64::new(0),
             inner: Mutex::new(inner),
+            nudge: tokio::sync::Notify::new(),
         })
     }
 
@@ -392,19 +396,19 @@ impl Formation {
 
     /// Record durably, with the identity, that `cluster` admitted this node (see
     /// [`MembershipLedger`]). Done before the node takes part in the cluster.
-    pub(crate) fn remember_admission(&self, cluster: &str) -> Result<(), String> {
-        self.ledger.record(&self.namespace, cluster)
+    pub(crate) async fn remember_admission(&self, cluster: &str) -> Result<(), String> {
+        self.ledger.record(&self.namespace, cluster).await
     }
 
     /// Record the membership before a replica without Raft state takes Raft traffic that
     /// admission accepted from `cluster`. A founding voter gets its coordinator's first entries
     /// before it next asks the coordinator's status (where it would otherwise record it): losing
     /// the store in between and starting alone must not let it found. Cheap once recorded.
-    pub(crate) fn remember_before_state(&self, has_state: bool, cluster: &str) -> Result<(), String> {
+    pub(crate) async fn remember_before_state(&self, has_state: bool, cluster: &str) -> Result<(), String> {
         if has_state || cluster.is_empty() {
             return Ok(());
         }
-        self.remember_admission(cluster)
+        self.remember_admission(cluster).await
     }
 
     /// Whether this node may only rejoin, and why.
@@ -416,9 +420,9 @@ impl Formation {
     /// Record that the namespace has Raft state here, in cluster `cluster`: once in the
     /// founding record (see [`FoundingRecord::Member`]), and with the identity whenever the
     /// cluster id changes.
-    pub(crate) fn record_member(&self, cluster: &str) {
+    pub(crate) async fn record_member(&self, cluster: &str) {
         if !cluster.is_empty() {
-            if let Err(e) = self.remember_admission(cluster) {
+            if let Err(e) = self.remember_admission(cluster).await {
                 tracing::warn!(namespace = %self.namespace, error = %e, "cannot record membership in the node key");
             }
         }
@@ -490,16 +494,35 @@ impl Formation {
         }
     }
 
+    /// Ask the formation loop to tick soon: something it could act on changed (a peer's phase
+    /// that enables a founding step, a promise counted, its own phase). At 1,000 namespaces
+    /// the loops are paced to one tick every few seconds (`driver::TickLoad`); a founding
+    /// takes several steps on different nodes, and each waiting for a paced tick made it
+    /// take tens of seconds. Nudges come only from such changes, so the extra ticks are
+    /// bounded by the steps themselves; several nudges before a tick make one tick.
+    pub(crate) fn nudge(&self) {
+        self.nudge.notify_one();
+    }
+
+    /// Resolves once [`Formation::nudge`] was called (since the last time this resolved).
+    pub(crate) async fn nudged(&self) {
+        self.nudge.notified().await
+    }
+
     /// Store a view reported by `peer` (at most [`MAX_VIEWS`] peers' views are kept; the
     /// oldest goes first).
-    pub fn record_view(&self, peer: NodeId, view: PeerView, reply: bool) {
+    /// Returns whether the view is news a fresh node may act on at once (a peer phase that
+    /// changed to one a founding step can act on).
+    pub fn record_view(&self, peer: NodeId, view: PeerView, reply: bool) -> bool {
         let mut inner = self.lock();
+        let news = is_news(inner.views.get(&peer).map(|(_, v, _)| &v.phase), &view.phase);
         if !inner.views.contains_key(&peer) && inner.views.len() >= MAX_VIEWS {
             if let Some(oldest) = inner.views.iter().min_by_key(|(_, (at, _, _))| *at).map(|(id, _)| *id) {
                 inner.views.remove(&oldest);
             }
         }
         inner.views.insert(peer, (Instant::now(), view, reply));
+        news
     }
 
     /// Time since the namespace became fresh on this node (start or last reset).
@@ -554,6 +577,37 @@ fn describe(phase: &flotilla_core::formation::PeerPhase) -> String {
     }
 }
 
+/// Whether a peer that reported `old` (or nothing) and now reports `new` offers a fresh node a
+/// founding step it could not take before: a coordinator to promise (or yield) to, a founded
+/// ballot, or a cluster with a leader to join. Only a change counts, so a peer repeating its
+/// phase in every hello nudges nobody.
+pub(crate) fn is_news(old: Option<&PeerPhase>, new: &PeerPhase) -> bool {
+    let actionable = match new {
+        PeerPhase::Fresh { phase, .. } => matches!(phase, FreshPhase::Coordinating { .. } | FreshPhase::Founded(_)),
+        PeerPhase::Member(m) => m.leader.is_some(),
+        PeerPhase::NotServed => false,
+    };
+    actionable && old.map(phase_kind) != Some(phase_kind(new))
+}
+
+/// A peer phase without its details (promise counts, rounds, indexes).
+fn phase_kind(phase: &PeerPhase) -> (u8, u8) {
+    match phase {
+        PeerPhase::NotServed => (0, 0),
+        PeerPhase::Fresh { phase, .. } => (
+            1,
+            match phase {
+                FreshPhase::Free => 0,
+                FreshPhase::Bound(_) => 1,
+                FreshPhase::Coordinating { .. } => 2,
+                FreshPhase::Founded(_) => 3,
+                FreshPhase::Rejoining => 4,
+            },
+        ),
+        PeerPhase::Member(m) => (2, u8::from(m.leader.is_some())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,7 +630,7 @@ mod tests {
         let round = 7;
         let cluster = cluster_id(me, round);
         let formation = load(dir.path(), me, &ns);
-        formation.remember_admission(&cluster).expect("remember");
+        formation.remember_admission(&cluster).await.expect("remember");
         formation
             .save(&FoundingRecord::Founded {
                 ballot: Ballot { coordinator: me, round },
@@ -612,15 +666,54 @@ mod tests {
         let cluster = cluster_id(coordinator, 3);
         let formation = load(dir.path(), me, &ns);
         // A replica that has state records through record_member; an unnamed cluster is no fact.
-        formation.remember_before_state(true, &cluster).expect("nothing to do");
-        formation.remember_before_state(false, "").expect("nothing to do");
+        formation.remember_before_state(true, &cluster).await.expect("nothing to do");
+        formation.remember_before_state(false, "").await.expect("nothing to do");
         assert_eq!(load(dir.path(), me, &ns).rejoin_only(), None);
         // The first entries from the coordinator: the fact is in node.key before Raft sees them,
         // so a wipe of everything but the key leaves a node that only rejoins.
-        formation.remember_before_state(false, &cluster).expect("recorded");
+        formation.remember_before_state(false, &cluster).await.expect("recorded");
         std::fs::remove_dir_all(dir.path().join("formation")).ok();
         let reason = load(dir.path(), me, &ns).rejoin_only().expect("rejoin only");
         assert!(reason.contains(&cluster), "{reason}");
+    }
+
+    #[test]
+    fn only_a_change_to_a_phase_a_founding_step_can_act_on_is_news() {
+        use flotilla_core::formation::MemberView;
+        let peer = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
+        let fresh = |phase| PeerPhase::Fresh { expect: Some(3), phase };
+        let coordinating = |promisers| fresh(FreshPhase::Coordinating { round: 1, promisers });
+        let member = |leader: Option<NodeId>| {
+            PeerPhase::Member(MemberView {
+                cluster: "c".into(),
+                leader,
+                voters: 3,
+                members: 3,
+                config_index: 1,
+                includes_you: false,
+                holds_data: false,
+            })
+        };
+        let founded = fresh(FreshPhase::Founded(Ballot { coordinator: peer, round: 1 }));
+        let table: Vec<(Option<PeerPhase>, PeerPhase, bool)> = vec![
+            (None, coordinating(0), true),
+            (Some(fresh(FreshPhase::Free)), coordinating(0), true),
+            // Repeated in every hello, or only its promise count changed: not news.
+            (Some(coordinating(0)), coordinating(1), false),
+            (Some(coordinating(2)), founded.clone(), true),
+            (Some(founded.clone()), founded, false),
+            (Some(fresh(FreshPhase::Free)), member(Some(peer)), true),
+            (Some(member(None)), member(Some(peer)), true),
+            (Some(member(Some(peer))), member(Some(peer)), false),
+            // Nothing a fresh node could act on.
+            (None, fresh(FreshPhase::Free), false),
+            (None, member(None), false),
+            (None, PeerPhase::NotServed, false),
+            (Some(coordinating(0)), fresh(FreshPhase::Rejoining), false),
+        ];
+        for (old, new, news) in table {
+            assert_eq!(is_news(old.as_ref(), &new), news, "{old:?} -> {new:?}");
+        }
     }
 
     #[tokio::test]
@@ -629,7 +722,7 @@ mod tests {
         let me = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
         let ns = Namespace::new("default").expect("ns");
         let formation = load(dir.path(), me, &ns);
-        formation.record_member("some/cluster");
+        formation.record_member("some/cluster").await;
         assert!(load(dir.path(), me, &ns).rejoin_only().is_some());
     }
 }
