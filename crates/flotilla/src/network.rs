@@ -2,9 +2,8 @@
 //!
 //! One [`GroupNetwork`] per (namespace, target peer). Appends are cut to the byte budget of a
 //! [`WireBudget`] (openraft bounds them only by entry count) and snapshots into chunks of that
-//! budget, so entries and snapshots of any size cross the wire in bounded frames; each
-//! replication message gets a deadline of at least the maximum election timeout, growing with
-//! its size (heartbeats keep openraft's own timer of one heartbeat interval). A snapshot is read from its file
+//! budget, so entries and snapshots of any size cross the wire in bounded frames; each message
+//! that carries data gets a deadline that grows with its size. A snapshot is read from its file
 //! one chunk at a time as it is sent, so sending holds one chunk in memory.
 
 use std::future::Future;

@@ -5,17 +5,6 @@
 //! overflow a frame after a few entries, and a frame of several MiB cannot cross a slow link or
 //! be stored by a debug build within 50 ms. [`WireBudget`] cuts appends to a byte budget and
 //! stretches the deadline of any message with the bytes it carries.
-//!
-//! Nor does the heartbeat interval fit a replication message without entries (the committed
-//! index, a probe): on a busy node (many namespaces, or cores shared with other work) a round
-//! trip often takes longer than 50 ms, and a timed-out replication message is not merely late:
-//! openraft reports it as an error, the leader's acknowledgements stop counting, it backs off
-//! and sends again, which adds load exactly when the node is short of it, and after one
-//! election timeout without acknowledgements the leader refuses writes (`crate::quorum`). So
-//! every replication message gets at least the floor (the maximum election timeout: a reply
-//! later than that is one the followers' election timers would not wait for either).
-//! Heartbeats are not slowed down: openraft's heartbeat worker puts its own timer of one
-//! heartbeat interval around each heartbeat.
 
 use std::time::Duration;
 
@@ -31,9 +20,8 @@ pub struct WireBudget {
     /// Largest number of payload bytes one message carries (about half a frame, leaving room
     /// for the envelope and sealing). A single item larger than this still travels alone.
     pub bytes: usize,
-    /// Least deadline of a replication message (an append, with or without entries, or a
-    /// snapshot chunk): it must cover the receiver's write to disk and a busy node's queues,
-    /// not only the network.
+    /// Least deadline of a message that carries data (entries or a snapshot chunk): it must
+    /// cover the receiver's write to disk, not only the network.
     pub ttl_floor: Duration,
 }
 
@@ -60,10 +48,13 @@ impl WireBudget {
         count
     }
 
-    /// The deadline of a replication message carrying `bytes` of data when openraft proposed
-    /// `proposed`: at least the floor, plus the time to move its bytes at the assumed least
-    /// bandwidth.
+    /// The deadline of a message carrying `bytes` of data when openraft proposed `proposed`: a
+    /// message without data keeps `proposed`; one with data gets at least the floor, plus the
+    /// time to move its bytes at the assumed least bandwidth.
     pub fn ttl(&self, proposed: Duration, bytes: usize) -> Duration {
+        if bytes == 0 {
+            return proposed;
+        }
         let transfer = Duration::from_millis((bytes as u64).saturating_mul(1000) / MIN_BYTES_PER_SEC);
         proposed.max(self.ttl_floor).saturating_add(transfer)
     }
@@ -99,11 +90,8 @@ mod tests {
     }
 
     #[test]
-    fn a_message_without_data_gets_the_floor_too() {
-        // openraft proposes the heartbeat interval (50 ms, local preset) for every append; one
-        // without entries (the committed index, a probe) must not fail on a busy node's queues.
-        assert_eq!(budget().ttl(Duration::from_millis(50), 0), Duration::from_millis(600));
-        assert_eq!(budget().ttl(Duration::from_secs(3), 0), Duration::from_secs(3));
+    fn a_message_without_data_keeps_openraft_s_deadline() {
+        assert_eq!(budget().ttl(Duration::from_millis(50), 0), Duration::from_millis(50));
     }
 
     #[test]
