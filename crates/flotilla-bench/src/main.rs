@@ -5,6 +5,7 @@ mod cluster;
 mod failover;
 mod load;
 mod namespaces;
+mod ns_load;
 mod procs;
 mod report;
 mod stats;

@@ -7,8 +7,6 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -55,6 +53,17 @@ pub struct NamespacesArgs {
     /// Extra arguments passed to every agent (e.g. `--extra=--preset=regional`).
     #[arg(long, allow_hyphen_values = true)]
     pub extra: Vec<String>,
+    /// Duration of each isolation run (0: skip isolation), seconds: a light writer into one
+    /// namespace alone, then while `--clients` write into another namespace.
+    #[arg(long, default_value_t = 10)]
+    pub isolation_s: u64,
+    /// Clients of the light writer of the isolation runs.
+    #[arg(long, default_value_t = 4)]
+    pub light_clients: usize,
+    /// Clients of throughput and isolation runs enter through their namespace's leader
+    /// (default: client `c` through node `c % nodes`, so most are forwarded).
+    #[arg(long)]
+    pub to_leader: bool,
 }
 
 /// The figures of one namespace count.
@@ -85,6 +94,10 @@ pub struct CountReport {
     /// after another through the first node: median and max, ms (what waking costs when
     /// namespaces are quiesced).
     pub first_put_ms: Option<(f64, f64)>,
+    /// The throughput runs in detail (latency, leaders, forwarded clients).
+    pub load: Option<crate::ns_load::Throughput>,
+    /// A light writer alone and next to a heavy one (issue 12, point 7).
+    pub isolation: Option<crate::ns_load::Isolation>,
 }
 
 /// Failover after `kill -9` of one node.
@@ -102,8 +115,8 @@ pub struct Failover {
 
 /// Run the benchmark for every count and print a Markdown table.
 pub async fn run(args: NamespacesArgs) -> anyhow::Result<()> {
-    if args.nodes < 2 || args.count.is_empty() || args.count.contains(&0) || args.quiet_s == 0 {
-        bail!("need --nodes >= 2, counts >= 1 and --quiet-s >= 1");
+    if args.nodes < 2 || args.count.is_empty() || args.count.contains(&0) || args.clients == 0 {
+        bail!("need --nodes >= 2, counts >= 1 and --clients >= 1");
     }
     let bin = crate::procs::find_flotilla(args.flotilla_bin.as_deref())?;
     let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -200,6 +213,17 @@ impl Agents {
         s["members"].as_array().map(|m| m.iter().filter(|x| x["role"] == "voter").count()).unwrap_or(0)
     }
 
+    /// CPU seconds each agent used so far (0 for a stopped one).
+    fn cpu_seconds(&self) -> Vec<f64> {
+        self.procs.iter().map(|p| p.as_ref().and_then(ChildProc::cpu_seconds).unwrap_or(0.0)).collect()
+    }
+
+    /// CPU each agent used since `before` was taken at `t0`, % of one core.
+    fn cpu_pct_since(&self, before: &[f64], t0: Instant) -> Vec<f64> {
+        let secs = t0.elapsed().as_secs_f64().max(1e-3);
+        self.cpu_seconds().iter().zip(before).map(|(a, b)| (a - b) / secs * 100.0).collect()
+    }
+
     fn index_of(&self, id: &str) -> Option<usize> {
         self.ids.iter().position(|x| x == id)
     }
@@ -257,15 +281,21 @@ async fn one_count(args: &NamespacesArgs, bin: &Path, parent: &Path, count: usiz
         report.all_leaders_s, report.all_voters_s, args.settle_s
     ));
     tokio::time::sleep(Duration::from_secs(args.settle_s)).await;
-    quiet_window(args, &agents, &mut report).await?;
-    report.first_put_ms = first_puts(&agents, count).await;
+    if args.quiet_s > 0 {
+        quiet_window(args, &agents, &mut report).await?;
+        report.first_put_ms = first_puts(&agents, count).await;
+    }
     let agreed = agents.agreed().await;
     report.leaders_per_node =
         (0..args.nodes).map(|i| agreed.values().filter(|l| agents.ids.get(i) == Some(*l)).count()).collect();
     if args.throughput_s > 0 {
         let one = throughput(&agents, args, 1).await;
         let many = throughput(&agents, args, args.spread.min(count)).await;
-        report.throughput = Some((one, many));
+        report.throughput = Some((one.rate, many.rate));
+        report.load = Some(crate::ns_load::Throughput { one, many });
+    }
+    if args.isolation_s > 0 && count >= 2 {
+        report.isolation = Some(isolation(&agents, args).await);
     }
     if !args.no_failover {
         report.failover = Some(failover(&mut agents, &agreed).await?);
@@ -315,34 +345,81 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
-/// Puts per second of `args.clients` clients writing for `args.throughput_s` seconds, client
-/// `c` into namespace `c % spread` through node `c % nodes`.
-async fn throughput(agents: &Agents, args: &NamespacesArgs, spread: usize) -> f64 {
-    let ok = Arc::new(AtomicU64::new(0));
-    let stop = Instant::now() + Duration::from_secs(args.throughput_s);
-    let handles: Vec<flotilla_http::Client> = (0..agents.http.len()).map(|i| agents.client(i)).collect();
-    let value = vec![b'v'; 256];
-    let mut tasks = Vec::new();
-    for c in 0..args.clients {
-        let (client, ok, value) = (handles[c % handles.len()].clone(), ok.clone(), value.clone());
-        let ns = ns_name(c % spread);
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while Instant::now() < stop {
-                if client.put(&ns, &format!("c{c}-{n}"), value.clone()).await.is_ok() {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                }
-                n += 1;
-            }
-        }));
-    }
-    let t0 = Instant::now();
-    for t in tasks {
-        let _ = t.await;
-    }
-    let rate = ok.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
-    progress(format!("throughput, {} clients over {spread} namespaces: {rate:.0} puts/s", args.clients));
-    rate
+/// Node index of each namespace's leader, as every running node agrees.
+async fn leader_map(agents: &Agents) -> crate::ns_load::LeaderMap {
+    agents.agreed().await.into_iter().filter_map(|(ns, l)| Some((ns, agents.index_of(&l)?))).collect()
+}
+
+fn http_clients(agents: &Agents) -> Vec<flotilla_http::Client> {
+    (0..agents.http.len()).map(|i| agents.client(i)).collect()
+}
+
+/// `args.clients` clients writing for `args.throughput_s` seconds, client `c` into namespace
+/// `c % spread` (see [`crate::ns_load::spread_targets`]), after one warm-up put per namespace.
+async fn throughput(agents: &Agents, args: &NamespacesArgs, spread: usize) -> crate::ns_load::LoadRun {
+    let leaders = leader_map(agents).await;
+    let targets =
+        crate::ns_load::spread_targets(args.clients, spread, agents.http.len(), args.to_leader, &leaders, ns_name);
+    let nodes = http_clients(agents);
+    crate::ns_load::warm_up(&nodes, &targets).await;
+    let (cpu0, t0) = (agents.cpu_seconds(), Instant::now());
+    let mut run =
+        crate::ns_load::drive(&nodes, &targets, &leaders, Duration::from_secs(args.throughput_s), "tp-").await;
+    run.cpu_pct = agents.cpu_pct_since(&cpu0, t0);
+    progress(format!(
+        "throughput, {} clients over {spread} namespaces: {:.0} puts/s, p50 {:.1} ms, p99 {:.1} ms, {} errors {:?}; \
+         leaders per node {:?}, {} clients direct to the leader; load {}",
+        args.clients,
+        run.rate,
+        run.p50_ms,
+        run.p99_ms,
+        run.errors,
+        run.error_codes,
+        run.leaders_per_node,
+        run.to_leader,
+        run.load1
+    ));
+    run
+}
+
+/// `args.light_clients` into the first namespace, alone, then while `args.clients` write into
+/// another one, led by the same node where possible (the harder case).
+async fn isolation(agents: &Agents, args: &NamespacesArgs) -> crate::ns_load::Isolation {
+    let leaders = leader_map(agents).await;
+    let light_ns = ns_name(0);
+    let heavy_ns = leaders
+        .iter()
+        .find(|(ns, l)| **ns != light_ns && leaders.get(&light_ns) == Some(*l))
+        .map(|(ns, _)| ns.clone())
+        .unwrap_or_else(|| ns_name(1));
+    let nodes = agents.http.len();
+    let light =
+        crate::ns_load::spread_targets(args.light_clients, 1, nodes, args.to_leader, &leaders, |_| light_ns.clone());
+    let heavy = crate::ns_load::spread_targets(args.clients, 1, nodes, args.to_leader, &leaders, |_| heavy_ns.clone());
+    let iso = crate::ns_load::isolation(
+        &http_clients(agents),
+        &light,
+        &heavy,
+        &leaders,
+        Duration::from_secs(args.isolation_s),
+    )
+    .await;
+    progress(format!(
+        "isolation: {} clients into {:?} alone p50/p99 {:.1}/{:.1} ms, next to {} clients into {:?} ({:.0} puts/s) \
+         {:.1}/{:.1} ms: p99 ratio {:.2?}; load {}",
+        args.light_clients,
+        iso.light_ns,
+        iso.alone.p50_ms,
+        iso.alone.p99_ms,
+        args.clients,
+        iso.heavy_ns,
+        iso.heavy.rate,
+        iso.loaded.p50_ms,
+        iso.loaded.p99_ms,
+        iso.p99_ratio,
+        iso.loaded.load1
+    ));
+    iso
 }
 
 /// `kill -9` the node leading the most namespaces; per namespace it led, the time until a
@@ -431,6 +508,43 @@ fn markdown(args: &NamespacesArgs, reports: &[CountReport]) -> String {
             failover,
             tp
         );
+    }
+    s += &load_markdown(reports);
+    s
+}
+
+/// The throughput and isolation runs in detail, one line each.
+fn load_markdown(reports: &[CountReport]) -> String {
+    let run = |r: &crate::ns_load::LoadRun| {
+        format!(
+            "{} clients, {} ns | {:.0} | {:.1} / {:.1} / {:.1} | {} | {} | {:?} | {:.1} |",
+            r.clients,
+            r.namespaces,
+            r.rate,
+            r.p50_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.errors,
+            r.to_leader,
+            r.leaders_per_node,
+            r.load1
+        )
+    };
+    let mut s = String::from(
+        "\n| namespaces | run | writers | puts/s | p50 / p99 / max ms | errors | clients direct to leader | leaders per node | load (1 min) |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in reports {
+        if let Some(l) = &r.load {
+            s += &format!("| {} | throughput, one namespace | {}\n", r.count, run(&l.one));
+            s += &format!("| {} | throughput, spread | {}\n", r.count, run(&l.many));
+        }
+        if let Some(i) = &r.isolation {
+            s += &format!("| {} | isolation: light alone ({}) | {}\n", r.count, i.light_ns.0, run(&i.alone));
+            s += &format!("| {} | isolation: light, loaded | {}\n", r.count, run(&i.loaded));
+            s += &format!("| {} | isolation: heavy ({}) | {}\n", r.count, i.heavy_ns.0, run(&i.heavy));
+            s += &format!("| {} | isolation: p99 loaded / alone | {:.2?} |||||||\n", r.count, i.p99_ratio);
+        }
     }
     s
 }
