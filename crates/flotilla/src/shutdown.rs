@@ -31,6 +31,21 @@ const CONCURRENCY: usize = 64;
 /// How often a hand-off checks whether leadership moved or its target went silent.
 const POLL: Duration = Duration::from_millis(20);
 
+/// What a graceful shutdown did with the leaderships the node held ([`crate::Node::close`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandOffReport {
+    /// Namespaces this node led when the shutdown began.
+    pub led: usize,
+    /// Handed off: another voter led before the deadline.
+    pub moved: usize,
+    /// Not tried: no other voter answered recently with a log nearly as long.
+    pub no_target: usize,
+    /// Tried, unfinished at the deadline or when the target went silent: left to an election.
+    pub unfinished: usize,
+    /// Time the hand-offs took together.
+    pub elapsed: Duration,
+}
+
 /// How a group's hand-off ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum HandOff {
@@ -52,10 +67,10 @@ pub(crate) async fn hand_off_all(
     silence: Duration,
     deadline: Instant,
     liveness: &Liveness,
-) {
+) -> HandOffReport {
     let led: Vec<Arc<Group>> = groups.iter().filter(|g| g.is_leader()).cloned().collect();
     if led.is_empty() {
-        return;
+        return HandOffReport::default();
     }
     let (started, count_led) = (Instant::now(), led.len());
     let outcomes: Vec<HandOff> = stream::iter(led)
@@ -64,14 +79,22 @@ pub(crate) async fn hand_off_all(
         .collect()
         .await;
     let count = |o: HandOff| outcomes.iter().filter(|x| **x == o).count();
+    let report = HandOffReport {
+        led: count_led,
+        moved: count(HandOff::Moved),
+        no_target: count(HandOff::NoTarget),
+        unfinished: count(HandOff::Unfinished),
+        elapsed: started.elapsed(),
+    };
     info!(
-        led = count_led,
-        moved = count(HandOff::Moved),
-        no_target = count(HandOff::NoTarget),
-        unfinished = count(HandOff::Unfinished),
-        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        led = report.led,
+        moved = report.moved,
+        no_target = report.no_target,
+        unfinished = report.unfinished,
+        elapsed_ms = u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
         "leadership hand-offs done"
     );
+    report
 }
 
 /// Stop every group in `groups`, at most [`CONCURRENCY`] at a time.

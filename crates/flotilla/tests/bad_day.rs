@@ -1,0 +1,81 @@
+//! Issue 12 point 6 in process: a node of a cluster whose namespaces are idle (quiesced) is
+//! killed and restarted. The restart must not cost the namespaces it did not lead an election:
+//! their leaders are alive, merely quiet.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use tokio::time::Instant;
+
+/// Namespaces: enough that a storm shows, few enough for a debug build on a loaded CI machine.
+const COUNT: usize = 40;
+
+fn names() -> Vec<String> {
+    (0..COUNT).map(|i| format!("bd{i:02}")).collect()
+}
+
+/// Wait until every group of every running node has quiesced.
+async fn all_quiesced(h: &Harness, refs: &[&str]) {
+    let deadline = Instant::now() + PATIENCE * 2;
+    while !refs.iter().all(|ns| h.live().iter().all(|i| h.cluster(*i, ns).is_quiesced())) {
+        assert!(Instant::now() < deadline, "groups never quiesced");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Per namespace, the term of its leader among `among`.
+async fn terms(h: &Harness, refs: &[&str], among: &[usize]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for ns in refs {
+        let l = h.leader_among(ns, among).await;
+        out.insert(ns.to_string(), h.cluster(l, ns).state().term);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_node_neither_deposes_quiet_leaders_nor_stays_behind() {
+    let names = names();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut h = Harness::start(3, 41, &refs, |_| {}).await;
+    // Some data in every namespace, then idle.
+    for ns in &refs {
+        let l = h.leader(ns).await;
+        h.cluster(l, ns).set(b"k", b"before").await.expect("write");
+    }
+    all_quiesced(&h, &refs).await;
+    // Kill a node that leads few namespaces, so most keep their (quiet) leader throughout.
+    let mut led = [0usize; 3];
+    for ns in &refs {
+        led[h.leader(ns).await] += 1;
+    }
+    let victim = (0..3).min_by_key(|i| led[*i]).expect("three nodes");
+    let others: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    h.crash(victim).await;
+    // Failover, then a write in every namespace the restarted node has to catch up on.
+    for ns in &refs {
+        let l = h.leader_among(ns, &others).await;
+        h.cluster(l, ns).set(b"k", b"while down").await.expect("write while a node is down");
+    }
+    let before = terms(&h, &refs, &others).await;
+
+    h.reboot(victim).await;
+    let rebooted = Instant::now();
+    let all: Vec<usize> = (0..3).collect();
+    for ns in &refs {
+        let l = h.leader_among(ns, &others).await;
+        let commit = h.cluster(l, ns).state().commit_index;
+        h.wait_applied(victim, ns, commit).await;
+    }
+    eprintln!("restarted node caught up on {COUNT} namespaces after {:?}", rebooted.elapsed());
+    // Let the restarted node's election timers run out (it would stand within 600 ms) and
+    // every group fall quiet again before comparing terms.
+    all_quiesced(&h, &refs).await;
+    let after = terms(&h, &refs, &all).await;
+    let elections: Vec<&String> = before.keys().filter(|ns| after[*ns] != before[*ns]).collect();
+    assert!(elections.is_empty(), "the restart caused elections in {} of {COUNT}: {elections:?}", elections.len());
+    h.shutdown().await;
+}
