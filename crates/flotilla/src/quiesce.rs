@@ -20,8 +20,10 @@
 //!   by `crate::quorum` (`lost_quorum`); a blank entry does not help, openraft refuses it too;
 //! - a Raft message other than a heartbeat (entries, votes, transfer, snapshot) wakes the
 //!   receiver after it is handled, so a follower's election timer restarts from a fresh lease;
-//! - the node-level liveness probe (`crate::liveness`) wakes every quiesced group of a peer
-//!   that stops answering (its followers then elect at once) or that comes back.
+//! - the node-level liveness probe (`crate::liveness`) wakes the quiesced groups a peer led
+//!   when it stops answering (their followers then elect at once), and the groups this node
+//!   leads with a peer that comes back (until it is caught up); it also refuses pre-votes
+//!   against a quiet leader that is alive.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};

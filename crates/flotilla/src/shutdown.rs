@@ -19,7 +19,7 @@ use std::time::Duration;
 use flotilla_core::types::NodeId;
 use futures::stream::{self, StreamExt};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::group::Group;
 use crate::liveness::Liveness;
@@ -94,6 +94,10 @@ pub(crate) async fn hand_off_all(
         elapsed_ms = u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
         "leadership hand-offs done"
     );
+    let left = report.no_target + report.unfinished;
+    if left > 0 {
+        info!(namespaces = left, "left to elections among the other voters (an election timeout each)");
+    }
     report
 }
 
@@ -113,12 +117,12 @@ pub(crate) async fn stop_all(groups: &[Arc<Group>]) {
 /// Hand leadership of `group` off, if `me` still leads it and a voter can take it.
 async fn hand_off(group: &Group, me: NodeId, silence: Duration, deadline: Instant, liveness: &Liveness) -> HandOff {
     let Some(target) = successor(group, me, silence, liveness) else {
-        info!(namespace = %group.namespace, "no other voter reachable and caught up: leaving without a hand-off");
+        debug!(namespace = %group.namespace, "no other voter reachable and caught up: leaving without a hand-off");
         return HandOff::NoTarget;
     };
-    info!(namespace = %group.namespace, peer = %target, "handing leadership off before shutdown");
+    debug!(namespace = %group.namespace, peer = %target, "handing leadership off before shutdown");
     if let Err(e) = group.raft.trigger().transfer_leader(target).await {
-        warn!(namespace = %group.namespace, peer = %target, error = %e, "leadership hand-off failed");
+        debug!(namespace = %group.namespace, peer = %target, error = %e, "leadership hand-off failed");
         return HandOff::Unfinished;
     }
     // Wait until another voter leads (this node's vote may be needed for that), the target
@@ -136,7 +140,7 @@ async fn hand_off(group: &Group, me: NodeId, silence: Duration, deadline: Instan
             None => stepped_down.get_or_insert_with(Instant::now).elapsed() > silence,
         };
         if silent || Instant::now() + POLL > deadline {
-            warn!(namespace = %group.namespace, peer = %target, silent, "leadership did not move before shutdown");
+            debug!(namespace = %group.namespace, peer = %target, silent, "leadership did not move before shutdown");
             return HandOff::Unfinished;
         }
         tokio::time::sleep(POLL).await;
