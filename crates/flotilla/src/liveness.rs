@@ -213,16 +213,23 @@ fn wake_groups_of(node: &Node, peer: NodeId, change: Change) {
 }
 
 /// Whether `group` refuses a pre-vote from `candidate` without consulting openraft: it is
-/// quiesced and its leader, another node than the candidate, is alive: this node itself, or a
-/// peer the liveness probe has not declared down. A refused pre-vote changes nothing and does
-/// not wake the group (see the module documentation).
+/// leader: this node leads it, or it is quiesced and its leader, another node than the
+/// candidate, is not declared down by the liveness probe. A refused pre-vote changes nothing
+/// and does not wake the group (see the module documentation).
+///
+/// The leader refuses awake too: a leader woken from quiet has no fresh quorum
+/// acknowledgement, so openraft would grant, and the returning member whose request woke it
+/// (`node_heard` runs first) would depose it. Refusing at the leader never blocks an election
+/// that a quorum of the other voters supports.
 pub(crate) fn refuses_pre_vote(node: &Node, group: &Group, candidate: NodeId) -> bool {
+    if group.is_leader() {
+        return candidate != node.id;
+    }
     if !group.is_quiesced() {
         return false;
     }
     match group.leader() {
-        Some(leader) if leader == candidate => false,
-        Some(leader) if leader == node.id => group.is_leader(),
+        Some(leader) if leader == candidate || leader == node.id => false,
         Some(leader) => !node.liveness.is_down(&leader),
         None => false,
     }

@@ -239,8 +239,13 @@ fn may_quiesce(
         return None;
     }
     match m.state {
-        // Only a follower that knows a leader other than itself.
-        ServerState::Follower | ServerState::Learner => m.current_leader.filter(|l| *l != me).map(|_| "follower"),
+        // Only a follower that knows a leader other than itself, and not one declared down: a
+        // follower woken because its leader died must keep its election timer until a new
+        // leader is elected. Quiet again with the dead leader, it would never be woken again
+        // (the probe wakes on the change to down only), and the namespace stayed leaderless.
+        ServerState::Follower | ServerState::Learner => {
+            m.current_leader.filter(|l| *l != me && !down(l)).map(|_| "follower")
+        }
         ServerState::Leader if idle >= if used { periods.leader } else { periods.unused_leader } => {
             let last = m.last_log_index.unwrap_or(0);
             let (replication, heartbeat) = (m.replication.as_ref()?, m.heartbeat.as_ref()?);
@@ -322,6 +327,9 @@ mod tests {
             may_quiesce(&metrics(me, other, ServerState::Learner, 5), me, idle, true, &PERIODS, &|_| false),
             Some("follower")
         );
+        let leader_down = |id: &NodeId| *id == other;
+        let follower = metrics(me, other, ServerState::Follower, 5);
+        assert_eq!(may_quiesce(&follower, me, idle, true, &PERIODS, &leader_down), None, "its leader is down");
         let mut no_leader = metrics(me, other, ServerState::Follower, 5);
         no_leader.current_leader = None;
         assert_eq!(may_quiesce(&no_leader, me, idle, true, &PERIODS, &|_| false), None);
