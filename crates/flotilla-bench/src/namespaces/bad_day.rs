@@ -200,15 +200,6 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn strips_colours_and_reads_fields() {
-        let line = "\u{1b}[2m2026\u{1b}[0m INFO led\u{1b}[2m=\u{1b}[0m12 moved\u{1b}[2m=\u{1b}[0m10";
-        assert_eq!(super::strip_ansi(line), "2026 INFO led=12 moved=10");
-    }
-}
-
 /// The bad-day table (rows of counts that measured it).
 pub(super) fn markdown(reports: &[CountReport]) -> String {
     let mut s = String::from(
@@ -240,4 +231,13 @@ pub(super) fn markdown(reports: &[CountReport]) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn strips_colours_and_reads_fields() {
+        let line = "\u{1b}[2m2026\u{1b}[0m INFO led\u{1b}[2m=\u{1b}[0m12 moved\u{1b}[2m=\u{1b}[0m10";
+        assert_eq!(super::strip_ansi(line), "2026 INFO led=12 moved=10");
+    }
 }
