@@ -14,6 +14,8 @@ use serde::Serialize;
 
 use crate::procs::{free_port, ChildProc};
 
+mod bad_day;
+
 /// Options of `namespaces`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NamespacesArgs {
@@ -44,9 +46,17 @@ pub struct NamespacesArgs {
     /// Namespaces the clients spread over in the second throughput run (at most the count).
     #[arg(long, default_value_t = 100)]
     pub spread: usize,
-    /// Skip the `kill -9` failover measurement.
+    /// Skip the `kill -9` failover measurement (and with it the restart and SIGTERM ones).
     #[arg(long)]
     pub no_failover: bool,
+    /// After the failover, skip restarting the killed node (catch-up) and the SIGTERM of
+    /// another one.
+    #[arg(long)]
+    pub no_bad_day: bool,
+    /// Measure only formation, failover, restart and SIGTERM (no quiet window, first puts or
+    /// throughput).
+    #[arg(long)]
+    pub bad_day_only: bool,
     /// Directory for the clusters' temporary data directories (a real disk).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -98,11 +108,17 @@ pub struct CountReport {
     pub load: Option<crate::ns_load::Throughput>,
     /// A light writer alone and next to a heavy one (issue 12, point 7).
     pub isolation: Option<crate::ns_load::Isolation>,
+    /// Restart of the node the failover killed: serving, catch-up on every namespace.
+    pub restart: Option<bad_day::Restart>,
+    /// SIGTERM of the node leading the most namespaces: exit, hand-offs, writes again.
+    pub sigterm: Option<bad_day::Sigterm>,
 }
 
 /// Failover after `kill -9` of one node.
 #[derive(Debug, Default, Serialize)]
 pub struct Failover {
+    /// The killed node (0-based).
+    pub victim: usize,
     /// Namespaces the killed node led.
     pub affected: usize,
     /// Median over them of the time until a write was acknowledged, ms.
@@ -126,7 +142,7 @@ pub async fn run(args: NamespacesArgs) -> anyhow::Result<()> {
         eprintln!("[namespaces] {}", serde_json::to_string(&r).unwrap_or_default());
         reports.push(r);
     }
-    println!("{}", markdown(&args, &reports));
+    println!("{}{}", markdown(&args, &reports), bad_day::markdown(&reports));
     Ok(())
 }
 
@@ -139,6 +155,9 @@ struct Agents {
     procs: Vec<Option<ChildProc>>,
     http: Vec<String>,
     ids: Vec<String>,
+    /// How each agent was spawned (arguments, log), to restart it.
+    spawned: Vec<(Vec<OsString>, PathBuf)>,
+    bin: PathBuf,
     // Dropped after the processes.
     _dir: tempfile::TempDir,
 }
@@ -153,6 +172,7 @@ impl Agents {
         let ports: Vec<(u16, u16)> =
             (0..args.nodes).map(|_| Ok((free_port()?, free_port()?))).collect::<anyhow::Result<_>>()?;
         let mut procs = Vec::new();
+        let mut spawned = Vec::new();
         for i in 0..args.nodes {
             let mut a = crate::cluster::flotilla_args(i, &ports, dir.path());
             a.push("--namespace".into());
@@ -160,9 +180,17 @@ impl Agents {
             a.extend(args.extra.iter().map(OsString::from));
             let log = dir.path().join(format!("agent{}.log", i + 1));
             procs.push(Some(ChildProc::spawn(&format!("agent {}", i + 1), bin, &a, &log)?));
+            spawned.push((a, log));
         }
         let http = ports.iter().map(|(h, _)| format!("127.0.0.1:{h}")).collect();
-        Ok(Self { procs, http, ids: Vec::new(), _dir: dir })
+        Ok(Self { procs, http, ids: Vec::new(), spawned, bin: bin.to_path_buf(), _dir: dir })
+    }
+
+    /// Start agent `i` again, as it was started first (same data directory, ports, log).
+    fn respawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let (a, log) = &self.spawned[i];
+        self.procs[i] = Some(ChildProc::spawn(&format!("agent {}", i + 1), &self.bin, a, log)?);
+        Ok(())
     }
 
     fn client(&self, i: usize) -> flotilla_http::Client {
@@ -281,24 +309,33 @@ async fn one_count(args: &NamespacesArgs, bin: &Path, parent: &Path, count: usiz
         report.all_leaders_s, report.all_voters_s, args.settle_s
     ));
     tokio::time::sleep(Duration::from_secs(args.settle_s)).await;
-    if args.quiet_s > 0 {
+    if args.quiet_s > 0 && !args.bad_day_only {
         quiet_window(args, &agents, &mut report).await?;
         report.first_put_ms = first_puts(&agents, count).await;
     }
     let agreed = agents.agreed().await;
     report.leaders_per_node =
         (0..args.nodes).map(|i| agreed.values().filter(|l| agents.ids.get(i) == Some(*l)).count()).collect();
-    if args.throughput_s > 0 {
+    if args.throughput_s > 0 && !args.bad_day_only {
         let one = throughput(&agents, args, 1).await;
         let many = throughput(&agents, args, args.spread.min(count)).await;
         report.throughput = Some((one.rate, many.rate));
         report.load = Some(crate::ns_load::Throughput { one, many });
     }
-    if args.isolation_s > 0 && count >= 2 {
+    if args.isolation_s > 0 && count >= 2 && !args.bad_day_only {
         report.isolation = Some(isolation(&agents, args).await);
     }
     if !args.no_failover {
-        report.failover = Some(failover(&mut agents, &agreed).await?);
+        let load_before = loadavg();
+        let f = failover(&mut agents, &agreed).await?;
+        let victim = f.victim;
+        report.failover = Some(f);
+        if !args.no_bad_day {
+            bad_day::run(&mut agents, victim, &mut report).await?;
+        }
+        if args.bad_day_only {
+            report.loadavg = (load_before, loadavg());
+        }
     }
     Ok(report)
 }
@@ -436,17 +473,35 @@ async fn failover(agents: &mut Agents, agreed: &BTreeMap<String, String>) -> any
         .collect();
     let mut proc = agents.procs[victim].take().context("victim not running")?;
     let killed = proc.kill()?;
-    let patience = Duration::from_secs(60);
+    let (times, never) = writes_again(led.clone(), survivors, killed, Duration::from_secs(60)).await;
+    let f = Failover {
+        victim,
+        affected: led.len(),
+        median_ms: times.get(times.len() / 2).copied().unwrap_or(0.0),
+        max_ms: times.last().copied().unwrap_or(0.0),
+        never,
+    };
+    progress(format!("failover: {f:?}"));
+    Ok(f)
+}
+
+/// Per namespace in `namespaces`, the time from `from` until a write through one of `via` (in
+/// turn) was acknowledged, in ms and sorted; and how many accepted none within `patience`.
+async fn writes_again(
+    namespaces: Vec<String>,
+    via: Vec<flotilla_http::Client>,
+    from: Instant,
+    patience: Duration,
+) -> (Vec<f64>, usize) {
     let mut tasks = Vec::new();
-    for (k, ns) in led.iter().enumerate() {
-        let survivors = survivors.clone();
-        let ns = ns.clone();
+    for (k, ns) in namespaces.into_iter().enumerate() {
+        let via = via.clone();
         tasks.push(tokio::spawn(async move {
             let mut n = 0usize;
-            while killed.elapsed() < patience {
-                let c = &survivors[(k + n) % survivors.len()];
+            while from.elapsed() < patience {
+                let c = &via[(k + n) % via.len()];
                 if c.put(&ns, "failover", b"x".to_vec()).await.is_ok() {
-                    return Some(killed.elapsed());
+                    return Some(from.elapsed());
                 }
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -463,14 +518,7 @@ async fn failover(agents: &mut Agents, agreed: &BTreeMap<String, String>) -> any
         }
     }
     times.sort_by(f64::total_cmp);
-    let f = Failover {
-        affected: led.len(),
-        median_ms: times.get(times.len() / 2).copied().unwrap_or(0.0),
-        max_ms: times.last().copied().unwrap_or(0.0),
-        never,
-    };
-    progress(format!("failover: {f:?}"));
-    Ok(f)
+    (times, never)
 }
 
 fn markdown(args: &NamespacesArgs, reports: &[CountReport]) -> String {

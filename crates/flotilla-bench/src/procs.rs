@@ -66,6 +66,27 @@ impl ChildProc {
         Ok(signalled)
     }
 
+    /// Send SIGTERM (a graceful stop); returns the instant it was sent.
+    pub fn terminate(&self) -> anyhow::Result<Instant> {
+        let pid = i32::try_from(self.pid()).context("pid out of range")?;
+        // SAFETY: kill(2) on a child this process spawned and has not reaped (it is reaped only
+        // by `kill`, `try_exit` or drop, all of which take `self`).
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            bail!("SIGTERM to {}: {}", self.what, std::io::Error::last_os_error());
+        }
+        Ok(Instant::now())
+    }
+
+    /// The exit status, if the process has exited (reaping it).
+    pub fn try_exit(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
+    /// The file its stdout and stderr go to.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// An error (with the end of its log) if the process has exited.
     pub fn check_running(&mut self) -> anyhow::Result<()> {
         match self.child.try_wait()? {

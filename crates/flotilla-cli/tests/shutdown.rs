@@ -37,12 +37,12 @@ impl Drop for Agents {
     }
 }
 
-fn spawn(dir: &Path, http: &str, p2p: &str, bootstrap: Option<&str>) -> Child {
+fn spawn(dir: &Path, http: &str, p2p: &str, bootstrap: Option<&str>, names: &[String]) -> Child {
     let log = std::fs::File::create(dir.with_extension("log")).expect("log file");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
     // mDNS stays off: this test runs outside a network namespace, on loopback only.
     cmd.args(["agent", "--no-mdns", "--data-dir"]).arg(dir).args(["--listen", p2p, "--http", http]);
-    cmd.args(["--expect", "3", "--namespace"]).args(namespaces());
+    cmd.args(["--expect", "3", "--namespace"]).args(names);
     if let Some(b) = bootstrap {
         cmd.args(["--bootstrap", b]);
     }
@@ -69,9 +69,9 @@ async fn sigterm_of_a_whole_cluster_with_many_namespaces_exits_0_within_the_boun
     let dirs: Vec<_> = (0..3).map(|i| root.path().join(format!("node{i}"))).collect();
     // All three at once with `--expect 3`: every namespace forms with three voters directly.
     let formed = Instant::now();
-    let mut agents = Agents(vec![spawn(&dirs[0], &http[0], &p2p[0], None)]);
+    let mut agents = Agents(vec![spawn(&dirs[0], &http[0], &p2p[0], None, &namespaces())]);
     for i in 1..3 {
-        agents.0.push(spawn(&dirs[i], &http[i], &p2p[i], Some(&p2p[0])));
+        agents.0.push(spawn(&dirs[i], &http[i], &p2p[i], Some(&p2p[0]), &namespaces()));
     }
     for ns in namespaces() {
         for (i, h) in http.iter().enumerate() {
@@ -128,5 +128,83 @@ async fn sigterm_of_a_whole_cluster_with_many_namespaces_exits_0_within_the_boun
         eprintln!("agent {i} (led {}) exited with {status} {took:?} after SIGTERM", led[i]);
         assert!(status.success(), "agent {i} exited with {status}: {tail:#?}");
         assert!(took < BOUND, "agent {i} leading {} namespaces took {took:?} to exit: {tail:#?}", led[i]);
+    }
+}
+
+/// Per namespace, the leader every agent in `http` agrees on (only namespaces with one).
+async fn agreed_leaders(http: &[&String]) -> std::collections::BTreeMap<String, String> {
+    let mut views = Vec::new();
+    for h in http {
+        let Ok(s) = Client::new(h, Duration::from_secs(5)).get_json("/v1/status").await else {
+            return Default::default();
+        };
+        let leaders: std::collections::BTreeMap<String, String> = s["namespaces"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|n| Some((n["namespace"].as_str()?.to_string(), n["leader"].as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        views.push((s["peer_id"].as_str().unwrap_or_default().to_string(), leaders));
+    }
+    let mut agreed = views.first().map(|(_, l)| l.clone()).unwrap_or_default();
+    agreed.retain(|ns, l| views.iter().all(|(_, v)| v.get(ns) == Some(l)));
+    agreed
+}
+
+/// Issue 12 point 5 with real agents: SIGTERM of one agent of three serving 100 namespaces
+/// exits 0 within the bound, and every namespace it led accepts writes through the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_one_agent_with_100_namespaces_exits_0_and_the_others_keep_serving() {
+    let names: Vec<String> = (0..100).map(|i| format!("h{i:03}")).collect();
+    let root = tempfile::tempdir().expect("tempdir");
+    let http: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    let p2p: Vec<String> = (0..3).map(|_| format!("/ip4/127.0.0.1/tcp/{}", free_port())).collect();
+    let dirs: Vec<_> = (0..3).map(|i| root.path().join(format!("node{i}"))).collect();
+    let mut agents = Agents(vec![spawn(&dirs[0], &http[0], &p2p[0], None, &names)]);
+    for i in 1..3 {
+        agents.0.push(spawn(&dirs[i], &http[i], &p2p[i], Some(&p2p[0]), &names));
+    }
+    let all: Vec<&String> = http.iter().collect();
+    let (all, count) = (&all, names.len());
+    let agreed = support::until("every namespace has a leader all agents agree on", || async move {
+        let agreed = agreed_leaders(all).await;
+        (agreed.len() == count).then_some(agreed)
+    })
+    .await;
+    let mut ids = Vec::new();
+    for h in &http {
+        let s = Client::new(h, Duration::from_secs(5)).get_json("/v1/status").await.expect("status");
+        ids.push(s["peer_id"].as_str().expect("peer id").to_string());
+    }
+    let leaving = (0..3).max_by_key(|i| agreed.values().filter(|l| **l == ids[*i]).count()).expect("three agents");
+    let led: Vec<&String> = agreed.iter().filter(|(_, l)| **l == ids[leaving]).map(|(ns, _)| ns).collect();
+
+    let sent = Instant::now();
+    let pid = i32::try_from(agents.0[leaving].id()).expect("pid fits");
+    // SAFETY: kill(2) with a pid of a child this test spawned and has not reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM sent");
+    let status = loop {
+        if let Some(status) = agents.0[leaving].try_wait().expect("wait") {
+            break status;
+        }
+        assert!(sent.elapsed() < BOUND * 4, "agent leading {} namespaces did not exit", led.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = sent.elapsed();
+    let log = std::fs::read_to_string(dirs[leaving].with_extension("log")).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+    eprintln!("agent leading {} of 100 namespaces exited with {status} {took:?} after SIGTERM", led.len());
+    assert!(status.success(), "exited with {status}: {tail:#?}");
+    assert!(took < BOUND, "took {took:?} to exit: {tail:#?}");
+    assert!(log.contains("leadership hand-offs done"), "no hand-off summary: {tail:#?}");
+    let others: Vec<usize> = (0..3).filter(|i| *i != leaving).collect();
+    let client = &Client::new(&http[others[0]], Duration::from_secs(5));
+    for ns in led {
+        support::until(&format!("a write to {ns} through another agent"), || async move {
+            client.put(ns, "after", b"sigterm".to_vec()).await.ok()
+        })
+        .await;
     }
 }

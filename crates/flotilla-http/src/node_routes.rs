@@ -24,7 +24,7 @@ pub async fn node_status(State(node): State<Arc<Node>>) -> Json<serde_json::Valu
         .iter()
         .map(|c| {
             let s = c.state();
-            json!({ "namespace": s.namespace, "role": s.role, "leader": s.leader, "term": s.term, "applied_index": s.applied_index })
+            json!({ "namespace": s.namespace, "role": s.role, "leader": s.leader, "term": s.term, "commit_index": s.commit_index, "applied_index": s.applied_index })
         })
         .collect();
     // Why client writes are refused, if they are (full or failing disk): `null` when healthy.

@@ -102,6 +102,10 @@ async fn serve_raft(node: &Node, group: &Group, from: NodeId, raft: RaftEnvelope
     let RaftEnvelope { cluster, rpc } = raft;
     let vote = matches!(rpc, RaftRequest::Vote(_) | RaftRequest::PreVote(_));
     admits(node, group, &Incoming { from, vote, cluster: &cluster }).await?;
+    if matches!(rpc, RaftRequest::PreVote(_)) && crate::liveness::refuses_pre_vote(node, group, from) {
+        debug!(namespace = %group.namespace, peer = %from, "pre-vote refused: the quiet leader is alive");
+        return Ok(RaftResponse::Vote(openraft::raft::VoteResponse::new(group.metrics().vote, None, false)));
+    }
     // Anything but a heartbeat wakes a quiesced group, once handled (see crate::quiesce).
     let wakes = !matches!(&rpc, RaftRequest::Append(a) if a.entries.is_empty());
     let reply = serve_admitted_raft(node, group, from, rpc).await;

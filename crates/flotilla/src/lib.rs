@@ -44,4 +44,5 @@ pub use flotilla_core::{ApiError, Config, Consistency, IdempotencyKey, KvOp, Lim
 pub use namespace_lifecycle::MAX_OPEN_NAMESPACES;
 pub use namespaces::CloseOptions;
 pub use node::{Node, NodeServices, StateMachineFactory};
+pub use shutdown::HandOffReport;
 pub use status::{GroupStatus, Member, MemberRole, Role};

@@ -4,11 +4,29 @@
 //! dead peer. Instead, one probe per peer (not per group) runs while any quiesced group has
 //! that peer as a member: every heartbeat interval, a peer not heard from within it gets a
 //! [`RequestBody::Ping`]. Any request from a peer counts as hearing from it too. A peer silent
-//! for the minimum election timeout is declared down and every quiesced group it belongs to
-//! wakes: where it led, the followers' election timers run again (their lease has long
-//! expired, so they stand at once); where it followed, the leader's heartbeats and autopilot
-//! resume. A peer heard again after being down wakes its groups too, so a restarted member is
-//! brought up to date.
+//! for the minimum election timeout is declared down, and every quiesced group it led wakes:
+//! the followers' election timers run again (their lease has long expired, so they stand at
+//! once). Groups where it only followed stay quiet: they keep a quorum, and waking them all
+//! (every namespace has the dead node as a member) had each survivor heartbeat the dead node
+//! in every namespace it leads, which at a few hundred namespaces saturated the survivors
+//! until heartbeats between them timed out and their leaders refused writes for lost quorum.
+//! A leader may also quiesce with a member declared down (`crate::quiesce`). A peer heard
+//! again after being down wakes the groups this node leads with it, without counting that as
+//! activity: each quiesces again once the returning member holds its whole log.
+//!
+//! The probe also stands in for the leader lease of a quiesced group. openraft refuses a
+//! pre-vote while the leader's lease holds, but a quiet leader renews no lease: every quiesced
+//! group would grant the pre-vote, and then the vote, of any member whose election timer runs,
+//! typically a restarted node whose groups tick before the leaders' heartbeats reach them. A
+//! restart would then cost an election in every namespace whose log it still matches. So a
+//! quiesced group refuses a pre-vote while its leader is this node or is not declared down
+//! ([`refuses_pre_vote`]); the leader, which hears the restarted node too, wakes and its
+//! heartbeats make the candidate a follower. When the leader has died, the first survivor to
+//! notice may be refused by another that has not noticed yet, but only until that one notices
+//! too (both last heard from the dead leader at nearly the same moment), wakes and stands.
+//! A narrower rule (refuse only if the leader was heard from within half an election
+//! timeout) still let a restart win 140 of 300 elections on a loaded machine, where pings
+//! come late.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -57,6 +75,11 @@ impl Liveness {
     pub fn heard_within(&self, peer: &NodeId, within: Duration) -> bool {
         let p = self.peers();
         !p.down.contains(peer) && p.heard.get(peer).is_some_and(|at| at.elapsed() <= within)
+    }
+
+    /// Whether `peer` is declared down: silent for an election timeout and not heard since.
+    pub fn is_down(&self, peer: &NodeId) -> bool {
+        self.peers().down.contains(peer)
     }
 
     /// Record that `peer` was heard from now. Returns whether it had been declared down.
@@ -178,12 +201,37 @@ fn wake_groups_of(node: &Node, peer: NodeId, change: Change) {
         if !group.is_quiesced() || !members(&group).any(|id| id == peer) {
             continue;
         }
-        // A leader wakes for any member that goes or comes back (its heartbeats and autopilot
-        // resume). A follower wakes only when its leader goes: woken otherwise, its election
-        // timer would find the lease long expired and depose a live, quiet leader.
-        if group.is_leader() || (change == Change::Down && group.leader() == Some(peer)) {
-            group.wake(reason);
+        // A follower wakes only when its leader goes: woken otherwise, its election timer
+        // would find the lease long expired and depose a live, quiet leader. A leader wakes
+        // only when a member comes back, to bring it up to date, and quiesces again once it is.
+        match change {
+            Change::Down if !group.is_leader() && group.leader() == Some(peer) => group.wake(reason),
+            Change::Up if group.is_leader() => group.resume(reason),
+            _ => {}
         }
+    }
+}
+
+/// Whether `group` refuses a pre-vote from `candidate` without consulting openraft: it is
+/// leader: this node leads it, or it is quiesced and its leader, another node than the
+/// candidate, is not declared down by the liveness probe. A refused pre-vote changes nothing
+/// and does not wake the group (see the module documentation).
+///
+/// The leader refuses awake too: a leader woken from quiet has no fresh quorum
+/// acknowledgement, so openraft would grant, and the returning member whose request woke it
+/// (`node_heard` runs first) would depose it. Refusing at the leader never blocks an election
+/// that a quorum of the other voters supports.
+pub(crate) fn refuses_pre_vote(node: &Node, group: &Group, candidate: NodeId) -> bool {
+    if group.is_leader() {
+        return candidate != node.id;
+    }
+    if !group.is_quiesced() {
+        return false;
+    }
+    match group.leader() {
+        Some(leader) if leader == candidate || leader == node.id => false,
+        Some(leader) => !node.liveness.is_down(&leader),
+        None => false,
     }
 }
 

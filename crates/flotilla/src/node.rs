@@ -280,17 +280,19 @@ impl Node {
 
     /// Hand leadership of every group this node leads to another voter, all at once and within
     /// a few seconds in total (`HANDOFF_BUDGET` in `shutdown.rs`, at most the request timeout),
-    /// then stop all groups at once and flush the store. Safe to call more than once.
-    pub async fn close(&self) {
+    /// then stop all groups at once and flush the store. Returns what became of the node's
+    /// leaderships (nothing on a second call). Safe to call more than once.
+    pub async fn close(&self) -> crate::shutdown::HandOffReport {
         if self.closing.swap(true, Ordering::AcqRel) {
-            return;
+            return Default::default();
         }
         let groups = self.all_groups();
         let budget = crate::shutdown::HANDOFF_BUDGET.min(self.config.request_timeout());
         let silence = std::time::Duration::from_millis(self.config.timing().election_max_ms);
         let deadline = tokio::time::Instant::now() + budget;
-        crate::shutdown::hand_off_all(&groups, self.id, silence, deadline, &self.liveness).await;
+        let report = crate::shutdown::hand_off_all(&groups, self.id, silence, deadline, &self.liveness).await;
         self.stop_groups().await;
+        report
     }
 
     /// Stop every group and the store at once, without handing leadership off: what a crash

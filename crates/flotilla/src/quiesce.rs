@@ -20,13 +20,16 @@
 //!   by `crate::quorum` (`lost_quorum`); a blank entry does not help, openraft refuses it too;
 //! - a Raft message other than a heartbeat (entries, votes, transfer, snapshot) wakes the
 //!   receiver after it is handled, so a follower's election timer restarts from a fresh lease;
-//! - the node-level liveness probe (`crate::liveness`) wakes every quiesced group of a peer
-//!   that stops answering (its followers then elect at once) or that comes back.
+//! - the node-level liveness probe (`crate::liveness`) wakes the quiesced groups a peer led
+//!   when it stops answering (their followers then elect at once), and the groups this node
+//!   leads with a peer that comes back (until it is caught up); it also refuses pre-votes
+//!   against a quiet leader that is alive.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use flotilla_core::types::NodeId;
 use flotilla_core::wire::log_index;
 use flotilla_core::TypeConfig;
 use openraft::async_runtime::watch::WatchReceiver;
@@ -109,6 +112,13 @@ impl Group {
     /// Restart the group's ticker (if stopped) and count this as activity.
     pub(crate) fn wake(&self, reason: &'static str) {
         self.quiet.touch();
+        self.resume(reason);
+    }
+
+    /// Restart the group's ticker (if stopped) without counting it as activity: the group
+    /// quiesces again as soon as the quiescing rules allow (for a leader woken to bring a
+    /// returning member up to date: once that member holds the whole log and answers).
+    pub(crate) fn resume(&self, reason: &'static str) {
         if self.quiet.quiesced.swap(false, Ordering::AcqRel) {
             self.raft.runtime_config().tick(true);
             debug!(namespace = %self.namespace, reason, "group woken");
@@ -196,7 +206,8 @@ async fn run(weak: Weak<Node>, periods: Periods) {
             let role = {
                 let m = group.raft.metrics();
                 let m = m.borrow_watched();
-                may_quiesce(&m, node.id, idle, used, &periods)
+                let down = |peer: &NodeId| node.liveness.is_down(peer);
+                may_quiesce(&m, node.id, idle, used, &periods, &down)
             };
             if let Some(role) = role {
                 group.quiesce(role);
@@ -206,13 +217,20 @@ async fn run(weak: Weak<Node>, periods: Periods) {
 }
 
 /// Whether a group idle for `idle` may quiesce, and in which role; `used`: it served a client
-/// as leader.
+/// as leader; `down`: whether the node-level liveness probe declared a peer down.
+///
+/// A leader quiesces once every follower holds its whole log and acknowledged it recently,
+/// except followers declared down, as long as the others make a quorum with it: otherwise
+/// every namespace whose member died (all of them, when a node of the cluster dies) would keep
+/// heartbeating the dead node until it returns. The returning node wakes them
+/// (`crate::liveness`), and a client wakes them for the autopilot to replace the member.
 fn may_quiesce(
     m: &RaftMetrics<TypeConfig>,
-    me: flotilla_core::types::NodeId,
+    me: NodeId,
     idle: Duration,
     used: bool,
     periods: &Periods,
+    down: &dyn Fn(&NodeId) -> bool,
 ) -> Option<&'static str> {
     // A configuration change in flight needs its timers, and a replica that has not applied
     // all it holds still has work.
@@ -221,17 +239,26 @@ fn may_quiesce(
         return None;
     }
     match m.state {
-        // Only a follower that knows a leader other than itself.
-        ServerState::Follower | ServerState::Learner => m.current_leader.filter(|l| *l != me).map(|_| "follower"),
+        // Only a follower that knows a leader other than itself, and not one declared down: a
+        // follower woken because its leader died must keep its election timer until a new
+        // leader is elected. Quiet again with the dead leader, it would never be woken again
+        // (the probe wakes on the change to down only), and the namespace stayed leaderless.
+        ServerState::Follower | ServerState::Learner => {
+            m.current_leader.filter(|l| *l != me && !down(l)).map(|_| "follower")
+        }
         ServerState::Leader if idle >= if used { periods.leader } else { periods.unused_leader } => {
             let last = m.last_log_index.unwrap_or(0);
-            let caught_up = m.replication.as_ref()?.iter().all(|(id, matched)| *id == me || log_index(matched) == last);
-            let acked = m
-                .heartbeat
-                .as_ref()?
-                .iter()
-                .all(|(id, ack)| *id == me || ack.as_ref().is_some_and(|t| t.elapsed() < periods.fresh_ack));
-            (caught_up && acked).then_some("leader")
+            let (replication, heartbeat) = (m.replication.as_ref()?, m.heartbeat.as_ref()?);
+            let in_step = |id: &NodeId| {
+                *id == me
+                    || (replication.get(id).is_some_and(|matched| log_index(matched) == last)
+                        && heartbeat.get(id).and_then(Option::as_ref).is_some_and(|t| t.elapsed() < periods.fresh_ack))
+            };
+            let members: Vec<NodeId> = replication.keys().copied().collect();
+            let all_in_step_or_down = members.iter().all(|id| in_step(id) || down(id));
+            let voters: Vec<NodeId> = m.membership_config.voter_ids().collect();
+            let quorum = voters.iter().filter(|id| in_step(id)).count() * 2 > voters.len();
+            (all_in_step_or_down && quorum).then_some("leader")
         }
         _ => None,
     }
@@ -239,7 +266,7 @@ fn may_quiesce(
 
 #[cfg(test)]
 mod tests {
-    use flotilla_core::types::{LogId, NodeId};
+    use flotilla_core::types::LogId;
     use openraft::alias::{InstantOf, SerdeInstantOf};
     use openraft::vote::RaftLeaderIdExt;
     use openraft::RaftTypeConfig;
@@ -281,6 +308,10 @@ mod tests {
         let mut m = metrics(me, me, ServerState::Leader, 10);
         m.replication = Some(followers.iter().map(|(id, i, _)| (*id, Some(log_id(me, *i)))).collect());
         m.heartbeat = Some(followers.iter().map(|(id, _, ago)| (*id, ack(*ago))).collect());
+        let voters = std::iter::once(me).chain(followers.iter().map(|(id, _, _)| *id)).collect();
+        let membership = openraft::Membership::new_with_defaults(vec![voters], []);
+        m.membership_config = Arc::new(openraft::StoredMembership::new(Some(log_id(me, 1)), membership));
+        m.committed_membership_config = m.membership_config.clone();
         m
     }
 
@@ -289,20 +320,26 @@ mod tests {
         let (me, other) = (node(), node());
         let idle = PERIODS.follower;
         assert_eq!(
-            may_quiesce(&metrics(me, other, ServerState::Follower, 5), me, idle, true, &PERIODS),
+            may_quiesce(&metrics(me, other, ServerState::Follower, 5), me, idle, true, &PERIODS, &|_| false),
             Some("follower")
         );
         assert_eq!(
-            may_quiesce(&metrics(me, other, ServerState::Learner, 5), me, idle, true, &PERIODS),
+            may_quiesce(&metrics(me, other, ServerState::Learner, 5), me, idle, true, &PERIODS, &|_| false),
             Some("follower")
         );
+        let leader_down = |id: &NodeId| *id == other;
+        let follower = metrics(me, other, ServerState::Follower, 5);
+        assert_eq!(may_quiesce(&follower, me, idle, true, &PERIODS, &leader_down), None, "its leader is down");
         let mut no_leader = metrics(me, other, ServerState::Follower, 5);
         no_leader.current_leader = None;
-        assert_eq!(may_quiesce(&no_leader, me, idle, true, &PERIODS), None);
+        assert_eq!(may_quiesce(&no_leader, me, idle, true, &PERIODS, &|_| false), None);
         let mut behind = metrics(me, other, ServerState::Follower, 5);
         behind.last_log_index = Some(6);
-        assert_eq!(may_quiesce(&behind, me, idle, true, &PERIODS), None, "has entries left to apply");
-        assert_eq!(may_quiesce(&metrics(me, other, ServerState::Candidate, 5), me, idle, true, &PERIODS), None);
+        assert_eq!(may_quiesce(&behind, me, idle, true, &PERIODS, &|_| false), None, "has entries left to apply");
+        assert_eq!(
+            may_quiesce(&metrics(me, other, ServerState::Candidate, 5), me, idle, true, &PERIODS, &|_| false),
+            None
+        );
     }
 
     #[test]
@@ -310,18 +347,43 @@ mod tests {
         let (me, a, b) = (node(), node(), node());
         let fresh = Duration::from_millis(50);
         let all_in = leader(me, &[(a, 10, fresh), (b, 10, fresh)]);
-        assert_eq!(may_quiesce(&all_in, me, PERIODS.follower, true, &PERIODS), None, "followers go first");
-        assert_eq!(may_quiesce(&all_in, me, PERIODS.leader, true, &PERIODS), Some("leader"));
+        assert_eq!(may_quiesce(&all_in, me, PERIODS.follower, true, &PERIODS, &|_| false), None, "followers go first");
+        assert_eq!(may_quiesce(&all_in, me, PERIODS.leader, true, &PERIODS, &|_| false), Some("leader"));
         let lagging = leader(me, &[(a, 10, fresh), (b, 9, fresh)]);
-        assert_eq!(may_quiesce(&lagging, me, PERIODS.leader, true, &PERIODS), None, "a follower lacks an entry");
+        assert_eq!(
+            may_quiesce(&lagging, me, PERIODS.leader, true, &PERIODS, &|_| false),
+            None,
+            "a follower lacks an entry"
+        );
         let silent = leader(me, &[(a, 10, fresh), (b, 10, Duration::from_secs(1))]);
-        assert_eq!(may_quiesce(&silent, me, PERIODS.leader, true, &PERIODS), None, "a follower stopped answering");
+        assert_eq!(
+            may_quiesce(&silent, me, PERIODS.leader, true, &PERIODS, &|_| false),
+            None,
+            "a follower stopped answering"
+        );
         let mut changing = all_in.clone();
         changing.membership_config = Arc::new(openraft::StoredMembership::new(
             Some(log_id(me, 10)),
             openraft::Membership::new_with_defaults(vec![[me, a, b].into_iter().collect()], []),
         ));
-        assert_eq!(may_quiesce(&changing, me, PERIODS.leader, true, &PERIODS), None, "membership change in flight");
+        assert_eq!(
+            may_quiesce(&changing, me, PERIODS.leader, true, &PERIODS, &|_| false),
+            None,
+            "membership change in flight"
+        );
+    }
+
+    #[test]
+    fn a_leader_quiesces_without_a_follower_declared_down_if_the_rest_make_a_quorum() {
+        let (me, a, b) = (node(), node(), node());
+        let fresh = Duration::from_millis(50);
+        let one_dead = leader(me, &[(a, 10, fresh), (b, 3, Duration::from_secs(5))]);
+        let idle = PERIODS.leader;
+        assert_eq!(may_quiesce(&one_dead, me, idle, true, &PERIODS, &|_| false), None, "b is silent, not down");
+        let b_down = |id: &NodeId| *id == b;
+        assert_eq!(may_quiesce(&one_dead, me, idle, true, &PERIODS, &b_down), Some("leader"), "b is down");
+        let two_dead = leader(me, &[(a, 3, Duration::from_secs(5)), (b, 3, Duration::from_secs(5))]);
+        assert_eq!(may_quiesce(&two_dead, me, idle, true, &PERIODS, &|_| true), None, "no quorum left");
     }
 
     #[test]
@@ -331,10 +393,18 @@ mod tests {
         let mut formed = leader(me, &[(a, 1, fresh), (b, 1, fresh)]);
         formed.last_log_index = Some(1);
         formed.last_applied = Some(log_id(me, 1));
-        assert_eq!(may_quiesce(&formed, me, PERIODS.follower, false, &PERIODS), None, "followers go first");
-        assert_eq!(may_quiesce(&formed, me, PERIODS.unused_leader, false, &PERIODS), Some("leader"));
-        assert_eq!(may_quiesce(&formed, me, PERIODS.unused_leader, true, &PERIODS), None, "a used leader waits");
+        assert_eq!(may_quiesce(&formed, me, PERIODS.follower, false, &PERIODS, &|_| false), None, "followers go first");
+        assert_eq!(may_quiesce(&formed, me, PERIODS.unused_leader, false, &PERIODS, &|_| false), Some("leader"));
+        assert_eq!(
+            may_quiesce(&formed, me, PERIODS.unused_leader, true, &PERIODS, &|_| false),
+            None,
+            "a used leader waits"
+        );
         let silent = leader(me, &[(a, 10, fresh), (b, 10, Duration::from_secs(1))]);
-        assert_eq!(may_quiesce(&silent, me, PERIODS.unused_leader, false, &PERIODS), None, "a follower is silent");
+        assert_eq!(
+            may_quiesce(&silent, me, PERIODS.unused_leader, false, &PERIODS, &|_| false),
+            None,
+            "a follower is silent"
+        );
     }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use flotilla_core::types::NodeId;
 use futures::stream::{self, StreamExt};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::group::Group;
 use crate::liveness::Liveness;
@@ -30,6 +30,21 @@ pub const HANDOFF_BUDGET: Duration = Duration::from_secs(3);
 const CONCURRENCY: usize = 64;
 /// How often a hand-off checks whether leadership moved or its target went silent.
 const POLL: Duration = Duration::from_millis(20);
+
+/// What a graceful shutdown did with the leaderships the node held ([`crate::Node::close`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandOffReport {
+    /// Namespaces this node led when the shutdown began.
+    pub led: usize,
+    /// Handed off: another voter led before the deadline.
+    pub moved: usize,
+    /// Not tried: no other voter answered recently with a log nearly as long.
+    pub no_target: usize,
+    /// Tried, unfinished at the deadline or when the target went silent: left to an election.
+    pub unfinished: usize,
+    /// Time the hand-offs took together.
+    pub elapsed: Duration,
+}
 
 /// How a group's hand-off ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,10 +67,10 @@ pub(crate) async fn hand_off_all(
     silence: Duration,
     deadline: Instant,
     liveness: &Liveness,
-) {
+) -> HandOffReport {
     let led: Vec<Arc<Group>> = groups.iter().filter(|g| g.is_leader()).cloned().collect();
     if led.is_empty() {
-        return;
+        return HandOffReport::default();
     }
     let (started, count_led) = (Instant::now(), led.len());
     let outcomes: Vec<HandOff> = stream::iter(led)
@@ -64,14 +79,26 @@ pub(crate) async fn hand_off_all(
         .collect()
         .await;
     let count = |o: HandOff| outcomes.iter().filter(|x| **x == o).count();
+    let report = HandOffReport {
+        led: count_led,
+        moved: count(HandOff::Moved),
+        no_target: count(HandOff::NoTarget),
+        unfinished: count(HandOff::Unfinished),
+        elapsed: started.elapsed(),
+    };
     info!(
-        led = count_led,
-        moved = count(HandOff::Moved),
-        no_target = count(HandOff::NoTarget),
-        unfinished = count(HandOff::Unfinished),
-        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        led = report.led,
+        moved = report.moved,
+        no_target = report.no_target,
+        unfinished = report.unfinished,
+        elapsed_ms = u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
         "leadership hand-offs done"
     );
+    let left = report.no_target + report.unfinished;
+    if left > 0 {
+        info!(namespaces = left, "left to elections among the other voters (an election timeout each)");
+    }
+    report
 }
 
 /// Stop every group in `groups`, at most [`CONCURRENCY`] at a time.
@@ -90,12 +117,12 @@ pub(crate) async fn stop_all(groups: &[Arc<Group>]) {
 /// Hand leadership of `group` off, if `me` still leads it and a voter can take it.
 async fn hand_off(group: &Group, me: NodeId, silence: Duration, deadline: Instant, liveness: &Liveness) -> HandOff {
     let Some(target) = successor(group, me, silence, liveness) else {
-        info!(namespace = %group.namespace, "no other voter reachable and caught up: leaving without a hand-off");
+        debug!(namespace = %group.namespace, "no other voter reachable and caught up: leaving without a hand-off");
         return HandOff::NoTarget;
     };
-    info!(namespace = %group.namespace, peer = %target, "handing leadership off before shutdown");
+    debug!(namespace = %group.namespace, peer = %target, "handing leadership off before shutdown");
     if let Err(e) = group.raft.trigger().transfer_leader(target).await {
-        warn!(namespace = %group.namespace, peer = %target, error = %e, "leadership hand-off failed");
+        debug!(namespace = %group.namespace, peer = %target, error = %e, "leadership hand-off failed");
         return HandOff::Unfinished;
     }
     // Wait until another voter leads (this node's vote may be needed for that), the target
@@ -113,7 +140,7 @@ async fn hand_off(group: &Group, me: NodeId, silence: Duration, deadline: Instan
             None => stepped_down.get_or_insert_with(Instant::now).elapsed() > silence,
         };
         if silent || Instant::now() + POLL > deadline {
-            warn!(namespace = %group.namespace, peer = %target, silent, "leadership did not move before shutdown");
+            debug!(namespace = %group.namespace, peer = %target, silent, "leadership did not move before shutdown");
             return HandOff::Unfinished;
         }
         tokio::time::sleep(POLL).await;

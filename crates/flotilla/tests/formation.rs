@@ -246,6 +246,10 @@ async fn dead_voter_is_replaced_by_a_learner_and_the_floor_holds() {
     let l = h.leader(NS).await;
     let second = live.iter().copied().find(|i| *i != l).expect("a follower");
     h.crash(second).await;
+    // An idle (quiesced) leader keeps its quorum without a dead follower and does not wake
+    // for it (DESIGN-namespaces.md, "Shutdown and failures at scale"): a client wakes it, and
+    // its autopilot looks at the members again.
+    h.cluster(l, NS).set(b"wake", b"v").await.expect("a write with two of three voters");
     let floor_reason = |h: &Harness| {
         h.cluster(l, NS).formation_status().map(|s| s.reason.contains("fewer than 3 voters")).unwrap_or(false)
     };
