@@ -106,7 +106,14 @@ async fn reload_keyring_on_sighup(node: Arc<Node>) {
     }
 }
 
+/// The log filter without `RUST_LOG`.
+const DEFAULT_LOG_FILTER: &str =
+    "info,openraft=warn,openraft::core::heartbeat=error,openraft::replication=error,openraft::engine::handler::replication_handler=error";
+
 fn init_tracing() {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=warn".into());
+    // openraft warns of every failed heartbeat and replication message, per group: with a
+    // peer down and hundreds of namespaces that is thousands of lines a second, a real CPU
+    // cost. Flotilla reports an unreachable peer once, at node level (liveness, links).
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| DEFAULT_LOG_FILTER.into());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
 }

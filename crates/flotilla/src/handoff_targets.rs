@@ -26,11 +26,13 @@ pub(crate) fn ready_voters(group: &Group, me: NodeId, silence: Duration, livenes
         .collect()
 }
 
-/// Whether `peer` acknowledged this leader of `group` within `silence`; for a quiesced group,
-/// which has no heartbeat acknowledgements by design, whether the node-level liveness probe
-/// heard from it within `silence`.
+/// Whether `peer` acknowledged this leader of `group` within `silence`, or the node-level
+/// liveness probe heard from it within `silence`. A quiesced group has no heartbeat
+/// acknowledgements by design; and on a saturated node (a thousand groups waking at once)
+/// acknowledgements of an awake group come late while the peer itself is plainly alive.
 pub(crate) fn answered_within(group: &Group, peer: NodeId, silence: Duration, liveness: &Liveness) -> bool {
-    let m = group.metrics();
-    let last_ack = m.heartbeat.as_ref().and_then(|h| h.get(&peer).cloned().flatten());
-    last_ack.is_some_and(|at| at.elapsed() <= silence) || (group.is_quiesced() && liveness.heard_within(&peer, silence))
+    use openraft::async_runtime::watch::WatchReceiver;
+    let last_ack =
+        group.raft.metrics().borrow_watched().heartbeat.as_ref().and_then(|h| h.get(&peer).cloned().flatten());
+    last_ack.is_some_and(|at| at.elapsed() <= silence) || liveness.heard_within(&peer, silence)
 }

@@ -16,6 +16,7 @@ pub mod cluster;
 mod command;
 pub mod error;
 mod execute;
+mod failover;
 pub mod formation;
 pub mod group;
 mod handoff_targets;

@@ -4,12 +4,13 @@
 //! dead peer. Instead, one probe per peer (not per group) runs while any quiesced group has
 //! that peer as a member: every heartbeat interval, a peer not heard from within it gets a
 //! [`RequestBody::Ping`]. Any request from a peer counts as hearing from it too. A peer silent
-//! for the minimum election timeout is declared down, and every quiesced group it led wakes:
-//! the followers' election timers run again (their lease has long expired, so they stand at
-//! once). Groups where it only followed stay quiet: they keep a quorum, and waking them all
-//! (every namespace has the dead node as a member) had each survivor heartbeat the dead node
-//! in every namespace it leads, which at a few hundred namespaces saturated the survivors
-//! until heartbeats between them timed out and their leaders refused writes for lost quorum.
+//! for the minimum election timeout is declared down, and every quiesced group it led elects
+//! a new leader: one designated survivor per group stands at once, the others wake only if it
+//! has not won within a grace period (`crate::failover`). Groups where it only followed stay
+//! quiet: they keep a quorum, and waking them all (every namespace has the dead node as a
+//! member) had each survivor heartbeat the dead node in every namespace it leads, which at a
+//! few hundred namespaces saturated the survivors until heartbeats between them timed out and
+//! their leaders refused writes for lost quorum.
 //! A leader may also quiesce with a member declared down (`crate::quiesce`). A peer heard
 //! again after being down wakes the groups this node leads with it, without counting that as
 //! activity: each quiesces again once the returning member holds its whole log.
@@ -21,9 +22,10 @@
 //! restart would then cost an election in every namespace whose log it still matches. So a
 //! quiesced group refuses a pre-vote while its leader is this node or is not declared down
 //! ([`refuses_pre_vote`]); the leader, which hears the restarted node too, wakes and its
-//! heartbeats make the candidate a follower. When the leader has died, the first survivor to
-//! notice may be refused by another that has not noticed yet, but only until that one notices
-//! too (both last heard from the dead leader at nearly the same moment), wakes and stands.
+//! heartbeats make the candidate a follower. When the leader has died, the designated
+//! candidate may be refused by a survivor that has not noticed yet, but only until that one
+//! notices too (both last heard from the dead leader at nearly the same moment); the
+//! candidate's election timer, running again, retries.
 //! A narrower rule (refuse only if the leader was heard from within half an election
 //! timeout) still let a restart win 140 of 300 elections on a loaded machine, where pings
 //! come late.
@@ -52,17 +54,10 @@ struct Peers {
     /// When each watched peer was last heard from. Only members of this node's groups are
     /// kept (see [`Liveness::retain`]), so the map is bounded by the membership.
     heard: HashMap<NodeId, Instant>,
-    /// Peers declared down and not heard from since.
-    down: HashSet<NodeId>,
+    /// Peers declared down and not heard from since, with when each was declared.
+    down: HashMap<NodeId, Instant>,
     /// Peers with a probe in flight.
     probing: HashSet<NodeId>,
-}
-
-/// A change of a peer's state that wakes its quiesced groups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Change {
-    Down,
-    Up,
 }
 
 impl Liveness {
@@ -74,12 +69,17 @@ impl Liveness {
     /// `within` (what a quiesced leader knows instead of heartbeat acknowledgements).
     pub fn heard_within(&self, peer: &NodeId, within: Duration) -> bool {
         let p = self.peers();
-        !p.down.contains(peer) && p.heard.get(peer).is_some_and(|at| at.elapsed() <= within)
+        !p.down.contains_key(peer) && p.heard.get(peer).is_some_and(|at| at.elapsed() <= within)
     }
 
     /// Whether `peer` is declared down: silent for an election timeout and not heard since.
     pub fn is_down(&self, peer: &NodeId) -> bool {
-        self.peers().down.contains(peer)
+        self.peers().down.contains_key(peer)
+    }
+
+    /// How long ago `peer` was declared down, if it is.
+    pub fn down_for(&self, peer: &NodeId) -> Option<Duration> {
+        self.peers().down.get(peer).map(|at| at.elapsed())
     }
 
     /// Record that `peer` was heard from now. Returns whether it had been declared down.
@@ -88,14 +88,14 @@ impl Liveness {
         if let Some(at) = p.heard.get_mut(&peer) {
             *at = Instant::now();
         }
-        p.down.remove(&peer)
+        p.down.remove(&peer).is_some()
     }
 
     /// Watch exactly `watched`: new peers start as heard now, others are forgotten.
     fn retain(&self, watched: &HashSet<NodeId>) {
         let mut p = self.peers();
         p.heard.retain(|id, _| watched.contains(id));
-        p.down.retain(|id| watched.contains(id));
+        p.down.retain(|id, _| watched.contains(id));
         p.probing.retain(|id| watched.contains(id));
         for id in watched {
             p.heard.entry(*id).or_insert_with(Instant::now);
@@ -111,7 +111,8 @@ impl Liveness {
         let mut gone = Vec::new();
         for (id, at) in heard.iter() {
             let silent = at.elapsed();
-            if silent >= down_after && down.insert(*id) {
+            if silent >= down_after && !down.contains_key(id) {
+                down.insert(*id, Instant::now());
                 gone.push(*id);
             }
             if silent >= probe_after && probing.insert(*id) {
@@ -149,8 +150,8 @@ async fn run(weak: Weak<Node>) {
     }
 }
 
-/// One round: watch the members of quiesced groups, probe the silent ones, wake the groups of
-/// those that went down.
+/// One round: watch the members of quiesced groups, probe the silent ones, and fail over the
+/// quiesced groups whose leader is declared down.
 fn round(node: &Arc<Node>) {
     let timing = node.config.timing();
     let groups: Vec<Arc<Group>> = node.all_groups().into_iter().filter(|g| g.is_quiesced()).collect();
@@ -161,16 +162,46 @@ fn round(node: &Arc<Node>) {
     }
     let (probe, gone) =
         node.liveness.due(Duration::from_millis(timing.heartbeat_ms), Duration::from_millis(timing.election_min_ms));
-    for peer in gone {
-        info!(%peer, "peer silent for an election timeout: waking its quiesced groups");
-        wake_groups_of(node, peer, Change::Down);
+    for peer in &gone {
+        info!(%peer, "peer silent for an election timeout: electing new leaders where it led");
     }
+    fail_over(node, &groups, crate::failover::grace(Duration::from_millis(timing.election_max_ms)));
     let ttl = Duration::from_millis(timing.election_min_ms / 2).max(Duration::from_millis(10));
     let Some(ns) = groups.first().map(|g| g.namespace.clone()) else { return };
     for peer in probe {
         let node = node.clone();
         let ns = ns.clone();
         tokio::spawn(async move { probe_peer(&node, peer, ns, ttl).await });
+    }
+}
+
+/// Among the quiesced `groups`, those whose leader is declared down elect a new one: the
+/// designated survivor stands at once, the others wake after `grace` if it has not won by
+/// then (`crate::failover`). Only followers of the dead leader: woken otherwise, a follower's
+/// election timer would find the lease long expired and depose a live, quiet leader; and a
+/// leader whose follower died keeps its quorum.
+fn fail_over(node: &Node, groups: &[Arc<Group>], grace: Duration) {
+    use crate::failover::Step;
+    for group in groups {
+        let Some(leader) = group.leader().filter(|l| *l != node.id) else { continue };
+        let Some(down_for) = node.liveness.down_for(&leader) else { continue };
+        let voters = voters(group);
+        let down = |p: &NodeId| node.liveness.is_down(p);
+        match crate::failover::step(node.id, &group.namespace, &voters, leader, &down, down_for, grace) {
+            Step::Wait => {}
+            Step::Wake => group.wake("leader down"),
+            Step::Stand => {
+                group.wake("leader down: designated candidate");
+                let raft = group.raft.clone();
+                // A pre-vote round first: if the probe was wrong and the leader lives, it and
+                // the followers that still hear it refuse, and nothing changes. If refused
+                // because another survivor has not noticed yet, the election timer, running
+                // again, retries.
+                tokio::spawn(async move {
+                    let _ = raft.trigger().elect(true).await;
+                });
+            }
+        }
     }
 }
 
@@ -184,30 +215,16 @@ async fn probe_peer(node: &Arc<Node>, peer: NodeId, namespace: Namespace, ttl: D
     }
 }
 
-/// Record that `peer` was heard from; if it had been down, wake its quiesced groups.
+/// Record that `peer` was heard from; if it had been down, wake the quiesced groups this node
+/// leads with it, to bring it up to date (each quiesces again once it is, without this
+/// counting as activity).
 pub(crate) fn node_heard(node: &Node, peer: NodeId) {
     if node.liveness.heard(peer) {
-        info!(%peer, "peer answers again: waking its quiesced groups");
-        wake_groups_of(node, peer, Change::Up);
-    }
-}
-
-fn wake_groups_of(node: &Node, peer: NodeId, change: Change) {
-    let reason = match change {
-        Change::Down => "peer down",
-        Change::Up => "peer back",
-    };
-    for group in node.all_groups() {
-        if !group.is_quiesced() || !members(&group).any(|id| id == peer) {
-            continue;
-        }
-        // A follower wakes only when its leader goes: woken otherwise, its election timer
-        // would find the lease long expired and depose a live, quiet leader. A leader wakes
-        // only when a member comes back, to bring it up to date, and quiesces again once it is.
-        match change {
-            Change::Down if !group.is_leader() && group.leader() == Some(peer) => group.wake(reason),
-            Change::Up if group.is_leader() => group.resume(reason),
-            _ => {}
+        info!(%peer, "peer answers again: waking the quiesced groups this node leads with it");
+        for group in node.all_groups() {
+            if group.is_quiesced() && group.is_leader() && members(&group).any(|id| id == peer) {
+                group.resume("peer back");
+            }
         }
     }
 }
@@ -233,6 +250,12 @@ pub(crate) fn refuses_pre_vote(node: &Node, group: &Group, candidate: NodeId) ->
         Some(leader) => !node.liveness.is_down(&leader),
         None => false,
     }
+}
+
+/// Voters of the group's current configuration.
+fn voters(group: &Group) -> Vec<NodeId> {
+    use openraft::async_runtime::watch::WatchReceiver;
+    group.raft.metrics().borrow_watched().membership_config.membership().voter_ids().collect()
 }
 
 /// Voters and learners of the group's current configuration.
