@@ -128,12 +128,20 @@ async fn hand_off(group: &Group, me: NodeId, silence: Duration, deadline: Instan
         return HandOff::Unfinished;
     }
     // Wait until another voter leads (this node's vote may be needed for that), the target
-    // goes silent, or time runs out.
+    // goes silent, or time runs out. openraft sends the transfer request once, with the
+    // minimum election timeout as its deadline: on a saturated node (hundreds of hand-offs at
+    // once) it can time out, and the hand-off would wait for nothing. So while this node
+    // still leads, the request is sent again every `silence`.
     let mut stepped_down: Option<Instant> = None;
+    let mut sent = Instant::now();
     loop {
         let m = group.metrics();
         if m.current_leader.is_some() && m.current_leader != Some(me) {
             return HandOff::Moved;
+        }
+        if m.state == openraft::ServerState::Leader && sent.elapsed() >= silence {
+            sent = Instant::now();
+            let _ = group.raft.trigger().transfer_leader(target).await;
         }
         // Only a leader tracks acknowledgements. Once stepped down, give the target one
         // election timeout to win.
