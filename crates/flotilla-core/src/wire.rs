@@ -42,6 +42,10 @@ pub enum RequestBody {
     /// Node-level liveness probe, one per peer pair and tick while namespaces are quiesced;
     /// the namespace of its request is ignored. Answered with [`WireResponse::Pong`].
     Ping,
+    /// The sender is shutting down: its groups have stopped and it will not answer again.
+    /// The receiver declares it down at once instead of after an election timeout of
+    /// silence; the namespace of its request is ignored. Answered with [`WireResponse::Pong`].
+    Goodbye,
 }
 
 impl RequestBody {
@@ -49,7 +53,7 @@ impl RequestBody {
     pub fn lane(&self) -> Lane {
         match self {
             RequestBody::Raft(RaftEnvelope { rpc: RaftRequest::SnapshotChunk(_), .. }) => Lane::Snapshot,
-            RequestBody::Raft(_) | RequestBody::Ping => Lane::Raft,
+            RequestBody::Raft(_) | RequestBody::Ping | RequestBody::Goodbye => Lane::Raft,
             RequestBody::Command(_) | RequestBody::Formation(_) | RequestBody::Hello(_) => Lane::Command,
             RequestBody::Sealed(sealed) => sealed.lane,
         }
@@ -131,7 +135,7 @@ pub enum WireResponse {
     Sealed(Sealed),
     /// The request could not be handled at all.
     Error(WireError),
-    /// Reply to a [`RequestBody::Ping`].
+    /// Reply to a [`RequestBody::Ping`] or a [`RequestBody::Goodbye`].
     Pong,
 }
 

@@ -30,9 +30,13 @@ impl Inbound {
 #[async_trait::async_trait]
 impl InboundHandler for Inbound {
     async fn handle(&self, from: NodeId, request: WireRequest) -> WireResponse {
-        let Some(node) = self.node.upgrade() else {
+        let Some(node) = self.node.upgrade().filter(|n| !n.is_stopped()) else {
             return WireResponse::Error(WireError::Fatal("node is shut down".into()));
         };
+        if matches!(request.body, RequestBody::Goodbye) {
+            crate::liveness::node_left(&node, from);
+            return WireResponse::Pong;
+        }
         crate::liveness::node_heard(&node, from);
         if matches!(request.body, RequestBody::Ping) {
             return WireResponse::Pong;
@@ -52,9 +56,11 @@ impl InboundHandler for Inbound {
             return WireResponse::Error(WireError::UnknownNamespace(request.namespace.to_string()));
         };
         match request.body {
-            RequestBody::Formation(_) | RequestBody::Hello(_) | RequestBody::Sealed(_) | RequestBody::Ping => {
-                WireResponse::Error(WireError::Malformed("unexpected request".into()))
-            }
+            RequestBody::Formation(_)
+            | RequestBody::Hello(_)
+            | RequestBody::Sealed(_)
+            | RequestBody::Ping
+            | RequestBody::Goodbye => WireResponse::Error(WireError::Malformed("unexpected request".into())),
             RequestBody::Raft(rpc) => match serve_raft(&node, &group, from, rpc).await {
                 Ok(reply) => WireResponse::Raft(reply),
                 Err(e) => WireResponse::Error(e),

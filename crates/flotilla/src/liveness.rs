@@ -91,6 +91,14 @@ impl Liveness {
         p.down.remove(&peer).is_some()
     }
 
+    /// Declare `peer` down now, if it is watched: it said goodbye.
+    fn left(&self, peer: NodeId) {
+        let mut p = self.peers();
+        if p.heard.contains_key(&peer) {
+            p.down.entry(peer).or_insert_with(Instant::now);
+        }
+    }
+
     /// Watch exactly `watched`: new peers start as heard now, others are forgotten.
     fn retain(&self, watched: &HashSet<NodeId>) {
         let mut p = self.peers();
@@ -213,6 +221,31 @@ async fn probe_peer(node: &Arc<Node>, peer: NodeId, namespace: Namespace, ttl: D
     if answered {
         node_heard(node, peer);
     }
+}
+
+/// `peer` is shutting down (it said goodbye): declare it down now, so the quiesced groups it
+/// led elect on the next round instead of after an election timeout of silence.
+pub(crate) fn node_left(node: &Node, peer: NodeId) {
+    info!(%peer, "peer is shutting down: electing new leaders where it led");
+    node.liveness.left(peer);
+}
+
+/// Tell every peer of this node's groups that it is shutting down (after its groups have
+/// stopped), at once and best effort: a peer that does not hear it notices the silence
+/// after an election timeout, as after a crash.
+pub(crate) async fn say_goodbye(node: &Node, peers: HashSet<NodeId>) {
+    let ttl = Duration::from_millis(node.config.timing().election_min_ms / 2).max(Duration::from_millis(10));
+    let Some(namespace) = node.all_groups().first().map(|g| g.namespace.clone()) else { return };
+    let calls = peers.into_iter().map(|peer| {
+        let request = WireRequest { namespace: namespace.clone(), body: RequestBody::Goodbye };
+        node.transport.call(peer, request, ttl)
+    });
+    futures::future::join_all(calls).await;
+}
+
+/// The other members of this node's groups.
+pub(crate) fn peers_of(node: &Node) -> HashSet<NodeId> {
+    node.all_groups().iter().flat_map(|g| members(g)).filter(|id| *id != node.id).collect()
 }
 
 /// Record that `peer` was heard from; if it had been down, wake the quiesced groups this node

@@ -78,6 +78,9 @@ pub struct Node {
     /// Sends commands to their namespace's leader, or runs them here (`command.rs`).
     pub(crate) forwarder: Forwarder,
     closing: Arc<AtomicBool>,
+    /// Set once every group has stopped (closed or halted): the node answers nothing more,
+    /// not even liveness pings, so its peers do not take a stopped node for a live one.
+    stopped: AtomicBool,
     /// Where a test wants an open or close to crash (see [`crate::testing::CrashPoint`]).
     pub(crate) crash_at: std::sync::Mutex<Option<crate::testing::CrashPoint>>,
 }
@@ -149,6 +152,7 @@ impl Node {
             tick_load: Default::default(),
             forwarder,
             closing,
+            stopped: AtomicBool::new(false),
             crash_at: std::sync::Mutex::new(None),
         });
         if persisted {
@@ -291,7 +295,9 @@ impl Node {
         let silence = std::time::Duration::from_millis(self.config.timing().election_max_ms);
         let deadline = tokio::time::Instant::now() + budget;
         let report = crate::shutdown::hand_off_all(&groups, self.id, silence, deadline, &self.liveness).await;
+        let peers = crate::liveness::peers_of(self);
         self.stop_groups().await;
+        crate::liveness::say_goodbye(self, peers).await;
         report
     }
 
@@ -309,7 +315,13 @@ impl Node {
 
     async fn stop_groups(&self) {
         crate::shutdown::stop_all(&self.all_groups()).await;
+        self.stopped.store(true, Ordering::Release);
         self.store.shutdown();
+    }
+
+    /// Whether every group has stopped ([`Node::close`] or [`Node::halt`] has run).
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
     }
 }
 

@@ -186,3 +186,28 @@ async fn a_node_closing_right_after_a_restart_hands_off_and_its_namespaces_elect
     assert!(slowest < Duration::from_secs(10), "namespaces took {slowest:?} to accept writes again");
     h.shutdown().await;
 }
+
+/// A node whose groups have stopped but whose process lives on (an embedder that halted or
+/// closed it and keeps the `Node`) must not pass for alive: it answered liveness pings, so its
+/// peers never declared it down and the quiet namespaces it led never elected a new leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_node_that_stays_in_memory_is_taken_for_dead() {
+    let names: Vec<String> = (0..12).map(|i| format!("st{i:02}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut h = Harness::start(3, 53, &refs, |_| {}).await;
+    all_quiesced(&h, &refs).await;
+    let mut led = [0usize; 3];
+    for ns in &refs {
+        led[h.leader(ns).await] += 1;
+    }
+    let stopped = (0..3).max_by_key(|i| led[*i]).expect("three nodes");
+    let others: Vec<usize> = (0..3).filter(|i| *i != stopped).collect();
+    // Halted, not crashed: the router still delivers to it, as a live process would.
+    let node = h.nodes[stopped].take().expect("running");
+    node.halt().await;
+    for ns in &refs {
+        h.leader_among(ns, &others).await;
+    }
+    drop(node);
+    h.shutdown().await;
+}
