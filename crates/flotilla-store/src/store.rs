@@ -164,10 +164,22 @@ impl Store {
     /// an applied entry or an applied membership is stored. A node with state must never found
     /// the group again after a restart.
     pub fn has_state(&self, ns: &Namespace) -> Result<bool, StoreError> {
+        self.has_any(ns, &[META_VOTE, META_PURGED, META_APPLIED, META_MEMBERSHIP])
+    }
+
+    /// Whether `ns` has log state: a log entry (present or purged), an applied entry or an
+    /// applied membership. A node that only voted in the group's elections has state
+    /// ([`Store::has_state`]) but no log state: its Raft metrics never show a last log index.
+    pub fn has_log_state(&self, ns: &Namespace) -> Result<bool, StoreError> {
+        self.has_any(ns, &[META_PURGED, META_APPLIED, META_MEMBERSHIP])
+    }
+
+    /// Whether any of the meta `keys` is stored for `ns`, or its log holds an entry.
+    fn has_any(&self, ns: &Namespace, keys: &[&str]) -> Result<bool, StoreError> {
         let tables = NsTables::new(ns);
         let txn = self.read_txn()?;
         if let Some(meta) = open_read(&txn, tables.meta())? {
-            for key in [META_VOTE, META_PURGED, META_APPLIED, META_MEMBERSHIP] {
+            for key in keys.iter().copied() {
                 if meta.get(key).map_err(redb_error)?.is_some() {
                     return Ok(true);
                 }

@@ -59,13 +59,16 @@ impl Group {
         state_machine: Arc<dyn StateMachine>,
     ) -> Result<Arc<Group>, String> {
         let had_state = store.has_state(&namespace).map_err(|e| e.to_string())?;
+        let had_log = store.has_log_state(&namespace).map_err(|e| e.to_string())?;
         let log = store.log_store(&namespace).map_err(|e| e.to_string())?;
         let sm = store.state_machine(&namespace, state_machine).map_err(|e| e.to_string())?;
         let raft = GroupRaft::new(id, raft_config, network, log, sm).await.map_err(|e| e.to_string())?;
-        if had_state {
+        if had_log {
             // The metrics start empty until the Raft task publishes the state it loaded; until
             // then `has_state` would call a restarted member fresh, and formation would have it
-            // rejoin as if it had lost its data.
+            // rejoin as if it had lost its data. Only for a log: a node that only voted (in an
+            // election of a forming namespace, before any entry reached it) has none to
+            // publish, and waiting for one failed its every restart after 30 s.
             raft.wait(Some(METRICS_PATIENCE))
                 .metrics(|m| m.last_log_index.is_some(), "restored log published")
                 .await

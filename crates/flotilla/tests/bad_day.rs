@@ -211,3 +211,26 @@ async fn a_stopped_node_that_stays_in_memory_is_taken_for_dead() {
     drop(node);
     h.shutdown().await;
 }
+
+/// A node killed while a namespace was forming may have voted in its election before any
+/// entry reached it: its store holds a vote and nothing else. Its restart waited for the
+/// restored log to be published, which never came, and failed after 30 s: the agent exited 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_only_voted_restarts() {
+    use openraft::storage::RaftLogStorage;
+    let mut h = Harness::new(1, 59, &["voted"], |_| {});
+    let config = h.config_for(0);
+    {
+        let store = open_store(&config).await;
+        let ns = flotilla::Namespace::new("voted").expect("valid");
+        let mut log = store.log_store(&ns).expect("log store");
+        let candidate = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
+        log.save_vote(&flotilla_core::types::Vote::new(3, candidate)).await.expect("vote saved");
+        assert!(store.has_state(&ns).expect("read") && !store.has_log_state(&ns).expect("read"));
+        store.shutdown();
+    }
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), h.boot(0)).await.expect("the node starts");
+    eprintln!("a node with only a vote started in {:?}", started.elapsed());
+    h.shutdown().await;
+}
