@@ -8,7 +8,7 @@
 
 use std::io;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncReadExt};
 
 /// Bytes of the length header.
 pub(crate) const HEADER_LEN: usize = 4;
@@ -43,16 +43,6 @@ pub(crate) fn build(id: u64, message: &[u8], limit: usize) -> Result<Vec<u8>, To
 /// the stream that will carry it has assigned the id.
 pub(crate) fn set_id(frame: &mut [u8], id: u64) {
     frame[HEADER_LEN..HEADER_LEN + ID_LEN].copy_from_slice(&id.to_be_bytes());
-}
-
-/// Write a complete frame. `flush` pushes buffered bytes out; writers pass `false` when more
-/// frames are queued right behind this one, so a burst of small frames shares one flush.
-pub(crate) async fn write<W: AsyncWrite + Unpin>(writer: &mut W, frame: &[u8], flush: bool) -> io::Result<()> {
-    writer.write_all(frame).await?;
-    if flush {
-        writer.flush().await?;
-    }
-    Ok(())
 }
 
 /// Why no frame could be read. Every variant except [`ReadError::Closed`] leaves the stream

@@ -3,7 +3,8 @@
 //! `libp2p_stream` drops inbound streams when its accept queue is full, so the accept loop
 //! does nothing but hand each stream to its own task. Each stream task reads request frames and
 //! runs every request concurrently, at most `max_inflight_per_stream` at a time; a single writer
-//! task per stream sends the responses back, tagged with the request ids, as they complete.
+//! task per stream sends the responses back, tagged with the request ids, as they complete (those
+//! that completed together in one write, see [`crate::coalesce`]).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, RwLock};
@@ -19,6 +20,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::coalesce::Coalescer;
 use crate::config::NetConfig;
 use crate::frame::{self, ReadError};
 
@@ -160,7 +162,9 @@ async fn serve(peer: PeerId, stream: Stream, shared: Arc<InboundShared>, _permit
 }
 
 /// Write response frames in completion order until every sender is gone or `stop` fires.
+/// Responses that completed together go out in one write (see crate::coalesce).
 async fn write_responses(mut writer: WriteHalf<Stream>, mut queue: mpsc::Receiver<Vec<u8>>, stop: CancellationToken) {
+    let mut batch = Coalescer::new();
     loop {
         let frame = tokio::select! {
             biased;
@@ -172,11 +176,18 @@ async fn write_responses(mut writer: WriteHalf<Stream>, mut queue: mpsc::Receive
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.close()).await;
             return;
         };
+        batch.push(frame);
+        while batch.has_room() {
+            match queue.try_recv() {
+                Ok(frame) => batch.push(frame),
+                Err(_) => break,
+            }
+        }
         let flush = queue.is_empty();
         let written = tokio::select! {
             biased;
             _ = stop.cancelled() => return,
-            written = frame::write(&mut writer, &frame, flush) => written,
+            written = batch.write_to(&mut writer, flush) => written,
         };
         if let Err(e) = written {
             tracing::debug!(error = %e, "writing a response failed; dropping the stream");

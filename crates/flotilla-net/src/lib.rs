@@ -47,6 +47,7 @@
 
 mod address_book;
 mod behaviour;
+mod coalesce;
 mod config;
 mod error;
 mod frame;

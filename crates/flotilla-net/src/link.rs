@@ -1,8 +1,9 @@
 //! One long-lived outbound RPC stream and the task that owns it.
 //!
 //! The link opens its stream lazily on the first call, writes request frames tagged with fresh
-//! request ids, and a reader task routes each response to the waiting caller by id. When the
-//! stream fails, every call waiting on it fails with `Unreachable` at once, and the next call
+//! request ids (each together with the calls already queued behind it, see [`crate::coalesce`]),
+//! and a reader task routes each response to the waiting caller by id. When the stream fails,
+//! every call waiting on it fails with `Unreachable` at once, and the next call
 //! reopens the stream. When opening fails, calls fail fast during a growing backoff, unless the
 //! address book learned something new about the peer in the meantime.
 
@@ -20,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::coalesce::Coalescer;
 use crate::frame::{self, ReadError};
 use crate::outbound::{LinkShared, Outgoing, Reply};
 use crate::swarm_task::SwarmCommand;
@@ -194,6 +196,7 @@ async fn drive(
     // the first call (taken before the stream existed) always gets one.
     let mut slot = slots.clone().try_acquire_owned().ok();
     let mut next = Some(first);
+    let mut batch = Coalescer::new();
 
     let end = loop {
         if slot.is_none() {
@@ -227,21 +230,27 @@ async fn drive(
         };
 
         last_call = Instant::now();
-        next_id = next_id.wrapping_add(1);
-        let Outgoing { mut frame, reply } = call;
-        if reply.is_closed() {
-            continue; // The caller gave up while the call was queued.
+        let permit = slot.take().expect("a slot is held for every call taken");
+        // The calls already queued behind this one go out with it (see crate::coalesce).
+        let mut taken = Some((call, permit));
+        while let Some((call, permit)) = taken.take() {
+            if let Some(frame) = register(call, permit, &mut next_id, &pending) {
+                batch.push(frame);
+            }
+            if batch.has_room() {
+                taken = take_queued(&mut slot, &slots, calls);
+            }
         }
-        frame::set_id(&mut frame, next_id);
-        let permit = slot.take().expect("a slot is held for every call written");
-        pending.lock().insert(next_id, Pending { reply, _slot: permit });
+        if batch.is_empty() {
+            continue; // Every caller gave up while its call was queued.
+        }
 
         let flush = calls.is_empty();
         let written = tokio::select! {
             biased;
             _ = shared.cancel.cancelled() => break End::Stopped,
             reason = &mut reader_task => break End::Failed(reason.unwrap_or_else(|e| e.to_string())),
-            written = frame::write(&mut writer, &frame, flush) => written,
+            written = batch.write_to(&mut writer, flush) => written,
         };
         if let Err(e) = written {
             break End::Failed(format!("write failed: {e}"));
@@ -259,6 +268,41 @@ async fn drive(
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.close()).await;
     }
     end
+}
+
+/// Give `call` the next request id and record it as pending, holding `permit`; its frame, or
+/// `None` (and the permit released) when the caller gave up while the call was queued.
+fn register(
+    call: Outgoing,
+    permit: OwnedSemaphorePermit,
+    next_id: &mut u64,
+    pending: &PendingTable,
+) -> Option<Vec<u8>> {
+    let Outgoing { mut frame, reply } = call;
+    if reply.is_closed() {
+        return None;
+    }
+    *next_id = next_id.wrapping_add(1);
+    frame::set_id(&mut frame, *next_id);
+    pending.lock().insert(*next_id, Pending { reply, _slot: permit });
+    Some(frame)
+}
+
+/// The next call already queued, with a pending slot for it, without waiting for either. The
+/// slot in hand (if any) is used first, and kept when nothing is queued.
+fn take_queued(
+    slot: &mut Option<OwnedSemaphorePermit>,
+    slots: &Arc<Semaphore>,
+    calls: &mut mpsc::Receiver<Outgoing>,
+) -> Option<(Outgoing, OwnedSemaphorePermit)> {
+    let permit = slot.take().or_else(|| slots.clone().try_acquire_owned().ok())?;
+    match calls.try_recv() {
+        Ok(call) => Some((call, permit)),
+        Err(_) => {
+            *slot = Some(permit);
+            None
+        }
+    }
 }
 
 /// Route response frames to their callers until the stream fails; returns why it did.

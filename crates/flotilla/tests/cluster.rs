@@ -117,12 +117,17 @@ async fn lagging_follower_receives_a_snapshot() {
 async fn leadership_transfer_moves_the_leader() {
     let h = Harness::start(3, 6, &[NS], no_tweak).await;
     let l = h.leader(NS).await;
+    // Every node counts the leader changes it sees (`flotilla_leader_changes_total`).
+    let changes = || (0..3).map(|i| h.cluster(i, NS).counters().2).collect::<Vec<_>>();
+    eventually("every node counted the first leader", || changes().iter().all(|c| *c >= 1)).await;
+    let before = changes();
     let target = (0..3).find(|i| *i != l).unwrap();
     // Requested through a follower that is not the target: it is forwarded to the leader.
     let via = (0..3).find(|i| *i != l && *i != target).unwrap_or(target);
     h.cluster(via, NS).transfer_leadership(Some(h.ids[target])).await.unwrap();
     let new = h.leader(NS).await;
     assert_eq!(new, target);
+    eventually("every node counted the transfer", || changes().iter().zip(&before).all(|(now, was)| now > was)).await;
     h.cluster(l, NS).set(b"after-transfer", b"ok").await.unwrap();
     h.shutdown().await;
 }
