@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 use flotilla_core::AdminToken;
+use flotilla_http::Condition;
 use serde_json::json;
 
 use crate::Target;
@@ -39,22 +40,50 @@ pub enum KvCommand {
         value: Option<String>,
         /// Name the write (`Idempotency-Key`): repeating the command with the same key after
         /// an unknown outcome applies it at most once.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["if_match", "if_absent"])]
         idempotency_key: Option<String>,
+        /// Write only if the key was last changed at this revision (its ETag).
+        #[arg(long, value_name = "MOD_REVISION", conflicts_with = "if_absent")]
+        if_match: Option<u64>,
+        /// Write only if the key does not exist.
+        #[arg(long)]
+        if_absent: bool,
     },
-    /// Print a value.
+    /// Print a value (its revisions go to stderr).
     Get {
         key: String,
         /// Read the local replica without contacting the leader.
         #[arg(long)]
         stale: bool,
+        /// Read the value as of this revision (until it is compacted).
+        #[arg(long, default_value_t = 0)]
+        revision: u64,
     },
     /// Delete a key.
-    Del { key: String },
-    /// List keys with a prefix.
+    Del {
+        key: String,
+        /// Delete only if the key was last changed at this revision.
+        #[arg(long, value_name = "MOD_REVISION")]
+        if_match: Option<u64>,
+    },
+    /// List every key with a prefix (page by page), with `--values` as JSON lines.
     Ls {
         #[arg(default_value = "")]
         prefix: String,
+        /// Print each key with its value and revisions, one JSON object per line.
+        #[arg(long)]
+        values: bool,
+    },
+    /// Run a transaction given as JSON (see the README), from a file or stdin.
+    Txn {
+        /// The JSON file; stdin when omitted.
+        file: Option<PathBuf>,
+    },
+    /// Forget the history before a revision (an admin operation).
+    Compact {
+        revision: u64,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
 }
 
@@ -99,7 +128,7 @@ pub async fn kv(target: &Target, op: KvCommand) -> anyhow::Result<()> {
     let client = target.client();
     let ns = &target.namespace;
     match op {
-        KvCommand::Put { key, value, idempotency_key } => {
+        KvCommand::Put { key, value, idempotency_key, if_match, if_absent } => {
             let value = match value {
                 Some(v) => v.into_bytes(),
                 None => {
@@ -108,32 +137,64 @@ pub async fn kv(target: &Target, op: KvCommand) -> anyhow::Result<()> {
                     buf
                 }
             };
-            let index = match idempotency_key {
-                Some(id) => client.put_idempotent(ns, &key, value, &id).await?,
-                None => client.put(ns, &key, value).await?,
+            let condition = match (if_match, if_absent) {
+                (Some(rev), _) => Some(Condition::ModRevision(rev)),
+                (None, true) => Some(Condition::Absent),
+                (None, false) => None,
             };
-            println!("OK (index {index})");
+            match (condition, idempotency_key) {
+                (Some(c), _) => println!("OK (revision {})", client.put_if(ns, &key, value, c).await?),
+                (None, Some(id)) => println!("OK (index {})", client.put_idempotent(ns, &key, value, &id).await?),
+                (None, None) => println!("OK (index {})", client.put(ns, &key, value).await?),
+            }
         }
-        KvCommand::Get { key, stale } => {
-            let read = client.get(ns, &key, if stale { "stale" } else { "linearizable" }).await?;
+        KvCommand::Get { key, stale, revision } => {
+            let read = client.get_at(ns, &key, revision, if stale { "stale" } else { "linearizable" }).await?;
             match read.value {
                 Some(v) => {
                     std::io::stdout().write_all(&v)?;
                     if !v.ends_with(b"\n") {
                         println!();
                     }
+                    let mod_revision = read.mod_revision.unwrap_or(0);
+                    eprintln!("(mod revision {mod_revision}, revision {}, index {})", read.revision, read.index);
                 }
-                None => anyhow::bail!("key {key:?} not found (index {})", read.index),
+                None => anyhow::bail!("key {key:?} not found (revision {}, index {})", read.revision, read.index),
             }
         }
-        KvCommand::Del { key } => {
-            let index = client.delete(ns, &key).await?;
-            println!("OK (index {index})");
-        }
-        KvCommand::Ls { prefix } => {
-            for key in client.list(ns, &prefix).await? {
-                println!("{key}");
+        KvCommand::Del { key, if_match } => match if_match {
+            Some(rev) => println!("OK (revision {})", client.delete_if(ns, &key, Condition::ModRevision(rev)).await?),
+            None => println!("OK (index {})", client.delete(ns, &key).await?),
+        },
+        KvCommand::Ls { prefix, values } => {
+            let mut after: Option<String> = None;
+            loop {
+                let page = client.list_page(ns, &prefix, after.as_deref(), values).await?;
+                for item in &page.items {
+                    match item.as_str() {
+                        Some(key) => println!("{key}"),
+                        None => println!("{item}"),
+                    }
+                }
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
             }
+        }
+        KvCommand::Txn { file } => {
+            let text = match file {
+                Some(path) => std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+                None => std::io::read_to_string(std::io::stdin())?,
+            };
+            let body: serde_json::Value = serde_json::from_str(&text).context("the transaction is not JSON")?;
+            let reply = client.post_json(&format!("/v1/txn/{ns}"), &body).await?;
+            println!("{}", serde_json::to_string_pretty(&reply)?);
+        }
+        KvCommand::Compact { revision, admin } => {
+            let body = json!({ "revision": revision });
+            let reply = admin.client(target)?.post_json(&format!("/v1/ns/{ns}/compact"), &body).await?;
+            println!("{reply}");
         }
     }
     Ok(())

@@ -125,6 +125,30 @@ pub enum ApiError {
     /// one. Nothing was processed.
     #[error("unknown session")]
     UnknownSession,
+    /// A read or watch asked for a revision that compaction has removed.
+    #[error("revision {requested} has been compacted; the oldest available revision is {compacted}")]
+    Compacted {
+        /// The revision asked for.
+        requested: u64,
+        /// The oldest revision still available.
+        compacted: u64,
+    },
+    /// A read asked for a revision that does not exist yet.
+    #[error("revision {requested} is in the future; the current revision is {current}")]
+    FutureRevision {
+        /// The revision asked for.
+        requested: u64,
+        /// The namespace's current revision.
+        current: u64,
+    },
+    /// A conditional write's condition did not hold; nothing was written.
+    #[error("precondition failed: the key's mod revision is {mod_revision} (0: absent) at revision {revision}")]
+    PreconditionFailed {
+        /// The key's mod revision when the condition was checked; 0 when it was absent.
+        mod_revision: u64,
+        /// The namespace's revision then.
+        revision: u64,
+    },
 }
 
 impl ApiError {
@@ -185,6 +209,9 @@ impl ApiError {
             ApiError::StorageFull(_) => "storage_full",
             ApiError::Unauthenticated(_) => "unauthenticated",
             ApiError::UnknownSession => "unknown_session",
+            ApiError::Compacted { .. } => "compacted",
+            ApiError::FutureRevision { .. } => "future_revision",
+            ApiError::PreconditionFailed { .. } => "precondition_failed",
         }
     }
 }
@@ -231,6 +258,9 @@ mod tests {
             ApiError::StorageFull("s".into()),
             ApiError::Unauthenticated("a".into()),
             ApiError::UnknownSession,
+            ApiError::Compacted { requested: 3, compacted: 9 },
+            ApiError::FutureRevision { requested: 9, current: 3 },
+            ApiError::PreconditionFailed { mod_revision: 4, revision: 7 },
         ];
         for e in all {
             let back: ApiError = crate::decode(&crate::encode(&e).unwrap(), 1 << 20).unwrap();

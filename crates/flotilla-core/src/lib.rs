@@ -32,9 +32,9 @@ pub use discovery::{Discovery, DiscoverySource, Sighting};
 pub use error::{ApiError, Limit, Outcome};
 pub use idempotency::{IdempotencyKey, IdempotencyKeyError};
 pub use keyring::{ClusterKey, KeyId, Keyring};
-pub use kv::{KvOp, KvReply, KvStateMachine};
+pub use kv::{KvCommand, KvOp, KvReply, KvStateMachine};
 pub use namespace::{Namespace, NamespaceError};
-pub use state_machine::{StateMachine, StateTable};
+pub use state_machine::{ApplyContext, Scan, ScanVisitor, StateMachine, StateTable, StateView};
 pub use transport::{InboundHandler, Transport, TransportError};
 pub use types::{MemberInfo, NodeId, TypeConfig};
 

@@ -5,24 +5,60 @@
 //! table, snapshots, restores and crash recovery work for every state machine alike.
 
 use std::io;
+use std::ops::Bound;
+
+/// What a [`StateView::scan`] visitor tells the scan: go on to the next row or stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    /// Visit the next row.
+    Continue,
+    /// Stop here.
+    Stop,
+}
+
+/// What [`StateView::scan`] calls for each row: the key and the value, answering whether to
+/// go on.
+pub type ScanVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> io::Result<Scan> + 'a;
+
+/// A read-only view of a namespace's table: what readers see as of one commit, and what
+/// [`StateMachine::apply`] sees (with the command's own writes) while it runs.
+pub trait StateView {
+    /// Read the value stored under `key`.
+    fn get(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>>;
+
+    /// Visit the rows whose keys lie between `start` and `end`, in ascending key order, until
+    /// `visit` answers [`Scan::Stop`] or the range ends.
+    fn scan(&self, start: Bound<&[u8]>, end: Bound<&[u8]>, visit: &mut ScanVisitor<'_>) -> io::Result<()>;
+}
 
 /// The namespace's table as seen by [`StateMachine::apply`]: opaque byte keys and values,
 /// written in the same transaction that records the applied log index.
-pub trait StateTable {
-    /// Read the value stored under `key`.
-    fn get(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>>;
+pub trait StateTable: StateView {
     /// Store `value` under `key`, replacing any previous value.
     fn put(&mut self, key: &[u8], value: &[u8]) -> io::Result<()>;
     /// Remove `key`; returns whether it existed.
     fn delete(&mut self, key: &[u8]) -> io::Result<bool>;
 }
 
+/// Where in the log a command is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyContext {
+    /// The log index of the entry that carries the command (the same on every replica).
+    pub index: u64,
+}
+
 /// Deterministic application logic of a namespace.
 ///
-/// `apply` must depend only on the table and the payload (no clocks, no randomness), so every
-/// replica reaches the same state. Returning `Ok(Err(reason))` refuses the command on every
-/// replica without changing the table; `Err(io)` means the storage failed and stops the group.
+/// `apply` must depend only on the context, the table and the payload (no clocks, no
+/// randomness), so every replica reaches the same state. Returning `Ok(Err(reason))` refuses
+/// the command on every replica without changing the table; `Err(io)` means the storage failed
+/// and stops the group.
 pub trait StateMachine: Send + Sync + 'static {
     /// Apply one committed command payload to `table` and return its reply.
-    fn apply(&self, table: &mut dyn StateTable, payload: &[u8]) -> io::Result<Result<Vec<u8>, String>>;
+    fn apply(
+        &self,
+        context: &ApplyContext,
+        table: &mut dyn StateTable,
+        payload: &[u8],
+    ) -> io::Result<Result<Vec<u8>, String>>;
 }

@@ -6,20 +6,23 @@
 //!   `FromStr`, `Display` and deserialization;
 //! - the KV state machine, fed arbitrary payload bytes or hostile edits of valid `encode_ops`
 //!   payloads, never panics and never allocates more than a fixed bound: a payload either is
-//!   refused without touching the table, or is a list of ops that is applied as a whole and
-//!   answered with one "existed" flag per op;
+//!   refused without touching the table, or is a command that is applied as a whole, creating
+//!   at most one revision, after which the table still reads;
 //! - generated batches (keys such as `..`, `../x`, NUL, empty) apply like a map model, keys
-//!   being opaque bytes; `decode_reply` never panics and round-trips replies.
+//!   being opaque bytes, each changing batch creating exactly one revision, and past revisions
+//!   keep reading as they were; `decode_reply` never panics and round-trips replies.
 
 mod support;
 
 use std::collections::BTreeMap;
 use std::io;
+use std::ops::Bound;
 
-use flotilla_core::kv::{decode_reply, encode_ops};
+use flotilla_core::kv::{decode_reply, encode_ops, range, revisions, OpResult, RangeEnd, RangeRequest, TxnReply};
 use flotilla_core::namespace::MAX_NAMESPACE_LEN;
 use flotilla_core::{
-    decode, encode, KvOp, KvReply, KvStateMachine, Namespace, NamespaceError, StateMachine, StateTable,
+    decode, encode, ApplyContext, KvCommand, KvOp, KvReply, KvStateMachine, Namespace, NamespaceError, Scan,
+    ScanVisitor, StateMachine, StateTable, StateView,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -61,10 +64,21 @@ fn any_name() -> impl Strategy<Value = String> {
 #[derive(Debug, Default, Clone, PartialEq)]
 struct MapTable(BTreeMap<Vec<u8>, Vec<u8>>);
 
-impl StateTable for MapTable {
+impl StateView for MapTable {
     fn get(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
         Ok(self.0.get(key).cloned())
     }
+    fn scan(&self, start: Bound<&[u8]>, end: Bound<&[u8]>, visit: &mut ScanVisitor<'_>) -> io::Result<()> {
+        for (k, v) in self.0.range::<Vec<u8>, _>((start.map(<[u8]>::to_vec), end.map(<[u8]>::to_vec))) {
+            if visit(k, v)? == Scan::Stop {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StateTable for MapTable {
     fn put(&mut self, key: &[u8], value: &[u8]) -> io::Result<()> {
         self.0.insert(key.to_vec(), value.to_vec());
         Ok(())
@@ -72,6 +86,16 @@ impl StateTable for MapTable {
     fn delete(&mut self, key: &[u8]) -> io::Result<bool> {
         Ok(self.0.remove(key).is_some())
     }
+}
+
+const CTX: ApplyContext = ApplyContext { index: 1 };
+
+/// Every live key and value, read at `revision` (0: the current one).
+fn live(table: &MapTable, revision: u64) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let all = RangeRequest { end: RangeEnd::All, revision, ..RangeRequest::key(Vec::new()) };
+    let page = range(table, &all).expect("reads").expect("readable revision");
+    assert!(!page.more, "small tables fit one page");
+    page.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect()
 }
 
 fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
@@ -94,8 +118,16 @@ fn op() -> impl Strategy<Value = KvOp> {
     ]
 }
 
+/// A table built by a few generated batches (each without a repeated key).
 fn table() -> impl Strategy<Value = MapTable> {
-    proptest::collection::btree_map(key(), bytes(8), 0..4).prop_map(MapTable)
+    proptest::collection::vec(proptest::collection::btree_map(key(), bytes(8), 0..4), 0..4).prop_map(|batches| {
+        let mut table = MapTable::default();
+        for batch in batches {
+            let ops: Vec<KvOp> = batch.into_iter().map(|(key, value)| KvOp::Set { key, value }).collect();
+            KvStateMachine.apply(&CTX, &mut table, &encode_ops(&ops)).expect("in memory").expect("valid");
+        }
+        table
+    })
 }
 
 /// Arbitrary bytes, half of them behind a small op count and op tag so the decoder reaches
@@ -152,21 +184,70 @@ fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
 /// Apply `payload` to a copy of `table` and check the outcome against the payload's meaning.
 fn apply_hostile(table: &MapTable, payload: &[u8]) -> Result<(), TestCaseError> {
     let mut after = table.clone();
-    let (applied, largest) = support::largest_allocation(|| KvStateMachine.apply(&mut after, payload));
+    let (applied, largest) = support::largest_allocation(|| KvStateMachine.apply(&CTX, &mut after, payload));
     prop_assert!(largest <= PREALLOC_CAP, "applying {} payload bytes allocated {} bytes", payload.len(), largest);
     let applied = applied.expect("an in-memory table never fails");
-    match decode::<Vec<KvOp>>(payload, u64::MAX) {
+    let before_rev = revisions(table).unwrap().current;
+    match decode::<KvCommand>(payload, u64::MAX) {
         Err(_) => {
             prop_assert!(applied.is_err(), "an undecodable payload was applied");
             prop_assert_eq!(&after, table, "a refused payload changed the table");
         }
-        Ok(ops) => {
-            let reply = decode_reply(&applied.expect("decodable ops are applied")).expect("the reply decodes");
-            let mut model = table.clone();
-            let existed: Vec<bool> = ops.iter().map(|op| model_apply(&mut model.0, op)).collect();
-            prop_assert_eq!(reply.existed, existed);
-            prop_assert_eq!(after, model);
+        Ok(command) => {
+            let reply = decode_reply(&applied.expect("decodable commands are answered")).expect("the reply decodes");
+            let after_rev = revisions(&after).unwrap().current;
+            match reply {
+                KvReply::Refused(_) => prop_assert_eq!(&after, table, "a refused command changed the table"),
+                KvReply::Txn(TxnReply { revision, .. }) => {
+                    prop_assert!(after_rev == before_rev || after_rev == before_rev + 1);
+                    prop_assert_eq!(revision, after_rev);
+                }
+                KvReply::Compact(_) => {
+                    let is_compact = matches!(command, KvCommand::Compact { .. });
+                    prop_assert!(is_compact, "a compaction reply to a transaction");
+                    prop_assert_eq!(after_rev, before_rev);
+                }
+            }
+            live(&after, 0);
         }
+    }
+    Ok(())
+}
+
+/// Apply a generated batch to `table` and to a map model: refused when it writes a key twice,
+/// otherwise applied like the map, one revision if anything changed, the past unchanged.
+fn apply_batch(table: &mut MapTable, ops: &[KvOp]) -> Result<(), TestCaseError> {
+    let before = table.clone();
+    let before_rev = revisions(table).unwrap().current;
+    let out = KvStateMachine.apply(&CTX, table, &encode_ops(ops)).unwrap().expect("decodable");
+    let reply = decode_reply(&out).expect("the reply decodes");
+    let mut keys: Vec<&[u8]> = ops.iter().filter(|op| matches!(op, KvOp::Set { .. })).map(KvOp::key).collect();
+    keys.sort();
+    let repeats = keys.windows(2).any(|w| w[0] == w[1])
+        || ops.iter().any(|op| matches!(op, KvOp::Delete { key } if keys.contains(&key.as_slice())));
+    if repeats {
+        prop_assert!(matches!(reply, KvReply::Refused(_)), "{:?}", reply);
+        prop_assert_eq!(&*table, &before);
+        return Ok(());
+    }
+    let KvReply::Txn(reply) = reply else { return Err(TestCaseError::fail(format!("{reply:?}"))) };
+    let mut model = live(&before, 0);
+    let existed: Vec<bool> = ops.iter().map(|op| model_apply(&mut model, op)).collect();
+    let answered: Vec<bool> = reply
+        .results
+        .iter()
+        .map(|r| match r {
+            OpResult::Put { existed, .. } => *existed,
+            OpResult::Delete { deleted, .. } => *deleted > 0,
+            OpResult::Range(_) => unreachable!("batches do not read"),
+        })
+        .collect();
+    prop_assert_eq!(answered, existed.clone());
+    prop_assert_eq!(live(table, 0), model);
+    let changed = ops.iter().zip(&existed).any(|(op, e)| matches!(op, KvOp::Set { .. }) || *e);
+    prop_assert_eq!(reply.revision, before_rev + u64::from(changed));
+    if before_rev > 0 {
+        prop_assert_eq!(live(table, before_rev), live(&before, 0), "the past changed");
     }
     Ok(())
 }
@@ -229,10 +310,14 @@ proptest! {
 
     /// Valid batches, hostile keys included, apply like a map: keys are opaque bytes.
     #[test]
-    fn kv_batches_apply_like_a_map(table in table(), ops in proptest::collection::vec(op(), 0..8)) {
-        let payload = encode_ops(&ops);
-        prop_assert_eq!(decode::<Vec<KvOp>>(&payload, payload.len() as u64).ok(), Some(ops));
-        apply_hostile(&table, &payload)?;
+    fn kv_batches_apply_like_a_map(
+        mut table in table(),
+        batches in proptest::collection::vec(proptest::collection::vec(op(), 0..8), 1..4),
+    ) {
+        for ops in &batches {
+            apply_hostile(&table, &encode_ops(ops))?;
+            apply_batch(&mut table, ops)?;
+        }
     }
 
     /// `decode_reply` never panics, and gives back the replies the state machine encodes.
@@ -240,7 +325,8 @@ proptest! {
     fn kv_replies_decode_safely(garbage in bytes(128), existed in proptest::collection::vec(any::<bool>(), 0..32)) {
         let (_, largest) = support::largest_allocation(|| decode_reply(&garbage));
         prop_assert!(largest <= PREALLOC_CAP);
-        let reply = KvReply { existed };
+        let results = existed.into_iter().map(|existed| OpResult::Put { prev: None, existed }).collect();
+        let reply = KvReply::Txn(TxnReply { succeeded: true, revision: 7, results });
         prop_assert_eq!(decode_reply(&encode(&reply).unwrap()), Some(reply));
     }
 }

@@ -51,6 +51,28 @@ pub struct Read {
     pub value: Option<Vec<u8>>,
     /// Log index the read reflects.
     pub index: u64,
+    /// The namespace revision the read reflects.
+    pub revision: u64,
+    /// The key's mod revision (its `ETag`), when present.
+    pub mod_revision: Option<u64>,
+}
+
+/// The condition of a conditional write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// `If-Match: "<mod_revision>"`: only if the key was last changed at this revision.
+    ModRevision(u64),
+    /// `If-None-Match: *`: only if the key is absent.
+    Absent,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The keys (and values, with revisions, when asked for) as JSON objects or strings.
+    pub items: Vec<Value>,
+    /// Where the next page starts, when more remain.
+    pub next: Option<String>,
 }
 
 /// Client of one node's HTTP API.
@@ -136,12 +158,24 @@ impl Client {
     /// Read `key` with `consistency` (`stale` or `linearizable`).
     pub async fn get(&self, ns: &str, key: &str, consistency: &str) -> Result<Read, ClientError> {
         let url = self.url(&format!("/v1/kv/{ns}/{}?consistency={consistency}", encode_key(key)));
+        self.read(url).await
+    }
+
+    /// Read `key` as of `revision` (0: the current one) with `consistency`.
+    pub async fn get_at(&self, ns: &str, key: &str, revision: u64, consistency: &str) -> Result<Read, ClientError> {
+        let path = format!("/v1/kv/{ns}/{}?consistency={consistency}&revision={revision}", encode_key(key));
+        self.read(self.url(&path)).await
+    }
+
+    async fn read(&self, url: String) -> Result<Read, ClientError> {
         let response = self.send_raw(self.http.get(url)).await?;
         let index = header_index(&response);
+        let revision = header_u64(&response, crate::REVISION_HEADER).unwrap_or(0);
+        let mod_revision = header_u64(&response, crate::MOD_REVISION_HEADER);
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             let err = api_error(response).await;
             return match err.code() {
-                Some("key_not_found") => Ok(Read { value: None, index }),
+                Some("key_not_found") => Ok(Read { value: None, index, revision, mod_revision: None }),
                 _ => Err(err),
             };
         }
@@ -149,7 +183,44 @@ impl Client {
             return Err(api_error(response).await);
         }
         let body = response.bytes().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
-        Ok(Read { value: Some(body.to_vec()), index })
+        Ok(Read { value: Some(body.to_vec()), index, revision, mod_revision })
+    }
+
+    /// Store `value` under `key` only if `condition` holds (412 `precondition_failed`
+    /// otherwise); returns the revision the write created.
+    pub async fn put_if(&self, ns: &str, key: &str, value: Vec<u8>, condition: Condition) -> Result<u64, ClientError> {
+        let request = self.http.put(self.url(&format!("/v1/kv/{ns}/{}", encode_key(key)))).body(value);
+        let r = self.send(with_condition(request, condition)).await?;
+        json_u64(r, "revision").await
+    }
+
+    /// Delete `key` only if `condition` holds; returns the namespace's revision after it.
+    pub async fn delete_if(&self, ns: &str, key: &str, condition: Condition) -> Result<u64, ClientError> {
+        let request = self.http.delete(self.url(&format!("/v1/kv/{ns}/{}", encode_key(key))));
+        let r = self.send(with_condition(request, condition)).await?;
+        json_u64(r, "revision").await
+    }
+
+    /// One page of the keys starting with `prefix` after `after`, with their values and
+    /// revisions when `values`.
+    pub async fn list_page(
+        &self,
+        ns: &str,
+        prefix: &str,
+        after: Option<&str>,
+        values: bool,
+    ) -> Result<Page, ClientError> {
+        let mut query = vec![("prefix", prefix.to_string()), ("values", values.to_string())];
+        if let Some(after) = after {
+            query.push(("after", after.to_string()));
+        }
+        let r = self.send(self.http.get(self.url(&format!("/v1/kv/{ns}"))).query(&query)).await?;
+        let v: Value = r.json().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let items = v[if values { "kvs" } else { "keys" }]
+            .as_array()
+            .cloned()
+            .ok_or_else(|| ClientError::Protocol("no keys in the listing".into()))?;
+        Ok(Page { items, next: v["next"].as_str().map(str::to_string) })
     }
 
     /// Delete `key`; returns the log index.
@@ -203,6 +274,17 @@ fn encode_key(key: &str) -> String {
         }
     }
     out
+}
+
+fn with_condition(request: reqwest::RequestBuilder, condition: Condition) -> reqwest::RequestBuilder {
+    match condition {
+        Condition::ModRevision(rev) => request.header(reqwest::header::IF_MATCH, format!("\"{rev}\"")),
+        Condition::Absent => request.header(reqwest::header::IF_NONE_MATCH, "*"),
+    }
+}
+
+fn header_u64(response: &reqwest::Response, name: &str) -> Option<u64> {
+    response.headers().get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
 }
 
 fn header_index(response: &reqwest::Response) -> u64 {

@@ -11,18 +11,29 @@ pub struct HttpError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Revisions a client acts on, as fields of the error object and as headers.
+    revisions: Vec<(&'static str, &'static str, u64)>,
 }
 
 impl HttpError {
     /// An error with an explicit status and code.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), revisions: Vec::new() }
     }
 }
 
 impl From<ApiError> for HttpError {
     fn from(e: ApiError) -> Self {
-        Self { status: status_of(&e), code: e.code(), message: e.to_string() }
+        use crate::{COMPACTED_HEADER, MOD_REVISION_HEADER, REVISION_HEADER};
+        let revisions = match &e {
+            ApiError::Compacted { compacted, .. } => vec![("compacted_revision", COMPACTED_HEADER, *compacted)],
+            ApiError::FutureRevision { current, .. } => vec![("revision", REVISION_HEADER, *current)],
+            ApiError::PreconditionFailed { mod_revision, revision } => {
+                vec![("mod_revision", MOD_REVISION_HEADER, *mod_revision), ("revision", REVISION_HEADER, *revision)]
+            }
+            _ => Vec::new(),
+        };
+        Self { status: status_of(&e), code: e.code(), message: e.to_string(), revisions }
     }
 }
 
@@ -37,7 +48,7 @@ impl From<flotilla::NamespaceError> for HttpError {
             E::TooMany { .. } => (StatusCode::CONFLICT, "too_many_namespaces"),
             E::Open(_) | E::Storage(_) | E::Crashed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "namespace_failed"),
         };
-        Self { status, code, message: e.to_string() }
+        Self { status, code, message: e.to_string(), revisions: Vec::new() }
     }
 }
 
@@ -63,13 +74,24 @@ pub fn status_of(e: &ApiError) -> StatusCode {
         ApiError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         // A peer of this node refused it: the cluster is misconfigured, not the request.
         ApiError::Unauthenticated(_) => StatusCode::BAD_GATEWAY,
+        // The history asked for is gone for good.
+        ApiError::Compacted { .. } => StatusCode::GONE,
+        ApiError::FutureRevision { .. } => StatusCode::BAD_REQUEST,
+        ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
     }
 }
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
-        (self.status, body).into_response()
+        let mut error = json!({ "code": self.code, "message": self.message });
+        for (field, _, value) in &self.revisions {
+            error[*field] = json!(value);
+        }
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        for (_, header, value) in self.revisions {
+            response.headers_mut().insert(header, value.into());
+        }
+        response
     }
 }
 

@@ -42,10 +42,11 @@ use tracing::{debug, error, warn};
 
 use crate::auth::AppState;
 use crate::error::HttpError;
-use crate::{kv_routes, membership_routes, metrics, namespace_routes, node_routes};
+use crate::{kv_routes, membership_routes, metrics, namespace_routes, node_routes, txn_routes};
 
 /// Build the router serving `node`. With `admin_token`, the membership and admin routes
-/// (add/remove member, transfer leadership, dissolve, open/close a namespace, keyring reload) require `Authorization: Bearer <token>`;
+/// (add/remove member, transfer leadership, dissolve, open/close a namespace, compact, keyring
+/// reload) require `Authorization: Bearer <token>`;
 /// without it they are open (fit for a loopback listener only). Every request must be complete
 /// within the node's [`http_request_deadline`](flotilla_core::Config::http_request_deadline).
 pub fn router(node: Arc<Node>, admin_token: Option<AdminToken>) -> Router {
@@ -60,6 +61,8 @@ pub fn router(node: Arc<Node>, admin_token: Option<AdminToken>) -> Router {
             get(kv_routes::get_value).put(kv_routes::put_value).delete(kv_routes::delete_value),
         )
         .route("/v1/kv/{ns}", get(kv_routes::list_keys))
+        .route("/v1/txn/{ns}", post(txn_routes::txn))
+        .route("/v1/ns/{ns}/compact", post(txn_routes::compact))
         .route("/v1/ns", get(namespace_routes::list))
         .route("/v1/ns/{ns}", put(namespace_routes::open).delete(namespace_routes::close))
         .route("/v1/ns/{ns}/status", get(node_routes::namespace_status))

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use flotilla_core::{Command, CommandResult, RequestId, StateMachine};
+use flotilla_core::{ApplyContext, Command, CommandResult, RequestId, StateMachine};
 use openraft::alias::{LogIdOf, StoredMembershipOf};
 use openraft::entry::RaftEntry;
 use openraft::StoredMembership;
@@ -173,7 +173,8 @@ fn plan<C: StoreConfig>(
                 // Already applied, within the window: answer as the first time, change nothing.
                 Earlier::Live(result) => result,
                 Earlier::Absent | Earlier::Evicted(_) => {
-                    let result = apply_command(&kv, codec, tables, &mut plan.kv, sm, command)
+                    let context = ApplyContext { index: log_id.index() };
+                    let result = apply_command(&kv, codec, tables, &mut plan.kv, sm, &context, command)
                         .map_err(|e| JobFailure::clean(command_error(tables, &log_id, e)))?;
                     if let Some(id) = command.id {
                         remember(&mut plan, &mut seen, id, result.clone(), earlier);
@@ -267,13 +268,14 @@ fn apply_command<T>(
     tables: &NsTables,
     batch: &mut Changes,
     sm: &dyn StateMachine,
+    context: &ApplyContext,
     command: &Command,
 ) -> std::io::Result<CommandResult>
 where
     T: ReadableTable<&'static [u8], &'static [u8]>,
 {
     let mut view = EntryTable::new(kv, codec, tables, batch);
-    let output = sm.apply(&mut view, &command.payload)?;
+    let output = sm.apply(context, &mut view, &command.payload)?;
     if output.is_ok() {
         let changes = view.into_changes();
         batch.extend(changes);

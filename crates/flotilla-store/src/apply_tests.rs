@@ -4,7 +4,7 @@
 use std::io;
 
 use flotilla_core::types::{Entry, LogId};
-use flotilla_core::{Command, Namespace, RequestId, StateTable, TypeConfig};
+use flotilla_core::{ApplyContext, Command, Namespace, RequestId, StateTable, TypeConfig};
 use openraft::vote::RaftLeaderIdExt;
 use openraft::{EntryPayload, RaftTypeConfig};
 use redb::backends::InMemoryBackend;
@@ -18,7 +18,12 @@ use crate::tables::request_id_key;
 struct Counter;
 
 impl StateMachine for Counter {
-    fn apply(&self, table: &mut dyn StateTable, _payload: &[u8]) -> io::Result<Result<Vec<u8>, String>> {
+    fn apply(
+        &self,
+        _context: &ApplyContext,
+        table: &mut dyn StateTable,
+        _payload: &[u8],
+    ) -> io::Result<Result<Vec<u8>, String>> {
         let n = table.get(b"n")?.map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap_or([0; 8]))) + 1;
         table.put(b"n", &n.to_be_bytes())?;
         Ok(Ok(n.to_be_bytes().to_vec()))

@@ -101,7 +101,7 @@ async fn a_crash_in_the_middle_of_an_install_leaves_a_snapshot_that_reaches_the_
     // Whatever the interrupted step, the node ends with the snapshot's state.
     let (applied, _) = sm.applied_state().await.unwrap();
     assert_eq!(applied, Some(log_id(50)));
-    assert_eq!(store.get(&ns(), b"k50").unwrap(), leader.get(&ns(), b"k50").unwrap());
+    assert_eq!(store.kv_get(&ns(), b"k50").unwrap(), leader.kv_get(&ns(), b"k50").unwrap());
     // And the log it kept continues from the snapshot.
     assert!(log.try_get_log_entries(0..6).await.unwrap().iter().all(|e| e.log_id.index > 50));
 }
@@ -175,13 +175,13 @@ async fn other_namespaces_commit_while_an_install_is_under_way() {
         .await
         .expect("another namespace's apply is not held by the install");
     // The namespace being installed holds a partial state: it is not readable meanwhile.
-    assert!(matches!(store.get(&ns(), b"k2"), Err(StoreError::Installing(_))));
-    assert!(matches!(store.keys(&ns(), b"", 10), Err(StoreError::Installing(_))));
-    assert_eq!(store.get(&other, b"k3").unwrap(), Some(vec![3; 100]));
+    assert!(matches!(store.kv_get(&ns(), b"k2"), Err(StoreError::Installing(_))));
+    assert!(matches!(store.kv_keys(&ns(), b"", 10), Err(StoreError::Installing(_))));
+    assert_eq!(store.kv_get(&other, b"k3").unwrap(), Some(vec![3; 100]));
 
     resume_tx.send(()).unwrap();
     install.await.unwrap().unwrap();
-    assert_eq!(store.get(&ns(), b"k11").unwrap(), Some(vec![11; 1 << 20]));
+    assert_eq!(store.kv_get(&ns(), b"k11").unwrap(), Some(vec![11; 1 << 20]));
     assert_eq!(store.applied(&ns()).unwrap(), Some(log_id(11)));
 }
 
@@ -213,7 +213,11 @@ async fn a_crash_half_way_through_loading_is_installed_again_at_start() {
     assert_eq!(store.applied(&ns()).unwrap(), Some(log_id(11)));
     for i in 2..=11 {
         let key = format!("k{i}");
-        assert_eq!(store.get(&ns(), key.as_bytes()).unwrap(), leader.get(&ns(), key.as_bytes()).unwrap(), "{key}");
+        assert_eq!(
+            store.kv_get(&ns(), key.as_bytes()).unwrap(),
+            leader.kv_get(&ns(), key.as_bytes()).unwrap(),
+            "{key}"
+        );
     }
-    assert_eq!(store.keys(&ns(), b"", 100).unwrap().len(), 10);
+    assert_eq!(store.kv_keys(&ns(), b"", 100).unwrap().len(), 10);
 }

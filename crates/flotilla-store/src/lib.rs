@@ -47,6 +47,7 @@ mod snapshot_writer;
 mod state_machine_store;
 mod store;
 mod tables;
+mod view;
 mod writer;
 
 use flotilla_core::{Command, CommandResult, TypeConfig};
@@ -63,6 +64,7 @@ pub use snapshot_data::{SnapshotData, SnapshotReader};
 pub use snapshot_sink::SnapshotSink;
 pub use state_machine_store::StateMachineStore;
 pub use store::{Store, StoreOptions, DB_FILE};
+pub use view::NamespaceView;
 
 /// The openraft type configurations the store can persist: the application data is a Flotilla
 /// [`Command`] and the response a [`CommandResult`].

@@ -9,9 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::ops::Bound;
 
-use flotilla_core::StateTable;
+use flotilla_core::{Scan, ScanVisitor, StateTable, StateView};
 use redb::ReadableTable;
+
+use crate::error::redb_error;
 
 use crate::codec::Codec;
 use crate::tables::NsTables;
@@ -45,7 +48,19 @@ where
     }
 }
 
-impl<T> StateTable for EntryTable<'_, T>
+impl<T> EntryTable<'_, T>
+where
+    T: ReadableTable<&'static [u8], &'static [u8]>,
+{
+    /// The committed value of `key` as stored, opened.
+    fn open(&self, key: &[u8], stored: &[u8]) -> io::Result<Vec<u8>> {
+        let what = || format!("namespace {:?}, the value of a key", self.tables.ns().as_str());
+        // A StoreError travels inside the io::Error, so the apply can report it as such.
+        Ok(self.codec.unprotect_value(&self.tables.kv_context(key), stored, &what)?.into_owned())
+    }
+}
+
+impl<T> StateView for EntryTable<'_, T>
 where
     T: ReadableTable<&'static [u8], &'static [u8]>,
 {
@@ -56,14 +71,64 @@ where
         if let Some(v) = self.batch.get(key) {
             return Ok(v.clone());
         }
-        let value = self.base.get(key).map_err(|e| io::Error::other(format!("reading the kv table: {e}")))?;
+        let value = self.base.get(key).map_err(|e| io::Error::from(redb_error(e)))?;
         let Some(value) = value else { return Ok(None) };
-        let what = || format!("namespace {:?}, the value of a key", self.tables.ns().as_str());
-        // A StoreError travels inside the io::Error, so the apply can report it as such.
-        let plain = self.codec.unprotect_value(&self.tables.kv_context(key), value.value(), &what)?;
-        Ok(Some(plain.into_owned()))
+        self.open(key, value.value()).map(Some)
     }
 
+    /// Merges the three layers in key order; where they hold the same key, the command's own
+    /// change wins over the batch's, and that over the committed row.
+    fn scan(&self, start: Bound<&[u8]>, end: Bound<&[u8]>, visit: &mut ScanVisitor<'_>) -> io::Result<()> {
+        let owned = (start.map(<[u8]>::to_vec), end.map(<[u8]>::to_vec));
+        let mut own = self.changes.range::<Vec<u8>, _>(owned.clone()).peekable();
+        let mut batch = self.batch.range::<Vec<u8>, _>(owned).peekable();
+        let mut base = self.base.range::<&[u8]>((start, end)).map_err(|e| io::Error::from(redb_error(e)))?;
+        let mut next_base = || -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+            match base.next() {
+                None => Ok(None),
+                Some(item) => {
+                    let (k, v) = item.map_err(|e| io::Error::from(redb_error(e)))?;
+                    Ok(Some((k.value().to_vec(), v.value().to_vec())))
+                }
+            }
+        };
+        let mut base_head = next_base()?;
+        loop {
+            let smallest = [own.peek().map(|(k, _)| k.as_slice()), batch.peek().map(|(k, _)| k.as_slice())]
+                .into_iter()
+                .chain([base_head.as_ref().map(|(k, _)| k.as_slice())])
+                .flatten()
+                .min()
+                .map(<[u8]>::to_vec);
+            let Some(key) = smallest else { return Ok(()) };
+            let mut value: Option<Option<Vec<u8>>> = None;
+            if own.peek().is_some_and(|(k, _)| **k == key) {
+                value = own.next().map(|(_, v)| v.clone());
+            }
+            if batch.peek().is_some_and(|(k, _)| **k == key) {
+                let staged = batch.next().map(|(_, v)| v.clone());
+                value = value.or(staged);
+            }
+            if base_head.as_ref().is_some_and(|(k, _)| *k == key) {
+                let (_, stored) = base_head.take().expect("checked above");
+                if value.is_none() {
+                    value = Some(Some(self.open(&key, &stored)?));
+                }
+                base_head = next_base()?;
+            }
+            if let Some(Some(v)) = value {
+                if visit(&key, &v)? == Scan::Stop {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+impl<T> StateTable for EntryTable<'_, T>
+where
+    T: ReadableTable<&'static [u8], &'static [u8]>,
+{
     fn put(&mut self, key: &[u8], value: &[u8]) -> io::Result<()> {
         self.changes.insert(key.to_vec(), Some(value.to_vec()));
         Ok(())

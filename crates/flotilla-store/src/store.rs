@@ -22,6 +22,7 @@ use crate::snapshot_file::SnapshotFiles;
 use crate::snapshot_sink::SnapshotSink;
 use crate::state_machine_store::StateMachineStore;
 use crate::tables::{open_read, NsTables, META_APPLIED, META_INSTALLING, META_MEMBERSHIP, META_PURGED, META_VOTE};
+use crate::view::NamespaceView;
 use crate::writer::{DbSlot, Writer};
 use crate::StoreConfig;
 
@@ -43,8 +44,7 @@ pub struct StoreOptions {
 /// redb file, written by one group-commit writer thread.
 ///
 /// Create it once with [`Store::open`] and share the `Arc`; hand each Raft group a
-/// [`Store::log_store`] and a [`Store::state_machine`]. Reads ([`Store::get`], [`Store::keys`],
-/// log reads) use redb read transactions (MVCC) and never wait for the writer.
+/// [`Store::log_store`] and a [`Store::state_machine`]. Reads ([`Store::view`], log reads) use redb read transactions (MVCC) and never wait for the writer.
 pub struct Store {
     data_dir: PathBuf,
     /// The database; taken out by [`Store::shutdown`] so the file is closed (and its lock
@@ -245,47 +245,46 @@ impl Store {
         Ok(found)
     }
 
-    /// The value stored under `key` in `ns`'s state machine table, as of the last commit.
-    /// Refused with [`StoreError::Installing`] while a snapshot is being loaded into `ns`.
-    pub fn get(&self, ns: &Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    /// A view of `ns`'s state machine table as of the last commit, for reads (the state
+    /// machine's own read functions run on it, e.g. `flotilla_core::kv::range`). Refused with
+    /// [`StoreError::Installing`] while a snapshot is being loaded into `ns`.
+    pub fn view(&self, ns: &Namespace) -> Result<NamespaceView, StoreError> {
         let tables = NsTables::new(ns);
         let txn = self.read_txn()?;
         refuse_while_installing(&txn, &tables)?;
-        let Some(kv) = open_read(&txn, tables.kv())? else {
-            return Ok(None);
-        };
-        let Some(value) = kv.get(key).map_err(redb_error)? else {
-            return Ok(None);
-        };
-        let what = || format!("namespace {:?}, the value of a key", ns.as_str());
-        Ok(Some(self.codec.unprotect_value(&tables.kv_context(key), value.value(), &what)?.into_owned()))
+        NamespaceView::new(txn, tables, self.codec.clone())
     }
 
-    /// Up to `limit` keys of `ns`'s state machine table that start with `prefix`, in byte order.
-    /// Refused with [`StoreError::Installing`] while a snapshot is being loaded into `ns`.
-    pub fn keys(&self, ns: &Namespace, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-        let tables = NsTables::new(ns);
-        let txn = self.read_txn()?;
-        refuse_while_installing(&txn, &tables)?;
-        let Some(kv) = open_read(&txn, tables.kv())? else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        if limit == 0 {
-            return Ok(out);
-        }
-        for item in kv.range::<&[u8]>(prefix..).map_err(redb_error)? {
-            let (key, _) = item.map_err(redb_error)?;
-            let key = key.value();
-            if !key.starts_with(prefix) {
+    /// The current value of `key` in `ns`, a namespace that runs the built-in KV state
+    /// machine (`flotilla_core::kv`): a shortcut for tools and tests.
+    pub fn kv_get(&self, ns: &Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let view = self.view(ns)?;
+        flotilla_core::kv::read::value(&view, key).map_err(|e| StoreError::from_io("reading a namespace's state", e))
+    }
+
+    /// Up to `limit` current keys of `ns` (built-in KV state machine) that start with
+    /// `prefix`, in byte order: a shortcut for tools and tests.
+    pub fn kv_keys(&self, ns: &Namespace, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        use flotilla_core::kv::{range, RangeRequest};
+        let view = self.view(ns)?;
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        while keys.len() < limit {
+            let left = u64::try_from(limit - keys.len()).unwrap_or(u64::MAX);
+            let request = RangeRequest {
+                after: keys.last().cloned(),
+                limit: left,
+                keys_only: true,
+                ..RangeRequest::prefix(prefix)
+            };
+            let page = range(&view, &request)
+                .map_err(|e| StoreError::from_io("reading a namespace's state", e))?
+                .map_err(|refusal| StoreError::Invalid(refusal.to_string()))?;
+            keys.extend(page.kvs.into_iter().map(|kv| kv.key));
+            if !page.more {
                 break;
             }
-            out.push(key.to_vec());
-            if out.len() >= limit {
-                break;
-            }
         }
-        Ok(out)
+        Ok(keys)
     }
 
     /// The last log id applied to `ns`'s state machine.

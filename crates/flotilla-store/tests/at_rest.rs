@@ -61,9 +61,9 @@ async fn check_everything(store: &Arc<Store>, ns: &Namespace, n: u64) {
     );
     assert_eq!(log.read_vote().await.unwrap(), Some(vote(1)));
     for i in 2..=n {
-        assert_eq!(store.get(ns, format!("key/{i:05}").as_bytes()).unwrap(), Some(secret_value(i)), "key {i}");
+        assert_eq!(store.kv_get(ns, format!("key/{i:05}").as_bytes()).unwrap(), Some(secret_value(i)), "key {i}");
     }
-    assert_eq!(store.keys(ns, b"key/", usize::MAX).unwrap().len() as u64, n - 1);
+    assert_eq!(store.kv_keys(ns, b"key/", usize::MAX).unwrap().len() as u64, n - 1);
     // At least n: a test may have applied more since (see the dedup check below).
     assert!(store.applied(ns).unwrap() >= Some(log_id(1, n)));
     let mut sm = store.state_machine(ns, Arc::new(KvStateMachine)).unwrap();
@@ -71,7 +71,7 @@ async fn check_everything(store: &Arc<Store>, ns: &Namespace, n: u64) {
     assert_eq!(snap.meta.last_log_id, Some(log_id(1, n)));
     // Dedup records read back: a retried write is answered, not applied again.
     apply(&mut sm, vec![normal(1, n + 1, rid(9, 2), set(b"key/00002", b"overwritten"))]).await.unwrap();
-    assert_eq!(store.get(ns, b"key/00002").unwrap(), Some(secret_value(2)));
+    assert_eq!(store.kv_get(ns, b"key/00002").unwrap(), Some(secret_value(2)));
 }
 
 /// Every file under `dir` whose bytes contain `needle`.
@@ -253,12 +253,12 @@ async fn tampered_ciphertext_is_an_error_not_a_panic() {
     close(store);
 
     // One flipped bit in a value; a value moved under another key.
-    edit_raw(dir.path(), "kv/alpha", b"key/00003", |v| {
+    edit_raw(dir.path(), "kv/alpha", b"\x01key/00003", |v| {
         let last = v.len() - 1;
         v[last] ^= 0x01;
     });
-    let moved = read_raw(dir.path(), "kv/alpha", b"key/00005");
-    edit_raw(dir.path(), "kv/alpha", b"key/00004", |v| *v = moved);
+    let moved = read_raw(dir.path(), "kv/alpha", b"\x01key/00005");
+    edit_raw(dir.path(), "kv/alpha", b"\x01key/00004", |v| *v = moved);
     edit_raw(dir.path(), "kv/count", b"n", |v| v[30] ^= 0x80);
     // A flipped bit in the sealed snapshot file.
     let snap_path = dir.path().join("snapshots/alpha/current.snap");
@@ -269,10 +269,10 @@ async fn tampered_ciphertext_is_an_error_not_a_panic() {
 
     let store = open_with(dir.path(), sealing()).unwrap();
     for k in [&b"key/00003"[..], b"key/00004"] {
-        let err = store.get(&a, k).unwrap_err();
+        let err = store.kv_get(&a, k).unwrap_err();
         assert!(matches!(&err, StoreError::AtRestCorrupt(m) if m.contains("alpha")), "{err:?}");
     }
-    assert_eq!(store.get(&a, b"key/00005").unwrap(), Some(secret_value(5)));
+    assert_eq!(store.kv_get(&a, b"key/00005").unwrap(), Some(secret_value(5)));
 
     let mut sm = store.state_machine(&a, Arc::new(KvStateMachine)).unwrap();
     let err = sm.get_current_snapshot().await.unwrap_err();
@@ -340,7 +340,7 @@ async fn a_snapshot_being_received_is_sealed_on_disk_and_installs() {
 
     let mut sm = store.state_machine(&a, Arc::new(KvStateMachine)).unwrap();
     sm.install_snapshot(&snap.meta, received).await.unwrap();
-    assert_eq!(store.get(&a, b"key/00007").unwrap(), Some(secret_value(7)));
+    assert_eq!(store.kv_get(&a, b"key/00007").unwrap(), Some(secret_value(7)));
     assert_eq!(std::fs::read_dir(&incoming).unwrap().count(), 0, "the received file is gone once installed");
     assert_eq!(files_containing(dir.path(), SECRET), Vec::<PathBuf>::new());
 }

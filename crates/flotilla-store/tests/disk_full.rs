@@ -97,7 +97,7 @@ async fn a_full_disk_stalls_writes_without_losing_or_failing_any() {
     let mut reader = store.log_store(&a).unwrap();
     let last = *acked.lock().unwrap().last().unwrap();
     assert_eq!(reader.try_get_log_entries(1..=last).await.unwrap().len() as u64, last);
-    assert_eq!(store.get(&a, &key(last)).unwrap(), Some(value(last)));
+    assert_eq!(store.kv_get(&a, &key(last)).unwrap(), Some(value(last)));
     assert_eq!(acked_len(&acked), stalled_at, "nothing is acknowledged while the disk is full");
 
     // Room again: the waiting write completes, and writing goes on.
@@ -117,7 +117,7 @@ async fn a_full_disk_stalls_writes_without_losing_or_failing_any() {
     let last = *acked.last().unwrap();
     assert_eq!(log.try_get_log_entries(1..=last).await.unwrap().len() as u64, last);
     for i in acked {
-        assert_eq!(store.get(&a, &key(i)).unwrap(), Some(value(i)), "entry {i} lost");
+        assert_eq!(store.kv_get(&a, &key(i)).unwrap(), Some(value(i)), "entry {i} lost");
     }
     store.shutdown();
 }

@@ -201,7 +201,7 @@ async fn shutdown_is_idempotent_and_refuses_later_writes() {
     let err = log.save_vote(&vote(1)).await.unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::BrokenPipe, "{err}");
     assert!(matches!(store.log_store(&ns("beta")), Err(StoreError::Closed)));
-    assert!(matches!(store.get(&ns("alpha"), b"k"), Err(StoreError::Closed)));
+    assert!(matches!(store.kv_get(&ns("alpha"), b"k"), Err(StoreError::Closed)));
     assert!(log.try_get_log_entries(..).await.is_err());
 
     // The file is released at shutdown, although `store` and `log` are still alive: the

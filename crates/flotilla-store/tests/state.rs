@@ -13,11 +13,11 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 
 fn all_keys(store: &Store, ns: &Namespace) -> Vec<(Vec<u8>, Vec<u8>)> {
     store
-        .keys(ns, b"", usize::MAX)
+        .kv_keys(ns, b"", usize::MAX)
         .unwrap()
         .into_iter()
         .map(|k| {
-            let v = store.get(ns, &k).unwrap().expect("listed key has a value");
+            let v = store.kv_get(ns, &k).unwrap().expect("listed key has a value");
             (k, v)
         })
         .collect()
@@ -81,7 +81,7 @@ async fn a_refused_command_changes_nothing() {
     )
     .await
     .unwrap();
-    assert_eq!(store.get(&a, b"scratch").unwrap(), None);
+    assert_eq!(store.kv_get(&a, b"scratch").unwrap(), None);
     assert_eq!(count(&store, &a), 2);
     assert_eq!(store.applied(&a).unwrap(), Some(log_id(1, 4)), "a refusal is still applied");
     assert_ne!(all_keys(&store, &a), before);
@@ -153,10 +153,10 @@ async fn snapshot_installs_into_a_fresh_store() {
     let mut expected = all_keys(&store1, &a);
     expected.retain(|(k, _)| k != b"late");
     assert_eq!(all_keys(&store2, &a), expected);
-    assert_eq!(store2.get(&a, b"").unwrap(), Some(b"empty".to_vec()));
-    assert_eq!(store2.get(&a, b"stale").unwrap(), None);
-    assert_eq!(store2.keys(&a, b"key/00", 5).unwrap().len(), 5);
-    assert_eq!(store2.keys(&a, b"key/01", 1000).unwrap(), store1.keys(&a, b"key/01", 1000).unwrap());
+    assert_eq!(store2.kv_get(&a, b"").unwrap(), Some(b"empty".to_vec()));
+    assert_eq!(store2.kv_get(&a, b"stale").unwrap(), None);
+    assert_eq!(store2.kv_keys(&a, b"key/00", 5).unwrap().len(), 5);
+    assert_eq!(store2.kv_keys(&a, b"key/01", 1000).unwrap(), store1.kv_keys(&a, b"key/01", 1000).unwrap());
     let (applied, membership) = sm2.applied_state().await.unwrap();
     assert_eq!(applied, Some(log_id(2, 202)));
     assert_eq!(membership, snap.meta.last_membership);
@@ -164,7 +164,7 @@ async fn snapshot_installs_into_a_fresh_store() {
 
     // Dedup records travel with the snapshot: a retried write is not applied again.
     apply(&mut sm2, vec![normal(2, 203, rid(42, 5), set(b"key/0005", b"overwritten"))]).await.unwrap();
-    assert_eq!(store2.get(&a, b"key/0005").unwrap(), Some(5u64.to_be_bytes().to_vec()));
+    assert_eq!(store2.kv_get(&a, b"key/0005").unwrap(), Some(5u64.to_be_bytes().to_vec()));
 
     // The installed snapshot is still current after a restart.
     drop(sm2);
@@ -280,12 +280,12 @@ async fn namespaces_are_isolated() {
     let mut sm_b = store.state_machine(&b, Arc::new(KvStateMachine)).unwrap();
     apply(&mut sm_a, vec![normal(1, 1, rid(1, 1), set(b"same", b"from a"))]).await.unwrap();
     apply(&mut sm_b, vec![normal(1, 1, rid(1, 1), set(b"same", b"from b"))]).await.unwrap();
-    assert_eq!(store.get(&a, b"same").unwrap(), Some(b"from a".to_vec()));
-    assert_eq!(store.get(&b, b"same").unwrap(), Some(b"from b".to_vec()), "dedup ids are per namespace");
+    assert_eq!(store.kv_get(&a, b"same").unwrap(), Some(b"from a".to_vec()));
+    assert_eq!(store.kv_get(&b, b"same").unwrap(), Some(b"from b".to_vec()), "dedup ids are per namespace");
     apply(&mut sm_b, vec![normal(1, 2, None, encode_ops(&[KvOp::Delete { key: b"same".to_vec() }]))]).await.unwrap();
-    assert_eq!(store.get(&a, b"same").unwrap(), Some(b"from a".to_vec()));
-    assert_eq!(store.get(&b, b"same").unwrap(), None);
-    assert_eq!(store.get(&ns("gamma"), b"same").unwrap(), None);
+    assert_eq!(store.kv_get(&a, b"same").unwrap(), Some(b"from a".to_vec()));
+    assert_eq!(store.kv_get(&b, b"same").unwrap(), None);
+    assert_eq!(store.kv_get(&ns("gamma"), b"same").unwrap(), None);
     assert_eq!(store.applied(&a).unwrap(), Some(log_id(1, 1)));
     assert_eq!(store.applied(&b).unwrap(), Some(log_id(1, 2)));
 }
@@ -312,16 +312,16 @@ async fn hostile_keys_are_stored_opaquely() {
     apply(&mut sm, entries).await.unwrap();
 
     for (i, k) in keys.iter().enumerate() {
-        assert_eq!(store.get(&a, k).unwrap(), Some(vec![i as u8]), "key {i}");
+        assert_eq!(store.kv_get(&a, k).unwrap(), Some(vec![i as u8]), "key {i}");
     }
-    let mut listed = store.keys(&a, b"", usize::MAX).unwrap();
+    let mut listed = store.kv_keys(&a, b"", usize::MAX).unwrap();
     listed.sort();
     let mut want = keys.clone();
     want.sort();
     assert_eq!(listed, want);
-    assert_eq!(store.keys(&a, b"../", 10).unwrap().len(), 2);
-    assert_eq!(store.keys(&a, b"a\0", 10).unwrap(), vec![b"a\0b".to_vec()]);
-    assert!(store.keys(&a, b"", 0).unwrap().is_empty());
+    assert_eq!(store.kv_keys(&a, b"../", 10).unwrap().len(), 2);
+    assert_eq!(store.kv_keys(&a, b"a\0", 10).unwrap(), vec![b"a\0b".to_vec()]);
+    assert!(store.kv_keys(&a, b"", 0).unwrap().is_empty());
 
     // None of it reached the file system or Raft state.
     let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
@@ -336,6 +336,6 @@ async fn hostile_keys_are_stored_opaquely() {
     let store2 = open(dir2.path());
     let mut sm2 = store2.state_machine(&a, Arc::new(KvStateMachine)).unwrap();
     sm2.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
-    assert_eq!(store2.get(&a, &big).unwrap(), Some(vec![8]));
+    assert_eq!(store2.kv_get(&a, &big).unwrap(), Some(vec![8]));
     assert_eq!(all_keys(&store2, &a), all_keys(&store, &a));
 }

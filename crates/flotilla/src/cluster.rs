@@ -3,10 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_core::kv::{decode_reply, encode_ops};
 use flotilla_core::types::{NodeId, TypeConfig};
 use flotilla_core::wire::{log_index, CommandRequest, CommandResponse};
-use flotilla_core::{ApiError, Command, Consistency, IdempotencyKey, KvOp, Limit, MemberInfo, Namespace, RequestId};
+use flotilla_core::{ApiError, Command, Consistency, IdempotencyKey, Limit, MemberInfo, Namespace, RequestId};
 use openraft::raft::linearizable_read::Linearizer;
 use openraft::raft::linearizable_read::ReadLogId;
 use openraft::ServerState;
@@ -16,43 +15,13 @@ use crate::group::{Group, GroupSlot};
 use crate::node::Node;
 use crate::status::{GroupStatus, Member, MemberRole, Role};
 
-/// Outcome of a write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WriteOutcome {
-    /// Log index the write was applied at.
-    pub index: u64,
-    /// For each op of the write, whether its key existed before.
-    pub existed: Vec<bool>,
-}
-
-/// Outcome of a point read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadOutcome {
-    /// The value, if present.
-    pub value: Option<Vec<u8>>,
-    /// Log index the read reflects (this replica's applied index).
-    pub index: u64,
-}
-
-/// Outcome of a key listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeysOutcome {
-    /// Keys in order.
-    pub keys: Vec<Vec<u8>>,
-    /// Log index the listing reflects.
-    pub index: u64,
-}
-
-/// Largest number of keys one listing returns.
-pub const MAX_LIST_KEYS: usize = 10_000;
-
 /// Operations on one namespace. Every method works on every node: writes and membership
 /// changes are forwarded to the leader, reads pick their consistency.
 #[derive(Clone)]
 pub struct Cluster {
-    node: Arc<Node>,
+    pub(crate) node: Arc<Node>,
     slot: Arc<GroupSlot>,
-    namespace: Namespace,
+    pub(crate) namespace: Namespace,
 }
 
 impl Cluster {
@@ -78,65 +47,8 @@ impl Cluster {
         &self.namespace
     }
 
-    fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         Instant::now() + self.node.config.request_timeout()
-    }
-
-    /// Store `value` under `key`.
-    pub async fn set(&self, key: &[u8], value: &[u8]) -> Result<WriteOutcome, ApiError> {
-        self.batch(vec![KvOp::Set { key: key.to_vec(), value: value.to_vec() }]).await
-    }
-
-    /// Store `value` under `key` as the write named `idempotency`: the same key sent again
-    /// (a retry after an unknown outcome) is applied at most once.
-    pub async fn set_idempotent(
-        &self,
-        key: &[u8],
-        value: &[u8],
-        idempotency: &IdempotencyKey,
-    ) -> Result<WriteOutcome, ApiError> {
-        self.batch_idempotent(vec![KvOp::Set { key: key.to_vec(), value: value.to_vec() }], idempotency).await
-    }
-
-    /// Remove `key`; `existed[0]` says whether it was present.
-    pub async fn delete(&self, key: &[u8]) -> Result<WriteOutcome, ApiError> {
-        self.batch(vec![KvOp::Delete { key: key.to_vec() }]).await
-    }
-
-    /// Remove `key` as the write named `idempotency` (see [`Cluster::set_idempotent`]).
-    pub async fn delete_idempotent(&self, key: &[u8], idempotency: &IdempotencyKey) -> Result<WriteOutcome, ApiError> {
-        self.batch_idempotent(vec![KvOp::Delete { key: key.to_vec() }], idempotency).await
-    }
-
-    /// Apply several sets and deletes atomically, as one log entry.
-    pub async fn batch(&self, ops: Vec<KvOp>) -> Result<WriteOutcome, ApiError> {
-        self.batch_as(ops, self.node.request_ids.next()).await
-    }
-
-    /// Apply a batch as the write named `idempotency`: the same key sent again (a retry after
-    /// an unknown outcome) is applied at most once, and answers the first attempt's result.
-    pub async fn batch_idempotent(
-        &self,
-        ops: Vec<KvOp>,
-        idempotency: &IdempotencyKey,
-    ) -> Result<WriteOutcome, ApiError> {
-        self.batch_as(ops, idempotency.request_id(&self.namespace)).await
-    }
-
-    async fn batch_as(&self, ops: Vec<KvOp>, id: RequestId) -> Result<WriteOutcome, ApiError> {
-        if ops.is_empty() {
-            return Err(ApiError::Rejected("empty batch".into()));
-        }
-        for op in &ops {
-            self.check_key(op.key())?;
-            if let KvOp::Set { value, .. } = op {
-                self.check_value(value)?;
-            }
-        }
-        let (index, output) = self.propose_as(encode_ops(&ops), id).await?;
-        let reply = output.map_err(ApiError::Rejected)?;
-        let reply = decode_reply(&reply).ok_or_else(|| ApiError::Fatal("undecodable KV reply".into()))?;
-        Ok(WriteOutcome { index, existed: reply.existed })
     }
 
     /// Replicate an opaque command for the namespace's state machine; returns the log index and
@@ -155,7 +67,11 @@ impl Cluster {
         self.propose_as(payload, idempotency.request_id(&self.namespace)).await
     }
 
-    async fn propose_as(&self, payload: Vec<u8>, id: RequestId) -> Result<(u64, Result<Vec<u8>, String>), ApiError> {
+    pub(crate) async fn propose_as(
+        &self,
+        payload: Vec<u8>,
+        id: RequestId,
+    ) -> Result<(u64, Result<Vec<u8>, String>), ApiError> {
         let config = &self.node.config;
         let limit = (config.max_frame_bytes / 2).max(config.max_key_bytes + config.max_value_bytes + 1024);
         if payload.len() > limit {
@@ -168,31 +84,13 @@ impl Cluster {
         }
     }
 
-    /// Read `key` with the requested consistency.
-    pub async fn get(&self, key: &[u8], consistency: Consistency) -> Result<ReadOutcome, ApiError> {
-        self.check_key(key)?;
-        let index = self.read_barrier(consistency).await?;
-        let value = self.node.store.get(&self.namespace, key).map_err(store_read_error)?;
-        Ok(ReadOutcome { value, index: index.max(self.applied_index()) })
-    }
-
-    /// List keys starting with `prefix` (at most [`MAX_LIST_KEYS`]).
-    pub async fn keys(&self, prefix: &[u8], consistency: Consistency) -> Result<KeysOutcome, ApiError> {
-        if prefix.len() > self.node.config.max_key_bytes {
-            return Err(too_large(Limit::Key, prefix.len(), self.node.config.max_key_bytes));
-        }
-        let index = self.read_barrier(consistency).await?;
-        let keys = self.node.store.keys(&self.namespace, prefix, MAX_LIST_KEYS).map_err(store_read_error)?;
-        Ok(KeysOutcome { keys, index: index.max(self.applied_index()) })
-    }
-
     /// Wait until this replica has applied every write acknowledged before the call; returns
     /// the applied index.
     pub async fn barrier(&self) -> Result<u64, ApiError> {
         self.read_barrier(Consistency::Linearizable).await
     }
 
-    async fn read_barrier(&self, consistency: Consistency) -> Result<u64, ApiError> {
+    pub(crate) async fn read_barrier(&self, consistency: Consistency) -> Result<u64, ApiError> {
         if consistency == Consistency::Stale {
             return Ok(self.applied_index());
         }
@@ -215,7 +113,7 @@ impl Cluster {
         self.group().applied_index()
     }
 
-    fn check_key(&self, key: &[u8]) -> Result<(), ApiError> {
+    pub(crate) fn check_key(&self, key: &[u8]) -> Result<(), ApiError> {
         if key.is_empty() {
             return Err(ApiError::InvalidKey("key is empty".into()));
         }
@@ -226,7 +124,7 @@ impl Cluster {
         Ok(())
     }
 
-    fn check_value(&self, value: &[u8]) -> Result<(), ApiError> {
+    pub(crate) fn check_value(&self, value: &[u8]) -> Result<(), ApiError> {
         let limit = self.node.config.max_value_bytes;
         if value.len() > limit {
             return Err(too_large(Limit::Value, value.len(), limit));
@@ -360,13 +258,13 @@ impl Cluster {
 }
 
 /// The error of a key, value or request over its limit.
-fn too_large(what: Limit, size: usize, limit: usize) -> ApiError {
+pub(crate) fn too_large(what: Limit, size: usize, limit: usize) -> ApiError {
     ApiError::TooLarge { what, size: size as u64, limit: limit as u64 }
 }
 
 /// Map a failed local read: a namespace that is loading a snapshot answers a retryable error
 /// (it serves reads again once the install is done); anything else is a storage failure.
-fn store_read_error(e: flotilla_store::StoreError) -> ApiError {
+pub(crate) fn store_read_error(e: flotilla_store::StoreError) -> ApiError {
     match e {
         flotilla_store::StoreError::Installing(detail) => {
             ApiError::Unavailable(format!("the namespace is installing a snapshot, retry shortly: {detail}"))

@@ -13,6 +13,7 @@
 pub mod at_rest;
 mod checked_file;
 pub mod cluster;
+mod cluster_kv;
 mod command;
 pub mod error;
 mod execute;
@@ -39,7 +40,10 @@ pub mod testing;
 pub mod wire_budget;
 mod write_gate;
 
-pub use cluster::{Cluster, KeysOutcome, ReadOutcome, WriteOutcome};
+pub use cluster::Cluster;
+pub use cluster_kv::{
+    KeyRevisions, KeysOutcome, Precondition, RangeOutcome, ReadOutcome, TxnOutcome, WriteOutcome, MAX_LIST_KEYS,
+};
 pub use error::{NamespaceError, StartError};
 pub use flotilla_core::{ApiError, Config, Consistency, IdempotencyKey, KvOp, Limit, Namespace, Outcome, Preset};
 pub use namespace_lifecycle::MAX_OPEN_NAMESPACES;

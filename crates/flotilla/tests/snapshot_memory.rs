@@ -281,7 +281,7 @@ async fn a_200_mb_snapshot_is_built_sent_received_and_installed_in_bounded_memor
 
     // The follower holds the leader's state, and no received file is left behind.
     let last = format!("v{:04}", VALUES - 1);
-    assert_eq!(follower.get(&ns(), last.as_bytes()).unwrap(), Some(vec![(VALUES - 1) as u8; VALUE_BYTES]));
+    assert_eq!(follower.kv_get(&ns(), last.as_bytes()).unwrap(), Some(vec![(VALUES - 1) as u8; VALUE_BYTES]));
     assert_eq!(follower.applied(&ns()).unwrap(), Some(log_id(VALUES + 1)));
     let incoming: Vec<_> = std::fs::read_dir(follower_dir.path().join("snapshots/.incoming")).unwrap().collect();
     assert!(incoming.is_empty(), "{incoming:?}");

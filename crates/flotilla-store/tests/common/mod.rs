@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use flotilla_core::kv::encode_ops;
 use flotilla_core::types::{Entry, LogId, Vote};
-use flotilla_core::{Command, KvOp, MemberInfo, Namespace, NodeId, RequestId, StateMachine, StateTable, TypeConfig};
+use flotilla_core::{
+    ApplyContext, Command, KvOp, MemberInfo, Namespace, NodeId, RequestId, StateMachine, StateTable, StateView,
+    TypeConfig,
+};
 use flotilla_store::{LogStore, StateMachineStore, Store};
 use openraft::storage::{RaftLogStorageExt, RaftStateMachine};
 use openraft::vote::RaftLeaderIdExt;
@@ -74,7 +77,12 @@ pub fn open(dir: &std::path::Path) -> Arc<Store> {
 pub struct CountingSm;
 
 impl StateMachine for CountingSm {
-    fn apply(&self, table: &mut dyn StateTable, payload: &[u8]) -> io::Result<Result<Vec<u8>, String>> {
+    fn apply(
+        &self,
+        _context: &ApplyContext,
+        table: &mut dyn StateTable,
+        payload: &[u8],
+    ) -> io::Result<Result<Vec<u8>, String>> {
         match payload {
             b"refuse" => {
                 table.put(b"scratch", b"must not stay")?;
@@ -97,7 +105,9 @@ impl StateMachine for CountingSm {
 /// The counter kept by [`CountingSm`].
 pub fn count(store: &Store, ns: &Namespace) -> u64 {
     store
-        .get(ns, b"n")
+        .view(ns)
+        .expect("a view")
+        .get(b"n")
         .expect("read n")
         .map(|v| u64::from_be_bytes(v.as_slice().try_into().expect("8 bytes")))
         .unwrap_or(0)

@@ -1,0 +1,298 @@
+//! How the KV state machine lays out its state in the namespace's table.
+//!
+//! ```text
+//! 0x00 "rev"                          -> u64 BE   current revision
+//! 0x00 "compacted"                    -> u64 BE   oldest readable revision
+//! 0x00 "compact.next"                 -> event key where the compaction's cleanup resumes
+//! 0x01 key                            -> Current  the key's live state (absent: deleted)
+//! 0x02 escaped(key) 0x00 0x00 !rev    -> u32 BE   a version of the key: its event's `sub`
+//! 0x03 rev sub                        -> Event    what the write `sub` of revision `rev` did
+//! ```
+//!
+//! Current rows answer reads at the current revision in one lookup. Version rows, ordered by
+//! key and then by *descending* revision (the revision is stored inverted), find the state of
+//! a key at a past revision with one forward seek. Event rows, ordered by revision, are the
+//! history a watch replays. A key is escaped in version rows (0x00 becomes 0x00 0xFF, and
+//! 0x00 0x00 ends it) so that key order and prefixes are preserved whatever bytes the key
+//! holds. Values are stored twice (current row and event row); compaction removes events that
+//! no readable revision needs.
+
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+use super::types::KeyValue;
+
+/// Largest record the layout decodes, a guard against damaged rows.
+const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Row of the current revision.
+pub(crate) const REVISION: &[u8] = b"\x00rev";
+/// Row of the compacted revision.
+pub(crate) const COMPACTED: &[u8] = b"\x00compacted";
+/// Row of the compaction's cleanup cursor.
+pub(crate) const COMPACT_NEXT: &[u8] = b"\x00compact.next";
+
+/// Prefix of current rows.
+pub(crate) const CURRENT: u8 = 0x01;
+/// Prefix of version rows.
+pub(crate) const VERSION: u8 = 0x02;
+/// Prefix of event rows.
+pub(crate) const EVENT: u8 = 0x03;
+
+/// The live state of a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Current {
+    pub(crate) create_revision: u64,
+    pub(crate) mod_revision: u64,
+    pub(crate) version: u64,
+    pub(crate) lease: u64,
+    #[serde(with = "crate::byte_vec")]
+    pub(crate) value: Vec<u8>,
+}
+
+impl Current {
+    /// As a [`KeyValue`] of `key`, without the value when `keys_only`.
+    pub(crate) fn into_key_value(self, key: Vec<u8>, keys_only: bool) -> KeyValue {
+        KeyValue {
+            key,
+            value: if keys_only { Vec::new() } else { self.value },
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+            lease: self.lease,
+        }
+    }
+}
+
+/// What one write did to one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Event {
+    /// The key got this state (its mod revision is the event's revision).
+    Put {
+        #[serde(with = "crate::byte_vec")]
+        key: Vec<u8>,
+        create_revision: u64,
+        version: u64,
+        lease: u64,
+        #[serde(with = "crate::byte_vec")]
+        value: Vec<u8>,
+    },
+    /// The key was deleted.
+    Delete {
+        #[serde(with = "crate::byte_vec")]
+        key: Vec<u8>,
+    },
+}
+
+impl Event {
+    /// The key the event is about.
+    pub(crate) fn key(&self) -> &[u8] {
+        match self {
+            Event::Put { key, .. } | Event::Delete { key } => key,
+        }
+    }
+
+    /// The key's state after the event at `revision`, `None` for a delete.
+    pub(crate) fn state(self, revision: u64, keys_only: bool) -> Option<KeyValue> {
+        match self {
+            Event::Put { key, create_revision, version, lease, value } => Some(KeyValue {
+                key,
+                value: if keys_only { Vec::new() } else { value },
+                create_revision,
+                mod_revision: revision,
+                version,
+                lease,
+            }),
+            Event::Delete { .. } => None,
+        }
+    }
+}
+
+/// Decode a record of this layout; a damaged row is a storage error.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> io::Result<T> {
+    crate::decode(bytes, MAX_RECORD_BYTES)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("damaged KV {what} record: {e}")))
+}
+
+/// Encode a record of this layout.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    crate::encode(value).expect("KV records are plain data and always encode")
+}
+
+/// Decode a u64 row (revision counters).
+pub(crate) fn decode_u64(bytes: &[u8], what: &str) -> io::Result<u64> {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_be_bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("damaged KV {what} counter")))
+}
+
+/// The current row of `key`.
+pub(crate) fn current_key(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + key.len());
+    out.push(CURRENT);
+    out.extend_from_slice(key);
+    out
+}
+
+/// Append `key` escaped (order- and prefix-preserving) and terminated.
+fn push_escaped(out: &mut Vec<u8>, key: &[u8]) {
+    for &b in key {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+}
+
+/// The start of the version rows of `key` (followed by inverted revisions).
+pub(crate) fn versions_of(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(3 + key.len() + 8);
+    out.push(VERSION);
+    push_escaped(&mut out, key);
+    out.extend_from_slice(&[0, 0]);
+    out
+}
+
+/// The version row of `key` at `revision`; rows of one key sort newest first.
+pub(crate) fn version_key(key: &[u8], revision: u64) -> Vec<u8> {
+    let mut out = versions_of(key);
+    out.extend_from_slice(&(!revision).to_be_bytes());
+    out
+}
+
+/// The revision of a version row of the key whose rows start with `prefix`.
+pub(crate) fn version_revision(row: &[u8], prefix: &[u8]) -> io::Result<u64> {
+    row.strip_prefix(prefix)
+        .and_then(|rest| <[u8; 8]>::try_from(rest).ok())
+        .map(|inverted| !u64::from_be_bytes(inverted))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "damaged KV version row"))
+}
+
+/// The first version row (escaped-key order) of keys at or after `key`: the start of a range.
+pub(crate) fn versions_from(key: &[u8]) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    push_escaped(&mut out, key);
+    out
+}
+
+/// Split a version row into its key and revision.
+pub(crate) fn parse_version_row(row: &[u8]) -> io::Result<(Vec<u8>, u64)> {
+    let damaged = || io::Error::new(io::ErrorKind::InvalidData, "damaged KV version row");
+    let body = row.strip_prefix(&[VERSION]).ok_or_else(damaged)?;
+    let mut key = Vec::with_capacity(body.len());
+    let mut i = 0;
+    loop {
+        match (body.get(i), body.get(i + 1)) {
+            (Some(0), Some(0)) => break,
+            (Some(0), Some(0xFF)) => {
+                key.push(0);
+                i += 2;
+            }
+            (Some(&b), _) if b != 0 => {
+                key.push(b);
+                i += 1;
+            }
+            _ => return Err(damaged()),
+        }
+    }
+    let rest = body.get(i + 2..).ok_or_else(damaged)?;
+    let inverted = <[u8; 8]>::try_from(rest).map_err(|_| damaged())?;
+    Ok((key, !u64::from_be_bytes(inverted)))
+}
+
+/// The event row of write `sub` of `revision`.
+pub(crate) fn event_key(revision: u64, sub: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(13);
+    out.push(EVENT);
+    out.extend_from_slice(&revision.to_be_bytes());
+    out.extend_from_slice(&sub.to_be_bytes());
+    out
+}
+
+/// Split an event row into its revision and sub.
+pub(crate) fn parse_event_key(row: &[u8]) -> io::Result<(u64, u32)> {
+    let damaged = || io::Error::new(io::ErrorKind::InvalidData, "damaged KV event row");
+    let body = row.strip_prefix(&[EVENT]).ok_or_else(damaged)?;
+    let revision = body.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).ok_or_else(damaged)?;
+    let sub = body.get(8..).and_then(|b| <[u8; 4]>::try_from(b).ok()).ok_or_else(damaged)?;
+    Ok((u64::from_be_bytes(revision), u32::from_be_bytes(sub)))
+}
+
+/// The bounds (start included, end excluded) of the current rows of the range starting at
+/// `key` and ending at `end`.
+pub(crate) fn current_range(key: &[u8], end: &super::types::RangeEnd) -> (Vec<u8>, Vec<u8>) {
+    use super::types::RangeEnd;
+    let start = current_key(key);
+    let stop = match end {
+        RangeEnd::Key => {
+            let mut stop = start.clone();
+            stop.push(0);
+            stop
+        }
+        RangeEnd::Prefix => prefix_end(&start).expect("0x01 is not 0xFF"),
+        RangeEnd::Before(end) => current_key(end),
+        RangeEnd::All => vec![CURRENT + 1],
+    };
+    (start, stop)
+}
+
+/// The smallest key greater than every key starting with `prefix`; `None` when there is none
+/// (the prefix is all 0xFF).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_rows_keep_key_order_and_sort_newest_first() {
+        let keys: [&[u8]; 5] = [b"", b"a", b"a\x00", b"a\x00b", b"a\x01"];
+        let mut rows = Vec::new();
+        for k in keys {
+            for rev in [1u64, 7, u64::MAX - 1] {
+                rows.push((version_key(k, rev), k.to_vec(), rev));
+            }
+        }
+        let mut sorted = rows.clone();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        let order: Vec<(Vec<u8>, u64)> = sorted.iter().map(|(_, k, r)| (k.clone(), *r)).collect();
+        let mut expected: Vec<(Vec<u8>, u64)> = rows.iter().map(|(_, k, r)| (k.clone(), *r)).collect();
+        expected.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        assert_eq!(order, expected);
+        for (row, key, rev) in rows {
+            assert_eq!(parse_version_row(&row).unwrap(), (key.clone(), rev));
+            assert_eq!(version_revision(&row, &versions_of(&key)).unwrap(), rev);
+            assert!(row.starts_with(&versions_from(&key)));
+        }
+    }
+
+    #[test]
+    fn damaged_rows_are_errors_not_panics() {
+        for row in [&b""[..], b"\x02", b"\x02a", b"\x02a\x00", b"\x02a\x00\x00\x01", b"\x02\x00\x01"] {
+            assert!(parse_version_row(row).is_err(), "{row:?}");
+        }
+        for row in [&b""[..], b"\x03", b"\x03\x00\x00\x00\x00\x00\x00\x00\x01\x00"] {
+            assert!(parse_event_key(row).is_err(), "{row:?}");
+        }
+        assert_eq!(parse_event_key(&event_key(5, 2)).unwrap(), (5, 2));
+        assert!(decode_u64(b"short", "x").is_err());
+    }
+
+    #[test]
+    fn prefix_end_is_the_first_key_past_the_prefix() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+}

@@ -1,0 +1,112 @@
+//! The built-in key/value state machine, with etcd's revision model.
+//!
+//! Keys and values are opaque bytes: no key is a path, so no key can reach another namespace
+//! or the Raft state. Every command is one log entry ([`KvCommand`]): a transaction (a plain
+//! put, delete or batch is one without compares), applied all-or-nothing and creating at most
+//! one revision, or a compaction step. How the state is laid out in the namespace's table is
+//! in [`layout`](self) (see `layout.rs`); reads of it, for any [`StateView`](crate::StateView), in [`read`].
+
+mod compact;
+mod layout;
+pub mod read;
+mod txn;
+mod types;
+
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+pub use compact::MAX_COMPACT_EVENTS;
+pub use read::{range, revisions, Revisions};
+pub use txn::{MAX_DELETE_KEYS, MAX_TXN_OPS};
+pub use types::{
+    CompactReply, Compare, CompareOp, CompareTarget, KeyValue, KvCommand, KvRefusal, KvReply, OpResult, RangeEnd,
+    RangeRequest, RangeResult, Txn, TxnOp, TxnReply, MAX_RANGE_BYTES, MAX_RANGE_LIMIT,
+};
+
+use crate::state_machine::{ApplyContext, StateMachine, StateTable};
+
+/// Largest payload the KV state machine decodes, a guard against hostile log entries.
+const MAX_PAYLOAD_BYTES: u64 = 64 * 1024 * 1024;
+
+/// One operation of a KV command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvOp {
+    /// Store `value` under `key`.
+    Set {
+        /// The key, opaque bytes.
+        #[serde(with = "crate::byte_vec")]
+        key: Vec<u8>,
+        /// The value, opaque bytes.
+        #[serde(with = "crate::byte_vec")]
+        value: Vec<u8>,
+    },
+    /// Remove `key` if present.
+    Delete {
+        /// The key, opaque bytes.
+        #[serde(with = "crate::byte_vec")]
+        key: Vec<u8>,
+    },
+}
+
+impl KvOp {
+    /// The key this operation touches.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            KvOp::Set { key, .. } | KvOp::Delete { key } => key,
+        }
+    }
+}
+
+impl From<KvOp> for TxnOp {
+    fn from(op: KvOp) -> Self {
+        match op {
+            KvOp::Set { key, value } => TxnOp::put(key, value),
+            KvOp::Delete { key } => TxnOp::delete(key),
+        }
+    }
+}
+
+/// Encode a list of sets and deletes as one transaction without compares.
+pub fn encode_ops(ops: &[KvOp]) -> Vec<u8> {
+    let success = ops.iter().cloned().map(TxnOp::from).collect();
+    encode_command(&KvCommand::Txn(Txn { compares: Vec::new(), success, failure: Vec::new() }))
+}
+
+/// Encode a command as a payload for [`KvStateMachine`].
+pub fn encode_command(command: &KvCommand) -> Vec<u8> {
+    crate::encode(command).expect("encoding plain data cannot fail")
+}
+
+/// Decode a [`KvReply`] from a command's output bytes.
+pub fn decode_reply(bytes: &[u8]) -> Option<KvReply> {
+    crate::decode(bytes, MAX_PAYLOAD_BYTES).ok()
+}
+
+/// The key/value state machine every namespace runs unless an embedder supplies another.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KvStateMachine;
+
+impl StateMachine for KvStateMachine {
+    fn apply(
+        &self,
+        _context: &ApplyContext,
+        table: &mut dyn StateTable,
+        payload: &[u8],
+    ) -> io::Result<Result<Vec<u8>, String>> {
+        let command: KvCommand = match crate::decode(payload, MAX_PAYLOAD_BYTES) {
+            Ok(command) => command,
+            Err(e) => return Ok(Err(format!("malformed kv command: {e}"))),
+        };
+        let reply = match &command {
+            KvCommand::Txn(t) => txn::apply(table, t)?.map_or_else(KvReply::Refused, KvReply::Txn),
+            KvCommand::Compact { revision } => {
+                compact::apply(table, *revision)?.map_or_else(KvReply::Refused, KvReply::Compact)
+            }
+        };
+        Ok(Ok(crate::encode(&reply).expect("encoding plain data cannot fail")))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,291 @@
+//! The KV state machine against an in-memory table: revisions, transactions, past reads,
+//! ranges and compaction.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::ops::Bound;
+
+use super::*;
+use crate::state_machine::{Scan, ScanVisitor, StateView};
+
+/// A table in memory (the store's overlay does the same over redb).
+#[derive(Default, Clone)]
+struct MapTable(BTreeMap<Vec<u8>, Vec<u8>>);
+
+impl StateView for MapTable {
+    fn get(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.0.get(key).cloned())
+    }
+
+    fn scan(&self, start: Bound<&[u8]>, end: Bound<&[u8]>, visit: &mut ScanVisitor<'_>) -> io::Result<()> {
+        let range = (start.map(<[u8]>::to_vec), end.map(<[u8]>::to_vec));
+        for (k, v) in self.0.range::<Vec<u8>, _>(range) {
+            if visit(k, v)? == Scan::Stop {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StateTable for MapTable {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        self.0.insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+    fn delete(&mut self, key: &[u8]) -> io::Result<bool> {
+        Ok(self.0.remove(key).is_some())
+    }
+}
+
+const CTX: ApplyContext = ApplyContext { index: 1 };
+
+/// Apply `command` the way the store does: a refusal or an error keeps the table unchanged.
+fn run(table: &mut MapTable, command: &KvCommand) -> KvReply {
+    let mut scratch = table.clone();
+    let out = KvStateMachine.apply(&CTX, &mut scratch, &encode_command(command)).unwrap().unwrap();
+    let reply = decode_reply(&out).unwrap();
+    if !matches!(reply, KvReply::Refused(_)) {
+        *table = scratch;
+    }
+    reply
+}
+
+fn txn(table: &mut MapTable, t: Txn) -> TxnReply {
+    match run(table, &KvCommand::Txn(t)) {
+        KvReply::Txn(reply) => reply,
+        other => panic!("expected a txn reply, got {other:?}"),
+    }
+}
+
+fn put(table: &mut MapTable, key: &str, value: &str) -> u64 {
+    txn(table, Txn { success: vec![TxnOp::put(key, value)], ..Txn::default() }).revision
+}
+
+fn get(table: &MapTable, key: &str, revision: u64) -> Result<Option<KeyValue>, KvRefusal> {
+    let request = RangeRequest { revision, ..RangeRequest::key(key) };
+    range(table, &request).unwrap().map(|r| r.kvs.into_iter().next())
+}
+
+fn value(kv: Option<KeyValue>) -> Option<String> {
+    kv.map(|kv| String::from_utf8(kv.value).unwrap())
+}
+
+#[test]
+fn every_changing_write_creates_one_revision_and_keys_carry_their_revisions() {
+    let mut t = MapTable::default();
+    assert_eq!(revisions(&t).unwrap(), Revisions { current: 0, compacted: 0 });
+    assert_eq!(put(&mut t, "a", "1"), 1);
+    assert_eq!(put(&mut t, "b", "1"), 2);
+    assert_eq!(put(&mut t, "a", "2"), 3);
+    let a = get(&t, "a", 0).unwrap().unwrap();
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (1, 3, 2));
+    // A delete of a missing key and a read-only transaction change nothing: no revision.
+    let reply = txn(&mut t, Txn { success: vec![TxnOp::delete("zzz")], ..Txn::default() });
+    assert_eq!(reply.revision, 3);
+    assert_eq!(reply.results, vec![OpResult::Delete { deleted: 0, prev: vec![] }]);
+    // Delete then re-create: the create revision and version start again.
+    assert_eq!(txn(&mut t, Txn { success: vec![TxnOp::delete("a")], ..Txn::default() }).revision, 4);
+    assert_eq!(put(&mut t, "a", "3"), 5);
+    let a = get(&t, "a", 0).unwrap().unwrap();
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (5, 5, 1));
+}
+
+#[test]
+fn past_revisions_read_what_was_there_then() {
+    let mut t = MapTable::default();
+    put(&mut t, "k", "v1"); // 1
+    put(&mut t, "other", "x"); // 2
+    put(&mut t, "k", "v2"); // 3
+    txn(&mut t, Txn { success: vec![TxnOp::delete("k")], ..Txn::default() }); // 4
+    put(&mut t, "k\0", "nul"); // 5
+    assert_eq!(get(&t, "k", 0).unwrap(), None);
+    assert_eq!(value(get(&t, "k", 1).unwrap()), Some("v1".into()));
+    assert_eq!(value(get(&t, "k", 2).unwrap()), Some("v1".into()));
+    assert_eq!(value(get(&t, "k", 3).unwrap()), Some("v2".into()));
+    assert_eq!(get(&t, "k", 4).unwrap(), None);
+    assert_eq!(get(&t, "k", 6), Err(KvRefusal::FutureRevision { requested: 6, current: 5 }));
+    // Ranges at a past revision see every key as it was.
+    let at = |rev| {
+        let r = range(&t, &RangeRequest { revision: rev, ..RangeRequest::prefix("k") }).unwrap().unwrap();
+        r.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect::<Vec<_>>()
+    };
+    assert_eq!(at(3), vec![(b"k".to_vec(), b"v2".to_vec())]);
+    assert_eq!(at(4), vec![]);
+    assert_eq!(at(5), vec![(b"k\0".to_vec(), b"nul".to_vec())]);
+}
+
+#[test]
+fn compares_pick_the_branch_and_the_failure_branch_runs_otherwise() {
+    let mut t = MapTable::default();
+    let create = |key: &str| Txn {
+        compares: vec![Compare { key: key.into(), op: CompareOp::Equal, target: CompareTarget::Version(0) }],
+        success: vec![TxnOp::put(key, "mine")],
+        failure: vec![TxnOp::Range(RangeRequest::key(key))],
+    };
+    let first = txn(&mut t, create("lock"));
+    assert!(first.succeeded);
+    let second = txn(&mut t, create("lock"));
+    assert!(!second.succeeded);
+    assert_eq!(second.revision, first.revision, "the failure branch only read");
+    let OpResult::Range(held) = &second.results[0] else { panic!("{second:?}") };
+    assert_eq!(held.kvs[0].mod_revision, first.revision);
+    // A value compare on an absent key is false, whatever the operator (etcd's rule).
+    let on_absent = Txn {
+        compares: vec![Compare { key: "none".into(), op: CompareOp::NotEqual, target: CompareTarget::Value(vec![]) }],
+        ..Txn::default()
+    };
+    assert!(!txn(&mut t, on_absent).succeeded);
+    let cas = |rev| Txn {
+        compares: vec![Compare { key: "lock".into(), op: CompareOp::Equal, target: CompareTarget::ModRevision(rev) }],
+        success: vec![TxnOp::put("lock", "next")],
+        failure: vec![],
+    };
+    assert!(!txn(&mut t, cas(first.revision + 7)).succeeded);
+    assert!(txn(&mut t, cas(first.revision)).succeeded);
+}
+
+#[test]
+fn a_branch_that_writes_a_key_twice_is_refused_without_change() {
+    let mut t = MapTable::default();
+    put(&mut t, "p/a", "1");
+    let before = t.0.clone();
+    for branch in [
+        vec![TxnOp::put("x", "1"), TxnOp::put("x", "2")],
+        vec![TxnOp::put("p/b", "1"), TxnOp::Delete { key: b"p/".to_vec(), end: RangeEnd::Prefix, prev_kv: false }],
+        vec![TxnOp::Put { key: b"y".to_vec(), value: vec![], lease: 9, prev_kv: false }],
+    ] {
+        let reply = run(&mut t, &KvCommand::Txn(Txn { success: branch, ..Txn::default() }));
+        assert!(matches!(reply, KvReply::Refused(_)), "{reply:?}");
+        assert_eq!(t.0, before);
+    }
+}
+
+#[test]
+fn reads_in_a_transaction_see_its_earlier_writes() {
+    let mut t = MapTable::default();
+    put(&mut t, "a", "old");
+    let reply = txn(
+        &mut t,
+        Txn {
+            success: vec![
+                TxnOp::Put { key: b"a".to_vec(), value: b"new".to_vec(), lease: 0, prev_kv: true },
+                TxnOp::Range(RangeRequest::key("a")),
+                TxnOp::Range(RangeRequest { revision: 1, ..RangeRequest::key("a") }),
+            ],
+            ..Txn::default()
+        },
+    );
+    let OpResult::Put { prev: Some(prev), existed: true } = &reply.results[0] else { panic!("{reply:?}") };
+    assert_eq!(prev.value, b"old");
+    let OpResult::Range(now) = &reply.results[1] else { panic!() };
+    assert_eq!((now.kvs[0].value.as_slice(), now.kvs[0].mod_revision), (&b"new"[..], 2));
+    let OpResult::Range(then) = &reply.results[2] else { panic!() };
+    assert_eq!(then.kvs[0].value, b"old");
+}
+
+#[test]
+fn ranges_page_with_a_limit_and_a_continuation() {
+    let mut t = MapTable::default();
+    for i in 0..25 {
+        put(&mut t, &format!("job/{i:02}"), "x");
+    }
+    put(&mut t, "jobs", "not under job/");
+    for revision in [0, 26] {
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let request = RangeRequest { after: after.clone(), limit: 10, revision, ..RangeRequest::prefix("job/") };
+            let page = range(&t, &request).unwrap().unwrap();
+            assert!(page.kvs.len() <= 10);
+            seen.extend(page.kvs.iter().map(|kv| kv.key.clone()));
+            after = page.kvs.last().map(|kv| kv.key.clone());
+            if !page.more {
+                break;
+            }
+        }
+        let expected: Vec<Vec<u8>> = (0..25).map(|i| format!("job/{i:02}").into_bytes()).collect();
+        assert_eq!(seen, expected, "at revision {revision}");
+    }
+    let all = range(&t, &RangeRequest { end: RangeEnd::All, ..RangeRequest::key("") }).unwrap().unwrap();
+    assert_eq!(all.kvs.len(), 26);
+    let before = RangeRequest { end: RangeEnd::Before(b"job/05".to_vec()), ..RangeRequest::key("job/02") };
+    assert_eq!(range(&t, &before).unwrap().unwrap().kvs.len(), 3);
+}
+
+#[test]
+fn compaction_forgets_old_revisions_but_keeps_what_reads_at_it_need() {
+    let mut t = MapTable::default();
+    for i in 1..=30u64 {
+        put(&mut t, &format!("k{}", i % 3), &format!("v{i}")); // revisions 1..=30
+    }
+    txn(&mut t, Txn { success: vec![TxnOp::delete("k0")], ..Txn::default() }); // 31
+    put(&mut t, "late", "x"); // 32
+    let expected_at = |t: &MapTable, rev| ["k0", "k1", "k2", "late"].map(|k| value(get(t, k, rev).unwrap())).to_vec();
+    let at_31 = expected_at(&t, 31);
+    let at_32 = expected_at(&t, 32);
+    // Small steps, so the cleanup takes several entries.
+    let mut steps = 0;
+    loop {
+        let mut scratch = t.clone();
+        let reply = compact::step(&mut scratch, 31, 4).unwrap().unwrap();
+        t = scratch;
+        steps += 1;
+        assert_eq!(reply.compacted, 31);
+        if reply.done {
+            break;
+        }
+        assert!(steps < 100, "compaction does not finish");
+    }
+    assert!(steps > 2);
+    assert_eq!(get(&t, "k1", 30), Err(KvRefusal::Compacted { requested: 30, compacted: 31 }));
+    assert_eq!(expected_at(&t, 31), at_31);
+    assert_eq!(expected_at(&t, 32), at_32);
+    // Left: one version per live key as of 31 (k1, k2), and the events from 31 on (the
+    // delete of k0 at 31 is kept: a watch from 31 replays it).
+    let events = t.0.keys().filter(|k| k[0] == layout::EVENT).count();
+    assert_eq!(events, 4, "{:?}", t.0.keys().collect::<Vec<_>>());
+    // Compacting again further removes the survivors that are replaced.
+    put(&mut t, "k1", "new"); // 33
+    assert!(matches!(
+        run(&mut t, &KvCommand::Compact { revision: 33 }),
+        KvReply::Compact(CompactReply { done: true, .. })
+    ));
+    assert_eq!(value(get(&t, "k1", 33).unwrap()), Some("new".into()));
+    assert_eq!(value(get(&t, "k2", 33).unwrap()), Some("v29".into()));
+    let events = t.0.keys().filter(|k| k[0] == layout::EVENT).count();
+    assert_eq!(events, 3, "k1 at 33, k2 at 29 and late at 32");
+    assert!(matches!(
+        run(&mut t, &KvCommand::Compact { revision: 20 }),
+        KvReply::Refused(KvRefusal::Compacted { requested: 20, compacted: 33 })
+    ));
+    assert!(matches!(
+        run(&mut t, &KvCommand::Compact { revision: 99 }),
+        KvReply::Refused(KvRefusal::FutureRevision { .. })
+    ));
+}
+
+#[test]
+fn malformed_payload_is_refused_without_change() {
+    let mut table = MapTable::default();
+    let out = KvStateMachine.apply(&CTX, &mut table, &[0xff; 3]).unwrap();
+    assert!(out.is_err());
+    assert!(table.0.is_empty());
+}
+
+#[test]
+fn hostile_keys_are_opaque() {
+    let mut t = MapTable::default();
+    let ops = vec![
+        KvOp::Set { key: b"../x".to_vec(), value: b"1".to_vec() },
+        KvOp::Set { key: b"a\0b".to_vec(), value: b"2".to_vec() },
+        KvOp::Set { key: vec![0xff, 0xff], value: b"3".to_vec() },
+    ];
+    KvStateMachine.apply(&CTX, &mut t, &encode_ops(&ops)).unwrap().unwrap();
+    assert_eq!(value(get(&t, "../x", 0).unwrap()), Some("1".into()));
+    assert_eq!(value(get(&t, "a\0b", 0).unwrap()), Some("2".into()));
+    let all = range(&t, &RangeRequest { end: RangeEnd::All, ..RangeRequest::key("") }).unwrap().unwrap();
+    assert_eq!(all.kvs.len(), 3);
+    let past = RangeRequest { end: RangeEnd::Prefix, revision: 1, ..RangeRequest::key(vec![0xff]) };
+    assert_eq!(range(&t, &past).unwrap().unwrap().kvs.len(), 1);
+}

@@ -1,0 +1,233 @@
+//! Applying a [`Txn`]: compares, then one branch, creating at most one revision.
+
+use std::io;
+use std::ops::Bound;
+
+use super::layout::{self, Current, Event};
+use super::read::{self, Revisions};
+use super::types::{Compare, CompareOp, CompareTarget, KvRefusal, OpResult, RangeEnd, Txn, TxnOp, TxnReply};
+use crate::state_machine::{Scan, StateTable};
+
+/// Most keys one delete may remove, so one log entry's work stays bounded.
+pub const MAX_DELETE_KEYS: usize = 100_000;
+
+/// Most operations in one transaction (both branches together), and most compares.
+pub const MAX_TXN_OPS: usize = 1_024;
+
+/// Apply `txn` to `table`: the reply, or a refusal decided before anything was written.
+pub(crate) fn apply(table: &mut dyn StateTable, txn: &Txn) -> io::Result<Result<TxnReply, KvRefusal>> {
+    if let Err(refusal) = validate(txn) {
+        return Ok(Err(refusal));
+    }
+    let revs = read::revisions(table)?;
+    let mut succeeded = true;
+    for compare in &txn.compares {
+        if !holds(table, compare)? {
+            succeeded = false;
+            break;
+        }
+    }
+    let branch = if succeeded { &txn.success } else { &txn.failure };
+    if let Err(refusal) = check_branch(table, &revs, branch)? {
+        return Ok(Err(refusal));
+    }
+    let mut writer = Writer { revision: revs.current + 1, sub: 0 };
+    let mut results = Vec::with_capacity(branch.len());
+    for op in branch {
+        results.push(writer.run(table, &revs, op)?);
+    }
+    let revision = if writer.sub > 0 {
+        table.put(layout::REVISION, &writer.revision.to_be_bytes())?;
+        writer.revision
+    } else {
+        revs.current
+    };
+    Ok(Ok(TxnReply { succeeded, revision, results }))
+}
+
+/// Refuse what etcd refuses before looking at the data: too many operations, a branch that
+/// writes one key twice or puts a key it also deletes, and leases (not available yet).
+fn validate(txn: &Txn) -> Result<(), KvRefusal> {
+    if txn.compares.len() > MAX_TXN_OPS || txn.success.len() + txn.failure.len() > MAX_TXN_OPS {
+        return Err(KvRefusal::Invalid(format!("a transaction holds at most {MAX_TXN_OPS} operations")));
+    }
+    for branch in [&txn.success, &txn.failure] {
+        let mut puts: Vec<&[u8]> = Vec::new();
+        for op in branch {
+            if let TxnOp::Put { key, lease, .. } = op {
+                if *lease != 0 {
+                    return Err(KvRefusal::Invalid(format!("lease {lease} not found")));
+                }
+                if puts.contains(&key.as_slice()) {
+                    return Err(KvRefusal::DuplicateKey(String::from_utf8_lossy(key).into_owned()));
+                }
+                puts.push(key);
+            }
+        }
+        for op in branch {
+            if let TxnOp::Delete { key, end, .. } = op {
+                if let Some(put) = puts.iter().find(|p| in_range(p, key, end)) {
+                    return Err(KvRefusal::DuplicateKey(String::from_utf8_lossy(put).into_owned()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuse, before any write, what depends on the data: a read of a compacted or future
+/// revision, a delete of more than [`MAX_DELETE_KEYS`] keys.
+fn check_branch(table: &dyn StateTable, revs: &Revisions, branch: &[TxnOp]) -> io::Result<Result<(), KvRefusal>> {
+    for op in branch {
+        match op {
+            TxnOp::Range(request) if request.revision != 0 => {
+                if let Err(refusal) = revs.resolve(request.revision) {
+                    return Ok(Err(refusal));
+                }
+            }
+            TxnOp::Delete { key, end, .. }
+                if *end != RangeEnd::Key && count_live(table, key, end, MAX_DELETE_KEYS + 1)? > MAX_DELETE_KEYS =>
+            {
+                return Ok(Err(KvRefusal::Invalid(format!(
+                    "a delete removes at most {MAX_DELETE_KEYS} keys; delete the range in parts"
+                ))));
+            }
+            _ => {}
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// How many live keys lie in a range, counting up to `max`.
+fn count_live(table: &dyn StateTable, key: &[u8], end: &RangeEnd, max: usize) -> io::Result<usize> {
+    let (start, stop) = layout::current_range(key, end);
+    let mut count = 0;
+    if start < stop {
+        table.scan(Bound::Included(&start), Bound::Excluded(&stop), &mut |_, _| {
+            count += 1;
+            Ok(if count >= max { Scan::Stop } else { Scan::Continue })
+        })?;
+    }
+    Ok(count)
+}
+
+/// Whether `candidate` lies in the range starting at `key` and ending at `end`.
+fn in_range(candidate: &[u8], key: &[u8], end: &RangeEnd) -> bool {
+    match end {
+        RangeEnd::Key => candidate == key,
+        RangeEnd::Prefix => candidate.starts_with(key),
+        RangeEnd::Before(end) => candidate >= key && candidate < end.as_slice(),
+        RangeEnd::All => candidate >= key,
+    }
+}
+
+/// Whether `compare` holds against the key's live state (etcd's rules: an absent key has
+/// version, revisions and lease 0, and no value compares true against it).
+fn holds(table: &dyn StateTable, compare: &Compare) -> io::Result<bool> {
+    let live = read::current(table, &compare.key)?;
+    let ordering = match (&compare.target, &live) {
+        (CompareTarget::Value(_), None) => return Ok(false),
+        (CompareTarget::Value(v), Some(c)) => c.value.as_slice().cmp(v.as_slice()),
+        (CompareTarget::Version(v), _) => live.as_ref().map_or(0, |c| c.version).cmp(v),
+        (CompareTarget::CreateRevision(v), _) => live.as_ref().map_or(0, |c| c.create_revision).cmp(v),
+        (CompareTarget::ModRevision(v), _) => live.as_ref().map_or(0, |c| c.mod_revision).cmp(v),
+        (CompareTarget::Lease(v), _) => live.as_ref().map_or(0, |c| c.lease).cmp(v),
+    };
+    Ok(match compare.op {
+        CompareOp::Equal => ordering.is_eq(),
+        CompareOp::NotEqual => ordering.is_ne(),
+        CompareOp::Greater => ordering.is_gt(),
+        CompareOp::Less => ordering.is_lt(),
+    })
+}
+
+/// Writes of one transaction: every change is event `sub` of the transaction's revision.
+struct Writer {
+    revision: u64,
+    sub: u32,
+}
+
+impl Writer {
+    fn run(&mut self, table: &mut dyn StateTable, revs: &Revisions, op: &TxnOp) -> io::Result<OpResult> {
+        Ok(match op {
+            TxnOp::Put { key, value, lease, prev_kv } => {
+                let old = read::current(table, key)?;
+                let existed = old.is_some();
+                let prev = match prev_kv {
+                    true => old.clone().map(|c| c.into_key_value(key.clone(), false)),
+                    false => None,
+                };
+                self.put(table, key, value, *lease, old)?;
+                OpResult::Put { prev, existed }
+            }
+            TxnOp::Delete { key, end, prev_kv } => {
+                let victims = live_in_range(table, key, end)?;
+                let deleted = victims.len() as u64;
+                let mut prev = Vec::new();
+                for (victim, state) in victims {
+                    self.delete(table, &victim)?;
+                    if *prev_kv {
+                        prev.push(state.into_key_value(victim, false));
+                    }
+                }
+                OpResult::Delete { deleted, prev }
+            }
+            TxnOp::Range(request) => {
+                // Reads see the branch's earlier writes, at the revision this transaction
+                // creates; an explicit revision is one that existed before it (checked).
+                let seen = Revisions { current: if self.sub > 0 { self.revision } else { revs.current }, ..*revs };
+                let at = if request.revision == 0 { seen.current } else { request.revision };
+                OpResult::Range(read::range_at(table, &seen, request, at)?)
+            }
+        })
+    }
+
+    fn next_sub(&mut self) -> io::Result<u32> {
+        let sub = self.sub;
+        self.sub = sub.checked_add(1).ok_or_else(|| io::Error::other("too many writes in one revision"))?;
+        Ok(sub)
+    }
+
+    fn put(
+        &mut self,
+        table: &mut dyn StateTable,
+        key: &[u8],
+        value: &[u8],
+        lease: u64,
+        old: Option<Current>,
+    ) -> io::Result<()> {
+        let sub = self.next_sub()?;
+        let (create_revision, version) = match old {
+            Some(c) => (c.create_revision, c.version + 1),
+            None => (self.revision, 1),
+        };
+        let live = Current { create_revision, mod_revision: self.revision, version, lease, value: value.to_vec() };
+        table.put(&layout::current_key(key), &layout::encode(&live))?;
+        table.put(&layout::version_key(key, self.revision), &sub.to_be_bytes())?;
+        let event = Event::Put { key: key.to_vec(), create_revision, version, lease, value: value.to_vec() };
+        table.put(&layout::event_key(self.revision, sub), &layout::encode(&event))
+    }
+
+    fn delete(&mut self, table: &mut dyn StateTable, key: &[u8]) -> io::Result<()> {
+        let sub = self.next_sub()?;
+        table.delete(&layout::current_key(key))?;
+        table.put(&layout::version_key(key, self.revision), &sub.to_be_bytes())?;
+        table.put(&layout::event_key(self.revision, sub), &layout::encode(&Event::Delete { key: key.to_vec() }))
+    }
+}
+
+/// The live keys in a range, with their states (at most [`MAX_DELETE_KEYS`], checked before).
+fn live_in_range(table: &dyn StateTable, key: &[u8], end: &RangeEnd) -> io::Result<Vec<(Vec<u8>, Current)>> {
+    if *end == RangeEnd::Key {
+        return Ok(read::current(table, key)?.map(|c| (key.to_vec(), c)).into_iter().collect());
+    }
+    let (start, stop) = layout::current_range(key, end);
+    let mut found = Vec::new();
+    if start < stop {
+        table.scan(Bound::Included(&start), Bound::Excluded(&stop), &mut |row, value| {
+            found.push((row[1..].to_vec(), layout::decode(value, "current")?));
+            Ok(if found.len() >= MAX_DELETE_KEYS { Scan::Stop } else { Scan::Continue })
+        })?;
+    }
+    Ok(found)
+}

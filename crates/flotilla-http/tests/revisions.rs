@@ -1,0 +1,169 @@
+//! Revisions over HTTP on a single-node cluster: ETags and revision headers, conditional
+//! writes answering 412, transactions, reads at past revisions, paged ranges and compaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla::testing::Router;
+use flotilla::{Config, Namespace, Node};
+use flotilla_http::{Client, ClientError, Condition};
+use flotilla_store::Store;
+use serde_json::{json, Value};
+
+async fn single_node() -> (Arc<Node>, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        namespaces: vec![Namespace::new("default").unwrap()],
+        listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+        ..Config::default()
+    };
+    let store = Store::open(&config.data_dir).expect("store");
+    let node = Node::start(config, Router::new(1).transport(id), store).await.expect("node");
+    node.cluster("default").unwrap().wait_for_leader(Duration::from_secs(10)).await.expect("leader");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(flotilla_http::serve(listener, node.clone(), std::future::pending()));
+    (node, addr, dir)
+}
+
+fn status_and_code(err: &ClientError) -> (u16, String) {
+    match err {
+        ClientError::Api { status, code, .. } => (*status, code.clone()),
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn get_answers_etag_and_revisions_and_writes_answer_their_revision() {
+    let (_node, addr, _dir) = single_node().await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/v1/kv/default/cfg");
+    let first: Value = http.put(&url).body("a").send().await.unwrap().json().await.unwrap();
+    let second = http.put(&url).body("b").send().await.unwrap();
+    assert_eq!(second.status(), 200);
+    let rev2 = second.headers()["x-flotilla-revision"].to_str().unwrap().parse::<u64>().unwrap();
+    assert_eq!(second.headers()["etag"], format!("\"{rev2}\"").as_str());
+    let rev1 = first["revision"].as_u64().unwrap();
+    assert_eq!(rev2, rev1 + 1);
+
+    let got = http.get(&url).send().await.unwrap();
+    let h = got.headers().clone();
+    assert_eq!(h["etag"], format!("\"{rev2}\"").as_str());
+    assert_eq!(h["x-flotilla-mod-revision"], rev2.to_string().as_str());
+    assert_eq!(h["x-flotilla-create-revision"], rev1.to_string().as_str());
+    assert_eq!(h["x-flotilla-version"], "2");
+    assert_eq!(h["x-flotilla-revision"], rev2.to_string().as_str());
+    assert_eq!(got.text().await.unwrap(), "b");
+
+    // A past revision reads what was there then; a future one is refused.
+    let old = http.get(format!("{url}?revision={rev1}")).send().await.unwrap();
+    assert_eq!(old.text().await.unwrap(), "a");
+    let future = http.get(format!("{url}?revision={}", rev2 + 5)).send().await.unwrap();
+    assert_eq!(future.status(), 400);
+    let body: Value = future.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "future_revision");
+    assert_eq!(body["error"]["revision"], rev2);
+}
+
+#[tokio::test]
+async fn conditional_writes_apply_only_when_the_condition_holds() {
+    let (_node, addr, _dir) = single_node().await;
+    let c = Client::new(&addr, Duration::from_secs(10));
+    let created = c.put_if("default", "lock", b"me".to_vec(), Condition::Absent).await.unwrap();
+    let err = c.put_if("default", "lock", b"you".to_vec(), Condition::Absent).await.unwrap_err();
+    assert_eq!(status_and_code(&err), (412, "precondition_failed".into()));
+    let err = c.put_if("default", "lock", b"you".to_vec(), Condition::ModRevision(created + 9)).await.unwrap_err();
+    assert_eq!(status_and_code(&err), (412, "precondition_failed".into()));
+    assert_eq!(c.get("default", "lock", "linearizable").await.unwrap().value.as_deref(), Some(&b"me"[..]));
+    let updated = c.put_if("default", "lock", b"me2".to_vec(), Condition::ModRevision(created)).await.unwrap();
+    assert!(updated > created);
+
+    // The 412 names the current revisions, in the body and as headers.
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/v1/kv/default/lock");
+    let refused = http.delete(&url).header("if-match", format!("\"{created}\"")).send().await.unwrap();
+    assert_eq!(refused.status(), 412);
+    assert_eq!(refused.headers()["x-flotilla-mod-revision"], updated.to_string().as_str());
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["mod_revision"], updated);
+    let bad = http.put(&url).header("if-match", "yesterday").body("x").send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    c.delete_if("default", "lock", Condition::ModRevision(updated)).await.unwrap();
+    assert_eq!(c.get("default", "lock", "linearizable").await.unwrap().value, None);
+}
+
+#[tokio::test]
+async fn a_transaction_runs_one_branch_atomically() {
+    let (_node, addr, _dir) = single_node().await;
+    let c = Client::new(&addr, Duration::from_secs(10));
+    c.put("default", "stock", b"1".to_vec()).await.unwrap();
+    let buy = json!({
+        "compare": [{ "key": "stock", "target": "value", "value": "1" }, { "key": "order", "target": "exists", "value": false }],
+        "success": [{ "put": { "key": "stock", "value": "0" } }, { "put": { "key": "order", "value": "placed" } }, { "get": { "key": "stock" } }],
+        "failure": [{ "range": { "key": "", "from_key": true } }]
+    });
+    let won = c.post_json("/v1/txn/default", &buy).await.unwrap();
+    assert_eq!(won["succeeded"], true, "{won}");
+    assert_eq!(won["results"][2]["range"]["kvs"][0]["value"], "0");
+    let revision = won["revision"].as_u64().unwrap();
+    let lost = c.post_json("/v1/txn/default", &buy).await.unwrap();
+    assert_eq!(lost["succeeded"], false);
+    assert_eq!(lost["revision"], revision, "the failure branch only read");
+    assert_eq!(lost["results"][0]["range"]["kvs"].as_array().unwrap().len(), 2);
+    // Malformed and self-contradicting transactions are refused (400; 422 for a body that is
+    // not a transaction at all, as on every JSON route).
+    for bad in [
+        json!({ "success": [{ "put": { "key": "k" } }] }),
+        json!({ "success": [{ "put": { "key": "k", "value": "1" }, "get": { "key": "k" } }] }),
+        json!({ "compare": [{ "key": "k", "target": "color", "value": 1 }] }),
+        json!({ "success": [{ "put": { "key": "k", "value": "1" } }, { "put": { "key": "k", "value": "2" } }] }),
+        json!({ "unknown": [] }),
+    ] {
+        let err = c.post_json("/v1/txn/default", &bad).await.unwrap_err();
+        assert!([400, 422].contains(&status_and_code(&err).0), "{bad}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn ranges_page_through_any_number_of_keys_and_compaction_forgets_the_past() {
+    let (_node, addr, _dir) = single_node().await;
+    let c = Client::new(&addr, Duration::from_secs(30));
+    let mut batch = Vec::new();
+    for i in 0..250 {
+        batch.push(json!({ "put": { "key": format!("job/{i:03}"), "value": format!("v{i}") } }));
+    }
+    let first = c.post_json("/v1/txn/default", &json!({ "success": batch })).await.unwrap();
+    let at_first = first["revision"].as_u64().unwrap();
+    c.put("default", "job/000", b"changed".to_vec()).await.unwrap();
+
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/kv/default?prefix=job/&values=true&limit=100&revision={at_first}");
+        if let Some(a) = &after {
+            path.push_str(&format!("&after={a}"));
+        }
+        let page = c.get_json(&path).await.unwrap();
+        for kv in page["kvs"].as_array().unwrap() {
+            seen.push((kv["key"].as_str().unwrap().to_string(), kv["value"].as_str().unwrap().to_string()));
+        }
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 250);
+    assert_eq!(seen[0], ("job/000".to_string(), "v0".to_string()), "read as of the first revision");
+
+    let compacted = c.post_json("/v1/ns/default/compact", &json!({ "revision": at_first + 1 })).await.unwrap();
+    assert_eq!(compacted["compacted"], at_first + 1);
+    let gone = reqwest::get(format!("http://{addr}/v1/kv/default/job/001?revision={at_first}")).await.unwrap();
+    assert_eq!(gone.status(), 410);
+    assert_eq!(gone.headers()["x-flotilla-compacted-revision"], (at_first + 1).to_string().as_str());
+    let body: Value = gone.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "compacted");
+    let still = c.get_at("default", "job/001", at_first + 1, "linearizable").await.unwrap();
+    assert_eq!(still.value.as_deref(), Some(&b"v1"[..]));
+}
