@@ -87,6 +87,45 @@ pub enum KvCommand {
     },
 }
 
+/// `flotilla watch ...`
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// The key (the prefix with `--prefix`).
+    key: String,
+    /// Watch every key starting with KEY.
+    #[arg(long)]
+    prefix: bool,
+    /// Start at this revision (until it is compacted); from now on when omitted.
+    #[arg(long, default_value_t = 0)]
+    from_revision: u64,
+    /// Print each key's previous state too.
+    #[arg(long)]
+    prev: bool,
+}
+
+/// Print each change as a JSON line; progress notifications are skipped.
+pub async fn watch(target: &Target, args: WatchArgs) -> anyhow::Result<()> {
+    let client = target.client();
+    let mut cancelled = None;
+    client
+        .watch(&target.namespace, &args.key, args.prefix, args.from_revision, args.prev, |event| {
+            match event.event.as_str() {
+                "progress" => {}
+                "cancelled" => {
+                    cancelled = Some(event.data);
+                    return false;
+                }
+                _ => println!("{}", event.data),
+            }
+            true
+        })
+        .await?;
+    match cancelled {
+        Some(reason) => anyhow::bail!("the watch was cancelled: {reason}"),
+        None => Ok(()),
+    }
+}
+
 /// `flotilla members ...`
 #[derive(Debug, Subcommand)]
 pub enum MembersCommand {

@@ -50,6 +50,14 @@ enum Command {
         #[command(subcommand)]
         op: commands::KvCommand,
     },
+    /// Print the changes of a key (or of every key with a prefix) as they happen, one JSON
+    /// object per line; ends on Ctrl-C or when the node cancels the watch.
+    Watch {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        args: commands::WatchArgs,
+    },
     /// Show the node's status and its namespaces.
     Status {
         #[command(flatten)]
@@ -98,6 +106,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Agent(config) => agent::run(*config).await,
             Command::Kv { target, op } => commands::kv(&target, op).await,
+            Command::Watch { target, args } => commands::watch(&target, args).await,
             Command::Status { target } => commands::status(&target).await,
             Command::Members { target, op } => commands::members(&target, op).await,
             Command::Leader { target, op } => commands::leader(&target, op).await,

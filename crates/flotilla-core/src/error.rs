@@ -141,6 +141,9 @@ pub enum ApiError {
         /// The namespace's current revision.
         current: u64,
     },
+    /// A watch (or another long-running request) was ended by the server, for this reason.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
     /// A conditional write's condition did not hold; nothing was written.
     #[error("precondition failed: the key's mod revision is {mod_revision} (0: absent) at revision {revision}")]
     PreconditionFailed {
@@ -212,6 +215,7 @@ impl ApiError {
             ApiError::Compacted { .. } => "compacted",
             ApiError::FutureRevision { .. } => "future_revision",
             ApiError::PreconditionFailed { .. } => "precondition_failed",
+            ApiError::Cancelled(_) => "cancelled",
         }
     }
 }
@@ -261,6 +265,7 @@ mod tests {
             ApiError::Compacted { requested: 3, compacted: 9 },
             ApiError::FutureRevision { requested: 9, current: 3 },
             ApiError::PreconditionFailed { mod_revision: 4, revision: 7 },
+            ApiError::Cancelled("slow".into()),
         ];
         for e in all {
             let back: ApiError = crate::decode(&crate::encode(&e).unwrap(), 1 << 20).unwrap();

@@ -66,6 +66,20 @@ pub enum Condition {
     Absent,
 }
 
+/// One Server-Sent Event of a watch.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SseEvent {
+    /// `put`, `delete`, `progress` or `cancelled`.
+    pub event: String,
+    /// The revision, on the last event of a revision and on progress events.
+    pub id: Option<String>,
+    /// The JSON data.
+    pub data: String,
+}
+
+/// Largest SSE event a watch accepts (a value of the largest size, encoded, and then some).
+const MAX_SSE_EVENT: usize = 16 * 1024 * 1024;
+
 /// One page of a listing.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -201,6 +215,42 @@ impl Client {
         json_u64(r, "revision").await
     }
 
+    /// Watch `key` (every key starting with it when `prefix`) from `from_revision` (0: from
+    /// now on), calling `on_event` for each event until it answers `false` or the stream ends
+    /// (after a `cancelled` event, or when the node goes away). No timeout applies.
+    pub async fn watch(
+        &self,
+        ns: &str,
+        key: &str,
+        prefix: bool,
+        from_revision: u64,
+        prev: bool,
+        mut on_event: impl FnMut(SseEvent) -> bool,
+    ) -> Result<(), ClientError> {
+        let path = format!("/v1/watch/{ns}/{}", encode_key(key));
+        let query =
+            [("prefix", prefix.to_string()), ("from_revision", from_revision.to_string()), ("prev", prev.to_string())];
+        // A watch lasts as long as the caller wants: no request timeout (about a century).
+        let forever = std::time::Duration::from_secs(u64::from(u32::MAX));
+        let mut response = self.send(self.http.get(self.url(&path)).query(&query).timeout(forever)).await?;
+        let mut buffer: Vec<u8> = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| ClientError::Protocol(e.to_string()))? {
+            buffer.extend_from_slice(&chunk);
+            while let Some(end) = find_blank_line(&buffer) {
+                let block: Vec<u8> = buffer.drain(..end + 2).collect();
+                if let Some(event) = parse_sse(&block) {
+                    if !on_event(event) {
+                        return Ok(());
+                    }
+                }
+            }
+            if buffer.len() > MAX_SSE_EVENT {
+                return Err(ClientError::Protocol(format!("an SSE event exceeds {MAX_SSE_EVENT} bytes")));
+            }
+        }
+        Ok(())
+    }
+
     /// One page of the keys starting with `prefix` after `after`, with their values and
     /// revisions when `values`.
     pub async fn list_page(
@@ -274,6 +324,33 @@ fn encode_key(key: &str) -> String {
         }
     }
     out
+}
+
+/// Where the first event block ends (the index of its blank line's first newline).
+fn find_blank_line(buffer: &[u8]) -> Option<usize> {
+    buffer.windows(2).position(|w| w == b"\n\n")
+}
+
+/// One SSE event block; `None` for a comment-only block.
+fn parse_sse(block: &[u8]) -> Option<SseEvent> {
+    let text = String::from_utf8_lossy(block);
+    let mut event = SseEvent { event: "message".into(), ..SseEvent::default() };
+    let mut data: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => event.event = value.to_string(),
+            "id" => event.id = Some(value.to_string()),
+            "data" => data.push(value),
+            _ => {}
+        }
+    }
+    if data.is_empty() && event.id.is_none() {
+        return None;
+    }
+    event.data = data.join("\n");
+    Some(event)
 }
 
 fn with_condition(request: reqwest::RequestBuilder, condition: Condition) -> reqwest::RequestBuilder {

@@ -78,16 +78,24 @@ pub fn status_of(e: &ApiError) -> StatusCode {
         ApiError::Compacted { .. } => StatusCode::GONE,
         ApiError::FutureRevision { .. } => StatusCode::BAD_REQUEST,
         ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+        ApiError::Cancelled(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+impl HttpError {
+    /// The JSON body: `{"error": {"code", "message", ...revisions}}`.
+    pub fn body(&self) -> serde_json::Value {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        for (field, _, value) in &self.revisions {
+            error[*field] = json!(value);
+        }
+        json!({ "error": error })
     }
 }
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let mut error = json!({ "code": self.code, "message": self.message });
-        for (field, _, value) in &self.revisions {
-            error[*field] = json!(value);
-        }
-        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        let mut response = (self.status, Json(self.body())).into_response();
         for (_, header, value) in self.revisions {
             response.headers_mut().insert(header, value.into());
         }

@@ -25,8 +25,9 @@ mod namespace_routes;
 mod node_routes;
 pub mod server;
 mod txn_routes;
+mod watch_routes;
 
-pub use client::{Client, ClientError, Condition, Page};
+pub use client::{Client, ClientError, Condition, Page, SseEvent};
 pub use server::{router, serve};
 
 /// Header carrying the log index a response reflects.

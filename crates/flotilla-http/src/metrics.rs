@@ -53,6 +53,7 @@ fn exposition(node: &Arc<Node>) -> String {
     }
     write_formation_metrics(node, &mut out);
     write_store_metrics(node, &mut out);
+    write_watch_metrics(node, &mut out);
     out
 }
 
@@ -88,6 +89,17 @@ fn write_formation_metrics(node: &Arc<Node>, out: &mut String) {
     for (ns, f) in &statuses {
         let _ = writeln!(out, "flotilla_split_clusters{{namespace=\"{ns}\"}} {}", f.splits.len());
     }
+}
+
+fn write_watch_metrics(node: &Arc<Node>, out: &mut String) {
+    let (active, slow, compacted) = node.watch_counters().get();
+    let _ = writeln!(out, "# HELP flotilla_watchers watches this node serves (at most {})", flotilla::MAX_WATCHERS);
+    let _ = writeln!(out, "# TYPE flotilla_watchers gauge");
+    let _ = writeln!(out, "flotilla_watchers {active}");
+    let _ = writeln!(out, "# HELP flotilla_watches_cancelled_total watches ended by the server, by reason");
+    let _ = writeln!(out, "# TYPE flotilla_watches_cancelled_total counter");
+    let _ = writeln!(out, "flotilla_watches_cancelled_total{{reason=\"slow\"}} {slow}");
+    let _ = writeln!(out, "flotilla_watches_cancelled_total{{reason=\"compacted\"}} {compacted}");
 }
 
 fn write_store_metrics(node: &Arc<Node>, out: &mut String) {

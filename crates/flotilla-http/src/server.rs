@@ -42,7 +42,7 @@ use tracing::{debug, error, warn};
 
 use crate::auth::AppState;
 use crate::error::HttpError;
-use crate::{kv_routes, membership_routes, metrics, namespace_routes, node_routes, txn_routes};
+use crate::{kv_routes, membership_routes, metrics, namespace_routes, node_routes, txn_routes, watch_routes};
 
 /// Build the router serving `node`. With `admin_token`, the membership and admin routes
 /// (add/remove member, transfer leadership, dissolve, open/close a namespace, compact, keyring
@@ -62,6 +62,8 @@ pub fn router(node: Arc<Node>, admin_token: Option<AdminToken>) -> Router {
         )
         .route("/v1/kv/{ns}", get(kv_routes::list_keys))
         .route("/v1/txn/{ns}", post(txn_routes::txn))
+        .route("/v1/watch/{ns}", get(watch_routes::watch_all))
+        .route("/v1/watch/{ns}/{*key}", get(watch_routes::watch_key))
         .route("/v1/ns/{ns}/compact", post(txn_routes::compact))
         .route("/v1/ns", get(namespace_routes::list))
         .route("/v1/ns/{ns}", put(namespace_routes::open).delete(namespace_routes::close))

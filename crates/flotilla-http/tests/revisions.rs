@@ -167,3 +167,46 @@ async fn ranges_page_through_any_number_of_keys_and_compaction_forgets_the_past(
     let still = c.get_at("default", "job/001", at_first + 1, "linearizable").await.unwrap();
     assert_eq!(still.value.as_deref(), Some(&b"v1"[..]));
 }
+
+#[tokio::test]
+async fn a_watch_streams_server_sent_events_and_resumes_from_last_event_id() {
+    let (_node, addr, _dir) = single_node().await;
+    let c = Client::new(&addr, Duration::from_secs(10));
+    let first = c.put_if("default", "w/a", b"1".to_vec(), Condition::Absent).await.unwrap();
+    let txn =
+        json!({ "success": [{ "put": { "key": "w/a", "value": "2" } }, { "put": { "key": "w/b", "value": "3" } }] });
+    let second = c.post_json("/v1/txn/default", &txn).await.unwrap()["revision"].as_u64().unwrap();
+    c.delete("default", "w/b").await.unwrap();
+
+    // From the first revision: every change, the id only on the last event of a revision.
+    let mut seen = Vec::new();
+    let watching = c.watch("default", "w/", true, first, true, |event| {
+        seen.push(event);
+        seen.len() < 4
+    });
+    tokio::time::timeout(Duration::from_secs(20), watching).await.expect("four events in time").unwrap();
+    let kinds: Vec<&str> = seen.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(kinds, ["put", "put", "put", "delete"]);
+    let ids: Vec<Option<String>> = seen.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids, [Some(first.to_string()), None, Some(second.to_string()), Some((second + 1).to_string())]);
+    let change: Value = serde_json::from_str(&seen[1].data).unwrap();
+    assert_eq!((change["kv"]["value"].as_str(), change["prev"]["value"].as_str()), (Some("2"), Some("1")));
+
+    // Last-Event-ID resumes after that revision, as EventSource does on a reconnect.
+    let http = reqwest::Client::new();
+    let mut response = http
+        .get(format!("http://{addr}/v1/watch/default/w/?prefix=true"))
+        .header("last-event-id", second.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let chunk = tokio::time::timeout(Duration::from_secs(20), response.chunk()).await.unwrap().unwrap().unwrap();
+    let text = String::from_utf8_lossy(&chunk);
+    assert!(text.contains("event: delete") && text.contains(&format!("id: {}", second + 1)), "{text}");
+
+    // A compacted start is refused before the stream starts.
+    c.post_json("/v1/ns/default/compact", &json!({ "revision": second + 1 })).await.unwrap();
+    let refused = reqwest::get(format!("http://{addr}/v1/watch/default/w/a?from_revision={first}")).await.unwrap();
+    assert_eq!(refused.status(), 410);
+}

@@ -42,6 +42,11 @@ impl Cluster {
         self.group().is_quiesced()
     }
 
+    /// The Raft instance of the namespace's current group.
+    pub(crate) fn group_raft(&self) -> crate::group::GroupRaft {
+        self.group().raft.clone()
+    }
+
     /// The namespace.
     pub fn namespace(&self) -> &Namespace {
         &self.namespace

@@ -37,6 +37,7 @@ mod shutdown;
 pub mod snapshot_inbox;
 pub mod status;
 pub mod testing;
+mod watch;
 pub mod wire_budget;
 mod write_gate;
 
@@ -45,9 +46,12 @@ pub use cluster_kv::{
     KeyRevisions, KeysOutcome, Precondition, RangeOutcome, ReadOutcome, TxnOutcome, WriteOutcome, MAX_LIST_KEYS,
 };
 pub use error::{NamespaceError, StartError};
+/// The KV state machine's vocabulary: transactions, ranges, revisions, watch events.
+pub use flotilla_core::kv;
 pub use flotilla_core::{ApiError, Config, Consistency, IdempotencyKey, KvOp, Limit, Namespace, Outcome, Preset};
 pub use namespace_lifecycle::MAX_OPEN_NAMESPACES;
 pub use namespaces::CloseOptions;
 pub use node::{Node, NodeServices, StateMachineFactory};
 pub use shutdown::HandOffReport;
 pub use status::{GroupStatus, Member, MemberRole, Role};
+pub use watch::{Watch, WatchCounters, WatchMessage, WatchRequest, MAX_WATCHERS, WATCH_BUFFER};

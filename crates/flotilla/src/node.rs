@@ -77,6 +77,8 @@ pub struct Node {
     pub(crate) tick_load: crate::formation::driver::TickLoad,
     /// Sends commands to their namespace's leader, or runs them here (`command.rs`).
     pub(crate) forwarder: Forwarder,
+    /// Watches served by this node (`watch.rs`).
+    pub(crate) watch_counters: Arc<crate::watch::WatchCounters>,
     closing: Arc<AtomicBool>,
     /// Set once every group has stopped (closed or halted): the node answers nothing more,
     /// not even liveness pings, so its peers do not take a stopped node for a live one.
@@ -151,6 +153,7 @@ impl Node {
             liveness: crate::liveness::Liveness::default(),
             tick_load: Default::default(),
             forwarder,
+            watch_counters: Arc::default(),
             closing,
             stopped: AtomicBool::new(false),
             crash_at: std::sync::Mutex::new(None),
@@ -200,6 +203,11 @@ impl Node {
     /// The store (for metrics).
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The watches this node serves: active, and cancelled so far.
+    pub fn watch_counters(&self) -> &crate::watch::WatchCounters {
+        &self.watch_counters
     }
 
     /// The cluster API of every namespace, in name order.

@@ -17,11 +17,11 @@ use std::io;
 use serde::{Deserialize, Serialize};
 
 pub use compact::MAX_COMPACT_EVENTS;
-pub use read::{range, revisions, Revisions};
+pub use read::{changes, range, revisions, Changes, ChangesRequest, Revisions};
 pub use txn::{MAX_DELETE_KEYS, MAX_TXN_OPS};
 pub use types::{
-    CompactReply, Compare, CompareOp, CompareTarget, KeyValue, KvCommand, KvRefusal, KvReply, OpResult, RangeEnd,
-    RangeRequest, RangeResult, Txn, TxnOp, TxnReply, MAX_RANGE_BYTES, MAX_RANGE_LIMIT,
+    CompactReply, Compare, CompareOp, CompareTarget, EventKind, KeyValue, KvCommand, KvRefusal, KvReply, OpResult,
+    RangeEnd, RangeRequest, RangeResult, Txn, TxnOp, TxnReply, WatchEvent, MAX_RANGE_BYTES, MAX_RANGE_LIMIT,
 };
 
 use crate::state_machine::{ApplyContext, StateMachine, StateTable};

@@ -6,7 +6,9 @@ use std::io;
 use std::ops::Bound;
 
 use super::layout::{self, Current, Event};
-use super::types::{KeyValue, KvRefusal, RangeEnd, RangeRequest, RangeResult, MAX_RANGE_BYTES, MAX_RANGE_LIMIT};
+use super::types::{
+    EventKind, KeyValue, KvRefusal, RangeEnd, RangeRequest, RangeResult, WatchEvent, MAX_RANGE_BYTES, MAX_RANGE_LIMIT,
+};
 use crate::state_machine::{Scan, StateView};
 
 /// The revisions of a namespace as of one view.
@@ -214,4 +216,99 @@ fn scan_versions(view: &dyn StateView, request: &RangeRequest, revision: u64, ou
             None => Ok(Scan::Continue),
         }
     })
+}
+
+/// The changes of a watch: which keys, from which revision, with or without previous states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangesRequest {
+    /// The first key of the watched range.
+    pub key: Vec<u8>,
+    /// Where the watched range ends.
+    pub end: RangeEnd,
+    /// The first revision to read.
+    pub from: u64,
+    /// Add each key's state before the change.
+    pub prev_kv: bool,
+}
+
+/// Changes read by [`changes`]: whole revisions, in order, each with the watched keys' events.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Changes {
+    /// `(revision, events)` for each revision that changed a watched key.
+    pub revisions: Vec<(u64, Vec<WatchEvent>)>,
+    /// The revision to read next: every revision before it has been read.
+    pub next: u64,
+}
+
+/// The changes of the watched keys from `request.from` on, whole revisions only, stopping
+/// after the revision during which `max_events` events (of any key) have been looked at.
+/// A `from` below the compacted revision is refused.
+pub fn changes(
+    view: &dyn StateView,
+    request: &ChangesRequest,
+    max_events: usize,
+) -> io::Result<Result<Changes, KvRefusal>> {
+    let revs = revisions(view)?;
+    if request.from < revs.compacted {
+        return Ok(Err(KvRefusal::Compacted { requested: request.from, compacted: revs.compacted }));
+    }
+    let mut out = Changes { revisions: Vec::new(), next: request.from.max(revs.current + 1) };
+    if request.from > revs.current {
+        out.next = request.from;
+        return Ok(Ok(out));
+    }
+    let start = layout::event_key(request.from, 0);
+    let end = layout::event_key(revs.current + 1, 0);
+    let mut seen = 0usize;
+    let mut last_revision = None;
+    let mut stopped_at = None;
+    let mut found: Vec<(u64, Event)> = Vec::new();
+    view.scan(Bound::Included(&start), Bound::Excluded(&end), &mut |row, value| {
+        let (revision, _) = layout::parse_event_key(row)?;
+        // Stop only between revisions: a revision is delivered whole.
+        if seen >= max_events && last_revision != Some(revision) {
+            stopped_at = Some(revision);
+            return Ok(Scan::Stop);
+        }
+        seen += 1;
+        last_revision = Some(revision);
+        let event: Event = layout::decode(value, "event")?;
+        if request.end.contains(&request.key, event.key()) {
+            found.push((revision, event));
+        }
+        Ok(Scan::Continue)
+    })?;
+    if let Some(revision) = stopped_at {
+        out.next = revision;
+    }
+    for (revision, event) in found {
+        let watch_event = to_watch_event(view, revision, event, request.prev_kv)?;
+        match out.revisions.last_mut() {
+            Some((r, events)) if *r == revision => events.push(watch_event),
+            _ => out.revisions.push((revision, vec![watch_event])),
+        }
+    }
+    Ok(Ok(out))
+}
+
+/// A stored event as a watch delivers it, with the key's previous state when asked for.
+fn to_watch_event(view: &dyn StateView, revision: u64, event: Event, prev_kv: bool) -> io::Result<WatchEvent> {
+    let prev = match prev_kv {
+        true => match version_at(view, event.key(), revision.saturating_sub(1))? {
+            Some((rev, sub)) => self::event(view, rev, sub)?.state(rev, false),
+            None => None,
+        },
+        false => None,
+    };
+    let kind = match event {
+        Event::Put { .. } => EventKind::Put,
+        Event::Delete { .. } => EventKind::Delete,
+    };
+    let kv = match event {
+        Event::Delete { key } => {
+            KeyValue { key, value: Vec::new(), create_revision: 0, mod_revision: revision, version: 0, lease: 0 }
+        }
+        put => put.state(revision, false).expect("a put has a state"),
+    };
+    Ok(WatchEvent { kind, kv, prev })
 }

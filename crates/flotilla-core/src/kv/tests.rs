@@ -289,3 +289,45 @@ fn hostile_keys_are_opaque() {
     let past = RangeRequest { end: RangeEnd::Prefix, revision: 1, ..RangeRequest::key(vec![0xff]) };
     assert_eq!(range(&t, &past).unwrap().unwrap().kvs.len(), 1);
 }
+
+#[test]
+fn changes_come_in_whole_revisions_with_previous_states() {
+    let mut t = MapTable::default();
+    put(&mut t, "w/a", "1"); // 1
+    txn(
+        &mut t,
+        Txn {
+            success: vec![TxnOp::put("w/a", "2"), TxnOp::put("w/b", "x"), TxnOp::put("other", "o")],
+            ..Txn::default()
+        },
+    ); // 2
+    txn(&mut t, Txn { success: vec![TxnOp::delete("w/a")], ..Txn::default() }); // 3
+    let request = ChangesRequest { key: b"w/".to_vec(), end: RangeEnd::Prefix, from: 1, prev_kv: true };
+    let all = changes(&t, &request, 100).unwrap().unwrap();
+    assert_eq!(all.next, 4);
+    let revisions: Vec<u64> = all.revisions.iter().map(|(r, _)| *r).collect();
+    assert_eq!(revisions, vec![1, 2, 3]);
+    let (_, second) = &all.revisions[1];
+    assert_eq!(second.len(), 2, "both watched keys of revision 2, not `other`");
+    assert_eq!(second[0].prev.as_ref().unwrap().value, b"1");
+    assert_eq!((second[0].kv.value.as_slice(), second[0].kv.version), (&b"2"[..], 2));
+    let (_, third) = &all.revisions[2];
+    assert_eq!(third[0].kind, EventKind::Delete);
+    assert_eq!(third[0].kv.mod_revision, 3);
+    assert_eq!(third[0].prev.as_ref().unwrap().value, b"2");
+    // A small budget stops between revisions, never inside one.
+    let first = changes(&t, &ChangesRequest { from: 2, ..request.clone() }, 1).unwrap().unwrap();
+    assert_eq!(first.revisions.len(), 1);
+    assert_eq!(first.revisions[0].1.len(), 2, "revision 2 whole although it holds 3 events");
+    assert_eq!(first.next, 3);
+    // Nothing new yet: the next revision stays the one asked for.
+    let none = changes(&t, &ChangesRequest { from: 9, ..request.clone() }, 10).unwrap().unwrap();
+    assert_eq!((none.revisions.len(), none.next), (0, 9));
+    run(&mut t, &KvCommand::Compact { revision: 3 });
+    assert_eq!(
+        changes(&t, &ChangesRequest { from: 2, ..request.clone() }, 10).unwrap(),
+        Err(KvRefusal::Compacted { requested: 2, compacted: 3 })
+    );
+    let after = changes(&t, &ChangesRequest { from: 3, ..request }, 10).unwrap().unwrap();
+    assert_eq!(after.revisions.len(), 1, "the delete at the compacted revision stays for a watch from it");
+}

@@ -66,7 +66,7 @@ fn validate(txn: &Txn) -> Result<(), KvRefusal> {
         }
         for op in branch {
             if let TxnOp::Delete { key, end, .. } = op {
-                if let Some(put) = puts.iter().find(|p| in_range(p, key, end)) {
+                if let Some(put) = puts.iter().find(|p| end.contains(key, p)) {
                     return Err(KvRefusal::DuplicateKey(String::from_utf8_lossy(put).into_owned()));
                 }
             }
@@ -109,16 +109,6 @@ fn count_live(table: &dyn StateTable, key: &[u8], end: &RangeEnd, max: usize) ->
         })?;
     }
     Ok(count)
-}
-
-/// Whether `candidate` lies in the range starting at `key` and ending at `end`.
-fn in_range(candidate: &[u8], key: &[u8], end: &RangeEnd) -> bool {
-    match end {
-        RangeEnd::Key => candidate == key,
-        RangeEnd::Prefix => candidate.starts_with(key),
-        RangeEnd::Before(end) => candidate >= key && candidate < end.as_slice(),
-        RangeEnd::All => candidate >= key,
-    }
 }
 
 /// Whether `compare` holds against the key's live state (etcd's rules: an absent key has

@@ -39,6 +39,18 @@ pub enum RangeEnd {
     All,
 }
 
+impl RangeEnd {
+    /// Whether `candidate` lies in the range that starts at `start` and ends here.
+    pub fn contains(&self, start: &[u8], candidate: &[u8]) -> bool {
+        match self {
+            RangeEnd::Key => candidate == start,
+            RangeEnd::Prefix => candidate.starts_with(start),
+            RangeEnd::Before(end) => candidate >= start && candidate < end.as_slice(),
+            RangeEnd::All => candidate >= start,
+        }
+    }
+}
+
 /// A read of one key or a range of keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeRequest {
@@ -84,6 +96,27 @@ pub struct RangeResult {
     pub kvs: Vec<KeyValue>,
     /// Whether more keys lie in the range after the last one answered.
     pub more: bool,
+}
+
+/// What happened to a key in a [`WatchEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// The key was created or changed.
+    Put,
+    /// The key was deleted.
+    Delete,
+}
+
+/// One change of one key, as a watch delivers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchEvent {
+    /// Put or delete.
+    pub kind: EventKind,
+    /// The key's state after the change; for a delete, only the key and the mod revision (the
+    /// revision of the delete).
+    pub kv: KeyValue,
+    /// The key's state before the change, when asked for and the key existed.
+    pub prev: Option<KeyValue>,
 }
 
 /// What a [`Compare`] compares a key's state against.

@@ -1,0 +1,312 @@
+//! Watches: a stream of the changes of a key or a range, from any revision not compacted.
+//!
+//! A watch is served from this node's applied state, so any node (leader or not) serves it.
+//! One task per watch (the pump) reads whole revisions of events from the namespace's table
+//! (`flotilla_core::kv::changes`) each time the group applies something, and hands them to the
+//! watcher through a bounded channel. The guarantees are etcd's: ordered by revision, no gap,
+//! no duplicate, the events of one revision together, and a progress notification (the current
+//! revision) on a stream that has had nothing to say for a while.
+//!
+//! Bounds: at most [`MAX_WATCHERS`] watches per node, and [`WATCH_BUFFER`] revisions waiting
+//! per watcher. A watcher that lets its buffer fill is cancelled with the reason (it would
+//! otherwise hold the history in memory without bound); so is one whose next revision gets
+//! compacted. Both counts are in [`WatchCounters`].
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use flotilla_core::kv::{self, ChangesRequest, KvRefusal, RangeEnd, WatchEvent};
+use flotilla_core::ApiError;
+use futures::Stream;
+use openraft::async_runtime::watch::WatchReceiver;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::cluster::{store_read_error, Cluster};
+
+/// Most watches one node serves at once.
+pub const MAX_WATCHERS: u64 = 4_096;
+
+/// Revisions waiting for a watcher before it is cancelled as too slow.
+pub const WATCH_BUFFER: usize = 256;
+
+/// Events read from the table per pass (whole revisions: a large one may exceed it).
+const EVENTS_PER_PASS: usize = 1_000;
+
+/// How often a pump looks again when it could not read (a snapshot being installed).
+const RETRY_READ: Duration = Duration::from_millis(200);
+
+/// What to watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchRequest {
+    /// The key, or the first key of the range.
+    pub key: Vec<u8>,
+    /// Where the range ends ([`RangeEnd::Key`]: the key alone).
+    pub end: RangeEnd,
+    /// The first revision to deliver; 0 for the changes after the current revision.
+    pub from_revision: u64,
+    /// Deliver each key's state before the change too.
+    pub prev_kv: bool,
+    /// Send a progress notification after this long without a change.
+    pub progress_every: Duration,
+}
+
+impl WatchRequest {
+    /// Watch `key` alone, from now on, with progress notifications every 5 s.
+    pub fn key(key: impl Into<Vec<u8>>) -> Self {
+        Self {
+            key: key.into(),
+            end: RangeEnd::Key,
+            from_revision: 0,
+            prev_kv: false,
+            progress_every: Duration::from_secs(5),
+        }
+    }
+
+    /// Watch every key starting with `prefix`, from now on.
+    pub fn prefix(prefix: impl Into<Vec<u8>>) -> Self {
+        Self { end: RangeEnd::Prefix, ..Self::key(prefix) }
+    }
+}
+
+/// One message of a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchMessage {
+    /// The watched keys' changes of one revision, all of them.
+    Changes {
+        /// The revision.
+        revision: u64,
+        /// One event per changed key, in the order the transaction made them.
+        events: Vec<WatchEvent>,
+    },
+    /// Nothing changed in the watched keys up to `revision` (included).
+    Progress {
+        /// The namespace's revision.
+        revision: u64,
+    },
+}
+
+/// Node-wide counts of watches, for metrics.
+#[derive(Debug, Default)]
+pub struct WatchCounters {
+    active: AtomicU64,
+    cancelled_slow: AtomicU64,
+    cancelled_compacted: AtomicU64,
+}
+
+impl WatchCounters {
+    /// `(active, cancelled as too slow, cancelled by compaction)`.
+    pub fn get(&self) -> (u64, u64, u64) {
+        (
+            self.active.load(Ordering::Relaxed),
+            self.cancelled_slow.load(Ordering::Relaxed),
+            self.cancelled_compacted.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Count one more watch, unless [`MAX_WATCHERS`] are active.
+    fn enter(self: &Arc<Self>) -> Option<ActiveWatch> {
+        let admitted = self
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_WATCHERS).then_some(n + 1))
+            .is_ok();
+        admitted.then(|| ActiveWatch(self.clone()))
+    }
+}
+
+/// Counts a watch as active while it lives.
+struct ActiveWatch(Arc<WatchCounters>);
+
+impl Drop for ActiveWatch {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A running watch: a [`Stream`] of messages. It ends after an `Err` (the reason the watch
+/// was cancelled) or when the namespace stops on this node. Dropping it stops the watch.
+pub struct Watch {
+    rx: mpsc::Receiver<WatchMessage>,
+    /// Why the pump stopped, yielded once the messages before it are consumed.
+    end: Arc<Mutex<Option<ApiError>>>,
+    ended: bool,
+    /// The first revision the watch delivers.
+    start: u64,
+}
+
+impl Watch {
+    /// The first revision this watch delivers (the one asked for, or the current one + 1).
+    pub fn start_revision(&self) -> u64 {
+        self.start
+    }
+}
+
+impl Stream for Watch {
+    type Item = Result<WatchMessage, ApiError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(message)) => Poll::Ready(Some(Ok(message))),
+            Poll::Ready(None) => {
+                self.ended = true;
+                let reason = self.end.lock().unwrap_or_else(|p| p.into_inner()).take();
+                Poll::Ready(reason.map(Err))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Cluster {
+    /// Watch a key or a range from `request.from_revision` (see [`Watch`]). Refused at once
+    /// with [`ApiError::Compacted`] when that revision is compacted, and with
+    /// [`ApiError::Unavailable`] when this node already serves [`MAX_WATCHERS`] watches.
+    pub async fn watch(&self, request: WatchRequest) -> Result<Watch, ApiError> {
+        let guard = self.node.watch_counters.enter().ok_or_else(|| {
+            ApiError::Unavailable(format!("this node serves {MAX_WATCHERS} watches already; try another node"))
+        })?;
+        let view = self.node.store.view(&self.namespace).map_err(store_read_error)?;
+        let revs = kv::revisions(&view).map_err(|e| ApiError::Fatal(format!("reading the revisions: {e}")))?;
+        let start = if request.from_revision == 0 { revs.current + 1 } else { request.from_revision };
+        if start < revs.compacted {
+            return Err(ApiError::Compacted { requested: start, compacted: revs.compacted });
+        }
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let end = Arc::new(Mutex::new(None));
+        let pump = Pump {
+            cluster: self.clone(),
+            request,
+            next: start,
+            tx,
+            end: end.clone(),
+            quiet_since: Instant::now(),
+            _active: guard,
+        };
+        tokio::spawn(pump.run());
+        Ok(Watch { rx, end, ended: false, start })
+    }
+}
+
+/// The task behind one watch.
+struct Pump {
+    cluster: Cluster,
+    request: WatchRequest,
+    /// The next revision to deliver.
+    next: u64,
+    tx: mpsc::Sender<WatchMessage>,
+    end: Arc<Mutex<Option<ApiError>>>,
+    /// When the watcher last heard something (changes or progress).
+    quiet_since: Instant,
+    _active: ActiveWatch,
+}
+
+/// What one pass of the pump found.
+enum Pass {
+    /// Delivered changes, or found more to read: go again at once.
+    Again,
+    /// Up to date at this revision: wait for the next apply.
+    UpToDate(u64),
+    /// The table cannot be read just now (a snapshot being installed).
+    NotNow,
+}
+
+impl Pump {
+    async fn run(mut self) {
+        let mut applied = self.cluster.group_raft().data_metrics();
+        loop {
+            let pass = match self.pass() {
+                Ok(pass) => pass,
+                Err(reason) => return self.stop(reason),
+            };
+            let revision = match pass {
+                Pass::Again => continue,
+                Pass::UpToDate(revision) => revision,
+                Pass::NotNow => {
+                    tokio::time::sleep(RETRY_READ).await;
+                    continue;
+                }
+            };
+            let progress_at = self.quiet_since + self.request.progress_every;
+            tokio::select! {
+                changed = applied.changed() => {
+                    if changed.is_err() {
+                        return self.stop(ApiError::Unavailable("the namespace stopped on this node".into()));
+                    }
+                }
+                _ = tokio::time::sleep_until(progress_at) => {
+                    if let Err(reason) = self.send(WatchMessage::Progress { revision }) {
+                        return self.stop(reason);
+                    }
+                    self.quiet_since = Instant::now();
+                }
+                _ = self.tx.closed() => return,
+            }
+        }
+    }
+
+    /// Read and deliver what is new.
+    fn pass(&mut self) -> Result<Pass, ApiError> {
+        let view = match self.cluster.node.store.view(&self.cluster.namespace) {
+            Ok(view) => view,
+            Err(flotilla_store::StoreError::Installing(_)) => return Ok(Pass::NotNow),
+            Err(e) => return Err(store_read_error(e)),
+        };
+        let request = ChangesRequest {
+            key: self.request.key.clone(),
+            end: self.request.end.clone(),
+            from: self.next,
+            prev_kv: self.request.prev_kv,
+        };
+        let read = kv::changes(&view, &request, EVENTS_PER_PASS)
+            .map_err(|e| ApiError::Fatal(format!("reading the namespace's history: {e}")))?;
+        let changes = match read {
+            Ok(changes) => changes,
+            Err(KvRefusal::Compacted { requested, compacted }) => {
+                self.cluster.node.watch_counters.cancelled_compacted.fetch_add(1, Ordering::Relaxed);
+                return Err(ApiError::Compacted { requested, compacted });
+            }
+            Err(other) => return Err(ApiError::Fatal(other.to_string())),
+        };
+        if !changes.revisions.is_empty() {
+            self.quiet_since = Instant::now();
+        }
+        for (revision, events) in changes.revisions {
+            self.send(WatchMessage::Changes { revision, events })?;
+            self.next = revision + 1;
+        }
+        self.next = self.next.max(changes.next);
+        let current = kv::revisions(&view).map_err(|e| ApiError::Fatal(format!("reading the revisions: {e}")))?.current;
+        match self.next <= current {
+            true => Ok(Pass::Again),
+            false => Ok(Pass::UpToDate(current)),
+        }
+    }
+
+    /// Hand `message` to the watcher; a full buffer cancels the watch.
+    fn send(&self, message: WatchMessage) -> Result<(), ApiError> {
+        match self.tx.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.cluster.node.watch_counters.cancelled_slow.fetch_add(1, Ordering::Relaxed);
+                Err(ApiError::Cancelled(format!(
+                    "the watcher fell {WATCH_BUFFER} revisions behind; watch again from revision {}, the first \
+                     one it has not received",
+                    self.next
+                )))
+            }
+            // The watcher is gone: nothing to tell.
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+        }
+    }
+
+    /// End the watch with `reason`, delivered after the messages already queued.
+    fn stop(self, reason: ApiError) {
+        *self.end.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+    }
+}
