@@ -48,6 +48,9 @@ pub enum KvCommand {
         /// Write only if the key does not exist.
         #[arg(long)]
         if_absent: bool,
+        /// Attach the key to this lease: it is deleted when the lease ends.
+        #[arg(long, conflicts_with_all = ["if_match", "if_absent", "idempotency_key"])]
+        lease: Option<u64>,
     },
     /// Print a value (its revisions go to stderr).
     Get {
@@ -85,6 +88,46 @@ pub enum KvCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+}
+
+/// `flotilla lease ...`
+#[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    /// Grant a lease of TTL seconds; prints its id.
+    Grant { ttl: u64 },
+    /// Renew a lease once, or every third of its TTL until Ctrl-C with --forever.
+    Keepalive {
+        id: u64,
+        #[arg(long)]
+        forever: bool,
+    },
+    /// Revoke a lease: its keys are deleted.
+    Revoke { id: u64 },
+    /// Show what a lease has left, and its keys.
+    Ttl { id: u64 },
+    /// List the leases of the namespace.
+    List,
+}
+
+pub async fn lease(target: &Target, op: LeaseCommand) -> anyhow::Result<()> {
+    let client = target.client();
+    let ns = &target.namespace;
+    let reply = match op {
+        LeaseCommand::Grant { ttl } => client.post_json(&format!("/v1/lease/{ns}"), &json!({ "ttl": ttl })).await?,
+        LeaseCommand::Keepalive { id, forever } => loop {
+            let reply = client.post_json(&format!("/v1/lease/{ns}/{id}/keepalive"), &json!({})).await?;
+            if !forever {
+                break reply;
+            }
+            let ttl = reply["ttl"].as_u64().unwrap_or(3).max(1);
+            tokio::time::sleep(std::time::Duration::from_millis(ttl * 1000 / 3)).await;
+        },
+        LeaseCommand::Revoke { id } => client.delete_json(&format!("/v1/lease/{ns}/{id}")).await?,
+        LeaseCommand::Ttl { id } => client.get_json(&format!("/v1/lease/{ns}/{id}?keys=true")).await?,
+        LeaseCommand::List => client.get_json(&format!("/v1/lease/{ns}")).await?,
+    };
+    println!("{reply}");
+    Ok(())
 }
 
 /// `flotilla watch ...`
@@ -167,7 +210,7 @@ pub async fn kv(target: &Target, op: KvCommand) -> anyhow::Result<()> {
     let client = target.client();
     let ns = &target.namespace;
     match op {
-        KvCommand::Put { key, value, idempotency_key, if_match, if_absent } => {
+        KvCommand::Put { key, value, idempotency_key, if_match, if_absent, lease } => {
             let value = match value {
                 Some(v) => v.into_bytes(),
                 None => {
@@ -181,6 +224,10 @@ pub async fn kv(target: &Target, op: KvCommand) -> anyhow::Result<()> {
                 (None, true) => Some(Condition::Absent),
                 (None, false) => None,
             };
+            if let Some(lease) = lease {
+                println!("OK (revision {})", client.put_with_lease(ns, &key, value, lease).await?);
+                return Ok(());
+            }
             match (condition, idempotency_key) {
                 (Some(c), _) => println!("OK (revision {})", client.put_if(ns, &key, value, c).await?),
                 (None, Some(id)) => println!("OK (index {})", client.put_idempotent(ns, &key, value, &id).await?),

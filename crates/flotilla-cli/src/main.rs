@@ -58,6 +58,13 @@ enum Command {
         #[command(flatten)]
         args: commands::WatchArgs,
     },
+    /// Grant, keep alive, revoke and inspect leases.
+    Lease {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        op: commands::LeaseCommand,
+    },
     /// Show the node's status and its namespaces.
     Status {
         #[command(flatten)]
@@ -107,6 +114,7 @@ fn main() -> anyhow::Result<()> {
             Command::Agent(config) => agent::run(*config).await,
             Command::Kv { target, op } => commands::kv(&target, op).await,
             Command::Watch { target, args } => commands::watch(&target, args).await,
+            Command::Lease { target, op } => commands::lease(&target, op).await,
             Command::Status { target } => commands::status(&target).await,
             Command::Members { target, op } => commands::members(&target, op).await,
             Command::Leader { target, op } => commands::leader(&target, op).await,

@@ -141,6 +141,9 @@ pub enum ApiError {
         /// The namespace's current revision.
         current: u64,
     },
+    /// The lease named does not exist (never granted, revoked, or expired).
+    #[error("lease {0} not found")]
+    LeaseNotFound(u64),
     /// A watch (or another long-running request) was ended by the server, for this reason.
     #[error("cancelled: {0}")]
     Cancelled(String),
@@ -216,6 +219,7 @@ impl ApiError {
             ApiError::FutureRevision { .. } => "future_revision",
             ApiError::PreconditionFailed { .. } => "precondition_failed",
             ApiError::Cancelled(_) => "cancelled",
+            ApiError::LeaseNotFound(_) => "lease_not_found",
         }
     }
 }
@@ -266,6 +270,7 @@ mod tests {
             ApiError::FutureRevision { requested: 9, current: 3 },
             ApiError::PreconditionFailed { mod_revision: 4, revision: 7 },
             ApiError::Cancelled("slow".into()),
+            ApiError::LeaseNotFound(7),
         ];
         for e in all {
             let back: ApiError = crate::decode(&crate::encode(&e).unwrap(), 1 << 20).unwrap();

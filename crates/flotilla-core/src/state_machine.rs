@@ -61,4 +61,11 @@ pub trait StateMachine: Send + Sync + 'static {
         table: &mut dyn StateTable,
         payload: &[u8],
     ) -> io::Result<Result<Vec<u8>, String>>;
+
+    /// Whether the table holds leases in the KV layout (`crate::kv`), so that the leader runs
+    /// lease expiry over it. Only [`KvStateMachine`](crate::KvStateMachine) says yes: an
+    /// embedder's table is never read as leases.
+    fn serves_leases(&self) -> bool {
+        false
+    }
 }

@@ -234,6 +234,10 @@ pub enum CommandRequest {
     Remove(NodeId),
     /// Transfer leadership to the given node, or to the most up-to-date voter.
     TransferLeader(Option<NodeId>),
+    /// Renew a lease on the leader's lease clock (a lease's time is kept there, in memory).
+    LeaseKeepAlive(u64),
+    /// How long a lease has left on the leader's clock.
+    LeaseTimeToLive(u64),
 }
 
 /// Replies of the command plane.
@@ -264,6 +268,13 @@ pub enum CommandResponse {
     Done {
         /// Log index of the change, when it produced one.
         index: Option<u64>,
+    },
+    /// A lease's time to live and what is left of it on the leader's clock.
+    Lease {
+        /// Its time to live, in seconds.
+        ttl_secs: u64,
+        /// Milliseconds left before the leader expires it.
+        remaining_ms: u64,
     },
 }
 

@@ -204,8 +204,14 @@ fn apply_hostile(table: &MapTable, payload: &[u8]) -> Result<(), TestCaseError> 
                 }
                 KvReply::Compact(_) => {
                     let is_compact = matches!(command, KvCommand::Compact { .. });
-                    prop_assert!(is_compact, "a compaction reply to a transaction");
+                    prop_assert!(is_compact, "a compaction reply to another command");
                     prop_assert_eq!(after_rev, before_rev);
+                }
+                KvReply::Lease(reply) => {
+                    let is_lease = matches!(command, KvCommand::LeaseGrant { .. } | KvCommand::LeaseRevoke { .. });
+                    prop_assert!(is_lease, "a lease reply to another command");
+                    prop_assert!(after_rev == before_rev || after_rev == before_rev + 1);
+                    prop_assert_eq!(reply.revision, after_rev);
                 }
             }
             live(&after, 0);

@@ -208,6 +208,13 @@ impl Client {
         json_u64(r, "revision").await
     }
 
+    /// Store `value` under `key` attached to `lease`; returns the revision the write created.
+    pub async fn put_with_lease(&self, ns: &str, key: &str, value: Vec<u8>, lease: u64) -> Result<u64, ClientError> {
+        let url = self.url(&format!("/v1/kv/{ns}/{}", encode_key(key)));
+        let r = self.send(self.http.put(url).query(&[("lease", lease)]).body(value)).await?;
+        json_u64(r, "revision").await
+    }
+
     /// Delete `key` only if `condition` holds; returns the namespace's revision after it.
     pub async fn delete_if(&self, ns: &str, key: &str, condition: Condition) -> Result<u64, ClientError> {
         let request = self.http.delete(self.url(&format!("/v1/kv/{ns}/{}", encode_key(key))));

@@ -79,6 +79,7 @@ pub fn status_of(e: &ApiError) -> StatusCode {
         ApiError::FutureRevision { .. } => StatusCode::BAD_REQUEST,
         ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
         ApiError::Cancelled(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ApiError::LeaseNotFound(_) => StatusCode::NOT_FOUND,
     }
 }
 

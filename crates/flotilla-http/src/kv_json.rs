@@ -109,6 +109,8 @@ struct PutBody {
     value: Option<String>,
     value_base64: Option<String>,
     #[serde(default)]
+    lease: u64,
+    #[serde(default)]
     prev_kv: bool,
 }
 
@@ -210,7 +212,7 @@ impl OpBody {
             (Some(put), None, None, None) => Ok(TxnOp::Put {
                 key: key_of(put.key, put.key_base64)?,
                 value: Bytes2 { text: put.value, base64: put.value_base64 }.take("value", true)?.unwrap_or_default(),
-                lease: 0,
+                lease: put.lease,
                 prev_kv: put.prev_kv,
             }),
             (None, Some(delete), None, None) => {

@@ -119,17 +119,27 @@ fn written(out: &WriteOutcome, etag_too: bool) -> Response {
     (headers, Json(json!({ "index": out.index, "revision": out.revision, "existed": existed }))).into_response()
 }
 
-/// `PUT /v1/kv/{ns}/{*key}`: store the raw body; with `Idempotency-Key`, at most once; with
-/// `If-Match` or `If-None-Match: *`, only if the condition holds (412 otherwise).
+/// `PUT /v1/kv/{ns}/{*key}[?lease=ID]`: store the raw body (attached to a lease, deleted with
+/// it); with `Idempotency-Key`, at most once; with `If-Match` or `If-None-Match: *`, only if
+/// the condition holds (412 otherwise).
 pub async fn put_value(
     State(node): State<Arc<Node>>,
     Path((ns, key)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
     let idempotency = idempotency_key(&headers)?;
     let condition = precondition(&headers)?;
+    let lease = number(&query, "lease")?;
     let cluster = node.cluster(&ns)?;
+    if lease != 0 {
+        if condition.is_some() || idempotency.is_some() {
+            let why = "a put with a lease takes no condition or idempotency key (use POST /v1/txn)";
+            return Err(HttpError::new(StatusCode::BAD_REQUEST, "malformed", why));
+        }
+        return Ok(written(&cluster.set_with_lease(key.as_bytes(), &body, lease).await?, true));
+    }
     let out = match (condition, &idempotency) {
         (Some(c), id) => cluster.put_if(key.as_bytes(), &body, c, id.as_ref()).await?,
         (None, Some(id)) => cluster.set_idempotent(key.as_bytes(), &body, id).await?,

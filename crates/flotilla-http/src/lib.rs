@@ -19,6 +19,7 @@ mod error;
 mod json_errors;
 mod kv_json;
 mod kv_routes;
+mod lease_routes;
 mod membership_routes;
 mod metrics;
 mod namespace_routes;

@@ -42,7 +42,9 @@ use tracing::{debug, error, warn};
 
 use crate::auth::AppState;
 use crate::error::HttpError;
-use crate::{kv_routes, membership_routes, metrics, namespace_routes, node_routes, txn_routes, watch_routes};
+use crate::{
+    kv_routes, lease_routes, membership_routes, metrics, namespace_routes, node_routes, txn_routes, watch_routes,
+};
 
 /// Build the router serving `node`. With `admin_token`, the membership and admin routes
 /// (add/remove member, transfer leadership, dissolve, open/close a namespace, compact, keyring
@@ -62,6 +64,9 @@ pub fn router(node: Arc<Node>, admin_token: Option<AdminToken>) -> Router {
         )
         .route("/v1/kv/{ns}", get(kv_routes::list_keys))
         .route("/v1/txn/{ns}", post(txn_routes::txn))
+        .route("/v1/lease/{ns}", post(lease_routes::grant).get(lease_routes::list))
+        .route("/v1/lease/{ns}/{id}", get(lease_routes::time_to_live).delete(lease_routes::revoke))
+        .route("/v1/lease/{ns}/{id}/keepalive", post(lease_routes::keep_alive))
         .route("/v1/watch/{ns}", get(watch_routes::watch_all))
         .route("/v1/watch/{ns}/{*key}", get(watch_routes::watch_key))
         .route("/v1/ns/{ns}/compact", post(txn_routes::compact))

@@ -31,7 +31,7 @@ impl Cluster {
     }
 
     /// The namespace's current Raft group (replaced when the namespace is reset).
-    fn group(&self) -> Arc<Group> {
+    pub(crate) fn group(&self) -> Arc<Group> {
         self.slot.get()
     }
 

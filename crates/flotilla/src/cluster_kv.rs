@@ -160,7 +160,7 @@ impl Cluster {
     async fn txn_as(&self, txn: Txn, id: RequestId) -> Result<TxnOutcome, ApiError> {
         self.check_txn(&txn)?;
         let (index, output) = self.propose_as(encode_command(&KvCommand::Txn(txn)), id).await?;
-        match decode(output)? {
+        match decode_kv_reply(output)? {
             KvReply::Txn(reply) => Ok(TxnOutcome { reply, index }),
             KvReply::Refused(refusal) => Err(refusal_error(refusal)),
             other => Err(ApiError::Fatal(format!("unexpected reply to a transaction: {other:?}"))),
@@ -267,7 +267,7 @@ impl Cluster {
     pub async fn compact(&self, revision: u64) -> Result<u64, ApiError> {
         for _ in 0..MAX_COMPACT_STEPS {
             let (_, output) = self.propose(encode_command(&KvCommand::Compact { revision })).await?;
-            match decode(output)? {
+            match decode_kv_reply(output)? {
                 KvReply::Compact(step) if step.done => return Ok(step.compacted),
                 KvReply::Compact(_) => continue,
                 KvReply::Refused(refusal) => return Err(refusal_error(refusal)),
@@ -324,7 +324,7 @@ impl Cluster {
 }
 
 /// A write's outcome from its transaction's.
-fn write_outcome(out: TxnOutcome) -> WriteOutcome {
+pub(crate) fn write_outcome(out: TxnOutcome) -> WriteOutcome {
     let existed = out
         .reply
         .results
@@ -339,16 +339,17 @@ fn write_outcome(out: TxnOutcome) -> WriteOutcome {
 }
 
 /// The KV reply of a state machine output.
-fn decode(output: Result<Vec<u8>, String>) -> Result<KvReply, ApiError> {
+pub(crate) fn decode_kv_reply(output: Result<Vec<u8>, String>) -> Result<KvReply, ApiError> {
     let bytes = output.map_err(ApiError::Rejected)?;
     decode_reply(&bytes).ok_or_else(|| ApiError::Fatal("undecodable KV reply".into()))
 }
 
 /// The API error of a refusal by the KV state machine.
-fn refusal_error(refusal: KvRefusal) -> ApiError {
+pub(crate) fn refusal_error(refusal: KvRefusal) -> ApiError {
     match refusal {
         KvRefusal::Compacted { requested, compacted } => ApiError::Compacted { requested, compacted },
         KvRefusal::FutureRevision { requested, current } => ApiError::FutureRevision { requested, current },
+        KvRefusal::LeaseNotFound(id) => ApiError::LeaseNotFound(id),
         other => ApiError::Rejected(other.to_string()),
     }
 }

@@ -7,12 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_core::types::{NodeId, TypeConfig};
+use flotilla_core::types::{LogId, NodeId, TypeConfig};
 use flotilla_core::wire::{CommandRequest, CommandResponse, WireError};
 use flotilla_core::Command;
 use flotilla_core::{MemberInfo, Timing, Transport};
 use flotilla_store::Store;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::raft::linearizable_read::{Linearizer, ReadLogId};
 use openraft::{ChangeMembers, ReadPolicy};
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -78,20 +79,63 @@ impl Executor {
         match request {
             CommandRequest::Write(command) => self.write_local(group, command, deadline).await,
             CommandRequest::ReadIndex => {
-                self.quorum.confirm_contact(group).await?;
-                let read = group.raft.get_read_linearizer(ReadPolicy::ReadIndex);
-                let linearizer = tokio::select! {
-                    read = read => read.map_err(read_error)?,
-                    lost = self.quorum.lost(group) => return Err(lost),
-                };
-                Ok(CommandResponse::ReadIndex { read_log_id: *linearizer.read_log_id().log_id() })
+                let read_log_id = self.confirm_leadership(group).await?;
+                Ok(CommandResponse::ReadIndex { read_log_id })
             }
+            CommandRequest::LeaseKeepAlive(id) => self.lease_local(group, id, true, deadline).await,
+            CommandRequest::LeaseTimeToLive(id) => self.lease_local(group, id, false, deadline).await,
             CommandRequest::Join { info, fresh } => self.admit_joiner(group, from, info, fresh, deadline).await,
             CommandRequest::AddVoter(id, info) => self.add_voter_local(group, id, info, deadline).await,
             CommandRequest::AddLearner(id, info) => self.add_learner_local(group, id, info, deadline).await,
             CommandRequest::Remove(id) => self.remove_local(group, id, deadline).await,
             CommandRequest::TransferLeader(to) => self.transfer_leadership_local(group, to, deadline).await,
         }
+    }
+
+    /// Confirm this node still leads (a heartbeat round to a quorum, openraft's ReadIndex):
+    /// the log id a linearizable read must wait for.
+    async fn confirm_leadership(&self, group: &Arc<Group>) -> Result<LogId, WireError> {
+        self.quorum.confirm_contact(group).await?;
+        let read = group.raft.get_read_linearizer(ReadPolicy::ReadIndex);
+        let linearizer = tokio::select! {
+            read = read => read.map_err(read_error)?,
+            lost = self.quorum.lost(group) => return Err(lost),
+        };
+        Ok(*linearizer.read_log_id().log_id())
+    }
+
+    /// Renew lease `id` on this leader's clock (`renew`), or tell what is left of it. The
+    /// leadership is confirmed first, and the lease looked up in state that reflects every
+    /// committed entry, so a lease revoked or expired is not renewed.
+    async fn lease_local(
+        &self,
+        group: &Arc<Group>,
+        id: u64,
+        renew: bool,
+        deadline: Instant,
+    ) -> Result<CommandResponse, WireError> {
+        let read_log_id = self.confirm_leadership(group).await?;
+        let leader = self.me;
+        let linearizer = Linearizer::<TypeConfig>::new(leader, ReadLogId::from_log_id(read_log_id), None);
+        let budget = deadline.saturating_duration_since(Instant::now());
+        match linearizer.try_await_ready(&group.raft, Some(budget)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Err(WireError::Timeout(format!("leader {leader} did not apply its commit in time"))),
+            Err(fatal) => return Err(WireError::Fatal(fatal.to_string())),
+        }
+        let view = self.store.view(&group.namespace).map_err(|e| WireError::Unavailable(e.to_string()))?;
+        let ttl_secs = flotilla_core::kv::lease_ttl(&view, id)
+            .map_err(|e| WireError::Fatal(format!("reading lease {id}: {e}")))?
+            .ok_or(WireError::LeaseNotFound(id))?;
+        let ttl = Duration::from_secs(ttl_secs);
+        let now = Instant::now();
+        let term = group.term();
+        if renew {
+            group.leases.keep_alive(term, id, ttl, now);
+        }
+        let remaining = group.leases.remaining(term, id, ttl, now);
+        let remaining_ms = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX);
+        Ok(CommandResponse::Lease { ttl_secs, remaining_ms })
     }
 
     /// Propose a client write, within the caller's `deadline`. The group's [`WriteGate`]

@@ -46,6 +46,10 @@ pub struct Group {
     pub counters: Arc<GroupCounters>,
     /// Whether the group is quiesced (see [`crate::quiesce`]).
     pub(crate) quiet: crate::quiesce::Quiet,
+    /// Lease deadlines while this node leads (see [`crate::lease_clock`]).
+    pub(crate) leases: crate::lease_clock::LeaseClock,
+    /// Whether the state machine keeps leases (the built-in KV one), so expiry runs here.
+    pub(crate) serves_leases: bool,
 }
 
 impl Group {
@@ -61,6 +65,7 @@ impl Group {
         let had_state = store.has_state(&namespace).map_err(|e| e.to_string())?;
         let had_log = store.has_log_state(&namespace).map_err(|e| e.to_string())?;
         let log = store.log_store(&namespace).map_err(|e| e.to_string())?;
+        let serves_leases = state_machine.serves_leases();
         let sm = store.state_machine(&namespace, state_machine).map_err(|e| e.to_string())?;
         let raft = GroupRaft::new(id, raft_config, network, log, sm).await.map_err(|e| e.to_string())?;
         if had_log {
@@ -85,7 +90,7 @@ impl Group {
         }
         let counters = Arc::new(GroupCounters::default());
         spawn_leader_watch(raft.clone(), counters.clone());
-        Ok(Arc::new(Group { namespace, raft, counters, quiet }))
+        Ok(Arc::new(Group { namespace, raft, counters, quiet, leases: Default::default(), serves_leases }))
     }
 
     /// A snapshot of the group's Raft metrics.
@@ -109,6 +114,11 @@ impl Group {
     /// Whether this replica holds Raft state for the namespace (any log entry, kept or purged).
     pub fn has_state(&self) -> bool {
         self.raft.metrics().borrow_watched().last_log_index.is_some()
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
     }
 
     /// Index of the last entry applied to this replica's state machine.

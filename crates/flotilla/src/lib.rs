@@ -14,6 +14,7 @@ pub mod at_rest;
 mod checked_file;
 pub mod cluster;
 mod cluster_kv;
+mod cluster_lease;
 mod command;
 pub mod error;
 mod execute;
@@ -22,6 +23,8 @@ pub mod formation;
 pub mod group;
 mod handoff_targets;
 mod inbound;
+mod lease_clock;
+mod lease_expiry;
 mod liveness;
 mod namespace_lifecycle;
 pub mod namespace_set;
@@ -45,6 +48,7 @@ pub use cluster::Cluster;
 pub use cluster_kv::{
     KeyRevisions, KeysOutcome, Precondition, RangeOutcome, ReadOutcome, TxnOutcome, WriteOutcome, MAX_LIST_KEYS,
 };
+pub use cluster_lease::{LeaseStatus, MAX_LEASE_KEYS_LISTED};
 pub use error::{NamespaceError, StartError};
 /// The KV state machine's vocabulary: transactions, ranges, revisions, watch events.
 pub use flotilla_core::kv;

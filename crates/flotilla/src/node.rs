@@ -171,6 +171,7 @@ impl Node {
             }
         }
         discovery_loop::spawn(&node);
+        crate::lease_expiry::spawn(&node);
         if node.config.leader_balance {
             balance_loop::spawn(&node);
         }

@@ -7,6 +7,9 @@
 //! 0x01 key                            -> Current  the key's live state (absent: deleted)
 //! 0x02 escaped(key) 0x00 0x00 !rev    -> u32 BE   a version of the key: its event's `sub`
 //! 0x03 rev sub                        -> Event    what the write `sub` of revision `rev` did
+//! 0x04 lease                          -> Lease    a lease and its time to live
+//! 0x05 lease key                      -> empty    `key` is attached to `lease`
+//! 0x00 "lease.next"                   -> u64 BE   the next lease id handed out
 //! ```
 //!
 //! Current rows answer reads at the current revision in one lookup. Version rows, ordered by
@@ -39,6 +42,48 @@ pub(crate) const CURRENT: u8 = 0x01;
 pub(crate) const VERSION: u8 = 0x02;
 /// Prefix of event rows.
 pub(crate) const EVENT: u8 = 0x03;
+/// Prefix of lease rows.
+pub(crate) const LEASE: u8 = 0x04;
+/// Prefix of lease attachment rows.
+pub(crate) const LEASE_KEY: u8 = 0x05;
+/// Row of the next lease id.
+pub(crate) const LEASE_NEXT: &[u8] = b"\x00lease.next";
+
+/// A lease as stored: its time to live. When it runs out is the leader's business (in
+/// memory, never in the log): see `flotilla`'s lease clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Lease {
+    pub(crate) ttl_secs: u64,
+}
+
+/// The row of lease `id`.
+pub(crate) fn lease_key(id: u64) -> Vec<u8> {
+    let mut out = vec![LEASE];
+    out.extend_from_slice(&id.to_be_bytes());
+    out
+}
+
+/// The id of a lease row.
+pub(crate) fn parse_lease_key(row: &[u8]) -> io::Result<u64> {
+    row.strip_prefix(&[LEASE])
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "damaged KV lease row"))
+}
+
+/// The first attachment row of lease `id` (followed by the key).
+pub(crate) fn lease_keys_of(id: u64) -> Vec<u8> {
+    let mut out = vec![LEASE_KEY];
+    out.extend_from_slice(&id.to_be_bytes());
+    out
+}
+
+/// The row attaching `key` to lease `id`.
+pub(crate) fn lease_key_row(id: u64, key: &[u8]) -> Vec<u8> {
+    let mut out = lease_keys_of(id);
+    out.extend_from_slice(key);
+    out
+}
 
 /// The live state of a key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@
 
 mod compact;
 mod layout;
+mod lease;
 pub mod read;
 mod txn;
 mod types;
@@ -17,11 +18,12 @@ use std::io;
 use serde::{Deserialize, Serialize};
 
 pub use compact::MAX_COMPACT_EVENTS;
+pub use lease::{attached_keys, lease_ttl, leases, MAX_LEASE_TTL_SECS};
 pub use read::{changes, range, revisions, Changes, ChangesRequest, Revisions};
 pub use txn::{MAX_DELETE_KEYS, MAX_TXN_OPS};
 pub use types::{
-    CompactReply, Compare, CompareOp, CompareTarget, EventKind, KeyValue, KvCommand, KvRefusal, KvReply, OpResult,
-    RangeEnd, RangeRequest, RangeResult, Txn, TxnOp, TxnReply, WatchEvent, MAX_RANGE_BYTES, MAX_RANGE_LIMIT,
+    CompactReply, Compare, CompareOp, CompareTarget, EventKind, KeyValue, KvCommand, KvRefusal, KvReply, LeaseReply,
+    OpResult, RangeEnd, RangeRequest, RangeResult, Txn, TxnOp, TxnReply, WatchEvent, MAX_RANGE_BYTES, MAX_RANGE_LIMIT,
 };
 
 use crate::state_machine::{ApplyContext, StateMachine, StateTable};
@@ -103,8 +105,16 @@ impl StateMachine for KvStateMachine {
             KvCommand::Compact { revision } => {
                 compact::apply(table, *revision)?.map_or_else(KvReply::Refused, KvReply::Compact)
             }
+            KvCommand::LeaseGrant { id, ttl_secs } => {
+                lease::grant(table, *id, *ttl_secs)?.map_or_else(KvReply::Refused, KvReply::Lease)
+            }
+            KvCommand::LeaseRevoke { id } => lease::revoke(table, *id)?.map_or_else(KvReply::Refused, KvReply::Lease),
         };
         Ok(Ok(crate::encode(&reply).expect("encoding plain data cannot fail")))
+    }
+
+    fn serves_leases(&self) -> bool {
+        true
     }
 }
 

@@ -331,3 +331,42 @@ fn changes_come_in_whole_revisions_with_previous_states() {
     let after = changes(&t, &ChangesRequest { from: 3, ..request }, 10).unwrap().unwrap();
     assert_eq!(after.revisions.len(), 1, "the delete at the compacted revision stays for a watch from it");
 }
+
+fn lease_reply(reply: KvReply) -> LeaseReply {
+    match reply {
+        KvReply::Lease(l) => l,
+        other => panic!("expected a lease reply, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_revoked_lease_deletes_its_keys_in_one_revision() {
+    let mut t = MapTable::default();
+    let a = lease_reply(run(&mut t, &KvCommand::LeaseGrant { id: 0, ttl_secs: 10 }));
+    let b = lease_reply(run(&mut t, &KvCommand::LeaseGrant { id: 0, ttl_secs: 30 }));
+    assert_eq!((a.id, b.id, a.revision), (1, 2, 0), "grants create no revision");
+    assert!(matches!(
+        run(&mut t, &KvCommand::LeaseGrant { id: 2, ttl_secs: 5 }),
+        KvReply::Refused(KvRefusal::LeaseExists(2))
+    ));
+    let leased = |key: &str, lease| TxnOp::Put { key: key.into(), value: b"v".to_vec(), lease, prev_kv: false };
+    txn(&mut t, Txn { success: vec![leased("s/1", a.id), leased("s/2", a.id), leased("s/3", a.id)], ..Txn::default() }); // 1
+    txn(&mut t, Txn { success: vec![leased("s/2", b.id)], ..Txn::default() }); // 2: moves to lease b
+    put(&mut t, "s/3", "no lease"); // 3: detached
+    assert_eq!(get(&t, "s/1", 0).unwrap().unwrap().lease, a.id);
+    assert_eq!(attached_keys(&t, a.id, 10).unwrap(), vec![b"s/1".to_vec()]);
+    let revoked = lease_reply(run(&mut t, &KvCommand::LeaseRevoke { id: a.id }));
+    assert_eq!((revoked.deleted, revoked.revision), (1, 4));
+    assert_eq!(get(&t, "s/1", 0).unwrap(), None);
+    assert!(get(&t, "s/2", 0).unwrap().is_some() && get(&t, "s/3", 0).unwrap().is_some());
+    assert_eq!(leases(&t, 10).unwrap(), vec![(b.id, 30)]);
+    assert!(matches!(run(&mut t, &KvCommand::LeaseRevoke { id: a.id }), KvReply::Refused(KvRefusal::LeaseNotFound(1))));
+    let on_gone = Txn { success: vec![leased("s/9", a.id)], ..Txn::default() };
+    assert!(matches!(run(&mut t, &KvCommand::Txn(on_gone)), KvReply::Refused(KvRefusal::LeaseNotFound(1))));
+    // A revoke with no keys left creates no revision.
+    run(&mut t, &KvCommand::Txn(Txn { success: vec![TxnOp::delete("s/2")], ..Txn::default() })); // 5
+    let empty = lease_reply(run(&mut t, &KvCommand::LeaseRevoke { id: b.id }));
+    assert_eq!((empty.deleted, empty.revision), (0, 5));
+    assert!(leases(&t, 10).unwrap().is_empty());
+    assert!(t.0.keys().all(|k| k[0] != 0x05), "no attachment row is left behind");
+}

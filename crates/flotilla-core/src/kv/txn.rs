@@ -31,22 +31,17 @@ pub(crate) fn apply(table: &mut dyn StateTable, txn: &Txn) -> io::Result<Result<
     if let Err(refusal) = check_branch(table, &revs, branch)? {
         return Ok(Err(refusal));
     }
-    let mut writer = Writer { revision: revs.current + 1, sub: 0 };
+    let mut writer = Writer::new(&revs);
     let mut results = Vec::with_capacity(branch.len());
     for op in branch {
         results.push(writer.run(table, &revs, op)?);
     }
-    let revision = if writer.sub > 0 {
-        table.put(layout::REVISION, &writer.revision.to_be_bytes())?;
-        writer.revision
-    } else {
-        revs.current
-    };
+    let revision = writer.finish(table, &revs)?;
     Ok(Ok(TxnReply { succeeded, revision, results }))
 }
 
 /// Refuse what etcd refuses before looking at the data: too many operations, a branch that
-/// writes one key twice or puts a key it also deletes, and leases (not available yet).
+/// writes one key twice or puts a key it also deletes.
 fn validate(txn: &Txn) -> Result<(), KvRefusal> {
     if txn.compares.len() > MAX_TXN_OPS || txn.success.len() + txn.failure.len() > MAX_TXN_OPS {
         return Err(KvRefusal::Invalid(format!("a transaction holds at most {MAX_TXN_OPS} operations")));
@@ -54,10 +49,7 @@ fn validate(txn: &Txn) -> Result<(), KvRefusal> {
     for branch in [&txn.success, &txn.failure] {
         let mut puts: Vec<&[u8]> = Vec::new();
         for op in branch {
-            if let TxnOp::Put { key, lease, .. } = op {
-                if *lease != 0 {
-                    return Err(KvRefusal::Invalid(format!("lease {lease} not found")));
-                }
+            if let TxnOp::Put { key, .. } = op {
                 if puts.contains(&key.as_slice()) {
                     return Err(KvRefusal::DuplicateKey(String::from_utf8_lossy(key).into_owned()));
                 }
@@ -76,10 +68,14 @@ fn validate(txn: &Txn) -> Result<(), KvRefusal> {
 }
 
 /// Refuse, before any write, what depends on the data: a read of a compacted or future
-/// revision, a delete of more than [`MAX_DELETE_KEYS`] keys.
+/// revision, a delete of more than [`MAX_DELETE_KEYS`] keys, a put on a lease that does not
+/// exist.
 fn check_branch(table: &dyn StateTable, revs: &Revisions, branch: &[TxnOp]) -> io::Result<Result<(), KvRefusal>> {
     for op in branch {
         match op {
+            TxnOp::Put { lease, .. } if *lease != 0 && table.get(&layout::lease_key(*lease))?.is_none() => {
+                return Ok(Err(KvRefusal::LeaseNotFound(*lease)));
+            }
             TxnOp::Range(request) if request.revision != 0 => {
                 if let Err(refusal) = revs.resolve(request.revision) {
                     return Ok(Err(refusal));
@@ -131,13 +127,27 @@ fn holds(table: &dyn StateTable, compare: &Compare) -> io::Result<bool> {
     })
 }
 
-/// Writes of one transaction: every change is event `sub` of the transaction's revision.
-struct Writer {
+/// Writes of one command: every change is event `sub` of the command's revision.
+pub(crate) struct Writer {
     revision: u64,
     sub: u32,
 }
 
 impl Writer {
+    /// A writer of the revision after `revs.current`.
+    pub(crate) fn new(revs: &Revisions) -> Self {
+        Self { revision: revs.current + 1, sub: 0 }
+    }
+
+    /// Record the new revision if anything changed; the namespace's revision after the command.
+    pub(crate) fn finish(self, table: &mut dyn StateTable, revs: &Revisions) -> io::Result<u64> {
+        if self.sub == 0 {
+            return Ok(revs.current);
+        }
+        table.put(layout::REVISION, &self.revision.to_be_bytes())?;
+        Ok(self.revision)
+    }
+
     fn run(&mut self, table: &mut dyn StateTable, revs: &Revisions, op: &TxnOp) -> io::Result<OpResult> {
         Ok(match op {
             TxnOp::Put { key, value, lease, prev_kv } => {
@@ -155,7 +165,7 @@ impl Writer {
                 let deleted = victims.len() as u64;
                 let mut prev = Vec::new();
                 for (victim, state) in victims {
-                    self.delete(table, &victim)?;
+                    self.delete(table, &victim, &state)?;
                     if *prev_kv {
                         prev.push(state.into_key_value(victim, false));
                     }
@@ -187,6 +197,13 @@ impl Writer {
         old: Option<Current>,
     ) -> io::Result<()> {
         let sub = self.next_sub()?;
+        let old_lease = old.as_ref().map_or(0, |c| c.lease);
+        if old_lease != 0 && old_lease != lease {
+            table.delete(&layout::lease_key_row(old_lease, key))?;
+        }
+        if lease != 0 {
+            table.put(&layout::lease_key_row(lease, key), &[])?;
+        }
         let (create_revision, version) = match old {
             Some(c) => (c.create_revision, c.version + 1),
             None => (self.revision, 1),
@@ -198,8 +215,12 @@ impl Writer {
         table.put(&layout::event_key(self.revision, sub), &layout::encode(&event))
     }
 
-    fn delete(&mut self, table: &mut dyn StateTable, key: &[u8]) -> io::Result<()> {
+    /// Delete `key`, whose live state is `state`.
+    pub(crate) fn delete(&mut self, table: &mut dyn StateTable, key: &[u8], state: &Current) -> io::Result<()> {
         let sub = self.next_sub()?;
+        if state.lease != 0 {
+            table.delete(&layout::lease_key_row(state.lease, key))?;
+        }
         table.delete(&layout::current_key(key))?;
         table.put(&layout::version_key(key, self.revision), &sub.to_be_bytes())?;
         table.put(&layout::event_key(self.revision, sub), &layout::encode(&Event::Delete { key: key.to_vec() }))

@@ -265,6 +265,32 @@ pub enum KvCommand {
         /// The oldest revision that stays readable.
         revision: u64,
     },
+    /// Create a lease of `ttl_secs` seconds; `id` 0 takes the next free id.
+    LeaseGrant {
+        /// The id asked for, or 0.
+        id: u64,
+        /// Time to live, in seconds (at least 1).
+        ttl_secs: u64,
+    },
+    /// End a lease (revoked by a client, or expired by the leader): its keys are deleted, in
+    /// one revision.
+    LeaseRevoke {
+        /// The lease.
+        id: u64,
+    },
+}
+
+/// The answer to a lease grant or revoke.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseReply {
+    /// The lease.
+    pub id: u64,
+    /// Its time to live, in seconds.
+    pub ttl_secs: u64,
+    /// The namespace's revision after the command (a revoke that deleted keys creates one).
+    pub revision: u64,
+    /// Keys deleted with the lease (a revoke).
+    pub deleted: u64,
 }
 
 /// The answer to a compaction step.
@@ -301,6 +327,12 @@ pub enum KvRefusal {
     /// A part of the command is invalid.
     #[error("invalid command: {0}")]
     Invalid(String),
+    /// The lease named does not exist (never granted, revoked or expired).
+    #[error("lease {0} not found")]
+    LeaseNotFound(u64),
+    /// A grant asked for an id that is taken.
+    #[error("lease {0} exists already")]
+    LeaseExists(u64),
 }
 
 /// The reply of the KV state machine to a [`KvCommand`].
@@ -310,6 +342,8 @@ pub enum KvReply {
     Txn(TxnReply),
     /// The compaction step ran.
     Compact(CompactReply),
+    /// The lease grant or revoke ran.
+    Lease(LeaseReply),
     /// The command was refused.
     Refused(KvRefusal),
 }

@@ -1,5 +1,6 @@
-//! Revisions over HTTP on a single-node cluster: ETags and revision headers, conditional
-//! writes answering 412, transactions, reads at past revisions, paged ranges and compaction.
+//! Coordination over HTTP on a single-node cluster: ETags and revision headers, conditional
+//! writes answering 412, transactions, reads at past revisions, paged ranges, compaction,
+//! watches as Server-Sent Events and leases.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -209,4 +210,30 @@ async fn a_watch_streams_server_sent_events_and_resumes_from_last_event_id() {
     c.post_json("/v1/ns/default/compact", &json!({ "revision": second + 1 })).await.unwrap();
     let refused = reqwest::get(format!("http://{addr}/v1/watch/default/w/a?from_revision={first}")).await.unwrap();
     assert_eq!(refused.status(), 410);
+}
+
+#[tokio::test]
+async fn leases_are_granted_kept_alive_listed_and_revoked_with_their_keys() {
+    let (_node, addr, _dir) = single_node().await;
+    let c = Client::new(&addr, Duration::from_secs(10));
+    let granted = c.post_json("/v1/lease/default", &json!({ "ttl": 60 })).await.unwrap();
+    let id = granted["id"].as_u64().unwrap();
+    assert_eq!(granted["ttl"], 60);
+    c.put_with_lease("default", "svc/node-1", b"10.0.0.1".to_vec(), id).await.unwrap();
+    let read = reqwest::get(format!("http://{addr}/v1/kv/default?prefix=svc/&values=true")).await.unwrap();
+    let body: Value = read.json().await.unwrap();
+    assert_eq!(body["kvs"][0]["lease"], id);
+    let kept = c.post_json(&format!("/v1/lease/default/{id}/keepalive"), &json!({})).await.unwrap();
+    assert_eq!(kept["ttl"], 60);
+    let ttl = c.get_json(&format!("/v1/lease/default/{id}?keys=true")).await.unwrap();
+    assert_eq!(ttl["keys"][0]["key"], "svc/node-1");
+    assert!(ttl["remaining_ms"].as_u64().unwrap() <= 60_000);
+    assert_eq!(c.get_json("/v1/lease/default").await.unwrap()["leases"][0]["id"], id);
+    let revoked = c.delete_json(&format!("/v1/lease/default/{id}")).await.unwrap();
+    assert_eq!(revoked["deleted"], 1);
+    assert_eq!(c.get("default", "svc/node-1", "linearizable").await.unwrap().value, None);
+    let err = c.post_json(&format!("/v1/lease/default/{id}/keepalive"), &json!({})).await.unwrap_err();
+    assert_eq!(status_and_code(&err), (404, "lease_not_found".into()));
+    let err = c.put_with_lease("default", "svc/late", b"x".to_vec(), id).await.unwrap_err();
+    assert_eq!(status_and_code(&err), (404, "lease_not_found".into()));
 }

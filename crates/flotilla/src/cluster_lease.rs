@@ -1,0 +1,107 @@
+//! The lease API of a [`Cluster`]: grant, keep alive, revoke, time to live, list, and writes
+//! attached to a lease. A lease's keys are deleted when it is revoked or when the leader's
+//! clock finds it expired (`lease_clock.rs`, `lease_expiry.rs`).
+
+use std::time::Duration;
+
+use flotilla_core::kv::{self, encode_command, KvCommand, KvReply, LeaseReply, Txn, TxnOp};
+use flotilla_core::wire::{CommandRequest, CommandResponse};
+use flotilla_core::{ApiError, Consistency};
+
+use crate::cluster::{store_read_error, Cluster};
+use crate::cluster_kv::{decode_kv_reply, refusal_error, WriteOutcome};
+
+/// Most keys a time-to-live answer lists.
+pub const MAX_LEASE_KEYS_LISTED: usize = 10_000;
+
+/// What a lease has left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseStatus {
+    /// The lease.
+    pub id: u64,
+    /// Its time to live.
+    pub ttl: Duration,
+    /// What is left of it on the leader's clock.
+    pub remaining: Duration,
+    /// Its keys (at most [`MAX_LEASE_KEYS_LISTED`]), when asked for.
+    pub keys: Vec<Vec<u8>>,
+}
+
+impl Cluster {
+    /// The shortest time to live a lease gets: three election timeouts (etcd's rule), so a
+    /// leader change alone cannot expire it.
+    pub fn min_lease_ttl(&self) -> Duration {
+        let election = Duration::from_millis(self.node.config.timing().election_max_ms);
+        Duration::from_secs((election * 3).as_secs_f64().ceil().max(1.0) as u64)
+    }
+
+    /// Grant a lease of `ttl` (raised to [`Cluster::min_lease_ttl`], rounded up to seconds);
+    /// `id` 0 takes the next free id. The lease starts on the leader's clock at once.
+    pub async fn lease_grant(&self, id: u64, ttl: Duration) -> Result<LeaseReply, ApiError> {
+        let ttl_secs = ttl.max(self.min_lease_ttl()).as_secs_f64().ceil() as u64;
+        let reply = self.lease_command(KvCommand::LeaseGrant { id, ttl_secs }).await?;
+        self.lease_keep_alive(reply.id).await?;
+        Ok(reply)
+    }
+
+    /// Renew lease `id` for its whole time to live (from any node: the leader keeps the
+    /// clock); [`ApiError::LeaseNotFound`] once it is revoked or expired.
+    pub async fn lease_keep_alive(&self, id: u64) -> Result<Duration, ApiError> {
+        let (ttl, _) = self.lease_request(CommandRequest::LeaseKeepAlive(id)).await?;
+        Ok(ttl)
+    }
+
+    /// Revoke lease `id` now: its keys are deleted in one revision.
+    pub async fn lease_revoke(&self, id: u64) -> Result<LeaseReply, ApiError> {
+        self.lease_command(KvCommand::LeaseRevoke { id }).await
+    }
+
+    /// What lease `id` has left, and its keys when `with_keys`.
+    pub async fn lease_time_to_live(&self, id: u64, with_keys: bool) -> Result<LeaseStatus, ApiError> {
+        let (ttl, remaining) = self.lease_request(CommandRequest::LeaseTimeToLive(id)).await?;
+        let keys = match with_keys {
+            true => {
+                self.read_barrier(Consistency::Linearizable).await?;
+                let view = self.node.store.view(&self.namespace).map_err(store_read_error)?;
+                kv::attached_keys(&view, id, MAX_LEASE_KEYS_LISTED)
+                    .map_err(|e| ApiError::Fatal(format!("reading lease {id}: {e}")))?
+            }
+            false => Vec::new(),
+        };
+        Ok(LeaseStatus { id, ttl, remaining, keys })
+    }
+
+    /// Every lease, `(id, time to live)`, as of a linearizable read.
+    pub async fn leases(&self) -> Result<Vec<(u64, Duration)>, ApiError> {
+        self.read_barrier(Consistency::Linearizable).await?;
+        let view = self.node.store.view(&self.namespace).map_err(store_read_error)?;
+        let leases = kv::leases(&view, usize::MAX).map_err(|e| ApiError::Fatal(format!("reading leases: {e}")))?;
+        Ok(leases.into_iter().map(|(id, ttl)| (id, Duration::from_secs(ttl))).collect())
+    }
+
+    /// Store `value` under `key`, attached to `lease` (deleted with it).
+    pub async fn set_with_lease(&self, key: &[u8], value: &[u8], lease: u64) -> Result<WriteOutcome, ApiError> {
+        let put = TxnOp::Put { key: key.to_vec(), value: value.to_vec(), lease, prev_kv: false };
+        let out = self.txn(Txn { success: vec![put], ..Txn::default() }).await?;
+        Ok(crate::cluster_kv::write_outcome(out))
+    }
+
+    async fn lease_command(&self, command: KvCommand) -> Result<LeaseReply, ApiError> {
+        let (_, output) = self.propose(encode_command(&command)).await?;
+        match decode_kv_reply(output)? {
+            KvReply::Lease(reply) => Ok(reply),
+            KvReply::Refused(refusal) => Err(refusal_error(refusal)),
+            other => Err(ApiError::Fatal(format!("unexpected reply to a lease command: {other:?}"))),
+        }
+    }
+
+    /// Ask the leader's lease clock; `(time to live, remaining)`.
+    async fn lease_request(&self, request: CommandRequest) -> Result<(Duration, Duration), ApiError> {
+        match self.node.forwarder.submit(&self.group(), request, self.deadline()).await? {
+            CommandResponse::Lease { ttl_secs, remaining_ms } => {
+                Ok((Duration::from_secs(ttl_secs), Duration::from_millis(remaining_ms)))
+            }
+            other => Err(ApiError::Fatal(format!("unexpected reply to a lease request: {other:?}"))),
+        }
+    }
+}
