@@ -86,6 +86,7 @@ impl Host {
             cancel: cancel.clone(),
             connects: HashMap::new(),
             peer_waiters: HashMap::new(),
+            connections: HashMap::new(),
         };
         let swarm_task = tokio::spawn(task.run().instrument(tracing::info_span!("swarm", local = %local_id)));
 

@@ -6,6 +6,7 @@
 //! ping and mDNS; a slow call can never stall it.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -51,6 +52,32 @@ pub(crate) struct SwarmTask {
     pub(crate) connects: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, String>>>,
     /// Links waiting for a connection to a peer.
     pub(crate) peer_waiters: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>,
+    /// Open connections per peer with the peer's IP address on each, to drop the ones left
+    /// behind when a peer comes back from another address (see [`moved_away`]).
+    pub(crate) connections: HashMap<PeerId, Vec<(ConnectionId, Option<IpAddr>)>>,
+}
+
+/// The IP address of the remote end of a connection.
+fn remote_ip(endpoint: &ConnectedPoint) -> Option<IpAddr> {
+    let address = match endpoint {
+        ConnectedPoint::Dialer { address, .. } => address,
+        ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr,
+    };
+    address.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        _ => None,
+    })
+}
+
+/// The connections of a peer to close when it connects again from `new_ip`: those to another
+/// IP address. A peer that moved (a new address, a restart behind NAT) leaves its old
+/// connection dead but open, with no RST to close it; calls would keep picking it until the
+/// ping timeout ends it, long after the peer is back. Two live connections from one host (a
+/// simultaneous dial) share the IP address and are both kept.
+pub(crate) fn moved_away(existing: &[(ConnectionId, Option<IpAddr>)], new_ip: Option<IpAddr>) -> Vec<ConnectionId> {
+    let Some(new_ip) = new_ip else { return Vec::new() };
+    existing.iter().filter(|(_, ip)| ip.is_some_and(|ip| ip != new_ip)).map(|(id, _)| *id).collect()
 }
 
 impl SwarmTask {
@@ -180,6 +207,15 @@ impl SwarmTask {
                 // retry at once (over this very connection, if it is inbound).
                 book.bump(peer_id);
                 drop(book);
+                let ip = remote_ip(&endpoint);
+                let known = self.connections.entry(peer_id).or_default();
+                let stale = moved_away(known, ip);
+                known.retain(|(id, _)| !stale.contains(id));
+                known.push((connection_id, ip));
+                for old in stale {
+                    tracing::info!(peer = %peer_id, ?ip, "the peer connected from a new address; closing its old connection");
+                    self.swarm.close_connection(old);
+                }
                 if let Some(reply) = self.connects.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
                 }
@@ -195,8 +231,14 @@ impl SwarmTask {
                     self.answer_waiters(peer, Err(reason));
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, cause, num_established, .. } => {
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, cause, num_established, .. } => {
                 tracing::debug!(peer = %peer_id, ?cause, remaining = num_established, "connection closed");
+                if let Some(known) = self.connections.get_mut(&peer_id) {
+                    known.retain(|(id, _)| *id != connection_id);
+                    if known.is_empty() {
+                        self.connections.remove(&peer_id);
+                    }
+                }
             }
             SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
                 tracing::debug!(from = %send_back_addr, %error, "inbound connection failed");
@@ -256,5 +298,23 @@ impl SwarmTask {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_back_from_another_address_leaves_its_old_connections_behind() {
+        let a: IpAddr = "10.0.0.3".parse().unwrap();
+        let b: IpAddr = "10.0.0.150".parse().unwrap();
+        let (c1, c2, c3) =
+            (ConnectionId::new_unchecked(1), ConnectionId::new_unchecked(2), ConnectionId::new_unchecked(3));
+        let existing = [(c1, Some(a)), (c2, Some(a)), (c3, None)];
+        assert_eq!(moved_away(&existing, Some(b)), vec![c1, c2], "moved: the old address's connections go");
+        assert!(moved_away(&existing, Some(a)).is_empty(), "a second connection from the same host stays");
+        assert!(moved_away(&existing, None).is_empty(), "no address known: nothing is judged");
+        assert!(moved_away(&[], Some(b)).is_empty());
     }
 }
