@@ -52,6 +52,8 @@ impl fmt::Display for Entry {
             Op::Read(Some(v)) => format!("read {}={}", self.key, v),
             Op::Read(None) => format!("read {}=<absent>", self.key),
             Op::Delete => format!("delete {}", self.key),
+            Op::Cas { expected: Some(old), new } => format!("cas {}={}->{}", self.key, old, new),
+            Op::Cas { expected: None, new } => format!("cas {}=<absent>->{}", self.key, new),
         };
         let end = match self.completed {
             Some(t) => format!("{}]", Millis(t)),

@@ -14,6 +14,11 @@
 //!   treated as +infinity; a read tells nothing and is ignored. The client may still have that
 //!   request in flight, so the driver continues under a fresh [`ClientId`].
 //!
+//! A compare-and-set ([`Op::Cas`]) is the exception to "failed means ignored": its
+//! [`Outcome::Fail`] says the comparison failed, which observed the key (it did not hold the
+//! expected value); record a compare-and-set refused for another reason as
+//! [`Outcome::Unknown`].
+//!
 //! Times come from one monotonic clock (the recorder's), never from the nodes. Give every write
 //! a unique [`Value`]. After the faults heal, read every key once more and record those reads: a
 //! write that was acknowledged and then lost makes those final reads impossible.
@@ -30,7 +35,9 @@
 //!
 //! # The search
 //!
-//! Each key is a register that starts absent. The checker runs the algorithm of Wing and Gong
+//! Each key is a register that starts absent (a compare-and-set register: reads, writes,
+//! deletes, and compare-and-sets that either set a new value where the register held the
+//! expected one or, failing, observed that it did not). The checker runs the algorithm of Wing and Gong
 //! with the memoization of Lowe ("Testing for linearizability", 2017): calls and returns are
 //! events in a linked list ordered by time. Walking from the front, the search tries to
 //! linearize the operation of each call it meets: the operation must be legal in the current

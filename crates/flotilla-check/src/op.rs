@@ -54,6 +54,21 @@ pub enum Op {
     Read(Option<Value>),
     /// Remove the key.
     Delete,
+    /// Compare-and-set: set the key to `new` if it holds `expected` (`None`: if it is absent),
+    /// else leave it as it is. Its outcome says which happened: [`Outcome::Ok`], it held
+    /// `expected` and now holds `new`; [`Outcome::Fail`], the comparison failed: at some instant
+    /// between invocation and completion the key did not hold `expected`, and nothing changed;
+    /// [`Outcome::Unknown`], either may have happened, at any time after the invocation.
+    ///
+    /// So, unlike other operations, a failed compare-and-set is not ignored: it observed the
+    /// key. One refused for another reason (before it was proposed) observed nothing: record it
+    /// as [`Outcome::Unknown`], which also allows that it never takes effect.
+    Cas {
+        /// The value the key must hold for the write to happen (`None`: absent).
+        expected: Option<Value>,
+        /// The value written if it does.
+        new: Value,
+    },
 }
 
 impl Op {
@@ -72,9 +87,24 @@ impl Op {
         Op::Read(value.map(Into::into))
     }
 
+    /// A compare-and-set of `expected` (`None`: absent) to `new`.
+    pub fn cas(expected: Option<impl Into<Value>>, new: impl Into<Value>) -> Op {
+        Op::Cas { expected: expected.map(Into::into), new: new.into() }
+    }
+
+    /// A create-only write: a compare-and-set from absent to `new`.
+    pub fn create(new: impl Into<Value>) -> Op {
+        Op::Cas { expected: None, new: new.into() }
+    }
+
     /// Whether this is a read.
     pub fn is_read(&self) -> bool {
         matches!(self, Op::Read(_))
+    }
+
+    /// Whether this is a compare-and-set.
+    pub fn is_cas(&self) -> bool {
+        matches!(self, Op::Cas { .. })
     }
 }
 
@@ -83,7 +113,8 @@ impl Op {
 pub enum Outcome {
     /// The operation took effect (a read returned its value).
     Ok,
-    /// The operation definitely did not take effect; the checker ignores it.
+    /// The operation definitely did not take effect; the checker ignores it, except a
+    /// compare-and-set, for which it means the comparison failed (see [`Op::Cas`]).
     Fail,
     /// The client cannot tell (timeout, connection reset). A write or delete may take effect at
     /// any time after its invocation, even after the end of the history; a read is ignored.

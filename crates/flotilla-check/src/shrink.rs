@@ -2,10 +2,13 @@
 //!
 //! Any sub-history is not a fair witness: dropping the write a read observed makes that read
 //! impossible on its own. A sub-history is *closed* when, for every read it keeps, it also keeps
-//! every write of the observed value (for a read of an absent key: every delete). Restricting a
-//! linearization of the whole history to a closed sub-history is still a linearization (the
-//! write each read follows is still the last one before it), so a closed sub-history that is not
-//! linearizable proves the whole history is not.
+//! every write of the observed value (for a read of an absent key: every delete), and likewise
+//! for the value each kept compare-and-set expects; and when it keeps a failed comparison, it
+//! keeps every write that may have been the last one before it (that comparison saw whatever
+//! that write left, and dropping it would show the comparison an older value). Restricting a linearization of the whole history to a closed
+//! sub-history is still a linearization (the write each read follows is still the last one
+//! before it), so a closed sub-history that is not linearizable proves the whole history is
+//! not.
 
 use std::collections::HashSet;
 
@@ -48,22 +51,53 @@ pub(crate) fn shrink(ops: &[SearchOp], meter: &mut Meter) -> (Vec<usize>, bool) 
     }
 }
 
-/// Add to `kept` every write whose value a kept read observed; keep it sorted.
+/// Close `kept`: add every operation that may write a value some kept operation requires,
+/// and every write that may be the last one before a kept failed comparison. Keep it sorted.
 fn close(ops: &[SearchOp], kept: &mut Vec<usize>) {
-    let observed: HashSet<u32> = kept
-        .iter()
-        .filter_map(|&i| match ops[i].kind {
-            Kind::Read(v) => Some(v),
-            Kind::Write(_) => None,
-        })
-        .collect();
-    let present: HashSet<usize> = kept.iter().copied().collect();
-    for (i, op) in ops.iter().enumerate() {
-        if let Kind::Write(v) = op.kind {
-            if observed.contains(&v) && !present.contains(&i) {
-                kept.push(i);
+    let mut present: HashSet<usize> = kept.iter().copied().collect();
+    // Added writers may require values of their own, or cover writes for a failed
+    // comparison: repeat until nothing changes.
+    loop {
+        let required: HashSet<u32> = present.iter().filter_map(|&i| ops[i].kind.requires()).collect();
+        let before = present.len();
+        for (i, op) in ops.iter().enumerate() {
+            if let Some(v) = op.kind.writes() {
+                if required.contains(&v) || may_be_seen_by_a_failed_comparison(ops, &present, op) {
+                    present.insert(i);
+                }
             }
         }
+        if present.len() == before {
+            break;
+        }
     }
+    kept.clear();
+    kept.extend(present);
     kept.sort_unstable();
+}
+
+/// Whether the write `w` may be the last write before some failed comparison of `present`.
+///
+/// A failed comparison saw whatever the last write before it left, so that write must stay:
+/// without it the comparison would see an older value, perhaps the very one it expected. A
+/// write cannot be that last one if it was called after the comparison returned, or if it
+/// returned before some kept write that surely took effect was called, that one having
+/// returned before the comparison was called (it sits between the two in every order).
+fn may_be_seen_by_a_failed_comparison(ops: &[SearchOp], present: &HashSet<usize>, w: &SearchOp) -> bool {
+    present.iter().any(|&f| {
+        let (Kind::Differs(_), Some(f_ret)) = (ops[f].kind, ops[f].ret) else {
+            return false;
+        };
+        if w.call > f_ret {
+            return false;
+        }
+        let Some(w_ret) = w.ret else {
+            return true;
+        };
+        let covered = present.iter().any(|&c| {
+            let c = &ops[c];
+            c.kind.writes().is_some() && c.ret.is_some_and(|r| r < ops[f].call) && w_ret < c.call
+        });
+        !covered
+    })
 }

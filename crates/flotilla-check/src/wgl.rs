@@ -44,10 +44,10 @@ pub(crate) fn linearizable(ops: &[SearchOp], meter: &mut Meter) -> Result<bool, 
         let mut backtrack = false;
         if at_front {
             at_front = false;
-            // A legal read the walk can reach is linearized at once and no alternative is
-            // tried: it leaves the state as is, and whatever may precede it already did, so any
-            // linearization from here can be rearranged to place it first.
-            if let Some(read) = events.reachable_read(ops, state) {
+            // A legal read (or failed comparison) the walk can reach is linearized at once and
+            // no alternative is tried: it leaves the state as is, and whatever may precede it
+            // already did, so any linearization from here can be rearranged to place it first.
+            if let Some(read) = events.reachable_observation(ops, state) {
                 toggle(&mut key, read);
                 key[words] = u64::from(state);
                 if seen.contains(&key[..]) {
@@ -57,7 +57,7 @@ pub(crate) fn linearizable(ops: &[SearchOp], meter: &mut Meter) -> Result<bool, 
                 } else {
                     seen.insert(key.clone().into_boxed_slice());
                     stack.push((read, state, false));
-                    values.pending_reads[state as usize] -= 1;
+                    values.take(&ops[read]);
                     events.lift(read);
                     entry = events.first();
                     at_front = true;
@@ -86,15 +86,13 @@ pub(crate) fn linearizable(ops: &[SearchOp], meter: &mut Meter) -> Result<bool, 
                     }
                 }
             } else {
-                if let Some(next_state) = values.apply(ops[op].kind, state) {
+                if let Some(next_state) = values.apply(&ops[op], state) {
                     toggle(&mut key, op);
                     key[words] = u64::from(next_state);
                     if !seen.contains(&key[..]) {
                         seen.insert(key.clone().into_boxed_slice());
                         stack.push((op, state, true));
-                        if let Kind::Read(v) = ops[op].kind {
-                            values.pending_reads[v as usize] -= 1;
-                        }
+                        values.take(&ops[op]);
                         state = next_state;
                         events.lift(op);
                         entry = events.first();
@@ -114,9 +112,8 @@ pub(crate) fn linearizable(ops: &[SearchOp], meter: &mut Meter) -> Result<bool, 
                 };
                 toggle(&mut key, op);
                 state = previous;
-                if let Kind::Read(v) = ops[op].kind {
-                    values.pending_reads[v as usize] += 1;
-                }
+                // A left-out operation is optional, so never counted as pending: no-op.
+                values.restore(&ops[op]);
                 events.unlift(op);
                 if choice {
                     entry = events.next[events.call_of[op]];
@@ -132,40 +129,75 @@ pub(crate) fn linearizable(ops: &[SearchOp], meter: &mut Meter) -> Result<bool, 
 struct Values {
     /// Whether exactly one operation writes the value.
     unique: Vec<bool>,
-    /// Reads of the value not linearized yet.
-    pending_reads: Vec<u32>,
+    /// Operations not linearized yet that must find the register holding the value (reads,
+    /// compare-and-sets that must take effect).
+    pending: Vec<u32>,
 }
 
 impl Values {
     fn new(ops: &[SearchOp]) -> Self {
         let top = ops.iter().map(|op| match op.kind {
-            Kind::Write(v) | Kind::Read(v) => v as usize,
+            Kind::Write(v) | Kind::Read(v) | Kind::Differs(v) => v,
+            Kind::Cas { expected, new } => expected.max(new),
         });
-        let len = top.max().unwrap_or(0) + 1;
+        let len = top.max().unwrap_or(0) as usize + 1;
         let mut writers = vec![0u32; len];
-        let mut pending_reads = vec![0u32; len];
+        let mut pending = vec![0u32; len];
         for op in ops {
-            match op.kind {
-                Kind::Write(v) => writers[v as usize] += 1,
-                Kind::Read(v) => pending_reads[v as usize] += 1,
+            if let Some(v) = op.kind.writes() {
+                writers[v as usize] += 1;
+            }
+            if let Some(v) = Self::pending_on(op) {
+                pending[v as usize] += 1;
             }
         }
         let unique = writers.iter().enumerate().map(|(v, n)| *n == 1 && v as u32 != ABSENT).collect();
-        Values { unique, pending_reads }
+        Values { unique, pending }
     }
 
-    /// The state after `kind`, or `None` if it cannot happen in `state` or leads nowhere.
-    ///
-    /// A write over a value that only one operation writes, while reads of that value remain,
-    /// leads nowhere: that writer is spent, so those reads could never be linearized.
+    /// The value `op` counts as pending on: the one it requires, unless it is optional (the
+    /// search may leave it out, so it must not hold a value's last writer back).
     #[inline]
-    fn apply(&self, kind: Kind, state: u32) -> Option<u32> {
-        match kind {
-            Kind::Write(_) if self.unique[state as usize] && self.pending_reads[state as usize] > 0 => None,
-            Kind::Write(v) => Some(v),
-            Kind::Read(v) if v == state => Some(state),
-            Kind::Read(_) => None,
+    fn pending_on(op: &SearchOp) -> Option<u32> {
+        op.kind.requires().filter(|_| !op.optional)
+    }
+
+    /// `op` was linearized.
+    #[inline]
+    fn take(&mut self, op: &SearchOp) {
+        if let Some(v) = Self::pending_on(op) {
+            self.pending[v as usize] -= 1;
         }
+    }
+
+    /// The linearization of `op` was undone.
+    #[inline]
+    fn restore(&mut self, op: &SearchOp) {
+        if let Some(v) = Self::pending_on(op) {
+            self.pending[v as usize] += 1;
+        }
+    }
+
+    /// The state after `op`, or `None` if it cannot happen in `state` or leads nowhere.
+    ///
+    /// Leaving a value that only one operation writes, while operations that need it remain,
+    /// leads nowhere: that writer is spent, so those operations could never be linearized.
+    #[inline]
+    fn apply(&self, op: &SearchOp, state: u32) -> Option<u32> {
+        match op.kind {
+            Kind::Read(v) => (v == state).then_some(state),
+            Kind::Differs(v) => (v != state).then_some(state),
+            Kind::Write(v) => (!self.stranded(op, state)).then_some(v),
+            Kind::Cas { expected, new } => (expected == state && !self.stranded(op, state)).then_some(new),
+        }
+    }
+
+    /// Whether moving off `state` with `op` would leave operations needing `state` behind
+    /// for good (`op` itself aside, when it is one of them).
+    #[inline]
+    fn stranded(&self, op: &SearchOp, state: u32) -> bool {
+        let own = u32::from(Self::pending_on(op) == Some(state));
+        self.unique[state as usize] && self.pending[state as usize] > own
     }
 }
 
@@ -174,16 +206,12 @@ fn toggle(bits: &mut [u64], i: usize) {
     bits[i / 64] ^= 1 << (i % 64);
 }
 
-/// A read of a value that no operation writes can never be linearized.
+/// An operation that needs a value that no operation writes can never be linearized (one
+/// with an unknown outcome may simply never have happened).
 fn reads_unwritten_value(ops: &[SearchOp]) -> bool {
-    let written: HashSet<u32> = ops
-        .iter()
-        .filter_map(|op| match op.kind {
-            Kind::Write(v) => Some(v),
-            Kind::Read(_) => None,
-        })
-        .collect();
-    ops.iter().any(|op| matches!(op.kind, Kind::Read(v) if v != ABSENT && !written.contains(&v)))
+    let written: HashSet<u32> = ops.iter().filter_map(|op| op.kind.writes()).collect();
+    ops.iter()
+        .any(|op| op.ret.is_some() && matches!(op.kind.requires(), Some(v) if v != ABSENT && !written.contains(&v)))
 }
 
 /// The event list: index 0 is the head sentinel, the last index the tail sentinel.
@@ -232,13 +260,16 @@ impl Events {
         events
     }
 
-    /// A read of `state` whose call comes before the first return of the list.
-    fn reachable_read(&self, ops: &[SearchOp], state: u32) -> Option<usize> {
+    /// A read of `state`, or a failed comparison with another value, whose call comes before
+    /// the first return of the list.
+    fn reachable_observation(&self, ops: &[SearchOp], state: u32) -> Option<usize> {
         let mut e = self.first();
         while e != self.tail && self.is_call[e] {
             let op = self.op[e];
-            if ops[op].kind == Kind::Read(state) {
-                return Some(op);
+            match ops[op].kind {
+                Kind::Read(v) if v == state => return Some(op),
+                Kind::Differs(v) if v != state => return Some(op),
+                _ => {}
             }
             e = self.next[e];
         }

@@ -294,3 +294,102 @@ fn a_hard_but_small_history_is_decided_within_the_budget() {
     let h = hard_history(8);
     assert!(check_key(&h, "k", Budget::default()).verdict.is_violation());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Compare-and-set.
+
+fn cas(expected: Option<u64>, new: u64) -> Op {
+    Op::cas(expected, new)
+}
+
+#[test]
+fn compare_and_sets_that_chain_are_linearizable() {
+    let mut h = History::new();
+    h.record(1, "k", Op::create(1u64), ms(0), ms(10), Outcome::Ok);
+    // Concurrent with the next one: whichever goes first, the other finds 2 and fails.
+    h.record(1, "k", cas(Some(1), 2), ms(20), ms(40), Outcome::Ok);
+    h.record(2, "k", cas(Some(1), 3), ms(25), ms(45), Outcome::Fail);
+    h.record(3, "k", Op::create(4u64), ms(30), ms(35), Outcome::Fail);
+    h.record(3, "k", r(Some(2)), ms(50), ms(60), Outcome::Ok);
+    // Unknown, and its value never seen: may have happened or not.
+    h.record(4, "k", cas(Some(2), 5), ms(70), ms(80), Outcome::Unknown);
+    h.record(3, "k", r(Some(2)), ms(90), ms(100), Outcome::Ok);
+    assert!(verdict(&h).is_linearizable(), "{}", check_key(&h, "k", Budget::default()).verdict);
+}
+
+#[test]
+fn two_successful_compare_and_sets_from_one_value() {
+    let mut h = History::new();
+    h.record(1, "k", w(1), ms(0), ms(10), Outcome::Ok);
+    // Concurrent, both succeed from 1: only one can have found 1.
+    h.record(2, "k", cas(Some(1), 2), ms(20), ms(40), Outcome::Ok);
+    h.record(3, "k", cas(Some(1), 3), ms(20), ms(40), Outcome::Ok);
+    h.record(4, "k", r(Some(3)), ms(50), ms(60), Outcome::Ok);
+    let minimal = assert_violation(&h, 3);
+    let text = minimal.to_string();
+    assert!(text.contains("cas k=1->2") && text.contains("cas k=1->3"), "{text}");
+}
+
+#[test]
+fn two_successful_creates() {
+    let mut h = History::new();
+    h.record(1, "k", Op::create(1u64), ms(0), ms(40), Outcome::Ok);
+    h.record(2, "k", Op::create(2u64), ms(10), ms(30), Outcome::Ok);
+    assert_eq!(assert_violation(&h, 2).len(), 2);
+}
+
+#[test]
+fn a_failed_comparison_on_the_expected_value() {
+    let mut h = History::new();
+    h.record(1, "k", w(1), ms(0), ms(10), Outcome::Ok);
+    h.record(2, "k", cas(Some(1), 2), ms(20), ms(30), Outcome::Fail);
+    h.record(3, "k", r(Some(1)), ms(40), ms(50), Outcome::Ok);
+    let minimal = assert_violation(&h, 2);
+    assert!(minimal.to_string().contains("cas k=1->2"), "{minimal}");
+}
+
+#[test]
+fn a_compare_and_set_of_a_value_nobody_wrote() {
+    let mut h = History::new();
+    h.record(1, "k", w(1), ms(0), ms(10), Outcome::Ok);
+    h.record(2, "k", cas(Some(7), 2), ms(20), ms(30), Outcome::Ok);
+    assert_eq!(assert_violation(&h, 1).len(), 1);
+}
+
+/// A write with unknown outcome whose value nobody read can still be what a failed comparison
+/// saw: it must not be dropped as irrelevant.
+#[test]
+fn an_unknown_write_explains_a_failed_comparison() {
+    let mut h = History::new();
+    h.record(1, "k", w(1), ms(0), ms(10), Outcome::Ok);
+    h.record(2, "k", w(2), ms(5), ms(15), Outcome::Unknown);
+    h.record(3, "k", cas(Some(1), 3), ms(20), ms(30), Outcome::Fail);
+    assert!(verdict(&h).is_linearizable(), "{}", check_key(&h, "k", Budget::default()).verdict);
+}
+
+/// An unknown compare-and-set that cannot have happened (its expected value was gone before it
+/// was called) must not hold that value's only writer back.
+#[test]
+fn an_impossible_unknown_compare_and_set_is_left_out() {
+    let mut h = History::new();
+    h.record(1, "k", w(1), ms(0), ms(10), Outcome::Ok);
+    h.record(1, "k", w(2), ms(20), ms(30), Outcome::Ok);
+    h.record(2, "k", cas(Some(1), 9), ms(40), ms(45), Outcome::Unknown);
+    h.record(3, "k", cas(Some(7), 8), ms(50), ms(60), Outcome::Fail);
+    h.record(3, "k", r(Some(2)), ms(70), ms(80), Outcome::Ok);
+    assert!(verdict(&h).is_linearizable(), "{}", check_key(&h, "k", Budget::default()).verdict);
+}
+
+/// Shrinking keeps the write a failed comparison saw: without it the comparison would look
+/// wrong on its own, and the witness would blame it instead of the stale read.
+#[test]
+fn the_witness_keeps_what_a_failed_comparison_saw() {
+    let mut h = History::new();
+    h.record(1, "k", w(1), ms(0), ms(10), Outcome::Ok);
+    h.record(1, "k", w(3), ms(60), ms(70), Outcome::Ok);
+    h.record(2, "k", r(None), ms(80), ms(90), Outcome::Ok);
+    h.record(3, "k", Op::create(2u64), ms(40), ms(50), Outcome::Fail);
+    let minimal = assert_violation(&h, 3);
+    let text = minimal.to_string();
+    assert!(text.contains("read k=<absent>") && text.contains("write k=1"), "{text}");
+}

@@ -11,6 +11,9 @@ struct Placed {
     op: Op,
     call: u64,
     ret: Option<u64>,
+    /// A compare-and-set whose comparison failed: legal only where the register does not hold
+    /// its expected value, and changes nothing.
+    failed: bool,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -24,8 +27,11 @@ fn brute_force(h: &History) -> bool {
     let mut may = Vec::new();
     for e in h.entries() {
         let outcome = e.effective_outcome();
-        let placed = |ret| Placed { op: e.op.clone(), call: micros(e.invoked), ret };
+        let placed = |ret| Placed { op: e.op.clone(), call: micros(e.invoked), ret, failed: false };
         match (&e.op, outcome) {
+            (Op::Cas { .. }, Outcome::Fail) => {
+                must.push(Placed { failed: true, ..placed(e.completed.map(micros)) });
+            }
             (_, Outcome::Fail) | (Op::Read(_), Outcome::Unknown) => {}
             (_, Outcome::Ok) => must.push(placed(e.completed.map(micros))),
             (_, Outcome::Unknown) => may.push(placed(None)),
@@ -57,6 +63,9 @@ fn place(ops: &[Placed], used: &mut [bool], state: Option<Value>) -> bool {
             Op::Delete => None,
             Op::Read(v) if *v == state => state.clone(),
             Op::Read(_) => continue,
+            Op::Cas { expected, .. } if ops[i].failed && *expected != state => state.clone(),
+            Op::Cas { expected, new } if !ops[i].failed && *expected == state => Some(new.clone()),
+            Op::Cas { .. } => continue,
         };
         used[i] = true;
         if place(ops, used, next) {
@@ -102,20 +111,46 @@ fn arb_entry_with(values: u64, deletes: u8, unknown_bias: u8) -> impl Strategy<V
     )
 }
 
+/// Entries of up to `values` distinct values, three in ten of them compare-and-sets (from a
+/// value or from absent, which value 0 stands for) that succeeded, failed their comparison or
+/// ended unknown.
+fn arb_cas_entry(values: u64) -> impl Strategy<Value = Entry> {
+    (arb_entry_with(values, 1, 1), 0u8..10, 0u64..=values, 1u64..=values, 0u8..10).prop_map(
+        |(mut entry, kind, expected, new, outcome)| {
+            if kind < 3 {
+                let expected = (expected != 0).then(|| Value::from(expected));
+                entry.op = Op::Cas { expected, new: Value::from(new) };
+                entry.outcome = match outcome {
+                    0..=4 => Outcome::Ok,
+                    5..=7 => Outcome::Fail,
+                    _ => Outcome::Unknown,
+                };
+            }
+            entry
+        },
+    )
+}
+
 /// Like [`arb_entry`] but every write has its own value, as a real driver records them.
 fn unique_values(mut entries: Vec<Entry>) -> Vec<Entry> {
     let mut next = 100u64;
     for e in entries.iter_mut() {
-        if let Op::Write(v) = &mut e.op {
+        if let Op::Write(v) | Op::Cas { new: v, .. } = &mut e.op {
             next += 1;
             *v = Value::from(next);
         }
     }
-    // Reads observe one of the written values (or something else, or absent).
-    let written: Vec<Value> =
-        entries.iter().filter_map(|e| if let Op::Write(v) = &e.op { Some(v.clone()) } else { None }).collect();
+    // Reads observe, and compare-and-sets expect, one of the written values (or something
+    // else, or absent).
+    let written: Vec<Value> = entries
+        .iter()
+        .filter_map(|e| match &e.op {
+            Op::Write(v) | Op::Cas { new: v, .. } => Some(v.clone()),
+            _ => None,
+        })
+        .collect();
     for (i, e) in entries.iter_mut().enumerate() {
-        if let Op::Read(Some(v)) = &mut e.op {
+        if let Op::Read(Some(v)) | Op::Cas { expected: Some(v), .. } = &mut e.op {
             if !written.is_empty() && i % 5 != 4 {
                 *v = written[(micros(e.invoked) as usize + i) % written.len()].clone();
             }
@@ -152,6 +187,18 @@ proptest! {
         entries in prop::collection::vec(arb_entry_with(2, 2, 2), 1..8),
     ) {
         agree(&History::from_entries(entries))?;
+    }
+
+    #[test]
+    fn agrees_with_brute_force_on_compare_and_sets(entries in prop::collection::vec(arb_cas_entry(3), 1..8)) {
+        agree(&History::from_entries(entries))?;
+    }
+
+    #[test]
+    fn agrees_with_brute_force_on_compare_and_sets_of_unique_values(
+        entries in prop::collection::vec(arb_cas_entry(3), 1..9),
+    ) {
+        agree(&History::from_entries(unique_values(entries)))?;
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use flotilla_check::{check_all, Budget, History, Op, Outcome, Verdict};
 use proptest::prelude::*;
-use support::{end_of, generate, generate_with_finals, ok_reads, Shape};
+use support::{end_of, generate, generate_mixed, generate_with_finals, ok_reads, Shape};
 
 fn us(x: u64) -> Duration {
     Duration::from_micros(x)
@@ -26,6 +26,43 @@ proptest! {
         let h = generate(seed, &Shape { clients, ops_per_client, keys, max_latency_us });
         let report = check_all(&h, Budget::default());
         prop_assert!(report.is_linearizable(), "{report}\nhistory:\n{h}");
+    }
+
+    #[test]
+    fn real_register_histories_with_compare_and_sets_are_linearizable(
+        seed in any::<u64>(),
+        clients in 1u64..7,
+        ops_per_client in 1u64..25,
+        keys in 1u64..4,
+        max_latency_us in 0u64..200,
+    ) {
+        let shape = Shape { clients, ops_per_client, keys, max_latency_us };
+        let (h, _) = generate_mixed(seed, &shape, 25);
+        let report = check_all(&h, Budget::default());
+        prop_assert!(report.is_linearizable(), "{report}\nhistory:\n{h}");
+    }
+
+    /// A failed comparison claimed where the comparison held (the register held the expected
+    /// value before and after the operation, and no write could put it back) is caught.
+    #[test]
+    fn a_compare_and_set_failing_on_the_expected_value_is_caught(
+        seed in any::<u64>(),
+        clients in 1u64..5,
+        ops_per_client in 1u64..20,
+        max_latency_us in 0u64..100,
+    ) {
+        let (mut h, _) = generate_mixed(seed, &Shape { clients, ops_per_client, keys: 1, max_latency_us }, 25);
+        let end = end_of(&h);
+        h.record(1000, "k0", Op::write("settled"), end + us(10), end + us(20), Outcome::Ok);
+        h.record(1001, "k0", Op::cas(Some("settled"), "next"), end + us(30), end + us(40), Outcome::Fail);
+        h.record(1002, "k0", Op::read_of(Some("settled")), end + us(50), end + us(60), Outcome::Ok);
+        let report = check_all(&h, Budget::default());
+        match &report.keys["k0"].verdict {
+            Verdict::NotLinearizable { minimal, .. } => {
+                prop_assert!(minimal.to_string().contains("cas k0=settled->next"), "{}", minimal);
+            }
+            other => prop_assert!(false, "failed comparison not caught: {}", other),
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! For each seed: a 3-node (sometimes 5-node) cluster on real stores over the fault router,
 //! serving three namespaces (two busy, one touched so rarely that it quiesces between
 //! operations: woken by a write, a read or a failure, see `DESIGN-namespaces.md`),
-//! concurrent clients writing unique values and reading linearizably through random nodes,
+//! concurrent clients writing unique values, reading linearizably and doing compare-and-sets
+//! (a read, then a write conditioned on the mod revision it saw) through random nodes,
 //! a fault schedule drawn from the seed (partitions, an isolated leader, one-way cuts, message
 //! loss, delay, crash and reboot), then a heal and a final linearizable read of every key. Every
 //! operation is recorded with [`flotilla_check::Recorder`] and the history is checked one key at
@@ -24,8 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Harness;
-use flotilla::{ApiError, Cluster, Config, Consistency, Role};
-use flotilla_check::{check_all, Budget, Op, Outcome, Recorder, Report, Value, Verdict};
+use flotilla::{ApiError, Cluster, Config, Consistency, Precondition, Role};
+use flotilla_check::{check_all, Budget, History, Op, Outcome, Recorder, Report, Ticket, Value, Verdict};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -47,6 +48,9 @@ const IDLE_ONE_IN: u32 = 300;
 /// happens within a seed).
 const QUIESCE_AFTER_MS: u64 = 400;
 const KEYS: [&str; 3] = ["a", "b", "c"];
+/// Share of a client's operations that are compare-and-sets (each is a read and a conditional
+/// write, so it costs about two plain operations); the rest are half writes, half reads.
+const CAS_SHARE: f64 = 0.2;
 
 /// Seeds per run when `FLOTILLA_CHAOS_SEEDS` is not set: sized for about two minutes on a
 /// 2-core machine (40 seeds took about 25 s there, with other builds running).
@@ -176,6 +180,8 @@ struct Ctx {
     /// Voters removed by leaders that took them for members that lost their data (counted per
     /// node in memory, so collected before each crash and at the end).
     amnesia: AtomicU64,
+    /// Compare-and-sets refused before they were proposed (recorded as unknown, see [`cas`]).
+    cas_refused: AtomicU64,
 }
 
 /// How many members node `i` removed, as leader, for having lost their data. No node of this
@@ -267,7 +273,65 @@ async fn read(ctx: &Ctx, client: u64, cluster: Cluster, key: &str, consistency: 
     outcome
 }
 
-/// One client: random reads and writes on random keys through random nodes until told to stop.
+/// Record one compare-and-set of `key` through `cluster`: a read (recorded too) learns the
+/// value and its mod revision, then a fresh unique value is written only if the mod revision
+/// is still that one (or, if the key was absent, only if it still is).
+///
+/// The checker compares values, the store mod revisions. They agree because every write of a
+/// key writes a value never written to it before, and the store applies a write at most once
+/// (retries are deduplicated): the value read names exactly one revision, so "the mod
+/// revision is still r" holds exactly when "the value is still the one read" does. Writing a
+/// value twice (even by a retried write) would break this.
+///
+/// A failed precondition means the comparison failed: recorded as [`Outcome::Fail`], which
+/// the checker takes as "the key did not hold the value read". A refusal for another reason
+/// (no leader, before any proposal) observed nothing, so it is recorded as
+/// [`Outcome::Unknown`] (which allows that it never happened) and counted apart.
+async fn cas(ctx: &Ctx, client: u64, cluster: Cluster, key: &str, consistency: Consistency) -> Outcome {
+    let checked = checked_key(&cluster, key);
+    let ticket = ctx.recorder.invoke(client, checked.as_str(), Op::read());
+    let result = tokio::time::timeout(OP_DEADLINE, cluster.get(key.as_bytes(), consistency)).await;
+    let read = match result {
+        Ok(Ok(read)) => read,
+        Ok(Err(e)) => return complete(ctx, ticket, read_failure(&e)),
+        Err(_) => return complete(ctx, ticket, Outcome::Unknown),
+    };
+    let expected = value_of(read.value);
+    ctx.recorder.complete_read(ticket, expected.clone()).expect("fresh ticket");
+    let condition = match (&expected, read.key_revisions) {
+        (None, _) => Precondition::Absent,
+        (Some(_), Some(revisions)) => Precondition::ModRevision(revisions.mod_revision),
+        // A present value always comes with its revisions; without them there is nothing to
+        // compare: the read alone is the operation.
+        (Some(_), None) => return Outcome::Ok,
+    };
+    let value = format!("v{}", ctx.next_value.fetch_add(1, Ordering::Relaxed));
+    let ticket = ctx.recorder.invoke(client, checked, Op::Cas { expected, new: value.as_str().into() });
+    let result = tokio::time::timeout(OP_DEADLINE, cluster.put_if(key.as_bytes(), value.as_bytes(), condition, None));
+    let result = result.await;
+    drop(cluster);
+    let outcome = match result {
+        Ok(Ok(_)) => Outcome::Ok,
+        Ok(Err(ApiError::PreconditionFailed { .. })) => Outcome::Fail,
+        Ok(Err(e)) => {
+            if write_failure(&e) == Outcome::Fail {
+                ctx.cas_refused.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Unknown
+        }
+        Err(_) => Outcome::Unknown,
+    };
+    complete(ctx, ticket, outcome)
+}
+
+/// Record that the operation of `ticket` ended with `outcome`, and return it.
+fn complete(ctx: &Ctx, ticket: Ticket, outcome: Outcome) -> Outcome {
+    ctx.recorder.complete(ticket, outcome).expect("fresh ticket");
+    outcome
+}
+
+/// One client: random reads, writes and compare-and-sets on random keys through random nodes
+/// until told to stop.
 async fn client(ctx: Arc<Ctx>, mut rng: StdRng, consistency: Consistency) {
     let mut id = ctx.recorder.new_client();
     while !ctx.stop.load(Ordering::Relaxed) {
@@ -278,7 +342,9 @@ async fn client(ctx: Arc<Ctx>, mut rng: StdRng, consistency: Consistency) {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let outcome = if rng.gen_bool(0.5) {
+        let outcome = if rng.gen_bool(CAS_SHARE) {
+            cas(&ctx, id, cluster, key, consistency).await
+        } else if rng.gen_bool(0.5) {
             write(&ctx, id, cluster, key).await
         } else {
             read(&ctx, id, cluster, key, consistency).await
@@ -440,6 +506,51 @@ struct SeedRun {
     liveness: Option<String>,
     /// Whether [`IDLE`] was seen quiesced on some node while the clients ran.
     idle_quiesced: bool,
+    /// How the compare-and-sets ended.
+    cas: CasCounts,
+}
+
+/// How the compare-and-sets of a history ended.
+#[derive(Clone, Copy, Debug, Default)]
+struct CasCounts {
+    ok: usize,
+    /// The comparison failed (precondition failed).
+    failed: usize,
+    /// Outcome unknown, refused ones included.
+    unknown: usize,
+    /// Refused before being proposed (among `unknown`).
+    refused: u64,
+}
+
+impl CasCounts {
+    fn of(history: &History, refused: u64) -> Self {
+        let mut counts = CasCounts { refused, ..Self::default() };
+        for e in history.entries().iter().filter(|e| e.op.is_cas()) {
+            match e.effective_outcome() {
+                Outcome::Ok => counts.ok += 1,
+                Outcome::Fail => counts.failed += 1,
+                Outcome::Unknown => counts.unknown += 1,
+            }
+        }
+        counts
+    }
+
+    fn add(&mut self, other: CasCounts) {
+        self.ok += other.ok;
+        self.failed += other.failed;
+        self.unknown += other.unknown;
+        self.refused += other.refused;
+    }
+}
+
+impl std::fmt::Display for CasCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ok, {} failed comparison, {} unknown ({} of them refused before being proposed)",
+            self.ok, self.failed, self.unknown, self.refused
+        )
+    }
 }
 
 /// Look, until `stop`, whether [`IDLE`] quiesces on any running node (so the run shows that
@@ -468,6 +579,7 @@ async fn run_seed(seed: u64, consistency: Consistency) -> SeedRun {
         next_value: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         amnesia: AtomicU64::new(0),
+        cas_refused: AtomicU64::new(0),
     });
     let mut rng = StdRng::seed_from_u64(seed);
     let clients: Vec<_> = (0..plan.clients)
@@ -516,6 +628,7 @@ async fn run_seed(seed: u64, consistency: Consistency) -> SeedRun {
         let h = ctx.harness.read().await;
         h.live().into_iter().map(|i| amnesia_removals(&h, i)).sum::<u64>() + ctx.amnesia.load(Ordering::Relaxed)
     };
+    let cas = CasCounts::of(&history, ctx.cas_refused.load(Ordering::Relaxed));
     let ctx = Arc::into_inner(ctx).expect("clients are done");
     ctx.harness.into_inner().shutdown().await;
     let (mut write_latency, mut read_latency) = (Vec::new(), Vec::new());
@@ -537,6 +650,7 @@ async fn run_seed(seed: u64, consistency: Consistency) -> SeedRun {
         amnesia,
         liveness,
         idle_quiesced,
+        cas,
     }
 }
 
@@ -563,6 +677,10 @@ struct Tally {
     amnesia: Vec<u64>,
     /// Seeds in which [`IDLE`] quiesced while the clients ran.
     idle_quiesced: usize,
+    /// How the compare-and-sets ended, over all seeds.
+    cas: CasCounts,
+    /// Longest check of one seed's history.
+    slowest_check: Duration,
 }
 
 /// Median and maximum, in milliseconds.
@@ -584,6 +702,8 @@ impl Tally {
         self.unknown += run.report.counts.unknown;
         self.slowest = self.slowest.max(run.elapsed);
         self.idle_quiesced += usize::from(run.idle_quiesced);
+        self.cas.add(run.cas);
+        self.slowest_check = self.slowest_check.max(run.report.elapsed);
         if run.amnesia > 0 {
             self.amnesia.push(run.seed);
         }
@@ -591,9 +711,10 @@ impl Tally {
         self.read_latency.extend(&run.read_latency);
         let describe = || {
             format!(
-                "seed {} ({:?}); voters removed as amnesiac: {}; {}\n{}",
+                "seed {} ({:?}); compare-and-sets: {}; voters removed as amnesiac: {}; {}\n{}",
                 run.seed,
                 run.plan,
+                run.cas,
                 run.amnesia,
                 run.liveness.as_deref().unwrap_or("recovered"),
                 run.report
@@ -613,7 +734,7 @@ impl Tally {
         let writes = spread(&mut self.write_latency);
         let reads = spread(&mut self.read_latency);
         format!(
-            "chaos: {} seeds in {:.1}s (slowest {:.1}s): {} linearizable, {} NOT linearizable, {} undetermined, {} did not recover, {} panicked; ops: {} ok, {} fail, {} unknown; ok writes: {writes}; ok reads: {reads}; voters removed as amnesiac although they kept their data: {} seeds {:?}; namespace {IDLE:?} quiesced in {} seeds",
+            "chaos: {} seeds in {:.1}s (slowest {:.1}s): {} linearizable, {} NOT linearizable, {} undetermined, {} did not recover, {} panicked; ops: {} ok, {} fail, {} unknown; compare-and-sets: {}; slowest check {:.0}ms; ok writes: {writes}; ok reads: {reads}; voters removed as amnesiac although they kept their data: {} seeds {:?}; namespace {IDLE:?} quiesced in {} seeds",
             self.seeds,
             elapsed.as_secs_f64(),
             self.slowest.as_secs_f64(),
@@ -625,6 +746,8 @@ impl Tally {
             self.ok,
             self.fail,
             self.unknown,
+            self.cas,
+            self.slowest_check.as_secs_f64() * 1e3,
             self.amnesia.len(),
             self.amnesia,
             self.idle_quiesced,
@@ -699,6 +822,15 @@ async fn linearizable_under_seeded_chaos() {
 // ---------------------------------------------------------------------------------------------
 // The check can fail.
 
+/// Record `op` on key `x`, by client 0, as succeeding in both histories, around `f`.
+async fn both<T, F: std::future::Future<Output = T>>(a: &Recorder, b: &Recorder, op: Op, f: F) -> T {
+    let (ta, tb) = (a.invoke(0, "x", op.clone()), b.invoke(0, "x", op));
+    let out = f.await;
+    a.complete(ta, Outcome::Ok).unwrap();
+    b.complete(tb, Outcome::Ok).unwrap();
+    out
+}
+
 /// A deliberately broken read path: a stale local read on a leader cut off from the majority,
 /// recorded as if it were linearizable, is flagged; the real linearizable read on that node
 /// refuses to answer instead, and its history passes.
@@ -708,14 +840,6 @@ async fn stale_read_from_an_isolated_leader_is_flagged() {
     let broken = Recorder::new();
     let honest = Recorder::new();
     let client = 0;
-    // Record `op` in both histories around `f`.
-    async fn both<T, F: std::future::Future<Output = T>>(a: &Recorder, b: &Recorder, op: Op, f: F) -> T {
-        let (ta, tb) = (a.invoke(0, "x", op.clone()), b.invoke(0, "x", op));
-        let out = f.await;
-        a.complete(ta, Outcome::Ok).unwrap();
-        b.complete(tb, Outcome::Ok).unwrap();
-        out
-    }
     let old = h.leader(NS).await;
     both(&broken, &honest, Op::write("v1"), h.cluster(old, NS).set(b"x", b"v1")).await.unwrap();
     h.router.isolate(h.ids[old], &h.ids);
@@ -746,6 +870,45 @@ async fn stale_read_from_an_isolated_leader_is_flagged() {
             assert_eq!(minimal.len(), 3, "{text}");
         }
         other => panic!("the stale read was not flagged: {other}\n{report}"),
+    }
+    h.shutdown().await;
+}
+
+/// Two compare-and-sets from the value one read saw: the store applies the first and refuses
+/// the second (precondition failed), and that history passes; a broken compare-and-set that
+/// writes unconditionally, recorded as succeeding, is flagged (two successes from one value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_compare_and_set_that_ignores_its_condition_is_flagged() {
+    let h = start_in_memory(3, 78, fast).await;
+    let honest = Recorder::new();
+    let broken = Recorder::new();
+    let c = h.cluster(h.leader(NS).await, NS);
+    both(&honest, &broken, Op::write("v1"), c.set(b"x", b"v1")).await.unwrap();
+    let t = (honest.invoke(0, "x", Op::read()), broken.invoke(0, "x", Op::read()));
+    let seen = c.get(b"x", Consistency::Linearizable).await.unwrap();
+    honest.complete_read(t.0, value_of(seen.value.clone())).unwrap();
+    broken.complete_read(t.1, value_of(seen.value)).unwrap();
+    let revision = seen.key_revisions.expect("x is present").mod_revision;
+    let condition = Precondition::ModRevision(revision);
+    both(&honest, &broken, Op::cas(Some("v1"), "v2"), c.put_if(b"x", b"v2", condition, None)).await.unwrap();
+
+    let second = Op::cas(Some("v1"), "v3");
+    let t = (honest.invoke(1, "x", second.clone()), broken.invoke(1, "x", second));
+    let refused = c.put_if(b"x", b"v3", condition, None).await;
+    assert!(matches!(refused, Err(ApiError::PreconditionFailed { .. })), "{refused:?}");
+    honest.complete(t.0, Outcome::Fail).unwrap();
+    // What an unconditional write would have answered.
+    broken.complete(t.1, Outcome::Ok).unwrap();
+
+    let report = check_all(&honest.history(), BUDGET);
+    assert!(report.is_linearizable(), "{report}");
+    let report = check_all(&broken.history(), BUDGET);
+    match &report.keys["x"].verdict {
+        Verdict::NotLinearizable { minimal, shrunk: true, .. } => {
+            let text = minimal.to_string();
+            assert!(text.contains("cas x=v1->v2") && text.contains("cas x=v1->v3"), "{text}");
+        }
+        other => panic!("the unconditional compare-and-set was not flagged: {other}\n{report}"),
     }
     h.shutdown().await;
 }

@@ -51,7 +51,16 @@ pub fn generate(seed: u64, shape: &Shape) -> History {
 
 /// [`generate`], with the value of each key once every effect has happened.
 pub fn generate_with_finals(seed: u64, shape: &Shape) -> (History, HashMap<String, Option<Value>>) {
+    generate_mixed(seed, shape, 0)
+}
+
+/// [`generate_with_finals`] with `cas_percent` in 100 operations compare-and-sets, each from
+/// the last value its client wrote or read on the key (or from absent), as a real client would
+/// after a read; whether its comparison held is decided when the effects are applied.
+pub fn generate_mixed(seed: u64, shape: &Shape, cas_percent: u64) -> (History, HashMap<String, Option<Value>>) {
     let mut rng = Rng::new(seed);
+    // Per client and key, the value it last wrote (a guess at what the key holds).
+    let mut last_seen: HashMap<(u64, String), Value> = HashMap::new();
     // (entry, effect instant or None when it never takes effect)
     let mut ops: Vec<(Entry, Option<u64>)> = Vec::new();
     let mut next_client = shape.clients;
@@ -66,13 +75,28 @@ pub fn generate_with_finals(seed: u64, shape: &Shape) -> (History, HashMap<Strin
             let completed = invoked + latency;
             let inside = invoked + rng.below(latency + 1);
             let roll = rng.below(100);
-            let (op, outcome, effect) = if roll < 45 {
+            let (op, outcome, effect) = if (45..45 + cas_percent).contains(&roll) {
+                next_value += 1;
+                let expected = last_seen.get(&(c, key.clone())).filter(|_| rng.chance(80)).cloned();
+                let op = Op::Cas { expected, new: Value::from(next_value) };
+                last_seen.insert((c, key.clone()), Value::from(next_value));
+                // The outcome of a definite one is settled when the effects are applied.
+                if rng.chance(85) {
+                    (op, Outcome::Ok, Some(inside))
+                } else {
+                    let effect = rng.chance(50).then(|| invoked + rng.below(4 * latency + 10));
+                    (op, Outcome::Unknown, effect)
+                }
+            } else if roll < 45 {
                 let op = if rng.chance(10) {
                     Op::Delete
                 } else {
                     next_value += 1;
                     Op::write(next_value)
                 };
+                if let (true, Op::Write(v)) = (cas_percent > 0, &op) {
+                    last_seen.insert((c, key.clone()), v.clone());
+                }
                 match rng.below(100) {
                     0..=69 => (op, Outcome::Ok, Some(inside)),
                     70..=84 => (op, Outcome::Fail, None),
@@ -117,6 +141,13 @@ pub fn generate_with_finals(seed: u64, shape: &Shape) -> (History, HashMap<Strin
             Op::Write(v) => *register = Some(v.clone()),
             Op::Delete => *register = None,
             Op::Read(_) => entry.op = Op::Read(register.clone()),
+            Op::Cas { expected, new } => {
+                if expected == register {
+                    *register = Some(new.clone());
+                } else if entry.outcome == Outcome::Ok {
+                    entry.outcome = Outcome::Fail;
+                }
+            }
         }
     }
     (History::from_entries(ops.into_iter().map(|(e, _)| e).collect()), registers)
