@@ -5,7 +5,9 @@ mod bench;
 mod commands;
 mod dev;
 mod keys;
+mod lock;
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -58,6 +60,20 @@ enum Command {
         #[command(flatten)]
         args: commands::WatchArgs,
     },
+    /// Run a command while holding a lock (its fencing token in FLOTILLA_FENCING_TOKEN).
+    Lock {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        args: lock::LockArgs,
+    },
+    /// Leader election: campaign (running a command while leader) or show the leader.
+    Election {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        op: lock::ElectionCommand,
+    },
     /// Grant, keep alive, revoke and inspect leases.
     Lease {
         #[command(flatten)]
@@ -106,11 +122,14 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        match cli.command {
+        let done = match cli.command {
+            // These two return the exit status of the command they ran.
+            Command::Lock { target, args } => return lock::lock(&target, args).await,
+            Command::Election { target, op } => return lock::election(&target, op).await,
             Command::Agent(config) => agent::run(*config).await,
             Command::Kv { target, op } => commands::kv(&target, op).await,
             Command::Watch { target, args } => commands::watch(&target, args).await,
@@ -123,7 +142,8 @@ fn main() -> anyhow::Result<()> {
             Command::Keyring { target, op } => keys::keyring(&target, op).await,
             Command::Dev(args) => dev::run(args).await,
             Command::Bench(args) => bench::run(args).await,
-        }
+        };
+        done.map(|()| ExitCode::SUCCESS)
     })
 }
 

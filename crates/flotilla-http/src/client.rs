@@ -306,6 +306,12 @@ impl Client {
         r.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// `POST` at `path` without a body, returning the JSON reply.
+    pub async fn post_empty(&self, path: &str) -> Result<Value, ClientError> {
+        let r = self.send(self.http.post(self.url(path))).await?;
+        r.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
     /// `PUT` at `path` without a body, returning the JSON reply.
     pub async fn put_json(&self, path: &str) -> Result<Value, ClientError> {
         let r = self.send(self.http.put(self.url(path))).await?;

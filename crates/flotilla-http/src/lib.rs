@@ -20,6 +20,7 @@ mod json_errors;
 mod kv_json;
 mod kv_routes;
 mod lease_routes;
+mod lock_routes;
 mod membership_routes;
 mod metrics;
 mod namespace_routes;

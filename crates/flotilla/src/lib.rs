@@ -26,6 +26,7 @@ mod inbound;
 mod lease_clock;
 mod lease_expiry;
 mod liveness;
+mod lock;
 mod namespace_lifecycle;
 pub mod namespace_set;
 pub mod namespaces;
@@ -53,6 +54,7 @@ pub use error::{NamespaceError, StartError};
 /// The KV state machine's vocabulary: transactions, ranges, revisions, watch events.
 pub use flotilla_core::kv;
 pub use flotilla_core::{ApiError, Config, Consistency, IdempotencyKey, KvOp, Limit, Namespace, Outcome, Preset};
+pub use lock::{Held, Holder, ELECTION_PREFIX, LOCK_PREFIX};
 pub use namespace_lifecycle::MAX_OPEN_NAMESPACES;
 pub use namespaces::CloseOptions;
 pub use node::{Node, NodeServices, StateMachineFactory};
