@@ -130,6 +130,60 @@ pub async fn lease(target: &Target, op: LeaseCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `flotilla queue ...`
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Append an item (from the argument, or stdin when omitted).
+    Push { name: String, value: Option<String> },
+    /// Take the first item (prints it as JSON; exits 1 when the queue is empty).
+    Pop {
+        name: String,
+        /// Keep the item hidden this many seconds; it comes back unless acknowledged.
+        #[arg(long)]
+        visibility: Option<u64>,
+    },
+    /// Acknowledge an item taken with --visibility.
+    Ack {
+        name: String,
+        id: u64,
+        #[arg(long)]
+        lease: u64,
+    },
+    /// Print the first item without taking it.
+    Peek { name: String },
+    /// Print how many items wait and how many are in flight.
+    Len { name: String },
+}
+
+pub async fn queue(target: &Target, op: QueueCommand) -> anyhow::Result<()> {
+    let client = target.client();
+    let base = format!("/v1/queue/{}", target.namespace);
+    let reply = match op {
+        QueueCommand::Push { name, value } => {
+            let value = match value {
+                Some(v) => v.into_bytes(),
+                None => {
+                    let mut buf = Vec::new();
+                    std::io::stdin().read_to_end(&mut buf)?;
+                    buf
+                }
+            };
+            client.post_bytes(&format!("{base}/{name}"), value).await?
+        }
+        QueueCommand::Pop { name, visibility } => {
+            let ms = visibility.unwrap_or(0) * 1000;
+            client.post_empty(&format!("{base}/{name}/pop?visibility_ms={ms}")).await?
+        }
+        QueueCommand::Ack { name, id, lease } => {
+            client.post_empty(&format!("{base}/{name}/ack/{id}?lease={lease}")).await?
+        }
+        QueueCommand::Peek { name } => client.get_json(&format!("{base}/{name}/peek")).await?,
+        QueueCommand::Len { name } => client.get_json(&format!("{base}/{name}")).await?,
+    };
+    println!("{reply}");
+    Ok(())
+}
+
 /// `flotilla watch ...`
 #[derive(Debug, clap::Args)]
 pub struct WatchArgs {

@@ -74,6 +74,13 @@ enum Command {
         #[command(subcommand)]
         op: lock::ElectionCommand,
     },
+    /// Push, pop, acknowledge and inspect queue items.
+    Queue {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        op: commands::QueueCommand,
+    },
     /// Grant, keep alive, revoke and inspect leases.
     Lease {
         #[command(flatten)]
@@ -134,6 +141,7 @@ fn main() -> anyhow::Result<ExitCode> {
             Command::Kv { target, op } => commands::kv(&target, op).await,
             Command::Watch { target, args } => commands::watch(&target, args).await,
             Command::Lease { target, op } => commands::lease(&target, op).await,
+            Command::Queue { target, op } => commands::queue(&target, op).await,
             Command::Status { target } => commands::status(&target).await,
             Command::Members { target, op } => commands::members(&target, op).await,
             Command::Leader { target, op } => commands::leader(&target, op).await,

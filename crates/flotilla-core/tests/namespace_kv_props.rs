@@ -207,6 +207,14 @@ fn apply_hostile(table: &MapTable, payload: &[u8]) -> Result<(), TestCaseError> 
                     prop_assert!(is_compact, "a compaction reply to another command");
                     prop_assert_eq!(after_rev, before_rev);
                 }
+                KvReply::Queue(_) => {
+                    let is_queue = matches!(
+                        command,
+                        KvCommand::QueuePush { .. } | KvCommand::QueuePop { .. } | KvCommand::QueueAck { .. }
+                    );
+                    prop_assert!(is_queue, "a queue reply to another command");
+                    prop_assert_eq!(after_rev, before_rev, "queues create no revision");
+                }
                 KvReply::Lease(reply) => {
                     let is_lease = matches!(command, KvCommand::LeaseGrant { .. } | KvCommand::LeaseRevoke { .. });
                     prop_assert!(is_lease, "a lease reply to another command");

@@ -306,6 +306,12 @@ impl Client {
         r.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// `POST` raw bytes to `path`, returning the JSON reply.
+    pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> Result<Value, ClientError> {
+        let r = self.send(self.http.post(self.url(path)).body(body)).await?;
+        r.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
     /// `POST` at `path` without a body, returning the JSON reply.
     pub async fn post_empty(&self, path: &str) -> Result<Value, ClientError> {
         let r = self.send(self.http.post(self.url(path))).await?;

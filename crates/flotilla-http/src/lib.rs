@@ -25,6 +25,7 @@ mod membership_routes;
 mod metrics;
 mod namespace_routes;
 mod node_routes;
+mod queue_routes;
 pub mod server;
 mod txn_routes;
 mod watch_routes;

@@ -43,8 +43,8 @@ use tracing::{debug, error, warn};
 use crate::auth::AppState;
 use crate::error::HttpError;
 use crate::{
-    kv_routes, lease_routes, lock_routes, membership_routes, metrics, namespace_routes, node_routes, txn_routes,
-    watch_routes,
+    kv_routes, lease_routes, lock_routes, membership_routes, metrics, namespace_routes, node_routes, queue_routes,
+    txn_routes, watch_routes,
 };
 
 /// Build the router serving `node`. With `admin_token`, the membership and admin routes
@@ -70,6 +70,10 @@ pub fn router(node: Arc<Node>, admin_token: Option<AdminToken>) -> Router {
         .route("/v1/lease/{ns}/{id}/keepalive", post(lease_routes::keep_alive))
         .route("/v1/lock/{ns}/{name}", post(lock_routes::lock).get(lock_routes::lock_holder))
         .route("/v1/election/{ns}/{name}", post(lock_routes::campaign).get(lock_routes::election_leader))
+        .route("/v1/queue/{ns}/{name}", post(queue_routes::push).get(queue_routes::len))
+        .route("/v1/queue/{ns}/{name}/pop", post(queue_routes::pop))
+        .route("/v1/queue/{ns}/{name}/peek", get(queue_routes::peek))
+        .route("/v1/queue/{ns}/{name}/ack/{id}", post(queue_routes::ack))
         .route("/v1/watch/{ns}", get(watch_routes::watch_all))
         .route("/v1/watch/{ns}/{*key}", get(watch_routes::watch_key))
         .route("/v1/ns/{ns}/compact", post(txn_routes::compact))

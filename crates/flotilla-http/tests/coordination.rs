@@ -237,3 +237,38 @@ async fn leases_are_granted_kept_alive_listed_and_revoked_with_their_keys() {
     let err = c.put_with_lease("default", "svc/late", b"x".to_vec(), id).await.unwrap_err();
     assert_eq!(status_and_code(&err), (404, "lease_not_found".into()));
 }
+
+#[tokio::test]
+async fn queues_and_locks_over_http() {
+    let (_node, addr, _dir) = single_node().await;
+    let c = Client::new(&addr, Duration::from_secs(10));
+    for item in ["one", "two"] {
+        c.post_bytes("/v1/queue/default/jobs", item.as_bytes().to_vec()).await.unwrap();
+    }
+    assert_eq!(c.get_json("/v1/queue/default/jobs").await.unwrap()["waiting"], 2);
+    assert_eq!(c.get_json("/v1/queue/default/jobs/peek").await.unwrap()["value"], "one");
+    let taken = c.post_empty("/v1/queue/default/jobs/pop?visibility_ms=30000").await.unwrap();
+    assert_eq!(taken["value"], "one");
+    let (id, lease) = (taken["id"].as_u64().unwrap(), taken["lease"].as_u64().unwrap());
+    assert_eq!(c.get_json("/v1/queue/default/jobs").await.unwrap()["in_flight"], 1);
+    let acked = c.post_empty(&format!("/v1/queue/default/jobs/ack/{id}?lease={lease}")).await.unwrap();
+    assert_eq!(acked["acked"], true);
+    assert_eq!(c.post_empty("/v1/queue/default/jobs/pop").await.unwrap()["value"], "two");
+    let err = c.post_empty("/v1/queue/default/jobs/pop").await.unwrap_err();
+    assert_eq!(status_and_code(&err), (404, "queue_empty".into()));
+
+    let held = c.post_empty("/v1/lock/default/db?ttl=30").await.unwrap();
+    let token = held["fencing_token"].as_u64().unwrap();
+    assert_eq!(c.get_json("/v1/lock/default/db").await.unwrap()["fencing_token"], token);
+    let err = c.post_empty("/v1/lock/default/db?ttl=30&wait_ms=0").await.unwrap_err();
+    assert_eq!(status_and_code(&err), (504, "timeout".into()));
+    c.delete_json(&format!("/v1/lease/default/{}", held["lease"])).await.unwrap();
+    let next = c.post_empty("/v1/lock/default/db?ttl=30").await.unwrap();
+    assert!(next["fencing_token"].as_u64().unwrap() > token);
+    let err = c.post_empty("/v1/lock/default/a%2Fb").await.unwrap_err();
+    assert_eq!(status_and_code(&err).0, 400, "a name with '/' is refused");
+
+    let leader = c.post_json("/v1/election/default/sched?ttl=30", &json!({ "value": "node-a" })).await.unwrap();
+    assert!(leader["fencing_token"].as_u64().is_some());
+    assert_eq!(c.get_json("/v1/election/default/sched").await.unwrap()["value"], "node-a");
+}

@@ -15,6 +15,7 @@ mod checked_file;
 pub mod cluster;
 mod cluster_kv;
 mod cluster_lease;
+mod cluster_queue;
 mod command;
 pub mod error;
 mod execute;
@@ -50,6 +51,7 @@ pub use cluster_kv::{
     KeyRevisions, KeysOutcome, Precondition, RangeOutcome, ReadOutcome, TxnOutcome, WriteOutcome, MAX_LIST_KEYS,
 };
 pub use cluster_lease::{LeaseStatus, MAX_LEASE_KEYS_LISTED};
+pub use cluster_queue::Popped;
 pub use error::{NamespaceError, StartError};
 /// The KV state machine's vocabulary: transactions, ranges, revisions, watch events.
 pub use flotilla_core::kv;

@@ -10,6 +10,11 @@
 //! 0x04 lease                          -> Lease    a lease and its time to live
 //! 0x05 lease key                      -> empty    `key` is attached to `lease`
 //! 0x00 "lease.next"                   -> u64 BE   the next lease id handed out
+//! 0x06 escaped(queue) 0x00 0x00 id    -> value    an item waiting in a queue
+//! 0x07 escaped(queue) 0x00 0x00 id    -> InFlight an item popped with a visibility lease
+//! 0x08 lease escaped(queue) 0x00 0x00 id -> empty an in-flight item of that lease
+//! 0x09 escaped(queue)                 -> QueueMeta its counts
+//! 0x00 "queue.next"                   -> u64 BE   the next item id
 //! ```
 //!
 //! Current rows answer reads at the current revision in one lookup. Version rows, ordered by
@@ -48,6 +53,81 @@ pub(crate) const LEASE: u8 = 0x04;
 pub(crate) const LEASE_KEY: u8 = 0x05;
 /// Row of the next lease id.
 pub(crate) const LEASE_NEXT: &[u8] = b"\x00lease.next";
+
+/// Prefix of waiting queue items.
+pub(crate) const QUEUE_READY: u8 = 0x06;
+/// Prefix of in-flight queue items.
+pub(crate) const QUEUE_IN_FLIGHT: u8 = 0x07;
+/// Prefix of in-flight items by lease.
+pub(crate) const QUEUE_BY_LEASE: u8 = 0x08;
+/// Prefix of queue counts.
+pub(crate) const QUEUE_META: u8 = 0x09;
+/// Row of the next queue item id.
+pub(crate) const QUEUE_NEXT: &[u8] = b"\x00queue.next";
+
+/// An item popped with a visibility lease: it comes back when the lease ends unacknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct InFlight {
+    #[serde(with = "crate::byte_vec")]
+    pub(crate) value: Vec<u8>,
+    pub(crate) lease: u64,
+}
+
+/// The counts of one queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct QueueMeta {
+    pub(crate) ready: u64,
+    pub(crate) in_flight: u64,
+}
+
+/// `kind` then `name` escaped and terminated: the start of a queue's rows of that kind.
+pub(crate) fn queue_rows(kind: u8, name: &[u8]) -> Vec<u8> {
+    let mut out = vec![kind];
+    push_escaped(&mut out, name);
+    out.extend_from_slice(&[0, 0]);
+    out
+}
+
+/// The row of item `id` of queue `name`, of `kind` (ready or in flight).
+pub(crate) fn queue_item(kind: u8, name: &[u8], id: u64) -> Vec<u8> {
+    let mut out = queue_rows(kind, name);
+    out.extend_from_slice(&id.to_be_bytes());
+    out
+}
+
+/// The id of a queue item row starting with `rows`.
+pub(crate) fn queue_item_id(row: &[u8], rows: &[u8]) -> io::Result<u64> {
+    row.strip_prefix(rows)
+        .and_then(|rest| <[u8; 8]>::try_from(rest).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "damaged KV queue row"))
+}
+
+/// The row marking item `id` of queue `name` as in flight under `lease`.
+pub(crate) fn queue_by_lease(lease: u64, name: &[u8], id: u64) -> Vec<u8> {
+    let mut out = vec![QUEUE_BY_LEASE];
+    out.extend_from_slice(&lease.to_be_bytes());
+    out.extend_from_slice(&queue_item(0, name, id)[1..]);
+    out
+}
+
+/// The first row of the in-flight items of `lease`.
+pub(crate) fn queue_by_lease_of(lease: u64) -> Vec<u8> {
+    let mut out = vec![QUEUE_BY_LEASE];
+    out.extend_from_slice(&lease.to_be_bytes());
+    out
+}
+
+/// Split a by-lease row (after its 9-byte prefix) into the queue name and the item id.
+pub(crate) fn parse_queue_by_lease(row: &[u8]) -> io::Result<(Vec<u8>, u64)> {
+    let damaged = || io::Error::new(io::ErrorKind::InvalidData, "damaged KV queue lease row");
+    let body = row.get(9..).ok_or_else(damaged)?;
+    // Reuse the version-row parser: same escaping, then 8 bytes.
+    let mut as_version = vec![VERSION];
+    as_version.extend_from_slice(body);
+    let (name, inverted) = parse_version_row(&as_version)?;
+    Ok((name, !inverted))
+}
 
 /// A lease as stored: its time to live. When it runs out is the leader's business (in
 /// memory, never in the log): see `flotilla`'s lease clock.

@@ -52,7 +52,8 @@ fn free_id(table: &dyn StateTable, next: u64) -> io::Result<Option<u64>> {
     Ok(None)
 }
 
-/// End lease `id`: delete its keys (one revision if there were any) and the lease.
+/// End lease `id`: delete its keys (one revision if there were any), put its in-flight queue
+/// items back, and remove the lease.
 pub(crate) fn revoke(table: &mut dyn StateTable, id: u64) -> io::Result<Result<LeaseReply, KvRefusal>> {
     let Some(stored) = table.get(&layout::lease_key(id))? else {
         return Ok(Err(KvRefusal::LeaseNotFound(id)));
@@ -74,6 +75,7 @@ pub(crate) fn revoke(table: &mut dyn StateTable, id: u64) -> io::Result<Result<L
             }
         }
     }
+    super::queue::requeue(table, id)?;
     table.delete(&layout::lease_key(id))?;
     let revision = writer.finish(table, &revs)?;
     Ok(Ok(LeaseReply { id, ttl_secs: lease.ttl_secs, revision, deleted }))

@@ -9,6 +9,7 @@
 mod compact;
 mod layout;
 mod lease;
+mod queue;
 pub mod read;
 mod txn;
 mod types;
@@ -19,11 +20,13 @@ use serde::{Deserialize, Serialize};
 
 pub use compact::MAX_COMPACT_EVENTS;
 pub use lease::{attached_keys, lease_ttl, leases, MAX_LEASE_TTL_SECS};
+pub use queue::{counts as queue_counts, first as queue_first, MAX_QUEUE_NAME};
 pub use read::{changes, range, revisions, Changes, ChangesRequest, Revisions};
 pub use txn::{MAX_DELETE_KEYS, MAX_TXN_OPS};
 pub use types::{
     CompactReply, Compare, CompareOp, CompareTarget, EventKind, KeyValue, KvCommand, KvRefusal, KvReply, LeaseReply,
-    OpResult, RangeEnd, RangeRequest, RangeResult, Txn, TxnOp, TxnReply, WatchEvent, MAX_RANGE_BYTES, MAX_RANGE_LIMIT,
+    OpResult, QueueReply, RangeEnd, RangeRequest, RangeResult, Txn, TxnOp, TxnReply, WatchEvent, MAX_RANGE_BYTES,
+    MAX_RANGE_LIMIT,
 };
 
 use crate::state_machine::{ApplyContext, StateMachine, StateTable};
@@ -109,6 +112,15 @@ impl StateMachine for KvStateMachine {
                 lease::grant(table, *id, *ttl_secs)?.map_or_else(KvReply::Refused, KvReply::Lease)
             }
             KvCommand::LeaseRevoke { id } => lease::revoke(table, *id)?.map_or_else(KvReply::Refused, KvReply::Lease),
+            KvCommand::QueuePush { name, value } => {
+                queue::push(table, name, value)?.map_or_else(KvReply::Refused, KvReply::Queue)
+            }
+            KvCommand::QueuePop { name, lease } => {
+                queue::pop(table, name, *lease)?.map_or_else(KvReply::Refused, KvReply::Queue)
+            }
+            KvCommand::QueueAck { name, id, lease } => {
+                queue::ack(table, name, *id, *lease)?.map_or_else(KvReply::Refused, KvReply::Queue)
+            }
         };
         Ok(Ok(crate::encode(&reply).expect("encoding plain data cannot fail")))
     }

@@ -370,3 +370,49 @@ fn a_revoked_lease_deletes_its_keys_in_one_revision() {
     assert!(leases(&t, 10).unwrap().is_empty());
     assert!(t.0.keys().all(|k| k[0] != 0x05), "no attachment row is left behind");
 }
+
+fn queue(t: &mut MapTable, command: KvCommand) -> QueueReply {
+    match run(t, &command) {
+        KvReply::Queue(q) => q,
+        other => panic!("expected a queue reply, got {other:?}"),
+    }
+}
+
+#[test]
+fn queues_hand_out_items_in_order_and_bring_back_unacknowledged_ones() {
+    let mut t = MapTable::default();
+    let push = |t: &mut MapTable, v: &str| queue(t, KvCommand::QueuePush { name: b"jobs".to_vec(), value: v.into() });
+    let pop = |t: &mut MapTable, lease| queue(t, KvCommand::QueuePop { name: b"jobs".to_vec(), lease });
+    assert_eq!(push(&mut t, "a"), QueueReply::Pushed { id: 1 });
+    assert_eq!(push(&mut t, "b"), QueueReply::Pushed { id: 2 });
+    push(&mut t, "c");
+    queue(&mut t, KvCommand::QueuePush { name: b"other".to_vec(), value: b"x".to_vec() });
+    assert_eq!(pop(&mut t, 0), QueueReply::Popped { id: 1, value: b"a".to_vec() });
+    let lease = lease_reply(run(&mut t, &KvCommand::LeaseGrant { id: 0, ttl_secs: 5 })).id;
+    assert_eq!(pop(&mut t, lease), QueueReply::Popped { id: 2, value: b"b".to_vec() });
+    assert_eq!(queue_counts(&t, b"jobs").unwrap(), (1, 1));
+    // The lease ends unacknowledged: "b" comes back at its place, before "c".
+    run(&mut t, &KvCommand::LeaseRevoke { id: lease });
+    assert_eq!(queue_counts(&t, b"jobs").unwrap(), (2, 0));
+    assert_eq!(queue_first(&t, b"jobs").unwrap(), Some((2, b"b".to_vec())));
+    let lease = lease_reply(run(&mut t, &KvCommand::LeaseGrant { id: 0, ttl_secs: 5 })).id;
+    assert_eq!(pop(&mut t, lease), QueueReply::Popped { id: 2, value: b"b".to_vec() });
+    let ack = |lease| KvCommand::QueueAck { name: b"jobs".to_vec(), id: 2, lease };
+    assert_eq!(queue(&mut t, ack(lease - 1)), QueueReply::Acked { found: false }, "the earlier taker's late ack");
+    assert_eq!(queue(&mut t, ack(lease)), QueueReply::Acked { found: true });
+    assert_eq!(queue(&mut t, ack(lease)), QueueReply::Acked { found: false });
+    run(&mut t, &KvCommand::LeaseRevoke { id: lease });
+    assert_eq!(queue_counts(&t, b"jobs").unwrap(), (1, 0), "an acknowledged item does not come back");
+    assert_eq!(pop(&mut t, 0), QueueReply::Popped { id: 3, value: b"c".to_vec() });
+    assert_eq!(pop(&mut t, 0), QueueReply::Empty);
+    assert_eq!(queue_counts(&t, b"other").unwrap(), (1, 0), "queues are independent");
+    assert!(matches!(
+        run(&mut t, &KvCommand::QueuePop { name: b"jobs".to_vec(), lease: 99 }),
+        KvReply::Refused(KvRefusal::LeaseNotFound(99))
+    ));
+    assert!(matches!(
+        run(&mut t, &KvCommand::QueuePush { name: vec![], value: vec![] }),
+        KvReply::Refused(KvRefusal::Invalid(_))
+    ));
+    assert_eq!(revisions(&t).unwrap().current, 0, "queues create no revision");
+}

@@ -273,10 +273,38 @@ pub enum KvCommand {
         ttl_secs: u64,
     },
     /// End a lease (revoked by a client, or expired by the leader): its keys are deleted, in
-    /// one revision.
+    /// one revision, and its in-flight queue items go back to their queues.
     LeaseRevoke {
         /// The lease.
         id: u64,
+    },
+    /// Append an item to a queue.
+    QueuePush {
+        /// The queue.
+        #[serde(with = "crate::byte_vec")]
+        name: Vec<u8>,
+        /// The item.
+        #[serde(with = "crate::byte_vec")]
+        value: Vec<u8>,
+    },
+    /// Take a queue's first item; with a lease (not 0), keep it in flight until acknowledged.
+    QueuePop {
+        /// The queue.
+        #[serde(with = "crate::byte_vec")]
+        name: Vec<u8>,
+        /// The visibility lease, or 0.
+        lease: u64,
+    },
+    /// Acknowledge an in-flight item, taken under `lease` (a late consumer whose item went
+    /// back and was taken again under another lease acknowledges nothing).
+    QueueAck {
+        /// The queue.
+        #[serde(with = "crate::byte_vec")]
+        name: Vec<u8>,
+        /// The item.
+        id: u64,
+        /// The visibility lease it was taken with.
+        lease: u64,
     },
 }
 
@@ -291,6 +319,31 @@ pub struct LeaseReply {
     pub revision: u64,
     /// Keys deleted with the lease (a revoke).
     pub deleted: u64,
+}
+
+/// The answer to a queue command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueReply {
+    /// The item was appended with this id.
+    Pushed {
+        /// The item's id (ids grow in push order).
+        id: u64,
+    },
+    /// The first item, now taken by this consumer.
+    Popped {
+        /// The item's id.
+        id: u64,
+        /// Its value.
+        #[serde(with = "crate::byte_vec")]
+        value: Vec<u8>,
+    },
+    /// The queue had no waiting item.
+    Empty,
+    /// The acknowledgement: whether the item was in flight.
+    Acked {
+        /// False when it was not in flight (acknowledged already, or its lease ended first).
+        found: bool,
+    },
 }
 
 /// The answer to a compaction step.
@@ -344,6 +397,8 @@ pub enum KvReply {
     Compact(CompactReply),
     /// The lease grant or revoke ran.
     Lease(LeaseReply),
+    /// The queue command ran.
+    Queue(QueueReply),
     /// The command was refused.
     Refused(KvRefusal),
 }
