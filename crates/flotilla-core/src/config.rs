@@ -26,6 +26,9 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 1024;
 /// Default time a client has to send a request's headers (ms).
 pub const DEFAULT_HTTP_HEADER_TIMEOUT_MS: u64 = 10_000;
+
+/// Revisions of history kept behind the current one by automatic compaction.
+pub const DEFAULT_COMPACT_KEEP_REVISIONS: u64 = 100_000;
 /// Largest accepted `http_max_connections`.
 pub const MAX_HTTP_MAX_CONNECTIONS: usize = 1 << 20;
 
@@ -226,6 +229,16 @@ pub struct Config {
     #[cfg_attr(feature = "clap", arg(long, default_value_t = 30_000))]
     pub dead_member_timeout_ms: u64,
 
+    /// Automatic compaction: the leader of each namespace keeps this many revisions of history
+    /// behind the current one and compacts the rest (0: no compaction by count).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = DEFAULT_COMPACT_KEEP_REVISIONS))]
+    pub compact_keep_revisions: u64,
+
+    /// Automatic compaction: keep the history of at least this many seconds (0: no compaction
+    /// by age). With both settings, the history either one keeps is kept.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0))]
+    pub compact_keep_secs: u64,
+
     /// Leader balancing: a node that leads clearly more than its share of the namespaces
     /// hands some to voters that lead fewer (`--no-leader-balance` turns it off).
     #[cfg_attr(feature = "clap", arg(long = "no-leader-balance", action = clap::ArgAction::SetFalse))]
@@ -266,6 +279,8 @@ impl Default for Config {
             min_quorum: 3,
             dead_member_timeout_ms: 30_000,
             leader_balance: true,
+            compact_keep_revisions: DEFAULT_COMPACT_KEEP_REVISIONS,
+            compact_keep_secs: 0,
         }
     }
 }

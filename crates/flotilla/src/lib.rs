@@ -12,6 +12,7 @@
 
 pub mod at_rest;
 mod checked_file;
+mod auto_compact;
 pub mod cluster;
 mod cluster_kv;
 mod cluster_lease;

@@ -172,6 +172,7 @@ impl Node {
         }
         discovery_loop::spawn(&node);
         crate::lease_expiry::spawn(&node);
+        crate::auto_compact::spawn(&node);
         if node.config.leader_balance {
             balance_loop::spawn(&node);
         }
