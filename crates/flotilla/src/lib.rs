@@ -11,8 +11,8 @@
 #![deny(missing_docs)]
 
 pub mod at_rest;
-mod checked_file;
 mod auto_compact;
+mod checked_file;
 pub mod cluster;
 mod cluster_kv;
 mod cluster_lease;

@@ -197,6 +197,11 @@ impl Cluster {
             // Renew while waiting: a long wait must not let the lease run out.
             self.lease_keep_alive(lease).await?;
             let (contenders, revision) = self.contenders(prefix).await?;
+            // The contender's own key must still be there: a lease that ran out while this
+            // contender waited (a slow read under faults) took the key, and with it the place.
+            if !contenders.iter().any(|kv| kv.key == key && kv.create_revision == token) {
+                return Err(ApiError::LeaseNotFound(lease));
+            }
             let Some(ahead) = contenders.iter().rfind(|kv| kv.create_revision < token) else {
                 return Ok(token);
             };
