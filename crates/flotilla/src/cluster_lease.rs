@@ -14,6 +14,9 @@ use crate::cluster_kv::{decode_kv_reply, refusal_error, WriteOutcome};
 /// Most keys a time-to-live answer lists.
 pub const MAX_LEASE_KEYS_LISTED: usize = 10_000;
 
+/// Most leases one listing answers.
+pub const MAX_LEASES_LISTED: usize = 100_000;
+
 /// What a lease has left.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseStatus {
@@ -71,11 +74,12 @@ impl Cluster {
         Ok(LeaseStatus { id, ttl, remaining, keys })
     }
 
-    /// Every lease, `(id, time to live)`, as of a linearizable read.
+    /// The leases, `(id, time to live)` in id order (at most [`MAX_LEASES_LISTED`]), as of a
+    /// linearizable read.
     pub async fn leases(&self) -> Result<Vec<(u64, Duration)>, ApiError> {
         self.read_barrier(Consistency::Linearizable).await?;
         let view = self.node.store.view(&self.namespace).map_err(store_read_error)?;
-        let leases = kv::leases(&view, usize::MAX).map_err(|e| ApiError::Fatal(format!("reading leases: {e}")))?;
+        let leases = kv::leases(&view, MAX_LEASES_LISTED).map_err(|e| ApiError::Fatal(format!("reading leases: {e}")))?;
         Ok(leases.into_iter().map(|(id, ttl)| (id, Duration::from_secs(ttl))).collect())
     }
 

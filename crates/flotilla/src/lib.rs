@@ -51,7 +51,7 @@ pub use cluster::Cluster;
 pub use cluster_kv::{
     KeyRevisions, KeysOutcome, Precondition, RangeOutcome, ReadOutcome, TxnOutcome, WriteOutcome, MAX_LIST_KEYS,
 };
-pub use cluster_lease::{LeaseStatus, MAX_LEASE_KEYS_LISTED};
+pub use cluster_lease::{LeaseStatus, MAX_LEASES_LISTED, MAX_LEASE_KEYS_LISTED};
 pub use cluster_queue::Popped;
 pub use error::{NamespaceError, StartError};
 /// The KV state machine's vocabulary: transactions, ranges, revisions, watch events.
