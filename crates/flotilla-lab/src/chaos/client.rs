@@ -297,7 +297,12 @@ fn cas(w: &Workload, http: &Client, client: ClientId, base: &str, key: &str, val
 
 /// The mod revision in an `ETag: "<n>"` header, if the answer has a well-formed one.
 fn etag_of(response: &Response) -> Option<u64> {
-    let text = response.headers().get(ETAG)?.to_str().ok()?;
+    parse_etag(response.headers().get(ETAG)?.to_str().ok()?)
+}
+
+/// The mod revision in an entity tag `"<n>"`; `None` for anything else (weak or malformed
+/// tags: the agent sends none of those, and a guess would make the condition meaningless).
+fn parse_etag(text: &str) -> Option<u64> {
     text.trim().strip_prefix('"')?.strip_suffix('"')?.parse().ok()
 }
 
@@ -414,4 +419,18 @@ pub(crate) fn final_reads(w: &Workload, first: usize, within: Duration) -> Vec<S
         }
     }
     missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_etag;
+
+    #[test]
+    fn only_a_quoted_revision_is_an_etag() {
+        assert_eq!(parse_etag("\"42\""), Some(42));
+        assert_eq!(parse_etag(" \"7\" "), Some(7));
+        for bad in ["42", "W/\"42\"", "\"\"", "\"x\"", "\"-1\"", "\"", "*"] {
+            assert_eq!(parse_etag(bad), None, "{bad:?}");
+        }
+    }
 }

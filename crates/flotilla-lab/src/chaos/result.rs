@@ -312,3 +312,27 @@ impl fmt::Display for ScenarioResult {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use flotilla_check::{Op, Outcome, Recorder};
+
+    use super::CasCounts;
+
+    #[test]
+    fn cas_counts_count_only_compare_and_sets_by_outcome() {
+        let r = Recorder::new();
+        let c = r.new_client();
+        let write = r.invoke(c, "k", Op::write("a"));
+        r.complete(write, Outcome::Ok).unwrap();
+        for (new, outcome) in [("b", Outcome::Ok), ("c", Outcome::Fail), ("d", Outcome::Unknown)] {
+            let t = r.invoke(c, "k", Op::cas(Some("a"), new));
+            r.complete(t, outcome).unwrap();
+        }
+        r.invoke(c, "k", Op::create("e"));
+        let counts = CasCounts::of(&r.history(), 1);
+        assert_eq!(counts, CasCounts { ok: 1, failed: 1, unknown: 2, refused: 1 });
+        assert_eq!(counts.total(), 4);
+        assert_eq!(counts.short(), "   4 (1/1/2, refused 1)");
+    }
+}
