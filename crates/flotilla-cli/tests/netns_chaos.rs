@@ -1,7 +1,8 @@
 //! Chaos smoke test: real `flotilla agent` processes in network namespaces (see `flotilla-lab`)
-//! under concurrent clients while the smoke set of fault scenarios runs (a partition with the
-//! leader in the minority, one-way loss, `kill -9` of the leader, a wiped data directory, a
-//! partition plus a killed leader), 10 s of faults each; every history is checked for
+//! under concurrent clients (puts, linearizable gets and compare-and-sets) while the smoke set
+//! of fault scenarios runs (a partition with the leader in the minority, one-way loss, `kill -9`
+//! of the leader, a wiped data directory, a partition plus a killed leader), 10 s of faults
+//! each; every history is checked for
 //! linearizability (`flotilla-check`), including a final linearizable read of every key after
 //! the heal, so a lost acknowledged write fails the test. Also fails if the cluster does not
 //! recover within a minute of the heal.
@@ -68,9 +69,12 @@ fn chaos_smoke_set_stays_linearizable() {
         results.push(result);
     }
     eprintln!("chaos smoke, seed {seed}, {:.0} s:", started.elapsed().as_secs_f64());
+    let mut cas = chaos::CasCounts::default();
     for r in &results {
         eprintln!("  {}", r.line());
+        cas.add(r.cas);
     }
+    eprintln!("  compare-and-sets: {cas}");
     let failed: Vec<String> = results.iter().filter(|r| r.verdict.is_failure()).map(|r| r.to_string()).collect();
     assert!(
         failed.is_empty(),

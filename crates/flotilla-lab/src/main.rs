@@ -563,9 +563,12 @@ fn chaos_command(args: ChaosArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("\nsummary (seed {seed}, {:.0} s):", started.elapsed().as_secs_f64());
+        let mut cas = chaos::CasCounts::default();
         for r in &results {
             println!("  {}", r.line());
+            cas.add(r.cas);
         }
+        println!("  compare-and-sets: {cas}");
     }
     if !failed.is_empty() {
         eprintln!("flotilla-lab chaos: {} of {} scenarios failed: {}", failed.len(), results.len(), failed.join(", "));

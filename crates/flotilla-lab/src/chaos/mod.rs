@@ -6,10 +6,13 @@
 //! 1. a fresh lab of 3 or 5 hosts, one `flotilla agent --expect N` per host; wait for one
 //!    cluster of N voters;
 //! 2. [`ChaosConfig::clients`] client workers (threads) start: each operation goes to a random
-//!    agent, half are puts of unique values, half linearizable gets, over
-//!    [`ChaosConfig::keys`] keys, each with a short client-side timeout, all recorded in one
-//!    [`flotilla_check::Recorder`] (the driver's monotonic clock; see `client.rs` for how
-//!    outcomes are classified: a write is only *failed* when it certainly never reached Raft);
+//!    agent, a fifth are compare-and-sets (a linearizable get learns the value and its `ETag`,
+//!    then a put of a unique value with `If-Match`, or `If-None-Match: *`), of the rest half
+//!    puts of unique values, half linearizable gets, over [`ChaosConfig::keys`] keys, each with a
+//!    short client-side timeout, all recorded in one [`flotilla_check::Recorder`] (the driver's
+//!    monotonic clock; see `client.rs` for how outcomes are classified: a write is only
+//!    *failed* when it certainly never reached Raft, a compare-and-set only when the agent
+//!    answered 412);
 //! 3. after a warm-up, the scenario's nemesis injects faults for the fault phase
 //!    ([`ChaosConfig::fault_duration`]), then everything is healed (nft rules removed, ports up,
 //!    killed agents restarted) and the clients run on through a short settle phase;
@@ -34,7 +37,7 @@ mod result;
 mod scenario;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -48,7 +51,7 @@ use client::{StopOnDrop, Workload};
 use nemesis::{Nemesis, Timeline};
 
 pub use firewall::{nft_unavailable, TABLE as NFT_TABLE};
-pub use result::{ChaosVerdict, ScenarioResult};
+pub use result::{CasCounts, ChaosVerdict, ScenarioResult};
 pub use scenario::{scenario, scenarios, smoke_scenarios, Scenario, SMOKE};
 
 /// Everything a chaos run can be tuned by. [`ChaosConfig::new`] gives the defaults of
@@ -229,6 +232,7 @@ fn drive(
         reasons: Mutex::new(Default::default()),
         failed_writes: Mutex::new(Default::default()),
         stale_reads: config.stale_reads,
+        cas_refused: AtomicU64::new(0),
     };
     let mut rng = StdRng::seed_from_u64(seed);
     let worker_seeds: Vec<u64> = (0..config.clients.max(1)).map(|_| rng.gen()).collect();
@@ -292,6 +296,7 @@ fn drive(
     out.keys = workload.keys.len();
     out.reasons = workload.reasons();
     (out.observed_despite_error, out.observed_despite_error_examples) = workload.observed_despite_error(&history);
+    out.cas = CasCounts::of(&history, workload.cas_refused.load(Ordering::Relaxed));
     out.write_latency = latency(&history, false);
     out.read_latency = latency(&history, true);
     match check(&history, config.check_budget, workload.keys.len()) {

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use flotilla_check::{Counts, Report};
+use flotilla_check::{Counts, History, Outcome, Report};
 use serde_json::{json, Value};
 
 use super::scenario::Scenario;
@@ -75,7 +75,9 @@ pub struct ScenarioResult {
     pub observed_despite_error: BTreeMap<String, u64>,
     /// A few of those in full (`key=value: answer`), leaving out timeouts and lost connections.
     pub observed_despite_error_examples: Vec<String>,
-    /// Latency of successful writes: median and 99th percentile.
+    /// How the compare-and-sets ended.
+    pub cas: CasCounts,
+    /// Latency of successful writes (compare-and-sets included): median and 99th percentile.
     pub write_latency: Option<(Duration, Duration)>,
     /// Latency of successful reads: median and 99th percentile.
     pub read_latency: Option<(Duration, Duration)>,
@@ -104,6 +106,7 @@ impl ScenarioResult {
             reasons: BTreeMap::new(),
             observed_despite_error: BTreeMap::new(),
             observed_despite_error_examples: Vec::new(),
+            cas: CasCounts::default(),
             write_latency: None,
             read_latency: None,
             timeline: Vec::new(),
@@ -146,8 +149,8 @@ impl ScenarioResult {
             })
         };
         format!(
-            "{:<22} {:<13} nodes {} ops {:>5} (ok {:>5}, fail {:>4}, unknown {:>4})  keys {:>2}  put p50/p99 {:>11}  \
-             get {:>11}  recovery {:>5}  check {:>6}  took {:>5.1}s  seed {}",
+            "{:<22} {:<13} nodes {} ops {:>5} (ok {:>5}, fail {:>4}, unknown {:>4})  cas {}  keys {:>2}  \
+             put p50/p99 {:>11}  get {:>11}  recovery {:>5}  check {:>6}  took {:>5.1}s  seed {}",
             self.scenario,
             self.verdict.as_str(),
             self.nodes,
@@ -155,6 +158,7 @@ impl ScenarioResult {
             c.ok,
             c.fail,
             c.unknown,
+            self.cas.short(),
             self.keys,
             latency(self.write_latency),
             latency(self.read_latency),
@@ -177,6 +181,7 @@ impl ScenarioResult {
             "fail": c.fail,
             "unknown": c.unknown,
             "keys": self.keys,
+            "cas": self.cas.to_json(),
             "duration_ms": ms(self.duration),
             "recovery_ms": self.recovery.map(ms),
             "check_ms": self.report.as_ref().map(|r| ms(r.elapsed)),
@@ -191,6 +196,69 @@ impl ScenarioResult {
             "kept": self.kept,
             "timeline": self.timeline.iter().map(|(t, e)| json!({ "t_ms": ms(*t), "event": e })).collect::<Vec<_>>(),
         })
+    }
+}
+
+/// How the compare-and-sets of a history ended (as the in-process suite counts them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CasCounts {
+    /// Applied: the key held the value read.
+    pub ok: usize,
+    /// The comparison failed (412 `precondition_failed`).
+    pub failed: usize,
+    /// Outcome unknown, refused ones included.
+    pub unknown: usize,
+    /// Refused before being proposed (no connection, or a "not applied" status other than
+    /// 412); recorded as unknown, so among [`CasCounts::unknown`].
+    pub refused: u64,
+}
+
+impl CasCounts {
+    /// Count the compare-and-sets of `history`; `refused` comes from the clients, which alone
+    /// know why an unknown one ended.
+    pub fn of(history: &History, refused: u64) -> CasCounts {
+        let mut counts = CasCounts { refused, ..CasCounts::default() };
+        for e in history.entries().iter().filter(|e| e.op.is_cas()) {
+            match e.effective_outcome() {
+                Outcome::Ok => counts.ok += 1,
+                Outcome::Fail => counts.failed += 1,
+                Outcome::Unknown => counts.unknown += 1,
+            }
+        }
+        counts
+    }
+
+    /// Add `other`'s counts to these (totals over scenarios).
+    pub fn add(&mut self, other: CasCounts) {
+        self.ok += other.ok;
+        self.failed += other.failed;
+        self.unknown += other.unknown;
+        self.refused += other.refused;
+    }
+
+    /// Every compare-and-set.
+    pub fn total(&self) -> usize {
+        self.ok + self.failed + self.unknown
+    }
+
+    /// `total (ok/failed/unknown, refused r)`, for the one-line summary.
+    pub fn short(&self) -> String {
+        format!("{:>4} ({}/{}/{}, refused {})", self.total(), self.ok, self.failed, self.unknown, self.refused)
+    }
+
+    /// The counts as JSON.
+    pub fn to_json(&self) -> Value {
+        json!({ "ok": self.ok, "failed": self.failed, "unknown": self.unknown, "refused": self.refused })
+    }
+}
+
+impl fmt::Display for CasCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ok, {} failed comparison, {} unknown ({} of them refused before being proposed)",
+            self.ok, self.failed, self.unknown, self.refused
+        )
     }
 }
 
@@ -242,5 +310,29 @@ impl fmt::Display for ScenarioResult {
             writeln!(f, "  kept {}", dir.display())?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flotilla_check::{Op, Outcome, Recorder};
+
+    use super::CasCounts;
+
+    #[test]
+    fn cas_counts_count_only_compare_and_sets_by_outcome() {
+        let r = Recorder::new();
+        let c = r.new_client();
+        let write = r.invoke(c, "k", Op::write("a"));
+        r.complete(write, Outcome::Ok).unwrap();
+        for (new, outcome) in [("b", Outcome::Ok), ("c", Outcome::Fail), ("d", Outcome::Unknown)] {
+            let t = r.invoke(c, "k", Op::cas(Some("a"), new));
+            r.complete(t, outcome).unwrap();
+        }
+        r.invoke(c, "k", Op::create("e"));
+        let counts = CasCounts::of(&r.history(), 1);
+        assert_eq!(counts, CasCounts { ok: 1, failed: 1, unknown: 2, refused: 1 });
+        assert_eq!(counts.total(), 4);
+        assert_eq!(counts.short(), "   4 (1/1/2, refused 1)");
     }
 }
