@@ -79,7 +79,8 @@ impl Cluster {
     pub async fn leases(&self) -> Result<Vec<(u64, Duration)>, ApiError> {
         self.read_barrier(Consistency::Linearizable).await?;
         let view = self.node.store.view(&self.namespace).map_err(store_read_error)?;
-        let leases = kv::leases(&view, MAX_LEASES_LISTED).map_err(|e| ApiError::Fatal(format!("reading leases: {e}")))?;
+        let leases =
+            kv::leases(&view, MAX_LEASES_LISTED).map_err(|e| ApiError::Fatal(format!("reading leases: {e}")))?;
         Ok(leases.into_iter().map(|(id, ttl)| (id, Duration::from_secs(ttl))).collect())
     }
 
