@@ -171,7 +171,7 @@ impl Cluster {
         let guard = self.node.watch_counters.enter().ok_or_else(|| {
             ApiError::Unavailable(format!("this node serves {MAX_WATCHERS} watches already; try another node"))
         })?;
-        let view = self.node.store.view(&self.namespace).map_err(store_read_error)?;
+        let view = self.node.store.view(&self.namespace).map_err(watch_read_error)?;
         let revs = kv::revisions(&view).map_err(|e| ApiError::Fatal(format!("reading the revisions: {e}")))?;
         let start = if request.from_revision == 0 { revs.current + 1 } else { request.from_revision };
         if start < revs.compacted {
@@ -190,6 +190,16 @@ impl Cluster {
         };
         tokio::spawn(pump.run());
         Ok(Watch { rx, end, ended: false, start })
+    }
+}
+
+/// Why the namespace's table cannot be read for a watch. A closed store means this node is
+/// stopping: the watcher should watch again through another node ([`ApiError::ShuttingDown`],
+/// HTTP 503), not give up as it would on [`ApiError::Fatal`].
+fn watch_read_error(e: flotilla_store::StoreError) -> ApiError {
+    match e {
+        flotilla_store::StoreError::Closed => ApiError::ShuttingDown,
+        other => store_read_error(other),
     }
 }
 
@@ -255,7 +265,7 @@ impl Pump {
         let view = match self.cluster.node.store.view(&self.cluster.namespace) {
             Ok(view) => view,
             Err(flotilla_store::StoreError::Installing(_)) => return Ok(Pass::NotNow),
-            Err(e) => return Err(store_read_error(e)),
+            Err(e) => return Err(watch_read_error(e)),
         };
         let request = ChangesRequest {
             key: self.request.key.clone(),

@@ -697,6 +697,7 @@ fn end_kind(e: &ApiError) -> String {
         ApiError::Cancelled(_) => "cancelled".into(),
         ApiError::Compacted { .. } => "compacted".into(),
         ApiError::Unavailable(_) => "unavailable".into(),
+        ApiError::ShuttingDown => "shutting down".into(),
         other => format!("error: {other}"),
     }
 }

@@ -104,3 +104,22 @@ async fn compaction_and_slow_watchers_end_a_watch_with_the_reason() {
     assert!(matches!(refused, Err(ApiError::Compacted { compacted, .. }) if compacted == last), "{:?}", refused.err());
     h.shutdown().await;
 }
+
+/// A watch through a node that stopped is refused as "shutting down" (retry through another
+/// node), and an open one ends with a reason a client retries elsewhere, never as a fatal error
+/// (the store being closed was reported as `fatal: store is closed`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_through_a_stopped_node_is_told_to_go_elsewhere() {
+    let mut h = Harness::start(3, 23, &[NS], |_| {}).await;
+    let c = h.cluster(0, NS);
+    let mut open = c.watch(WatchRequest::key("k")).await.unwrap();
+    h.crash(0).await;
+    let refused = c.watch(WatchRequest::key("k")).await;
+    assert!(matches!(refused, Err(ApiError::ShuttingDown)), "{:?}", refused.err());
+    match next(&mut open).await {
+        Some(Err(ApiError::ShuttingDown | ApiError::Unavailable(_))) => {}
+        other => panic!("expected shutting down or unavailable, got {other:?}"),
+    }
+    drop(c);
+    h.shutdown().await;
+}
