@@ -63,4 +63,4 @@ pub use namespaces::CloseOptions;
 pub use node::{Node, NodeServices, StateMachineFactory};
 pub use shutdown::HandOffReport;
 pub use status::{GroupStatus, Member, MemberRole, Role};
-pub use watch::{Watch, WatchCounters, WatchMessage, WatchRequest, MAX_WATCHERS, WATCH_BUFFER};
+pub use watch::{Watch, WatchCounters, WatchMessage, WatchRequest, MAX_WATCHERS, SLOW_GRACE, WATCH_BUFFER};

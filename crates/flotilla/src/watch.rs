@@ -8,9 +8,11 @@
 //! revision) on a stream that has had nothing to say for a while.
 //!
 //! Bounds: at most [`MAX_WATCHERS`] watches per node, and [`WATCH_BUFFER`] revisions waiting
-//! per watcher. A watcher that lets its buffer fill is cancelled with the reason (it would
-//! otherwise hold the history in memory without bound); so is one whose next revision gets
-//! compacted. Both counts are in [`WatchCounters`].
+//! per watcher. A pass reads no more revisions than the buffer has room for, so a watcher that
+//! replays a long history from an old revision gets all of it as fast as it takes it. A watcher
+//! whose buffer stays full for [`SLOW_GRACE`] while there is more to deliver is cancelled with
+//! the reason (it holds a pump and a buffer while taking nothing); so is one whose next revision
+//! gets compacted. Both counts are in [`WatchCounters`].
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +37,10 @@ pub const WATCH_BUFFER: usize = 256;
 
 /// Events read from the table per pass (whole revisions: a large one may exceed it).
 const EVENTS_PER_PASS: usize = 1_000;
+
+/// How long a watcher's buffer may stay full, while there is more to deliver, before the
+/// watcher is cancelled as too slow.
+pub const SLOW_GRACE: Duration = Duration::from_secs(1);
 
 /// How often a pump looks again when it could not read (a snapshot being installed).
 const RETRY_READ: Duration = Duration::from_millis(200);
@@ -171,7 +177,7 @@ impl Cluster {
         let guard = self.node.watch_counters.enter().ok_or_else(|| {
             ApiError::Unavailable(format!("this node serves {MAX_WATCHERS} watches already; try another node"))
         })?;
-        let view = self.node.store.view(&self.namespace).map_err(store_read_error)?;
+        let view = self.node.store.view(&self.namespace).map_err(watch_read_error)?;
         let revs = kv::revisions(&view).map_err(|e| ApiError::Fatal(format!("reading the revisions: {e}")))?;
         let start = if request.from_revision == 0 { revs.current + 1 } else { request.from_revision };
         if start < revs.compacted {
@@ -190,6 +196,16 @@ impl Cluster {
         };
         tokio::spawn(pump.run());
         Ok(Watch { rx, end, ended: false, start })
+    }
+}
+
+/// Why the namespace's table cannot be read for a watch. A closed store means this node is
+/// stopping: the watcher should watch again through another node ([`ApiError::ShuttingDown`],
+/// HTTP 503), not give up as it would on [`ApiError::Fatal`].
+fn watch_read_error(e: flotilla_store::StoreError) -> ApiError {
+    match e {
+        flotilla_store::StoreError::Closed => ApiError::ShuttingDown,
+        other => store_read_error(other),
     }
 }
 
@@ -214,6 +230,8 @@ enum Pass {
     UpToDate(u64),
     /// The table cannot be read just now (a snapshot being installed).
     NotNow,
+    /// There is more to deliver, but the watcher's buffer is full.
+    Full,
 }
 
 impl Pump {
@@ -230,6 +248,19 @@ impl Pump {
                 Pass::NotNow => {
                     tokio::time::sleep(RETRY_READ).await;
                     continue;
+                }
+                Pass::Full => {
+                    // `Ok(true)`: room again (the permit is released at once: the next pass
+                    // sends); `Ok(false)`: the watcher is gone.
+                    let room = tokio::time::timeout(SLOW_GRACE, self.tx.reserve()).await.map(|r| r.is_ok());
+                    match room {
+                        Ok(true) => continue,
+                        Ok(false) => return,
+                        Err(_) => {
+                            let reason = self.too_slow();
+                            return self.stop(reason);
+                        }
+                    }
                 }
             };
             let progress_at = self.quiet_since + self.request.progress_every;
@@ -255,15 +286,26 @@ impl Pump {
         let view = match self.cluster.node.store.view(&self.cluster.namespace) {
             Ok(view) => view,
             Err(flotilla_store::StoreError::Installing(_)) => return Ok(Pass::NotNow),
-            Err(e) => return Err(store_read_error(e)),
+            Err(e) => return Err(watch_read_error(e)),
         };
+        // A pass delivers at most one revision per event it looks at, so reading no more events
+        // than the buffer has room for means every send of this pass fits (this pump is the
+        // only sender: room only grows meanwhile).
+        let room = self.tx.capacity();
+        if room == 0 {
+            let current = kv::revisions(&view).map_err(|e| ApiError::Fatal(format!("reading the revisions: {e}")))?;
+            return Ok(match self.next <= current.current {
+                true => Pass::Full,
+                false => Pass::UpToDate(current.current),
+            });
+        }
         let request = ChangesRequest {
             key: self.request.key.clone(),
             end: self.request.end.clone(),
             from: self.next,
             prev_kv: self.request.prev_kv,
         };
-        let read = kv::changes(&view, &request, EVENTS_PER_PASS)
+        let read = kv::changes(&view, &request, EVENTS_PER_PASS.min(room))
             .map_err(|e| ApiError::Fatal(format!("reading the namespace's history: {e}")))?;
         let changes = match read {
             Ok(changes) => changes,
@@ -292,17 +334,20 @@ impl Pump {
     fn send(&self, message: WatchMessage) -> Result<(), ApiError> {
         match self.tx.try_send(message) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.cluster.node.watch_counters.cancelled_slow.fetch_add(1, Ordering::Relaxed);
-                Err(ApiError::Cancelled(format!(
-                    "the watcher fell {WATCH_BUFFER} revisions behind; watch again from revision {}, the first \
-                     one it has not received",
-                    self.next
-                )))
-            }
+            Err(mpsc::error::TrySendError::Full(_)) => Err(self.too_slow()),
             // The watcher is gone: nothing to tell.
             Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
         }
+    }
+
+    /// Count a watcher cancelled as too slow, and tell it where to resume.
+    fn too_slow(&self) -> ApiError {
+        self.cluster.node.watch_counters.cancelled_slow.fetch_add(1, Ordering::Relaxed);
+        ApiError::Cancelled(format!(
+            "the watcher left {WATCH_BUFFER} revisions waiting for {SLOW_GRACE:?}; watch again from revision {}, \
+             the first one it has not received",
+            self.next
+        ))
     }
 
     /// End the watch with `reason`, delivered after the messages already queued.

@@ -10,28 +10,42 @@
 //! operation is recorded with [`flotilla_check::Recorder`] and the history is checked one key at
 //! a time (a key is `namespace/key`). Several seeds run at once.
 //!
+//! Watchers (one per namespace, sometimes two on [`NS`], each on a random range) follow watches
+//! through random nodes while the clients run, and watch again after every end (an error, a
+//! crash of their node, or a random hop to another node) from the revision after the last one
+//! they received. After the heal each namespace's whole history is read once, and every
+//! watcher's stream and every acknowledged write's revision are checked against it
+//! (`common/watch_check.rs`: no duplicate, no gap, same events, right previous states).
+//!
 //! - `FLOTILLA_CHAOS_SEEDS=n`: how many seeds (default [`DEFAULT_SEEDS`]), starting at
 //!   `FLOTILLA_CHAOS_FIRST` (default 0);
 //! - `FLOTILLA_CHAOS_SEED=n`: run only seed `n` (replays its fault schedule; thread timing
 //!   still differs from run to run);
 //! - `FLOTILLA_CHAOS_PARALLEL=n`: seeds at once (default [`DEFAULT_PARALLEL`]).
 //!
-//! A failure prints the seed and the minimal non-linearizable history of the key.
+//! A failure prints the seed and the minimal non-linearizable history of the key, or the
+//! watcher and revision whose stream does not match the history.
 
 mod common;
+#[path = "common/watch_check.rs"]
+mod watch_check;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use common::Harness;
-use flotilla::{ApiError, Cluster, Config, Consistency, Precondition, Role};
+use flotilla::kv::{EventKind, KeyValue, RangeEnd, WatchEvent};
+use flotilla::{ApiError, Cluster, Config, Consistency, Node, Precondition, Role, Watch, WatchMessage, WatchRequest};
 use flotilla_check::{check_all, Budget, History, Op, Outcome, Recorder, Report, Ticket, Value, Verdict};
+use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{RwLock, Semaphore};
 use tokio::time::Instant;
+use watch_check::{check_acknowledged, check_watcher, Ack, Reference, WatchSpec, WatcherLog};
 
 /// The namespace the faults aim at (its leader is "the leader"); the single-namespace tests
 /// below use it too.
@@ -182,6 +196,11 @@ struct Ctx {
     amnesia: AtomicU64,
     /// Compare-and-sets refused before they were proposed (recorded as unknown, see [`cas`]).
     cas_refused: AtomicU64,
+    /// Acknowledged writes with the revision each was answered with, per namespace: the
+    /// watch check finds each in the history.
+    acks: Mutex<BTreeMap<String, Vec<Ack>>>,
+    /// Set when the cluster did not recover: watchers stop at once, unchecked.
+    watchers_abandon: AtomicBool,
 }
 
 /// How many members node `i` removed, as leader, for having lost their data. No node of this
@@ -246,9 +265,8 @@ async fn write(ctx: &Ctx, client: u64, cluster: Cluster, key: &str) -> Outcome {
     let value = format!("v{}", ctx.next_value.fetch_add(1, Ordering::Relaxed));
     let ticket = ctx.recorder.invoke(client, checked_key(&cluster, key), Op::write(value.as_str()));
     let result = tokio::time::timeout(OP_DEADLINE, cluster.set(key.as_bytes(), value.as_bytes())).await;
-    drop(cluster);
     let outcome = match result {
-        Ok(Ok(_)) => Outcome::Ok,
+        Ok(Ok(written)) => acknowledged(ctx, &cluster, key, &value, written.revision),
         Ok(Err(e)) => write_failure(&e),
         Err(_) => Outcome::Unknown,
     };
@@ -309,9 +327,8 @@ async fn cas(ctx: &Ctx, client: u64, cluster: Cluster, key: &str, consistency: C
     let ticket = ctx.recorder.invoke(client, checked, Op::Cas { expected, new: value.as_str().into() });
     let result = tokio::time::timeout(OP_DEADLINE, cluster.put_if(key.as_bytes(), value.as_bytes(), condition, None));
     let result = result.await;
-    drop(cluster);
     let outcome = match result {
-        Ok(Ok(_)) => Outcome::Ok,
+        Ok(Ok(written)) => acknowledged(ctx, &cluster, key, &value, written.revision),
         Ok(Err(ApiError::PreconditionFailed { .. })) => Outcome::Fail,
         Ok(Err(e)) => {
             if write_failure(&e) == Outcome::Fail {
@@ -322,6 +339,15 @@ async fn cas(ctx: &Ctx, client: u64, cluster: Cluster, key: &str, consistency: C
         Err(_) => Outcome::Unknown,
     };
     complete(ctx, ticket, outcome)
+}
+
+/// Note that the write of `value` to `key` through `cluster` was acknowledged at `revision`,
+/// for the watch check; returns [`Outcome::Ok`].
+fn acknowledged(ctx: &Ctx, cluster: &Cluster, key: &str, value: &str, revision: u64) -> Outcome {
+    let ack = Ack { key: key.into(), value: value.into(), revision };
+    let mut acks = ctx.acks.lock().unwrap_or_else(|p| p.into_inner());
+    acks.entry(cluster.namespace().to_string()).or_default().push(ack);
+    Outcome::Ok
 }
 
 /// Record that the operation of `ticket` ended with `outcome`, and return it.
@@ -508,6 +534,8 @@ struct SeedRun {
     idle_quiesced: bool,
     /// How the compare-and-sets ended.
     cas: CasCounts,
+    /// What the watch check found.
+    watch: WatchReport,
 }
 
 /// How the compare-and-sets of a history ended.
@@ -568,6 +596,264 @@ async fn watch_idle(ctx: Arc<Ctx>) -> bool {
     false
 }
 
+// ---------------------------------------------------------------------------------------------
+// Watchers: streams followed through the faults, checked against the history afterwards
+// (see `common/watch_check.rs`).
+
+/// Progress notifications on quiet watches: how a watcher whose keys stopped changing learns
+/// that it has covered the final revision.
+const WATCH_PROGRESS: Duration = Duration::from_millis(200);
+/// How often a watcher waiting for a message looks whether its node crashed.
+const WATCH_POLL: Duration = Duration::from_millis(100);
+/// About one message in this many, a roaming watcher moves to another node (resuming after
+/// the last revision it received), as a client behind a load balancer would.
+const WATCH_HOP_ONE_IN: u32 = 50;
+/// How long a watcher may take, once told the final revision, to have covered it.
+const WATCH_DRAIN: Duration = Duration::from_secs(15);
+
+/// How one watcher (or the reference reader) follows its watch.
+struct Follow {
+    ns: &'static str,
+    /// Watch through this node only (the reference), or through random running nodes.
+    pinned: Option<usize>,
+    /// The revision to cover before stopping; [`NOT_YET`] until known (after the final reads).
+    target: Arc<AtomicU64>,
+}
+
+/// A [`Follow::target`] not known yet (0 is a real target: a namespace never written).
+const NOT_YET: u64 = u64::MAX;
+
+/// The watchers of a seed: one per namespace, plus a second one on [`NS`] half the time, each
+/// on a random range (the whole namespace, one key, or two keys), with or without previous
+/// states, from revision 1 or from "now".
+fn watcher_plan(rng: &mut StdRng) -> Vec<(&'static str, WatcherLog)> {
+    let extra = rng.gen_bool(0.5).then_some(NS);
+    let namespaces = NAMESPACES.into_iter().chain(extra);
+    namespaces
+        .enumerate()
+        .map(|(n, ns)| {
+            let (key, end, range) = match rng.gen_range(0..3) {
+                0 => (Vec::new(), RangeEnd::All, "all".to_string()),
+                1 => {
+                    let key = *KEYS.choose(rng).expect("keys");
+                    (key.as_bytes().to_vec(), RangeEnd::Key, key.to_string())
+                }
+                _ => (b"a".to_vec(), RangeEnd::Before(b"c".to_vec()), "[a,c)".to_string()),
+            };
+            let spec = WatchSpec { key, end, prev_kv: rng.gen_bool(0.5) };
+            let start = if rng.gen_bool(0.5) { 1 } else { 0 };
+            let name = format!("#{n} {ns}/{range} prev_kv={} from={start}", spec.prev_kv);
+            (ns, WatcherLog::new(name, spec, start))
+        })
+        .collect()
+}
+
+/// A new watch for `log`, resuming where it is, through `follow`'s node or a random running
+/// one; with a handle on that node to notice when it crashes.
+async fn connect(ctx: &Ctx, follow: &Follow, log: &WatcherLog, rng: &mut StdRng) -> Option<(Watch, Weak<Node>)> {
+    let (cluster, node) = {
+        let h = ctx.harness.read().await;
+        let i = match follow.pinned {
+            Some(i) => Some(i).filter(|i| h.nodes[*i].is_some()),
+            None => h.live().choose(rng).copied(),
+        }?;
+        (h.cluster(i, follow.ns), Arc::downgrade(h.node(i)))
+    };
+    let request = WatchRequest {
+        key: log.spec.key.clone(),
+        end: log.spec.end.clone(),
+        from_revision: log.resume_from(),
+        prev_kv: log.spec.prev_kv,
+        progress_every: WATCH_PROGRESS,
+    };
+    let watch = tokio::time::timeout(OP_DEADLINE, cluster.watch(request)).await.ok()?.ok()?;
+    Some((watch, node))
+}
+
+/// Whether the node behind `node` is still running (not crashed, nor crashed and rebooted as
+/// a new instance).
+async fn still_running(ctx: &Ctx, node: &Weak<Node>) -> bool {
+    let h = ctx.harness.read().await;
+    h.nodes.iter().flatten().any(|n| std::ptr::eq(Arc::as_ptr(n), node.as_ptr()))
+}
+
+/// Whether the watcher is done: it covered its target, its drain time ran out, or the run
+/// gave up on the cluster. Starts the drain clock when the target becomes known.
+fn finished(ctx: &Ctx, follow: &Follow, log: &WatcherLog, drain: &mut Option<Instant>) -> bool {
+    if ctx.watchers_abandon.load(Ordering::Relaxed) {
+        return true;
+    }
+    let target = follow.target.load(Ordering::Relaxed);
+    if target == NOT_YET {
+        return false;
+    }
+    let deadline = *drain.get_or_insert_with(|| Instant::now() + WATCH_DRAIN);
+    log.covered() >= target || Instant::now() >= deadline
+}
+
+/// Why a watch ended, as counted in the report.
+fn end_kind(e: &ApiError) -> String {
+    match e {
+        ApiError::Cancelled(_) => "cancelled".into(),
+        ApiError::Compacted { .. } => "compacted".into(),
+        ApiError::Unavailable(_) => "unavailable".into(),
+        ApiError::ShuttingDown => "shutting down".into(),
+        other => format!("error: {other}"),
+    }
+}
+
+/// Follow one watch until it ends, its node crashes, the watcher hops to another node, or
+/// the watcher is finished; everything received goes into `log`.
+async fn consume(
+    ctx: &Ctx,
+    follow: &Follow,
+    log: &mut WatcherLog,
+    mut watch: Watch,
+    node: Weak<Node>,
+    rng: &mut StdRng,
+    drain: &mut Option<Instant>,
+) {
+    while !finished(ctx, follow, log, drain) {
+        let end = match tokio::time::timeout(WATCH_POLL, watch.next()).await {
+            Err(_) if still_running(ctx, &node).await => continue,
+            Err(_) => "node crashed".to_string(),
+            Ok(None) => "ended".into(),
+            Ok(Some(Err(e))) => end_kind(&e),
+            Ok(Some(Ok(message))) => {
+                log.messages.push(message);
+                if follow.pinned.is_some() || !rng.gen_ratio(1, WATCH_HOP_ONE_IN) {
+                    continue;
+                }
+                "hop".into()
+            }
+        };
+        log.ends.push(end);
+        return;
+    }
+}
+
+/// One watcher: watch, and after every end watch again (through another random node unless
+/// pinned) from the revision after the last one received, until finished.
+async fn watcher(ctx: Arc<Ctx>, follow: Follow, mut log: WatcherLog, mut rng: StdRng) -> WatcherLog {
+    let mut drain = None;
+    while !finished(&ctx, &follow, &log, &mut drain) {
+        let Some((watch, node)) = connect(&ctx, &follow, &log, &mut rng).await else {
+            // No node to watch through just now: think time, not synchronisation.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        if log.start == 0 {
+            log.start = watch.start_revision();
+        }
+        log.connects += 1;
+        consume(&ctx, &follow, &mut log, watch, node, &mut rng, &mut drain).await;
+    }
+    log
+}
+
+/// The namespace's current revision, from a linearizable read through `node`.
+async fn current_revision(ctx: &Ctx, ns: &str, node: usize, deadline: Instant) -> Result<u64, String> {
+    loop {
+        let cluster = ctx.harness.read().await.cluster(node, ns);
+        if let Ok(Ok(read)) = tokio::time::timeout(OP_DEADLINE, cluster.get(b"a", Consistency::Linearizable)).await {
+            return Ok(read.revision);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("node {node} served no linearizable read of {ns} {RECOVERY:?} after healing"));
+        }
+        // Retry pacing while the cluster settles after the heal.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What the watch check of one seed found.
+#[derive(Debug, Default)]
+struct WatchReport {
+    watchers: usize,
+    /// Watch events compared with the history (the reference's own not counted).
+    events: usize,
+    reconnects: usize,
+    /// Why watches ended, by kind.
+    ends: BTreeMap<String, usize>,
+    /// Acknowledged writes found in the history.
+    acks: usize,
+    violations: Vec<String>,
+}
+
+impl std::fmt::Display for WatchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} watchers, {} events checked, {} reconnects (ends: {:?}), {} acknowledged writes found, {} violations",
+            self.watchers,
+            self.events,
+            self.reconnects,
+            self.ends,
+            self.acks,
+            self.violations.len()
+        )
+    }
+}
+
+impl WatchReport {
+    fn add(&mut self, other: WatchReport) {
+        self.watchers += other.watchers;
+        self.events += other.events;
+        self.reconnects += other.reconnects;
+        for (kind, n) in other.ends {
+            *self.ends.entry(kind).or_default() += n;
+        }
+        self.acks += other.acks;
+        self.violations.extend(other.violations);
+    }
+}
+
+/// Check the watchers of `ns` against its history, read once through `reader` from revision
+/// 1 up to everything anyone saw, and the acknowledged writes of `ns` with them.
+async fn check_namespace(
+    ctx: &Arc<Ctx>,
+    ns: &'static str,
+    reader: usize,
+    target: u64,
+    logs: &[WatcherLog],
+) -> WatchReport {
+    let acks = ctx.acks.lock().unwrap_or_else(|p| p.into_inner()).remove(ns).unwrap_or_default();
+    let seen = logs.iter().filter_map(WatcherLog::last_changes).chain(acks.iter().map(|a| a.revision));
+    let needed = seen.fold(target, u64::max);
+    let follow = Follow { ns, pinned: Some(reader), target: Arc::new(AtomicU64::new(needed)) };
+    let log = WatcherLog::new(format!("reference {ns}"), WatchSpec::everything(), 1);
+    let rng = StdRng::seed_from_u64(0);
+    let reference_log = watcher(ctx.clone(), follow, log, rng).await;
+    let mut report = WatchReport { acks: acks.len(), ..WatchReport::default() };
+    if reference_log.covered() < needed {
+        let covered = reference_log.covered();
+        report.violations.push(format!("{ns}: the reference read reached revision {covered}, not {needed}"));
+        return report;
+    }
+    let reference = match Reference::build(&reference_log.messages) {
+        Ok(reference) => reference,
+        Err(problems) => {
+            report.violations.extend(problems.into_iter().map(|p| format!("{ns}: {p}")));
+            return report;
+        }
+    };
+    report.violations.extend(check_acknowledged(&reference, &acks).into_iter().map(|v| format!("{ns}: {v}")));
+    for log in logs {
+        let check = check_watcher(&reference, log, Some(target));
+        report.watchers += 1;
+        report.events += check.events;
+        report.reconnects += log.reconnects();
+        for end in &log.ends {
+            *report.ends.entry(end.clone()).or_default() += 1;
+        }
+        if log.ends.iter().any(|e| e == "compacted") {
+            report.violations.push(format!("watcher {}: a watch ended compacted, yet nothing compacts", log.name));
+        }
+        report.violations.extend(check.violations);
+    }
+    report
+}
+
 async fn run_seed(seed: u64, consistency: Consistency) -> SeedRun {
     let started = Instant::now();
     let plan = Plan::new(seed);
@@ -580,10 +866,23 @@ async fn run_seed(seed: u64, consistency: Consistency) -> SeedRun {
         stop: AtomicBool::new(false),
         amnesia: AtomicU64::new(0),
         cas_refused: AtomicU64::new(0),
+        acks: Mutex::new(BTreeMap::new()),
+        watchers_abandon: AtomicBool::new(false),
     });
     let mut rng = StdRng::seed_from_u64(seed);
     let clients: Vec<_> = (0..plan.clients)
         .map(|_| tokio::spawn(client(ctx.clone(), StdRng::seed_from_u64(rng.gen()), consistency)))
+        .collect();
+    // Watchers draw from their own generator, so the fault schedule stays what it was.
+    let mut watch_rng = StdRng::seed_from_u64(seed ^ 0x3a7c_4000_0000_0000);
+    let watchers: Vec<_> = watcher_plan(&mut watch_rng)
+        .into_iter()
+        .map(|(ns, log)| {
+            let target = Arc::new(AtomicU64::new(NOT_YET));
+            let follow = Follow { ns, pinned: None, target: target.clone() };
+            let task = tokio::spawn(watcher(ctx.clone(), follow, log, StdRng::seed_from_u64(watch_rng.gen())));
+            (ns, target, task)
+        })
         .collect();
     let idle_watch = tokio::spawn(watch_idle(ctx.clone()));
 
@@ -621,6 +920,7 @@ async fn run_seed(seed: u64, consistency: Consistency) -> SeedRun {
             break;
         }
     }
+    let watch = check_watches(&ctx, watchers, reader, deadline, &mut liveness).await;
 
     let history = ctx.recorder.history();
     let report = check_all(&history, BUDGET);
@@ -651,7 +951,47 @@ async fn run_seed(seed: u64, consistency: Consistency) -> SeedRun {
         liveness,
         idle_quiesced,
         cas,
+        watch,
     }
+}
+
+/// Tell the watchers the final revision of their namespace, wait for them to cover it, and
+/// check what they received (nothing is checked when the cluster did not recover: the
+/// watchers are stopped).
+async fn check_watches(
+    ctx: &Arc<Ctx>,
+    watchers: Vec<(&'static str, Arc<AtomicU64>, tokio::task::JoinHandle<WatcherLog>)>,
+    reader: usize,
+    deadline: Instant,
+    liveness: &mut Option<String>,
+) -> WatchReport {
+    let mut targets = BTreeMap::new();
+    for ns in NAMESPACES {
+        if liveness.is_some() {
+            break;
+        }
+        match current_revision(ctx, ns, reader, deadline).await {
+            Ok(revision) => {
+                targets.insert(ns, revision);
+            }
+            Err(e) => *liveness = Some(e),
+        }
+    }
+    if liveness.is_some() {
+        ctx.watchers_abandon.store(true, Ordering::Relaxed);
+    }
+    let mut logs: BTreeMap<&str, Vec<WatcherLog>> = BTreeMap::new();
+    for (ns, target, task) in watchers {
+        // Without a target (the cluster did not recover) the watcher stops on `watchers_abandon`.
+        target.store(targets.get(ns).copied().unwrap_or(0), Ordering::Relaxed);
+        logs.entry(ns).or_default().push(task.await.expect("watcher task"));
+    }
+    let mut report = WatchReport::default();
+    for (ns, target) in targets {
+        let logs = logs.get(ns).map(Vec::as_slice).unwrap_or_default();
+        report.add(check_namespace(ctx, ns, reader, target, logs).await);
+    }
+    report
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -681,6 +1021,12 @@ struct Tally {
     cas: CasCounts,
     /// Longest check of one seed's history.
     slowest_check: Duration,
+    /// The watch checks over all seeds (violations are in `watch_failed`).
+    watch: WatchReport,
+    /// Seeds whose watch check found a violation, each with its violations.
+    watch_failed: Vec<String>,
+    /// Fewest watch events checked in one seed that recovered.
+    watch_fewest_events: Option<usize>,
 }
 
 /// Median and maximum, in milliseconds.
@@ -709,12 +1055,14 @@ impl Tally {
         }
         self.write_latency.extend(&run.write_latency);
         self.read_latency.extend(&run.read_latency);
+        self.add_watch(&run);
         let describe = || {
             format!(
-                "seed {} ({:?}); compare-and-sets: {}; voters removed as amnesiac: {}; {}\n{}",
+                "seed {} ({:?}); compare-and-sets: {}; watches: {}; voters removed as amnesiac: {}; {}\n{}",
                 run.seed,
                 run.plan,
                 run.cas,
+                run.watch,
                 run.amnesia,
                 run.liveness.as_deref().unwrap_or("recovered"),
                 run.report
@@ -730,11 +1078,26 @@ impl Tally {
         }
     }
 
+    /// Count `run`'s watch check, and keep its violations with the seed.
+    fn add_watch(&mut self, run: &SeedRun) {
+        if run.liveness.is_none() {
+            let fewest = self.watch_fewest_events.map_or(run.watch.events, |n| n.min(run.watch.events));
+            self.watch_fewest_events = Some(fewest);
+        }
+        if !run.watch.violations.is_empty() {
+            let violations = run.watch.violations.join("\n  ");
+            self.watch_failed
+                .push(format!("seed {} ({:?}) watch check failed: {}\n  {violations}", run.seed, run.plan, run.watch));
+        }
+        let counts = WatchReport { violations: Vec::new(), ends: run.watch.ends.clone(), ..run.watch };
+        self.watch.add(counts);
+    }
+
     fn summary(&mut self, elapsed: Duration) -> String {
         let writes = spread(&mut self.write_latency);
         let reads = spread(&mut self.read_latency);
         format!(
-            "chaos: {} seeds in {:.1}s (slowest {:.1}s): {} linearizable, {} NOT linearizable, {} undetermined, {} did not recover, {} panicked; ops: {} ok, {} fail, {} unknown; compare-and-sets: {}; slowest check {:.0}ms; ok writes: {writes}; ok reads: {reads}; voters removed as amnesiac although they kept their data: {} seeds {:?}; namespace {IDLE:?} quiesced in {} seeds",
+            "chaos: {} seeds in {:.1}s (slowest {:.1}s): {} linearizable, {} NOT linearizable, {} undetermined, {} did not recover, {} panicked; ops: {} ok, {} fail, {} unknown; compare-and-sets: {}; watches: {} in {} seeds failing the watch check, fewest events checked in a seed {}; slowest check {:.0}ms; ok writes: {writes}; ok reads: {reads}; voters removed as amnesiac although they kept their data: {} seeds {:?}; namespace {IDLE:?} quiesced in {} seeds",
             self.seeds,
             elapsed.as_secs_f64(),
             self.slowest.as_secs_f64(),
@@ -747,6 +1110,9 @@ impl Tally {
             self.fail,
             self.unknown,
             self.cas,
+            self.watch,
+            self.watch_failed.len(),
+            self.watch_fewest_events.unwrap_or(0),
             self.slowest_check.as_secs_f64() * 1e3,
             self.amnesia.len(),
             self.amnesia,
@@ -806,7 +1172,14 @@ async fn linearizable_under_seeded_chaos() {
     let mut tally = run_seeds(seeds, parallel, Consistency::Linearizable).await;
     let summary = tally.summary(started.elapsed());
     println!("{summary}");
-    let failures = [&tally.violations[..], &tally.undetermined[..], &tally.stuck[..], &tally.panicked[..]].concat();
+    let failures = [
+        &tally.violations[..],
+        &tally.undetermined[..],
+        &tally.stuck[..],
+        &tally.panicked[..],
+        &tally.watch_failed[..],
+    ]
+    .concat();
     for failure in &failures {
         println!("{failure}");
     }
@@ -931,4 +1304,124 @@ async fn stale_reads_under_chaos_are_flagged() {
         }
     }
     panic!("stale reads went unnoticed in 24 seeds");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The watch check can fail.
+
+/// A key's state after a put.
+fn state(key: &str, value: &str, create_revision: u64, mod_revision: u64, version: u64) -> KeyValue {
+    KeyValue { key: key.into(), value: value.into(), create_revision, mod_revision, version, lease: 0 }
+}
+
+fn put(kv: KeyValue, prev: Option<KeyValue>) -> WatchEvent {
+    WatchEvent { kind: EventKind::Put, kv, prev }
+}
+
+fn changes(revision: u64, events: Vec<WatchEvent>) -> WatchMessage {
+    WatchMessage::Changes { revision, events }
+}
+
+/// A small history, as a whole-namespace watch with previous states delivers it: a created
+/// (1), b created (2), a changed (3), b deleted (4), a changed and c created together (5).
+fn small_history() -> Vec<WatchMessage> {
+    let (a1, b2, a3) = (state("a", "1", 1, 1, 1), state("b", "1", 2, 2, 1), state("a", "2", 1, 3, 2));
+    // A delete carries only the key and its revision.
+    let deleted_b = state("b", "", 0, 4, 0);
+    vec![
+        changes(1, vec![put(a1.clone(), None)]),
+        changes(2, vec![put(b2.clone(), None)]),
+        changes(3, vec![put(a3.clone(), Some(a1))]),
+        changes(4, vec![WatchEvent { kind: EventKind::Delete, kv: deleted_b, prev: Some(b2) }]),
+        changes(5, vec![put(state("a", "3", 1, 5, 3), Some(a3)), put(state("c", "1", 5, 5, 1), None)]),
+    ]
+}
+
+/// `messages` as received by a watcher of `spec` from revision 1, checked against
+/// [`small_history`] (to cover revision `until`).
+fn check_small(spec: WatchSpec, messages: Vec<WatchMessage>, until: Option<u64>) -> Vec<String> {
+    let reference = Reference::build(&small_history()).expect("a consistent history");
+    let log = WatcherLog { messages, connects: 1, ..WatcherLog::new("test", spec, 1) };
+    check_watcher(&reference, &log, until).violations
+}
+
+/// Assert that some violation says `what`.
+fn assert_flagged(violations: &[String], what: &str) {
+    assert!(violations.iter().any(|v| v.contains(what)), "expected {what:?} among {violations:#?}");
+}
+
+fn key_a(prev_kv: bool) -> WatchSpec {
+    WatchSpec { key: b"a".to_vec(), end: RangeEnd::Key, prev_kv }
+}
+
+/// The history itself, and the revisions that changed `a` without previous states, pass.
+#[test]
+fn watch_check_passes_the_true_history() {
+    assert!(check_small(WatchSpec::everything(), small_history(), Some(5)).is_empty());
+    let only_a: Vec<_> = small_history()
+        .into_iter()
+        .filter_map(|m| match m {
+            WatchMessage::Changes { revision, events } => {
+                let events: Vec<_> = events.into_iter().filter(|e| e.kv.key == b"a").map(|e| put(e.kv, None)).collect();
+                (!events.is_empty()).then_some(changes(revision, events))
+            }
+            progress => Some(progress),
+        })
+        .collect();
+    let mut with_progress = only_a.clone();
+    with_progress.push(WatchMessage::Progress { revision: 7 });
+    assert!(check_small(key_a(false), with_progress, Some(7)).is_empty());
+}
+
+/// A duplicate, a revision out of order, a split revision, a gap, a progress notification
+/// that skips a change, a wrong previous state, a wrong value, and a watcher that never caught
+/// up: each is flagged, naming the revision.
+#[test]
+fn watch_check_flags_every_kind_of_broken_stream() {
+    let h = small_history();
+    let all = WatchSpec::everything;
+    let dup = vec![h[0].clone(), h[1].clone(), h[1].clone(), h[2].clone(), h[3].clone(), h[4].clone()];
+    assert_flagged(&check_small(all(), dup, None), "revision 2 delivered twice");
+    let reordered = vec![h[0].clone(), h[2].clone(), h[1].clone(), h[3].clone(), h[4].clone()];
+    assert_flagged(&check_small(all(), reordered, None), "revision 2 delivered after revision 3");
+    let WatchMessage::Changes { events: five, .. } = h[4].clone() else { unreachable!() };
+    let split = [&h[..4], &[changes(5, vec![five[0].clone()]), changes(5, vec![five[1].clone()])]].concat();
+    let found = check_small(all(), split, None);
+    assert_flagged(&found, "revision 5 delivered twice");
+    assert_flagged(&found, "revision 5: received");
+    let gap = vec![h[0].clone(), h[1].clone(), h[3].clone(), h[4].clone()];
+    assert_flagged(&check_small(all(), gap, None), "revision 3 was never delivered (before revision 4)");
+    let progress_lie = vec![h[0].clone(), WatchMessage::Progress { revision: 2 }];
+    assert_flagged(&check_small(all(), progress_lie, None), "revision 2 was never delivered (before progress at 2)");
+
+    let a1 = state("a", "1", 1, 1, 1);
+    let wrong_prev =
+        vec![changes(1, vec![put(a1.clone(), None)]), changes(3, vec![put(state("a", "2", 1, 3, 2), None)])];
+    assert_flagged(&check_small(key_a(true), wrong_prev, None), "revision 3: received");
+    let wrong_value = vec![changes(1, vec![put(state("a", "9", 1, 1, 1), None)])];
+    assert_flagged(&check_small(key_a(false), wrong_value, None), "revision 1: received");
+    let behind = vec![changes(1, vec![put(a1, None)])];
+    assert_flagged(
+        &check_small(key_a(false), behind, Some(5)),
+        "covered revisions up to 1 only, not the final revision 5",
+    );
+}
+
+/// A history with a hole, or a version that does not follow, is refused as a reference; an
+/// acknowledged write missing at its revision is flagged.
+#[test]
+fn watch_check_flags_a_broken_history_and_a_lost_write() {
+    let h = small_history();
+    let hole = [&h[..2], &h[3..]].concat();
+    let problems = Reference::build(&hole).expect_err("a hole");
+    assert!(problems.iter().any(|p| p.contains("revision 4 where 3 was due")), "{problems:#?}");
+    let mut bad_version = h.clone();
+    bad_version[2] = changes(3, vec![put(state("a", "2", 1, 3, 7), Some(state("a", "1", 1, 1, 1)))]);
+    let problems = Reference::build(&bad_version).expect_err("a wrong version");
+    assert!(problems.iter().any(|p| p.contains("revision 3 a")), "{problems:#?}");
+
+    let reference = Reference::build(&h).expect("a consistent history");
+    let ack = |value: &str, revision| Ack { key: b"a".to_vec(), value: value.into(), revision };
+    assert!(check_acknowledged(&reference, &[ack("1", 1), ack("2", 3), ack("3", 5)]).is_empty());
+    assert_flagged(&check_acknowledged(&reference, &[ack("2", 4)]), "acknowledged write a=2 at revision 4");
 }

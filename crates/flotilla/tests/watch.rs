@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::Harness;
-use flotilla::{ApiError, WatchMessage, WatchRequest, WATCH_BUFFER};
+use flotilla::{ApiError, WatchMessage, WatchRequest, SLOW_GRACE, WATCH_BUFFER};
 use flotilla_core::kv::{EventKind, Txn, TxnOp};
 use futures::StreamExt;
 
@@ -84,6 +84,9 @@ async fn compaction_and_slow_watchers_end_a_watch_with_the_reason() {
     for i in 1..=(WATCH_BUFFER as u64 + 20) {
         last = c.set(b"k", &i.to_be_bytes()).await.unwrap().revision;
     }
+    // The watcher stays away longer than the grace a full buffer gets (the experiment, not
+    // synchronisation).
+    tokio::time::sleep(SLOW_GRACE * 2).await;
     // The watcher read nothing: it gets what fit in its buffer, then the reason.
     let mut delivered = 0;
     let reason = loop {
@@ -102,5 +105,45 @@ async fn compaction_and_slow_watchers_end_a_watch_with_the_reason() {
     c.compact(last).await.unwrap();
     let refused = c.watch(WatchRequest { from_revision: first, ..WatchRequest::key("k") }).await;
     assert!(matches!(refused, Err(ApiError::Compacted { compacted, .. }) if compacted == last), "{:?}", refused.err());
+    h.shutdown().await;
+}
+
+/// A watch through a node that stopped is refused as "shutting down" (retry through another
+/// node), and an open one ends with a reason a client retries elsewhere, never as a fatal error
+/// (the store being closed was reported as `fatal: store is closed`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_through_a_stopped_node_is_told_to_go_elsewhere() {
+    let mut h = Harness::start(3, 23, &[NS], |_| {}).await;
+    let c = h.cluster(0, NS);
+    let mut open = c.watch(WatchRequest::key("k")).await.unwrap();
+    h.crash(0).await;
+    let refused = c.watch(WatchRequest::key("k")).await;
+    assert!(matches!(refused, Err(ApiError::ShuttingDown)), "{:?}", refused.err());
+    match next(&mut open).await {
+        Some(Err(ApiError::ShuttingDown | ApiError::Unavailable(_))) => {}
+        other => panic!("expected shutting down or unavailable, got {other:?}"),
+    }
+    drop(c);
+    h.shutdown().await;
+}
+
+/// A watcher that takes what it is given is not cancelled as slow when it replays more history
+/// than its buffer holds (it was, after [`WATCH_BUFFER`] revisions: the pump filled the buffer
+/// in one pass, faster than any watcher could take it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_prompt_watcher_replays_more_history_than_its_buffer_holds() {
+    let h = Harness::start(3, 24, &[NS], |_| {}).await;
+    let c = h.cluster(h.leader(NS).await, NS);
+    let first = c.set(b"k", b"0").await.unwrap().revision;
+    let mut last = first;
+    for i in 1..=(WATCH_BUFFER as u64 + 50) {
+        last = c.set(b"k", &i.to_be_bytes()).await.unwrap().revision;
+    }
+    let request = WatchRequest { from_revision: first, ..WatchRequest::key("k") };
+    let mut watch = c.watch(request).await.unwrap();
+    for expected in first..=last {
+        assert_eq!(next_changes(&mut watch).await.0, expected);
+    }
+    assert_eq!(h.node(0).watch_counters().get().1 + h.node(1).watch_counters().get().1, 0);
     h.shutdown().await;
 }
