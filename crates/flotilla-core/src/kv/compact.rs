@@ -15,8 +15,11 @@ use super::read;
 use super::types::{CompactReply, KvRefusal};
 use crate::state_machine::{Scan, StateTable};
 
-/// Most events one compaction step looks at.
-pub const MAX_COMPACT_EVENTS: usize = 10_000;
+/// Most events one compaction step looks at: a step runs inside the writer's shared transaction,
+/// so a large one holds up every namespace's writes (with 10,000 per step, the vs-etcd put case
+/// (c), during which automatic compactions ran, had a p99 of 70-82 ms against 40-49 ms before
+/// revisions).
+pub const MAX_COMPACT_EVENTS: usize = 1_000;
 
 /// One compaction step towards `target`.
 pub(crate) fn apply(table: &mut dyn StateTable, target: u64) -> io::Result<Result<CompactReply, KvRefusal>> {
@@ -37,7 +40,7 @@ pub(crate) fn step(
         return Ok(Err(KvRefusal::Compacted { requested: target, compacted: revs.compacted }));
     }
     if target > revs.compacted {
-        table.put(layout::COMPACTED, &target.to_be_bytes())?;
+        table.put(layout::REVISION, &layout::encode_revisions(revs.current, target))?;
     }
     let cursor = table.get(layout::COMPACT_NEXT)?.unwrap_or_else(|| vec![layout::EVENT]);
     // The events at the target itself are visited too (they replace older survivors), and

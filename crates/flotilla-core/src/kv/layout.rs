@@ -1,8 +1,7 @@
 //! How the KV state machine lays out its state in the namespace's table.
 //!
 //! ```text
-//! 0x00 "rev"                          -> u64 BE   current revision
-//! 0x00 "compacted"                    -> u64 BE   oldest readable revision
+//! 0x00 "rev"                          -> 2 u64 BE current and compacted (oldest readable) revision
 //! 0x00 "compact.next"                 -> event key where the compaction's cleanup resumes
 //! 0x01 key                            -> Current  the key's live state (absent: deleted)
 //! 0x02 escaped(key) 0x00 0x00 !rev    -> u32 BE   a version of the key: its event's `sub`
@@ -34,10 +33,25 @@ use super::types::KeyValue;
 /// Largest record the layout decodes, a guard against damaged rows.
 const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Row of the current revision.
+/// Row of the current and the compacted revision, in one row: every command reads both, and
+/// one lookup is cheaper than two.
 pub(crate) const REVISION: &[u8] = b"\x00rev";
-/// Row of the compacted revision.
-pub(crate) const COMPACTED: &[u8] = b"\x00compacted";
+
+/// The revisions row: current then compacted, big-endian.
+pub(crate) fn encode_revisions(current: u64, compacted: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&current.to_be_bytes());
+    out[8..].copy_from_slice(&compacted.to_be_bytes());
+    out
+}
+
+/// `(current, compacted)` from the revisions row.
+pub(crate) fn decode_revisions(row: &[u8]) -> io::Result<(u64, u64)> {
+    let damaged = || io::Error::new(io::ErrorKind::InvalidData, "damaged KV revisions row");
+    let current = row.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).ok_or_else(damaged)?;
+    let compacted = row.get(8..).and_then(|b| <[u8; 8]>::try_from(b).ok()).ok_or_else(damaged)?;
+    Ok((u64::from_be_bytes(current), u64::from_be_bytes(compacted)))
+}
 /// Row of the compaction's cleanup cursor.
 pub(crate) const COMPACT_NEXT: &[u8] = b"\x00compact.next";
 
@@ -207,6 +221,33 @@ pub(crate) enum Event {
     Delete {
         #[serde(with = "crate::byte_vec")]
         key: Vec<u8>,
+    },
+}
+
+/// [`Current`] over borrowed bytes, encoded the same way: a write encodes without copying the
+/// value first.
+#[derive(Serialize)]
+pub(crate) struct CurrentRef<'a> {
+    pub(crate) create_revision: u64,
+    pub(crate) mod_revision: u64,
+    pub(crate) version: u64,
+    pub(crate) lease: u64,
+    #[serde(serialize_with = "crate::byte_vec::serialize")]
+    pub(crate) value: &'a [u8],
+}
+
+/// [`Event::Put`] over borrowed bytes, encoded the same way (the variant is the first of
+/// [`Event`], as here).
+#[derive(Serialize)]
+pub(crate) enum EventRef<'a> {
+    Put {
+        #[serde(serialize_with = "crate::byte_vec::serialize")]
+        key: &'a [u8],
+        create_revision: u64,
+        version: u64,
+        lease: u64,
+        #[serde(serialize_with = "crate::byte_vec::serialize")]
+        value: &'a [u8],
     },
 }
 
@@ -411,6 +452,17 @@ mod tests {
         }
         assert_eq!(parse_event_key(&event_key(5, 2)).unwrap(), (5, 2));
         assert!(decode_u64(b"short", "x").is_err());
+    }
+
+    #[test]
+    fn borrowed_records_encode_as_the_owned_ones() {
+        let current = Current { create_revision: 3, mod_revision: 9, version: 2, lease: 7, value: b"v\0x".to_vec() };
+        let borrowed = CurrentRef { create_revision: 3, mod_revision: 9, version: 2, lease: 7, value: b"v\0x" };
+        assert_eq!(encode(&borrowed), encode(&current));
+        let event = Event::Put { key: b"k".to_vec(), create_revision: 3, version: 2, lease: 7, value: b"v".to_vec() };
+        let borrowed = EventRef::Put { key: b"k", create_revision: 3, version: 2, lease: 7, value: b"v" };
+        assert_eq!(encode(&borrowed), encode(&event));
+        assert_eq!(decode::<Event>(&encode(&borrowed), "event").unwrap(), event);
     }
 
     #[test]

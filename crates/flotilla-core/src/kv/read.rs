@@ -38,10 +38,10 @@ impl Revisions {
 
 /// The namespace's revisions as `view` sees them.
 pub fn revisions(view: &dyn StateView) -> io::Result<Revisions> {
-    let read = |row: &[u8], what: &str| -> io::Result<u64> {
-        view.get(row)?.map(|v| layout::decode_u64(&v, what)).transpose().map(Option::unwrap_or_default)
-    };
-    Ok(Revisions { current: read(layout::REVISION, "revision")?, compacted: read(layout::COMPACTED, "compacted")? })
+    match view.get(layout::REVISION)? {
+        Some(row) => layout::decode_revisions(&row).map(|(current, compacted)| Revisions { current, compacted }),
+        None => Ok(Revisions::default()),
+    }
 }
 
 /// The current value of `key`, if present.

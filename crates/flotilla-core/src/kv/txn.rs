@@ -3,7 +3,7 @@
 use std::io;
 use std::ops::Bound;
 
-use super::layout::{self, Current, Event};
+use super::layout::{self, Current, CurrentRef, Event, EventRef};
 use super::read::{self, Revisions};
 use super::types::{Compare, CompareOp, CompareTarget, KvRefusal, OpResult, RangeEnd, Txn, TxnOp, TxnReply};
 use crate::state_machine::{Scan, StateTable};
@@ -144,7 +144,7 @@ impl Writer {
         if self.sub == 0 {
             return Ok(revs.current);
         }
-        table.put(layout::REVISION, &self.revision.to_be_bytes())?;
+        table.put(layout::REVISION, &layout::encode_revisions(self.revision, revs.compacted))?;
         Ok(self.revision)
     }
 
@@ -208,10 +208,10 @@ impl Writer {
             Some(c) => (c.create_revision, c.version + 1),
             None => (self.revision, 1),
         };
-        let live = Current { create_revision, mod_revision: self.revision, version, lease, value: value.to_vec() };
+        let live = CurrentRef { create_revision, mod_revision: self.revision, version, lease, value };
         table.put(&layout::current_key(key), &layout::encode(&live))?;
         table.put(&layout::version_key(key, self.revision), &sub.to_be_bytes())?;
-        let event = Event::Put { key: key.to_vec(), create_revision, version, lease, value: value.to_vec() };
+        let event = EventRef::Put { key, create_revision, version, lease, value };
         table.put(&layout::event_key(self.revision, sub), &layout::encode(&event))
     }
 
