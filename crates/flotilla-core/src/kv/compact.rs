@@ -3,7 +3,7 @@
 //! Compacting to revision `C` makes reads and watches below `C` fail at once (the compacted
 //! revision is raised in the first step). The cleanup then walks the events below `C` in
 //! revision order, at most [`MAX_COMPACT_EVENTS`] per log entry, keeping its place in a
-//! cursor row: an event is removed (with its version row) unless it is its key's newest
+//! cursor row: an event is removed unless it is its key's newest
 //! version at or before `C` and not a deletion, which a read at `C` still needs. When such a
 //! survivor is kept, the survivor an earlier compaction kept for the same key is removed.
 
@@ -81,25 +81,34 @@ fn events_between(table: &dyn StateTable, start: &[u8], end: &[u8], max: usize) 
 /// Decide the fate of event `sub` of `revision` under a compaction to `target`.
 fn forget(table: &mut dyn StateTable, target: u64, revision: u64, sub: u32, event: &Event) -> io::Result<()> {
     let key = event.key();
-    let newest = read::version_at(table, key, target)?.map(|(rev, _)| rev);
-    if newest != Some(revision) {
-        // A newer version at or before the target replaces it.
-        return remove(table, key, revision, sub);
+    // Its predecessor is older than this event, which is at or before the target: no read at
+    // the target or after needs it. Within this compaction's window it was visited (and
+    // removed) already; below it, it is the version an earlier compaction kept, reachable only
+    // through this event, so it goes now or never.
+    if let Some((older, older_sub)) = event.prev().filter(|(older, _)| *older < revision) {
+        remove(table, older, older_sub)?;
     }
-    // The newest version as of the target: the one an earlier compaction kept is not needed.
-    if let Some((older, older_sub)) = read::version_at(table, key, revision.saturating_sub(1))? {
-        remove(table, key, older, older_sub)?;
+    let Some(row) = read::current_row(table, key)? else {
+        // Nothing points at it any more.
+        return remove(table, revision, sub);
+    };
+    let newest = read::event_at(table, &row, target)?.map(|(ptr, _)| ptr);
+    if newest != Some((revision, sub)) {
+        // A newer version at or before the target replaces it (or the chain to it is gone).
+        return remove(table, revision, sub);
     }
     // A deletion before the target is not needed by a read at it; one at the target is, by a
-    // watch from the target.
+    // watch from the target. The tombstone goes with it when it is still the key's state.
     if matches!(event, Event::Delete { .. }) && revision < target {
-        remove(table, key, revision, sub)?;
+        remove(table, revision, sub)?;
+        if row.deleted && row.own_event() == (revision, sub) {
+            table.delete(&layout::current_key(key))?;
+        }
     }
     Ok(())
 }
 
-fn remove(table: &mut dyn StateTable, key: &[u8], revision: u64, sub: u32) -> io::Result<()> {
-    table.delete(&layout::version_key(key, revision))?;
+fn remove(table: &mut dyn StateTable, revision: u64, sub: u32) -> io::Result<()> {
     table.delete(&layout::event_key(revision, sub))?;
     Ok(())
 }

@@ -3,8 +3,7 @@
 //! ```text
 //! 0x00 "rev"                          -> 2 u64 BE current and compacted (oldest readable) revision
 //! 0x00 "compact.next"                 -> event key where the compaction's cleanup resumes
-//! 0x01 key                            -> Current  the key's live state (absent: deleted)
-//! 0x02 escaped(key) 0x00 0x00 !rev    -> u32 BE   a version of the key: its event's `sub`
+//! 0x01 key                            -> Current  the key's state now (or its deletion)
 //! 0x03 rev sub                        -> Event    what the write `sub` of revision `rev` did
 //! 0x04 lease                          -> Lease    a lease and its time to live
 //! 0x05 lease key                      -> empty    `key` is attached to `lease`
@@ -16,13 +15,16 @@
 //! 0x00 "queue.next"                   -> u64 BE   the next item id
 //! ```
 //!
-//! Current rows answer reads at the current revision in one lookup. Version rows, ordered by
-//! key and then by *descending* revision (the revision is stored inverted), find the state of
-//! a key at a past revision with one forward seek. Event rows, ordered by revision, are the
-//! history a watch replays. A key is escaped in version rows (0x00 becomes 0x00 0xFF, and
-//! 0x00 0x00 ends it) so that key order and prefixes are preserved whatever bytes the key
-//! holds. Values are stored twice (current row and event row); compaction removes events that
-//! no readable revision needs.
+//! Current rows answer reads at the current revision in one lookup. Event rows, ordered by
+//! revision, are the history a watch replays. Each event and each current row points at the
+//! key's previous event (`prev`), so the state of a key at a past revision is found by walking
+//! that chain back from its current row; a deleted key keeps a tombstone current row (until
+//! compaction removes its deletion) so the walk starts somewhere. A put thus writes two rows
+//! (one random insert, one append), not three. A missing event ends the chain: compaction
+//! removed it, and nothing older than the compacted revision is read. Values are stored twice
+//! (current row and event row); compaction removes events no readable revision needs. Queue
+//! names are escaped (0x00 becomes 0x00 0xFF, and 0x00 0x00 ends it) so that order and
+//! prefixes are preserved whatever bytes they hold.
 
 use std::io;
 
@@ -57,8 +59,6 @@ pub(crate) const COMPACT_NEXT: &[u8] = b"\x00compact.next";
 
 /// Prefix of current rows.
 pub(crate) const CURRENT: u8 = 0x01;
-/// Prefix of version rows.
-pub(crate) const VERSION: u8 = 0x02;
 /// Prefix of event rows.
 pub(crate) const EVENT: u8 = 0x03;
 /// Prefix of lease rows.
@@ -135,12 +135,7 @@ pub(crate) fn queue_by_lease_of(lease: u64) -> Vec<u8> {
 /// Split a by-lease row (after its 9-byte prefix) into the queue name and the item id.
 pub(crate) fn parse_queue_by_lease(row: &[u8]) -> io::Result<(Vec<u8>, u64)> {
     let damaged = || io::Error::new(io::ErrorKind::InvalidData, "damaged KV queue lease row");
-    let body = row.get(9..).ok_or_else(damaged)?;
-    // Reuse the version-row parser: same escaping, then 8 bytes.
-    let mut as_version = vec![VERSION];
-    as_version.extend_from_slice(body);
-    let (name, inverted) = parse_version_row(&as_version)?;
-    Ok((name, !inverted))
+    parse_escaped(row.get(9..).ok_or_else(damaged)?)
 }
 
 /// A lease as stored: its time to live. When it runs out is the leader's business (in
@@ -179,7 +174,10 @@ pub(crate) fn lease_key_row(id: u64, key: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The live state of a key.
+/// A pointer to an event: its revision and sub.
+pub(crate) type EventPtr = (u64, u32);
+
+/// The state of a key now: live, or deleted (a tombstone, kept for past reads).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Current {
     pub(crate) create_revision: u64,
@@ -188,6 +186,12 @@ pub(crate) struct Current {
     pub(crate) lease: u64,
     #[serde(with = "crate::byte_vec")]
     pub(crate) value: Vec<u8>,
+    /// The sub of the event that made this state (at `mod_revision`).
+    pub(crate) sub: u32,
+    /// The key's event before that one.
+    pub(crate) prev: Option<EventPtr>,
+    /// A deletion: the key does not exist now.
+    pub(crate) deleted: bool,
 }
 
 impl Current {
@@ -201,6 +205,11 @@ impl Current {
             version: self.version,
             lease: self.lease,
         }
+    }
+
+    /// The event that made this state.
+    pub(crate) fn own_event(&self) -> EventPtr {
+        (self.mod_revision, self.sub)
     }
 }
 
@@ -216,11 +225,13 @@ pub(crate) enum Event {
         lease: u64,
         #[serde(with = "crate::byte_vec")]
         value: Vec<u8>,
+        prev: Option<EventPtr>,
     },
     /// The key was deleted.
     Delete {
         #[serde(with = "crate::byte_vec")]
         key: Vec<u8>,
+        prev: Option<EventPtr>,
     },
 }
 
@@ -234,6 +245,9 @@ pub(crate) struct CurrentRef<'a> {
     pub(crate) lease: u64,
     #[serde(serialize_with = "crate::byte_vec::serialize")]
     pub(crate) value: &'a [u8],
+    pub(crate) sub: u32,
+    pub(crate) prev: Option<EventPtr>,
+    pub(crate) deleted: bool,
 }
 
 /// [`Event::Put`] over borrowed bytes, encoded the same way (the variant is the first of
@@ -248,6 +262,7 @@ pub(crate) enum EventRef<'a> {
         lease: u64,
         #[serde(serialize_with = "crate::byte_vec::serialize")]
         value: &'a [u8],
+        prev: Option<EventPtr>,
     },
 }
 
@@ -255,14 +270,21 @@ impl Event {
     /// The key the event is about.
     pub(crate) fn key(&self) -> &[u8] {
         match self {
-            Event::Put { key, .. } | Event::Delete { key } => key,
+            Event::Put { key, .. } | Event::Delete { key, .. } => key,
+        }
+    }
+
+    /// The key's event before this one.
+    pub(crate) fn prev(&self) -> Option<EventPtr> {
+        match self {
+            Event::Put { prev, .. } | Event::Delete { prev, .. } => *prev,
         }
     }
 
     /// The key's state after the event at `revision`, `None` for a delete.
     pub(crate) fn state(self, revision: u64, keys_only: bool) -> Option<KeyValue> {
         match self {
-            Event::Put { key, create_revision, version, lease, value } => Some(KeyValue {
+            Event::Put { key, create_revision, version, lease, value, .. } => Some(KeyValue {
                 key,
                 value: if keys_only { Vec::new() } else { value },
                 create_revision,
@@ -311,41 +333,10 @@ fn push_escaped(out: &mut Vec<u8>, key: &[u8]) {
     }
 }
 
-/// The start of the version rows of `key` (followed by inverted revisions).
-pub(crate) fn versions_of(key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(3 + key.len() + 8);
-    out.push(VERSION);
-    push_escaped(&mut out, key);
-    out.extend_from_slice(&[0, 0]);
-    out
-}
-
-/// The version row of `key` at `revision`; rows of one key sort newest first.
-pub(crate) fn version_key(key: &[u8], revision: u64) -> Vec<u8> {
-    let mut out = versions_of(key);
-    out.extend_from_slice(&(!revision).to_be_bytes());
-    out
-}
-
-/// The revision of a version row of the key whose rows start with `prefix`.
-pub(crate) fn version_revision(row: &[u8], prefix: &[u8]) -> io::Result<u64> {
-    row.strip_prefix(prefix)
-        .and_then(|rest| <[u8; 8]>::try_from(rest).ok())
-        .map(|inverted| !u64::from_be_bytes(inverted))
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "damaged KV version row"))
-}
-
-/// The first version row (escaped-key order) of keys at or after `key`: the start of a range.
-pub(crate) fn versions_from(key: &[u8]) -> Vec<u8> {
-    let mut out = vec![VERSION];
-    push_escaped(&mut out, key);
-    out
-}
-
-/// Split a version row into its key and revision.
-pub(crate) fn parse_version_row(row: &[u8]) -> io::Result<(Vec<u8>, u64)> {
-    let damaged = || io::Error::new(io::ErrorKind::InvalidData, "damaged KV version row");
-    let body = row.strip_prefix(&[VERSION]).ok_or_else(damaged)?;
+/// Split an escaped-name row body (after its prefix) into the name and the 8 bytes after it,
+/// as a number.
+pub(crate) fn parse_escaped(body: &[u8]) -> io::Result<(Vec<u8>, u64)> {
+    let damaged = || io::Error::new(io::ErrorKind::InvalidData, "damaged KV row");
     let mut key = Vec::with_capacity(body.len());
     let mut i = 0;
     loop {
@@ -363,8 +354,8 @@ pub(crate) fn parse_version_row(row: &[u8]) -> io::Result<(Vec<u8>, u64)> {
         }
     }
     let rest = body.get(i + 2..).ok_or_else(damaged)?;
-    let inverted = <[u8; 8]>::try_from(rest).map_err(|_| damaged())?;
-    Ok((key, !u64::from_be_bytes(inverted)))
+    let number = <[u8; 8]>::try_from(rest).map_err(|_| damaged())?;
+    Ok((key, u64::from_be_bytes(number)))
 }
 
 /// The event row of write `sub` of `revision`.
@@ -421,31 +412,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn version_rows_keep_key_order_and_sort_newest_first() {
-        let keys: [&[u8]; 5] = [b"", b"a", b"a\x00", b"a\x00b", b"a\x01"];
-        let mut rows = Vec::new();
-        for k in keys {
-            for rev in [1u64, 7, u64::MAX - 1] {
-                rows.push((version_key(k, rev), k.to_vec(), rev));
-            }
-        }
+    fn escaped_names_keep_order_and_come_back() {
+        let names: [&[u8]; 5] = [b"", b"a", b"a\x00", b"a\x00b", b"a\x01"];
+        let rows: Vec<Vec<u8>> = names.iter().map(|n| queue_item(QUEUE_READY, n, 7)).collect();
         let mut sorted = rows.clone();
-        sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        let order: Vec<(Vec<u8>, u64)> = sorted.iter().map(|(_, k, r)| (k.clone(), *r)).collect();
-        let mut expected: Vec<(Vec<u8>, u64)> = rows.iter().map(|(_, k, r)| (k.clone(), *r)).collect();
-        expected.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        assert_eq!(order, expected);
-        for (row, key, rev) in rows {
-            assert_eq!(parse_version_row(&row).unwrap(), (key.clone(), rev));
-            assert_eq!(version_revision(&row, &versions_of(&key)).unwrap(), rev);
-            assert!(row.starts_with(&versions_from(&key)));
+        sorted.sort();
+        assert_eq!(sorted, rows, "escaping keeps the names' order");
+        for (name, row) in names.iter().zip(&rows) {
+            assert_eq!(parse_escaped(&row[1..]).unwrap(), (name.to_vec(), 7));
         }
     }
 
     #[test]
     fn damaged_rows_are_errors_not_panics() {
-        for row in [&b""[..], b"\x02", b"\x02a", b"\x02a\x00", b"\x02a\x00\x00\x01", b"\x02\x00\x01"] {
-            assert!(parse_version_row(row).is_err(), "{row:?}");
+        for body in [&b""[..], b"a", b"a\x00", b"a\x00\x00\x01", b"\x00\x01"] {
+            assert!(parse_escaped(body).is_err(), "{body:?}");
         }
         for row in [&b""[..], b"\x03", b"\x03\x00\x00\x00\x00\x00\x00\x00\x01\x00"] {
             assert!(parse_event_key(row).is_err(), "{row:?}");
@@ -456,11 +437,31 @@ mod tests {
 
     #[test]
     fn borrowed_records_encode_as_the_owned_ones() {
-        let current = Current { create_revision: 3, mod_revision: 9, version: 2, lease: 7, value: b"v\0x".to_vec() };
-        let borrowed = CurrentRef { create_revision: 3, mod_revision: 9, version: 2, lease: 7, value: b"v\0x" };
+        let current = Current {
+            create_revision: 3,
+            mod_revision: 9,
+            version: 2,
+            lease: 7,
+            value: b"v\0x".to_vec(),
+            sub: 1,
+            prev: Some((4, 0)),
+            deleted: false,
+        };
+        let borrowed = CurrentRef {
+            create_revision: 3,
+            mod_revision: 9,
+            version: 2,
+            lease: 7,
+            value: b"v\0x",
+            sub: 1,
+            prev: Some((4, 0)),
+            deleted: false,
+        };
         assert_eq!(encode(&borrowed), encode(&current));
-        let event = Event::Put { key: b"k".to_vec(), create_revision: 3, version: 2, lease: 7, value: b"v".to_vec() };
-        let borrowed = EventRef::Put { key: b"k", create_revision: 3, version: 2, lease: 7, value: b"v" };
+        let prev = Some((2, 5));
+        let event =
+            Event::Put { key: b"k".to_vec(), create_revision: 3, version: 2, lease: 7, value: b"v".to_vec(), prev };
+        let borrowed = EventRef::Put { key: b"k", create_revision: 3, version: 2, lease: 7, value: b"v", prev };
         assert_eq!(encode(&borrowed), encode(&event));
         assert_eq!(decode::<Event>(&encode(&borrowed), "event").unwrap(), event);
     }

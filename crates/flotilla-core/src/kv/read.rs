@@ -5,7 +5,7 @@
 use std::io;
 use std::ops::Bound;
 
-use super::layout::{self, Current, Event};
+use super::layout::{self, Current, Event, EventPtr};
 use super::types::{
     EventKind, KeyValue, KvRefusal, RangeEnd, RangeRequest, RangeResult, WatchEvent, MAX_RANGE_BYTES, MAX_RANGE_LIMIT,
 };
@@ -49,49 +49,61 @@ pub fn value(view: &dyn StateView, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
     Ok(current(view, key)?.map(|c| c.value))
 }
 
-/// The live state of `key`, if present.
+/// The live state of `key`, if present (a deletion's tombstone reads as absent).
 pub(crate) fn current(view: &dyn StateView, key: &[u8]) -> io::Result<Option<Current>> {
+    Ok(current_row(view, key)?.filter(|c| !c.deleted))
+}
+
+/// The current row of `key`: its live state or its tombstone.
+pub(crate) fn current_row(view: &dyn StateView, key: &[u8]) -> io::Result<Option<Current>> {
     view.get(&layout::current_key(key))?.map(|v| layout::decode(&v, "current")).transpose()
 }
 
-/// The event of write `sub` of `revision`.
-pub(crate) fn event(view: &dyn StateView, revision: u64, sub: u32) -> io::Result<Event> {
-    let bytes = view
-        .get(&layout::event_key(revision, sub))?
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("KV event {revision}.{sub} is missing")))?;
-    layout::decode(&bytes, "event")
+/// The event of write `sub` of `revision`, if it is still stored.
+pub(crate) fn event(view: &dyn StateView, revision: u64, sub: u32) -> io::Result<Option<Event>> {
+    view.get(&layout::event_key(revision, sub))?.map(|bytes| layout::decode(&bytes, "event")).transpose()
 }
 
-/// The newest version of `key` at or before `revision`: its revision and sub, if any.
-pub(crate) fn version_at(view: &dyn StateView, key: &[u8], revision: u64) -> io::Result<Option<(u64, u32)>> {
-    let prefix = layout::versions_of(key);
-    let Some(end) = layout::prefix_end(&prefix) else { return Ok(None) };
-    let start = layout::version_key(key, revision);
-    let mut found = None;
-    view.scan(Bound::Included(&start), Bound::Excluded(&end), &mut |row, value| {
-        let sub = <[u8; 4]>::try_from(value)
-            .map(u32::from_be_bytes)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "damaged KV version row"))?;
-        found = Some((layout::version_revision(row, &prefix)?, sub));
-        Ok(Scan::Stop)
-    })?;
-    Ok(found)
+/// The key's newest event at or before `revision`, walking back from its current row: its
+/// pointer and the event (`None` when the chain ends first: none, or compacted away).
+pub(crate) fn event_at(view: &dyn StateView, row: &Current, revision: u64) -> io::Result<Option<(EventPtr, Event)>> {
+    let mut next = Some(row.own_event());
+    // Each step goes to an older revision, so the walk ends; it is bounded by the versions kept
+    // since the compacted revision.
+    while let Some((rev, sub)) = next {
+        let Some(found) = event(view, rev, sub)? else { return Ok(None) };
+        if rev <= revision {
+            return Ok(Some(((rev, sub), found)));
+        }
+        next = found.prev().filter(|(older, _)| *older < rev);
+    }
+    Ok(None)
+}
+
+/// The state of the key with current row `row` as of `revision`.
+fn state_at(
+    view: &dyn StateView,
+    key: &[u8],
+    row: Current,
+    revision: u64,
+    keys_only: bool,
+) -> io::Result<Option<KeyValue>> {
+    if row.mod_revision <= revision {
+        return Ok((!row.deleted).then(|| row.into_key_value(key.to_vec(), keys_only)));
+    }
+    Ok(event_at(view, &row, revision)?.and_then(|((rev, _), event)| event.state(rev, keys_only)))
 }
 
 /// The state of `key` as of `revision` (already resolved against [`Revisions`]).
 pub(crate) fn key_at(
     view: &dyn StateView,
-    revs: &Revisions,
+    _revs: &Revisions,
     key: &[u8],
     revision: u64,
     keys_only: bool,
 ) -> io::Result<Option<KeyValue>> {
-    let live = current(view, key)?;
-    if revision >= revs.current || live.as_ref().is_some_and(|c| c.mod_revision <= revision) {
-        return Ok(live.map(|c| c.into_key_value(key.to_vec(), keys_only)));
-    }
-    match version_at(view, key, revision)? {
-        Some((rev, sub)) => Ok(event(view, rev, sub)?.state(rev, keys_only)),
+    match current_row(view, key)? {
+        Some(row) => state_at(view, key, row, revision, keys_only),
         None => Ok(None),
     }
 }
@@ -178,40 +190,27 @@ fn scan_current(view: &dyn StateView, request: &RangeRequest, out: &mut Collecto
     }
     let start = if inclusive { Bound::Included(&start[..]) } else { Bound::Excluded(&start[..]) };
     view.scan(start, Bound::Excluded(&end), &mut |row, value| {
-        let key = row[1..].to_vec();
         let live: Current = layout::decode(value, "current")?;
-        Ok(out.offer(live.into_key_value(key, request.keys_only)))
+        if live.deleted {
+            return Ok(Scan::Continue);
+        }
+        Ok(out.offer(live.into_key_value(row[1..].to_vec(), request.keys_only)))
     })
 }
 
-/// The range as of a past `revision`, from the version rows: per key, its newest version at
-/// or before `revision`, if that is not a deletion.
+/// The range as of a past `revision`: every key with a current row (live or tombstone) in
+/// the range, as it was then.
 fn scan_versions(view: &dyn StateView, request: &RangeRequest, revision: u64, out: &mut Collector) -> io::Result<()> {
     let (first, inclusive) = start_key(request);
-    let start = match inclusive {
-        true => layout::versions_from(&first),
-        false => layout::prefix_end(&layout::versions_of(&first)).expect("a version prefix ends in 0x00"),
-    };
-    let end = match &request.end {
-        RangeEnd::Key => unreachable!("single keys are read with key_at"),
-        RangeEnd::Prefix => layout::prefix_end(&layout::versions_from(&request.key)).expect("0x02 is not 0xFF"),
-        RangeEnd::Before(end) => layout::versions_from(end),
-        RangeEnd::All => vec![layout::VERSION + 1],
-    };
+    let start = layout::current_key(&first);
+    let (_, end) = layout::current_range(&request.key, &request.end);
     if start >= end {
         return Ok(());
     }
-    let mut decided: Option<Vec<u8>> = None;
-    view.scan(Bound::Included(&start), Bound::Excluded(&end), &mut |row, value| {
-        let (key, rev) = layout::parse_version_row(row)?;
-        if rev > revision || decided.as_ref() == Some(&key) {
-            return Ok(Scan::Continue);
-        }
-        let sub = <[u8; 4]>::try_from(value)
-            .map(u32::from_be_bytes)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "damaged KV version row"))?;
-        decided = Some(key);
-        match event(view, rev, sub)?.state(rev, request.keys_only) {
+    let start = if inclusive { Bound::Included(&start[..]) } else { Bound::Excluded(&start[..]) };
+    view.scan(start, Bound::Excluded(&end), &mut |row, value| {
+        let current: Current = layout::decode(value, "current")?;
+        match state_at(view, &row[1..], current, revision, request.keys_only)? {
             Some(kv) => Ok(out.offer(kv)),
             None => Ok(Scan::Continue),
         }
@@ -293,19 +292,16 @@ pub fn changes(
 
 /// A stored event as a watch delivers it, with the key's previous state when asked for.
 fn to_watch_event(view: &dyn StateView, revision: u64, event: Event, prev_kv: bool) -> io::Result<WatchEvent> {
-    let prev = match prev_kv {
-        true => match version_at(view, event.key(), revision.saturating_sub(1))? {
-            Some((rev, sub)) => self::event(view, rev, sub)?.state(rev, false),
-            None => None,
-        },
-        false => None,
+    let prev = match (prev_kv, event.prev()) {
+        (true, Some((rev, sub))) => self::event(view, rev, sub)?.and_then(|e| e.state(rev, false)),
+        _ => None,
     };
     let kind = match event {
         Event::Put { .. } => EventKind::Put,
         Event::Delete { .. } => EventKind::Delete,
     };
     let kv = match event {
-        Event::Delete { key } => {
+        Event::Delete { key, .. } => {
             KeyValue { key, value: Vec::new(), create_revision: 0, mod_revision: revision, version: 0, lease: 0 }
         }
         put => put.state(revision, false).expect("a put has a state"),

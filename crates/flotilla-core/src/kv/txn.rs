@@ -99,8 +99,9 @@ fn count_live(table: &dyn StateTable, key: &[u8], end: &RangeEnd, max: usize) ->
     let (start, stop) = layout::current_range(key, end);
     let mut count = 0;
     if start < stop {
-        table.scan(Bound::Included(&start), Bound::Excluded(&stop), &mut |_, _| {
-            count += 1;
+        table.scan(Bound::Included(&start), Bound::Excluded(&stop), &mut |_, value| {
+            let state: Current = layout::decode(value, "current")?;
+            count += usize::from(!state.deleted);
             Ok(if count >= max { Scan::Stop } else { Scan::Continue })
         })?;
     }
@@ -151,13 +152,13 @@ impl Writer {
     fn run(&mut self, table: &mut dyn StateTable, revs: &Revisions, op: &TxnOp) -> io::Result<OpResult> {
         Ok(match op {
             TxnOp::Put { key, value, lease, prev_kv } => {
-                let old = read::current(table, key)?;
-                let existed = old.is_some();
-                let prev = match prev_kv {
-                    true => old.clone().map(|c| c.into_key_value(key.clone(), false)),
-                    false => None,
+                let row = read::current_row(table, key)?;
+                let existed = row.as_ref().is_some_and(|c| !c.deleted);
+                let prev = match (prev_kv, existed) {
+                    (true, true) => row.clone().map(|c| c.into_key_value(key.clone(), false)),
+                    _ => None,
                 };
-                self.put(table, key, value, *lease, old)?;
+                self.put(table, key, value, *lease, row)?;
                 OpResult::Put { prev, existed }
             }
             TxnOp::Delete { key, end, prev_kv } => {
@@ -188,42 +189,55 @@ impl Writer {
         Ok(sub)
     }
 
+    /// Put `value` under `key`, whose current row (live or tombstone) is `row`.
     fn put(
         &mut self,
         table: &mut dyn StateTable,
         key: &[u8],
         value: &[u8],
         lease: u64,
-        old: Option<Current>,
+        row: Option<Current>,
     ) -> io::Result<()> {
         let sub = self.next_sub()?;
-        let old_lease = old.as_ref().map_or(0, |c| c.lease);
+        let prev = row.as_ref().map(Current::own_event);
+        let live = row.filter(|c| !c.deleted);
+        let old_lease = live.as_ref().map_or(0, |c| c.lease);
         if old_lease != 0 && old_lease != lease {
             table.delete(&layout::lease_key_row(old_lease, key))?;
         }
         if lease != 0 {
             table.put(&layout::lease_key_row(lease, key), &[])?;
         }
-        let (create_revision, version) = match old {
+        let (create_revision, version) = match live {
             Some(c) => (c.create_revision, c.version + 1),
             None => (self.revision, 1),
         };
-        let live = CurrentRef { create_revision, mod_revision: self.revision, version, lease, value };
-        table.put(&layout::current_key(key), &layout::encode(&live))?;
-        table.put(&layout::version_key(key, self.revision), &sub.to_be_bytes())?;
-        let event = EventRef::Put { key, create_revision, version, lease, value };
+        let mod_revision = self.revision;
+        let now = CurrentRef { create_revision, mod_revision, version, lease, value, sub, prev, deleted: false };
+        table.put(&layout::current_key(key), &layout::encode(&now))?;
+        let event = EventRef::Put { key, create_revision, version, lease, value, prev };
         table.put(&layout::event_key(self.revision, sub), &layout::encode(&event))
     }
 
-    /// Delete `key`, whose live state is `state`.
+    /// Delete `key`, whose live state is `state`: its current row becomes a tombstone.
     pub(crate) fn delete(&mut self, table: &mut dyn StateTable, key: &[u8], state: &Current) -> io::Result<()> {
         let sub = self.next_sub()?;
         if state.lease != 0 {
             table.delete(&layout::lease_key_row(state.lease, key))?;
         }
-        table.delete(&layout::current_key(key))?;
-        table.put(&layout::version_key(key, self.revision), &sub.to_be_bytes())?;
-        table.put(&layout::event_key(self.revision, sub), &layout::encode(&Event::Delete { key: key.to_vec() }))
+        let prev = Some(state.own_event());
+        let tombstone = CurrentRef {
+            create_revision: 0,
+            mod_revision: self.revision,
+            version: 0,
+            lease: 0,
+            value: &[],
+            sub,
+            prev,
+            deleted: true,
+        };
+        table.put(&layout::current_key(key), &layout::encode(&tombstone))?;
+        table.put(&layout::event_key(self.revision, sub), &layout::encode(&Event::Delete { key: key.to_vec(), prev }))
     }
 }
 
@@ -236,7 +250,10 @@ fn live_in_range(table: &dyn StateTable, key: &[u8], end: &RangeEnd) -> io::Resu
     let mut found = Vec::new();
     if start < stop {
         table.scan(Bound::Included(&start), Bound::Excluded(&stop), &mut |row, value| {
-            found.push((row[1..].to_vec(), layout::decode(value, "current")?));
+            let state: Current = layout::decode(value, "current")?;
+            if !state.deleted {
+                found.push((row[1..].to_vec(), state));
+            }
             Ok(if found.len() >= MAX_DELETE_KEYS { Scan::Stop } else { Scan::Continue })
         })?;
     }
