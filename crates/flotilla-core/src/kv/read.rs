@@ -134,11 +134,7 @@ pub(crate) fn range_at(
         return Ok(RangeResult { kvs, more: false });
     }
     let mut out = Collector::new(request);
-    if revision >= revs.current {
-        scan_current(view, request, &mut out)?;
-    } else {
-        scan_versions(view, request, revision, &mut out)?;
-    }
+    scan_rows(view, request, revision, &mut out)?;
     Ok(RangeResult { kvs: out.kvs, more: out.more })
 }
 
@@ -180,27 +176,9 @@ fn start_key(request: &RangeRequest) -> (Vec<u8>, bool) {
     }
 }
 
-/// The range over the live keys (a read at the current revision).
-fn scan_current(view: &dyn StateView, request: &RangeRequest, out: &mut Collector) -> io::Result<()> {
-    let (first, inclusive) = start_key(request);
-    let start = layout::current_key(&first);
-    let (_, end) = layout::current_range(&request.key, &request.end);
-    if start >= end {
-        return Ok(());
-    }
-    let start = if inclusive { Bound::Included(&start[..]) } else { Bound::Excluded(&start[..]) };
-    view.scan(start, Bound::Excluded(&end), &mut |row, value| {
-        let live: Current = layout::decode(value, "current")?;
-        if live.deleted {
-            return Ok(Scan::Continue);
-        }
-        Ok(out.offer(live.into_key_value(row[1..].to_vec(), request.keys_only)))
-    })
-}
-
-/// The range as of a past `revision`: every key with a current row (live or tombstone) in
-/// the range, as it was then.
-fn scan_versions(view: &dyn StateView, request: &RangeRequest, revision: u64, out: &mut Collector) -> io::Result<()> {
+/// The range as of `revision`: every key with a current row (live or tombstone) in the range,
+/// as it was then. At the current revision that is the live rows themselves, without a lookup.
+fn scan_rows(view: &dyn StateView, request: &RangeRequest, revision: u64, out: &mut Collector) -> io::Result<()> {
     let (first, inclusive) = start_key(request);
     let start = layout::current_key(&first);
     let (_, end) = layout::current_range(&request.key, &request.end);
