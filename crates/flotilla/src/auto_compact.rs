@@ -88,13 +88,10 @@ async fn run(weak: Weak<Node>, retention: Retention) {
     let mut seen: HashMap<Namespace, Seen> = HashMap::new();
     loop {
         tokio::time::sleep(TICK).await;
-        let Some(node) = weak.upgrade() else { return };
-        if node.is_closing() {
+        let Some((node, groups)) = Node::kv_groups_for_loop(&weak, |open| seen.retain(|ns, _| open(ns))) else {
             return;
-        }
-        let groups = node.all_groups();
-        seen.retain(|ns, _| groups.iter().any(|g| g.namespace == *ns));
-        for group in groups.iter().filter(|g| g.serves_leases) {
+        };
+        for group in &groups {
             let state = seen.entry(group.namespace.clone()).or_default();
             let applied = group.applied_index();
             let now = Instant::now();

@@ -37,16 +37,10 @@ async fn run(weak: Weak<Node>) {
     let mut last_scan: HashMap<Namespace, Instant> = HashMap::new();
     loop {
         tokio::time::sleep(TICK).await;
-        let Some(node) = weak.upgrade() else { return };
-        if node.is_closing() {
+        let Some((node, groups)) = Node::kv_groups_for_loop(&weak, |open| last_scan.retain(|ns, _| open(ns))) else {
             return;
-        }
-        let groups = node.all_groups();
-        last_scan.retain(|ns, _| groups.iter().any(|g| g.namespace == *ns));
+        };
         for group in groups {
-            if !group.serves_leases {
-                continue;
-            }
             if !group.is_leader() {
                 group.leases.clear();
                 continue;

@@ -319,6 +319,22 @@ impl Node {
         self.stop_groups().await;
     }
 
+    /// For a node-level loop: the node, while it runs, and the groups of the built-in KV state
+    /// machine it holds, after `forget` has been told which namespaces are still open.
+    pub(crate) fn kv_groups_for_loop(
+        weak: &std::sync::Weak<Node>,
+        mut forget: impl FnMut(&dyn Fn(&Namespace) -> bool),
+    ) -> Option<(Arc<Node>, Vec<Arc<Group>>)> {
+        let node = weak.upgrade()?;
+        if node.is_closing() {
+            return None;
+        }
+        let groups = node.all_groups();
+        forget(&|ns: &Namespace| groups.iter().any(|g| g.namespace == *ns));
+        let kv = groups.into_iter().filter(|g| g.serves_leases).collect();
+        Some((node, kv))
+    }
+
     pub(crate) fn all_groups(&self) -> Vec<Arc<Group>> {
         self.namespaces.all().iter().map(|(_, e)| e.group()).collect()
     }
