@@ -274,6 +274,8 @@ pub(crate) fn store_read_error(e: flotilla_store::StoreError) -> ApiError {
         flotilla_store::StoreError::Installing(detail) => {
             ApiError::Unavailable(format!("the namespace is installing a snapshot, retry shortly: {detail}"))
         }
+        // The node is stopping: the client should go to another node (503), not give up.
+        flotilla_store::StoreError::Closed => ApiError::ShuttingDown,
         other => ApiError::Fatal(other.to_string()),
     }
 }

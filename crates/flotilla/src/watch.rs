@@ -177,7 +177,7 @@ impl Cluster {
         let guard = self.node.watch_counters.enter().ok_or_else(|| {
             ApiError::Unavailable(format!("this node serves {MAX_WATCHERS} watches already; try another node"))
         })?;
-        let view = self.node.store.view(&self.namespace).map_err(watch_read_error)?;
+        let view = self.node.store.view(&self.namespace).map_err(store_read_error)?;
         let revs = kv::revisions(&view).map_err(|e| ApiError::Fatal(format!("reading the revisions: {e}")))?;
         let start = if request.from_revision == 0 { revs.current + 1 } else { request.from_revision };
         if start < revs.compacted {
@@ -196,16 +196,6 @@ impl Cluster {
         };
         tokio::spawn(pump.run());
         Ok(Watch { rx, end, ended: false, start })
-    }
-}
-
-/// Why the namespace's table cannot be read for a watch. A closed store means this node is
-/// stopping: the watcher should watch again through another node ([`ApiError::ShuttingDown`],
-/// HTTP 503), not give up as it would on [`ApiError::Fatal`].
-fn watch_read_error(e: flotilla_store::StoreError) -> ApiError {
-    match e {
-        flotilla_store::StoreError::Closed => ApiError::ShuttingDown,
-        other => store_read_error(other),
     }
 }
 
@@ -286,7 +276,7 @@ impl Pump {
         let view = match self.cluster.node.store.view(&self.cluster.namespace) {
             Ok(view) => view,
             Err(flotilla_store::StoreError::Installing(_)) => return Ok(Pass::NotNow),
-            Err(e) => return Err(watch_read_error(e)),
+            Err(e) => return Err(store_read_error(e)),
         };
         // A pass delivers at most one revision per event it looks at, so reading no more events
         // than the buffer has room for means every send of this pass fits (this pump is the

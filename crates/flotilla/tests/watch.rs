@@ -119,6 +119,9 @@ async fn a_watch_through_a_stopped_node_is_told_to_go_elsewhere() {
     h.crash(0).await;
     let refused = c.watch(WatchRequest::key("k")).await;
     assert!(matches!(refused, Err(ApiError::ShuttingDown)), "{:?}", refused.err());
+    // Every read of the stopped node's state says the same, not `fatal`.
+    let read = c.get(b"k", flotilla::Consistency::Stale).await;
+    assert_eq!(read.err(), Some(ApiError::ShuttingDown));
     match next(&mut open).await {
         Some(Err(ApiError::ShuttingDown | ApiError::Unavailable(_))) => {}
         other => panic!("expected shutting down or unavailable, got {other:?}"),
