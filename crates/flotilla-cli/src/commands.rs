@@ -155,19 +155,24 @@ pub enum QueueCommand {
     Len { name: String },
 }
 
+/// The value given as an argument, or stdin read to the end when it is omitted.
+fn value_or_stdin(value: Option<String>) -> std::io::Result<Vec<u8>> {
+    match value {
+        Some(v) => Ok(v.into_bytes()),
+        None => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf)?;
+            Ok(buf)
+        }
+    }
+}
+
 pub async fn queue(target: &Target, op: QueueCommand) -> anyhow::Result<()> {
     let client = target.client();
     let base = format!("/v1/queue/{}", target.namespace);
     let reply = match op {
         QueueCommand::Push { name, value } => {
-            let value = match value {
-                Some(v) => v.into_bytes(),
-                None => {
-                    let mut buf = Vec::new();
-                    std::io::stdin().read_to_end(&mut buf)?;
-                    buf
-                }
-            };
+            let value = value_or_stdin(value)?;
             client.post_bytes(&format!("{base}/{name}"), value).await?
         }
         QueueCommand::Pop { name, visibility } => {
@@ -265,14 +270,7 @@ pub async fn kv(target: &Target, op: KvCommand) -> anyhow::Result<()> {
     let ns = &target.namespace;
     match op {
         KvCommand::Put { key, value, idempotency_key, if_match, if_absent, lease } => {
-            let value = match value {
-                Some(v) => v.into_bytes(),
-                None => {
-                    let mut buf = Vec::new();
-                    std::io::stdin().read_to_end(&mut buf)?;
-                    buf
-                }
-            };
+            let value = value_or_stdin(value)?;
             let condition = match (if_match, if_absent) {
                 (Some(rev), _) => Some(Condition::ModRevision(rev)),
                 (None, true) => Some(Condition::Absent),
