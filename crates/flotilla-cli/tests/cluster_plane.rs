@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use flotilla_http::Client;
 use serde_json::Value;
-use support::{flotilla, free_port, refused_start, until};
+use support::{bound_http_addr, flotilla, free_port, refused_start, until_or_log};
 
 /// Run an agent with `args` on a loopback HTTP port and expect it to refuse to start.
 fn refusal(data: &Path, args: &[&str]) -> String {
@@ -49,13 +49,12 @@ impl Drop for Agent {
 
 /// Start an agent listening on every interface with `args`; returns once it leads.
 async fn exposed_agent(dir: &Path, args: &[&str]) -> (Agent, Value) {
-    let http = format!("127.0.0.1:{}", free_port());
     let log = dir.join("agent.log");
     let out = std::fs::File::create(&log).expect("log file");
-    let child = flotilla()
+    let mut child = flotilla()
         .args(["agent", "--no-mdns", "--force-bootstrap", "--data-dir"])
         .arg(dir.join("data"))
-        .args(["--listen", "/ip4/0.0.0.0/tcp/0", "--http", &http])
+        .args(["--listen", "/ip4/0.0.0.0/tcp/0", "--http", "127.0.0.1:0"])
         .args(args)
         .env("RUST_LOG", "info,openraft=warn")
         .env("NO_COLOR", "1")
@@ -63,13 +62,14 @@ async fn exposed_agent(dir: &Path, args: &[&str]) -> (Agent, Value) {
         .stderr(Stdio::from(out))
         .spawn()
         .expect("agent starts");
+    let http = bound_http_addr(&mut child, &log).await;
     let agent = Agent { child, http, log };
     let client = Client::new(&agent.http, Duration::from_secs(2));
-    until("the agent to lead", || async {
+    let led = until_or_log("the agent to lead", &agent.log, || async {
         let s = client.get_json("/v1/ns/default/status").await.ok()?;
         (s["role"] == "leader").then_some(())
-    })
-    .await;
+    });
+    led.await;
     let status = client.get_json("/v1/status").await.expect("status");
     (agent, status)
 }

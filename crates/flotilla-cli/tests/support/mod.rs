@@ -17,7 +17,24 @@ pub fn free_port() -> u16 {
 }
 
 /// Poll `attempt` every 100 ms until it yields a value, for at most [`PATIENCE`].
-pub async fn until<T, F, Fut>(what: &str, mut attempt: F) -> T
+pub async fn until<T, F, Fut>(what: &str, attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    poll(what, None, attempt).await
+}
+
+/// [`until`], failing with the agent's `log` when the time runs out.
+pub async fn until_or_log<T, F, Fut>(what: &str, log: &Path, attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    poll(what, Some(log), attempt).await
+}
+
+async fn poll<T, F, Fut>(what: &str, log: Option<&Path>, mut attempt: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -27,7 +44,10 @@ where
         if let Some(v) = attempt().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            let text = log.map(|l| std::fs::read_to_string(l).unwrap_or_default()).unwrap_or_default();
+            panic!("timed out waiting for {what}; the agent's log:\n{text}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -70,4 +90,27 @@ pub fn refused_start(data: &Path, args: &[&str]) -> String {
     let out = exits_within(child, Duration::from_secs(30));
     assert!(!out.status.success(), "the agent must refuse to start with {args:?}");
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Wait for an agent started with `--http 127.0.0.1:0` and logging to `log` to report the HTTP
+/// address the OS gave it, for at most [`PATIENCE`]; fails with the log if the agent exits
+/// first. Letting the OS pick the port avoids the race of [`free_port`], whose port another
+/// listener (such as an agent's own `/tcp/0` cluster plane) can take before the agent binds it.
+pub async fn bound_http_addr(child: &mut Child, log: &Path) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let addr = text
+            .lines()
+            .filter(|l| l.contains("flotilla agent running"))
+            .find_map(|l| l.split_whitespace().find_map(|field| field.strip_prefix("http=")));
+        if let Some(addr) = addr {
+            return addr.to_owned();
+        }
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!("the agent exited ({status}) before serving HTTP; its log:\n{text}");
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for the agent to serve HTTP; its log:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
