@@ -70,6 +70,29 @@ pub enum StoreError {
         /// The id whose key does not match.
         id: [u8; 8],
     },
+    /// The store was written by a newer Flotilla, in a format this build cannot read.
+    #[error(
+        "the store is in format {found}, written by a newer Flotilla; this build reads format {supported}: \
+         run the newer version (downgrades are not supported)"
+    )]
+    FormatTooNew {
+        /// The format recorded in the store.
+        found: u32,
+        /// The format this build reads and writes.
+        supported: u32,
+    },
+    /// The store was written in an older format that this build neither reads nor migrates.
+    #[error(
+        "the store is in format {found}{}, which this build (format {supported}) cannot read or migrate: \
+         start this node with an empty data directory and let it join (or restore a backup)",
+        if *.found == 0 { " (written before store format versions)" } else { "" }
+    )]
+    FormatTooOld {
+        /// The format recorded in the store (0: none recorded).
+        found: u32,
+        /// The format this build reads and writes.
+        supported: u32,
+    },
     /// Sealed data failed authentication: edited, damaged, or moved to another key or file.
     #[error("sealed data failed authentication: {0}")]
     AtRestCorrupt(String),
@@ -118,6 +141,7 @@ impl StoreError {
             | StoreError::AtRestKeyMissing { .. }
             | StoreError::AtRestWrongKey { .. } => io::ErrorKind::PermissionDenied,
             StoreError::Invalid(_) => io::ErrorKind::InvalidInput,
+            StoreError::FormatTooNew { .. } | StoreError::FormatTooOld { .. } => io::ErrorKind::Unsupported,
             StoreError::Installing(_) => io::ErrorKind::WouldBlock,
             StoreError::Closed | StoreError::Stopped(_) => io::ErrorKind::BrokenPipe,
             StoreError::Redb(_) | StoreError::Encode(_) | StoreError::StateMachine(_) => io::ErrorKind::Other,

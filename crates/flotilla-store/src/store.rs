@@ -81,7 +81,9 @@ impl Store {
     /// plaintext one is sealed in place (and compacted) before this returns, and a sealed one
     /// must be opened with every key it is sealed under ([`StoreError::AtRestKeyMissing`],
     /// [`StoreError::AtRestWrongKey`]); without one, a sealed store is refused with
-    /// [`StoreError::AtRestRequired`].
+    /// [`StoreError::AtRestRequired`]. A store in a format this build does not read is refused
+    /// before anything is written to it ([`StoreError::FormatTooNew`],
+    /// [`StoreError::FormatTooOld`]; see [`FORMAT_VERSION`](crate::FORMAT_VERSION)).
     pub fn open_with(data_dir: &Path, options: StoreOptions) -> Result<Arc<Store>, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::io(format!("creating data directory {}", data_dir.display()), e))?;
@@ -89,6 +91,8 @@ impl Store {
         let disk = Arc::new(DiskHealth::new(data_dir));
         let reopen = crate::disk::file_opener(path.clone(), disk.clone(), options.cache_bytes);
         let mut db = reopen()?;
+        // First: a file in a format this build cannot read is refused before anything writes to it.
+        crate::format::check_or_stamp(&db)?;
         let codec = crate::sealing::prepare(&mut db, data_dir, options.at_rest)?;
         let snapshots = SnapshotFiles::new(data_dir, codec.clone());
         snapshots.remove_stale()?;
