@@ -73,7 +73,7 @@ async fn a_backup_streams_a_verifiable_file_to_the_admin() {
     let admin = Client::new(&s.addr, Duration::from_secs(10)).with_admin_token(&AdminToken::new(TOKEN).unwrap());
     let mut last = 0;
     for i in 0..20 {
-        last = admin.put("default", &format!("key/{i}"), vec![b'v'; 1000]).await.unwrap();
+        last = admin.put("default", &format!("key/{i}"), vec![b'v'; 10_000]).await.unwrap();
     }
     let mut file = Vec::new();
     let written = admin.backup_into("default", &mut file).await.unwrap();
