@@ -105,12 +105,12 @@ impl Backup {
             .ok()
             .filter(|n| *n <= MAX_META_BYTES)
             .ok_or_else(|| StoreError::Invalid(format!("backup metadata of {} bytes is too large", meta.len())))?;
-        let mut out = HashingWriter { out, hasher: Sha256::new() };
+        let mut out = HashingWriter { out, hasher: Sha256::new(), store: self.store.clone() };
         out.write_all(&BACKUP_MAGIC).map_err(what)?;
         out.write_all(&BACKUP_FORMAT_VERSION.to_le_bytes()).map_err(what)?;
         out.write_all(&meta_len.to_le_bytes()).map_err(what)?;
         out.write_all(&meta).map_err(what)?;
-        let HashingWriter { mut out, hasher } =
+        let HashingWriter { mut out, hasher, .. } =
             write_view(&self.store, self.view.txn(), self.view.tables(), &self.header, out)?;
         out.write_all(&hasher.finalize()).map_err(what)?;
         out.flush().map_err(what)?;
@@ -118,14 +118,20 @@ impl Backup {
     }
 }
 
-/// Passes writes through to `out`, hashing them.
+/// Passes writes through to `out`, hashing them; fails once the store shuts down.
 struct HashingWriter<W> {
     out: W,
     hasher: Sha256,
+    /// A backup holds a read transaction, which keeps the database file open: one still
+    /// streaming must not keep a stopped store's file (and its lock) from being reopened.
+    store: Arc<Store>,
 }
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.store.writer.is_closed() {
+            return Err(StoreError::Closed.to_io());
+        }
         let n = self.out.write(bytes)?;
         self.hasher.update(&bytes[..n]);
         Ok(n)

@@ -153,3 +153,16 @@ async fn a_backup_of_a_store_encrypted_at_rest_holds_plaintext() {
     // Readable by a restore that does not hold the node's keys.
     assert!(file.windows(7).any(|w| w == b"value-5"), "the value is in the clear");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_under_way_does_not_keep_a_stopped_store_open() {
+    let a = ns("alpha");
+    let (dir, store) = seeded(&a, 10).await;
+    let backup = store.backup(&a, source()).unwrap();
+    store.shutdown();
+    let err = backup.write_to(Vec::new()).unwrap_err();
+    assert_eq!(err, StoreError::Closed);
+    drop(store);
+    let reopened = open(dir.path());
+    assert_eq!(reopened.applied(&a).unwrap().map(|l| l.index), Some(10));
+}
