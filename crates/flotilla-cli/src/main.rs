@@ -1,6 +1,7 @@
 //! `flotilla`: the node daemon, a CLI for its HTTP API, and a one-command local cluster.
 
 mod agent;
+mod backup;
 mod bench;
 mod commands;
 mod dev;
@@ -114,6 +115,13 @@ enum Command {
         #[command(subcommand)]
         op: commands::NsCommand,
     },
+    /// Online backups: save one over HTTP (admin), inspect and verify a file.
+    Backup {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        op: backup::BackupCommand,
+    },
     /// Write a new cluster key file (mode 0600) for `--cluster-key-file`.
     Keygen(keys::KeygenArgs),
     /// Inspect a keyring file, or make a node reload its own (key rotation).
@@ -146,6 +154,7 @@ fn main() -> anyhow::Result<ExitCode> {
             Command::Members { target, op } => commands::members(&target, op).await,
             Command::Leader { target, op } => commands::leader(&target, op).await,
             Command::Ns { target, op } => commands::ns(&target, op).await,
+            Command::Backup { target, op } => backup::backup(&target, op).await,
             Command::Keygen(args) => keys::keygen(args),
             Command::Keyring { target, op } => keys::keyring(&target, op).await,
             Command::Dev(args) => dev::run(args).await,

@@ -4,13 +4,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use flotilla_http::Client;
 use serde_json::Value;
-use support::{bound_http_addr, flotilla, free_port, refused_start, until_or_log};
+use support::{flotilla, free_port, refused_start, until_or_log, LocalAgent};
 
 /// Run an agent with `args` on a loopback HTTP port and expect it to refuse to start.
 fn refusal(data: &Path, args: &[&str]) -> String {
@@ -34,36 +33,9 @@ fn an_exposed_cluster_plane_without_a_key_is_refused_with_how_to_make_one() {
     assert!(!data.join("node.key").exists(), "refused before anything was created");
 }
 
-struct Agent {
-    child: Child,
-    http: String,
-    log: PathBuf,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Start an agent listening on every interface with `args`; returns once it leads.
-async fn exposed_agent(dir: &Path, args: &[&str]) -> (Agent, Value) {
-    let log = dir.join("agent.log");
-    let out = std::fs::File::create(&log).expect("log file");
-    let mut child = flotilla()
-        .args(["agent", "--no-mdns", "--force-bootstrap", "--data-dir"])
-        .arg(dir.join("data"))
-        .args(["--listen", "/ip4/0.0.0.0/tcp/0", "--http", "127.0.0.1:0"])
-        .args(args)
-        .env("RUST_LOG", "info,openraft=warn")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::from(out.try_clone().expect("clone log")))
-        .stderr(Stdio::from(out))
-        .spawn()
-        .expect("agent starts");
-    let http = bound_http_addr(&mut child, &log).await;
-    let agent = Agent { child, http, log };
+async fn exposed_agent(dir: &Path, args: &[&str]) -> (LocalAgent, Value) {
+    let agent = LocalAgent::start_listening(dir, "/ip4/0.0.0.0/tcp/0", args).await;
     let client = Client::new(&agent.http, Duration::from_secs(2));
     let led = until_or_log("the agent to lead", &agent.log, || async {
         let s = client.get_json("/v1/ns/default/status").await.ok()?;

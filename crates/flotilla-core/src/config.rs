@@ -29,6 +29,14 @@ pub const DEFAULT_HTTP_HEADER_TIMEOUT_MS: u64 = 10_000;
 
 /// Revisions of history kept behind the current one by automatic compaction.
 pub const DEFAULT_COMPACT_KEEP_REVISIONS: u64 = 100_000;
+/// Default interval between scheduled backups (`--backup-every`).
+pub const DEFAULT_BACKUP_EVERY: &str = "1h";
+/// Default number of scheduled backups kept per namespace (`--backup-keep`).
+pub const DEFAULT_BACKUP_KEEP: usize = 24;
+/// Largest accepted `backup_keep` (pruning lists the directory; keep it bounded).
+pub const MAX_BACKUP_KEEP: usize = 10_000;
+/// Shortest accepted `backup_every`.
+pub const MIN_BACKUP_EVERY: Duration = Duration::from_secs(1);
 /// Largest accepted `http_max_connections`.
 pub const MAX_HTTP_MAX_CONNECTIONS: usize = 1 << 20;
 
@@ -243,6 +251,22 @@ pub struct Config {
     /// hands some to voters that lead fewer (`--no-leader-balance` turns it off).
     #[cfg_attr(feature = "clap", arg(long = "no-leader-balance", action = clap::ArgAction::SetFalse))]
     pub leader_balance: bool,
+
+    /// Scheduled backups: write a backup of every namespace this node serves into this
+    /// directory every `--backup-every` (files `<namespace>-<unix ms>.flbk`, written atomically),
+    /// keeping the newest `--backup-keep` of each namespace. Backups are plaintext, even with
+    /// `--encrypt-at-rest`. Off when unset.
+    #[cfg_attr(feature = "clap", arg(long, env = "FLOTILLA_BACKUP_DIR"))]
+    pub backup_dir: Option<PathBuf>,
+
+    /// Interval between scheduled backups: a number with a unit, `ms`, `s`, `m` or `h`
+    /// (`90s`, `15m`, `1h`); at least 1 s.
+    #[cfg_attr(feature = "clap", arg(long, value_parser = parse_duration, default_value = DEFAULT_BACKUP_EVERY))]
+    pub backup_every: Duration,
+
+    /// Scheduled backups kept per namespace (the oldest beyond it are removed).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = DEFAULT_BACKUP_KEEP))]
+    pub backup_keep: usize,
 }
 
 impl Default for Config {
@@ -281,6 +305,9 @@ impl Default for Config {
             leader_balance: true,
             compact_keep_revisions: DEFAULT_COMPACT_KEEP_REVISIONS,
             compact_keep_secs: 0,
+            backup_dir: None,
+            backup_every: parse_duration(DEFAULT_BACKUP_EVERY).expect("the default backup interval parses"),
+            backup_keep: DEFAULT_BACKUP_KEEP,
         }
     }
 }
@@ -446,11 +473,31 @@ impl Config {
             ));
         }
         self.check_cluster_plane()?;
+        self.check_backups()?;
         if self.encrypt_at_rest && self.cluster_key_file.is_none() {
             return err("--encrypt-at-rest needs --cluster-key-file".into());
         }
         self.admin_token()?;
         self.keyring()?;
+        Ok(())
+    }
+
+    /// The scheduled-backup settings are in range (checked whether or not a directory is set, so
+    /// a typo shows before it matters).
+    fn check_backups(&self) -> Result<(), ConfigError> {
+        if self.backup_every < MIN_BACKUP_EVERY {
+            return Err(ConfigError(format!(
+                "--backup-every ({} ms) must be at least {} ms",
+                self.backup_every.as_millis(),
+                MIN_BACKUP_EVERY.as_millis()
+            )));
+        }
+        if self.backup_keep == 0 || self.backup_keep > MAX_BACKUP_KEEP {
+            return Err(ConfigError(format!(
+                "--backup-keep ({}) must be between 1 and {MAX_BACKUP_KEEP}",
+                self.backup_keep
+            )));
+        }
         Ok(())
     }
 
@@ -492,6 +539,24 @@ pub fn is_loopback_multiaddr(addr: &str) -> bool {
         (Some(""), Some("ip6"), Some(ip)) => ip.parse::<std::net::Ipv6Addr>().is_ok_and(|ip| ip.is_loopback()),
         _ => false,
     }
+}
+
+/// Parse a duration written as a whole number and a unit: `ms`, `s`, `m` or `h` (`500ms`,
+/// `90s`, `15m`, `1h`). Used by `--backup-every`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 =
+        number.parse().map_err(|_| format!("{text:?} is not a duration: it must start with a whole number"))?;
+    let ms_per_unit: u64 = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        other => return Err(format!("{text:?}: unknown unit {other:?} (use ms, s, m or h)")),
+    };
+    n.checked_mul(ms_per_unit).map(Duration::from_millis).ok_or_else(|| format!("{text:?} is too long a duration"))
 }
 
 #[cfg(test)]
@@ -578,5 +643,26 @@ mod tests {
     fn frame_must_hold_values() {
         let c = Config { max_frame_bytes: 1024, ..Config::default() };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn backup_settings_are_bounded() {
+        assert_eq!(Config::default().backup_every, Duration::from_secs(3600));
+        let e = Config { backup_every: Duration::from_millis(999), ..local() }.validate().unwrap_err();
+        assert!(e.to_string().contains("--backup-every"), "{e}");
+        assert!(Config { backup_keep: 0, ..local() }.validate().is_err());
+        assert!(Config { backup_keep: MAX_BACKUP_KEEP + 1, ..local() }.validate().is_err());
+        Config { backup_every: Duration::from_secs(1), backup_keep: 1, ..local() }.validate().unwrap();
+    }
+
+    #[test]
+    fn durations_parse_with_a_unit() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration(" 2h "), Ok(Duration::from_secs(7200)));
+        for bad in ["", "h", "10", "10d", "-1s", "1.5h", "99999999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
     }
 }

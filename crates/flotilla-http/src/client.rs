@@ -32,6 +32,9 @@ pub enum ClientError {
     /// The reply was not what the API documents.
     #[error("unexpected reply: {0}")]
     Protocol(String),
+    /// Writing what the node sent to the local output failed.
+    #[error("writing the reply: {0}")]
+    Output(#[source] std::io::Error),
 }
 
 impl ClientError {
@@ -292,6 +295,22 @@ impl Client {
         let v: Value = r.json().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
         let keys = v["keys"].as_array().ok_or_else(|| ClientError::Protocol("no keys array".into()))?;
         Ok(keys.iter().filter_map(|k| k.as_str().map(str::to_string)).collect())
+    }
+
+    /// Stream an online backup of namespace `ns` (`GET /v1/ns/{ns}/backup`, an admin route)
+    /// into `out`, chunk by chunk; returns the bytes written. A reply cut short is an error (and
+    /// `out` then holds a partial file): write into a [`flotilla_store::BackupFile`] and commit
+    /// it only on success.
+    pub async fn backup_into(&self, ns: &str, out: &mut impl std::io::Write) -> Result<u64, ClientError> {
+        let mut response = self.send(self.http.get(self.url(&format!("/v1/ns/{ns}/backup")))).await?;
+        let mut written = 0u64;
+        while let Some(chunk) =
+            response.chunk().await.map_err(|e| ClientError::Protocol(format!("backup cut short: {e}")))?
+        {
+            out.write_all(&chunk).map_err(ClientError::Output)?;
+            written += chunk.len() as u64;
+        }
+        Ok(written)
     }
 
     /// `GET` a JSON document at `path`.

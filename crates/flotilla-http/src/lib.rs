@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 mod auth;
+mod backup_routes;
 pub mod client;
 mod error;
 mod json_errors;

@@ -43,13 +43,13 @@ use tracing::{debug, error, warn};
 use crate::auth::AppState;
 use crate::error::HttpError;
 use crate::{
-    kv_routes, lease_routes, lock_routes, membership_routes, metrics, namespace_routes, node_routes, queue_routes,
-    txn_routes, watch_routes,
+    backup_routes, kv_routes, lease_routes, lock_routes, membership_routes, metrics, namespace_routes, node_routes,
+    queue_routes, txn_routes, watch_routes,
 };
 
 /// Build the router serving `node`. With `admin_token`, the membership and admin routes
 /// (add/remove member, transfer leadership, dissolve, open/close a namespace, compact, keyring
-/// reload) require `Authorization: Bearer <token>`;
+/// reload, backup) require `Authorization: Bearer <token>`;
 /// without it they are open (fit for a loopback listener only). Every request must be complete
 /// within the node's [`http_request_deadline`](flotilla_core::Config::http_request_deadline).
 pub fn router(node: Arc<Node>, admin_token: Option<AdminToken>) -> Router {
@@ -80,6 +80,7 @@ pub fn router(node: Arc<Node>, admin_token: Option<AdminToken>) -> Router {
         .route("/v1/ns", get(namespace_routes::list))
         .route("/v1/ns/{ns}", put(namespace_routes::open).delete(namespace_routes::close))
         .route("/v1/ns/{ns}/status", get(node_routes::namespace_status))
+        .route("/v1/ns/{ns}/backup", get(backup_routes::backup))
         .route("/v1/status", get(node_routes::node_status))
         .route("/v1/ns/{ns}/members", post(membership_routes::add_member).get(membership_routes::list_members))
         .route("/v1/ns/{ns}/members/{peer_id}", delete(membership_routes::remove_member))

@@ -19,6 +19,9 @@
 //! Entry points: [`Store::open`], then per namespace [`Store::log_store`] (openraft
 //! `RaftLogStorage`) and [`Store::state_machine`] (openraft `RaftStateMachine`).
 //!
+//! Online backups of a namespace ([`Store::backup`], [`verify_backup`]) stream the same
+//! plaintext snapshot from a read transaction, behind a metadata header; see [`Backup`].
+//!
 //! Encryption at rest is optional: [`Store::open_with`] and a [`StoreOptions::at_rest`]
 //! cipher seal log entries, kv values, dedup records and snapshot files with XChaCha20-Poly1305 (kv
 //! keys and Raft metadata stay plaintext); see [`at_rest`] for what is sealed and its limits,
@@ -28,6 +31,10 @@
 
 mod apply;
 pub mod at_rest;
+mod backup;
+mod backup_file;
+mod backup_meta;
+mod backup_verify;
 mod codec;
 mod dedup;
 mod disk;
@@ -55,6 +62,10 @@ use flotilla_core::{Command, CommandResult, TypeConfig};
 use openraft::{EntryPayload, RaftTypeConfig};
 
 pub use at_rest::{AtRestCipher, AtRestKey};
+pub use backup::{Backup, BACKUP_FORMAT_VERSION};
+pub use backup_file::{BackupFile, BACKUP_TEMP_SUFFIX};
+pub use backup_meta::{BackupMeta, BackupSource};
+pub use backup_verify::{verify_backup, BackupSummary};
 pub use disk::{DEFAULT_FREE_SPACE_RESERVE, RELAXED_COMMIT_MIN_FREE};
 pub use error::StoreError;
 pub use format::FORMAT_VERSION;

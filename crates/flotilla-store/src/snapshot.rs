@@ -343,6 +343,11 @@ pub(crate) struct RecordsPos {
 }
 
 impl RecordsPos {
+    /// Records of the section not read yet (all of them, as [`verify`] returns it).
+    pub(crate) fn left(&self) -> u64 {
+        self.left
+    }
+
     /// Whether every record of the section has been read.
     pub(crate) fn is_done(&self) -> bool {
         self.left == 0

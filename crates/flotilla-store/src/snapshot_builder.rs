@@ -6,7 +6,7 @@
 //! a temporary file (sealed at rest in segments when the store is encrypted), which is then
 //! renamed into place: memory is a write buffer and one record, whatever the snapshot's size.
 
-use std::io;
+use std::io::{self, Write};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -83,22 +83,44 @@ fn encode_view<C: StoreConfig>(
     txn: &ReadTransaction,
     tables: &NsTables,
 ) -> Result<(SnapshotHeader<C>, SnapshotData), StoreError> {
+    let header = view_header::<C>(store, txn, tables)?;
+    let mut writer = store.snapshots.create_temp(tables.ns())?;
+    write_view(store, txn, tables, &header, &mut writer)?;
+    Ok((header, writer.finish(true)?))
+}
+
+/// The header of a snapshot of the namespace's state as seen by `txn`, with a new snapshot id.
+pub(crate) fn view_header<C: StoreConfig>(
+    store: &Store,
+    txn: &ReadTransaction,
+    tables: &NsTables,
+) -> Result<SnapshotHeader<C>, StoreError> {
     let last_log_id = read_meta(txn, tables, META_APPLIED)?;
     let last_membership = read_meta(txn, tables, META_MEMBERSHIP)?.unwrap_or_default();
     let dedup_next = read_meta(txn, tables, META_DEDUP_NEXT)?.unwrap_or(0);
     let snapshot_id = store.next_snapshot_id::<C>(&last_log_id);
-    let header = SnapshotHeader::<C> { last_log_id, last_membership, snapshot_id, dedup_next };
+    Ok(SnapshotHeader::<C> { last_log_id, last_membership, snapshot_id, dedup_next })
+}
 
+/// Write the plaintext snapshot (see [`crate::snapshot`]) of the namespace's state as seen by
+/// `txn`, described by `header`, to `out`, streaming: memory is `out`'s buffer and one record.
+/// Snapshot files and backups (see [`crate::backup`]) are both written by it.
+pub(crate) fn write_view<C: StoreConfig, W: Write>(
+    store: &Store,
+    txn: &ReadTransaction,
+    tables: &NsTables,
+    header: &SnapshotHeader<C>,
+    out: W,
+) -> Result<W, StoreError> {
     // The snapshot itself is plaintext (it is sent to other nodes, which may hold other keys);
-    // its file is sealed as it is written.
+    // a snapshot file is sealed as it is written.
     let codec = &store.codec;
     let kv = open_read(txn, tables.kv())?;
     let dedup = open_read(txn, tables.dedup())?;
     // The view is fixed, so the counts are those of the records iterated below.
     let kv_count = kv.as_ref().map(|t| t.len()).transpose().map_err(redb_error)?.unwrap_or(0);
     let dedup_count = dedup.as_ref().map(|t| t.len()).transpose().map_err(redb_error)?.unwrap_or(0);
-    let mut writer = store.snapshots.create_temp(tables.ns())?;
-    let mut enc = SnapshotEncoder::new(&mut writer, &header, kv_count, dedup_count)?;
+    let mut enc = SnapshotEncoder::new(out, header, kv_count, dedup_count)?;
     if let Some(kv) = kv {
         let what = || format!("namespace {:?}, the value of a key", tables.ns().as_str());
         for item in kv.iter().map_err(redb_error)? {
@@ -116,8 +138,7 @@ fn encode_view<C: StoreConfig>(
             enc.push_dedup(key, &codec.unprotect(&tables.dedup_context(key), value.value(), &what)?)?;
         }
     }
-    enc.finish()?;
-    Ok((header, writer.finish(true)?))
+    enc.finish()
 }
 
 /// Make `data` (described by `header`, in a temporary file written by the store) the current

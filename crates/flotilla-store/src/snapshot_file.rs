@@ -333,7 +333,7 @@ fn in_file(e: StoreError, path: &Path) -> StoreError {
 }
 
 /// fsync a directory, making renames and creations inside it durable.
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StoreError::io(format!("syncing directory {}", dir.display()), e))

@@ -22,7 +22,7 @@ pub struct NamespaceView {
     tables: NsTables,
     applied: Option<LogId>,
     /// Keeps the snapshot the table reads from.
-    _txn: ReadTransaction,
+    txn: ReadTransaction,
 }
 
 impl std::fmt::Debug for NamespaceView {
@@ -35,12 +35,22 @@ impl NamespaceView {
     pub(crate) fn new(txn: ReadTransaction, tables: NsTables, codec: Codec) -> Result<Self, StoreError> {
         let table = open_read(&txn, tables.kv())?;
         let applied = read_meta(&txn, &tables, META_APPLIED)?;
-        Ok(Self { table, codec, tables, applied, _txn: txn })
+        Ok(Self { table, codec, tables, applied, txn })
     }
 
     /// The last log id applied to the state the view shows.
     pub fn applied(&self) -> Option<LogId> {
         self.applied
+    }
+
+    /// The read transaction the view reads from (a backup streams the same state).
+    pub(crate) fn txn(&self) -> &ReadTransaction {
+        &self.txn
+    }
+
+    /// The namespace's tables.
+    pub(crate) fn tables(&self) -> &NsTables {
+        &self.tables
     }
 
     fn open(&self, key: &[u8], stored: &[u8]) -> io::Result<Vec<u8>> {

@@ -197,6 +197,18 @@ impl Cluster {
         }
     }
 
+    /// Fix an online backup of the namespace at the state this node has applied now (see
+    /// [`flotilla_store::Backup`]): write it out with `Backup::write_to`, off the async threads.
+    /// Writes go on meanwhile. On a follower it lacks the entries committed but not yet applied
+    /// here; its metadata names the index it holds.
+    pub fn backup(&self) -> Result<flotilla_store::Backup, ApiError> {
+        let source = flotilla_store::BackupSource {
+            cluster_id: crate::formation::view::cluster_of(&self.group().metrics()),
+            flotilla_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        self.node.store.backup(&self.namespace, source).map_err(store_read_error)
+    }
+
     /// Operator resolution of a split: dissolve this node's cluster of the namespace, dropping
     /// its data on every member, so they all join the other cluster. Runs on the leader only.
     pub async fn dissolve(&self) -> Result<(), ApiError> {

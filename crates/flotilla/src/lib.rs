@@ -12,6 +12,7 @@
 
 pub mod at_rest;
 mod auto_compact;
+mod backup_schedule;
 mod checked_file;
 pub mod cluster;
 mod cluster_kv;
@@ -47,6 +48,7 @@ mod watch;
 pub mod wire_budget;
 mod write_gate;
 
+pub use backup_schedule::BACKUP_EXTENSION;
 pub use cluster::Cluster;
 pub use cluster_kv::{
     KeyRevisions, KeysOutcome, Precondition, RangeOutcome, ReadOutcome, TxnOutcome, WriteOutcome, MAX_LIST_KEYS,

@@ -173,6 +173,7 @@ impl Node {
         discovery_loop::spawn(&node);
         crate::lease_expiry::spawn(&node);
         crate::auto_compact::spawn(&node);
+        crate::backup_schedule::spawn(&node);
         if node.config.leader_balance {
             balance_loop::spawn(&node);
         }

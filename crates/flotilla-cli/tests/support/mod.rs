@@ -114,3 +114,48 @@ pub async fn bound_http_addr(child: &mut Child, log: &Path) -> String {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A single-node agent on loopback (`--force-bootstrap`, the OS picks the ports), killed when
+/// dropped.
+pub struct LocalAgent {
+    /// The agent process.
+    pub child: Child,
+    /// The HTTP address it serves.
+    pub http: String,
+    /// Its log (stdout and stderr).
+    pub log: std::path::PathBuf,
+}
+
+impl LocalAgent {
+    /// Start `flotilla agent` with its data and log under `dir` and `args` added, its cluster
+    /// plane on loopback; returns once it serves HTTP.
+    pub async fn start(dir: &Path, args: &[&str]) -> LocalAgent {
+        Self::start_listening(dir, "/ip4/127.0.0.1/tcp/0", args).await
+    }
+
+    /// [`LocalAgent::start`] with the cluster plane on `listen`.
+    pub async fn start_listening(dir: &Path, listen: &str, args: &[&str]) -> LocalAgent {
+        let log = dir.join("agent.log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let mut child = flotilla()
+            .args(["agent", "--no-mdns", "--force-bootstrap", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(["--listen", listen, "--http", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info,openraft=warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::from(out.try_clone().expect("clone log")))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("agent starts");
+        let http = bound_http_addr(&mut child, &log).await;
+        LocalAgent { child, http, log }
+    }
+}
+
+impl Drop for LocalAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
