@@ -1,6 +1,7 @@
 //! `flotilla-bench vs-etcd`: a 3-member etcd and a 3-node Flotilla cluster, both real processes
 //! on loopback, driven with the same workloads in one interleaved run. See README.md.
 
+mod ab;
 mod cluster;
 mod failover;
 mod load;
@@ -35,6 +36,9 @@ enum Command {
     /// What many namespaces cost: formation, idle CPU and RSS, leader spread, failover and
     /// throughput per namespace count.
     Namespaces(namespaces::NamespacesArgs),
+    /// Two Flotilla builds against each other: many short alternating rounds of the put cases,
+    /// the median of the per-pair ratios (resolves a few percent on a drifting machine).
+    Ab(ab::AbArgs),
 }
 
 /// Options of `vs-etcd`.
@@ -118,6 +122,7 @@ fn main() -> anyhow::Result<()> {
             match cli.command {
                 Command::VsEtcd(args) => vs_etcd(args).await,
                 Command::Namespaces(args) => namespaces::run(args).await,
+                Command::Ab(args) => ab::run(args).await,
             }
         };
         tokio::select! {
@@ -146,7 +151,7 @@ fn progress(msg: impl AsRef<str>) {
     eprintln!("[vs-etcd] {}", msg.as_ref());
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
@@ -340,7 +345,7 @@ mod tests {
         let cli = Cli::try_parse_from(std::iter::once("flotilla-bench").chain(args.iter().copied()))?;
         match cli.command {
             Command::VsEtcd(a) => Ok(a),
-            Command::Namespaces(_) => Err(clap::Error::new(clap::error::ErrorKind::InvalidSubcommand)),
+            Command::Namespaces(_) | Command::Ab(_) => Err(clap::Error::new(clap::error::ErrorKind::InvalidSubcommand)),
         }
     }
 

@@ -99,6 +99,8 @@ pub struct Client {
     http: reqwest::Client,
     /// `Bearer <admin token>`, marked sensitive, sent with every request when set.
     authorization: Option<HeaderValue>,
+    /// The request timeout; for a long download, how long it may stall.
+    timeout: Duration,
 }
 
 impl Client {
@@ -117,7 +119,7 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .expect("a client with no TLS and a timeout builds");
-        Self { base, http, authorization: None }
+        Self { base, http, authorization: None, timeout }
     }
 
     /// This client, sending `Authorization: Bearer <token>` with every request (needed by the
@@ -298,19 +300,24 @@ impl Client {
     }
 
     /// Stream an online backup of namespace `ns` (`GET /v1/ns/{ns}/backup`, an admin route)
-    /// into `out`, chunk by chunk; returns the bytes written. A reply cut short is an error (and
-    /// `out` then holds a partial file): write into a [`flotilla_store::BackupFile`] and commit
-    /// it only on success.
+    /// into `out`, chunk by chunk; returns the bytes written. A backup takes as long as its size
+    /// needs: the client's timeout bounds the wait for the reply and each stall between two
+    /// chunks, not the whole download. A reply cut short is an error (and `out` then holds a
+    /// partial file): write into a [`flotilla_store::BackupFile`] and commit it only on success.
     pub async fn backup_into(&self, ns: &str, out: &mut impl std::io::Write) -> Result<u64, ClientError> {
-        let mut response = self.send(self.http.get(self.url(&format!("/v1/ns/{ns}/backup")))).await?;
+        let stalled = || ClientError::Protocol(format!("backup stalled for {:?}", self.timeout));
+        let forever = Duration::from_secs(u64::from(u32::MAX));
+        let request = self.send(self.http.get(self.url(&format!("/v1/ns/{ns}/backup"))).timeout(forever));
+        let mut response = tokio::time::timeout(self.timeout, request).await.map_err(|_| stalled())??;
         let mut written = 0u64;
-        while let Some(chunk) =
-            response.chunk().await.map_err(|e| ClientError::Protocol(format!("backup cut short: {e}")))?
-        {
+        loop {
+            let chunk = tokio::time::timeout(self.timeout, response.chunk()).await.map_err(|_| stalled())?;
+            let Some(chunk) = chunk.map_err(|e| ClientError::Protocol(format!("backup cut short: {e}")))? else {
+                return Ok(written);
+            };
             out.write_all(&chunk).map_err(ClientError::Output)?;
             written += chunk.len() as u64;
         }
-        Ok(written)
     }
 
     /// `GET` a JSON document at `path`.

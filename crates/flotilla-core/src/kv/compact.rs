@@ -92,7 +92,12 @@ fn forget(table: &mut dyn StateTable, target: u64, revision: u64, sub: u32, even
         // Nothing points at it any more.
         return remove(table, revision, sub);
     };
-    let newest = read::event_at(table, &row, target)?.map(|(ptr, _)| ptr);
+    // The key's state now is this event (the common case: a key not written since), so it is
+    // the newest at the target without walking the chain.
+    let newest = match row.own_event() == (revision, sub) {
+        true => Some((revision, sub)),
+        false => read::event_at(table, &row, target)?.map(|(ptr, _)| ptr),
+    };
     if newest != Some((revision, sub)) {
         // A newer version at or before the target replaces it (or the chain to it is gone).
         return remove(table, revision, sub);

@@ -15,14 +15,17 @@
 //! 0x00 "queue.next"                   -> u64 BE   the next item id
 //! ```
 //!
-//! Current rows answer reads at the current revision in one lookup. Event rows, ordered by
-//! revision, are the history a watch replays. Each event and each current row points at the
+//! Current rows hold a key's revisions and version, and point at the event that made its state,
+//! which holds the value: a read at the current revision is two lookups, a put stores its value
+//! once (a current row with the value doubled the size of the randomly updated rows, which cost
+//! a put about a third more store time: `cargo bench -p flotilla-store --bench apply`). Event
+//! rows, ordered by revision, are the history a watch replays. Each event and each current row points at the
 //! key's previous event (`prev`), so the state of a key at a past revision is found by walking
 //! that chain back from its current row; a deleted key keeps a tombstone current row (until
 //! compaction removes its deletion) so the walk starts somewhere. A put thus writes two rows
-//! (one random insert, one append), not three. A missing event ends the chain: compaction
-//! removed it, and nothing older than the compacted revision is read. Values are stored twice
-//! (current row and event row); compaction removes events no readable revision needs. Queue
+//! (one small random insert, one append), not three. A missing event ends the chain: compaction
+//! removed it, and nothing older than the compacted revision is read. Compaction removes events
+//! no readable revision needs, never the event of a live key's current state. Queue
 //! names are escaped (0x00 becomes 0x00 0xFF, and 0x00 0x00 ends it) so that order and
 //! prefixes are preserved whatever bytes they hold.
 
@@ -177,15 +180,14 @@ pub(crate) fn lease_key_row(id: u64, key: &[u8]) -> Vec<u8> {
 /// A pointer to an event: its revision and sub.
 pub(crate) type EventPtr = (u64, u32);
 
-/// The state of a key now: live, or deleted (a tombstone, kept for past reads).
+/// The state of a key now: live, or deleted (a tombstone, kept for past reads). The value is
+/// not here but in the event that made this state (`own_event`): stored once per write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Current {
     pub(crate) create_revision: u64,
     pub(crate) mod_revision: u64,
     pub(crate) version: u64,
     pub(crate) lease: u64,
-    #[serde(with = "crate::byte_vec")]
-    pub(crate) value: Vec<u8>,
     /// The sub of the event that made this state (at `mod_revision`).
     pub(crate) sub: u32,
     /// The key's event before that one.
@@ -195,11 +197,11 @@ pub(crate) struct Current {
 }
 
 impl Current {
-    /// As a [`KeyValue`] of `key`, without the value when `keys_only`.
-    pub(crate) fn into_key_value(self, key: Vec<u8>, keys_only: bool) -> KeyValue {
+    /// As a [`KeyValue`] of `key` holding `value` (empty in a keys-only listing).
+    pub(crate) fn into_key_value(self, key: Vec<u8>, value: Vec<u8>) -> KeyValue {
         KeyValue {
             key,
-            value: if keys_only { Vec::new() } else { self.value },
+            value,
             create_revision: self.create_revision,
             mod_revision: self.mod_revision,
             version: self.version,
@@ -233,21 +235,6 @@ pub(crate) enum Event {
         key: Vec<u8>,
         prev: Option<EventPtr>,
     },
-}
-
-/// [`Current`] over borrowed bytes, encoded the same way: a write encodes without copying the
-/// value first.
-#[derive(Serialize)]
-pub(crate) struct CurrentRef<'a> {
-    pub(crate) create_revision: u64,
-    pub(crate) mod_revision: u64,
-    pub(crate) version: u64,
-    pub(crate) lease: u64,
-    #[serde(serialize_with = "crate::byte_vec::serialize")]
-    pub(crate) value: &'a [u8],
-    pub(crate) sub: u32,
-    pub(crate) prev: Option<EventPtr>,
-    pub(crate) deleted: bool,
 }
 
 /// [`Event::Put`] over borrowed bytes, encoded the same way (the variant is the first of
@@ -437,27 +424,6 @@ mod tests {
 
     #[test]
     fn borrowed_records_encode_as_the_owned_ones() {
-        let current = Current {
-            create_revision: 3,
-            mod_revision: 9,
-            version: 2,
-            lease: 7,
-            value: b"v\0x".to_vec(),
-            sub: 1,
-            prev: Some((4, 0)),
-            deleted: false,
-        };
-        let borrowed = CurrentRef {
-            create_revision: 3,
-            mod_revision: 9,
-            version: 2,
-            lease: 7,
-            value: b"v\0x",
-            sub: 1,
-            prev: Some((4, 0)),
-            deleted: false,
-        };
-        assert_eq!(encode(&borrowed), encode(&current));
         let prev = Some((2, 5));
         let event =
             Event::Put { key: b"k".to_vec(), create_revision: 3, version: 2, lease: 7, value: b"v".to_vec(), prev };

@@ -46,7 +46,26 @@ pub fn revisions(view: &dyn StateView) -> io::Result<Revisions> {
 
 /// The current value of `key`, if present.
 pub fn value(view: &dyn StateView, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
-    Ok(current(view, key)?.map(|c| c.value))
+    current(view, key)?.map(|c| live_value(view, &c)).transpose()
+}
+
+/// The value of the live state `row`, from the event that made it. That event is never
+/// compacted while it is the key's state, so its absence is damage.
+pub(crate) fn live_value(view: &dyn StateView, row: &Current) -> io::Result<Vec<u8>> {
+    let (revision, sub) = row.own_event();
+    match event(view, revision, sub)? {
+        Some(Event::Put { value, .. }) => Ok(value),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("damaged KV state: a current row points at event {revision}.{sub}, which is not a put"),
+        )),
+    }
+}
+
+/// The live state `row` of `key` as a [`KeyValue`], with its value.
+pub(crate) fn live_key_value(view: &dyn StateView, key: Vec<u8>, row: Current) -> io::Result<KeyValue> {
+    let value = live_value(view, &row)?;
+    Ok(row.into_key_value(key, value))
 }
 
 /// The live state of `key`, if present (a deletion's tombstone reads as absent).
@@ -89,7 +108,11 @@ fn state_at(
     keys_only: bool,
 ) -> io::Result<Option<KeyValue>> {
     if row.mod_revision <= revision {
-        return Ok((!row.deleted).then(|| row.into_key_value(key.to_vec(), keys_only)));
+        return match (row.deleted, keys_only) {
+            (true, _) => Ok(None),
+            (false, true) => Ok(Some(row.into_key_value(key.to_vec(), Vec::new()))),
+            (false, false) => live_key_value(view, key.to_vec(), row).map(Some),
+        };
     }
     Ok(event_at(view, &row, revision)?.and_then(|((rev, _), event)| event.state(rev, keys_only)))
 }
@@ -177,7 +200,8 @@ fn start_key(request: &RangeRequest) -> (Vec<u8>, bool) {
 }
 
 /// The range as of `revision`: every key with a current row (live or tombstone) in the range,
-/// as it was then. At the current revision that is the live rows themselves, without a lookup.
+/// as it was then. At the current revision that is the live rows themselves (and, with values,
+/// the event holding each value).
 fn scan_rows(view: &dyn StateView, request: &RangeRequest, revision: u64, out: &mut Collector) -> io::Result<()> {
     let (first, inclusive) = start_key(request);
     let start = layout::current_key(&first);

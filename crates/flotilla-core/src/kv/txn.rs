@@ -3,7 +3,7 @@
 use std::io;
 use std::ops::Bound;
 
-use super::layout::{self, Current, CurrentRef, Event, EventRef};
+use super::layout::{self, Current, Event, EventRef};
 use super::read::{self, Revisions};
 use super::types::{Compare, CompareOp, CompareTarget, KvRefusal, OpResult, RangeEnd, Txn, TxnOp, TxnReply};
 use crate::state_machine::{Scan, StateTable};
@@ -114,7 +114,7 @@ fn holds(table: &dyn StateTable, compare: &Compare) -> io::Result<bool> {
     let live = read::current(table, &compare.key)?;
     let ordering = match (&compare.target, &live) {
         (CompareTarget::Value(_), None) => return Ok(false),
-        (CompareTarget::Value(v), Some(c)) => c.value.as_slice().cmp(v.as_slice()),
+        (CompareTarget::Value(v), Some(c)) => read::live_value(table, c)?.as_slice().cmp(v.as_slice()),
         (CompareTarget::Version(v), _) => live.as_ref().map_or(0, |c| c.version).cmp(v),
         (CompareTarget::CreateRevision(v), _) => live.as_ref().map_or(0, |c| c.create_revision).cmp(v),
         (CompareTarget::ModRevision(v), _) => live.as_ref().map_or(0, |c| c.mod_revision).cmp(v),
@@ -155,7 +155,7 @@ impl Writer {
                 let row = read::current_row(table, key)?;
                 let existed = row.as_ref().is_some_and(|c| !c.deleted);
                 let prev = match (prev_kv, existed) {
-                    (true, true) => row.clone().map(|c| c.into_key_value(key.clone(), false)),
+                    (true, true) => row.clone().map(|c| read::live_key_value(table, key.clone(), c)).transpose()?,
                     _ => None,
                 };
                 self.put(table, key, value, *lease, row)?;
@@ -166,10 +166,10 @@ impl Writer {
                 let deleted = victims.len() as u64;
                 let mut prev = Vec::new();
                 for (victim, state) in victims {
-                    self.delete(table, &victim, &state)?;
                     if *prev_kv {
-                        prev.push(state.into_key_value(victim, false));
+                        prev.push(read::live_key_value(table, victim.clone(), state.clone())?);
                     }
+                    self.delete(table, &victim, &state)?;
                 }
                 OpResult::Delete { deleted, prev }
             }
@@ -213,7 +213,7 @@ impl Writer {
             None => (self.revision, 1),
         };
         let mod_revision = self.revision;
-        let now = CurrentRef { create_revision, mod_revision, version, lease, value, sub, prev, deleted: false };
+        let now = Current { create_revision, mod_revision, version, lease, sub, prev, deleted: false };
         table.put(&layout::current_key(key), &layout::encode(&now))?;
         let event = EventRef::Put { key, create_revision, version, lease, value, prev };
         table.put(&layout::event_key(self.revision, sub), &layout::encode(&event))
@@ -226,16 +226,8 @@ impl Writer {
             table.delete(&layout::lease_key_row(state.lease, key))?;
         }
         let prev = Some(state.own_event());
-        let tombstone = CurrentRef {
-            create_revision: 0,
-            mod_revision: self.revision,
-            version: 0,
-            lease: 0,
-            value: &[],
-            sub,
-            prev,
-            deleted: true,
-        };
+        let tombstone =
+            Current { create_revision: 0, mod_revision: self.revision, version: 0, lease: 0, sub, prev, deleted: true };
         table.put(&layout::current_key(key), &layout::encode(&tombstone))?;
         table.put(&layout::event_key(self.revision, sub), &layout::encode(&Event::Delete { key: key.to_vec(), prev }))
     }
