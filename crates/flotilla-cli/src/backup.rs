@@ -93,6 +93,7 @@ fn describe(path: &Path, s: &BackupSummary) -> Value {
         "file": path.display().to_string(),
         "verified": true,
         "format_version": s.meta.format_version,
+        "store_format": s.meta.store_format,
         "namespace": s.meta.namespace,
         "cluster_id": s.meta.cluster_id,
         "index": s.meta.index,

@@ -77,6 +77,7 @@ impl Store {
         let applied = view.applied();
         let meta = BackupMeta {
             format_version: BACKUP_FORMAT_VERSION,
+            store_format: crate::FORMAT_VERSION,
             namespace: ns.as_str().to_string(),
             cluster_id: source.cluster_id,
             index: applied.map_or(0, |l| l.index),

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 pub struct BackupMeta {
     /// Version of the backup file layout ([`crate::BACKUP_FORMAT_VERSION`] when written).
     pub format_version: u32,
+    /// The store format of the rows in the body ([`crate::FORMAT_VERSION`] when written): a
+    /// restore refuses, or migrates, rows of another format as the store does.
+    pub store_format: u32,
     /// The namespace backed up.
     pub namespace: String,
     /// The cluster of the namespace the node belonged to (empty when it had none yet).

@@ -74,6 +74,7 @@ async fn a_backup_taken_while_writes_go_on_holds_exactly_its_index() {
     assert_eq!(meta.cluster_id, "cluster-test");
     assert_eq!(meta.flotilla_version, "9.9.9");
     assert_eq!(meta.format_version, BACKUP_FORMAT_VERSION);
+    assert_eq!(meta.store_format, flotilla_store::FORMAT_VERSION);
     assert_eq!(summary.dedup_records, 49);
     assert_eq!(summary.body_bytes, body(&file).len() as u64);
 
