@@ -3,33 +3,19 @@
 use anyhow::Context;
 use std::sync::Arc;
 
-use flotilla::{Node, NodeServices};
+use flotilla::{Node, NodeBuilder};
 use flotilla_core::Config;
-use flotilla_net::{Host, NetConfig};
-use flotilla_store::Store;
 use tokio::net::TcpListener;
 use tracing::info;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     init_tracing();
     config.validate()?;
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let keypair = flotilla_net::load_or_create_keypair(&config.data_dir)?;
-    let net = NetConfig::from_node_config(&config);
-    let host = Host::start(keypair, &config.listen, net).await?;
-    // Read once here: a passphrase key costs a PBKDF2 run per read.
-    let keyring = config.keyring()?;
-    let store = Store::open_with(&config.data_dir, flotilla::at_rest::store_options(&config, keyring.as_ref())?)?;
-    if let (true, Some(keyring)) = (config.encrypt_at_rest, &keyring) {
-        flotilla::at_rest::reseal_if_needed(&store, keyring).await?;
-    }
+    // First: a busy HTTP port fails the start before identity, host and store are set up.
     let listener = TcpListener::bind(config.http).await.with_context(|| format!("binding HTTP on {}", config.http))?;
-    let mut services = NodeServices::default();
-    if let Some(mdns) = host.mdns_discovery() {
-        services.discovery.push(Arc::new(mdns));
-    }
     let admin_token = config.admin_token_file.is_some();
-    let node = Node::start_with(config, host.clone(), store, services).await?;
+    let running = NodeBuilder::from_config(config).start().await?;
+    let node = running.node().clone();
     info!(
         peer_id = %node.id(),
         addrs = ?node.addrs(),
@@ -64,7 +50,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!(waited = ?HTTP_DRAIN_AT_EXIT, "HTTP requests still under way at exit; not waiting longer");
         server.abort();
     }
-    host.shutdown().await;
+    // The node is closed already; this closes the host's connections.
+    running.shutdown().await;
     match failed {
         Some(e) => Err(e),
         None => {

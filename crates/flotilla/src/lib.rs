@@ -13,6 +13,7 @@
 pub mod at_rest;
 mod auto_compact;
 mod backup_schedule;
+mod builder;
 mod checked_file;
 pub mod cluster;
 mod cluster_kv;
@@ -49,6 +50,7 @@ pub mod wire_budget;
 mod write_gate;
 
 pub use backup_schedule::BACKUP_EXTENSION;
+pub use builder::{BuildError, NodeBuilder, RunningNode};
 pub use cluster::Cluster;
 pub use cluster_kv::{
     KeyRevisions, KeysOutcome, Precondition, RangeOutcome, ReadOutcome, TxnOutcome, WriteOutcome, MAX_LIST_KEYS,
@@ -66,3 +68,8 @@ pub use node::{Node, NodeServices, StateMachineFactory};
 pub use shutdown::HandOffReport;
 pub use status::{GroupStatus, Member, MemberRole, Role};
 pub use watch::{Watch, WatchCounters, WatchMessage, WatchRequest, MAX_WATCHERS, SLOW_GRACE, WATCH_BUFFER};
+
+/// The README's library example, compiled (not run) as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

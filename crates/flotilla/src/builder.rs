@@ -1,0 +1,228 @@
+//! [`NodeBuilder`]: a running node from a data directory in one call, composed exactly as the
+//! `flotilla agent` composes it (the agent uses this builder): the identity in `node.key`, the
+//! libp2p host on the configured addresses, the store (sealed at rest when configured), mDNS
+//! unless turned off, and the node itself.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), flotilla::BuildError> {
+//! let node = flotilla::Node::builder("/var/lib/myservice/raft")
+//!     .namespace("orders")
+//!     .listen("/ip4/127.0.0.1/tcp/0")
+//!     .start()
+//!     .await?;
+//! let orders = node.cluster("orders").expect("configured");
+//! orders.set(b"greeting", b"hello").await.expect("written");
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use flotilla_core::{Config, ConfigError, Discovery, Namespace, NamespaceError};
+use flotilla_net::{Host, NetConfig, NetError};
+use flotilla_store::{Store, StoreError};
+
+use crate::error::StartError;
+use crate::node::{Node, NodeServices, StateMachineFactory};
+
+/// Why a node could not be built and started.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A namespace name given to the builder is invalid.
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+    /// The data directory could not be created.
+    #[error("creating the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What the file system said.
+        source: std::io::Error,
+    },
+    /// The identity (`node.key`) could not be read or created, or the host could not listen.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The store could not be opened (or resealed under the current at-rest key).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The node refused to start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+/// Builds a node: every option has the agent's default ([`Config::default`]); set what you need
+/// and call [`NodeBuilder::start`]. Get one from [`Node::builder`] or [`NodeBuilder::from_config`].
+pub struct NodeBuilder {
+    config: Config,
+    state_machines: Option<StateMachineFactory>,
+    discovery: Vec<Arc<dyn Discovery>>,
+    namespaces: Vec<String>,
+}
+
+impl std::fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder").field("config", &self.config).field("namespaces", &self.namespaces).finish()
+    }
+}
+
+impl Node {
+    /// A builder of a node keeping its identity and data in `data_dir` (see [`NodeBuilder`]).
+    pub fn builder(data_dir: impl Into<PathBuf>) -> NodeBuilder {
+        NodeBuilder::from_config(Config { data_dir: data_dir.into(), ..Config::default() })
+    }
+}
+
+impl NodeBuilder {
+    /// A builder of a node with every option of `config` (the agent's command line parses into
+    /// one).
+    pub fn from_config(config: Config) -> Self {
+        Self { config, state_machines: None, discovery: Vec::new(), namespaces: Vec::new() }
+    }
+
+    /// Serve namespace `name` from the start (a fresh node's initial set; see
+    /// [`Config::namespaces`]). More can be opened at runtime with [`Node::open_namespace`].
+    pub fn namespace(mut self, name: impl Into<String>) -> Self {
+        self.namespaces.push(name.into());
+        self
+    }
+
+    /// Listen on this libp2p multiaddr (instead of the default, every interface). A node that
+    /// listens beyond loopback needs a cluster key ([`NodeBuilder::cluster_key_file`]).
+    pub fn listen(mut self, multiaddr: impl Into<String>) -> Self {
+        if self.config.listen == Config::default().listen {
+            self.config.listen.clear();
+        }
+        self.config.listen.push(multiaddr.into());
+        self
+    }
+
+    /// Also find peers at this multiaddr (besides mDNS).
+    pub fn bootstrap(mut self, multiaddr: impl Into<String>) -> Self {
+        self.config.bootstrap.push(multiaddr.into());
+        self
+    }
+
+    /// Seal node-to-node traffic with the cluster key in this file (`flotilla keygen`).
+    pub fn cluster_key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.cluster_key_file = Some(path.into());
+        self
+    }
+
+    /// Do not discover peers with mDNS (only `bootstrap` addresses and peer exchange).
+    pub fn no_mdns(mut self) -> Self {
+        self.config.no_mdns = true;
+        self
+    }
+
+    /// Change any other option of the configuration.
+    pub fn configure(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        change(&mut self.config);
+        self
+    }
+
+    /// Choose each namespace's state machine (default: the KV state machine everywhere).
+    pub fn state_machines(mut self, factory: StateMachineFactory) -> Self {
+        self.state_machines = Some(factory);
+        self
+    }
+
+    /// Add a discovery backend of your own.
+    pub fn discovery(mut self, backend: Arc<dyn Discovery>) -> Self {
+        self.discovery.push(backend);
+        self
+    }
+
+    /// The configuration the node will start with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Open identity, host and store, and start the node. The identity is created on the first
+    /// start (`node.key`, 0600) and kept afterwards.
+    pub async fn start(self) -> Result<RunningNode, BuildError> {
+        let mut config = self.config;
+        for name in self.namespaces {
+            let ns = Namespace::new(&name)?;
+            if !config.namespaces.contains(&ns) {
+                config.namespaces.push(ns);
+            }
+        }
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| BuildError::DataDir { path: config.data_dir.clone(), source })?;
+        let keypair = flotilla_net::load_or_create_keypair(&config.data_dir)?;
+        let host = Host::start(keypair, &config.listen, NetConfig::from_node_config(&config)).await?;
+        let store = match open_store(&config).await {
+            Ok(store) => store,
+            Err(e) => {
+                host.shutdown().await;
+                return Err(e);
+            }
+        };
+        let mut services = NodeServices { discovery: self.discovery, ..NodeServices::default() };
+        if let Some(factory) = self.state_machines {
+            services.state_machines = factory;
+        }
+        if let Some(mdns) = host.mdns_discovery() {
+            services.discovery.push(Arc::new(mdns));
+        }
+        match Node::start_with(config, host.clone(), store, services).await {
+            Ok(node) => Ok(RunningNode { node, host }),
+            Err(e) => {
+                host.shutdown().await;
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// The store, sealed at rest (and resealed under the current key) when configured.
+async fn open_store(config: &Config) -> Result<Arc<Store>, BuildError> {
+    // Read once: a passphrase key costs a PBKDF2 run per read.
+    let keyring = config.keyring()?;
+    let store = Store::open_with(&config.data_dir, crate::at_rest::store_options(config, keyring.as_ref())?)?;
+    if let (true, Some(keyring)) = (config.encrypt_at_rest, &keyring) {
+        crate::at_rest::reseal_if_needed(&store, keyring).await?;
+    }
+    Ok(store)
+}
+
+/// A node started by [`NodeBuilder::start`], with the host it owns. Dereferences to the
+/// `Arc<Node>`, so every [`Node`] method works on it; [`RunningNode::shutdown`] stops both.
+pub struct RunningNode {
+    node: Arc<Node>,
+    host: Arc<Host>,
+}
+
+impl std::fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningNode").field("id", &self.node.id()).finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for RunningNode {
+    type Target = Arc<Node>;
+
+    fn deref(&self) -> &Arc<Node> {
+        &self.node
+    }
+}
+
+impl RunningNode {
+    /// The node, to share (for example with an HTTP server).
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Stop gracefully: hand off leadership, stop every group, flush the store
+    /// ([`Node::close`]), then close the host's connections.
+    pub async fn shutdown(self) -> crate::HandOffReport {
+        let report = self.node.close().await;
+        self.host.shutdown().await;
+        report
+    }
+}
