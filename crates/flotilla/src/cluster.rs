@@ -88,6 +88,10 @@ impl Cluster {
         let written =
             self.node.forwarder.submit_traced(&group, CommandRequest::Write(command), self.deadline(), &mut trace);
         let written = written.await;
+        if let Ok(CommandResponse::Written { log_id, .. }) = &written {
+            // Forwarded, the leader's stages are in its own line; the index ties the two.
+            trace.at_index(log_id.index);
+        }
         trace.finish(self.namespace.as_str(), None, config.slow_request());
         match written? {
             CommandResponse::Written { log_id, result } => Ok((log_id.index, result.output)),

@@ -87,7 +87,9 @@ impl Executor {
                 let confirming = Instant::now();
                 let read_log_id = self.confirm_leadership(group).await;
                 trace.confirmed(confirming);
-                Ok(CommandResponse::ReadIndex { read_log_id: read_log_id? })
+                let read_log_id = read_log_id?;
+                trace.at_index(read_log_id.index);
+                Ok(CommandResponse::ReadIndex { read_log_id })
             }
             CommandRequest::LeaseKeepAlive(id) => self.lease_local(group, id, true, deadline).await,
             CommandRequest::LeaseTimeToLive(id) => self.lease_local(group, id, false, deadline).await,

@@ -119,6 +119,11 @@ impl RequestTrace {
         self.index = index.or(self.index);
     }
 
+    /// The request's reply names log index `index`.
+    pub(crate) fn at_index(&mut self, index: u64) {
+        self.index = Some(index);
+    }
+
     /// The leader confirmed its leadership, which took since `since`.
     pub(crate) fn confirmed(&mut self, since: Instant) {
         self.read_index += since.elapsed();
