@@ -122,12 +122,15 @@ fn namespace_rows(s: &NodeStatus, me: &str) -> String {
                 ns.term.to_string(),
                 ns.commit_index.to_string(),
                 ns.applied_index.to_string(),
+                ns.revision.map_or("-".into(), |r| r.to_string()),
                 format!("{}/{}", ns.voters, ns.learners),
                 changed,
             ]
         })
         .collect();
-    table(&["NAMESPACE", "ROLE", "LEADER", "TERM", "COMMIT", "APPLIED", "VOTERS/LEARNERS", "LEADER CHANGED"], &rows)
+    let headers =
+        ["NAMESPACE", "ROLE", "LEADER", "TERM", "COMMIT", "APPLIED", "REVISION", "VOTERS/LEARNERS", "LEADER CHANGED"];
+    table(&headers, &rows)
 }
 
 /// `flotilla ns status`: one namespace on this node, from `GET /v1/ns/{ns}/status`, read
@@ -151,11 +154,12 @@ pub fn namespace_table(v: &Value) -> String {
         (
             "log",
             format!(
-                "last {}, commit {}, applied {}, snapshot {}",
+                "last {}, commit {}, applied {}, snapshot {}; revision {}",
                 text("last_log_index"),
                 text("commit_index"),
                 text("applied_index"),
-                text("snapshot_index")
+                text("snapshot_index"),
+                text("revision")
             ),
         ),
         ("members", format!("{voters} voters, {} learners", members.len() - voters)),

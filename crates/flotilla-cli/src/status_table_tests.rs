@@ -20,7 +20,7 @@ fn node_status() -> NodeStatus {
         "namespaces": [
             {
                 "namespace": "default", "role": "leader", "leader": ME, "term": 3,
-                "commit_index": 120, "applied_index": 120, "last_log_index": 120,
+                "commit_index": 120, "applied_index": 120, "revision": 57, "last_log_index": 120,
                 "voters": 3, "learners": 0, "quiesced": false,
                 "leadership": { "changes": 1, "last_change_ms_ago": 600_000, "recent_ms_ago": [600_000] },
                 "splits": 0, "progress": []
@@ -49,9 +49,9 @@ fsync    p99 ≤ 2.5 ms, mean 850 µs (1200 fsyncs)
 PEER       NAMESPACES  LAST HEARD  STATE
 …MugGJGgy  2           40 ms ago   up
 
-NAMESPACE  ROLE              LEADER     TERM  COMMIT  APPLIED  VOTERS/LEARNERS  LEADER CHANGED
-default    leader            self       3     120     120      3/0              10 min ago
-jobs       follower (quiet)  …MugGJGgy  7     9       8        3/1              1.5 s ago
+NAMESPACE  ROLE              LEADER     TERM  COMMIT  APPLIED  REVISION  VOTERS/LEARNERS  LEADER CHANGED
+default    leader            self       3     120     120      57        3/0              10 min ago
+jobs       follower (quiet)  …MugGJGgy  7     9       8        -         3/1              1.5 s ago
 ";
     assert_eq!(node_table(&node_status()), want);
 }
@@ -89,7 +89,7 @@ fn an_older_nodes_status_still_reads() {
 fn the_namespace_table_shows_members_with_their_lag() {
     let json = serde_json::json!({
         "namespace": "default", "node_id": ME, "role": "leader", "leader": ME, "term": 3,
-        "last_log_index": 120, "commit_index": 120, "applied_index": 119, "snapshot_index": 100,
+        "last_log_index": 120, "commit_index": 120, "applied_index": 119, "snapshot_index": 100, "revision": 57,
         "members": [
             { "id": ME, "addrs": [], "role": "voter" },
             { "id": PEER, "addrs": [], "role": "voter" },
@@ -112,7 +112,7 @@ fn the_namespace_table_shows_members_with_their_lag() {
 namespace  default
 cluster    c-1
 role       leader, term 3, leader self
-log        last 120, commit 120, applied 119, snapshot 100
+log        last 120, commit 120, applied 119, snapshot 100; revision 57
 members    2 voters, 1 learners
 leader     1 changes, last 90.0 s ago
 

@@ -59,6 +59,7 @@ async fn status_tables_doctor_and_slow_request_lines() {
     assert!(ok, "{err}");
     let status = json(&out);
     assert_eq!(status["namespaces"][0]["role"], "leader", "{status}");
+    assert!(status["namespaces"][0]["revision"].as_u64() >= Some(2), "two writes: {status}");
     assert!(status["storage"]["fsync"]["count"].as_u64().unwrap_or(0) > 0, "{status}");
     assert!(status["election_timeout_ms"].as_u64().unwrap_or(0) > 0, "{status}");
 

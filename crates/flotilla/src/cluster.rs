@@ -205,6 +205,7 @@ impl Cluster {
             last_log_index: m.last_log_index.unwrap_or(0),
             commit_index: log_index(&m.local_committed),
             applied_index: log_index(&m.last_applied),
+            revision: self.revision(),
             snapshot_index: log_index(&m.snapshot),
             members,
             membership_changing: membership.membership().get_joint_config().len() > 1

@@ -35,6 +35,7 @@ fn led(name: &str) -> NamespaceSummary {
         term: 3,
         commit_index: 100,
         applied_index: 100,
+        revision: Some(57),
         last_log_index: 100,
         voters: 3,
         learners: 0,

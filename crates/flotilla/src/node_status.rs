@@ -91,6 +91,10 @@ pub struct NamespaceSummary {
     pub commit_index: u64,
     /// Highest index applied to the state machine.
     pub applied_index: u64,
+    /// The KV revision of the applied state (one read of the namespace's table); `None` for
+    /// a namespace that does not run the KV state machine, or while it installs a snapshot.
+    #[serde(default)]
+    pub revision: Option<u64>,
     /// Index of the last log entry.
     #[serde(default)]
     pub last_log_index: u64,

@@ -82,6 +82,9 @@ pub struct GroupStatus {
     pub commit_index: u64,
     /// Highest index applied to the state machine.
     pub applied_index: u64,
+    /// The KV revision of the applied state; `None` for another state machine, or while a
+    /// snapshot is being installed.
+    pub revision: Option<u64>,
     /// Index of the last snapshot.
     pub snapshot_index: u64,
     /// The membership configuration.

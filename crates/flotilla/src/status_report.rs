@@ -82,6 +82,7 @@ impl Cluster {
             term: m.current_term,
             commit_index: log_index(&m.local_committed),
             applied_index: log_index(&m.last_applied),
+            revision: self.revision(),
             last_log_index: m.last_log_index.unwrap_or(0),
             voters,
             learners: members.saturating_sub(voters),
@@ -90,6 +91,18 @@ impl Cluster {
             splits,
             progress: member_progress(&m),
         }
+    }
+}
+
+impl Cluster {
+    /// The namespace's current KV revision as this replica has applied it; `None` when the
+    /// namespace runs another state machine or cannot be read now (installing a snapshot).
+    pub(crate) fn revision(&self) -> Option<u64> {
+        if !self.group().serves_leases {
+            return None;
+        }
+        let view = self.node.store.view(self.namespace()).ok()?;
+        flotilla_core::kv::revisions(&view).ok().map(|r| r.current)
     }
 }
 

@@ -46,6 +46,7 @@ async fn status_and_doctor_follow_the_cluster_as_followers_go_away() {
     assert!(status.storage.fsync.count > 0 && status.storage.fsync.p99_le_us.is_some(), "{:?}", status.storage);
     assert!(status.storage.free_bytes.is_some(), "{:?}", status.storage);
     assert!(status.namespaces[0].leadership.changes >= 1, "{:?}", status.namespaces[0]);
+    assert!(status.namespaces[0].revision >= Some(20), "twenty writes: {:?}", status.namespaces[0]);
     let found = findings(&status);
     for check in ["storage", "peers", "leaders", "splits", "lag"] {
         assert_eq!(verdict_of(&found, check), Verdict::Ok, "{check}: {found:#?}");
