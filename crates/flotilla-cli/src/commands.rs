@@ -9,6 +9,7 @@ use flotilla_core::AdminToken;
 use flotilla_http::Condition;
 use serde_json::json;
 
+use crate::status_table::{self, Output};
 use crate::Target;
 
 /// The admin token of commands that use the membership and admin routes.
@@ -338,10 +339,16 @@ pub async fn kv(target: &Target, op: KvCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn status(target: &Target) -> anyhow::Result<()> {
-    let client = target.client();
-    let node = client.get_json("/v1/status").await?;
-    println!("{}", serde_json::to_string_pretty(&node)?);
+pub async fn status(target: &Target, output: Output) -> anyhow::Result<()> {
+    let body = target.client().get_json("/v1/status").await?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&body)?),
+        Output::Table => {
+            let status: flotilla::NodeStatus =
+                serde_json::from_value(body).context("the node's status is not what this CLI reads")?;
+            print!("{}", status_table::node_table(&status));
+        }
+    }
     Ok(())
 }
 
@@ -372,9 +379,13 @@ pub async fn leader(target: &Target, op: LeaderCommand) -> anyhow::Result<()> {
 
 #[derive(Debug, Subcommand)]
 pub enum NsCommand {
-    /// Show the namespace's status on this node: role, leader, members, and formation
-    /// (phase, reason, peers, timeline, splits).
-    Status,
+    /// Show the namespace's status on this node: role, leader, members (with their lag, on
+    /// the leader), and formation (phase, reason, splits, timeline).
+    Status {
+        /// Print a table (default) or the node's JSON (with formation peers and counters).
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// On the leader of one side of a split: drop that side's data and join the other side.
     Dissolve {
         #[command(flatten)]
@@ -404,7 +415,14 @@ pub enum NsCommand {
 pub async fn ns(target: &Target, op: NsCommand) -> anyhow::Result<()> {
     let ns = &target.namespace;
     let reply = match op {
-        NsCommand::Status => target.client().get_json(&format!("/v1/ns/{ns}/status")).await?,
+        NsCommand::Status { output } => {
+            let status = target.client().get_json(&format!("/v1/ns/{ns}/status")).await?;
+            if output == Output::Table {
+                print!("{}", status_table::namespace_table(&status));
+                return Ok(());
+            }
+            status
+        }
         NsCommand::Dissolve { admin } => {
             admin.client(target)?.post_json(&format!("/v1/ns/{ns}/dissolve"), &json!({})).await?
         }

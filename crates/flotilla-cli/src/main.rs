@@ -5,8 +5,10 @@ mod backup;
 mod bench;
 mod commands;
 mod dev;
+mod doctor;
 mod keys;
 mod lock;
+mod status_table;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -89,10 +91,21 @@ enum Command {
         #[command(subcommand)]
         op: commands::LeaseCommand,
     },
-    /// Show the node's status and its namespaces.
+    /// Show the node's status: identity, storage, peers, and one row per namespace.
     Status {
         #[command(flatten)]
         target: Target,
+        /// Print a table (default) or the node's JSON.
+        #[arg(long, short = 'o', value_enum, default_value_t = status_table::Output::Table)]
+        output: status_table::Output,
+    },
+    /// Check the node (--addr) and its namespaces: storage, disk, fsync latency, peers,
+    /// leaders, leader changes, splits, lagging members. Exits non-zero when a check fails.
+    Doctor {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        args: doctor::DoctorArgs,
     },
     /// List, add or remove members of a namespace.
     Members {
@@ -142,15 +155,16 @@ fn main() -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let done = match cli.command {
-            // These two return the exit status of the command they ran.
+            // These return the exit status of the command they ran (or of the checks).
             Command::Lock { target, args } => return lock::lock(&target, args).await,
             Command::Election { target, op } => return lock::election(&target, op).await,
+            Command::Doctor { target, args } => return doctor::run(&target, args).await,
             Command::Agent(config) => agent::run(*config).await,
             Command::Kv { target, op } => commands::kv(&target, op).await,
             Command::Watch { target, args } => commands::watch(&target, args).await,
             Command::Lease { target, op } => commands::lease(&target, op).await,
             Command::Queue { target, op } => commands::queue(&target, op).await,
-            Command::Status { target } => commands::status(&target).await,
+            Command::Status { target, output } => commands::status(&target, output).await,
             Command::Members { target, op } => commands::members(&target, op).await,
             Command::Leader { target, op } => commands::leader(&target, op).await,
             Command::Ns { target, op } => commands::ns(&target, op).await,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use flotilla_http::Client;
 use serde_json::Value;
-use support::{flotilla, until_or_log, LocalAgent};
+use support::{cli, until_or_log, LocalAgent};
 
 const TOKEN: &str = "YmFja3VwLXRlc3QtYWRtaW4tdG9rZW4tb2YtdGhlLWNsaQ==";
 
@@ -19,18 +19,6 @@ fn token_file(dir: &Path) -> PathBuf {
     std::fs::write(&path, format!("{TOKEN}\n")).expect("write token");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     path
-}
-
-/// Run the CLI with `args` against `http`; returns (success, stdout, stderr).
-fn cli(http: &str, args: &[&str], token: Option<&Path>) -> (bool, String, String) {
-    let mut cmd = flotilla();
-    cmd.args(args).args(["--addr", http]);
-    if let Some(path) = token {
-        cmd.env("FLOTILLA_ADMIN_TOKEN_FILE", path);
-    }
-    let out = cmd.output().expect("cli runs");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.success(), text(&out.stdout), text(&out.stderr))
 }
 
 /// Write `n` keys through `client` once the agent takes writes; returns the last write's index.

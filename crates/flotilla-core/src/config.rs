@@ -35,6 +35,9 @@ pub const DEFAULT_BACKUP_EVERY: &str = "1h";
 pub const DEFAULT_BACKUP_KEEP: usize = 24;
 /// Largest accepted `backup_keep` (pruning lists the directory; keep it bounded).
 pub const MAX_BACKUP_KEEP: usize = 10_000;
+/// Default of `slow_request_ms`: requests slower than this log where their time went.
+pub const DEFAULT_SLOW_REQUEST_MS: u64 = 500;
+
 /// Shortest accepted `backup_every`.
 pub const MIN_BACKUP_EVERY: Duration = Duration::from_secs(1);
 /// Largest accepted `http_max_connections`.
@@ -267,6 +270,12 @@ pub struct Config {
     /// Scheduled backups kept per namespace (the oldest beyond it are removed).
     #[cfg_attr(feature = "clap", arg(long, default_value_t = DEFAULT_BACKUP_KEEP))]
     pub backup_keep: usize,
+
+    /// A client write or linearizable read that takes longer than this (ms) logs one warning
+    /// with where its time went: waking, admission, forwarding, proposal to commit, apply, read
+    /// index, waiting for the apply (0 logs every request).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = DEFAULT_SLOW_REQUEST_MS))]
+    pub slow_request_ms: u64,
 }
 
 impl Default for Config {
@@ -308,6 +317,7 @@ impl Default for Config {
             backup_dir: None,
             backup_every: parse_duration(DEFAULT_BACKUP_EVERY).expect("the default backup interval parses"),
             backup_keep: DEFAULT_BACKUP_KEEP,
+            slow_request_ms: DEFAULT_SLOW_REQUEST_MS,
         }
     }
 }
@@ -345,6 +355,11 @@ impl Config {
     /// Time after which an unreachable member is replaced or removed, if enabled.
     pub fn dead_member_timeout(&self) -> Option<Duration> {
         (self.dead_member_timeout_ms > 0).then(|| Duration::from_millis(self.dead_member_timeout_ms))
+    }
+
+    /// How long a client request may take before it logs where its time went.
+    pub fn slow_request(&self) -> Duration {
+        Duration::from_millis(self.slow_request_ms)
     }
 
     /// The request deadline.

@@ -20,6 +20,7 @@ pub mod kv;
 pub mod namespace;
 pub mod secret_file;
 pub mod state_machine;
+pub mod timed_responder;
 pub mod transport;
 pub mod types;
 pub mod wire;

@@ -26,14 +26,36 @@ impl MemberInfo {
     }
 }
 
-openraft::declare_raft_types!(
-    /// The Raft type configuration of every Flotilla group.
-    pub TypeConfig:
-        D = Command,
-        R = CommandResult,
-        NodeId = NodeId,
-        Node = MemberInfo,
-);
+/// The Raft type configuration of every Flotilla group.
+///
+/// Written out rather than with `openraft::declare_raft_types!`, whose syntax cannot set the
+/// generic `Responder<T>`: every type is the macro's default but the data (`D`, `R`), the
+/// node id and info, and the responder, which notes when a write committed
+/// ([`TimedResponder`](crate::timed_responder::TimedResponder)).
+#[derive(Debug, Clone, Copy, Default, Eq, PartialEq, Ord, PartialOrd)]
+pub struct TypeConfig {}
+
+impl openraft::RaftTypeConfig for TypeConfig {
+    type D = Command;
+    type R = CommandResult;
+    type NodeId = NodeId;
+    type Node = MemberInfo;
+    type Term = u64;
+    type LeaderId = openraft::impls::leader_id_adv::LeaderId<Self::Term, Self::NodeId>;
+    type Vote = openraft::impls::Vote<Self::LeaderId>;
+    type Payload = openraft::EntryPayload<Self::D, Self::NodeId, Self::Node>;
+    type Entry = openraft::Entry<<Self::LeaderId as openraft::vote::RaftLeaderId>::Committed, Self::Payload>;
+    type Responder<T>
+        = crate::timed_responder::TimedResponder<Self, T>
+    where
+        T: openraft::OptionalSend + 'static;
+    type Batch<T>
+        = openraft::impls::InlineBatch<T>
+    where
+        T: openraft::OptionalSend + 'static;
+    type AsyncRuntime = openraft::impls::TokioRuntime;
+    type ErrorSource = openraft::impls::BoxedErrorSource;
+}
 
 /// Log id as used by Flotilla groups.
 pub type LogId = openraft::alias::LogIdOf<TypeConfig>;

@@ -104,20 +104,18 @@ fn write_watch_metrics(node: &Arc<Node>, out: &mut String) {
 
 fn write_store_metrics(node: &Arc<Node>, out: &mut String) {
     let m = node.store().metrics();
-    let _ = writeln!(
+    write_histogram_us(
         out,
-        "# HELP flotilla_fsync_seconds latency of store group commits (a durable one includes its fsync)"
+        "flotilla_fsync_seconds",
+        "latency of store group commits (a durable one includes its fsync)",
+        &m.commit_latency_us,
     );
-    let _ = writeln!(out, "# TYPE flotilla_fsync_seconds histogram");
-    for (bound_us, cumulative) in m.commit_latency_us.cumulative() {
-        let le = match bound_us {
-            Some(us) => format!("{}", us as f64 / 1e6),
-            None => "+Inf".to_string(),
-        };
-        let _ = writeln!(out, "flotilla_fsync_seconds_bucket{{le=\"{le}\"}} {cumulative}");
-    }
-    let _ = writeln!(out, "flotilla_fsync_seconds_sum {}", m.commit_latency_us_sum as f64 / 1e6);
-    let _ = writeln!(out, "flotilla_fsync_seconds_count {}", m.commits);
+    write_histogram_us(
+        out,
+        "flotilla_store_fsync_duration_seconds",
+        "latency of durable store commits and flushes alone (each one fsync)",
+        &m.fsync_latency_us,
+    );
     let _ = writeln!(out, "# HELP flotilla_store_fsyncs_total durable store commits (fsyncs), flushes included");
     let _ = writeln!(out, "# TYPE flotilla_store_fsyncs_total counter");
     let _ = writeln!(out, "flotilla_store_fsyncs_total {}", m.fsyncs);
@@ -128,4 +126,18 @@ fn write_store_metrics(node: &Arc<Node>, out: &mut String) {
     );
     let _ = writeln!(out, "# TYPE flotilla_store_write_blocked gauge");
     let _ = writeln!(out, "flotilla_store_write_blocked {}", u8::from(blocked));
+}
+
+/// A histogram observed in microseconds, exposed in seconds.
+fn write_histogram_us(out: &mut String, name: &str, help: &str, h: &flotilla_store::Histogram) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (bound_us, cumulative) in h.cumulative() {
+        let le = match bound_us {
+            Some(us) => format!("{}", us as f64 / 1e6),
+            None => "+Inf".to_string(),
+        };
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_sum {}", h.sum as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {}", h.count);
 }

@@ -17,27 +17,21 @@ pub async fn namespace_status(State(node): State<Arc<Node>>, Path(ns): Path<Stri
     Ok(Json(node.cluster(&ns)?.state()).into_response())
 }
 
-/// `GET /v1/status`: this node's identity, addresses and namespaces.
-pub async fn node_status(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
-    let namespaces: Vec<serde_json::Value> = node
-        .clusters()
-        .iter()
-        .map(|c| {
-            let s = c.state();
-            json!({ "namespace": s.namespace, "role": s.role, "leader": s.leader, "term": s.term, "commit_index": s.commit_index, "applied_index": s.applied_index })
-        })
-        .collect();
-    // Why client writes are refused, if they are (full or failing disk): `null` when healthy.
-    let write_blocked = node.store().write_blocked();
-    Json(json!({
-        "peer_id": node.id().to_string(),
-        "addrs": node.addrs(),
-        "namespaces": namespaces,
-        "storage": { "write_blocked": write_blocked },
-        "sealing": node.sealing_status(),
+/// `GET /v1/status`: this node's identity, storage, peers and namespaces
+/// ([`flotilla::NodeStatus`]), with its sealing state.
+pub async fn node_status(State(node): State<Arc<Node>>) -> Response {
+    let mut body = match serde_json::to_value(node.status()) {
+        Ok(body) => body,
+        Err(e) => {
+            return HttpError::from(flotilla::ApiError::Fatal(format!("encoding the status: {e}"))).into_response()
+        }
+    };
+    if let Some(fields) = body.as_object_mut() {
+        fields.insert("sealing".into(), json!(node.sealing_status()));
         // The operator opened the cluster plane without a cluster key (docs/SECURITY.md).
-        "insecure_no_cluster_key": node.config().insecure_no_cluster_key,
-    }))
+        fields.insert("insecure_no_cluster_key".into(), json!(node.config().insecure_no_cluster_key));
+    }
+    Json(body).into_response()
 }
 
 /// `POST /v1/admin/keyring/reload` (admin): read the cluster key file again, for rotation.

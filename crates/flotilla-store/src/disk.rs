@@ -68,6 +68,16 @@ impl Backoff {
     }
 }
 
+/// Free space on the data directory's file system against the reserve, for status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskSpace {
+    /// Free bytes (for unprivileged users), as last measured; `None` when the file system
+    /// cannot be measured.
+    pub free_bytes: Option<u64>,
+    /// Free space below which client writes are refused (0: the check is off).
+    pub reserve_bytes: u64,
+}
+
 /// A stalled state: why, and since when.
 #[derive(Debug, Clone)]
 struct Stall {
@@ -202,6 +212,11 @@ impl DiskHealth {
                 None
             }
         }
+    }
+
+    /// Free space and the reserve, measured at most every [`FREE_SPACE_TTL`].
+    pub(crate) fn space(&self) -> DiskSpace {
+        DiskSpace { free_bytes: self.free_bytes(), reserve_bytes: self.reserve.load(Ordering::Relaxed) }
     }
 
     pub(crate) fn set_reserve(&self, bytes: u64) {

@@ -66,7 +66,7 @@ pub use backup::{Backup, BACKUP_FORMAT_VERSION};
 pub use backup_file::{BackupFile, BACKUP_TEMP_SUFFIX};
 pub use backup_meta::{BackupMeta, BackupSource};
 pub use backup_verify::{verify_backup, BackupSummary};
-pub use disk::{DEFAULT_FREE_SPACE_RESERVE, RELAXED_COMMIT_MIN_FREE};
+pub use disk::{DiskSpace, DEFAULT_FREE_SPACE_RESERVE, RELAXED_COMMIT_MIN_FREE};
 pub use error::StoreError;
 pub use format::FORMAT_VERSION;
 pub use log_store::{LogStore, LIMITED_READ_BYTES};

@@ -31,6 +31,18 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// The upper bound of the bucket holding the `q`-quantile (`0.0..=1.0`) of the observations:
+    /// `None` without observations, `Some(None)` when it falls above the last bound. A bucket
+    /// bound, not an interpolation: "99% of fsyncs took at most this long".
+    pub fn quantile_bound(&self, q: f64) -> Option<Option<u64>> {
+        if self.count == 0 {
+            return None;
+        }
+        // The rank of the quantile, at least the first observation.
+        let rank = ((self.count as f64) * q.clamp(0.0, 1.0)).ceil().max(1.0) as u64;
+        self.cumulative().into_iter().find(|(_, total)| *total >= rank).map(|(bound, _)| bound)
+    }
+
     /// Cumulative counts per upper bound (`None` is `+Inf`), the form Prometheus exposes.
     pub fn cumulative(&self) -> Vec<(Option<u64>, u64)> {
         let mut total = 0;
@@ -69,6 +81,10 @@ pub struct StoreMetrics {
     pub commit_latency_us: Histogram,
     /// Operations per successful commit, bounds [`OPS_PER_COMMIT_BOUNDS`].
     pub ops_per_commit: Histogram,
+    /// Latency in microseconds of each durable commit and flush (the time redb's commit with
+    /// its fsync took), bounds [`COMMIT_LATENCY_BOUNDS_US`]: the disk's fsync latency as the
+    /// store sees it, without the faster commits that skip the fsync.
+    pub fsync_latency_us: Histogram,
     /// Largest number of operations grouped in one commit.
     pub max_ops_per_commit: u64,
     /// Operations waiting in the writer's queue when the metrics were taken.
@@ -125,6 +141,7 @@ pub(crate) struct Metrics {
     max_ops_per_commit: AtomicU64,
     commit_latency_us: AtomicHistogram,
     ops_per_commit: AtomicHistogram,
+    fsync_latency_us: AtomicHistogram,
     last_error: Mutex<Option<String>>,
 }
 
@@ -140,6 +157,7 @@ impl Metrics {
             max_ops_per_commit: AtomicU64::new(0),
             commit_latency_us: AtomicHistogram::new(&COMMIT_LATENCY_BOUNDS_US),
             ops_per_commit: AtomicHistogram::new(&OPS_PER_COMMIT_BOUNDS),
+            fsync_latency_us: AtomicHistogram::new(&COMMIT_LATENCY_BOUNDS_US),
             last_error: Mutex::new(None),
         }
     }
@@ -149,6 +167,7 @@ impl Metrics {
         self.commits.fetch_add(1, Ordering::Relaxed);
         if durable {
             self.fsyncs.fetch_add(1, Ordering::Relaxed);
+            self.fsync_latency_us.observe(duration_us(latency));
         }
         self.ops.fetch_add(ops, Ordering::Relaxed);
         self.max_ops_per_commit.fetch_max(ops, Ordering::Relaxed);
@@ -156,10 +175,11 @@ impl Metrics {
         self.ops_per_commit.observe(ops);
     }
 
-    /// A flush: an empty durable commit. Not a commit of operations, so it only counts as an
-    /// fsync.
-    pub(crate) fn record_flush(&self) {
+    /// A flush: an empty durable commit that took `latency`. Not a commit of operations, so it
+    /// only counts as an fsync.
+    pub(crate) fn record_flush(&self, latency: Duration) {
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.fsync_latency_us.observe(duration_us(latency));
     }
 
     /// A failed commit of `ops` operations.
@@ -206,6 +226,7 @@ impl Metrics {
             commit_latency_us_sum: commit_latency_us.sum,
             commit_latency_us,
             ops_per_commit: self.ops_per_commit.snapshot(),
+            fsync_latency_us: self.fsync_latency_us.snapshot(),
             max_ops_per_commit: self.max_ops_per_commit.load(Ordering::Relaxed),
             queue_depth,
             last_error: self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
@@ -227,7 +248,7 @@ mod tests {
         m.record_commit(1, Duration::from_micros(90), true);
         m.record_commit(3, Duration::from_micros(300), false);
         m.record_commit(2000, Duration::from_secs(2), true);
-        m.record_flush();
+        m.record_flush(Duration::from_millis(20));
         let s = m.snapshot(0);
         assert_eq!(s.commits, 3);
         assert_eq!(s.fsyncs, 3, "two durable commits and a flush");
@@ -239,5 +260,31 @@ mod tests {
         let cum = s.ops_per_commit.cumulative();
         assert_eq!(cum.first(), Some(&(Some(1), 1)));
         assert_eq!(cum.last(), Some(&(None, 3)));
+        // Only the durable commits and the flush count as fsyncs: 90 µs, 20 ms and 2 s.
+        assert_eq!(s.fsync_latency_us.count, 3);
+        assert_eq!(s.fsync_latency_us.counts[0], 1);
+        assert_eq!(s.fsync_latency_us.counts[7], 1, "20 ms is in the 25 ms bucket");
+    }
+
+    #[test]
+    fn quantile_bound_is_the_bucket_holding_the_rank() {
+        let h = |counts: [u64; 11]| Histogram {
+            bounds: COMMIT_LATENCY_BOUNDS_US.to_vec(),
+            counts: counts.to_vec(),
+            sum: 0,
+            count: counts.iter().sum(),
+        };
+        type Case = (&'static str, [u64; 11], f64, Option<Option<u64>>);
+        let cases: [Case; 6] = [
+            ("empty", [0; 11], 0.99, None),
+            ("all in the first bucket", [5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0.99, Some(Some(100))),
+            ("one slow of 100 is the 1%", [99, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0], 0.99, Some(Some(100))),
+            ("two slow of 100 reach p99", [98, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0], 0.99, Some(Some(25_000))),
+            ("above the last bound", [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3], 0.5, Some(None)),
+            ("median", [1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0], 0.5, Some(Some(250))),
+        ];
+        for (name, counts, q, want) in cases {
+            assert_eq!(h(counts).quantile_bound(q), want, "{name}");
+        }
     }
 }

@@ -312,6 +312,12 @@ impl Store {
         self.disk.write_blocked()
     }
 
+    /// Free space on the data directory's file system and the reserve below which client
+    /// writes are refused (measured at most every 200 ms, like [`Store::write_blocked`]).
+    pub fn disk_space(&self) -> crate::DiskSpace {
+        self.disk.space()
+    }
+
     /// Refuse client writes while less than `bytes` are free on the data directory's file
     /// system (default [`crate::DEFAULT_FREE_SPACE_RESERVE`]; 0 turns the check off).
     pub fn set_free_space_reserve(&self, bytes: u64) {

@@ -483,8 +483,9 @@ impl Committer {
         }
         let result = match self.current_db() {
             Some(db) => begin(&db, Durability::Immediate).and_then(|txn| {
+                let started = Instant::now();
                 txn.commit().map_err(redb_error)?;
-                self.metrics.record_flush();
+                self.metrics.record_flush(started.elapsed());
                 Ok(())
             }),
             None => Err(StoreError::Closed),

@@ -8,12 +8,12 @@ use flotilla_core::wire::{log_index, CommandRequest, CommandResponse};
 use flotilla_core::{ApiError, Command, Consistency, IdempotencyKey, Limit, MemberInfo, Namespace, RequestId};
 use openraft::raft::linearizable_read::Linearizer;
 use openraft::raft::linearizable_read::ReadLogId;
-use openraft::ServerState;
 use tokio::time::Instant;
 
 use crate::group::{Group, GroupSlot};
 use crate::node::Node;
-use crate::status::{GroupStatus, Member, MemberRole, Role};
+use crate::request_trace::{RequestTrace, TraceKind};
+use crate::status::{GroupStatus, Member, MemberRole};
 
 /// Operations on one namespace. Every method works on every node: writes and membership
 /// changes are forwarded to the leader, reads pick their consistency.
@@ -83,7 +83,17 @@ impl Cluster {
             return Err(too_large(Limit::Request, payload.len(), limit));
         }
         let command = Command { id: Some(id), payload };
-        match self.node.forwarder.submit(&self.group(), CommandRequest::Write(command), self.deadline()).await? {
+        let mut trace = RequestTrace::start(TraceKind::Write);
+        let group = self.group();
+        let written =
+            self.node.forwarder.submit_traced(&group, CommandRequest::Write(command), self.deadline(), &mut trace);
+        let written = written.await;
+        if let Ok(CommandResponse::Written { log_id, .. }) = &written {
+            // Forwarded, the leader's stages are in its own line; the index ties the two.
+            trace.at_index(log_id.index);
+        }
+        trace.finish(self.namespace.as_str(), None, config.slow_request());
+        match written? {
             CommandResponse::Written { log_id, result } => Ok((log_id.index, result.output)),
             other => Err(ApiError::Fatal(format!("unexpected reply to a write: {other:?}"))),
         }
@@ -99,15 +109,28 @@ impl Cluster {
         if consistency == Consistency::Stale {
             return Ok(self.applied_index());
         }
-        let response = self.node.forwarder.submit(&self.group(), CommandRequest::ReadIndex, self.deadline()).await?;
+        let mut trace = RequestTrace::start(TraceKind::Read);
+        let read = self.linearizable_barrier(&mut trace).await;
+        trace.finish(self.namespace.as_str(), None, self.node.config.slow_request());
+        read
+    }
+
+    /// Get a read index from the leader, then wait until this replica has applied it.
+    async fn linearizable_barrier(&self, trace: &mut RequestTrace) -> Result<u64, ApiError> {
+        let group = self.group();
+        let response = self.node.forwarder.submit_traced(&group, CommandRequest::ReadIndex, self.deadline(), trace);
+        let response = response.await?;
         let CommandResponse::ReadIndex { read_log_id } = response else {
             return Err(ApiError::Fatal(format!("unexpected reply to a read index: {response:?}")));
         };
         let index = read_log_id.index;
-        let leader = self.group().leader().unwrap_or(self.node.id);
+        let leader = group.leader().unwrap_or(self.node.id);
         let linearizer = Linearizer::<TypeConfig>::new(leader, ReadLogId::from_log_id(read_log_id), None);
         let budget = self.deadline().saturating_duration_since(Instant::now());
-        match linearizer.try_await_ready(&self.group().raft, Some(budget)).await {
+        let waiting = Instant::now();
+        let ready = linearizer.try_await_ready(&group.raft, Some(budget)).await;
+        trace.applied(waiting, index);
+        match ready {
             Ok(Ok(_)) => Ok(index),
             Ok(Err(_)) => Err(ApiError::Timeout(format!("replica did not apply index {index} in time"))),
             Err(fatal) => Err(ApiError::Fatal(fatal.to_string())),
@@ -172,27 +195,25 @@ impl Cluster {
                 role: if voters.contains(id) { MemberRole::Voter } else { MemberRole::Learner },
             })
             .collect();
-        let role = match m.state {
-            ServerState::Leader => Role::Leader,
-            ServerState::Follower => Role::Follower,
-            ServerState::Candidate => Role::Candidate,
-            ServerState::Learner => Role::Learner,
-            ServerState::Shutdown => Role::Shutdown,
-        };
+        let group = self.group();
         GroupStatus {
-            namespace: self.group().namespace.to_string(),
+            namespace: group.namespace.to_string(),
             node_id: self.node.id,
-            role,
+            role: crate::status_report::role_of(&m),
             leader: m.current_leader,
             term: m.current_term,
             last_log_index: m.last_log_index.unwrap_or(0),
             commit_index: log_index(&m.local_committed),
             applied_index: log_index(&m.last_applied),
+            revision: self.revision(),
             snapshot_index: log_index(&m.snapshot),
             members,
             membership_changing: membership.membership().get_joint_config().len() > 1
                 || membership.log_id() != m.committed_membership_config.log_id(),
             cluster: crate::formation::view::cluster_of(&m),
+            quiesced: group.is_quiesced(),
+            leadership: group.counters.leader_changes.history(),
+            progress: crate::status_report::member_progress(&m),
             formation: self.formation_status(),
         }
     }
@@ -270,7 +291,7 @@ impl Cluster {
     pub fn counters(&self) -> (u64, u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
         let c = &self.group().counters;
-        (c.proposals.load(Relaxed), c.forwards.load(Relaxed), c.leader_changes.load(Relaxed))
+        (c.proposals.load(Relaxed), c.forwards.load(Relaxed), c.leader_changes.total())
     }
 }
 

@@ -39,12 +39,24 @@ use tracing::debug;
 
 use crate::execute::Executor;
 use crate::group::{Group, GroupCounters};
+use crate::request_trace::{RequestTrace, TraceKind};
 
 /// Hops a request may take beyond its entry node.
 pub const MAX_HOPS: u8 = 2;
 
 /// Pause between attempts while no leader is reachable.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// The durations a [`Forwarder`] works with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ForwarderTiming {
+    /// This node's request timeout.
+    pub(crate) request_timeout: Duration,
+    /// The maximal election timeout.
+    pub(crate) election_max: Duration,
+    /// Requests slower than this log where their time went (`Config::slow_request_ms`).
+    pub(crate) slow_request: Duration,
+}
 
 /// Sends commands to the leader of their namespace, or runs them here when this node leads.
 pub(crate) struct Forwarder {
@@ -59,6 +71,8 @@ pub(crate) struct Forwarder {
     request_timeout: Duration,
     /// The maximal election timeout (bounds one attempt).
     election_max: Duration,
+    /// A request served for another node that takes longer logs where its time went.
+    slow_request: Duration,
 }
 
 impl Forwarder {
@@ -69,10 +83,10 @@ impl Forwarder {
         store: Arc<Store>,
         executor: Executor,
         closing: Arc<AtomicBool>,
-        timing: (Duration, Duration),
+        timing: ForwarderTiming,
     ) -> Self {
-        let (request_timeout, election_max) = timing;
-        Self { me, transport, store, executor, closing, request_timeout, election_max }
+        let ForwarderTiming { request_timeout, election_max, slow_request } = timing;
+        Self { me, transport, store, executor, closing, request_timeout, election_max, slow_request }
     }
 
     /// Run `request` on the namespace's leader, retrying across leader changes until `deadline`.
@@ -87,6 +101,19 @@ impl Forwarder {
         request: CommandRequest,
         deadline: Instant,
     ) -> Result<CommandResponse, ApiError> {
+        let mut trace = RequestTrace::start(TraceKind::of(&request));
+        self.submit_traced(group, request, deadline, &mut trace).await
+    }
+
+    /// [`Forwarder::submit`], noting in `trace` where the time goes (the caller decides
+    /// whether the request was slow enough to log it).
+    pub(crate) async fn submit_traced(
+        &self,
+        group: &Arc<Group>,
+        request: CommandRequest,
+        deadline: Instant,
+        trace: &mut RequestTrace,
+    ) -> Result<CommandResponse, ApiError> {
         let is_write = matches!(request, CommandRequest::Write(_));
         if is_write {
             // The entry node refuses at once when its own disk is full (the leader's gate checks
@@ -96,7 +123,7 @@ impl Forwarder {
         let mut hint: Option<NodeId> = None;
         let mut fate = Fate::new(is_write);
         loop {
-            let (target, error) = match self.attempt(group, &request, hint.take(), deadline).await {
+            let (target, error) = match self.attempt(group, &request, hint.take(), deadline, trace).await {
                 Ok(response) => return Ok(response),
                 Err(failed) => failed,
             };
@@ -130,16 +157,24 @@ impl Forwarder {
         request: &CommandRequest,
         hint: Option<NodeId>,
         deadline: Instant,
+        trace: &mut RequestTrace,
     ) -> Result<CommandResponse, (Option<NodeId>, ApiError)> {
         if self.closing.load(Ordering::Acquire) {
             return Err((None, ApiError::ShuttingDown));
         }
+        trace.attempt();
         let target = hint.or_else(|| group.leader());
         let result = match target {
-            Some(leader) if leader == self.me => self.executor.execute(group, self.me, request.clone(), deadline).await,
+            Some(leader) if leader == self.me => {
+                self.executor.execute(group, self.me, request.clone(), deadline, trace).await
+            }
             Some(leader) => {
                 GroupCounters::bump(&group.counters.forwards);
-                self.send(group, leader, request.clone(), MAX_HOPS - 1, self.attempt_budget(deadline)).await
+                let sent = Instant::now();
+                let result =
+                    self.send(group, leader, request.clone(), MAX_HOPS - 1, self.attempt_budget(deadline)).await;
+                trace.forwarded(sent);
+                result
             }
             None => Err(ApiError::NoLeader("no leader elected yet".into())),
         };
@@ -202,7 +237,13 @@ impl Forwarder {
             )));
         }
         match group.leader() {
-            Some(leader) if leader == self.me => self.executor.execute(group, from, envelope.request, deadline).await,
+            Some(leader) if leader == self.me => {
+                let mut trace = RequestTrace::start(TraceKind::of(&envelope.request));
+                trace.attempt();
+                let result = self.executor.execute(group, from, envelope.request, deadline, &mut trace).await;
+                trace.finish(group.namespace.as_str(), Some(from), self.slow_request);
+                result
+            }
             // A join adds its authenticated sender, so it must reach the leader directly: a
             // forwarded join would carry the forwarder's identity.
             Some(leader) if matches!(envelope.request, CommandRequest::Join { .. }) => {

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use flotilla_core::timed_responder::TimedResponder;
 use flotilla_core::types::{LogId, NodeId, TypeConfig};
 use flotilla_core::wire::{CommandRequest, CommandResponse, WireError};
 use flotilla_core::Command;
@@ -25,6 +26,7 @@ use crate::formation::Formation;
 use crate::group::{Group, GroupCounters};
 use crate::namespaces::NamespaceRegistry;
 use crate::quorum::Quorum;
+use crate::request_trace::RequestTrace;
 use crate::write_gate::WriteGate;
 
 /// Pause before retrying a membership change that collided with another one.
@@ -67,19 +69,26 @@ impl Executor {
         from: NodeId,
         request: CommandRequest,
         deadline: Instant,
+        trace: &mut RequestTrace,
     ) -> Result<CommandResponse, WireError> {
         // A quiesced leader first renews its lease (crate::quiesce): within the quorum-loss
         // probe interval (two election timeouts) plus one election timeout.
         let fresh = self.election_max;
         let patience = (fresh * 3).min(deadline.saturating_duration_since(Instant::now()));
+        let waking = Instant::now();
         group.wake_leader(fresh, patience).await;
+        trace.woke(waking);
         if matches!(request, CommandRequest::Write(_) | CommandRequest::ReadIndex) {
             group.quiet.mark_used();
         }
         match request {
-            CommandRequest::Write(command) => self.write_local(group, command, deadline).await,
+            CommandRequest::Write(command) => self.write_local(group, command, deadline, trace).await,
             CommandRequest::ReadIndex => {
-                let read_log_id = self.confirm_leadership(group).await?;
+                let confirming = Instant::now();
+                let read_log_id = self.confirm_leadership(group).await;
+                trace.confirmed(confirming);
+                let read_log_id = read_log_id?;
+                trace.at_index(read_log_id.index);
                 Ok(CommandResponse::ReadIndex { read_log_id })
             }
             CommandRequest::LeaseKeepAlive(id) => self.lease_local(group, id, true, deadline).await,
@@ -148,13 +157,21 @@ impl Executor {
         group: &Arc<Group>,
         command: Command,
         deadline: Instant,
+        trace: &mut RequestTrace,
     ) -> Result<CommandResponse, WireError> {
         let formation = self.formation(group).ok_or_else(|| unknown_namespace(group))?;
         let gate = WriteGate::new(self.me, &formation, &*self.store);
-        let _pass = gate.admit(self.quorum.confirm_contact(group), deadline).await?;
+        let admitting = Instant::now();
+        let pass = gate.admit(self.quorum.confirm_contact(group), deadline).await;
+        trace.admitted(admitting);
+        let _pass = pass?;
         GroupCounters::bump(&group.counters.proposals);
-        let response = tokio::select! {
-            written = group.raft.client_write(command) => written.map_err(write_error)?,
+        let proposed = Instant::now();
+        // Our own responder, rather than `client_write`, notes when the entry committed.
+        let (responder, reply) = TimedResponder::new();
+        group.raft.client_write_ff(command, Some(responder)).await.map_err(|f| write_error(RaftError::Fatal(f)))?;
+        let timed = tokio::select! {
+            timed = reply => timed.map_err(|_| WireError::Fatal("the Raft group stopped before answering the write".into()))?,
             () = tokio::time::sleep_until(deadline) => {
                 return Err(WireError::Timeout(format!(
                     "leader {}: the write was proposed but not committed within the caller's deadline",
@@ -163,6 +180,10 @@ impl Executor {
             }
             lost = self.quorum.lost(group) => return Err(lost.after_possible_proposal()),
         };
+        let committed_ago = timed.committed_at.map(|at| openraft::Instant::elapsed(&at));
+        let response = timed.result.map_err(|e| write_error(RaftError::APIError(e)));
+        trace.written(proposed, committed_ago, response.as_ref().ok().map(|r| r.log_id.index));
+        let response = response?;
         Ok(CommandResponse::Written { log_id: response.log_id, result: response.data })
     }
 

@@ -25,8 +25,8 @@ pub struct GroupCounters {
     pub proposals: AtomicU64,
     /// Requests this node forwarded to a leader elsewhere.
     pub forwards: AtomicU64,
-    /// Times the known leader changed.
-    pub leader_changes: AtomicU64,
+    /// Times the known leader changed, and when it last did.
+    pub leader_changes: crate::leader_changes::LeaderChangeLog,
 }
 
 impl GroupCounters {
@@ -139,7 +139,7 @@ fn spawn_leader_watch(raft: GroupRaft, counters: Arc<GroupCounters>) {
         while rx.changed().await.is_ok() {
             let now = rx.borrow_watched().current_leader;
             if now != last {
-                GroupCounters::bump(&counters.leader_changes);
+                counters.leader_changes.record();
                 last = now;
             }
         }

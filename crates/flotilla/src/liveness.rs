@@ -82,6 +82,11 @@ impl Liveness {
         self.peers().down.get(peer).map(|at| at.elapsed())
     }
 
+    /// How long ago `peer` was last heard from, if it is watched (it shares a quiesced group).
+    pub fn heard_ago(&self, peer: &NodeId) -> Option<Duration> {
+        self.peers().heard.get(peer).map(|at| at.elapsed())
+    }
+
     /// Record that `peer` was heard from now. Returns whether it had been declared down.
     pub fn heard(&self, peer: NodeId) -> bool {
         let mut p = self.peers();

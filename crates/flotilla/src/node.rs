@@ -136,7 +136,11 @@ impl Node {
         let namespaces = Arc::new(NamespaceRegistry::new(&config.data_dir, set.clone(), ledger));
         let closing = Arc::new(AtomicBool::new(false));
         let executor = Executor::new(id, transport.clone(), store.clone(), namespaces.clone(), config.timing());
-        let timing = (config.request_timeout(), std::time::Duration::from_millis(config.timing().election_max_ms));
+        let timing = crate::command::ForwarderTiming {
+            request_timeout: config.request_timeout(),
+            election_max: std::time::Duration::from_millis(config.timing().election_max_ms),
+            slow_request: config.slow_request(),
+        };
         let forwarder = Forwarder::new(id, transport.clone(), store.clone(), executor, closing.clone(), timing);
         let node = Arc::new(Node {
             id,

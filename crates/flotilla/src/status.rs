@@ -1,7 +1,7 @@
 //! What a node reports about a namespace.
 
 use flotilla_core::types::NodeId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A member of a namespace's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -15,7 +15,7 @@ pub struct Member {
 }
 
 /// Whether a member votes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MemberRole {
     /// Counts towards quorum.
@@ -24,8 +24,18 @@ pub enum MemberRole {
     Learner,
 }
 
+impl MemberRole {
+    /// The role as shown in status.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemberRole::Voter => "voter",
+            MemberRole::Learner => "learner",
+        }
+    }
+}
+
 /// This node's role in a namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Leads the group.
@@ -38,6 +48,19 @@ pub enum Role {
     Learner,
     /// Stopped.
     Shutdown,
+}
+
+impl Role {
+    /// The role as shown in status.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Learner => "learner",
+            Role::Shutdown => "shutdown",
+        }
+    }
 }
 
 /// A namespace's state as seen from this node.
@@ -59,6 +82,9 @@ pub struct GroupStatus {
     pub commit_index: u64,
     /// Highest index applied to the state machine.
     pub applied_index: u64,
+    /// The KV revision of the applied state; `None` for another state machine, or while a
+    /// snapshot is being installed.
+    pub revision: Option<u64>,
     /// Index of the last snapshot.
     pub snapshot_index: u64,
     /// The membership configuration.
@@ -68,6 +94,12 @@ pub struct GroupStatus {
     pub membership_changing: bool,
     /// The cluster this node belongs to (empty before it has one).
     pub cluster: String,
+    /// Whether the group is quiesced (idle: no heartbeats, no election timer).
+    pub quiesced: bool,
+    /// When the known leader changed.
+    pub leadership: crate::node_status::LeadershipHistory,
+    /// On the leader: each other member's matched index, lag and last acknowledgement.
+    pub progress: Vec<crate::node_status::MemberProgress>,
     /// Formation phase, reason, peers, timeline, splits and counters.
     pub formation: Option<crate::formation::FormationStatus>,
 }

@@ -63,6 +63,19 @@ pub fn flotilla() -> Command {
     cmd
 }
 
+/// Run the CLI with `args` against `http`, with the admin token file `token` in the
+/// environment if given; returns (success, stdout, stderr).
+pub fn cli(http: &str, args: &[&str], token: Option<&Path>) -> (bool, String, String) {
+    let mut cmd = flotilla();
+    cmd.args(args).args(["--addr", http]);
+    if let Some(path) = token {
+        cmd.env("FLOTILLA_ADMIN_TOKEN_FILE", path);
+    }
+    let out = cmd.output().expect("cli runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
 /// Wait for `child` to exit within `within`; kills it and fails otherwise.
 pub fn exits_within(mut child: Child, within: Duration) -> Output {
     let deadline = Instant::now() + within;
