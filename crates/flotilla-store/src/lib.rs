@@ -22,6 +22,9 @@
 //! Online backups of a namespace ([`Store::backup`], [`verify_backup`]) stream the same
 //! plaintext snapshot from a read transaction, behind a metadata header; see [`Backup`].
 //!
+//! Recovery from a lost quorum rewrites a survivor's log offline: [`Store::force_membership`]
+//! appends a membership entry and its vote in one durable commit (see [`ForcedMembership`]).
+//!
 //! Encryption at rest is optional: [`Store::open_with`] and a [`StoreOptions::at_rest`]
 //! cipher seal log entries, kv values, dedup records and snapshot files with XChaCha20-Poly1305 (kv
 //! keys and Raft metadata stay plaintext); see [`at_rest`] for what is sealed and its limits,
@@ -39,6 +42,7 @@ mod codec;
 mod dedup;
 mod disk;
 mod error;
+mod forced_membership;
 mod format;
 mod log_store;
 mod metrics;
@@ -68,6 +72,7 @@ pub use backup_meta::{BackupMeta, BackupSource};
 pub use backup_verify::{verify_backup, BackupSummary};
 pub use disk::{DEFAULT_FREE_SPACE_RESERVE, RELAXED_COMMIT_MIN_FREE};
 pub use error::StoreError;
+pub use forced_membership::ForcedMembership;
 pub use format::FORMAT_VERSION;
 pub use log_store::{LogStore, LIMITED_READ_BYTES};
 pub use metrics::{Histogram, StoreMetrics, COMMIT_LATENCY_BOUNDS_US, OPS_PER_COMMIT_BOUNDS};

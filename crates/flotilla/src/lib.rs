@@ -38,6 +38,7 @@ pub mod node;
 mod quiesce;
 mod quorum;
 pub mod raft_config;
+pub mod recovery;
 mod request_ids;
 pub mod sealing;
 mod shutdown;

@@ -1,0 +1,231 @@
+//! Issue 15, point 3, with real agents on loopback: five agents form namespace `default`, take
+//! writes, and three of them (the leader among them) are killed for good. `flotilla recover`
+//! first refuses while a quorum answers and while an agent holds the data directory; on the
+//! survivor with the longest log it makes that node the only voter of a new cluster. Started
+//! again, it leads alone, serves every acknowledged write, says so in its status timeline, and
+//! two fresh agents join it; new writes work.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::Duration;
+
+use flotilla_http::Client;
+use serde_json::Value;
+use support::{bound_http_addr, exits_within, flotilla, until, until_or_log};
+
+const NS: &str = "default";
+const KEYS: usize = 20;
+
+/// One agent process on loopback, the OS picking its ports.
+struct Agent {
+    dir: PathBuf,
+    log: PathBuf,
+    http: String,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Start `flotilla agent` on `dir` (a fresh log each time) with `args` added.
+    async fn start(dir: &Path, args: &[&str]) -> Agent {
+        let log = dir.with_extension("log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let mut child = flotilla()
+            .args(["agent", "--no-mdns", "--data-dir"])
+            .arg(dir)
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--http", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info,openraft=warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::from(out.try_clone().expect("clone log")))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("agent starts");
+        let http = bound_http_addr(&mut child, &log).await;
+        Agent { dir: dir.to_path_buf(), log, http, child: Some(child) }
+    }
+
+    /// The cluster-plane address the agent logged at start.
+    fn p2p(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).expect("log");
+        let line = text.lines().find(|l| l.contains("flotilla agent running")).expect("the start line");
+        let start = line.find("addrs=[\"").expect("addrs in the start line") + "addrs=[\"".len();
+        line[start..].split('"').next().expect("an address").to_string()
+    }
+
+    fn client(&self) -> Client {
+        Client::new(&self.http, Duration::from_secs(10))
+    }
+
+    async fn status(&self) -> Option<Value> {
+        Client::new(&self.http, Duration::from_secs(2)).get_json(&format!("/v1/ns/{NS}/status")).await.ok()
+    }
+
+    fn kill_9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    fn stop(&mut self) {
+        let child = self.child.take().expect("running");
+        let pid = i32::try_from(child.id()).expect("pid");
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM sent");
+        let out = exits_within(child, support::PATIENCE);
+        assert!(out.status.success(), "{} did not stop cleanly: {}", self.dir.display(), out.status);
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+fn voters(s: &Value) -> usize {
+    s["members"].as_array().map(|m| m.iter().filter(|x| x["role"] == "voter").count()).unwrap_or(0)
+}
+
+/// Run `flotilla recover --data-dir DIR -n default ARGS`.
+fn recover(dir: &Path, args: &[&str]) -> Output {
+    let child = flotilla()
+        .args(["recover", "-n", NS, "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("recover runs");
+    exits_within(child, Duration::from_secs(30))
+}
+
+/// `recover`'s JSON report, expecting success.
+fn report(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "recover failed: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// `(last log term, last log index)` of a dry run: the longer log wins.
+fn log_end(report: &Value) -> (u64, u64) {
+    (report["last_log_term"].as_u64().unwrap_or(0), report["last_log_index"].as_u64().unwrap_or(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_survivor_recovers_a_namespace_whose_quorum_is_lost_for_good() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = |i: usize| root.path().join(format!("node{i}"));
+    let mut agents = vec![Agent::start(&dir(0), &["--expect", "5"]).await];
+    let bootstrap = agents[0].p2p();
+    for i in 1..5 {
+        agents.push(Agent::start(&dir(i), &["--expect", "5", "--bootstrap", &bootstrap]).await);
+    }
+    let formed = until_or_log("five voters with a leader", &agents[0].log, || async {
+        agents[0].status().await.filter(|s| voters(s) == 5 && s["leader"].is_string())
+    })
+    .await;
+    let leader_id = formed["leader"].as_str().expect("leader").to_string();
+    let old_cluster = formed["cluster"].as_str().expect("cluster").to_string();
+
+    let mut acknowledged = Vec::new();
+    for i in 0..KEYS {
+        let (k, v) = (format!("k/{i}"), format!("v{i}"));
+        agents[i % 5].client().put(NS, &k, v.clone().into_bytes()).await.expect("write acknowledged");
+        acknowledged.push((k, v));
+    }
+    // Every node has applied every acknowledged write before the loss, so whichever survivor
+    // holds the longest log holds them all.
+    let mut leader = 0;
+    for (i, a) in agents.iter().enumerate() {
+        leader = if a.status().await.expect("status")["node_id"] == leader_id.as_str() { i } else { leader };
+    }
+    let committed = agents[leader].status().await.expect("status")["commit_index"].as_u64().expect("commit");
+    for a in &agents {
+        until("every node to apply the writes", || async {
+            a.status().await.filter(|s| s["applied_index"].as_u64() >= Some(committed))
+        })
+        .await;
+    }
+    let survivors: Vec<usize> = (0..5).filter(|i| *i != leader).take(2).collect();
+    let lost: Vec<usize> = (0..5).filter(|i| !survivors.contains(i)).collect();
+
+    // Guards: an agent running on the directory; a quorum of the old configuration answers.
+    let busy = recover(&agents[survivors[1]].dir, &["--force-new-cluster"]);
+    let why = String::from_utf8_lossy(&busy.stderr);
+    assert!(!busy.status.success() && why.contains("is in use by another process"), "{why}");
+    agents[survivors[0]].stop();
+    let reachable = recover(&agents[survivors[0]].dir, &["--force-new-cluster"]);
+    let why = String::from_utf8_lossy(&reachable.stderr);
+    assert!(!reachable.status.success() && why.contains("a quorum of the old configuration is reachable"), "{why}");
+
+    // Three nodes, the leader among them, are lost for good; the other survivor stops too.
+    for i in &lost {
+        agents[*i].kill_9();
+    }
+    agents[survivors[1]].stop();
+
+    // Dry runs print each survivor's log end; recover the one with the longest log.
+    let dry: Vec<Value> = survivors.iter().map(|i| report(&recover(&agents[*i].dir, &[]))).collect();
+    for r in &dry {
+        assert_eq!(r["voters"].as_array().map(Vec::len), Some(5), "{r}");
+        assert_eq!(r["reachable_members"].as_array().map(Vec::len), Some(0), "{r}");
+        assert_eq!(r["verdict"], "recovery allowed", "{r}");
+        assert_eq!(r["cluster"], old_cluster.as_str(), "{r}");
+    }
+    let chosen = if log_end(&dry[0]) >= log_end(&dry[1]) { survivors[0] } else { survivors[1] };
+    let before = &dry[if chosen == survivors[0] { 0 } else { 1 }];
+    let done = report(&recover(&agents[chosen].dir, &["--force-new-cluster"]));
+    let action = done["action"].as_str().unwrap_or("");
+    let forced_index = before["last_log_index"].as_u64().expect("index") + 1;
+    assert!(
+        action.starts_with(&format!(
+            "recovered from a lost quorum: membership forced to this node at index {forced_index}, term"
+        )),
+        "{done}"
+    );
+    let new_cluster = done["new_cluster"].as_str().expect("new cluster").to_string();
+    assert_ne!(new_cluster, old_cluster);
+
+    // Started again, it leads the namespace alone, in the new cluster, and says why.
+    let dir_chosen = agents[chosen].dir.clone();
+    agents[chosen] = Agent::start(&dir_chosen, &[]).await;
+    let survivor = &agents[chosen];
+    let s = until_or_log("the survivor to lead alone", &survivor.log, || async {
+        survivor.status().await.filter(|s| s["role"] == "leader" && voters(s) == 1)
+    })
+    .await;
+    assert_eq!(s["cluster"], new_cluster.as_str(), "{s}");
+    let timeline = s["formation"]["timeline"].to_string();
+    assert!(timeline.contains(action), "the recovery is not in the timeline: {timeline}");
+    for (k, v) in &acknowledged {
+        let read = survivor.client().get(NS, k, "linearizable").await.expect("linearizable read");
+        assert_eq!(read.value.as_deref(), Some(v.as_bytes()), "{k}");
+    }
+
+    // Two fresh agents join it through formation; new writes work everywhere.
+    let bootstrap = survivor.p2p();
+    let fresh = [
+        Agent::start(&root.path().join("fresh0"), &["--bootstrap", &bootstrap]).await,
+        Agent::start(&root.path().join("fresh1"), &["--bootstrap", &bootstrap]).await,
+    ];
+    until_or_log("three voters in the recovered cluster", &survivor.log, || async {
+        survivor.status().await.filter(|s| voters(s) == 3)
+    })
+    .await;
+    for (i, a) in fresh.iter().enumerate() {
+        let (k, v) = (format!("after/{i}"), format!("w{i}"));
+        a.client().put(NS, &k, v.clone().into_bytes()).await.expect("a write after the recovery");
+        for reader in fresh.iter().chain([survivor]) {
+            let read = reader.client().get(NS, &k, "linearizable").await.expect("read");
+            assert_eq!(read.value.as_deref(), Some(v.as_bytes()), "{k} on {}", reader.http);
+        }
+        let (k0, v0) = &acknowledged[0];
+        let read = a.client().get(NS, k0, "linearizable").await.expect("read an old key");
+        assert_eq!(read.value.as_deref(), Some(v0.as_bytes()));
+        let s = a.status().await.expect("status");
+        assert_eq!(s["cluster"], new_cluster.as_str(), "{s}");
+    }
+}
