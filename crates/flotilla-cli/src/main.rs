@@ -8,6 +8,7 @@ mod dev;
 mod keys;
 mod lock;
 mod recover;
+mod restore;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -116,7 +117,8 @@ enum Command {
         #[command(subcommand)]
         op: commands::NsCommand,
     },
-    /// Online backups: save one over HTTP (admin), inspect and verify a file.
+    /// Online backups: save one over HTTP (admin), inspect and verify a file, restore one into a
+    /// data directory as a new cluster.
     Backup {
         #[command(flatten)]
         target: Target,

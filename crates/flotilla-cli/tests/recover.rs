@@ -7,87 +7,15 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::path::Path;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use flotilla_http::Client;
 use serde_json::Value;
-use support::{bound_http_addr, exits_within, flotilla, until, until_or_log};
+use support::agent::{voters, Agent, NS};
+use support::{exits_within, flotilla, until, until_or_log};
 
-const NS: &str = "default";
 const KEYS: usize = 20;
-
-/// One agent process on loopback, the OS picking its ports.
-struct Agent {
-    dir: PathBuf,
-    log: PathBuf,
-    http: String,
-    child: Option<Child>,
-}
-
-impl Agent {
-    /// Start `flotilla agent` on `dir` (a fresh log each time) with `args` added.
-    async fn start(dir: &Path, args: &[&str]) -> Agent {
-        let log = dir.with_extension("log");
-        let out = std::fs::File::create(&log).expect("log file");
-        let mut child = flotilla()
-            .args(["agent", "--no-mdns", "--data-dir"])
-            .arg(dir)
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--http", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "info,openraft=warn")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::from(out.try_clone().expect("clone log")))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .expect("agent starts");
-        let http = bound_http_addr(&mut child, &log).await;
-        Agent { dir: dir.to_path_buf(), log, http, child: Some(child) }
-    }
-
-    /// The cluster-plane address the agent logged at start.
-    fn p2p(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).expect("log");
-        let line = text.lines().find(|l| l.contains("flotilla agent running")).expect("the start line");
-        let start = line.find("addrs=[\"").expect("addrs in the start line") + "addrs=[\"".len();
-        line[start..].split('"').next().expect("an address").to_string()
-    }
-
-    fn client(&self) -> Client {
-        Client::new(&self.http, Duration::from_secs(10))
-    }
-
-    async fn status(&self) -> Option<Value> {
-        Client::new(&self.http, Duration::from_secs(2)).get_json(&format!("/v1/ns/{NS}/status")).await.ok()
-    }
-
-    fn kill_9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM, and wait for a clean exit.
-    fn stop(&mut self) {
-        let child = self.child.take().expect("running");
-        let pid = i32::try_from(child.id()).expect("pid");
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM sent");
-        let out = exits_within(child, support::PATIENCE);
-        assert!(out.status.success(), "{} did not stop cleanly: {}", self.dir.display(), out.status);
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill_9();
-    }
-}
-
-fn voters(s: &Value) -> usize {
-    s["members"].as_array().map(|m| m.iter().filter(|x| x["role"] == "voter").count()).unwrap_or(0)
-}
 
 /// Run `flotilla recover --data-dir DIR -n default ARGS`.
 fn recover(dir: &Path, args: &[&str]) -> Output {

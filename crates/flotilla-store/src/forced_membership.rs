@@ -42,6 +42,8 @@ pub struct ForcedMembership {
     pub cluster: String,
     /// When it was forced, in milliseconds since the Unix epoch.
     pub at_unix_ms: u64,
+    /// Why, in words (for the status timeline): a recovery from a lost quorum, a restore.
+    pub reason: String,
 }
 
 /// Why a forced tail cannot go onto the log as it is: a pure check of what the log holds.

@@ -21,6 +21,7 @@
 //!
 //! Online backups of a namespace ([`Store::backup`], [`verify_backup`]) stream the same
 //! plaintext snapshot from a read transaction, behind a metadata header; see [`Backup`].
+//! [`Store::restore_backup`] installs one into a namespace as a snapshot.
 //!
 //! Recovery from a lost quorum rewrites a survivor's log offline: [`Store::force_membership`]
 //! appends a membership entry and its vote in one durable commit (see [`ForcedMembership`]).
@@ -37,6 +38,7 @@ pub mod at_rest;
 mod backup;
 mod backup_file;
 mod backup_meta;
+mod backup_restore;
 mod backup_verify;
 mod codec;
 mod dedup;
@@ -69,6 +71,7 @@ pub use at_rest::{AtRestCipher, AtRestKey};
 pub use backup::{Backup, BACKUP_FORMAT_VERSION};
 pub use backup_file::{BackupFile, BACKUP_TEMP_SUFFIX};
 pub use backup_meta::{BackupMeta, BackupSource};
+pub use backup_restore::RestoredBackup;
 pub use backup_verify::{verify_backup, BackupSummary};
 pub use disk::{DEFAULT_FREE_SPACE_RESERVE, RELAXED_COMMIT_MIN_FREE};
 pub use error::StoreError;

@@ -28,7 +28,7 @@ use flotilla_core::formation::ClusterId;
 use flotilla_core::kv::KvStateMachine;
 use flotilla_core::types::{Entry, LogId, MemberInfo, NodeId, StoredMembership, TypeConfig, Vote};
 use flotilla_core::Namespace;
-use flotilla_store::{ForcedMembership, Store, StoreError};
+use flotilla_store::{ForcedMembership, RestoredBackup, Store, StoreError};
 use openraft::storage::{RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::vote::RaftLeaderIdExt;
 use openraft::{EntryPayload, Membership, RaftTypeConfig, StorageHelper};
@@ -213,6 +213,39 @@ fn own_cluster(membership: &StoredMembership, me: NodeId) -> ClusterId {
 /// the store's data directory).
 /// Call only after [`decide`] allowed it.
 pub async fn force_new_cluster(store: &Arc<Store>, facts: &RecoveryFacts) -> Result<ForcedMembership, RecoveryError> {
+    force_one_voter(store, facts, LOST_QUORUM).await
+}
+
+/// Restore the backup file at `path` into namespace `ns` of `store` (which must hold nothing
+/// of it) and make this node (`me`) the only voter of a new cluster of the namespace, with
+/// the backup's data: the same one-voter cluster [`force_new_cluster`] makes, on top of the
+/// backup installed as a snapshot. Revisions continue from the backup's.
+pub async fn restore(
+    store: &Arc<Store>,
+    ns: &Namespace,
+    path: &std::path::Path,
+    me: NodeId,
+) -> Result<(RestoredBackup, ForcedMembership), RecoveryError> {
+    let restored = store.restore_backup(ns, path).await?;
+    let facts = inspect(store, ns, me).await?;
+    let meta = &restored.summary.meta;
+    let reason = format!(
+        "restored from a backup of cluster {} at index {}, revision {}",
+        meta.cluster_id, meta.index, meta.revision
+    );
+    let forced = force_one_voter(store, &facts, &reason).await?;
+    Ok((restored, forced))
+}
+
+/// The reason a recovery records.
+const LOST_QUORUM: &str = "recovered from a lost quorum";
+
+/// Force the membership to this node alone, under a new cluster id, for `reason`.
+async fn force_one_voter(
+    store: &Arc<Store>,
+    facts: &RecoveryFacts,
+    reason: &str,
+) -> Result<ForcedMembership, RecoveryError> {
     let me = facts.me;
     let term = facts
         .vote
@@ -232,6 +265,7 @@ pub async fn force_new_cluster(store: &Arc<Store>, facts: &RecoveryFacts) -> Res
         previous_cluster: facts.cluster.clone(),
         cluster: cluster.clone(),
         at_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        reason: reason.to_string(),
     };
     let entry = Entry { log_id, payload: EntryPayload::Membership(membership) };
     store.force_membership(&facts.namespace, Vote::new(term, me), entry, &record).await?;
@@ -294,9 +328,13 @@ fn record_in_key_file(store: &Store, facts: &RecoveryFacts, cluster: &str) -> Re
 /// The status timeline's line for a forced membership.
 pub fn describe(forced: &ForcedMembership) -> String {
     format!(
-        "recovered from a lost quorum: membership forced to this node at index {}, term {} (cluster {} -> {}, \
-         at unix ms {})",
-        forced.log_id.index, forced.log_id.leader_id.term, forced.previous_cluster, forced.cluster, forced.at_unix_ms
+        "{}: membership forced to this node at index {}, term {} (cluster {} -> {}, at unix ms {})",
+        forced.reason,
+        forced.log_id.index,
+        forced.log_id.leader_id.term,
+        forced.previous_cluster,
+        forced.cluster,
+        forced.at_unix_ms
     )
 }
 
