@@ -3,7 +3,8 @@
 //! first refuses while a quorum answers and while an agent holds the data directory; on the
 //! survivor with the longest log it makes that node the only voter of a new cluster. Started
 //! again, it leads alone, serves every acknowledged write, says so in its status timeline, and
-//! two fresh agents join it; new writes work.
+//! two fresh agents join it; new writes work. The other survivor, started with its old data,
+//! stays in the old cluster: the new one refuses its traffic and never lets it in.
 
 mod support;
 
@@ -85,7 +86,8 @@ async fn a_survivor_recovers_a_namespace_whose_quorum_is_lost_for_good() {
     let why = String::from_utf8_lossy(&busy.stderr);
     assert!(!busy.status.success() && why.contains("is in use by another process"), "{why}");
     agents[survivors[0]].stop();
-    let reachable = recover(&agents[survivors[0]].dir, &["--force-new-cluster"]);
+    // A generous probe bound: the four running members must answer even on a loaded machine.
+    let reachable = recover(&agents[survivors[0]].dir, &["--force-new-cluster", "--probe-timeout-ms", "15000"]);
     let why = String::from_utf8_lossy(&reachable.stderr);
     assert!(!reachable.status.success() && why.contains("a quorum of the old configuration is reachable"), "{why}");
 
@@ -156,4 +158,23 @@ async fn a_survivor_recovers_a_namespace_whose_quorum_is_lost_for_good() {
         let s = a.status().await.expect("status");
         assert_eq!(s["cluster"], new_cluster.as_str(), "{s}");
     }
+
+    // The other survivor, started again with its old data, stays in the old cluster: its Raft
+    // traffic (pre-votes to its old peers) names the old cluster and the new one refuses it.
+    let other = *survivors.iter().find(|i| **i != chosen).expect("the other survivor");
+    let returned = Agent::start(&dir(other), &["--bootstrap", &bootstrap]).await;
+    let refusal = format!("this node in cluster \"{new_cluster}\"");
+    until_or_log("the new cluster to refuse the old survivor", &returned.log, || async {
+        std::fs::read_to_string(&returned.log).ok().filter(|log| log.contains(&refusal)).map(|_| ())
+    })
+    .await;
+    let s = returned.status().await.expect("status");
+    assert_eq!(s["cluster"], old_cluster.as_str(), "the old survivor moved: {s}");
+    assert_ne!(s["role"], "leader", "{s}");
+    let s = survivor.status().await.expect("status");
+    let returned_id = returned.status().await.expect("status")["node_id"].clone();
+    let members = s["members"].as_array().expect("members");
+    assert!(members.iter().all(|m| m["id"] != returned_id), "the old survivor was let in: {s}");
+    assert_eq!(voters(&s), 3, "{s}");
+    survivor.client().put(NS, "last", b"l".to_vec()).await.expect("the new cluster still takes writes");
 }

@@ -16,8 +16,8 @@
 //!
 //! Why a new cluster id: an old member that comes back still holds the old configuration and
 //! its log. Its Raft messages name the old cluster, which this node now refuses
-//! (`formation::admission`), and its hellos show another cluster of the namespace: a split
-//! reported in status on both sides, never a silent merge of two histories. Such a node must
+//! (`formation::admission`), and where hellos meet they show another cluster of the
+//! namespace: a split reported in status on both sides, never a silent merge of two histories. Such a node must
 //! be wiped (data directory and `node.key`) before it may join the recovered cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
