@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use flotilla::recovery::{self, Force, Observed, RecoveryFacts};
+use flotilla::recovery::{self, Force, Observed, RecoveryFacts, Refusal};
 use flotilla_core::{Config, Namespace, NodeId, Transport};
 use flotilla_net::{Host, NetConfig};
 use flotilla_store::Store;
@@ -78,40 +78,51 @@ pub async fn run(args: RecoverArgs) -> anyhow::Result<()> {
         // An earlier run stopped after forcing the membership: finish it, nothing else.
         recovery::settle(&store, &ns, forced).await?;
         store.shutdown();
+        let before = facts.forced.as_ref().map(recovery::describe);
         return print(
-            &json!({ "namespace": ns.as_str(), "action": "finished an interrupted recovery", "recovered_before": facts.forced.as_ref().map(recovery::describe) }),
+            &json!({ "namespace": ns.as_str(), "action": "finished an interrupted recovery", "recovered_before": before }),
         );
     }
     let reachable = probe(keypair, &facts, Duration::from_millis(args.probe_timeout_ms)).await?;
+    let (mut report, verdict) = judge(&facts, &reachable, force);
+    match (force, verdict) {
+        (Force::DryRun, _) => {
+            report["action"] = json!("dry run: nothing changed; pass --force-new-cluster on the survivor with the highest last log term, then index");
+        }
+        (_, Err(refusal)) => {
+            print(&report)?;
+            bail!("not recovering namespace {ns}: {refusal}");
+        }
+        (_, Ok(())) => {
+            let forced = recovery::force_new_cluster(&store, &facts).await?;
+            store.shutdown();
+            report["action"] = json!(recovery::describe(&forced));
+            report["new_cluster"] = json!(forced.cluster);
+            report["next"] = json!("start the agent on this data directory: it leads the namespace alone; start fresh nodes (empty data directories) to join it; never restart the lost members with their old data");
+        }
+    }
+    print(&report)
+}
+
+/// The guard's verdict on `facts` with the members that answered, and the report to print
+/// (what the node held before any change, and the verdict).
+fn judge(facts: &RecoveryFacts, reachable: &BTreeSet<NodeId>, force: Force) -> (Value, Result<(), Refusal>) {
     let members: BTreeSet<NodeId> = facts.membership.membership().nodes().map(|(id, _)| *id).collect();
     let seen = Observed {
-        me,
+        me: facts.me,
         has_log: facts.last_log.is_some(),
         voter_sets: facts.voter_sets(),
         members: &members,
-        reachable: &reachable,
+        reachable,
         force,
     };
     let verdict = recovery::decide(&seen);
-    let mut report = describe(&facts, &reachable);
+    let mut report = describe(facts, reachable);
     report["verdict"] = json!(match &verdict {
         Ok(()) => "recovery allowed".to_string(),
         Err(refusal) => format!("refused: {refusal}"),
     });
-    if force == Force::DryRun {
-        report["action"] = json!("dry run: nothing changed; pass --force-new-cluster on the survivor with the highest last log term, then index");
-        return print(&report);
-    }
-    if let Err(refusal) = verdict {
-        print(&report)?;
-        bail!("not recovering namespace {ns}: {refusal}");
-    }
-    let forced = recovery::force_new_cluster(&store, &facts).await?;
-    store.shutdown();
-    report["action"] = json!(recovery::describe(&forced));
-    report["new_cluster"] = json!(forced.cluster);
-    report["next"] = json!("start the agent on this data directory: it leads the namespace alone; start fresh nodes (empty data directories) to join it; never restart the lost members with their old data");
-    print(&report)
+    (report, verdict)
 }
 
 /// The node's key, which must exist already: a new key would be a new node.
