@@ -9,33 +9,18 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Output, Stdio};
-use std::time::Duration;
+use std::process::Output;
 
 use serde_json::Value;
-use support::agent::{voters, Agent, NS};
-use support::{exits_within, flotilla, until, until_or_log};
+use support::agent::{json_of, run_cli, voters, Agent, NS};
+use support::{until, until_or_log};
 
 const KEYS: usize = 20;
 
 /// Run `flotilla recover --data-dir DIR -n default ARGS`.
 fn recover(dir: &Path, args: &[&str]) -> Output {
-    let child = flotilla()
-        .args(["recover", "-n", NS, "--data-dir"])
-        .arg(dir)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("recover runs");
-    exits_within(child, Duration::from_secs(30))
-}
-
-/// `recover`'s JSON report, expecting success.
-fn report(out: &Output) -> Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "recover failed: {text}\n{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    let dir = dir.display().to_string();
+    run_cli(&[&["recover", "-n", NS, "--data-dir", dir.as_str()], args].concat())
 }
 
 /// `(last log term, last log index)` of a dry run: the longer log wins.
@@ -98,7 +83,7 @@ async fn a_survivor_recovers_a_namespace_whose_quorum_is_lost_for_good() {
     agents[survivors[1]].stop();
 
     // Dry runs print each survivor's log end; recover the one with the longest log.
-    let dry: Vec<Value> = survivors.iter().map(|i| report(&recover(&agents[*i].dir, &[]))).collect();
+    let dry: Vec<Value> = survivors.iter().map(|i| json_of(&recover(&agents[*i].dir, &[]))).collect();
     for r in &dry {
         assert_eq!(r["voters"].as_array().map(Vec::len), Some(5), "{r}");
         assert_eq!(r["reachable_members"].as_array().map(Vec::len), Some(0), "{r}");
@@ -107,7 +92,7 @@ async fn a_survivor_recovers_a_namespace_whose_quorum_is_lost_for_good() {
     }
     let chosen = if log_end(&dry[0]) >= log_end(&dry[1]) { survivors[0] } else { survivors[1] };
     let before = &dry[if chosen == survivors[0] { 0 } else { 1 }];
-    let done = report(&recover(&agents[chosen].dir, &["--force-new-cluster"]));
+    let done = json_of(&recover(&agents[chosen].dir, &["--force-new-cluster"]));
     let action = done["action"].as_str().unwrap_or("");
     let forced_index = before["last_log_index"].as_u64().expect("index") + 1;
     assert!(

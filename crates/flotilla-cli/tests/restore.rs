@@ -6,30 +6,15 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Output, Stdio};
-use std::time::Duration;
+use std::process::Output;
 
-use serde_json::Value;
-use support::agent::{voters, Agent, NS};
-use support::{exits_within, flotilla, until_or_log};
+use support::agent::{json_of, run_cli, voters, Agent, NS};
+use support::until_or_log;
 
 const KEYS: usize = 10;
 
-/// Run `flotilla ARGS` and wait for it.
-fn run(args: &[&str]) -> Output {
-    let child = flotilla().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("flotilla runs");
-    exits_within(child, Duration::from_secs(30))
-}
-
-/// The JSON it printed, expecting success.
-fn json(out: &Output) -> Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "failed: {text}\n{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
 fn restore(file: &Path, data: &Path) -> Output {
-    run(&["backup", "restore", &file.display().to_string(), "--data-dir", &data.display().to_string()])
+    run_cli(&["backup", "restore", &file.display().to_string(), "--data-dir", &data.display().to_string()])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,13 +31,13 @@ async fn a_restored_backup_starts_a_new_cluster_that_others_join() {
     }
     let revision = original.client().get(NS, "k/0", "linearizable").await.expect("read").revision;
     let file = root.path().join("default.flbk");
-    let saved = json(&run(&["backup", "save", &file.display().to_string(), "--addr", &original.http]));
+    let saved = json_of(&run_cli(&["backup", "save", &file.display().to_string(), "--addr", &original.http]));
     assert_eq!(saved["revision"].as_u64(), Some(revision), "{saved}");
     original.client().put(NS, "after-the-backup", b"x".to_vec()).await.expect("write");
     original.kill_9();
 
     let data = root.path().join("restored");
-    let done = json(&restore(&file, &data));
+    let done = json_of(&restore(&file, &data));
     let new_cluster = done["new_cluster"].as_str().expect("new cluster").to_string();
     assert_ne!(new_cluster, old_cluster, "{done}");
     assert_eq!(done["namespace"], NS, "{done}");

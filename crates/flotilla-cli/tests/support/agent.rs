@@ -90,3 +90,16 @@ impl Drop for Agent {
 pub fn voters(s: &Value) -> usize {
     s["members"].as_array().map(|m| m.iter().filter(|x| x["role"] == "voter").count()).unwrap_or(0)
 }
+
+/// Run `flotilla ARGS` (a CLI command, not an agent) and wait for it, at most 30 s.
+pub fn run_cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    let child = flotilla().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("flotilla runs");
+    exits_within(child, Duration::from_secs(30))
+}
+
+/// The JSON a CLI command printed, expecting it to have succeeded.
+pub fn json_of(out: &std::process::Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "failed: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
