@@ -352,6 +352,49 @@ mod tests {
         ids.iter().map(|n| node(*n)).collect()
     }
 
+    /// A survivor of three voters, its log at index 6 (three writes applied, two not), becomes
+    /// the only voter of a new cluster: the forced entry goes at index 7 under term 3 (the
+    /// vote's 2 plus one), everything up to it is applied and snapshotted, the log purged there,
+    /// and a second look finds nothing left to settle.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_forced_membership_settles_the_log_into_a_snapshot() {
+        use openraft::storage::RaftLogStorageExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ns = Namespace::new("default").unwrap();
+        let at = |index| LogId::new(<TypeConfig as RaftTypeConfig>::LeaderId::new_committed(2, node(2)), index);
+        let info = MemberInfo { addrs: vec![], cluster: "old/01".into() };
+        let nodes: BTreeMap<NodeId, MemberInfo> = [1, 2, 3].map(|n| (node(n), info.clone())).into();
+        let old = Membership::new(vec![set(&[1, 2, 3])], nodes).unwrap();
+        let write = |i: u64| flotilla_core::Command {
+            id: None,
+            payload: flotilla_core::kv::encode_ops(&[flotilla_core::KvOp::Set { key: vec![i as u8], value: vec![1] }]),
+        };
+        let mut entries = vec![Entry { log_id: at(1), payload: EntryPayload::Membership(old) }];
+        entries.extend((2..=6).map(|i| Entry { log_id: at(i), payload: EntryPayload::Normal(write(i)) }));
+        let mut log = store.log_store(&ns).unwrap();
+        log.save_vote(&Vote::new(2, node(2))).await.unwrap();
+        log.blocking_append(entries.clone()).await.unwrap();
+        let mut sm = store.state_machine(&ns, Arc::new(KvStateMachine)).unwrap();
+        sm.apply(futures::stream::iter(entries.into_iter().take(4).map(|e| Ok((e, None))))).await.unwrap();
+
+        let facts = inspect(&store, &ns, node(1)).await.unwrap();
+        assert_eq!((facts.last_log.map(|l| l.index), facts.applied.map(|l| l.index)), (Some(6), Some(4)));
+        assert_eq!(facts.cluster, "old/01");
+        let forced = force_new_cluster(&store, &facts).await.unwrap();
+        assert_eq!((forced.log_id.index, forced.log_id.leader_id.term), (7, 3));
+
+        let after = inspect(&store, &ns, node(1)).await.unwrap();
+        assert_eq!(after.applied, Some(forced.log_id));
+        assert_eq!(after.last_log, Some(forced.log_id), "the log is purged up to the forced entry");
+        assert_eq!(after.voter_sets(), &[set(&[1])]);
+        assert_eq!(after.cluster, forced.cluster);
+        assert!(after.others().is_empty());
+        assert_eq!(after.vote, Some(Vote::new(3, node(1))));
+        assert_eq!(unsettled(&after), None);
+        assert_eq!(store.kv_keys(&ns, b"", 10).unwrap().len(), 5, "the two unapplied writes are applied too");
+    }
+
     /// Table: (has log, voter sets, members, reachable others, force) -> verdict, with node 1
     /// as this node.
     #[test]
