@@ -1,5 +1,6 @@
-//! `flotilla backup save` and `flotilla backup inspect`: online backups taken over HTTP (the
-//! admin route `GET /v1/ns/{ns}/backup`), written crash-safely, and checked offline.
+//! `flotilla backup save`, `inspect` and `restore`: online backups taken over HTTP (the admin
+//! route `GET /v1/ns/{ns}/backup`), written crash-safely, checked offline, and restored into a
+//! data directory as a new cluster (`crate::restore`).
 
 use std::fs::File;
 use std::io::BufReader;
@@ -34,6 +35,17 @@ pub enum BackupCommand {
         /// The backup file.
         file: PathBuf,
     },
+    /// Prepare the data directory DIR (new, or without the namespace) from which an agent
+    /// starts a NEW cluster of the namespace with the backup's data: a new cluster id, this
+    /// directory's identity as the only voter. The namespace is the backup's, unless -n names
+    /// another one. Start the agent on DIR afterwards; other fresh nodes join it.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// The data directory to prepare (created if missing).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 pub async fn backup(target: &Target, op: BackupCommand) -> anyhow::Result<()> {
@@ -54,6 +66,15 @@ pub async fn backup(target: &Target, op: BackupCommand) -> anyhow::Result<()> {
             print(&Value::Array(saved))
         }
         BackupCommand::Inspect { file } => print(&describe(&file, &inspect(&file)?)),
+        BackupCommand::Restore { file, data_dir } => {
+            let backup = inspect(&file)?;
+            // `-n` defaults to `default`: then the backup's own namespace is meant.
+            let name = match target.namespace.as_str() {
+                flotilla_core::config::DEFAULT_NAMESPACE => backup.meta.namespace.clone(),
+                other => other.to_string(),
+            };
+            print(&crate::restore::restore(&file, &data_dir, &name, &describe(&file, &backup)).await?)
+        }
     }
 }
 
@@ -108,7 +129,7 @@ fn describe(path: &Path, s: &BackupSummary) -> Value {
     })
 }
 
-fn print(value: &Value) -> anyhow::Result<()> {
+pub(crate) fn print(value: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

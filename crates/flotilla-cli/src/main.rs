@@ -8,6 +8,8 @@ mod dev;
 mod doctor;
 mod keys;
 mod lock;
+mod recover;
+mod restore;
 mod status_table;
 
 use std::process::ExitCode;
@@ -128,13 +130,18 @@ enum Command {
         #[command(subcommand)]
         op: commands::NsCommand,
     },
-    /// Online backups: save one over HTTP (admin), inspect and verify a file.
+    /// Online backups: save one over HTTP (admin), inspect and verify a file, restore one into a
+    /// data directory as a new cluster.
     Backup {
         #[command(flatten)]
         target: Target,
         #[command(subcommand)]
         op: backup::BackupCommand,
     },
+    /// Recovery from a lost quorum, run on a survivor with its agent stopped: print what it
+    /// holds of the namespace; with --force-new-cluster, make it the only voter of a new cluster
+    /// of the namespace, keeping its log and data.
+    Recover(recover::RecoverArgs),
     /// Write a new cluster key file (mode 0600) for `--cluster-key-file`.
     Keygen(keys::KeygenArgs),
     /// Inspect a keyring file, or make a node reload its own (key rotation).
@@ -169,6 +176,7 @@ fn main() -> anyhow::Result<ExitCode> {
             Command::Leader { target, op } => commands::leader(&target, op).await,
             Command::Ns { target, op } => commands::ns(&target, op).await,
             Command::Backup { target, op } => backup::backup(&target, op).await,
+            Command::Recover(args) => recover::run(args).await,
             Command::Keygen(args) => keys::keygen(args),
             Command::Keyring { target, op } => keys::keyring(&target, op).await,
             Command::Dev(args) => dev::run(args).await,

@@ -1,7 +1,7 @@
 //! Checking a backup file: [`verify_backup`] reads it once, front to back, in bounded memory,
 //! and returns a [`BackupSummary`] only when every part of it holds.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 
 use flotilla_core::TypeConfig;
 use sha2::{Digest, Sha256};
@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::backup::{BACKUP_FORMAT_VERSION, BACKUP_MAGIC, DIGEST_LEN, MAX_META_BYTES};
 use crate::backup_meta::BackupMeta;
 use crate::error::StoreError;
-use crate::snapshot::verify;
+use crate::snapshot::{verify, SnapshotHeader, Tee};
 
 /// Bytes before the metadata: magic, version, metadata length.
 const PREFIX_LEN: u64 = 8 + 4 + 4;
@@ -35,13 +35,23 @@ pub struct BackupSummary {
 /// and the SHA-256 over the whole file. Any damage is an error ([`StoreError::Corrupt`]), never a
 /// panic or a large allocation.
 pub fn verify_backup(src: impl Read, len: u64) -> Result<BackupSummary, StoreError> {
+    check_backup(src, len, io::sink()).map(|(summary, _)| summary)
+}
+
+/// [`verify_backup`], copying the body (the snapshot) to `body` as it is read, and returning
+/// the snapshot's header too: a restore verifies and receives a backup in one pass.
+pub(crate) fn check_backup(
+    src: impl Read,
+    len: u64,
+    body: impl Write,
+) -> Result<(BackupSummary, SnapshotHeader<TypeConfig>), StoreError> {
     let mut r = HashingReader { src, hasher: Sha256::new(), consumed: 0 };
     let meta = read_meta(&mut r, len)?;
     let meta_len = r.consumed - PREFIX_LEN;
     let body_len = len
         .checked_sub(PREFIX_LEN + meta_len + DIGEST_LEN as u64)
         .ok_or_else(|| StoreError::corrupt(format!("backup file of {len} bytes is truncated")))?;
-    let verified = verify::<TypeConfig>(&mut r, body_len).map_err(in_body)?;
+    let verified = verify::<TypeConfig>(Tee::new(&mut r, body), body_len).map_err(in_body)?;
     let index = verified.header.last_log_id.map_or(0, |l| l.index);
     if index != meta.index {
         return Err(StoreError::corrupt(format!("backup body is at index {index}, its metadata says {}", meta.index)));
@@ -57,13 +67,14 @@ pub fn verify_backup(src: impl Read, len: u64) -> Result<BackupSummary, StoreErr
             hex(&computed)
         )));
     }
-    Ok(BackupSummary {
+    let summary = BackupSummary {
         meta,
         rows: verified.kv.left(),
         dedup_records: verified.dedup.left(),
         body_bytes: body_len,
         sha256: hex(&computed),
-    })
+    };
+    Ok((summary, verified.header))
 }
 
 /// Read and check the magic, the version and the metadata header.

@@ -389,6 +389,7 @@ fn open_file(path: &Path, health: &Arc<DiskHealth>, cache_bytes: Option<usize>) 
 fn in_context(path: &Path, e: StoreError) -> StoreError {
     match e {
         StoreError::Redb(msg) => StoreError::Redb(format!("opening {}: {msg}", path.display())),
+        StoreError::AlreadyOpen(_) => StoreError::AlreadyOpen(path.display().to_string()),
         other => other,
     }
 }

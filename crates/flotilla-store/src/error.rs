@@ -93,6 +93,10 @@ pub enum StoreError {
         /// The format this build reads and writes.
         supported: u32,
     },
+    /// The store's file is open in another process (redb locks it): an agent runs on this data
+    /// directory.
+    #[error("{0} is in use by another process (is an agent running on this data directory?)")]
+    AlreadyOpen(String),
     /// Sealed data failed authentication: edited, damaged, or moved to another key or file.
     #[error("sealed data failed authentication: {0}")]
     AtRestCorrupt(String),
@@ -143,6 +147,7 @@ impl StoreError {
             StoreError::Invalid(_) => io::ErrorKind::InvalidInput,
             StoreError::FormatTooNew { .. } | StoreError::FormatTooOld { .. } => io::ErrorKind::Unsupported,
             StoreError::Installing(_) => io::ErrorKind::WouldBlock,
+            StoreError::AlreadyOpen(_) => io::ErrorKind::ResourceBusy,
             StoreError::Closed | StoreError::Stopped(_) => io::ErrorKind::BrokenPipe,
             StoreError::Redb(_) | StoreError::Encode(_) | StoreError::StateMachine(_) => io::ErrorKind::Other,
         };
@@ -166,6 +171,7 @@ pub(crate) fn redb_error(err: impl Into<redb::Error>) -> StoreError {
     match err.into() {
         redb::Error::Io(e) => StoreError::io("redb", e),
         redb::Error::Corrupted(msg) => StoreError::Corrupt(format!("redb: {msg}")),
+        redb::Error::DatabaseAlreadyOpen => StoreError::AlreadyOpen("the store".into()),
         redb::Error::ValueTooLarge(n) => StoreError::Invalid(format!("value of {n} bytes is too large for redb")),
         // An I/O condition: the store's writer reopens the database when it meets it.
         redb::Error::PreviousIo => StoreError::Io {

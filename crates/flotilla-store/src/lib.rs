@@ -21,6 +21,10 @@
 //!
 //! Online backups of a namespace ([`Store::backup`], [`verify_backup`]) stream the same
 //! plaintext snapshot from a read transaction, behind a metadata header; see [`Backup`].
+//! [`Store::restore_backup`] installs one into a namespace as a snapshot.
+//!
+//! Recovery from a lost quorum rewrites a survivor's log offline: [`Store::force_membership`]
+//! appends a membership entry and its vote in one durable commit (see [`ForcedMembership`]).
 //!
 //! Encryption at rest is optional: [`Store::open_with`] and a [`StoreOptions::at_rest`]
 //! cipher seal log entries, kv values, dedup records and snapshot files with XChaCha20-Poly1305 (kv
@@ -34,11 +38,13 @@ pub mod at_rest;
 mod backup;
 mod backup_file;
 mod backup_meta;
+mod backup_restore;
 mod backup_verify;
 mod codec;
 mod dedup;
 mod disk;
 mod error;
+mod forced_membership;
 mod format;
 mod log_store;
 mod metrics;
@@ -65,9 +71,11 @@ pub use at_rest::{AtRestCipher, AtRestKey};
 pub use backup::{Backup, BACKUP_FORMAT_VERSION};
 pub use backup_file::{BackupFile, BACKUP_TEMP_SUFFIX};
 pub use backup_meta::{BackupMeta, BackupSource};
+pub use backup_restore::RestoredBackup;
 pub use backup_verify::{verify_backup, BackupSummary};
 pub use disk::{DiskSpace, DEFAULT_FREE_SPACE_RESERVE, RELAXED_COMMIT_MIN_FREE};
 pub use error::StoreError;
+pub use forced_membership::ForcedMembership;
 pub use format::FORMAT_VERSION;
 pub use log_store::{LogStore, LIMITED_READ_BYTES};
 pub use metrics::{Histogram, StoreMetrics, COMMIT_LATENCY_BOUNDS_US, OPS_PER_COMMIT_BOUNDS};

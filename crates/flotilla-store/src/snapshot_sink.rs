@@ -46,3 +46,14 @@ impl SnapshotSink {
         self.writer.finish(false)
     }
 }
+
+/// A sink is written like a file (a restore copies a backup's body into one as it verifies it).
+impl Write for SnapshotSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.writer.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.writer.flush()
+    }
+}

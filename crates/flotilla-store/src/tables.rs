@@ -44,6 +44,9 @@ pub(crate) const META_SNAPSHOT: &str = "sm.snapshot";
 /// commits (the state is partial: reads are refused, and after a crash openraft installs the
 /// snapshot again because nothing is applied).
 pub(crate) const META_INSTALLING: &str = "sm.installing";
+/// Meta key: the record of a membership an operator forced onto the log (see
+/// [`crate::ForcedMembership`]).
+pub(crate) const META_FORCED: &str = "raft.forced";
 
 /// The store-wide metadata table.
 pub(crate) const STORE_META: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("store/meta");

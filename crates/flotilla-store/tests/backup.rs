@@ -167,3 +167,38 @@ async fn a_backup_under_way_does_not_keep_a_stopped_store_open() {
     let reopened = open(dir.path());
     assert_eq!(reopened.applied(&a).unwrap().map(|l| l.index), Some(10));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restores_into_an_empty_namespace_only_and_only_whole() {
+    let a = ns("alpha");
+    let (_dir, store) = seeded(&a, 30).await;
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("alpha.flbk");
+    let good = store.backup(&a, source()).unwrap().write_to(Vec::new()).unwrap();
+    let mut bad = good.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 0x10;
+
+    // A damaged file is refused and leaves the namespace as empty as it was.
+    let dir2 = tempfile::tempdir().unwrap();
+    let store2 = open(dir2.path());
+    std::fs::write(&path, &bad).unwrap();
+    let err = store2.restore_backup(&a, &path).await.expect_err("a damaged backup");
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(!store2.has_state(&a).unwrap() && !store2.holds_data(&a).unwrap());
+
+    // A whole one installs at its index, the log continuing right after it.
+    std::fs::write(&path, &good).unwrap();
+    let restored = store2.restore_backup(&a, &path).await.unwrap();
+    assert_eq!(restored.applied.index, 30);
+    assert_eq!(restored.summary.meta.index, 30);
+    assert_eq!(store2.applied(&a).unwrap(), Some(restored.applied));
+    assert_eq!(store2.kv_keys(&a, b"key/", 1_000).unwrap(), (2..=30).map(key).collect::<Vec<_>>());
+    let mut log = store2.log_store(&a).unwrap();
+    let state = openraft::storage::RaftLogStorage::get_log_state(&mut log).await.unwrap();
+    assert_eq!(state.last_log_id.map(|l| l.index), Some(30));
+
+    // Never over a namespace that holds something.
+    let err = store2.restore_backup(&a, &path).await.expect_err("an occupied namespace");
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+}

@@ -233,3 +233,41 @@ async fn applying_does_not_touch_the_log() {
     let mut log = store.log_store(&a).unwrap();
     assert_eq!(log.get_log_state().await.unwrap().last_log_id, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_membership_goes_right_after_the_log_with_its_vote_and_record() {
+    use flotilla_store::ForcedMembership;
+    let dir = tempfile::tempdir().unwrap();
+    let a = ns("alpha");
+    let record = |entry: &flotilla_core::types::Entry| ForcedMembership {
+        log_id: entry.log_id,
+        previous_cluster: "old".into(),
+        cluster: "new".into(),
+        at_unix_ms: 1,
+        reason: "a test".into(),
+    };
+    {
+        let store = open(dir.path());
+        let mut log = store.log_store(&a).unwrap();
+        log.save_vote(&vote(3)).await.unwrap();
+        append(&mut log, (1..=5).map(|i| blank(3, i)).collect()).await.unwrap();
+        // Not right after the log, not a membership, or under an older vote: refused, nothing written.
+        for (v, entry) in [(vote(4), membership(4, 7, &[1])), (vote(4), blank(4, 6)), (vote(2), membership(2, 6, &[1]))]
+        {
+            let err = store.force_membership(&a, v, entry.clone(), &record(&entry)).await.expect_err("refused");
+            assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+        }
+        assert_eq!(store.forced_membership(&a).unwrap(), None);
+        assert_eq!(log.read_vote().await.unwrap(), Some(vote(3)));
+        let entry = membership(4, 6, &[1]);
+        store.force_membership(&a, vote(4), entry.clone(), &record(&entry)).await.unwrap();
+        store.shutdown();
+    }
+    // Durable: all three are there after a reopen.
+    let store = open(dir.path());
+    let mut log = store.log_store(&a).unwrap();
+    assert_eq!(log.read_vote().await.unwrap(), Some(vote(4)));
+    assert_eq!(log.get_log_state().await.unwrap().last_log_id, Some(log_id(4, 6)));
+    let forced = store.forced_membership(&a).unwrap().expect("the record");
+    assert_eq!((forced.log_id, forced.cluster.as_str(), forced.reason.as_str()), (log_id(4, 6), "new", "a test"));
+}

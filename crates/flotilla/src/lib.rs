@@ -42,6 +42,7 @@ pub mod node_status;
 mod quiesce;
 mod quorum;
 pub mod raft_config;
+pub mod recovery;
 mod request_ids;
 mod request_trace;
 pub mod sealing;

@@ -221,6 +221,10 @@ impl Node {
         let formation =
             Formation::load(self.id, ns.clone(), record, ledger, config.expect, config.voter_target, started)
                 .map_err(StartError::Storage)?;
+        // An operator's recovery stays in the timeline: the event happened with the agent stopped.
+        if let Some(forced) = self.store.forced_membership(ns).map_err(|e| StartError::Storage(e.to_string()))? {
+            formation.note(crate::recovery::describe(&forced));
+        }
         // Decided before Raft opens the store: a node that was ever a member never founds.
         let fresh = !self.store.has_state(ns).map_err(|e| StartError::Storage(e.to_string()))?;
         let force = at_start && fresh && config.force_bootstrap;

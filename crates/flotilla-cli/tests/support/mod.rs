@@ -3,6 +3,8 @@
 // Each test binary includes this module and uses only some of its helpers.
 #![allow(dead_code)]
 
+pub mod agent;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
