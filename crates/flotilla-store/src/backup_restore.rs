@@ -36,7 +36,8 @@ pub struct RestoredBackup {
 impl Store {
     /// Install the backup file at `path` as the state of `ns`, which must hold nothing on this
     /// store (no Raft state, no data: [`StoreError::Invalid`] otherwise). The namespace runs
-    /// the built-in KV state machine. Afterwards `ns` is at the backup's applied log id, with
+    /// the built-in KV state machine, and the backup's rows must be in this build's store format
+    /// ([`crate::FORMAT_VERSION`]). Afterwards `ns` is at the backup's applied log id, with
     /// its data and its old membership; its group must not be running. A damaged file is
     /// [`StoreError::Corrupt`] and leaves the namespace as it was. Blocking file reads.
     pub async fn restore_backup(self: &Arc<Self>, ns: &Namespace, path: &Path) -> Result<RestoredBackup, StoreError> {
@@ -49,6 +50,14 @@ impl Store {
         let len = file.metadata().map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?.len();
         let mut sink = self.snapshot_sink(ns)?;
         let (summary, header) = check_backup(BufReader::with_capacity(READ_BUFFER, file), len, &mut sink)?;
+        if summary.meta.store_format != crate::FORMAT_VERSION {
+            return Err(StoreError::Invalid(format!(
+                "the backup's rows are in store format {}, this build reads format {}: restore it with a \
+                 Flotilla of that format",
+                summary.meta.store_format,
+                crate::FORMAT_VERSION
+            )));
+        }
         let applied = header
             .last_log_id
             .ok_or_else(|| StoreError::Invalid("the backup holds no applied entry: nothing to restore".into()))?;
