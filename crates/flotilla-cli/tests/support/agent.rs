@@ -8,7 +8,7 @@ use std::time::Duration;
 use flotilla_http::Client;
 use serde_json::Value;
 
-use super::{bound_http_addr, exits_within, flotilla};
+use super::{exits_within, flotilla, path_str, spawn_agent};
 
 /// The namespace the agents serve.
 pub const NS: &str = "default";
@@ -29,19 +29,8 @@ impl Agent {
     /// Start `flotilla agent` on `dir` (a fresh log each time) with `args` added.
     pub async fn start(dir: &Path, args: &[&str]) -> Agent {
         let log = dir.with_extension("log");
-        let out = std::fs::File::create(&log).expect("log file");
-        let mut child = flotilla()
-            .args(["agent", "--no-mdns", "--data-dir"])
-            .arg(dir)
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--http", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "info,openraft=warn")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::from(out.try_clone().expect("clone log")))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .expect("agent starts");
-        let http = bound_http_addr(&mut child, &log).await;
+        let base = ["--data-dir", path_str(dir), "--listen", "/ip4/127.0.0.1/tcp/0"];
+        let (child, http) = spawn_agent(&[&base[..], args].concat(), &log).await;
         Agent { dir: dir.to_path_buf(), log, http, child: Some(child) }
     }
 

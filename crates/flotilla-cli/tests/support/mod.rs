@@ -151,19 +151,9 @@ impl LocalAgent {
     /// [`LocalAgent::start`] with the cluster plane on `listen`.
     pub async fn start_listening(dir: &Path, listen: &str, args: &[&str]) -> LocalAgent {
         let log = dir.join("agent.log");
-        let out = std::fs::File::create(&log).expect("log file");
-        let mut child = flotilla()
-            .args(["agent", "--no-mdns", "--force-bootstrap", "--data-dir"])
-            .arg(dir.join("data"))
-            .args(["--listen", listen, "--http", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "info,openraft=warn")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::from(out.try_clone().expect("clone log")))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .expect("agent starts");
-        let http = bound_http_addr(&mut child, &log).await;
+        let data = dir.join("data");
+        let base = ["--force-bootstrap", "--data-dir", path_str(&data), "--listen", listen];
+        let (child, http) = spawn_agent(&[&base[..], args].concat(), &log).await;
         LocalAgent { child, http, log }
     }
 }
@@ -173,4 +163,26 @@ impl Drop for LocalAgent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A path as a command-line argument (the tests' temporary paths are UTF-8).
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 temporary path")
+}
+
+/// Spawn `flotilla agent --no-mdns ARGS --http 127.0.0.1:0`, logging to `log` (created anew);
+/// returns the process and the HTTP address it serves once it does.
+pub async fn spawn_agent(args: &[&str], log: &Path) -> (Child, String) {
+    let out = std::fs::File::create(log).expect("log file");
+    let mut child = flotilla()
+        .args(["agent", "--no-mdns", "--http", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "info,openraft=warn")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::from(out.try_clone().expect("clone log")))
+        .stderr(Stdio::from(out))
+        .spawn()
+        .expect("agent starts");
+    let http = bound_http_addr(&mut child, log).await;
+    (child, http)
 }
