@@ -13,6 +13,12 @@ use tokio::time::Instant;
 /// Namespaces: enough that a storm shows, few enough for a debug build on a loaded CI machine.
 const COUNT: usize = 40;
 
+/// The tests of this file each run a cluster that keeps both cores of a CI machine busy; run
+/// side by side they starved each other's heartbeats into elections and lost-quorum refusals
+/// that no user setup would see. They take turns instead (a tokio mutex: not poisoned when one
+/// fails, and shared by the tests' separate runtimes).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn names() -> Vec<String> {
     (0..COUNT).map(|i| format!("bd{i:02}")).collect()
 }
@@ -57,6 +63,7 @@ async fn terms(h: &Harness, refs: &[&str], among: &[usize]) -> BTreeMap<String, 
 /// leader quiesces with a member declared down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_node_leaves_the_survivors_quiet() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let names = names();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut h = Harness::start(3, 43, &refs, |_| {}).await;
@@ -77,6 +84,7 @@ async fn a_dead_node_leaves_the_survivors_quiet() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_node_neither_deposes_quiet_leaders_nor_stays_behind() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let names = names();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     // Leader balancing off: it would rightly move leaderships to the restarted node (which
@@ -139,6 +147,7 @@ async fn a_restarted_node_neither_deposes_quiet_leaders_nor_stays_behind() {
 /// namespaces in release the node handed off none of 511 and they took minutes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_closing_right_after_a_restart_hands_off_and_its_namespaces_elect() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let names = names();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut h = Harness::start(3, 47, &refs, |_| {}).await;
@@ -192,6 +201,7 @@ async fn a_node_closing_right_after_a_restart_hands_off_and_its_namespaces_elect
 /// peers never declared it down and the quiet namespaces it led never elected a new leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stopped_node_that_stays_in_memory_is_taken_for_dead() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let names: Vec<String> = (0..12).map(|i| format!("st{i:02}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut h = Harness::start(3, 53, &refs, |_| {}).await;
@@ -217,6 +227,7 @@ async fn a_stopped_node_that_stays_in_memory_is_taken_for_dead() {
 /// restored log to be published, which never came, and failed after 30 s: the agent exited 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_that_only_voted_restarts() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     use openraft::storage::RaftLogStorage;
     let mut h = Harness::new(1, 59, &["voted"], |_| {});
     let config = h.config_for(0);
