@@ -14,7 +14,7 @@ use crate::error::HttpError;
 
 /// `GET /v1/ns/{ns}/status`.
 pub async fn namespace_status(State(node): State<Arc<Node>>, Path(ns): Path<String>) -> Result<Response, HttpError> {
-    Ok(Json(node.cluster(&ns)?.state()).into_response())
+    Ok(Json(node.cluster(&ns)?.status()).into_response())
 }
 
 /// `GET /v1/status`: this node's identity, storage, peers and namespaces

@@ -182,7 +182,9 @@ impl Cluster {
         m.current_leader.ok_or_else(|| ApiError::NoLeader("no leader".into()))
     }
 
-    /// The namespace's state as seen from this node.
+    /// The namespace's state as seen from this node, from its Raft metrics alone (cheap: what
+    /// metrics, listings and polling loops read). `revision` is `None` here; see
+    /// [`Cluster::status`].
     pub fn state(&self) -> GroupStatus {
         let m = self.group().metrics();
         let membership = m.membership_config.clone();
@@ -205,7 +207,7 @@ impl Cluster {
             last_log_index: m.last_log_index.unwrap_or(0),
             commit_index: log_index(&m.local_committed),
             applied_index: log_index(&m.last_applied),
-            revision: self.revision(),
+            revision: None,
             snapshot_index: log_index(&m.snapshot),
             members,
             membership_changing: membership.membership().get_joint_config().len() > 1
@@ -253,6 +255,12 @@ impl Cluster {
             None => format!("discovery window {} ms", config.discovery_window().as_millis()),
         };
         Some(formation.status(mode, &self.node.peers))
+    }
+
+    /// [`Cluster::state`] with the KV revision of the applied state, which takes a read of the
+    /// store: what `GET /v1/ns/{ns}/status` answers.
+    pub fn status(&self) -> GroupStatus {
+        GroupStatus { revision: self.revision(), ..self.state() }
     }
 
     /// The membership configuration.

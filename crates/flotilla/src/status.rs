@@ -82,8 +82,8 @@ pub struct GroupStatus {
     pub commit_index: u64,
     /// Highest index applied to the state machine.
     pub applied_index: u64,
-    /// The KV revision of the applied state; `None` for another state machine, or while a
-    /// snapshot is being installed.
+    /// The KV revision of the applied state; `None` for another state machine, while a
+    /// snapshot is being installed, or from `Cluster::state` (which reads no store).
     pub revision: Option<u64>,
     /// Index of the last snapshot.
     pub snapshot_index: u64,
