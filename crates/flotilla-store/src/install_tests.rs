@@ -221,3 +221,39 @@ async fn a_crash_half_way_through_loading_is_installed_again_at_start() {
     }
     assert_eq!(store.kv_keys(&ns(), b"", 100).unwrap().len(), 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_see_applied_entries_and_fall_behind_when_an_install_skips_some() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let leader = Store::open(leader_dir.path()).unwrap();
+    let mut leader_sm = leader.state_machine(&ns(), Arc::new(KvStateMachine)).unwrap();
+    apply(&mut leader_sm, entries(50)).await;
+    let snap = leader_sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut sm) = lagging_follower(dir.path()).await;
+    let mut rx = store.subscribe_applied(&ns()).unwrap();
+    assert_eq!(rx.start_index(), 5);
+    // Entries 6 and 7 (normal ones) arrive with their replies; the membership entry is not one.
+    apply(&mut sm, entries(7).split_off(5)).await;
+    for index in [6, 7] {
+        let applied = rx.try_recv().expect("an entry is waiting").expect("not ended");
+        assert_eq!(applied.index, index);
+        let EntryPayload::Normal(command) = &entries(7)[index as usize - 1].payload else { panic!("a normal entry") };
+        assert_eq!(applied.command, command.payload);
+        assert!(applied.reply.is_ok());
+    }
+    assert!(rx.try_recv().is_none());
+
+    // The install skips 8..=50: the subscriber falls behind, one taken after it goes on.
+    sm.install_snapshot(&snap.meta, snap.snapshot.clone()).await.unwrap();
+    assert_eq!(rx.try_recv(), Some(Err(crate::SubscriptionEnded::FellBehind { next_index: 8 })));
+    let mut after = store.subscribe_applied(&ns()).unwrap();
+    assert_eq!(after.start_index(), 50);
+    let next = sized_entries(51, 10).split_off(50);
+    apply(&mut sm, next).await;
+    assert_eq!(after.try_recv().map(|r| r.map(|a| a.index)), Some(Ok(51)));
+
+    store.shutdown();
+    assert_eq!(after.try_recv(), Some(Err(crate::SubscriptionEnded::Closed)));
+}

@@ -19,6 +19,10 @@
 //! Entry points: [`Store::open`], then per namespace [`Store::log_store`] (openraft
 //! `RaftLogStorage`) and [`Store::state_machine`] (openraft `RaftStateMachine`).
 //!
+//! Change notifications: [`Store::subscribe_applied`] hands the entries a namespace applies on
+//! this node to bounded subscribers ([`AppliedReceiver`]); one that does not keep up falls
+//! behind instead of slowing the apply path.
+//!
 //! Online backups of a namespace ([`Store::backup`], [`verify_backup`]) stream the same
 //! plaintext snapshot from a read transaction, behind a metadata header; see [`Backup`].
 //! [`Store::restore_backup`] installs one into a namespace as a snapshot.
@@ -33,6 +37,7 @@
 
 #![deny(missing_docs)]
 
+mod applied_feed;
 mod apply;
 pub mod at_rest;
 mod backup;
@@ -67,6 +72,10 @@ mod writer;
 use flotilla_core::{Command, CommandResult, TypeConfig};
 use openraft::{EntryPayload, RaftTypeConfig};
 
+pub use applied_feed::{
+    Applied, AppliedReceiver, SubscribeError, SubscriptionEnded, MAX_SUBSCRIBERS, SUBSCRIPTION_BUFFER,
+    SUBSCRIPTION_BUFFER_BYTES,
+};
 pub use at_rest::{AtRestCipher, AtRestKey};
 pub use backup::{Backup, BACKUP_FORMAT_VERSION};
 pub use backup_file::{BackupFile, BACKUP_TEMP_SUFFIX};

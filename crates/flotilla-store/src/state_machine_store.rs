@@ -19,13 +19,15 @@ use std::io::{self, BufReader};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use flotilla_core::{Namespace, StateMachine, TypeConfig};
+use flotilla_core::{CommandResult, Namespace, StateMachine, TypeConfig};
 use futures::{Stream, StreamExt};
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::OptionalSend;
 use redb::WriteTransaction;
 
+use crate::applied_feed::{Applied, AppliedFeed};
 use crate::apply::apply_entries;
 use crate::error::StoreError;
 use crate::snapshot::{verify, SnapshotHeader, Tee, Verified};
@@ -41,6 +43,8 @@ pub struct StateMachineStore<C: StoreConfig = TypeConfig> {
     store: Arc<Store>,
     tables: Arc<NsTables>,
     sm: Arc<dyn StateMachine>,
+    /// Subscribers of the applied entries.
+    feed: Arc<AppliedFeed>,
     /// Test hook: stop an install between its two durable steps, as a crash would.
     #[cfg(test)]
     pub(crate) crash_mid_install: Arc<std::sync::atomic::AtomicBool>,
@@ -56,6 +60,7 @@ impl<C: StoreConfig> Clone for StateMachineStore<C> {
             store: self.store.clone(),
             tables: self.tables.clone(),
             sm: self.sm.clone(),
+            feed: self.feed.clone(),
             #[cfg(test)]
             crash_mid_install: self.crash_mid_install.clone(),
             #[cfg(test)]
@@ -73,10 +78,12 @@ impl<C: StoreConfig> Debug for StateMachineStore<C> {
 
 impl<C: StoreConfig> StateMachineStore<C> {
     pub(crate) fn new(store: Arc<Store>, tables: NsTables, sm: Arc<dyn StateMachine>) -> Self {
+        let feed = store.applied_feed(tables.ns());
         Self {
             store,
             tables: Arc::new(tables),
             sm,
+            feed,
             #[cfg(test)]
             crash_mid_install: Arc::default(),
             #[cfg(test)]
@@ -144,7 +151,11 @@ impl<C: StoreConfig> StateMachineStore<C> {
             #[cfg(test)]
             between,
         )
-        .await?;
+        .await;
+        // Subscribers that expected entries the snapshot covers missed them (also when the
+        // install failed part way: the state they followed may be gone).
+        self.feed.installed(meta.last_log_id.as_ref().map_or(0, |l| l.index()));
+        let installed = installed?;
         tracing::info!(
             namespace = %self.tables.ns(),
             snapshot = %id,
@@ -235,19 +246,31 @@ impl<C: StoreConfig> RaftStateMachine<C> for StateMachineStore<C> {
         let sm = self.sm.clone();
         // Roughly what the batch writes: payloads plus per-entry bookkeeping.
         let cost = batch.iter().map(|e| C::command(e).map_or(0, |c| c.payload.len()) + 64).sum();
+        // Shared with the writer job, so subscribers get the payloads without a copy per batch.
+        let batch = Arc::new(batch);
+        let job_batch = batch.clone();
         let results = self
             .store
             .writer
             .execute_visible(cost, move |txn: &WriteTransaction| {
-                apply_entries::<C>(txn, &tables, &codec, sm.as_ref(), &batch)
+                apply_entries::<C>(txn, &tables, &codec, sm.as_ref(), &job_batch)
             })
             .await
             .inspect_err(|e| tracing::error!(namespace = %self.tables.ns(), error = %e, "applying entries failed"))?;
+        // Checked after the batch is visible: a subscriber that registers later reads an applied
+        // index that already covers it, so skipping the copy here loses it nothing.
+        let applied = match self.feed.has_subscribers() {
+            true => applied_entries::<C>(&batch, &results),
+            false => Vec::new(),
+        };
         // Visible now (and the entries durable on a quorum): answer the clients, in log order.
         for (responder, result) in responders.into_iter().zip(results) {
             if let Some(responder) = responder {
                 responder.send(result);
             }
+        }
+        if !applied.is_empty() {
+            self.feed.publish(&applied);
         }
         Ok(())
     }
@@ -266,6 +289,19 @@ impl<C: StoreConfig> RaftStateMachine<C> for StateMachineStore<C> {
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, SnapshotData>>, io::Error> {
         Ok(self.current_snapshot().await?)
     }
+}
+
+/// The normal entries of an applied batch with their results, for subscribers.
+fn applied_entries<C: StoreConfig>(batch: &[C::Entry], results: &[CommandResult]) -> Vec<Arc<Applied>> {
+    batch
+        .iter()
+        .zip(results)
+        .filter_map(|(entry, result)| {
+            let command = C::command(entry)?;
+            let index = entry.log_id().index();
+            Some(Arc::new(Applied { index, command: command.payload.clone(), reply: result.output.clone() }))
+        })
+        .collect()
 }
 
 /// Bytes read from a snapshot file at a time.

@@ -12,6 +12,7 @@ use openraft::alias::LogIdOf;
 use redb::{ReadTransaction, ReadableDatabase, ReadableTableMetadata, TableHandle, WriteTransaction};
 use serde::de::DeserializeOwned;
 
+use crate::applied_feed::{AppliedFeed, AppliedReceiver, Feeds, SubscribeError};
 use crate::at_rest::AtRestCipher;
 use crate::codec::{decode_sealed, Codec};
 use crate::disk::DiskHealth;
@@ -61,6 +62,8 @@ pub struct Store {
     snapshot_locks: Mutex<HashMap<Namespace, Arc<tokio::sync::Mutex<()>>>>,
     /// Makes snapshot ids unique; seeded with the open time so they stay unique across restarts.
     snapshot_counter: AtomicU64,
+    /// Subscribers of each namespace's applied entries (see [`Store::subscribe_applied`]).
+    feeds: Feeds,
 }
 
 impl std::fmt::Debug for Store {
@@ -117,6 +120,7 @@ impl Store {
             codec,
             snapshot_locks: Mutex::new(HashMap::new()),
             snapshot_counter: AtomicU64::new(seed),
+            feeds: Feeds::default(),
         }))
     }
 
@@ -231,6 +235,7 @@ impl Store {
                 Ok(())
             })
             .await?;
+        self.feeds.get(ns).reset();
         self.snapshots.remove_all(ns)
     }
 
@@ -330,6 +335,7 @@ impl Store {
     /// afterwards. Idempotent; also run when the last handle is dropped.
     pub fn shutdown(&self) {
         self.writer.shutdown();
+        self.feeds.close_all();
         let db = self.db.write().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(db) = db {
             // The writer thread has dropped its handle; this is normally the last one, and
@@ -358,6 +364,20 @@ impl Store {
             }
         })?;
         db.begin_read().map_err(redb_error)
+    }
+
+    /// Subscribe to the normal entries applied to `ns` on this node after its current applied
+    /// index ([`AppliedReceiver::start_index`]), bounded and never slowing the apply path (see
+    /// [`AppliedReceiver`]). Refused beyond [`MAX_SUBSCRIBERS`](crate::MAX_SUBSCRIBERS) per
+    /// namespace.
+    pub fn subscribe_applied(&self, ns: &Namespace) -> Result<AppliedReceiver, SubscribeError> {
+        self.check_open()?;
+        self.feeds.get(ns).subscribe(ns, || Ok(self.applied(ns)?.map_or(0, |l| l.index)))
+    }
+
+    /// The subscribers of `ns`'s applied entries.
+    pub(crate) fn applied_feed(&self, ns: &Namespace) -> Arc<AppliedFeed> {
+        self.feeds.get(ns)
     }
 
     /// The lock serialising snapshot-file replacement for `ns`.
