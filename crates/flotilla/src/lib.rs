@@ -50,6 +50,7 @@ mod shutdown;
 pub mod snapshot_inbox;
 pub mod status;
 mod status_report;
+mod subscription;
 pub mod testing;
 mod watch;
 pub mod wire_budget;
@@ -67,6 +68,10 @@ pub use error::{NamespaceError, StartError};
 /// The KV state machine's vocabulary: transactions, ranges, revisions, watch events.
 pub use flotilla_core::kv;
 pub use flotilla_core::{ApiError, Config, Consistency, IdempotencyKey, KvOp, Limit, Namespace, Outcome, Preset};
+/// Change notifications: what a [`Subscription`] yields and its bounds.
+pub use flotilla_store::{
+    Applied, SubscribeError, SubscriptionEnded, MAX_SUBSCRIBERS, SUBSCRIPTION_BUFFER, SUBSCRIPTION_BUFFER_BYTES,
+};
 pub use lock::{Held, Holder, ELECTION_PREFIX, LOCK_PREFIX};
 pub use namespace_lifecycle::MAX_OPEN_NAMESPACES;
 pub use namespaces::CloseOptions;
@@ -76,6 +81,7 @@ pub use node_status::{
 };
 pub use shutdown::HandOffReport;
 pub use status::{GroupStatus, Member, MemberRole, Role};
+pub use subscription::Subscription;
 pub use watch::{Watch, WatchCounters, WatchMessage, WatchRequest, MAX_WATCHERS, SLOW_GRACE, WATCH_BUFFER};
 
 /// The README's library example, compiled (not run) as a doctest.

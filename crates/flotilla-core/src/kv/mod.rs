@@ -83,6 +83,12 @@ pub fn encode_command(command: &KvCommand) -> Vec<u8> {
     crate::encode(command).expect("encoding plain data cannot fail")
 }
 
+/// Decode a [`KvCommand`] from a payload (as a change subscriber receives it); `None` if it
+/// is not one.
+pub fn decode_command(bytes: &[u8]) -> Option<KvCommand> {
+    crate::decode(bytes, MAX_PAYLOAD_BYTES).ok()
+}
+
 /// Decode a [`KvReply`] from a command's output bytes.
 pub fn decode_reply(bytes: &[u8]) -> Option<KvReply> {
     crate::decode(bytes, MAX_PAYLOAD_BYTES).ok()

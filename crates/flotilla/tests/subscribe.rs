@@ -1,0 +1,150 @@
+//! Change notifications over a three-node cluster: a follower yields every applied entry in
+//! order with its index and reply, a subscriber resumes from a read of the state, one that
+//! does not read falls behind without slowing writes, drops and the subscriber limit hold, and
+//! a node that stops ends its subscriptions.
+
+mod common;
+
+use common::{Harness, PATIENCE};
+use flotilla::kv::{encode_ops, RangeRequest};
+use flotilla::{
+    Applied, Cluster, Consistency, KvOp, SubscribeError, Subscription, SubscriptionEnded, MAX_SUBSCRIBERS,
+    SUBSCRIPTION_BUFFER,
+};
+
+const NS: &str = "default";
+
+/// No automatic compaction: the writes of a test are the only normal entries.
+fn only_our_writes(c: &mut flotilla::Config) {
+    c.compact_keep_revisions = 0;
+}
+
+/// The next entry within a generous bound.
+async fn next(sub: &mut Subscription) -> Result<Applied, SubscriptionEnded> {
+    tokio::time::timeout(PATIENCE, sub.recv()).await.expect("an entry within the patience")
+}
+
+fn set(key: &str, value: &str) -> Vec<u8> {
+    encode_ops(&[KvOp::Set { key: key.into(), value: value.into() }])
+}
+
+/// Propose `payloads` through `cluster`, `in_flight` at a time; returns (index, reply) of each.
+async fn propose_all(
+    cluster: &Cluster,
+    payloads: Vec<Vec<u8>>,
+    in_flight: usize,
+) -> Vec<(u64, Result<Vec<u8>, String>)> {
+    let mut out = Vec::with_capacity(payloads.len());
+    for chunk in payloads.chunks(in_flight) {
+        let writes = chunk.iter().map(|p| cluster.propose(p.clone()));
+        for written in futures::future::join_all(writes).await {
+            out.push(written.expect("the write commits"));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_yields_every_applied_entry_in_order_with_its_reply_and_resumes_from_a_read() {
+    let h = Harness::start(3, 61, &[NS], only_our_writes).await;
+    let l = h.leader(NS).await;
+    let f = (0..3).find(|i| *i != l).unwrap();
+    let follower = h.cluster(f, NS);
+    let leader = h.cluster(l, NS);
+
+    let mut sub = follower.subscribe().expect("subscribed");
+    // Writes and a command the state machine refuses (deterministically, on every replica).
+    let mut payloads: Vec<Vec<u8>> = (0..20).map(|i| set(&format!("cfg/{i}"), &i.to_string())).collect();
+    payloads.insert(7, b"not a kv command".to_vec());
+    let written = propose_all(&leader, payloads.clone(), 1).await;
+    assert!(written[7].1.is_err(), "the malformed command is refused");
+
+    let mut last = sub.start_index();
+    for ((index, reply), payload) in written.iter().zip(&payloads) {
+        let applied = next(&mut sub).await.expect("not ended");
+        // Normal entries only, in index order, no gap among them: exactly the writes.
+        assert!(applied.index > last);
+        assert_eq!((applied.index, &applied.command, &applied.reply), (*index, payload, reply));
+        last = applied.index;
+    }
+    assert!(sub.try_recv().is_none(), "nothing else was applied");
+
+    // Resume: subscribe, read the state, skip what the read reflects; later writes arrive once.
+    let mut resumed = follower.subscribe().expect("subscribed");
+    let before = propose_all(&leader, vec![set("cfg/x", "1")], 1).await[0].0;
+    h.wait_applied(f, NS, before).await;
+    let state = follower.range(RangeRequest::prefix(b"cfg/".to_vec()), Consistency::Stale).await.unwrap();
+    assert!(state.index >= before && state.result.kvs.iter().any(|kv| kv.key == b"cfg/x"));
+    resumed.skip_through(state.index);
+    let after = propose_all(&leader, vec![set("cfg/y", "2")], 1).await[0].0;
+    assert_eq!(next(&mut resumed).await.expect("not ended").index, after);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscriber_that_does_not_read_falls_behind_and_writes_keep_committing() {
+    let h = Harness::start(3, 62, &[NS], only_our_writes).await;
+    let l = h.leader(NS).await;
+    let f = (0..3).find(|i| *i != l).unwrap();
+    let follower = h.cluster(f, NS);
+    let leader = h.cluster(l, NS);
+
+    let mut idle = follower.subscribe().expect("subscribed");
+    let mut reader = follower.subscribe().expect("subscribed");
+    // The reader keeps up in its own task, counting what it gets until the last write.
+    let total = SUBSCRIPTION_BUFFER + 50;
+    let reading = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while got.len() < total {
+            got.push(next(&mut reader).await.expect("the reader keeps up").index);
+        }
+        got
+    });
+    let payloads = (0..total).map(|i| set(&format!("k{}", i % 10), "v")).collect();
+    let written = propose_all(&leader, payloads, 32).await;
+    let last = written.iter().map(|(index, _)| *index).max().unwrap();
+    // Apply on the follower went on past the stalled subscriber.
+    h.wait_applied(f, NS, last).await;
+
+    let mut indexes: Vec<u64> = written.iter().map(|(index, _)| *index).collect();
+    indexes.sort_unstable();
+    let got = tokio::time::timeout(PATIENCE, reading).await.expect("the reader finishes").unwrap();
+    assert_eq!(got, indexes, "the reader got every write, in index order");
+
+    // The idle one holds a full buffer, then the signal naming the first entry it missed.
+    for expected in &indexes[..SUBSCRIPTION_BUFFER] {
+        assert_eq!(idle.try_recv().map(|r| r.map(|a| a.index)), Some(Ok(*expected)));
+    }
+    let missed = indexes[SUBSCRIPTION_BUFFER];
+    assert_eq!(idle.try_recv(), Some(Err(SubscriptionEnded::FellBehind { next_index: missed })));
+    assert_eq!(next(&mut idle).await, Err(SubscriptionEnded::FellBehind { next_index: missed }), "the end is final");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dropping_a_subscription_unregisters_it_and_the_limit_is_per_namespace_and_node() {
+    let h = Harness::start(3, 63, &[NS], only_our_writes).await;
+    let node0 = h.cluster(0, NS);
+    let mut subs: Vec<Subscription> = (0..MAX_SUBSCRIBERS).map(|_| node0.subscribe().expect("subscribed")).collect();
+    match node0.subscribe() {
+        Err(SubscribeError::TooManySubscribers { limit, .. }) => assert_eq!(limit, MAX_SUBSCRIBERS),
+        other => panic!("expected the limit, got {other:?}"),
+    }
+    // Another node has its own subscribers.
+    let mut elsewhere = h.cluster(1, NS).subscribe().expect("another node subscribes");
+    // A dropped subscription frees its place.
+    subs.pop();
+    let mut again = node0.subscribe().expect("a place was freed");
+    let (index, _) = h.cluster(2, NS).propose(set("a", "b")).await.unwrap();
+    assert_eq!(next(&mut again).await.unwrap().index, index);
+    assert_eq!(next(&mut elsewhere).await.unwrap().index, index);
+    assert_eq!(next(&mut subs[0]).await.unwrap().index, index);
+    drop(subs);
+    drop(again);
+    let all: Vec<Subscription> =
+        (0..MAX_SUBSCRIBERS).map(|_| node0.subscribe().expect("every place is free again")).collect();
+    assert_eq!(all.len(), MAX_SUBSCRIBERS);
+    // A node that stops ends its subscriptions.
+    h.shutdown().await;
+    assert_eq!(next(&mut elsewhere).await, Err(SubscriptionEnded::Closed));
+}
