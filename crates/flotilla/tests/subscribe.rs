@@ -1,11 +1,12 @@
 //! Change notifications over a three-node cluster: a follower yields every applied entry in
 //! order with its index and reply, a subscriber resumes from a read of the state, one that
-//! does not read falls behind without slowing writes, drops and the subscriber limit hold, and
-//! a node that stops ends its subscriptions.
+//! does not read falls behind without slowing writes, so do the subscribers of a follower that
+//! catches up through a snapshot, drops and the subscriber limit hold, and a node that stops
+//! ends its subscriptions.
 
 mod common;
 
-use common::{Harness, PATIENCE};
+use common::{eventually, Harness, PATIENCE};
 use flotilla::kv::{encode_ops, RangeRequest};
 use flotilla::{
     Applied, Cluster, Consistency, KvOp, SubscribeError, Subscription, SubscriptionEnded, MAX_SUBSCRIBERS,
@@ -17,6 +18,14 @@ const NS: &str = "default";
 /// No automatic compaction: the writes of a test are the only normal entries.
 fn only_our_writes(c: &mut flotilla::Config) {
     c.compact_keep_revisions = 0;
+}
+
+/// Snapshots every 20 entries, 5 kept behind them: a follower cut off for long catches up
+/// through a snapshot.
+fn small_snapshots(c: &mut flotilla::Config) {
+    only_our_writes(c);
+    c.snapshot_every = 20;
+    c.keep_logs_behind_snapshot = 5;
 }
 
 /// The next entry within a generous bound.
@@ -91,25 +100,23 @@ async fn a_subscriber_that_does_not_read_falls_behind_and_writes_keep_committing
 
     let mut idle = follower.subscribe().expect("subscribed");
     let mut reader = follower.subscribe().expect("subscribed");
-    // The reader keeps up in its own task, counting what it gets until the last write.
+    // Writes go in rounds of 32; the reader takes each round's entries before the next round,
+    // so it never has more than a round waiting however loaded the machine is.
     let total = SUBSCRIPTION_BUFFER + 50;
-    let reading = tokio::spawn(async move {
-        let mut got = Vec::new();
-        while got.len() < total {
+    let payloads: Vec<Vec<u8>> = (0..total).map(|i| set(&format!("k{}", i % 10), "v")).collect();
+    let mut indexes = Vec::with_capacity(total);
+    let mut got = Vec::with_capacity(total);
+    for round in payloads.chunks(32) {
+        let written = propose_all(&leader, round.to_vec(), 32).await;
+        indexes.extend(written.iter().map(|(index, _)| *index));
+        for _ in round {
             got.push(next(&mut reader).await.expect("the reader keeps up").index);
         }
-        got
-    });
-    let payloads = (0..total).map(|i| set(&format!("k{}", i % 10), "v")).collect();
-    let written = propose_all(&leader, payloads, 32).await;
-    let last = written.iter().map(|(index, _)| *index).max().unwrap();
-    // Apply on the follower went on past the stalled subscriber.
-    h.wait_applied(f, NS, last).await;
-
-    let mut indexes: Vec<u64> = written.iter().map(|(index, _)| *index).collect();
+    }
     indexes.sort_unstable();
-    let got = tokio::time::timeout(PATIENCE, reading).await.expect("the reader finishes").unwrap();
     assert_eq!(got, indexes, "the reader got every write, in index order");
+    // Apply on the follower went on past the stalled subscriber.
+    h.wait_applied(f, NS, *indexes.last().unwrap()).await;
 
     // The idle one holds a full buffer, then the signal naming the first entry it missed.
     for expected in &indexes[..SUBSCRIPTION_BUFFER] {
@@ -147,4 +154,35 @@ async fn dropping_a_subscription_unregisters_it_and_the_limit_is_per_namespace_a
     // A node that stops ends its subscriptions.
     h.shutdown().await;
     assert_eq!(next(&mut elsewhere).await, Err(SubscriptionEnded::Closed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_that_catches_up_through_a_snapshot_makes_its_subscribers_fall_behind() {
+    let h = Harness::start(3, 64, &[NS], small_snapshots).await;
+    let l = h.leader(NS).await;
+    let f = (0..3).find(|i| *i != l).unwrap();
+    let follower = h.cluster(f, NS);
+    let leader = h.cluster(l, NS);
+    let mut sub = follower.subscribe().expect("subscribed");
+    let start = sub.start_index();
+
+    // Cut off, the follower misses entries the leader then purges behind a snapshot.
+    h.router.isolate(h.ids[f], &h.ids);
+    let written = propose_all(&leader, (0..200).map(|i| set(&format!("s{i}"), "v")).collect(), 16).await;
+    let last = written.iter().map(|(index, _)| *index).max().unwrap();
+    eventually("the leader snapshots and purges", || leader.state().snapshot_index > start + 100).await;
+    h.router.heal();
+    h.wait_applied(f, NS, last).await;
+    assert!(follower.state().snapshot_index > start, "the follower caught up through a snapshot");
+
+    // The install skipped every entry the subscriber expected.
+    assert_eq!(next(&mut sub).await, Err(SubscriptionEnded::FellBehind { next_index: start + 1 }));
+    // The recipe: subscribe again, read, skip what the read reflects, go on.
+    let mut again = follower.subscribe().expect("subscribed");
+    let state = follower.range(RangeRequest::prefix(b"s".to_vec()), Consistency::Stale).await.unwrap();
+    assert_eq!(state.result.kvs.len(), 200);
+    again.skip_through(state.index);
+    let (index, _) = leader.propose(set("after", "1")).await.unwrap();
+    assert_eq!(next(&mut again).await.expect("not ended").index, index);
+    h.shutdown().await;
 }
