@@ -54,6 +54,7 @@ fn exposition(node: &Arc<Node>) -> String {
     write_formation_metrics(node, &mut out);
     write_store_metrics(node, &mut out);
     write_watch_metrics(node, &mut out);
+    write_subscription_metrics(node, &mut out);
     out
 }
 
@@ -100,6 +101,24 @@ fn write_watch_metrics(node: &Arc<Node>, out: &mut String) {
     let _ = writeln!(out, "# TYPE flotilla_watches_cancelled_total counter");
     let _ = writeln!(out, "flotilla_watches_cancelled_total{{reason=\"slow\"}} {slow}");
     let _ = writeln!(out, "flotilla_watches_cancelled_total{{reason=\"compacted\"}} {compacted}");
+}
+
+/// Change subscriptions of embedders (`Cluster::subscribe`), over every namespace.
+fn write_subscription_metrics(node: &Arc<Node>, out: &mut String) {
+    let counts = node.store().subscription_counts();
+    let _ = writeln!(
+        out,
+        "# HELP flotilla_subscriptions change subscriptions on this node (at most {} per namespace)",
+        flotilla::MAX_SUBSCRIBERS
+    );
+    let _ = writeln!(out, "# TYPE flotilla_subscriptions gauge");
+    let _ = writeln!(out, "flotilla_subscriptions {}", counts.active);
+    let _ = writeln!(
+        out,
+        "# HELP flotilla_subscriptions_fell_behind_total change subscriptions ended because entries were missed"
+    );
+    let _ = writeln!(out, "# TYPE flotilla_subscriptions_fell_behind_total counter");
+    let _ = writeln!(out, "flotilla_subscriptions_fell_behind_total {}", counts.fell_behind);
 }
 
 fn write_store_metrics(node: &Arc<Node>, out: &mut String) {

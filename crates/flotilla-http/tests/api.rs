@@ -76,9 +76,13 @@ async fn status_members_health_and_metrics() {
     assert!(matches!(err, flotilla_http::ClientError::Api { status: 400, ref code, .. } if code == "bad_peer_id"));
     let err = c.delete_json(&format!("/v1/ns/default/members/{}", node.id())).await.unwrap_err();
     assert!(matches!(err, flotilla_http::ClientError::Api { status: 400, .. }), "last voter: {err}");
+    // An embedder's change subscription is counted.
+    let _subscription = node.cluster("default").unwrap().subscribe().unwrap();
     c.put("default", "k", b"v".to_vec()).await.unwrap();
     let metrics = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("flotilla_is_leader{namespace=\"default\"} 1"), "{metrics}");
     assert!(metrics.contains("flotilla_proposals_total{namespace=\"default\"}"));
     assert!(metrics.contains("flotilla_fsync_seconds_count"));
+    assert!(metrics.contains("flotilla_subscriptions 1\n"), "{metrics}");
+    assert!(metrics.contains("flotilla_subscriptions_fell_behind_total 0\n"), "{metrics}");
 }

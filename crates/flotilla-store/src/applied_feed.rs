@@ -23,7 +23,7 @@
 //! [`SubscriptionEnded::Closed`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use flotilla_core::Namespace;
@@ -142,7 +142,7 @@ struct Subscriber {
 impl Subscriber {
     /// Hand `entry` over, or end the subscription if it has no room. Returns whether the
     /// subscriber stays registered.
-    fn offer(&mut self, entry: &Arc<Applied>) -> bool {
+    fn offer(&mut self, entry: &Arc<Applied>, fell_behind: &AtomicU64) -> bool {
         if entry.index < self.next {
             return true;
         }
@@ -156,14 +156,17 @@ impl Subscriber {
                 self.tx.try_send(Message::Entry(entry.clone())).is_ok()
             }
             Delivery::FallBehind => {
-                self.end(SubscriptionEnded::FellBehind { next_index: entry.index });
+                self.end(SubscriptionEnded::FellBehind { next_index: entry.index }, fell_behind);
                 false
             }
         }
     }
 
-    /// Send the end signal into the slot kept for it.
-    fn end(&self, reason: SubscriptionEnded) {
+    /// Send the end signal into the slot kept for it, counting subscribers that fell behind.
+    fn end(&self, reason: SubscriptionEnded, fell_behind: &AtomicU64) {
+        if matches!(reason, SubscriptionEnded::FellBehind { .. }) {
+            fell_behind.fetch_add(1, Ordering::Relaxed);
+        }
         // Full only if the receiver is gone or the reason was already sent: nothing to tell.
         let _ = self.tx.try_send(Message::End(reason));
     }
@@ -179,6 +182,8 @@ struct FeedState {
 #[derive(Default)]
 pub(crate) struct AppliedFeed {
     state: Mutex<FeedState>,
+    /// Subscribers that fell behind, shared by the store's feeds (for metrics).
+    fell_behind: Arc<AtomicU64>,
 }
 
 impl AppliedFeed {
@@ -215,7 +220,8 @@ impl AppliedFeed {
     /// Hand a batch of applied entries (in index order) to every subscriber.
     pub(crate) fn publish(&self, entries: &[Arc<Applied>]) {
         let mut state = self.lock();
-        state.subscribers.retain_mut(|subscriber| entries.iter().all(|entry| subscriber.offer(entry)));
+        let fell_behind = &self.fell_behind;
+        state.subscribers.retain_mut(|subscriber| entries.iter().all(|entry| subscriber.offer(entry, fell_behind)));
     }
 
     /// A snapshot up to `index` replaced the state: every subscriber that expected an entry at
@@ -225,7 +231,7 @@ impl AppliedFeed {
         state.subscribers.retain(|subscriber| {
             let skipped = subscriber.next <= index;
             if skipped {
-                subscriber.end(SubscriptionEnded::FellBehind { next_index: subscriber.next });
+                subscriber.end(SubscriptionEnded::FellBehind { next_index: subscriber.next }, &self.fell_behind);
             }
             !skipped
         });
@@ -235,7 +241,7 @@ impl AppliedFeed {
     pub(crate) fn reset(&self) {
         let mut state = self.lock();
         for subscriber in state.subscribers.drain(..) {
-            subscriber.end(SubscriptionEnded::FellBehind { next_index: subscriber.next });
+            subscriber.end(SubscriptionEnded::FellBehind { next_index: subscriber.next }, &self.fell_behind);
         }
     }
 
@@ -243,7 +249,7 @@ impl AppliedFeed {
     pub(crate) fn close(&self) {
         let mut state = self.lock();
         for subscriber in state.subscribers.drain(..) {
-            subscriber.end(SubscriptionEnded::Closed);
+            subscriber.end(SubscriptionEnded::Closed, &self.fell_behind);
         }
     }
 
@@ -252,23 +258,47 @@ impl AppliedFeed {
     }
 }
 
+/// Node-wide counts of subscriptions, for metrics ([`Store::subscription_counts`](crate::Store::subscription_counts)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubscriptionCounts {
+    /// Subscriptions registered now, over every namespace.
+    pub active: u64,
+    /// Subscriptions ended with [`SubscriptionEnded::FellBehind`] since the store opened.
+    pub fell_behind: u64,
+}
+
 /// The feeds of every namespace of a store.
 #[derive(Default)]
 pub(crate) struct Feeds {
     feeds: Mutex<HashMap<Namespace, Arc<AppliedFeed>>>,
+    fell_behind: Arc<AtomicU64>,
 }
 
 impl Feeds {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Namespace, Arc<AppliedFeed>>> {
+        self.feeds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The feed of `ns` (created on first use; one per namespace, kept while the store lives).
     pub(crate) fn get(&self, ns: &Namespace) -> Arc<AppliedFeed> {
-        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
-        feeds.entry(ns.clone()).or_default().clone()
+        let fell_behind = &self.fell_behind;
+        let mut feeds = self.lock();
+        feeds
+            .entry(ns.clone())
+            .or_insert_with(|| Arc::new(AppliedFeed { fell_behind: fell_behind.clone(), ..AppliedFeed::default() }))
+            .clone()
+    }
+
+    /// The counts over every namespace.
+    pub(crate) fn counts(&self) -> SubscriptionCounts {
+        let feeds = self.lock();
+        let active = feeds.values().map(|feed| feed.lock().subscribers.len() as u64).sum();
+        SubscriptionCounts { active, fell_behind: self.fell_behind.load(Ordering::Relaxed) }
     }
 
     /// End every subscription of every namespace.
     pub(crate) fn close_all(&self) {
-        let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
-        for feed in feeds.values() {
+        for feed in self.lock().values() {
             feed.close();
         }
     }

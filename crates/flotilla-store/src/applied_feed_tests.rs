@@ -140,3 +140,28 @@ fn a_failed_read_registers_nothing() {
     assert!(matches!(failed, Err(SubscribeError::Store(StoreError::Closed))));
     assert!(!feed.has_subscribers());
 }
+
+#[test]
+fn the_counts_cover_every_namespace_and_every_way_of_falling_behind() {
+    let feeds = Feeds::default();
+    let (a, b) = (feeds.get(&ns()), feeds.get(&Namespace::new("other").unwrap()));
+    let mut reader = subscribe_at(&a, 0);
+    let _idle = subscribe_at(&a, 0);
+    let _reset = subscribe_at(&b, 0);
+    let _also_reset = subscribe_at(&b, 0);
+    assert_eq!(feeds.counts(), SubscriptionCounts { active: 4, fell_behind: 0 });
+    // One more entry than the buffer: the idle one falls behind, the reader keeps up.
+    for index in 1..=SUBSCRIPTION_BUFFER as u64 + 1 {
+        a.publish(&[entry(index)]);
+        assert!(matches!(reader.try_recv(), Some(Ok(_))));
+    }
+    assert_eq!(feeds.counts(), SubscriptionCounts { active: 3, fell_behind: 1 });
+    a.installed(10_000);
+    assert_eq!(feeds.counts(), SubscriptionCounts { active: 2, fell_behind: 2 });
+    b.reset();
+    assert_eq!(feeds.counts(), SubscriptionCounts { active: 0, fell_behind: 4 });
+    let _closed = subscribe_at(&a, 0);
+    assert_eq!(feeds.counts().active, 1);
+    feeds.close_all();
+    assert_eq!(feeds.counts(), SubscriptionCounts { active: 0, fell_behind: 4 }, "closing is not falling behind");
+}

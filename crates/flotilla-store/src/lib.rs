@@ -73,8 +73,8 @@ use flotilla_core::{Command, CommandResult, TypeConfig};
 use openraft::{EntryPayload, RaftTypeConfig};
 
 pub use applied_feed::{
-    Applied, AppliedReceiver, SubscribeError, SubscriptionEnded, MAX_SUBSCRIBERS, SUBSCRIPTION_BUFFER,
-    SUBSCRIPTION_BUFFER_BYTES,
+    Applied, AppliedReceiver, SubscribeError, SubscriptionCounts, SubscriptionEnded, MAX_SUBSCRIBERS,
+    SUBSCRIPTION_BUFFER, SUBSCRIPTION_BUFFER_BYTES,
 };
 pub use at_rest::{AtRestCipher, AtRestKey};
 pub use backup::{Backup, BACKUP_FORMAT_VERSION};

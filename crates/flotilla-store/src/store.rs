@@ -12,7 +12,7 @@ use openraft::alias::LogIdOf;
 use redb::{ReadTransaction, ReadableDatabase, ReadableTableMetadata, TableHandle, WriteTransaction};
 use serde::de::DeserializeOwned;
 
-use crate::applied_feed::{AppliedFeed, AppliedReceiver, Feeds, SubscribeError};
+use crate::applied_feed::{AppliedFeed, AppliedReceiver, Feeds, SubscribeError, SubscriptionCounts};
 use crate::at_rest::AtRestCipher;
 use crate::codec::{decode_sealed, Codec};
 use crate::disk::DiskHealth;
@@ -373,6 +373,11 @@ impl Store {
     pub fn subscribe_applied(&self, ns: &Namespace) -> Result<AppliedReceiver, SubscribeError> {
         self.check_open()?;
         self.feeds.get(ns).subscribe(ns, || Ok(self.applied(ns)?.map_or(0, |l| l.index)))
+    }
+
+    /// How many subscriptions are registered, and how many fell behind since the store opened.
+    pub fn subscription_counts(&self) -> SubscriptionCounts {
+        self.feeds.counts()
     }
 
     /// The subscribers of `ns`'s applied entries.
