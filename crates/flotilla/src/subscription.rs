@@ -27,8 +27,11 @@ use crate::cluster::Cluster;
 ///
 /// **What it sees besides entries.** A snapshot installed from the leader (this node was too
 /// far behind for the log) skips entries: subscribers that expected them fall behind. So does
-/// a reset of the namespace's data on this node. When the node shuts down, the subscription
-/// ends with [`SubscriptionEnded::Closed`]. Entries re-applied when a node restarts (the
+/// a reset of the namespace's data on this node (closing the namespace without `keep_data`,
+/// or its cluster dissolving into another). Closing it with `keep_data` leaves the
+/// subscription registered: nothing is applied while it is closed, and it goes on when the
+/// namespace opens again. When the node shuts down, the subscription ends with
+/// [`SubscriptionEnded::Closed`]. Entries re-applied when a node restarts (the
 /// applied state is made durable lazily, so a restart may apply the last entries again) are
 /// delivered to the subscribers of the restarted node as ordinary entries: they come after
 /// the index those subscribers started from.

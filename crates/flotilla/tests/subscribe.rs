@@ -186,3 +186,15 @@ async fn a_follower_that_catches_up_through_a_snapshot_makes_its_subscribers_fal
     assert_eq!(next(&mut again).await.expect("not ended").index, index);
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn closing_a_namespace_and_dropping_its_data_makes_its_subscribers_fall_behind() {
+    let h = Harness::start(3, 65, &[NS], only_our_writes).await;
+    let l = h.leader(NS).await;
+    let f = (0..3).find(|i| *i != l).unwrap();
+    let mut sub = h.cluster(f, NS).subscribe().expect("subscribed");
+    let start = sub.start_index();
+    h.node(f).close_namespace(NS, flotilla::CloseOptions { keep_data: false }).await.expect("closed");
+    assert_eq!(next(&mut sub).await, Err(SubscriptionEnded::FellBehind { next_index: start + 1 }));
+    h.shutdown().await;
+}
