@@ -232,7 +232,8 @@ impl ConfigCache {
     async fn load(cluster: Cluster) -> Result<Self, Failure> {
         let mut changes = cluster.subscribe()?;
         let (index, entries) = read_config(&cluster, Consistency::Stale).await?;
-        changes.skip_through(index);
+        // Read after subscribing, so the read is never older than the subscription.
+        changes.skip_through(index)?;
         Ok(Self { cluster, changes, entries, index })
     }
 

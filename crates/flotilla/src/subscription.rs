@@ -42,7 +42,9 @@ use crate::cluster::Cluster;
 /// 2. then read the state it derives from: every read reports the log index it reflects
 ///    (`index` in [`ReadOutcome`](crate::ReadOutcome), [`RangeOutcome`](crate::RangeOutcome));
 /// 3. [`Subscription::skip_through`] that index: the entries up to it are in the read, and the
-///    subscription holds every later one (it started before the read, at a lower index).
+///    subscription holds every later one (it started before the read, at a lower index). A
+///    read older than the subscription (taken before subscribing) is refused there: the
+///    entries between the two would be in neither.
 ///
 /// ```no_run
 /// use std::collections::BTreeMap;
@@ -57,7 +59,7 @@ use crate::cluster::Cluster;
 ///         // One page of keys is enough for this small example (see `RangeOutcome` for more).
 ///         let state = cluster.range(RangeRequest::prefix(b"config/".to_vec()), Consistency::Stale).await?;
 ///         *cache = state.result.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
-///         changes.skip_through(state.index);
+///         changes.skip_through(state.index)?;
 ///         loop {
 ///             match changes.recv().await {
 ///                 Ok(applied) => {
@@ -101,9 +103,16 @@ impl Subscription {
     }
 
     /// Drop the entries up to `index` (included) instead of yielding them: a read that
-    /// reflects `index` already holds them (see the recipe above).
-    pub fn skip_through(&mut self, index: u64) {
+    /// reflects `index` already holds them (see the recipe above). Refused with
+    /// [`SubscriptionEnded::FellBehind`] (naming the first entry neither holds) when `index` is
+    /// below [`Subscription::start_index`]: the read is older than the subscription, so the
+    /// entries between them are in neither; read again.
+    pub fn skip_through(&mut self, index: u64) -> Result<(), SubscriptionEnded> {
+        if index < self.start_index() {
+            return Err(SubscriptionEnded::FellBehind { next_index: index + 1 });
+        }
         self.skip_through = self.skip_through.max(index);
+        Ok(())
     }
 
     /// The next applied entry, waiting for one; or why the subscription ended (every later

@@ -84,7 +84,10 @@ async fn a_follower_yields_every_applied_entry_in_order_with_its_reply_and_resum
     h.wait_applied(f, NS, before).await;
     let state = follower.range(RangeRequest::prefix(b"cfg/".to_vec()), Consistency::Stale).await.unwrap();
     assert!(state.index >= before && state.result.kvs.iter().any(|kv| kv.key == b"cfg/x"));
-    resumed.skip_through(state.index);
+    // A read older than the subscription would leave a hole: refused.
+    let start = resumed.start_index();
+    assert_eq!(resumed.skip_through(start - 1), Err(SubscriptionEnded::FellBehind { next_index: start }));
+    resumed.skip_through(state.index).expect("the read is newer than the subscription");
     let after = propose_all(&leader, vec![set("cfg/y", "2")], 1).await[0].0;
     assert_eq!(next(&mut resumed).await.expect("not ended").index, after);
     h.shutdown().await;
@@ -181,7 +184,7 @@ async fn a_follower_that_catches_up_through_a_snapshot_makes_its_subscribers_fal
     let mut again = follower.subscribe().expect("subscribed");
     let state = follower.range(RangeRequest::prefix(b"s".to_vec()), Consistency::Stale).await.unwrap();
     assert_eq!(state.result.kvs.len(), 200);
-    again.skip_through(state.index);
+    again.skip_through(state.index).expect("the read is newer than the subscription");
     let (index, _) = leader.propose(set("after", "1")).await.unwrap();
     assert_eq!(next(&mut again).await.expect("not ended").index, index);
     h.shutdown().await;
