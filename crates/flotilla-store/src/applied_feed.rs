@@ -46,7 +46,7 @@ const ENTRY_OVERHEAD: usize = 64;
 
 /// One normal entry applied to a namespace's state machine on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Applied {
+pub struct AppliedEntry {
     /// The entry's log index.
     pub index: u64,
     /// The command's payload, as proposed.
@@ -55,7 +55,7 @@ pub struct Applied {
     pub reply: Result<Vec<u8>, String>,
 }
 
-impl Applied {
+impl AppliedEntry {
     /// What the entry counts against a subscriber's byte budget.
     fn cost(&self) -> usize {
         let reply = match &self.reply {
@@ -103,7 +103,7 @@ pub enum SubscribeError {
 
 /// What a subscriber's channel carries.
 enum Message {
-    Entry(Arc<Applied>),
+    Entry(Arc<AppliedEntry>),
     End(SubscriptionEnded),
 }
 
@@ -142,7 +142,7 @@ struct Subscriber {
 impl Subscriber {
     /// Hand `entry` over, or end the subscription if it has no room. Returns whether the
     /// subscriber stays registered.
-    fn offer(&mut self, entry: &Arc<Applied>, fell_behind: &AtomicU64) -> bool {
+    fn offer(&mut self, entry: &Arc<AppliedEntry>, fell_behind: &AtomicU64) -> bool {
         if entry.index < self.next {
             return true;
         }
@@ -218,7 +218,7 @@ impl AppliedFeed {
     }
 
     /// Hand a batch of applied entries (in index order) to every subscriber.
-    pub(crate) fn publish(&self, entries: &[Arc<Applied>]) {
+    pub(crate) fn publish(&self, entries: &[Arc<AppliedEntry>]) {
         let mut state = self.lock();
         let fell_behind = &self.fell_behind;
         state.subscribers.retain_mut(|subscriber| entries.iter().all(|entry| subscriber.offer(entry, fell_behind)));
@@ -331,7 +331,7 @@ impl AppliedReceiver {
 
     /// The next applied entry, waiting for one; or why the subscription ended (returned again
     /// by every later call).
-    pub async fn recv(&mut self) -> Result<Applied, SubscriptionEnded> {
+    pub async fn recv(&mut self) -> Result<AppliedEntry, SubscriptionEnded> {
         if let Some(end) = self.ended {
             return Err(end);
         }
@@ -340,7 +340,7 @@ impl AppliedReceiver {
     }
 
     /// The next applied entry if one is waiting (`None` if not), or why the subscription ended.
-    pub fn try_recv(&mut self) -> Option<Result<Applied, SubscriptionEnded>> {
+    pub fn try_recv(&mut self) -> Option<Result<AppliedEntry, SubscriptionEnded>> {
         if let Some(end) = self.ended {
             return Some(Err(end));
         }
@@ -351,7 +351,7 @@ impl AppliedReceiver {
         }
     }
 
-    fn take(&mut self, message: Option<Message>) -> Result<Applied, SubscriptionEnded> {
+    fn take(&mut self, message: Option<Message>) -> Result<AppliedEntry, SubscriptionEnded> {
         let end = match message {
             Some(Message::Entry(entry)) => {
                 self.queued.fetch_sub(entry.cost(), Ordering::AcqRel);

@@ -4,8 +4,8 @@ fn ns() -> Namespace {
     Namespace::new("feed").expect("valid namespace")
 }
 
-fn entry(index: u64) -> Arc<Applied> {
-    Arc::new(Applied { index, command: vec![index as u8], reply: Ok(vec![]) })
+fn entry(index: u64) -> Arc<AppliedEntry> {
+    Arc::new(AppliedEntry { index, command: vec![index as u8], reply: Ok(vec![]) })
 }
 
 fn subscribe_at(feed: &Arc<AppliedFeed>, applied: u64) -> AppliedReceiver {
@@ -88,7 +88,8 @@ fn a_full_buffer_ends_the_subscription_without_blocking() {
 fn the_byte_budget_ends_a_subscription_too() {
     let feed = Arc::new(AppliedFeed::default());
     let mut rx = subscribe_at(&feed, 0);
-    let big = |index| Arc::new(Applied { index, command: vec![0; SUBSCRIPTION_BUFFER_BYTES / 2], reply: Ok(vec![]) });
+    let big =
+        |index| Arc::new(AppliedEntry { index, command: vec![0; SUBSCRIPTION_BUFFER_BYTES / 2], reply: Ok(vec![]) });
     feed.publish(&[big(1), big(2)]);
     let got = received(&mut rx);
     assert_eq!(got, vec![Ok(1), Err(SubscriptionEnded::FellBehind { next_index: 2 })]);

@@ -73,7 +73,7 @@ use flotilla_core::{Command, CommandResult, TypeConfig};
 use openraft::{EntryPayload, RaftTypeConfig};
 
 pub use applied_feed::{
-    Applied, AppliedReceiver, SubscribeError, SubscriptionCounts, SubscriptionEnded, MAX_SUBSCRIBERS,
+    AppliedEntry, AppliedReceiver, SubscribeError, SubscriptionCounts, SubscriptionEnded, MAX_SUBSCRIBERS,
     SUBSCRIPTION_BUFFER, SUBSCRIPTION_BUFFER_BYTES,
 };
 pub use at_rest::{AtRestCipher, AtRestKey};

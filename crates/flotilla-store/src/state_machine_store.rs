@@ -27,7 +27,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::OptionalSend;
 use redb::WriteTransaction;
 
-use crate::applied_feed::{Applied, AppliedFeed};
+use crate::applied_feed::{AppliedEntry, AppliedFeed};
 use crate::apply::apply_entries;
 use crate::error::StoreError;
 use crate::snapshot::{verify, SnapshotHeader, Tee, Verified};
@@ -292,14 +292,14 @@ impl<C: StoreConfig> RaftStateMachine<C> for StateMachineStore<C> {
 }
 
 /// The normal entries of an applied batch with their results, for subscribers.
-fn applied_entries<C: StoreConfig>(batch: &[C::Entry], results: &[CommandResult]) -> Vec<Arc<Applied>> {
+fn applied_entries<C: StoreConfig>(batch: &[C::Entry], results: &[CommandResult]) -> Vec<Arc<AppliedEntry>> {
     batch
         .iter()
         .zip(results)
         .filter_map(|(entry, result)| {
             let command = C::command(entry)?;
             let index = entry.log_id().index();
-            Some(Arc::new(Applied { index, command: command.payload.clone(), reply: result.output.clone() }))
+            Some(Arc::new(AppliedEntry { index, command: command.payload.clone(), reply: result.output.clone() }))
         })
         .collect()
 }

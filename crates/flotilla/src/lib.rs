@@ -70,7 +70,7 @@ pub use flotilla_core::kv;
 pub use flotilla_core::{ApiError, Config, Consistency, IdempotencyKey, KvOp, Limit, Namespace, Outcome, Preset};
 /// Change notifications: what a [`Subscription`] yields and its bounds.
 pub use flotilla_store::{
-    Applied, SubscribeError, SubscriptionCounts, SubscriptionEnded, MAX_SUBSCRIBERS, SUBSCRIPTION_BUFFER,
+    AppliedEntry, SubscribeError, SubscriptionCounts, SubscriptionEnded, MAX_SUBSCRIBERS, SUBSCRIPTION_BUFFER,
     SUBSCRIPTION_BUFFER_BYTES,
 };
 pub use lock::{Held, Holder, ELECTION_PREFIX, LOCK_PREFIX};

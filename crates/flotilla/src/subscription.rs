@@ -7,7 +7,7 @@
 //! fit here, since a subscription carries every command and its reply, of any state machine,
 //! and those are not kept after they are applied.
 
-use flotilla_store::{Applied, AppliedReceiver, SubscribeError, SubscriptionEnded};
+use flotilla_store::{AppliedEntry, AppliedReceiver, SubscribeError, SubscriptionEnded};
 
 use crate::cluster::Cluster;
 
@@ -15,7 +15,7 @@ use crate::cluster::Cluster;
 ///
 /// It yields every *normal* entry (a proposed command: not the blank entries of new leaders,
 /// nor membership changes) applied after [`Subscription::start_index`], in index order, each
-/// once, as an [`Applied`] (index, command payload, the state machine's reply). It serves
+/// once, as an [`AppliedEntry`] (index, command payload, the state machine's reply). It serves
 /// from this node's state machine, so followers and learners serve it as well as the leader.
 ///
 /// **Bounded.** At most [`SUBSCRIPTION_BUFFER`](crate::SUBSCRIPTION_BUFFER) entries and
@@ -117,7 +117,7 @@ impl Subscription {
 
     /// The next applied entry, waiting for one; or why the subscription ended (every later
     /// call returns the same).
-    pub async fn recv(&mut self) -> Result<Applied, SubscriptionEnded> {
+    pub async fn recv(&mut self) -> Result<AppliedEntry, SubscriptionEnded> {
         loop {
             let applied = self.inner.recv().await?;
             if applied.index > self.skip_through {
@@ -128,7 +128,7 @@ impl Subscription {
 
     /// The next applied entry if one is waiting (`None` if none is), or why the subscription
     /// ended.
-    pub fn try_recv(&mut self) -> Option<Result<Applied, SubscriptionEnded>> {
+    pub fn try_recv(&mut self) -> Option<Result<AppliedEntry, SubscriptionEnded>> {
         loop {
             match self.inner.try_recv()? {
                 Ok(applied) if applied.index <= self.skip_through => continue,

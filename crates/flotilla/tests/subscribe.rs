@@ -9,7 +9,7 @@ mod common;
 use common::{eventually, Harness, PATIENCE};
 use flotilla::kv::{encode_ops, RangeRequest};
 use flotilla::{
-    Applied, Cluster, Consistency, KvOp, SubscribeError, Subscription, SubscriptionEnded, MAX_SUBSCRIBERS,
+    AppliedEntry, Cluster, Consistency, KvOp, SubscribeError, Subscription, SubscriptionEnded, MAX_SUBSCRIBERS,
     SUBSCRIPTION_BUFFER,
 };
 
@@ -29,7 +29,7 @@ fn small_snapshots(c: &mut flotilla::Config) {
 }
 
 /// The next entry within a generous bound.
-async fn next(sub: &mut Subscription) -> Result<Applied, SubscriptionEnded> {
+async fn next(sub: &mut Subscription) -> Result<AppliedEntry, SubscriptionEnded> {
     tokio::time::timeout(PATIENCE, sub.recv()).await.expect("an entry within the patience")
 }
 
