@@ -350,6 +350,7 @@ pub(crate) fn refusal_error(refusal: KvRefusal) -> ApiError {
         KvRefusal::Compacted { requested, compacted } => ApiError::Compacted { requested, compacted },
         KvRefusal::FutureRevision { requested, current } => ApiError::FutureRevision { requested, current },
         KvRefusal::LeaseNotFound(id) => ApiError::LeaseNotFound(id),
+        KvRefusal::Restoring(_) => ApiError::Unavailable(refusal.to_string()),
         other => ApiError::Rejected(other.to_string()),
     }
 }

@@ -31,6 +31,7 @@ mod inbound;
 pub mod leader_changes;
 mod lease_clock;
 mod lease_expiry;
+mod live_restore;
 mod liveness;
 mod lock;
 mod namespace_lifecycle;
@@ -67,6 +68,7 @@ pub use error::{NamespaceError, StartError};
 /// The KV state machine's vocabulary: transactions, ranges, revisions, watch events.
 pub use flotilla_core::kv;
 pub use flotilla_core::{ApiError, Config, Consistency, IdempotencyKey, KvOp, Limit, Namespace, Outcome, Preset};
+pub use live_restore::ReplacedState;
 pub use lock::{Held, Holder, ELECTION_PREFIX, LOCK_PREFIX};
 pub use namespace_lifecycle::MAX_OPEN_NAMESPACES;
 pub use namespaces::CloseOptions;

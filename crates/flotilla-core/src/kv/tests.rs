@@ -38,6 +38,8 @@ impl StateTable for MapTable {
     }
 }
 
+mod restore;
+
 const CTX: ApplyContext = ApplyContext { index: 1 };
 
 /// Apply `command` the way the store does: a refusal or an error keeps the table unchanged.
