@@ -83,6 +83,13 @@ pub trait TypedStateMachine: Send + Sync + 'static {
 
 /// Why [`Typed`] refused a payload before or after its state machine ran: the byte-level
 /// refusal text a proposer receives (the same on every replica).
+///
+/// ```
+/// use flotilla_core::TypedRefusal;
+///
+/// let text = TypedRefusal::MalformedCommand("unexpected end of input".into()).to_string();
+/// assert!(text.starts_with("malformed command"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TypedRefusal {
     /// The payload does not decode as the state machine's command type (another state
@@ -98,6 +105,29 @@ pub enum TypedRefusal {
 /// the command against staged writes (kept only when it is accepted), and encodes the whole
 /// `Result<Reply, Error>` as the reply. A payload that does not decode is refused with
 /// [`TypedRefusal::MalformedCommand`], never a panic.
+///
+/// ```
+/// # use std::io;
+/// # use flotilla_core::{ApplyContext, StateTable, TypedStateMachine};
+/// # #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+/// # #[error("never")]
+/// # struct Never;
+/// /// Echoes the number it is given.
+/// struct Echo;
+/// impl TypedStateMachine for Echo {
+///     type Command = u64;
+///     type Reply = u64;
+///     type Error = Never;
+///     fn apply(&self, _: &ApplyContext, _: &mut dyn StateTable, n: u64) -> io::Result<Result<u64, Never>> {
+///         Ok(Ok(n))
+///     }
+/// }
+/// use std::sync::Arc;
+/// use flotilla_core::{StateMachine, Typed};
+///
+/// // What a node's state machine factory returns for the namespace.
+/// let machine: Arc<dyn StateMachine> = Arc::new(Typed::new(Echo));
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Typed<M> {
     machine: M,
@@ -142,11 +172,56 @@ impl<M: TypedStateMachine> StateMachine for Typed<M> {
 }
 
 /// Encode a command of `M` as the payload [`Typed`] decodes.
+///
+/// ```
+/// # use std::io;
+/// # use flotilla_core::{ApplyContext, StateTable, TypedStateMachine};
+/// # #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+/// # #[error("never")]
+/// # struct Never;
+/// /// Echoes the number it is given.
+/// struct Echo;
+/// impl TypedStateMachine for Echo {
+///     type Command = u64;
+///     type Reply = u64;
+///     type Error = Never;
+///     fn apply(&self, _: &ApplyContext, _: &mut dyn StateTable, n: u64) -> io::Result<Result<u64, Never>> {
+///         Ok(Ok(n))
+///     }
+/// }
+/// use flotilla_core::encode_typed_command;
+///
+/// let payload = encode_typed_command::<Echo>(&5).expect("a u64 encodes");
+/// assert_eq!(payload.len(), 8);
+/// ```
 pub fn encode_typed_command<M: TypedStateMachine>(command: &M::Command) -> Result<Vec<u8>, bincode::Error> {
     crate::encode(command)
 }
 
 /// Decode the reply [`Typed`] encoded: the state machine's reply or refusal.
+///
+/// ```
+/// # use std::io;
+/// # use flotilla_core::{ApplyContext, StateTable, TypedStateMachine};
+/// # #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+/// # #[error("never")]
+/// # struct Never;
+/// /// Echoes the number it is given.
+/// struct Echo;
+/// impl TypedStateMachine for Echo {
+///     type Command = u64;
+///     type Reply = u64;
+///     type Error = Never;
+///     fn apply(&self, _: &ApplyContext, _: &mut dyn StateTable, n: u64) -> io::Result<Result<u64, Never>> {
+///         Ok(Ok(n))
+///     }
+/// }
+/// use flotilla_core::decode_typed_reply;
+///
+/// // What `Typed<Echo>` answers when `Echo` replies 5.
+/// let reply = flotilla_core::encode(&Ok::<u64, Never>(5)).unwrap();
+/// assert_eq!(decode_typed_reply::<Echo>(&reply).unwrap(), Ok(5));
+/// ```
 pub fn decode_typed_reply<M: TypedStateMachine>(reply: &[u8]) -> Result<Result<M::Reply, M::Error>, bincode::Error> {
     crate::decode(reply, MAX_PAYLOAD_BYTES)
 }

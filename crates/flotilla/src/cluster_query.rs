@@ -18,6 +18,14 @@ pub struct Queried<T> {
 
 /// Why a query failed: the read could not reach its consistency (or the store could not be
 /// read), or the query function itself failed.
+///
+/// ```
+/// use flotilla::{ApiError, QueryError};
+///
+/// let error: QueryError<std::io::Error> = QueryError::Api(ApiError::NoLeader("electing".into()));
+/// // Only the API side may clear by itself; the query's own error would come again.
+/// assert!(matches!(&error, QueryError::Api(e) if e.is_retryable()));
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError<E> {
     /// The consistency could not be reached, or the local state could not be read (for

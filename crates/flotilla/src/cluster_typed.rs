@@ -21,6 +21,17 @@ pub struct Applied<R> {
 }
 
 /// Why a typed proposal did not produce a reply.
+///
+/// ```
+/// use flotilla::{ApiError, ProposeError};
+///
+/// /// Whether to send the proposal again (idempotently) later.
+/// fn worth_retrying<E>(error: &ProposeError<E>) -> bool {
+///     matches!(error, ProposeError::Api(api) if api.is_retryable())
+/// }
+/// assert!(worth_retrying::<std::io::Error>(&ProposeError::Api(ApiError::HopLimit)));
+/// assert!(!worth_retrying(&ProposeError::Rejected(std::io::Error::other("refused"))));
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum ProposeError<E> {
     /// The state machine refused the command (on every replica, changing nothing).
@@ -51,6 +62,41 @@ pub enum ProposeError<E> {
 }
 
 /// The cluster API of a namespace whose state machine is `M` (see [`Cluster::typed`]).
+///
+/// ```no_run
+/// # use std::io;
+/// # use flotilla_core::{ApplyContext, StateTable, TypedStateMachine};
+/// # #[derive(Debug, serde::Serialize, serde::Deserialize, thiserror::Error)]
+/// # #[error("the counter would overflow")]
+/// # struct Overflow;
+/// /// A counter under the key `n`.
+/// struct Counter;
+/// impl TypedStateMachine for Counter {
+///     type Command = u64;
+///     type Reply = u64;
+///     type Error = Overflow;
+///     fn apply(&self, _: &ApplyContext, table: &mut dyn StateTable, by: u64) -> io::Result<Result<u64, Overflow>> {
+///         let now = table.get(b"n")?.and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
+///         let Some(next) = now.checked_add(by) else { return Ok(Err(Overflow)) };
+///         table.put(b"n", &next.to_be_bytes())?;
+///         Ok(Ok(next))
+///     }
+/// }
+///
+/// async fn add_and_read(node: &std::sync::Arc<flotilla::Node>) -> Result<(), Box<dyn std::error::Error>> {
+///     let counter = node.cluster("counter")?.typed::<Counter>();
+///     match counter.propose(&2).await {
+///         Ok(applied) => println!("now {} (index {})", applied.reply, applied.index),
+///         Err(flotilla::ProposeError::Rejected(Overflow)) => println!("full"),
+///         Err(other) => return Err(other.into()),
+///     }
+///     let read = counter
+///         .query(flotilla::Consistency::Linearizable, |view| view.get(b"n"))
+///         .await?;
+///     println!("{:?} as of index {}", read.value, read.index);
+///     Ok(())
+/// }
+/// ```
 pub struct TypedCluster<M> {
     cluster: Cluster,
     /// `fn() -> M`: the handle neither owns an `M` nor needs `M: Sync` to be shared.
