@@ -18,7 +18,9 @@ mod checked_file;
 pub mod cluster;
 mod cluster_kv;
 mod cluster_lease;
+mod cluster_query;
 mod cluster_queue;
+mod cluster_typed;
 mod command;
 pub mod doctor;
 pub mod error;
@@ -63,11 +65,16 @@ pub use cluster_kv::{
     KeyRevisions, KeysOutcome, Precondition, RangeOutcome, ReadOutcome, TxnOutcome, WriteOutcome, MAX_LIST_KEYS,
 };
 pub use cluster_lease::{LeaseStatus, MAX_LEASES_LISTED, MAX_LEASE_KEYS_LISTED};
+pub use cluster_query::{Queried, QueryError};
 pub use cluster_queue::Popped;
+pub use cluster_typed::{Applied, ProposeError, TypedCluster};
 pub use error::{NamespaceError, StartError};
 /// The KV state machine's vocabulary: transactions, ranges, revisions, watch events.
 pub use flotilla_core::kv;
-pub use flotilla_core::{ApiError, Config, Consistency, IdempotencyKey, KvOp, Limit, Namespace, Outcome, Preset};
+pub use flotilla_core::{
+    ApiError, ApplyContext, Config, Consistency, IdempotencyKey, KvOp, Limit, Namespace, Outcome, Preset, Scan,
+    StateMachine, StateTable, StateView, Typed, TypedRefusal, TypedStateMachine,
+};
 pub use live_restore::ReplacedState;
 pub use lock::{Held, Holder, ELECTION_PREFIX, LOCK_PREFIX};
 pub use namespace_lifecycle::MAX_OPEN_NAMESPACES;
