@@ -1,6 +1,7 @@
 //! `flotilla backup save`, `inspect` and `restore`: online backups taken over HTTP (the admin
 //! route `GET /v1/ns/{ns}/backup`), written crash-safely, checked offline, and restored into a
-//! data directory as a new cluster (`crate::restore`).
+//! data directory as a new cluster (`crate::restore`) or into a running namespace (the admin
+//! route `POST /v1/ns/{ns}/restore`).
 
 use std::fs::File;
 use std::io::BufReader;
@@ -35,16 +36,32 @@ pub enum BackupCommand {
         /// The backup file.
         file: PathBuf,
     },
-    /// Prepare the data directory DIR (new, or without the namespace) from which an agent
-    /// starts a NEW cluster of the namespace with the backup's data: a new cluster id, this
-    /// directory's identity as the only voter. The namespace is the backup's, unless -n names
-    /// another one. Start the agent on DIR afterwards; other fresh nodes join it.
+    /// With --data-dir: prepare the data directory DIR (new, or without the namespace) from
+    /// which an agent starts a NEW cluster of the namespace with the backup's data: a new
+    /// cluster id, this directory's identity as the only voter. Start the agent on DIR
+    /// afterwards; other fresh nodes join it.
+    ///
+    /// With --into-running: replace the whole state of the namespace served by the node
+    /// (--addr) with the backup's, through the log (admin). Reads and writes of the namespace
+    /// are refused while it runs, its watches are cancelled, and its revision ends above every
+    /// earlier one with all history compacted. Needs --confirm NAME.
+    ///
+    /// The namespace is the backup's, unless -n names another one.
+    #[command(group = clap::ArgGroup::new("into").required(true).args(["data_dir", "into_running"]))]
     Restore {
         /// The backup file.
         file: PathBuf,
         /// The data directory to prepare (created if missing).
         #[arg(long)]
-        data_dir: PathBuf,
+        data_dir: Option<PathBuf>,
+        /// Replace the state of the running namespace on the cluster of --addr.
+        #[arg(long)]
+        into_running: bool,
+        /// The namespace's name again, to confirm that every key of it is replaced.
+        #[arg(long, requires = "into_running")]
+        confirm: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
 }
 
@@ -66,16 +83,36 @@ pub async fn backup(target: &Target, op: BackupCommand) -> anyhow::Result<()> {
             print(&Value::Array(saved))
         }
         BackupCommand::Inspect { file } => print(&describe(&file, &inspect(&file)?)),
-        BackupCommand::Restore { file, data_dir } => {
+        BackupCommand::Restore { file, data_dir, into_running: _, confirm, admin } => {
             let backup = inspect(&file)?;
             // `-n` defaults to `default`: then the backup's own namespace is meant.
             let name = match target.namespace.as_str() {
                 flotilla_core::config::DEFAULT_NAMESPACE => backup.meta.namespace.clone(),
                 other => other.to_string(),
             };
-            print(&crate::restore::restore(&file, &data_dir, &name, &describe(&file, &backup)).await?)
+            match data_dir {
+                Some(dir) => print(&crate::restore::restore(&file, &dir, &name, &describe(&file, &backup)).await?),
+                None => print(&restore_into_running(&admin.client(target)?, &file, &name, confirm).await?),
+            }
         }
     }
+}
+
+/// Replace the state of the running namespace `name` with the backup `file`, once the
+/// operator confirmed with its name.
+async fn restore_into_running(
+    client: &flotilla_http::Client,
+    file: &Path,
+    name: &str,
+    confirm: Option<String>,
+) -> anyhow::Result<Value> {
+    if confirm.as_deref() != Some(name) {
+        bail!(
+            "restoring into the running namespace {name} replaces every key, lease and queue item it holds and \
+             cancels its watches: add --confirm {name}"
+        );
+    }
+    client.restore_from(name, file, name).await.with_context(|| format!("restoring {} into {name}", file.display()))
 }
 
 /// Stream the backup of `ns` into `path`, make it durable there, and check what landed.

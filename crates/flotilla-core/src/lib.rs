@@ -2,7 +2,8 @@
 //!
 //! Every other crate speaks in these types: the openraft type configuration
 //! ([`TypeConfig`]), validated [`Namespace`] names, replicated [`Command`]s, the
-//! [`StateMachine`] seam an embedder implements, the wire messages exchanged between
+//! [`StateMachine`] seam an embedder implements (or its typed form,
+//! [`TypedStateMachine`]), the wire messages exchanged between
 //! nodes ([`wire`]), the [`Transport`] seam the network implements, and the one
 //! [`Config`] struct shared by the library and the CLI.
 
@@ -17,11 +18,15 @@ pub mod formation;
 pub mod idempotency;
 pub mod keyring;
 pub mod kv;
+#[cfg(test)]
+mod map_table;
 pub mod namespace;
 pub mod secret_file;
+pub mod staged_table;
 pub mod state_machine;
 pub mod timed_responder;
 pub mod transport;
+pub mod typed_state_machine;
 pub mod types;
 pub mod wire;
 
@@ -35,8 +40,10 @@ pub use idempotency::{IdempotencyKey, IdempotencyKeyError};
 pub use keyring::{ClusterKey, KeyId, Keyring};
 pub use kv::{KvCommand, KvOp, KvReply, KvStateMachine};
 pub use namespace::{Namespace, NamespaceError};
+pub use staged_table::StagedTable;
 pub use state_machine::{ApplyContext, Scan, ScanVisitor, StateMachine, StateTable, StateView};
 pub use transport::{InboundHandler, Transport, TransportError};
+pub use typed_state_machine::{decode_typed_reply, encode_typed_command, Typed, TypedRefusal, TypedStateMachine};
 pub use types::{MemberInfo, NodeId, TypeConfig};
 
 /// Encode a value with the project's one binary codec (bincode, fixed options).

@@ -202,6 +202,10 @@ fn apply_hostile(table: &MapTable, payload: &[u8]) -> Result<(), TestCaseError> 
                     prop_assert!(after_rev == before_rev || after_rev == before_rev + 1);
                     prop_assert_eq!(revision, after_rev);
                 }
+                KvReply::Restore(_) => {
+                    let is_restore = matches!(command, KvCommand::Restore(_));
+                    prop_assert!(is_restore, "a restore reply to another command");
+                }
                 KvReply::Compact(_) => {
                     let is_compact = matches!(command, KvCommand::Compact { .. });
                     prop_assert!(is_compact, "a compaction reply to another command");

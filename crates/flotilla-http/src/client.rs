@@ -35,6 +35,15 @@ pub enum ClientError {
     /// Writing what the node sent to the local output failed.
     #[error("writing the reply: {0}")]
     Output(#[source] std::io::Error),
+    /// Reading a local file to send failed.
+    #[error("reading {}: {source}", path.display())]
+    Input {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ClientError {
@@ -81,6 +90,9 @@ pub struct SseEvent {
 }
 
 /// Largest SSE event a watch accepts (a value of the largest size, encoded, and then some).
+/// Longest [`Client::restore_from`] waits for a restore to finish.
+pub const RESTORE_TIMEOUT: Duration = Duration::from_secs(3600);
+
 const MAX_SSE_EVENT: usize = 16 * 1024 * 1024;
 
 /// One page of a listing.
@@ -318,6 +330,20 @@ impl Client {
             out.write_all(&chunk).map_err(ClientError::Output)?;
             written += chunk.len() as u64;
         }
+    }
+
+    /// `POST /v1/ns/{ns}/restore?confirm={confirm}` (admin): replace the running namespace's
+    /// whole state with the backup file at `path`, streamed from disk. The server refuses
+    /// unless `confirm` is the namespace's name. Waits for the restore to finish, at most
+    /// [`RESTORE_TIMEOUT`]; returns the server's report.
+    pub async fn restore_from(&self, ns: &str, path: &std::path::Path, confirm: &str) -> Result<Value, ClientError> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|source| ClientError::Input { path: path.to_path_buf(), source })?;
+        let url = self.url(&format!("/v1/ns/{ns}/restore"));
+        let request = self.http.post(url).query(&[("confirm", confirm)]).timeout(RESTORE_TIMEOUT).body(file);
+        let r = self.send(request).await?;
+        r.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     /// `GET` a JSON document at `path`.

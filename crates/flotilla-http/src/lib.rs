@@ -27,6 +27,7 @@ mod metrics;
 mod namespace_routes;
 mod node_routes;
 mod queue_routes;
+mod restore_routes;
 pub mod server;
 mod txn_routes;
 mod watch_routes;

@@ -44,14 +44,15 @@ use crate::auth::AppState;
 use crate::error::HttpError;
 use crate::{
     backup_routes, kv_routes, lease_routes, lock_routes, membership_routes, metrics, namespace_routes, node_routes,
-    queue_routes, txn_routes, watch_routes,
+    queue_routes, restore_routes, txn_routes, watch_routes,
 };
 
 /// Build the router serving `node`. With `admin_token`, the membership and admin routes
 /// (add/remove member, transfer leadership, dissolve, open/close a namespace, compact, keyring
-/// reload, backup) require `Authorization: Bearer <token>`;
+/// reload, backup, restore) require `Authorization: Bearer <token>`;
 /// without it they are open (fit for a loopback listener only). Every request must be complete
-/// within the node's [`http_request_deadline`](flotilla_core::Config::http_request_deadline).
+/// within the node's [`http_request_deadline`](flotilla_core::Config::http_request_deadline),
+/// except a restore (`POST /v1/ns/{ns}/restore`), which takes as long as its backup needs.
 pub fn router(node: Arc<Node>, admin_token: Option<AdminToken>) -> Router {
     // The body limit covers the largest value plus slack; larger bodies get 413 before they
     // are read into memory.
@@ -93,6 +94,14 @@ pub fn router(node: Arc<Node>, admin_token: Option<AdminToken>) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(crate::json_errors::json_errors))
         .layer(middleware::from_fn_with_state(deadline, request_deadline))
+        // Outside the deadline: a restore streams a whole backup in and then replays it through
+        // the log, which takes as long as the backup is large. It is admin-only and reads its
+        // body itself, within its own bound (`MAX_RESTORE_BYTES`).
+        .merge(
+            Router::new()
+                .route("/v1/ns/{ns}/restore", post(restore_routes::restore))
+                .layer(middleware::from_fn(crate::json_errors::json_errors)),
+        )
         .with_state(state)
 }
 

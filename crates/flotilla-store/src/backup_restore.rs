@@ -49,7 +49,8 @@ impl Store {
         let file = File::open(path).map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
         let len = file.metadata().map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?.len();
         let mut sink = self.snapshot_sink(ns)?;
-        let (summary, header) = check_backup(BufReader::with_capacity(READ_BUFFER, file), len, &mut sink)?;
+        let checked = check_backup(BufReader::with_capacity(READ_BUFFER, file), len, &mut sink)?;
+        let (summary, header) = (checked.summary, checked.header);
         if summary.meta.store_format != crate::FORMAT_VERSION {
             return Err(StoreError::Invalid(format!(
                 "the backup's rows are in store format {}, this build reads format {}: restore it with a \

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::backup::{BACKUP_FORMAT_VERSION, BACKUP_MAGIC, DIGEST_LEN, MAX_META_BYTES};
 use crate::backup_meta::BackupMeta;
 use crate::error::StoreError;
-use crate::snapshot::{verify, SnapshotHeader, Tee};
+use crate::snapshot::{verify, RecordsPos, SnapshotHeader, Tee};
 
 /// Bytes before the metadata: magic, version, metadata length.
 const PREFIX_LEN: u64 = 8 + 4 + 4;
@@ -35,16 +35,23 @@ pub struct BackupSummary {
 /// and the SHA-256 over the whole file. Any damage is an error ([`StoreError::Corrupt`]), never a
 /// panic or a large allocation.
 pub fn verify_backup(src: impl Read, len: u64) -> Result<BackupSummary, StoreError> {
-    check_backup(src, len, io::sink()).map(|(summary, _)| summary)
+    check_backup(src, len, io::sink()).map(|checked| checked.summary)
+}
+
+/// What [`check_backup`] learnt of a sound backup file.
+pub(crate) struct CheckedBackup {
+    pub(crate) summary: BackupSummary,
+    /// The header of its body (the snapshot).
+    pub(crate) header: SnapshotHeader<TypeConfig>,
+    /// Where its body starts in the file.
+    pub(crate) body_offset: u64,
+    /// Where the body's key/value rows start, relative to the body, and how many there are.
+    pub(crate) rows: RecordsPos,
 }
 
 /// [`verify_backup`], copying the body (the snapshot) to `body` as it is read, and returning
-/// the snapshot's header too: a restore verifies and receives a backup in one pass.
-pub(crate) fn check_backup(
-    src: impl Read,
-    len: u64,
-    body: impl Write,
-) -> Result<(BackupSummary, SnapshotHeader<TypeConfig>), StoreError> {
+/// where its parts are too: a restore verifies and receives a backup in one pass.
+pub(crate) fn check_backup(src: impl Read, len: u64, body: impl Write) -> Result<CheckedBackup, StoreError> {
     let mut r = HashingReader { src, hasher: Sha256::new(), consumed: 0 };
     let meta = read_meta(&mut r, len)?;
     let meta_len = r.consumed - PREFIX_LEN;
@@ -74,7 +81,7 @@ pub(crate) fn check_backup(
         body_bytes: body_len,
         sha256: hex(&computed),
     };
-    Ok((summary, verified.header))
+    Ok(CheckedBackup { summary, header: verified.header, body_offset: PREFIX_LEN + meta_len, rows: verified.kv })
 }
 
 /// Read and check the magic, the version and the metadata header.

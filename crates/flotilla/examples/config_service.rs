@@ -19,6 +19,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use flotilla::kv::restore::RestoreStep;
 use flotilla::kv::{self, EventKind, KvCommand, RangeEnd, RangeRequest, Txn, TxnOp};
 use flotilla::{
     Cluster, Consistency, Held, MemberRole, Node, RunningNode, Subscription, SubscriptionEnded, Watch, WatchMessage,
@@ -262,10 +263,15 @@ impl ConfigCache {
     /// Reload the keys `command` may have changed. This node has applied it already (it was
     /// handed over after it was applied), so a local read shows its effect or a later one.
     async fn reload(&mut self, index: u64, command: &[u8]) -> Result<(), Failure> {
-        let Some(KvCommand::Txn(txn)) = kv::decode_command(command) else {
-            // Leases and compactions: a revoke deletes the keys on its lease, and this service
-            // puts none of its keys on one.
-            return Ok(());
+        let txn = match kv::decode_command(command) {
+            Some(KvCommand::Txn(txn)) => txn,
+            // A backup restored into the namespace replaces everything: reload it all once the
+            // restore's last step is applied (reads are refused until then).
+            Some(KvCommand::Restore(RestoreStep::Finish { .. })) => return self.reload_all().await,
+            Some(KvCommand::Restore(_)) => return Ok(()),
+            // Leases, queues and compactions: a revoke deletes the keys on its lease, and this
+            // service puts none of its keys on one.
+            _ => return Ok(()),
         };
         for op in txn.success.iter().chain(&txn.failure) {
             match op {
@@ -274,10 +280,15 @@ impl ConfigCache {
                         self.reload_key(index, key).await?;
                     }
                 }
-                TxnOp::Delete { .. } => self.entries = read_config(&self.cluster, Consistency::Stale).await?.1,
+                TxnOp::Delete { .. } => self.reload_all().await?,
                 TxnOp::Range(_) => {}
             }
         }
+        Ok(())
+    }
+
+    async fn reload_all(&mut self) -> Result<(), Failure> {
+        self.entries = read_config(&self.cluster, Consistency::Stale).await?.1;
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use flotilla_core::kv::{
 };
 use flotilla_core::{ApiError, Consistency, IdempotencyKey, KvOp, Limit, RequestId};
 
-use crate::cluster::{store_read_error, too_large, Cluster};
+use crate::cluster::{too_large, Cluster};
 
 /// Outcome of a write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,12 +244,10 @@ impl Cluster {
     /// `kv::MAX_RANGE_LIMIT` keys; `more` says whether to go on with `after`).
     pub async fn range(&self, request: RangeRequest, consistency: Consistency) -> Result<RangeOutcome, ApiError> {
         self.check_range(&request)?;
-        let barrier = self.read_barrier(consistency).await?;
-        let view = self.node.store.view(&self.namespace).map_err(store_read_error)?;
+        let (view, index) = self.read_view(consistency).await?;
         let revs = kv::revisions(&view).map_err(read_error)?;
         let result = kv::range(&view, &request).map_err(read_error)?.map_err(refusal_error)?;
         let revision = if request.revision == 0 { revs.current } else { request.revision };
-        let index = view.applied().map_or(0, |l| l.index).max(barrier);
         Ok(RangeOutcome { result, revision, index })
     }
 
@@ -350,6 +348,7 @@ pub(crate) fn refusal_error(refusal: KvRefusal) -> ApiError {
         KvRefusal::Compacted { requested, compacted } => ApiError::Compacted { requested, compacted },
         KvRefusal::FutureRevision { requested, current } => ApiError::FutureRevision { requested, current },
         KvRefusal::LeaseNotFound(id) => ApiError::LeaseNotFound(id),
+        KvRefusal::Restoring(_) => ApiError::Unavailable(refusal.to_string()),
         other => ApiError::Rejected(other.to_string()),
     }
 }

@@ -18,7 +18,9 @@ mod checked_file;
 pub mod cluster;
 mod cluster_kv;
 mod cluster_lease;
+mod cluster_query;
 mod cluster_queue;
+mod cluster_typed;
 mod command;
 pub mod doctor;
 pub mod error;
@@ -31,6 +33,7 @@ mod inbound;
 pub mod leader_changes;
 mod lease_clock;
 mod lease_expiry;
+mod live_restore;
 mod liveness;
 mod lock;
 mod namespace_lifecycle;
@@ -63,16 +66,22 @@ pub use cluster_kv::{
     KeyRevisions, KeysOutcome, Precondition, RangeOutcome, ReadOutcome, TxnOutcome, WriteOutcome, MAX_LIST_KEYS,
 };
 pub use cluster_lease::{LeaseStatus, MAX_LEASES_LISTED, MAX_LEASE_KEYS_LISTED};
+pub use cluster_query::{Queried, QueryError};
 pub use cluster_queue::Popped;
+pub use cluster_typed::{Applied, ProposeError, TypedCluster};
 pub use error::{NamespaceError, StartError};
 /// The KV state machine's vocabulary: transactions, ranges, revisions, watch events.
 pub use flotilla_core::kv;
-pub use flotilla_core::{ApiError, Config, Consistency, IdempotencyKey, KvOp, Limit, Namespace, Outcome, Preset};
+pub use flotilla_core::{
+    ApiError, ApplyContext, Config, Consistency, IdempotencyKey, KvOp, Limit, Namespace, Outcome, Preset, Scan,
+    StateMachine, StateTable, StateView, Typed, TypedRefusal, TypedStateMachine,
+};
 /// Change notifications: what a [`Subscription`] yields and its bounds.
 pub use flotilla_store::{
     AppliedEntry, SubscribeError, SubscriptionCounts, SubscriptionEnded, MAX_SUBSCRIBERS, SUBSCRIPTION_BUFFER,
     SUBSCRIPTION_BUFFER_BYTES,
 };
+pub use live_restore::ReplacedState;
 pub use lock::{Held, Holder, ELECTION_PREFIX, LOCK_PREFIX};
 pub use namespace_lifecycle::MAX_OPEN_NAMESPACES;
 pub use namespaces::CloseOptions;

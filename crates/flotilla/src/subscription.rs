@@ -34,7 +34,10 @@ use crate::cluster::Cluster;
 /// [`SubscriptionEnded::Closed`]. Entries re-applied when a node restarts (the
 /// applied state is made durable lazily, so a restart may apply the last entries again) are
 /// delivered to the subscribers of the restarted node as ordinary entries: they come after
-/// the index those subscribers started from.
+/// the index those subscribers started from. A backup restored into a running KV namespace
+/// ([`Cluster::replace_with_backup`]) travels through the log, so it arrives as its steps,
+/// ordinary entries (`KvCommand::Restore`): a view derived from the state reloads it once the
+/// `Finish` step arrives (reads are refused before).
 ///
 /// **Resuming from a snapshot of the state.** A subscriber that fell behind (or starts fresh)
 /// rebuilds its view from the current state and goes on from there without missing a change:
@@ -67,18 +70,24 @@ use crate::cluster::Cluster;
 ///                     if applied.reply.is_err() {
 ///                         continue;
 ///                     }
-///                     if let Some(KvCommand::Txn(txn)) = kv::decode_command(&applied.command) {
+///                     match kv::decode_command(&applied.command) {
 ///                         // Invalidate what the transaction may have touched; a real cache
 ///                         // would reload those keys.
-///                         for op in txn.success.iter().chain(&txn.failure) {
-///                             match op {
-///                                 TxnOp::Put { key, .. } | TxnOp::Delete { key, end: RangeEnd::Key, .. } => {
-///                                     cache.remove(key);
+///                         Some(KvCommand::Txn(txn)) => {
+///                             for op in txn.success.iter().chain(&txn.failure) {
+///                                 match op {
+///                                     TxnOp::Put { key, .. } | TxnOp::Delete { key, end: RangeEnd::Key, .. } => {
+///                                         cache.remove(key);
+///                                     }
+///                                     TxnOp::Delete { .. } => cache.clear(),
+///                                     TxnOp::Range(_) => {}
 ///                                 }
-///                                 TxnOp::Delete { .. } => cache.clear(),
-///                                 TxnOp::Range(_) => {}
 ///                             }
 ///                         }
+///                         // A backup restored into the namespace replaces everything.
+///                         Some(KvCommand::Restore(_)) => cache.clear(),
+///                         // Leases (a revoke deletes the keys on the lease), queues, compactions.
+///                         _ => {}
 ///                     }
 ///                 }
 ///                 // Entries were missed: read the state again.

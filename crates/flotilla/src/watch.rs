@@ -303,7 +303,7 @@ impl Pump {
                 self.cluster.node.watch_counters.cancelled_compacted.fetch_add(1, Ordering::Relaxed);
                 return Err(ApiError::Compacted { requested, compacted });
             }
-            Err(other) => return Err(ApiError::Fatal(other.to_string())),
+            Err(other) => return Err(crate::cluster_kv::refusal_error(other)),
         };
         if !changes.revisions.is_empty() {
             self.quiet_since = Instant::now();

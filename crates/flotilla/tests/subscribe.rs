@@ -7,7 +7,8 @@
 mod common;
 
 use common::{eventually, Harness, PATIENCE};
-use flotilla::kv::{encode_ops, RangeRequest};
+use flotilla::kv::restore::RestoreStep;
+use flotilla::kv::{self, encode_ops, KvCommand, RangeRequest};
 use flotilla::{
     AppliedEntry, Cluster, Consistency, KvOp, SubscribeError, Subscription, SubscriptionEnded, MAX_SUBSCRIBERS,
     SUBSCRIPTION_BUFFER,
@@ -199,5 +200,42 @@ async fn closing_a_namespace_and_dropping_its_data_makes_its_subscribers_fall_be
     let start = sub.start_index();
     h.node(f).close_namespace(NS, flotilla::CloseOptions { keep_data: false }).await.expect("closed");
     assert_eq!(next(&mut sub).await, Err(SubscriptionEnded::FellBehind { next_index: start + 1 }));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_restored_through_the_log_reaches_subscribers_as_its_steps() {
+    let h = Harness::start(3, 66, &[NS], only_our_writes).await;
+    let l = h.leader(NS).await;
+    let f = (0..3).find(|i| *i != l).unwrap();
+    let (leader, follower) = (h.cluster(l, NS), h.cluster(f, NS));
+    propose_all(&leader, (0..5).map(|i| set(&format!("k/{i}"), "backed up")).collect(), 5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup.flbk");
+    let backup = leader.backup().unwrap();
+    let out = std::fs::File::create(&file).unwrap();
+    tokio::task::spawn_blocking(move || backup.write_to(out).map(|_| ())).await.unwrap().unwrap();
+    let later = propose_all(&leader, vec![set("later", "gone after the restore")], 1).await[0].0;
+    // Subscribed once the follower holds everything before the restore.
+    h.wait_applied(f, NS, later).await;
+    let mut sub = follower.subscribe().expect("subscribed");
+    follower.replace_with_backup(file).await.expect("restored");
+    // The steps are ordinary entries: Begin, Clear and Load steps, then Finish.
+    let mut steps = Vec::new();
+    loop {
+        let applied = next(&mut sub).await.expect("not ended");
+        assert!(applied.reply.is_ok());
+        match kv::decode_command(&applied.command) {
+            Some(KvCommand::Restore(RestoreStep::Finish { .. })) => break,
+            Some(KvCommand::Restore(step)) => steps.push(std::mem::discriminant(&step)),
+            other => panic!("only restore steps until Finish, got {other:?}"),
+        }
+    }
+    assert_eq!(steps.first(), Some(&std::mem::discriminant(&RestoreStep::Begin { id: 0 })));
+    assert!(steps.contains(&std::mem::discriminant(&RestoreStep::Load { id: 0, rows: Vec::new() })));
+    // Once Finish is delivered this node serves the backup's state: a subscriber reloads it.
+    let state = follower.range(RangeRequest::prefix(b"".to_vec()), Consistency::Stale).await.unwrap();
+    let keys: Vec<Vec<u8>> = state.result.kvs.into_iter().map(|kv| kv.key).collect();
+    assert_eq!(keys, (0..5).map(|i| format!("k/{i}").into_bytes()).collect::<Vec<_>>());
     h.shutdown().await;
 }

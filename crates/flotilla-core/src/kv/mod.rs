@@ -11,6 +11,7 @@ mod layout;
 mod lease;
 mod queue;
 pub mod read;
+pub mod restore;
 mod txn;
 mod types;
 
@@ -25,8 +26,8 @@ pub use read::{changes, range, revisions, Changes, ChangesRequest, Revisions};
 pub use txn::{MAX_DELETE_KEYS, MAX_TXN_OPS};
 pub use types::{
     CompactReply, Compare, CompareOp, CompareTarget, EventKind, KeyValue, KvCommand, KvRefusal, KvReply, LeaseReply,
-    OpResult, QueueReply, RangeEnd, RangeRequest, RangeResult, Txn, TxnOp, TxnReply, WatchEvent, MAX_RANGE_BYTES,
-    MAX_RANGE_LIMIT,
+    OpResult, QueueReply, RangeEnd, RangeRequest, RangeResult, RestoreReply, Txn, TxnOp, TxnReply, WatchEvent,
+    MAX_RANGE_BYTES, MAX_RANGE_LIMIT,
 };
 
 use crate::state_machine::{ApplyContext, StateMachine, StateTable};
@@ -109,24 +110,14 @@ impl StateMachine for KvStateMachine {
             Ok(command) => command,
             Err(e) => return Ok(Err(format!("malformed kv command: {e}"))),
         };
-        let reply = match &command {
-            KvCommand::Txn(t) => txn::apply(table, t)?.map_or_else(KvReply::Refused, KvReply::Txn),
-            KvCommand::Compact { revision } => {
-                compact::apply(table, *revision)?.map_or_else(KvReply::Refused, KvReply::Compact)
-            }
-            KvCommand::LeaseGrant { id, ttl_secs } => {
-                lease::grant(table, *id, *ttl_secs)?.map_or_else(KvReply::Refused, KvReply::Lease)
-            }
-            KvCommand::LeaseRevoke { id } => lease::revoke(table, *id)?.map_or_else(KvReply::Refused, KvReply::Lease),
-            KvCommand::QueuePush { name, value } => {
-                queue::push(table, name, value)?.map_or_else(KvReply::Refused, KvReply::Queue)
-            }
-            KvCommand::QueuePop { name, lease } => {
-                queue::pop(table, name, *lease)?.map_or_else(KvReply::Refused, KvReply::Queue)
-            }
-            KvCommand::QueueAck { name, id, lease } => {
-                queue::ack(table, name, *id, *lease)?.map_or_else(KvReply::Refused, KvReply::Queue)
-            }
+        // While a restore runs, only its own steps are applied (one more lookup per command).
+        let restoring = match &command {
+            KvCommand::Restore(_) => None,
+            _ => restore::in_progress(table)?,
+        };
+        let reply = match restoring {
+            Some(id) => KvReply::Refused(KvRefusal::Restoring(id)),
+            None => serve(table, &command)?,
         };
         Ok(Ok(crate::encode(&reply).expect("encoding plain data cannot fail")))
     }
@@ -134,6 +125,31 @@ impl StateMachine for KvStateMachine {
     fn serves_leases(&self) -> bool {
         true
     }
+}
+
+/// Apply `command` to `table`.
+fn serve(table: &mut dyn StateTable, command: &KvCommand) -> io::Result<KvReply> {
+    let reply = match command {
+        KvCommand::Txn(t) => txn::apply(table, t)?.map_or_else(KvReply::Refused, KvReply::Txn),
+        KvCommand::Compact { revision } => {
+            compact::apply(table, *revision)?.map_or_else(KvReply::Refused, KvReply::Compact)
+        }
+        KvCommand::LeaseGrant { id, ttl_secs } => {
+            lease::grant(table, *id, *ttl_secs)?.map_or_else(KvReply::Refused, KvReply::Lease)
+        }
+        KvCommand::LeaseRevoke { id } => lease::revoke(table, *id)?.map_or_else(KvReply::Refused, KvReply::Lease),
+        KvCommand::QueuePush { name, value } => {
+            queue::push(table, name, value)?.map_or_else(KvReply::Refused, KvReply::Queue)
+        }
+        KvCommand::QueuePop { name, lease } => {
+            queue::pop(table, name, *lease)?.map_or_else(KvReply::Refused, KvReply::Queue)
+        }
+        KvCommand::QueueAck { name, id, lease } => {
+            queue::ack(table, name, *id, *lease)?.map_or_else(KvReply::Refused, KvReply::Queue)
+        }
+        KvCommand::Restore(step) => restore::apply(table, step)?.map_or_else(KvReply::Refused, KvReply::Restore),
+    };
+    Ok(reply)
 }
 
 #[cfg(test)]

@@ -131,8 +131,12 @@ pub(crate) fn key_at(
     }
 }
 
-/// Answer `request` from `view`, or refuse it (a compacted or future revision).
+/// Answer `request` from `view`, or refuse it (a compacted or future revision, a restore
+/// in progress).
 pub fn range(view: &dyn StateView, request: &RangeRequest) -> io::Result<Result<RangeResult, KvRefusal>> {
+    if let Some(id) = super::restore::in_progress(view)? {
+        return Ok(Err(KvRefusal::Restoring(id)));
+    }
     let revs = revisions(view)?;
     let revision = match revs.resolve(request.revision) {
         Ok(r) => r,
@@ -243,12 +247,15 @@ pub struct Changes {
 
 /// The changes of the watched keys from `request.from` on, whole revisions only, stopping
 /// after the revision during which `max_events` events (of any key) have been looked at.
-/// A `from` below the compacted revision is refused.
+/// A `from` below the compacted revision is refused, and so is any read while a restore runs.
 pub fn changes(
     view: &dyn StateView,
     request: &ChangesRequest,
     max_events: usize,
 ) -> io::Result<Result<Changes, KvRefusal>> {
+    if let Some(id) = super::restore::in_progress(view)? {
+        return Ok(Err(KvRefusal::Restoring(id)));
+    }
     let revs = revisions(view)?;
     if request.from < revs.compacted {
         return Ok(Err(KvRefusal::Compacted { requested: request.from, compacted: revs.compacted }));

@@ -306,6 +306,19 @@ pub enum KvCommand {
         /// The visibility lease it was taken with.
         lease: u64,
     },
+    /// A step of restoring a backup into the running namespace (an operator's admin operation,
+    /// see `kv::restore`).
+    Restore(super::restore::RestoreStep),
+}
+
+/// The answer to a [`KvCommand::Restore`] step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreReply {
+    /// After a clear step: whether rows of the old state remain (clear again).
+    pub more: bool,
+    /// After the finish step: the namespace's revision, above every earlier one. After the
+    /// begin step: the revision the old state had.
+    pub revision: u64,
 }
 
 /// The answer to a lease grant or revoke.
@@ -386,6 +399,9 @@ pub enum KvRefusal {
     /// A grant asked for an id that is taken.
     #[error("lease {0} exists already")]
     LeaseExists(u64),
+    /// A backup is being restored into the namespace: nothing else is served until it ends.
+    #[error("namespace is being restored from a backup (restore {0:016x}); retry when it has finished")]
+    Restoring(u64),
 }
 
 /// The reply of the KV state machine to a [`KvCommand`].
@@ -401,4 +417,6 @@ pub enum KvReply {
     Queue(QueueReply),
     /// The command was refused.
     Refused(KvRefusal),
+    /// The restore step ran.
+    Restore(RestoreReply),
 }

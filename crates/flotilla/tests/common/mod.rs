@@ -93,10 +93,16 @@ impl Harness {
         i: usize,
         wrap: impl FnOnce(Arc<dyn flotilla_core::Transport>) -> Arc<dyn flotilla_core::Transport>,
     ) {
+        let transport = wrap(self.router.transport(self.ids[i]));
+        self.boot_with(i, transport, NodeServices::default()).await
+    }
+
+    /// Start node `i` over `transport` with `services` (their discovery is replaced by the
+    /// router's), e.g. another state machine.
+    pub async fn boot_with(&mut self, i: usize, transport: Arc<dyn flotilla_core::Transport>, services: NodeServices) {
         let config = self.config_for(i);
         let store = open_store(&config).await;
-        let transport = wrap(self.router.transport(self.ids[i]));
-        let services = NodeServices { discovery: vec![self.router.discovery(self.ids[i])], ..NodeServices::default() };
+        let services = NodeServices { discovery: vec![self.router.discovery(self.ids[i])], ..services };
         let node = Node::start_with(config, transport, store, services).await.expect("node starts");
         self.nodes[i] = Some(node);
     }
