@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla::testing::Router;
+use flotilla::in_process::InProcessNetwork;
 use flotilla::{Config, Namespace, Node};
 use flotilla_http::Client;
 use flotilla_store::Store;
@@ -21,7 +21,7 @@ async fn single_node() -> (Arc<Node>, String, tempfile::TempDir) {
         ..Config::default()
     };
     let store = Store::open(&config.data_dir).expect("store");
-    let node = Node::start(config, Router::new(1).transport(id), store).await.expect("node");
+    let node = Node::start(config, InProcessNetwork::new(1).transport(id), store).await.expect("node");
     for ns in ["default", "other"] {
         node.cluster(ns).unwrap().wait_for_leader(Duration::from_secs(10)).await.expect("leader");
     }

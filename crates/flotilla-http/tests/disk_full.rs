@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla::testing::Router;
+use flotilla::in_process::InProcessNetwork;
 use flotilla::{Config, Namespace, Node};
 use flotilla_http::{Client, ClientError};
 use flotilla_store::Store;
@@ -31,7 +31,7 @@ async fn node_on(dir: &Path) -> (Arc<Node>, String) {
     };
     let store = Store::open(&config.data_dir).expect("store");
     store.set_free_space_reserve(1024 * 1024);
-    let node = Node::start(config, Router::new(1).transport(id), store).await.expect("node");
+    let node = Node::start(config, InProcessNetwork::new(1).transport(id), store).await.expect("node");
     node.cluster("default").unwrap().wait_for_leader(Duration::from_secs(10)).await.expect("leader");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().unwrap().to_string();

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla::testing::Router;
+use flotilla::in_process::InProcessNetwork;
 use flotilla::{Config, Namespace, Node};
 use flotilla_store::Store;
 use proptest::prelude::*;
@@ -66,7 +66,7 @@ fn serve(rt: &Runtime) -> Served {
             ..Config::default()
         };
         let store = Store::open(&config.data_dir).expect("store");
-        let node = Node::start(config, Router::new(1).transport(id), store).await.expect("node");
+        let node = Node::start(config, InProcessNetwork::new(1).transport(id), store).await.expect("node");
         node.cluster("default").unwrap().wait_for_leader(PATIENCE).await.expect("leader");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();

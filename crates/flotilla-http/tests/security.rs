@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flotilla::testing::Router;
+use flotilla::in_process::InProcessNetwork;
 use flotilla::{Config, Namespace, Node};
 use flotilla_core::AdminToken;
 use flotilla_http::{Client, ClientError};
@@ -51,7 +51,7 @@ async fn serve_node(tweak: impl FnOnce(&Path, &mut Config)) -> Served {
     };
     tweak(dir.path(), &mut config);
     let store = Store::open(&config.data_dir).expect("store");
-    let node = Node::start(config, Router::new(1).transport(id), store).await.expect("node");
+    let node = Node::start(config, InProcessNetwork::new(1).transport(id), store).await.expect("node");
     node.cluster("default").unwrap().wait_for_leader(Duration::from_secs(10)).await.expect("leader");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().unwrap().to_string();
@@ -206,7 +206,7 @@ async fn non_loopback_http_needs_a_token() {
     let id = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
     let config = Config { data_dir: dir.path().join("node"), ..exposed };
     let store = Store::open(&config.data_dir).expect("store");
-    let refused = Node::start(config, Router::new(1).transport(id), store).await;
+    let refused = Node::start(config, InProcessNetwork::new(1).transport(id), store).await;
     assert!(refused.is_err(), "Node::start must refuse an exposed HTTP address without a token");
 }
 

@@ -61,6 +61,8 @@ pub struct NodeBuilder {
     state_machines: Option<StateMachineFactory>,
     discovery: Vec<Arc<dyn Discovery>>,
     namespaces: Vec<String>,
+    #[cfg(feature = "in-process")]
+    in_process: Option<crate::in_process::InProcessNetwork>,
 }
 
 impl std::fmt::Debug for NodeBuilder {
@@ -80,7 +82,24 @@ impl NodeBuilder {
     /// A builder of a node with every option of `config` (the agent's command line parses into
     /// one).
     pub fn from_config(config: Config) -> Self {
-        Self { config, state_machines: None, discovery: Vec::new(), namespaces: Vec::new() }
+        Self {
+            config,
+            state_machines: None,
+            discovery: Vec::new(),
+            namespaces: Vec::new(),
+            #[cfg(feature = "in-process")]
+            in_process: None,
+        }
+    }
+
+    /// Connect the node to the other nodes of this process over `network` instead of libp2p
+    /// (feature `in-process`; see [`crate::in_process`]): no socket, no mDNS; the network's
+    /// discovery finds the other nodes on it. Everything else (store, groups, formation) is as
+    /// in production.
+    #[cfg(feature = "in-process")]
+    pub fn in_process(mut self, network: &crate::in_process::InProcessNetwork) -> Self {
+        self.in_process = Some(network.clone());
+        self
     }
 
     /// Serve namespace `name` from the start (a fresh node's initial set; see
@@ -151,10 +170,24 @@ impl NodeBuilder {
                 config.namespaces.push(ns);
             }
         }
+        // On the in-process network nothing listens: its cluster plane counts as loopback
+        // (an exposed one would need a cluster key), unless the configuration says otherwise.
+        #[cfg(feature = "in-process")]
+        if self.in_process.is_some() && config.listen == Config::default().listen {
+            config.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+        }
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| BuildError::DataDir { path: config.data_dir.clone(), source })?;
         let keypair = flotilla_net::load_or_create_keypair(&config.data_dir)?;
+        let mut services = NodeServices { discovery: self.discovery, ..NodeServices::default() };
+        if let Some(factory) = self.state_machines {
+            services.state_machines = factory;
+        }
+        #[cfg(feature = "in-process")]
+        if let Some(network) = self.in_process {
+            return start_in_process(config, &network, keypair.public().to_peer_id(), services).await;
+        }
         let host = Host::start(keypair, &config.listen, NetConfig::from_node_config(&config)).await?;
         let store = match open_store(&config).await {
             Ok(store) => store,
@@ -163,21 +196,31 @@ impl NodeBuilder {
                 return Err(e);
             }
         };
-        let mut services = NodeServices { discovery: self.discovery, ..NodeServices::default() };
-        if let Some(factory) = self.state_machines {
-            services.state_machines = factory;
-        }
         if let Some(mdns) = host.mdns_discovery() {
             services.discovery.push(Arc::new(mdns));
         }
         match Node::start_with(config, host.clone(), store, services).await {
-            Ok(node) => Ok(RunningNode { node, host }),
+            Ok(node) => Ok(RunningNode { node, host: Some(host) }),
             Err(e) => {
                 host.shutdown().await;
                 Err(e.into())
             }
         }
     }
+}
+
+/// Start a node on the in-process `network` as node `id`.
+#[cfg(feature = "in-process")]
+async fn start_in_process(
+    config: Config,
+    network: &crate::in_process::InProcessNetwork,
+    id: flotilla_core::types::NodeId,
+    mut services: NodeServices,
+) -> Result<RunningNode, BuildError> {
+    let store = open_store(&config).await?;
+    services.discovery.push(network.discovery(id));
+    let node = Node::start_with(config, network.transport(id), store, services).await?;
+    Ok(RunningNode { node, host: None })
 }
 
 /// The store, sealed at rest (and resealed under the current key) when configured.
@@ -195,7 +238,8 @@ async fn open_store(config: &Config) -> Result<Arc<Store>, BuildError> {
 /// `Arc<Node>`, so every [`Node`] method works on it; [`RunningNode::shutdown`] stops both.
 pub struct RunningNode {
     node: Arc<Node>,
-    host: Arc<Host>,
+    /// The libp2p host it owns; `None` on the in-process network.
+    host: Option<Arc<Host>>,
 }
 
 impl std::fmt::Debug for RunningNode {
@@ -219,10 +263,12 @@ impl RunningNode {
     }
 
     /// Stop gracefully: hand off leadership, stop every group, flush the store
-    /// ([`Node::close`]), then close the host's connections.
+    /// ([`Node::close`]), then close the host's connections (if it has a host).
     pub async fn shutdown(self) -> crate::HandOffReport {
         let report = self.node.close().await;
-        self.host.shutdown().await;
+        if let Some(host) = self.host {
+            host.shutdown().await;
+        }
         report
     }
 }

@@ -78,7 +78,8 @@ pub enum NamespaceError {
         /// The limit.
         limit: usize,
     },
-    /// A test crash point stopped the operation (see [`crate::testing::CrashPoint`]).
+    /// A crash point armed by an in-process test stopped the operation (see `Node::crash_at`,
+    /// feature `in-process`); never raised otherwise.
     #[error("crashed at {0:?} (test crash point)")]
-    Crashed(crate::testing::CrashPoint),
+    Crashed(crate::crash_point::CrashPoint),
 }

@@ -10,27 +10,42 @@
 
 #![deny(missing_docs)]
 
+/// Declares an internal module: public with the `internals` feature (for the workspace's own
+/// tests and tools, hidden from the documentation, no stability promise), private otherwise.
+macro_rules! internal_mod {
+    ($name:ident) => {
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        pub mod $name;
+        #[cfg(not(feature = "internals"))]
+        mod $name;
+    };
+}
+
 pub mod at_rest;
 mod auto_compact;
 mod backup_schedule;
 mod builder;
 mod checked_file;
-pub mod cluster;
+mod cluster;
 mod cluster_kv;
 mod cluster_lease;
 mod cluster_query;
 mod cluster_queue;
 mod cluster_typed;
 mod command;
+mod crash_point;
 pub mod doctor;
-pub mod error;
+mod error;
 mod execute;
 mod failover;
-pub mod formation;
-pub mod group;
+internal_mod!(formation);
+internal_mod!(group);
 mod handoff_targets;
+#[cfg(feature = "in-process")]
+pub mod in_process;
 mod inbound;
-pub mod leader_changes;
+internal_mod!(leader_changes);
 mod lease_clock;
 mod lease_expiry;
 mod live_restore;
@@ -38,25 +53,24 @@ mod liveness;
 mod lock;
 mod namespace_lifecycle;
 pub mod namespace_set;
-pub mod namespaces;
-pub mod network;
-pub mod node;
-pub mod node_status;
+mod namespaces;
+internal_mod!(network);
+mod node;
+mod node_status;
 mod quiesce;
 mod quorum;
-pub mod raft_config;
+internal_mod!(raft_config);
 pub mod recovery;
 mod request_ids;
 mod request_trace;
-pub mod sealing;
+internal_mod!(sealing);
 mod shutdown;
-pub mod snapshot_inbox;
-pub mod status;
+internal_mod!(snapshot_inbox);
+mod status;
 mod status_report;
 mod subscription;
-pub mod testing;
 mod watch;
-pub mod wire_budget;
+internal_mod!(wire_budget);
 mod write_gate;
 
 pub use backup_schedule::BACKUP_EXTENSION;
@@ -81,6 +95,7 @@ pub use flotilla_store::{
     AppliedEntry, SubscribeError, SubscriptionCounts, SubscriptionEnded, MAX_SUBSCRIBERS, SUBSCRIPTION_BUFFER,
     SUBSCRIPTION_BUFFER_BYTES,
 };
+pub use formation::{FormationPhase, FormationStatus, KnownPeer, SplitReport, TimelineEvent};
 pub use live_restore::ReplacedState;
 pub use lock::{Held, Holder, ELECTION_PREFIX, LOCK_PREFIX};
 pub use namespace_lifecycle::MAX_OPEN_NAMESPACES;
@@ -89,6 +104,7 @@ pub use node::{Node, NodeServices, StateMachineFactory};
 pub use node_status::{
     FsyncSummary, LeadershipHistory, MemberProgress, NamespaceSummary, NodeStatus, PeerStatus, StorageStatus,
 };
+pub use sealing::{Refusal as SealingRefusal, SealingStatus, Side as SealingSide};
 pub use shutdown::HandOffReport;
 pub use status::{GroupStatus, Member, MemberRole, Role};
 pub use subscription::Subscription;

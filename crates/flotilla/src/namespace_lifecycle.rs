@@ -25,6 +25,7 @@ use flotilla_core::Namespace;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::crash_point::CrashPoint;
 use crate::error::{NamespaceError, StartError};
 use crate::formation::record::RecordFile;
 use crate::formation::view::cluster_of;
@@ -33,7 +34,6 @@ use crate::group::{Group, GroupSlot};
 use crate::namespace_set::{NamespaceSet, NamespaceSetFile};
 use crate::namespaces::{CloseOptions, OpenNamespace};
 use crate::node::{open_group, Node};
-use crate::testing::CrashPoint;
 
 /// Most namespaces a node serves at once: as many as its identity can remember memberships of
 /// (`flotilla_net::MAX_MEMBERSHIPS`).
@@ -258,8 +258,9 @@ impl Node {
         Ok(())
     }
 
-    /// Make the node crash (halt) when an open or close reaches `point`. For tests.
-    #[doc(hidden)]
+    /// Make the node crash (halt) when an open or close reaches `point` (in-process tests of
+    /// crash safety; `None` disarms it).
+    #[cfg(feature = "in-process")]
     pub fn crash_at(&self, point: Option<CrashPoint>) {
         *self.crash_at.lock().unwrap_or_else(|p| p.into_inner()) = point;
     }

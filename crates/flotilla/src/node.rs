@@ -83,8 +83,8 @@ pub struct Node {
     /// Set once every group has stopped (closed or halted): the node answers nothing more,
     /// not even liveness pings, so its peers do not take a stopped node for a live one.
     stopped: AtomicBool,
-    /// Where a test wants an open or close to crash (see [`crate::testing::CrashPoint`]).
-    pub(crate) crash_at: std::sync::Mutex<Option<crate::testing::CrashPoint>>,
+    /// Where a test wants an open or close to crash (see [`crate::crash_point::CrashPoint`]).
+    pub(crate) crash_at: std::sync::Mutex<Option<crate::crash_point::CrashPoint>>,
 }
 
 impl Node {
@@ -262,13 +262,8 @@ impl Node {
     }
 
     /// The formation state of a namespace.
-    pub fn formation(&self, ns: &Namespace) -> Option<Arc<Formation>> {
+    pub(crate) fn formation(&self, ns: &Namespace) -> Option<Arc<Formation>> {
         self.namespaces.get(ns).map(|entry| entry.formation.clone())
-    }
-
-    /// The peers this node knows of.
-    pub fn peers(&self) -> &PeerTable {
-        &self.peers
     }
 
     /// Whether every namespace has Raft state on this node.

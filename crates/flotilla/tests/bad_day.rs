@@ -180,7 +180,7 @@ async fn a_node_closing_right_after_a_restart_hands_off_and_its_namespaces_elect
     let node = h.nodes[leaving].take().expect("running");
     let started = Instant::now();
     let report = node.close().await;
-    h.router.down(h.ids[leaving]);
+    h.network.down(h.ids[leaving]);
     eprintln!("node {leaving} leading {} closed in {:?}: {report:?}", led[leaving].len(), started.elapsed());
     // Every namespace at once, as clients would: one after another would time the writes.
     let writes = led[leaving].iter().map(|ns| async {
@@ -212,7 +212,7 @@ async fn a_stopped_node_that_stays_in_memory_is_taken_for_dead() {
     }
     let stopped = (0..3).max_by_key(|i| led[*i]).expect("three nodes");
     let others: Vec<usize> = (0..3).filter(|i| *i != stopped).collect();
-    // Halted, not crashed: the router still delivers to it, as a live process would.
+    // Halted, not crashed: the network still delivers to it, as a live process would.
     let node = h.nodes[stopped].take().expect("running");
     node.halt().await;
     for ns in &refs {

@@ -1,6 +1,6 @@
 //! Linearizability under seeded chaos, in process.
 //!
-//! For each seed: a 3-node (sometimes 5-node) cluster on real stores over the fault router,
+//! For each seed: a 3-node (sometimes 5-node) cluster on real stores over the in-process network,
 //! serving three namespaces (two busy, one touched so rarely that it quiesces between
 //! operations: woken by a write, a read or a failure, see `DESIGN-namespaces.md`),
 //! concurrent clients writing unique values, reading linearizably and doing compare-and-sets
@@ -401,22 +401,22 @@ async fn inject(ctx: &Ctx, fault: &Fault, rng: &mut StdRng) -> Option<usize> {
                 order.insert(0, l);
             }
             let side: Vec<_> = order[..*minority].iter().map(|i| all[*i]).collect();
-            h.router.partition(&side, &all);
+            h.network.partition(&side, &all);
         }
         Fault::IsolateLeader => {
             if let Some(l) = leader {
-                h.router.isolate(all[l], &all);
+                h.network.isolate(all[l], &all);
             }
         }
         Fault::CutOneWay { from_leader } => {
             if let Some(l) = leader {
                 let other = *(0..all.len()).filter(|i| *i != l).collect::<Vec<_>>().choose(rng).expect("peers");
                 let (from, to) = if *from_leader { (l, other) } else { (other, l) };
-                h.router.cut_one_way(all[from], all[to]);
+                h.network.cut_one_way(all[from], all[to]);
             }
         }
-        Fault::Loss(rate) => h.router.set_drop_rate(*rate),
-        Fault::Delay(max) => h.router.set_delay_ms(0, *max),
+        Fault::Loss(rate) => h.network.set_drop_rate(*rate),
+        Fault::Delay(max) => h.network.set_delay_ms(0, *max),
         Fault::Crash { leader: at_leader } => {
             let target = if *at_leader { leader } else { live.choose(rng).copied() };
             // Keep a quorum of nodes running, so the cluster can still make progress.
@@ -435,9 +435,9 @@ async fn inject(ctx: &Ctx, fault: &Fault, rng: &mut StdRng) -> Option<usize> {
 /// Undo every fault: links, loss and delay, and reboot the crashed nodes.
 async fn heal(ctx: &Ctx, crashed: &mut Vec<usize>) {
     let mut h = ctx.harness.write().await;
-    h.router.heal();
-    h.router.set_drop_rate(0.0);
-    h.router.set_delay_ms(0, 0);
+    h.network.heal();
+    h.network.set_drop_rate(0.0);
+    h.network.set_delay_ms(0, 0);
     for i in crashed.drain(..) {
         h.reboot(i).await;
     }
@@ -1215,7 +1215,7 @@ async fn stale_read_from_an_isolated_leader_is_flagged() {
     let client = 0;
     let old = h.leader(NS).await;
     both(&broken, &honest, Op::write("v1"), h.cluster(old, NS).set(b"x", b"v1")).await.unwrap();
-    h.router.isolate(h.ids[old], &h.ids);
+    h.network.isolate(h.ids[old], &h.ids);
     let rest: Vec<usize> = (0..3).filter(|i| *i != old).collect();
     let new = h.leader_among(NS, &rest).await;
     both(&broken, &honest, Op::write("v2"), h.cluster(new, NS).set(b"x", b"v2")).await.unwrap();
@@ -1228,7 +1228,7 @@ async fn stale_read_from_an_isolated_leader_is_flagged() {
     let refused = tokio::time::timeout(OP_DEADLINE, h.cluster(old, NS).get(b"x", Consistency::Linearizable)).await;
     assert!(!matches!(refused, Ok(Ok(_))), "an isolated node answered a linearizable read: {refused:?}");
     honest.complete(t, Outcome::Unknown).unwrap();
-    h.router.heal();
+    h.network.heal();
     let t = honest.invoke(client + 1, "x", Op::read());
     let fresh = h.cluster(old, NS).get(b"x", Consistency::Linearizable).await.unwrap();
     honest.complete_read(t, value_of(fresh.value)).unwrap();

@@ -1,4 +1,4 @@
-//! In-process cluster behaviour over the seeded fault router, on real stores.
+//! In-process cluster behaviour over the seeded in-process network, on real stores.
 
 mod common;
 
@@ -246,7 +246,7 @@ async fn minority_partition_cannot_write_majority_can() {
     let h = Harness::start(3, 12, &[NS], no_tweak).await;
     let l = h.leader(NS).await;
     let all = h.ids.clone();
-    h.router.isolate(h.ids[l], &all);
+    h.network.isolate(h.ids[l], &all);
     let rest: Vec<usize> = (0..3).filter(|i| *i != l).collect();
     let new = h.leader_among(NS, &rest).await;
     h.cluster(new, NS).set(b"majority", b"yes").await.unwrap();
@@ -255,7 +255,7 @@ async fn minority_partition_cannot_write_majority_can() {
     let res =
         tokio::time::timeout(Duration::from_secs(20), stale_side.get(b"majority", Consistency::Linearizable)).await;
     assert!(matches!(res, Ok(Err(_))), "isolated node must not serve a linearizable read: {res:?}");
-    h.router.heal();
+    h.network.heal();
     let read = h.cluster(l, NS).get(b"majority", Consistency::Linearizable).await.unwrap();
     assert_eq!(read.value.as_deref(), Some(&b"yes"[..]));
     h.shutdown().await;

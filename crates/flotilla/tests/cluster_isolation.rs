@@ -64,7 +64,7 @@ async fn send(h: &Harness, from: NodeId, to: NodeId, cluster: &str, rpc: RaftReq
         namespace: Namespace::new(NS).expect("ns"),
         body: RequestBody::Raft(RaftEnvelope { cluster: cluster.to_string(), rpc }),
     };
-    h.router.transport(from).call(to, request, PATIENCE).await.expect("a reply")
+    h.network.transport(from).call(to, request, PATIENCE).await.expect("a reply")
 }
 
 fn refused_for_its_cluster(reply: &WireResponse) -> bool {
@@ -79,7 +79,7 @@ async fn raft_traffic_from_another_cluster_of_the_namespace_is_refused() {
     });
     let all = h.ids.clone();
     // Each side founds its own cluster of the namespace, and writes to it.
-    h.router.partition(&all[0..2], &all);
+    h.network.partition(&all[0..2], &all);
     for i in 0..4 {
         h.boot(i).await;
     }
@@ -89,7 +89,7 @@ async fn raft_traffic_from_another_cluster_of_the_namespace_is_refused() {
     h.cluster(b, NS).set(b"b", b"2").await.expect("write on side b");
     let (cluster_a, cluster_b) = (h.cluster(a, NS).state().cluster, h.cluster(b, NS).state().cluster);
     assert_ne!(cluster_a, cluster_b);
-    h.router.heal();
+    h.network.heal();
 
     let follower_b = if b == 2 { 3 } else { 2 };
     let term = h.cluster(b, NS).state().term + 5;

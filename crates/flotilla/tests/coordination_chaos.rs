@@ -144,22 +144,22 @@ async fn nemesis(h: &Harness, until: Instant, seed: u64) {
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(300..900))).await;
         match rng.gen_range(0..3) {
-            0 => h.router.isolate(h.ids[rng.gen_range(0..h.ids.len())], &h.ids),
+            0 => h.network.isolate(h.ids[rng.gen_range(0..h.ids.len())], &h.ids),
             1 => {
-                h.router.set_drop_rate(0.2);
-                h.router.set_delay_ms(5, 40);
+                h.network.set_drop_rate(0.2);
+                h.network.set_delay_ms(5, 40);
             }
             _ => {
                 let leader = (0..h.ids.len()).find(|i| h.cluster(*i, NS).is_leader());
                 if let Some(l) = leader {
-                    h.router.isolate(h.ids[l], &h.ids);
+                    h.network.isolate(h.ids[l], &h.ids);
                 }
             }
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(500..1_500))).await;
-        h.router.heal();
-        h.router.set_drop_rate(0.0);
-        h.router.set_delay_ms(0, 0);
+        h.network.heal();
+        h.network.set_drop_rate(0.0);
+        h.network.set_delay_ms(0, 0);
     }
 }
 
@@ -233,7 +233,7 @@ async fn run_seed(seed: u64) -> Result<String, String> {
     }
     let kept_alive = keeper.await.map_err(|e| e.to_string())?;
     // Healed: drain the queue and look at the lease.
-    h.router.heal();
+    h.network.heal();
     let l = h.leader(NS).await;
     let c = h.cluster(l, NS);
     // Retryable errors (a leader still catching up with the healed network) are retried within

@@ -30,7 +30,7 @@ async fn a_write_that_reached_a_cut_off_leader_answers_an_unknown_outcome() {
     // The leader still hears the entry node, but nothing it sends arrives; the third node is
     // gone, so no other leader can be elected either.
     h.crash(g).await;
-    h.router.cut_one_way(h.ids[l], h.ids[f]);
+    h.network.cut_one_way(h.ids[l], h.ids[f]);
     let started = Instant::now();
     let err = h.cluster(f, NS).set(b"k", b"v").await.expect_err("no quorum");
     assert_eq!(err.outcome(), Outcome::Unknown, "{err:?}");
@@ -49,8 +49,8 @@ async fn a_definite_error_after_a_possible_proposal_answers_unknown() {
     let f = (0..3).find(|i| *i != l).unwrap();
     let g = (0..3).find(|i| *i != l && *i != f).unwrap();
     // The leader hears the entry node but nothing it sends arrives anywhere.
-    h.router.cut_one_way(h.ids[l], h.ids[f]);
-    h.router.cut_one_way(h.ids[l], h.ids[g]);
+    h.network.cut_one_way(h.ids[l], h.ids[f]);
+    h.network.cut_one_way(h.ids[l], h.ids[g]);
     let before = h.cluster(l, NS).state().last_log_index;
     let entry = h.cluster(f, NS);
     let write = tokio::spawn(async move { entry.set(b"k", b"v").await });
@@ -89,7 +89,7 @@ async fn a_leader_does_not_propose_a_write_whose_budget_ran_out() {
         }),
     };
     // Sent as the follower would forward it.
-    let transport = h.router.transport(h.ids[f]);
+    let transport = h.network.transport(h.ids[f]);
     let reply = transport.call(h.ids[l], write(0), Duration::from_secs(5)).await.expect("the leader answers");
     let WireResponse::Error(err) = reply else { panic!("a write without budget was executed: {reply:?}") };
     assert_eq!(err.outcome(), Outcome::NotApplied, "{err:?}");
@@ -116,9 +116,9 @@ async fn a_forwarded_write_ends_within_its_budget_at_a_cut_off_leader() {
     let f = (0..3).find(|i| *i != l).unwrap();
     let g = (0..3).find(|i| *i != l && *i != f).unwrap();
     // The leader keeps its link with the entry node only, and cannot append to it.
-    h.router.partition(&[h.ids[g]], &h.ids);
-    h.router.cut_one_way(h.ids[l], h.ids[f]);
-    h.router.cut_one_way(h.ids[f], h.ids[l]);
+    h.network.partition(&[h.ids[g]], &h.ids);
+    h.network.cut_one_way(h.ids[l], h.ids[f]);
+    h.network.cut_one_way(h.ids[f], h.ids[l]);
     let request = WireRequest {
         namespace: Namespace::new(NS).unwrap(),
         body: RequestBody::Command(CommandEnvelope {
@@ -133,7 +133,7 @@ async fn a_forwarded_write_ends_within_its_budget_at_a_cut_off_leader() {
     // From a client-like sender that still reaches the leader.
     let client = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
     let started = Instant::now();
-    let reply = h.router.transport(client).call(h.ids[l], request, Duration::from_secs(10)).await.expect("answered");
+    let reply = h.network.transport(client).call(h.ids[l], request, Duration::from_secs(10)).await.expect("answered");
     let took = started.elapsed();
     let WireResponse::Error(err) = reply else { panic!("cannot commit without a quorum: {reply:?}") };
     assert_eq!(err.outcome(), Outcome::Unknown, "{err:?}");
@@ -149,7 +149,7 @@ async fn a_cut_off_leader_refuses_reads_and_writes_quickly() {
     let l = h.leader(NS).await;
     let leader = h.cluster(l, NS);
     leader.set(b"k", b"before").await.unwrap();
-    h.router.isolate(h.ids[l], &h.ids);
+    h.network.isolate(h.ids[l], &h.ids);
     let started = Instant::now();
     let err = leader.get(b"k", Consistency::Linearizable).await.expect_err("cannot confirm leadership");
     let took = started.elapsed();
@@ -162,7 +162,7 @@ async fn a_cut_off_leader_refuses_reads_and_writes_quickly() {
     let err = leader.set(b"k", b"cut off").await.expect_err("no quorum");
     assert!(started.elapsed() < Duration::from_millis(2_500), "write answered after {:?}", started.elapsed());
     assert!(err.is_retryable(), "{err:?}");
-    h.router.heal();
+    h.network.heal();
     // The others elected a leader meanwhile; the cluster still serves.
     let other = (0..3).find(|i| *i != l).unwrap();
     eventually("a leader among the others", || h.cluster(other, NS).leader().is_some_and(|x| x != h.ids[l])).await;

@@ -1,4 +1,4 @@
-//! Formation and membership lifecycle, in process: real stores, the seeded fault router and a
+//! Formation and membership lifecycle, in process: real stores, the seeded in-process network and a
 //! simulated discovery that respects it (a node sees the nodes it can reach, minus pairs
 //! hidden from each other). No node is given a member list.
 
@@ -139,7 +139,7 @@ async fn partial_connectivity_still_forms_one_cluster() {
     // by B introduce them.
     for tweak in [window as fn(&mut Config), expect] {
         let mut h = Harness::new(3, 7, &[NS], tweak);
-        h.router.hide(h.ids[0], h.ids[2]);
+        h.network.hide(h.ids[0], h.ids[2]);
         boot_in_order(&mut h, &[0, 1, 2]).await;
         wait_one_cluster(&h, &[0, 1, 2], 3).await;
         h.shutdown().await;
@@ -262,7 +262,7 @@ async fn dead_voter_is_replaced_by_a_learner_and_the_floor_holds() {
 async fn partition_during_formation_heals_into_one_cluster_without_losing_writes() {
     let mut h = Harness::new(5, 21, &[NS], window);
     let all = h.ids.clone();
-    h.router.partition(&all[0..2], &all);
+    h.network.partition(&all[0..2], &all);
     boot_in_order(&mut h, &[0, 1, 2, 3, 4]).await;
     // Each side founds on its own after its window.
     wait_one_cluster(&h, &[0, 1], 2).await;
@@ -270,7 +270,7 @@ async fn partition_during_formation_heals_into_one_cluster_without_losing_writes
     for i in 0..10u32 {
         h.cluster(l, NS).set(format!("k{i}").as_bytes(), b"acked").await.expect("write on the majority side");
     }
-    h.router.heal();
+    h.network.heal();
     // The side that never acknowledged a write dissolves into the other.
     wait_one_cluster(&h, &[0, 1, 2, 3, 4], 5).await;
     for i in 0..5 {
@@ -287,13 +287,13 @@ async fn partition_during_formation_heals_into_one_cluster_without_losing_writes
 async fn two_clusters_holding_data_are_reported_and_both_keep_serving() {
     let mut h = Harness::new(4, 23, &[NS], window);
     let all = h.ids.clone();
-    h.router.partition(&all[0..2], &all);
+    h.network.partition(&all[0..2], &all);
     boot_in_order(&mut h, &[0, 1, 2, 3]).await;
     let a = wait_one_cluster(&h, &[0, 1], 2).await;
     let b = wait_one_cluster(&h, &[2, 3], 2).await;
     h.cluster(a, NS).set(b"a", b"1").await.expect("write on side a");
     h.cluster(b, NS).set(b"b", b"2").await.expect("write on side b");
-    h.router.heal();
+    h.network.heal();
     let reported = |h: &Harness, i: usize| {
         h.cluster(i, NS).formation_status().map(|s| !s.splits.is_empty() && s.counters["splits"] >= 1).unwrap_or(false)
     };
@@ -350,7 +350,7 @@ async fn outsiders_cannot_add_arbitrary_members() {
     let l = h.leader(NS).await;
     let outsider = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
     let victim = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
-    let transport = h.router.transport(outsider);
+    let transport = h.network.transport(outsider);
     let requests = [
         CommandRequest::AddVoter(victim, MemberInfo::new(vec![])),
         CommandRequest::AddLearner(victim, MemberInfo::new(vec![])),
@@ -396,7 +396,7 @@ async fn learners_cannot_change_membership_or_leadership() {
     let learner = state.members.iter().find(|m| m.role == MemberRole::Learner).expect("a learner").id;
     let follower = (0..4).find(|i| *i != l && h.ids[*i] != learner).expect("a follower voter");
     let victim = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
-    let as_learner = h.router.transport(learner);
+    let as_learner = h.network.transport(learner);
     let command = |request: CommandRequest, hops_left| WireRequest {
         namespace: flotilla::Namespace::new(NS).expect("ns"),
         body: RequestBody::Command(CommandEnvelope { hops_left, budget_ms: 5_000, request }),
@@ -424,7 +424,7 @@ async fn learners_cannot_change_membership_or_leadership() {
     assert_eq!(after.members.iter().filter(|m| m.role == MemberRole::Voter).count(), 3);
 
     // A voter may: the check is on the sender's role, not on every remote request.
-    let as_voter = h.router.transport(h.ids[follower]);
+    let as_voter = h.network.transport(h.ids[follower]);
     let reply = as_voter.call(h.ids[l], command(CommandRequest::TransferLeader(None), 0), PATIENCE).await;
     assert!(matches!(reply, Ok(WireResponse::Command(CommandResponse::Done { .. }))), "{reply:?}");
     h.shutdown().await;

@@ -1,6 +1,6 @@
 //! Formation at scale (issue 12, point 3): many namespaces started at once on three nodes all
 //! form, and a fresh group, which cannot elect anything, keeps its Raft ticker off until it
-//! founds a cluster or takes Raft traffic. In process over the router, local preset (50 ms
+//! founds a cluster or takes Raft traffic. In process over the in-process network, local preset (50 ms
 //! heartbeats, 300-600 ms election timeouts), real stores.
 
 mod common;

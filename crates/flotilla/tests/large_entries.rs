@@ -30,7 +30,7 @@ fn tweak(c: &mut flotilla::Config) {
     c.max_frame_bytes = FRAME_BYTES;
 }
 
-/// The router transport, refusing any request larger than the frame limit as libp2p does.
+/// The in-process transport, refusing any request larger than the frame limit as libp2p does.
 struct Framed(Arc<dyn Transport>);
 
 #[async_trait::async_trait]

@@ -1,4 +1,4 @@
-//! Leader balancing in process over the fault router on real stores: three nodes serving 30
+//! Leader balancing in process over the in-process network on real stores: three nodes serving 30
 //! namespaces, all led by one node, spread their leaders within a bound and then stay put.
 
 mod common;

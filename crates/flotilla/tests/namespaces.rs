@@ -1,4 +1,4 @@
-//! Namespaces opened and closed at runtime, in process over the fault router on real stores:
+//! Namespaces opened and closed at runtime, in process over the in-process network on real stores:
 //! formation at runtime, leaving a membership, the persisted set across restarts, crashes in
 //! the middle of an open or a close, and many namespaces at once.
 
@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, Harness, PATIENCE};
-use flotilla::testing::CrashPoint;
+use flotilla::in_process::CrashPoint;
 use flotilla::{CloseOptions, Consistency, MemberRole, Namespace, NamespaceError, Role};
 use tokio::time::Instant;
 

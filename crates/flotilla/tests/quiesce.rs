@@ -68,7 +68,7 @@ async fn start(seed: u64, namespaces: &[&str]) -> (Harness, Vec<Arc<Spy>>) {
     let spies: Vec<Arc<Spy>> = (0..3)
         .map(|i| {
             Arc::new(Spy {
-                inner: h.router.transport(h.ids[i]),
+                inner: h.network.transport(h.ids[i]),
                 idle_heartbeats: AtomicU64::new(0),
                 pings: AtomicU64::new(0),
             })
@@ -189,6 +189,6 @@ async fn a_leader_closing_hands_its_quiesced_namespaces_off() {
     let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     let roles: Vec<Role> = others.iter().map(|i| h.cluster(*i, IDLE).state().role).collect();
     assert!(roles.contains(&Role::Leader), "no survivor leads right after the close: {roles:?}");
-    h.router.down(h.ids[leader]);
+    h.network.down(h.ids[leader]);
     h.shutdown().await;
 }

@@ -1,6 +1,6 @@
 //! The cluster key: sealed replication, forwarding, snapshots and failover; refusal of peers
-//! with the wrong key or none; rotation under continuous writes. In process, over the fault
-//! router, on real stores.
+//! with the wrong key or none; rotation under continuous writes. In process, over the in-process
+//! network, on real stores.
 
 mod common;
 
@@ -114,7 +114,7 @@ async fn sealed_cluster_replicates_forwards_installs_snapshots_and_fails_over() 
     h.key_files = key_files(keys_dir.path(), 3, &[&key]);
     let spies: Vec<Arc<Spy>> = (0..3)
         .map(|i| {
-            let inner = h.router.transport(h.ids[i]);
+            let inner = h.network.transport(h.ids[i]);
             Arc::new(Spy {
                 inner,
                 messages: AtomicU64::new(0),
@@ -147,7 +147,7 @@ async fn sealed_cluster_replicates_forwards_installs_snapshots_and_fails_over() 
     let leader = h.cluster(l, NS);
     eventually("leader snapshot and purge", || leader.state().snapshot_index > 60).await;
     let spy = spies[other].clone();
-    h.router.up(h.ids[other]);
+    h.network.up(h.ids[other]);
     h.boot_wrapped(other, move |_| spy as Arc<dyn Transport>).await;
     h.wait_applied(other, NS, last).await;
     assert!(h.cluster(other, NS).state().snapshot_index > 0, "caught up through a snapshot");
@@ -246,7 +246,7 @@ async fn a_peer_without_the_key_can_neither_write_join_nor_read() {
     let target = h.ids[l];
     // A rogue speaks the protocol directly on the network, without the key.
     let rogue_id = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
-    let rogue = h.router.transport(rogue_id);
+    let rogue = h.network.transport(rogue_id);
     let ns = Namespace::new(NS).unwrap();
     let command = |request| RequestBody::Command(CommandEnvelope { hops_left: 2, budget_ms: 5_000, request });
     let wrong_key = ClusterKey::generate();

@@ -71,7 +71,7 @@ async fn a_node_leaving_alone_hands_off_and_the_others_lead_every_namespace() {
     let took = started.elapsed();
     eprintln!("node leading {} namespaces shut down in {took:?}", led[leaving]);
     assert!(took < BOUND, "took {took:?}");
-    h.router.down(h.ids[leaving]);
+    h.network.down(h.ids[leaving]);
     let others: Vec<usize> = (0..3).filter(|i| *i != leaving).collect();
     for ns in &refs {
         assert_ne!(h.leader_among(ns, &others).await, leaving);
@@ -123,7 +123,7 @@ async fn a_node_leading_many_quiesced_namespaces_hands_them_off_within_the_bound
     // Hand-offs to live, caught-up voters on an idle cluster: most move before close returns
     // (measured on a loaded 2-core machine, debug build: 29 of 35; the rest elect).
     assert!(report.moved * 2 > report.led, "fewer than half handed off: {report:?}");
-    h.router.down(h.ids[leaving]);
+    h.network.down(h.ids[leaving]);
     for ns in &led[leaving] {
         assert_ne!(h.leader_among(ns, &others).await, leaving);
     }

@@ -171,11 +171,11 @@ async fn a_follower_that_catches_up_through_a_snapshot_makes_its_subscribers_fal
     let start = sub.start_index();
 
     // Cut off, the follower misses entries the leader then purges behind a snapshot.
-    h.router.isolate(h.ids[f], &h.ids);
+    h.network.isolate(h.ids[f], &h.ids);
     let written = propose_all(&leader, (0..200).map(|i| set(&format!("s{i}"), "v")).collect(), 16).await;
     let last = written.iter().map(|(index, _)| *index).max().unwrap();
     eventually("the leader snapshots and purges", || leader.state().snapshot_index > start + 100).await;
-    h.router.heal();
+    h.network.heal();
     h.wait_applied(f, NS, last).await;
     assert!(follower.state().snapshot_index > start, "the follower caught up through a snapshot");
 

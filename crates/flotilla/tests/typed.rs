@@ -79,7 +79,7 @@ fn services() -> NodeServices {
 async fn start() -> Harness {
     let mut h = Harness::new(3, 16, &[NS], |_| {});
     for i in 0..3 {
-        let transport = h.router.transport(h.ids[i]);
+        let transport = h.network.transport(h.ids[i]);
         h.boot_with(i, transport, services()).await;
     }
     h.wait_voters(NS, 3).await;

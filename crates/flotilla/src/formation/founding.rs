@@ -131,6 +131,7 @@ impl<Id: Ord + Copy + Debug> Founder<Id> {
     }
 
     /// Promises held while coordinating.
+    #[cfg(any(test, feature = "internals"))]
     pub fn promisers(&self) -> &BTreeSet<Id> {
         &self.promisers
     }

@@ -55,16 +55,6 @@ impl MembershipLedger {
         Ok(Self { commit })
     }
 
-    /// A ledger that keeps nothing (the identity lives outside any data directory).
-    pub fn off(_me: NodeId) -> Self {
-        Self { commit: None }
-    }
-
-    /// Whether memberships are kept with the identity.
-    pub fn is_on(&self) -> bool {
-        self.commit.is_some()
-    }
-
     /// The cluster that last admitted this identity to `ns`, if any ever did (as on disk).
     pub fn cluster(&self, ns: &Namespace) -> Option<ClusterId> {
         self.commit.as_ref()?.known(ns.as_str())

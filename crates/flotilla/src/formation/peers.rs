@@ -28,8 +28,6 @@ pub struct PeerEntry {
     pub addrs: Vec<String>,
     /// The sources that reported it.
     pub sources: BTreeSet<DiscoverySource>,
-    /// When it was first seen.
-    pub first_seen: Instant,
     /// When any source last reported it.
     pub last_seen: Instant,
 }
@@ -70,7 +68,6 @@ impl PeerTable {
         let entry = t.peers.entry(sighting.peer).or_insert_with(|| PeerEntry {
             addrs: Vec::new(),
             sources: BTreeSet::new(),
-            first_seen: now,
             last_seen: now,
         });
         // Second-hand reports (another node's lists) never keep a peer alive: nodes would go

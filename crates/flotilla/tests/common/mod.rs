@@ -1,11 +1,11 @@
-//! Test harness: N in-process nodes on real stores over the seeded fault router.
+//! Test harness: N in-process nodes on real stores over the seeded in-process network.
 
 #![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla::testing::Router;
+use flotilla::in_process::InProcessNetwork;
 use flotilla::{Cluster, Config, Namespace, Node, NodeServices, Role};
 use flotilla_core::types::NodeId;
 use flotilla_store::Store;
@@ -16,7 +16,7 @@ use tokio::time::Instant;
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
 pub struct Harness {
-    pub router: Router,
+    pub network: InProcessNetwork,
     pub ids: Vec<NodeId>,
     pub dirs: Vec<TempDir>,
     pub nodes: Vec<Option<Arc<Node>>>,
@@ -54,7 +54,7 @@ impl Harness {
     pub fn new(n: usize, seed: u64, namespaces: &[&str], tweak: fn(&mut Config)) -> Harness {
         init_tracing();
         Harness {
-            router: Router::new(seed),
+            network: InProcessNetwork::new(seed),
             ids: (0..n).map(|_| new_id()).collect(),
             dirs: (0..n).map(|_| tempfile::tempdir().expect("tempdir")).collect(),
             nodes: (0..n).map(|_| None).collect(),
@@ -87,29 +87,29 @@ impl Harness {
         self.boot_wrapped(i, |t| t).await
     }
 
-    /// Start node `i` with its router transport wrapped by `wrap` (e.g. a spy).
+    /// Start node `i` with its in-process transport wrapped by `wrap` (e.g. a spy).
     pub async fn boot_wrapped(
         &mut self,
         i: usize,
         wrap: impl FnOnce(Arc<dyn flotilla_core::Transport>) -> Arc<dyn flotilla_core::Transport>,
     ) {
-        let transport = wrap(self.router.transport(self.ids[i]));
+        let transport = wrap(self.network.transport(self.ids[i]));
         self.boot_with(i, transport, NodeServices::default()).await
     }
 
     /// Start node `i` over `transport` with `services` (their discovery is replaced by the
-    /// router's), e.g. another state machine.
+    /// network's), e.g. another state machine.
     pub async fn boot_with(&mut self, i: usize, transport: Arc<dyn flotilla_core::Transport>, services: NodeServices) {
         let config = self.config_for(i);
         let store = open_store(&config).await;
-        let services = NodeServices { discovery: vec![self.router.discovery(self.ids[i])], ..services };
+        let services = NodeServices { discovery: vec![self.network.discovery(self.ids[i])], ..services };
         let node = Node::start_with(config, transport, store, services).await.expect("node starts");
         self.nodes[i] = Some(node);
     }
 
     /// Crash node `i`: it vanishes from the network and stops without any hand-off.
     pub async fn crash(&mut self, i: usize) {
-        self.router.down(self.ids[i]);
+        self.network.down(self.ids[i]);
         if let Some(node) = self.nodes[i].take() {
             node.halt().await;
         }
@@ -117,7 +117,7 @@ impl Harness {
 
     /// Reboot a crashed node on the same data directory and identity.
     pub async fn reboot(&mut self, i: usize) {
-        self.router.up(self.ids[i]);
+        self.network.up(self.ids[i]);
         self.boot(i).await;
     }
 

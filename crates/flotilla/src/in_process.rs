@@ -1,10 +1,36 @@
-//! A seeded, fault-injecting in-process network for tests.
+//! The in-process mode: several nodes in one process, connected without sockets (feature
+//! `in-process`), so code that uses a cluster can be tested, failures included.
 //!
-//! [`Router`] connects nodes of one process through the [`Transport`] seam. Every message is
-//! encoded and decoded as on the wire, so serialization bugs surface here too. Tests can
-//! partition nodes (both ways or one way), drop a fraction of messages, add delay, and take a
-//! node down; randomness comes from one seed so a failing run can be replayed.
-
+//! [`InProcessNetwork`] connects the nodes of one process through the transport seam
+//! ([`Transport`]) and gives each a discovery that sees the others. Every message is encoded and
+//! decoded as on the wire, so a serialization bug surfaces here too, and is bounded by the real
+//! transport's frame limit. A test can partition nodes (both ways or one way), drop a fraction of
+//! messages, add delay, and take a node down; randomness comes from one seed so a failing run can
+//! be replayed. Everything else is real: each node has its own store on disk (fsync included),
+//! its own Raft groups, forwarding and formation. Flotilla's own test suites run on it.
+//!
+//! Start nodes on it with [`NodeBuilder::in_process`](crate::NodeBuilder::in_process):
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), flotilla::BuildError> {
+//! use flotilla::in_process::InProcessNetwork;
+//!
+//! let network = InProcessNetwork::new(7);
+//! let mut nodes = Vec::new();
+//! for i in 0..3 {
+//!     // Three nodes that expect each other: they find each other and form one cluster.
+//!     let builder = flotilla::Node::builder(format!("/tmp/flotilla-test/{i}"));
+//!     nodes.push(builder.in_process(&network).configure(|c| c.expect = Some(3)).start().await?);
+//! }
+//! let cluster = nodes[0].cluster("default").expect("served");
+//! cluster.wait_for_leader(std::time::Duration::from_secs(30)).await.expect("a leader");
+//! // Cut the first node off: the other two keep a quorum.
+//! let ids: Vec<_> = nodes.iter().map(|n| n.id()).collect();
+//! network.isolate(ids[0], &ids);
+//! nodes[1].cluster("default").expect("served").set(b"k", b"v").await.expect("written");
+//! network.heal();
+//! # Ok(()) }
+//! ```
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +40,8 @@ use flotilla_core::wire::{WireRequest, WireResponse};
 use flotilla_core::{Discovery, DiscoverySource, InboundHandler, Sighting, Transport, TransportError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+pub use crate::crash_point::CrashPoint;
 
 /// Largest message the router carries: the default frame limit of a real transport, so a
 /// message a node could not send over libp2p fails here too.
@@ -35,24 +63,24 @@ struct Faults {
     hidden: HashSet<(NodeId, NodeId)>,
 }
 
-struct RouterState {
+struct NetworkState {
     handlers: Mutex<HashMap<NodeId, Arc<dyn InboundHandler>>>,
     addrs: Mutex<HashMap<String, NodeId>>,
     faults: Mutex<Faults>,
     rng: Mutex<StdRng>,
 }
 
-/// The simulated network.
+/// The network of one process's nodes; cheap to clone (clones share it).
 #[derive(Clone)]
-pub struct Router {
-    state: Arc<RouterState>,
+pub struct InProcessNetwork {
+    state: Arc<NetworkState>,
 }
 
-impl Router {
+impl InProcessNetwork {
     /// A fault-free network whose random choices derive from `seed`.
     pub fn new(seed: u64) -> Self {
         Self {
-            state: Arc::new(RouterState {
+            state: Arc::new(NetworkState {
                 handlers: Mutex::new(HashMap::new()),
                 addrs: Mutex::new(HashMap::new()),
                 faults: Mutex::new(Faults::default()),
@@ -68,8 +96,8 @@ impl Router {
 
     /// The transport of node `id`.
     pub fn transport(&self, id: NodeId) -> Arc<dyn Transport> {
-        self.state.addrs.lock().expect("router lock").insert(Self::addr_of(id), id);
-        Arc::new(RouterTransport { state: self.state.clone(), id })
+        self.state.addrs.lock().expect("network lock").insert(Self::addr_of(id), id);
+        Arc::new(InProcessTransport { state: self.state.clone(), id })
     }
 
     /// Take `id` off the network (a crash, as far as peers can tell).
@@ -104,9 +132,9 @@ impl Router {
     }
 
     /// The simulated discovery backend of node `id`: it sees every other node on the network
-    /// that is up, reachable from `id`, and not hidden from it with [`Router::hide`].
+    /// that is up, reachable from `id`, and not hidden from it with [`InProcessNetwork::hide`].
     pub fn discovery(&self, id: NodeId) -> Arc<dyn Discovery> {
-        Arc::new(SimDiscovery { state: self.state.clone(), id })
+        Arc::new(InProcessDiscovery { state: self.state.clone(), id })
     }
 
     /// Make `a` and `b` invisible to each other's discovery (both ways), as when two hosts
@@ -133,18 +161,18 @@ impl Router {
     }
 
     fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
-        self.state.faults.lock().expect("router lock")
+        self.state.faults.lock().expect("network lock")
     }
 }
 
-impl RouterState {
+impl NetworkState {
     /// Whether a message from `from` to `to` is delivered, and after which delay.
     fn route(&self, from: NodeId, to: NodeId) -> Option<Duration> {
-        let faults = self.faults.lock().expect("router lock");
+        let faults = self.faults.lock().expect("network lock");
         if faults.down.contains(&from) || faults.down.contains(&to) || faults.cut.contains(&(from, to)) {
             return None;
         }
-        let mut rng = self.rng.lock().expect("router lock");
+        let mut rng = self.rng.lock().expect("network lock");
         if faults.drop_rate > 0.0 && rng.gen_bool(faults.drop_rate) {
             return None;
         }
@@ -153,8 +181,8 @@ impl RouterState {
     }
 }
 
-struct RouterTransport {
-    state: Arc<RouterState>,
+struct InProcessTransport {
+    state: Arc<NetworkState>,
     id: NodeId,
 }
 
@@ -164,13 +192,13 @@ fn roundtrip<T: serde::Serialize + serde::de::DeserializeOwned>(value: &T) -> Re
 }
 
 #[async_trait::async_trait]
-impl Transport for RouterTransport {
+impl Transport for InProcessTransport {
     fn local_id(&self) -> NodeId {
         self.id
     }
 
     fn local_addrs(&self) -> Vec<String> {
-        vec![Router::addr_of(self.id)]
+        vec![InProcessNetwork::addr_of(self.id)]
     }
 
     async fn call(&self, to: NodeId, request: WireRequest, timeout: Duration) -> Result<WireResponse, TransportError> {
@@ -180,7 +208,7 @@ impl Transport for RouterTransport {
                 return std::future::pending().await;
             };
             tokio::time::sleep(delay).await;
-            let handler = self.state.handlers.lock().expect("router lock").get(&to).cloned();
+            let handler = self.state.handlers.lock().expect("network lock").get(&to).cloned();
             let Some(handler) = handler else {
                 return Err(TransportError::Unreachable(to, "no such node".into()));
             };
@@ -198,13 +226,13 @@ impl Transport for RouterTransport {
     }
 
     fn set_handler(&self, handler: Arc<dyn InboundHandler>) {
-        self.state.handlers.lock().expect("router lock").insert(self.id, handler);
+        self.state.handlers.lock().expect("network lock").insert(self.id, handler);
     }
 
     fn add_peer_addrs(&self, _peer: NodeId, _addrs: &[String]) {}
 
     async fn connect(&self, addr: &str, _timeout: Duration) -> Result<NodeId, TransportError> {
-        let id = self.state.addrs.lock().expect("router lock").get(addr).copied();
+        let id = self.state.addrs.lock().expect("network lock").get(addr).copied();
         let id = id.ok_or_else(|| TransportError::Protocol(format!("unknown address {addr}")))?;
         match self.state.route(self.id, id) {
             Some(_) => Ok(id),
@@ -213,20 +241,20 @@ impl Transport for RouterTransport {
     }
 }
 
-struct SimDiscovery {
-    state: Arc<RouterState>,
+struct InProcessDiscovery {
+    state: Arc<NetworkState>,
     id: NodeId,
 }
 
 #[async_trait::async_trait]
-impl Discovery for SimDiscovery {
+impl Discovery for InProcessDiscovery {
     fn name(&self) -> &'static str {
         "simulated"
     }
 
     async fn discover(&self) -> Vec<Sighting> {
-        let peers: Vec<NodeId> = self.state.handlers.lock().expect("router lock").keys().copied().collect();
-        let faults = self.state.faults.lock().expect("router lock");
+        let peers: Vec<NodeId> = self.state.handlers.lock().expect("network lock").keys().copied().collect();
+        let faults = self.state.faults.lock().expect("network lock");
         peers
             .into_iter()
             .filter(|p| {
@@ -236,22 +264,11 @@ impl Discovery for SimDiscovery {
                     && !faults.cut.contains(&(self.id, *p))
                     && !faults.hidden.contains(&(self.id, *p))
             })
-            .map(|peer| Sighting { peer, addrs: vec![Router::addr_of(peer)], source: DiscoverySource::Simulated })
+            .map(|peer| Sighting {
+                peer,
+                addrs: vec![InProcessNetwork::addr_of(peer)],
+                source: DiscoverySource::Simulated,
+            })
             .collect()
     }
-}
-
-/// A point in opening or closing a namespace where a test can make the node crash: the node
-/// halts there (no hand-off, groups and store stopped, as after `kill -9` minus the process
-/// exit) and the operation returns [`crate::error::NamespaceError::Crashed`]. Set with
-/// [`crate::Node::crash_at`]; production code never sets one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CrashPoint {
-    /// Opening: the namespace is in the persisted set, its group not started yet.
-    OpenAfterPersist,
-    /// Closing: the node's removal from the membership is committed, nothing else done.
-    CloseAfterLeave,
-    /// Closing: the group is stopped and the namespace is out of the persisted set, its data
-    /// not dropped yet.
-    CloseAfterUnlist,
 }
