@@ -73,10 +73,14 @@ async fn start_nodes(dirs: &[&Path]) -> Result<Vec<RunningNode>, Failure> {
     let mut nodes: Vec<RunningNode> = Vec::new();
     for dir in dirs {
         let mut builder = Node::builder(*dir)
-            .namespace(NS)
             .listen("/ip4/127.0.0.1/tcp/0")
             .no_mdns()
-            .configure(|c| c.expect = Some(dirs.len()));
+            .configure(|c| {
+                c.expect = Some(dirs.len());
+                // This namespace only, not the agent's `default` too.
+                c.namespaces.clear();
+            })
+            .namespace(NS);
         if let Some(first) = nodes.first() {
             builder = builder.bootstrap(first.addrs().into_iter().next().ok_or("the first node listens nowhere")?);
         }
