@@ -6,8 +6,9 @@
 //! buffer ([`SUBSCRIPTION_BUFFER`] entries, [`SUBSCRIPTION_BUFFER_BYTES`] bytes), and one that
 //! has no room left for the next entry gets a final [`SubscriptionEnded::FellBehind`] instead
 //! (one slot of its channel is kept for that signal) and is dropped. Entries are shared between
-//! subscribers (one copy per entry, however many subscribers), so the memory the feed holds is
-//! at most about one buffer's worth of bytes per namespace.
+//! subscribers (one copy per entry, however many subscribers), and every subscriber's queue
+//! ends at the newest entry, so the memory the feed holds is about one buffer's worth of bytes
+//! per namespace (the longest queue).
 //!
 //! Subscribing reads the applied index under the feed's lock, and a batch is published after
 //! it is visible, so a subscriber sees exactly the normal entries after its
@@ -16,7 +17,7 @@
 //!   published (each subscriber remembers the next index it expects);
 //! - a batch made visible after the read is published after the subscriber was registered.
 //!
-//! A snapshot install (from the leader, or a backup restore) skips entries: every subscriber
+//! A snapshot install (from the leader, or an offline backup restore) skips entries: every subscriber
 //! that expected an entry at or before the snapshot's index falls behind when the install
 //! completes. Deleting the namespace's data ([`Store::wipe_namespace`](crate::Store::wipe_namespace)) makes
 //! every subscriber fall behind; closing the store ends every subscription with
