@@ -114,3 +114,8 @@ pub use watch::{Watch, WatchCounters, WatchMessage, WatchRequest, MAX_WATCHERS, 
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
+
+/// The embedding guide's examples, compiled (not run) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/EMBEDDING.md")]
+pub struct EmbeddingDoctests;
