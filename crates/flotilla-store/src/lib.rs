@@ -52,6 +52,7 @@ mod disk;
 mod error;
 mod forced_membership;
 mod format;
+mod in_use;
 mod log_store;
 mod metrics;
 mod overlay;

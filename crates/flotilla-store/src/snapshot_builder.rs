@@ -30,13 +30,16 @@ pub struct SnapshotBuilder<C: StoreConfig = TypeConfig> {
     tables: Arc<NsTables>,
     /// The view to encode; taken by the first build (a later build takes a fresh view).
     view: Option<Result<ReadTransaction, StoreError>>,
+    /// Counts this builder for the store's shutdown (see `in_use.rs`).
+    _in_use: crate::in_use::InUse,
     _config: PhantomData<fn() -> C>,
 }
 
 impl<C: StoreConfig> SnapshotBuilder<C> {
     pub(crate) fn new(store: Arc<Store>, tables: Arc<NsTables>) -> Self {
         let view = Some(store.read_txn());
-        Self { store, tables, view, _config: PhantomData }
+        let _in_use = crate::in_use::InUse::new(&store.in_use);
+        Self { store, tables, view, _in_use, _config: PhantomData }
     }
 
     async fn build(&mut self) -> Result<SnapshotOf<C, SnapshotData>, StoreError> {

@@ -45,6 +45,8 @@ pub struct StateMachineStore<C: StoreConfig = TypeConfig> {
     sm: Arc<dyn StateMachine>,
     /// Subscribers of the applied entries.
     feed: Arc<AppliedFeed>,
+    /// Counts this handle for the store's shutdown (see `in_use.rs`).
+    _in_use: crate::in_use::InUse,
     /// Test hook: stop an install between its two durable steps, as a crash would.
     #[cfg(test)]
     pub(crate) crash_mid_install: Arc<std::sync::atomic::AtomicBool>,
@@ -61,6 +63,7 @@ impl<C: StoreConfig> Clone for StateMachineStore<C> {
             tables: self.tables.clone(),
             sm: self.sm.clone(),
             feed: self.feed.clone(),
+            _in_use: self._in_use.clone(),
             #[cfg(test)]
             crash_mid_install: self.crash_mid_install.clone(),
             #[cfg(test)]
@@ -79,11 +82,13 @@ impl<C: StoreConfig> Debug for StateMachineStore<C> {
 impl<C: StoreConfig> StateMachineStore<C> {
     pub(crate) fn new(store: Arc<Store>, tables: NsTables, sm: Arc<dyn StateMachine>) -> Self {
         let feed = store.applied_feed(tables.ns());
+        let _in_use = crate::in_use::InUse::new(&store.in_use);
         Self {
             store,
             tables: Arc::new(tables),
             sm,
             feed,
+            _in_use,
             #[cfg(test)]
             crash_mid_install: Arc::default(),
             #[cfg(test)]

@@ -64,6 +64,8 @@ pub struct Store {
     snapshot_counter: AtomicU64,
     /// Subscribers of each namespace's applied entries (see [`Store::subscribe_applied`]).
     feeds: Feeds,
+    /// State machine handles and snapshot builders alive (see `in_use.rs`).
+    pub(crate) in_use: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for Store {
@@ -121,6 +123,7 @@ impl Store {
             snapshot_locks: Mutex::new(HashMap::new()),
             snapshot_counter: AtomicU64::new(seed),
             feeds: Feeds::default(),
+            in_use: Default::default(),
         }))
     }
 
@@ -334,6 +337,26 @@ impl Store {
     /// while handles to this store are still alive). Reads fail with [`StoreError::Closed`]
     /// afterwards. Idempotent; also run when the last handle is dropped.
     pub fn shutdown(&self) {
+        self.shutdown_now();
+    }
+
+    /// [`Store::shutdown`] once every state machine handle and snapshot builder of this store
+    /// is gone (openraft's state machine workers drain their queued applies after the Raft
+    /// groups stop), waiting at most `within`; after that, it closes anyway (the late applies
+    /// then fail and are applied again at the next start). Returns whether none was left.
+    pub async fn shutdown_when_unused(&self, within: std::time::Duration) -> bool {
+        let drained = crate::in_use::wait_unused(&self.in_use, within).await;
+        if !drained {
+            tracing::warn!(
+                handles = self.in_use.load(std::sync::atomic::Ordering::Acquire),
+                "state machines still busy at shutdown: closing the store under them"
+            );
+        }
+        self.shutdown_now();
+        drained
+    }
+
+    fn shutdown_now(&self) {
         self.writer.shutdown();
         self.feeds.close_all();
         let db = self.db.write().unwrap_or_else(|p| p.into_inner()).take();

@@ -1,6 +1,8 @@
 //! Dispatches requests arriving from other nodes to the right group.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use flotilla_core::types::NodeId;
 use flotilla_core::wire::{RaftEnvelope, RaftRequest, RaftResponse, RequestBody, WireError, WireRequest, WireResponse};
@@ -61,15 +63,50 @@ impl InboundHandler for Inbound {
             | RequestBody::Sealed(_)
             | RequestBody::Ping
             | RequestBody::Goodbye => WireResponse::Error(WireError::Malformed("unexpected request".into())),
-            RequestBody::Raft(rpc) => match serve_raft(&node, &group, from, rpc).await {
-                Ok(reply) => WireResponse::Raft(reply),
-                Err(e) => WireResponse::Error(e),
-            },
+            RequestBody::Raft(rpc) => {
+                let Some(_call) = RaftCall::enter(&node) else {
+                    return WireResponse::Error(WireError::Fatal("node is shutting down".into()));
+                };
+                match serve_raft(&node, &group, from, rpc).await {
+                    Ok(reply) => WireResponse::Raft(reply),
+                    Err(e) => WireResponse::Error(e),
+                }
+            }
             RequestBody::Command(envelope) => match node.forwarder.serve(&group, from, envelope).await {
                 Ok(reply) => WireResponse::Command(reply),
                 Err(e) => WireResponse::Error(e),
             },
         }
+    }
+}
+
+/// One Raft RPC from a peer being served, counted so that a node stopping its groups first
+/// lets the calls already inside a group finish (a group stopped under a call makes openraft
+/// report the call as an error) and refuses new ones.
+pub(crate) struct RaftCall<'a>(&'a Node);
+
+impl<'a> RaftCall<'a> {
+    /// Count a call on `node`, unless its groups are stopping. The count is raised before the
+    /// check (both sequentially consistent, as is the stop's flag), so a stop that waits for
+    /// the count to reach zero after setting its flag sees every call that got in.
+    pub(crate) fn enter(node: &'a Node) -> Option<Self> {
+        node.inbound_raft_calls.fetch_add(1, Ordering::SeqCst);
+        let call = RaftCall(node);
+        (!node.is_stopped()).then_some(call)
+    }
+
+    /// Wait until no call is being served on `node`, at most `within`.
+    pub(crate) async fn wait_none(node: &Node, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while node.inbound_raft_calls.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+impl Drop for RaftCall<'_> {
+    fn drop(&mut self) {
+        self.0.inbound_raft_calls.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -80,9 +80,12 @@ pub struct Node {
     /// Watches served by this node (`watch.rs`).
     pub(crate) watch_counters: Arc<crate::watch::WatchCounters>,
     closing: Arc<AtomicBool>,
-    /// Set once every group has stopped (closed or halted): the node answers nothing more,
-    /// not even liveness pings, so its peers do not take a stopped node for a live one.
+    /// Set when the groups start stopping (closed or halted): the node answers nothing more,
+    /// not even liveness pings, so its peers do not take a stopped node for a live one, and
+    /// no Raft RPC reaches a group that is stopping.
     stopped: AtomicBool,
+    /// Raft RPCs from peers being served now (see `inbound::RaftCall`).
+    pub(crate) inbound_raft_calls: std::sync::atomic::AtomicUsize,
     /// Where a test wants an open or close to crash (see [`crate::crash_point::CrashPoint`]).
     pub(crate) crash_at: std::sync::Mutex<Option<crate::crash_point::CrashPoint>>,
 }
@@ -160,6 +163,7 @@ impl Node {
             watch_counters: Arc::default(),
             closing,
             stopped: AtomicBool::new(false),
+            inbound_raft_calls: Default::default(),
             crash_at: std::sync::Mutex::new(None),
         });
         if persisted {
@@ -340,14 +344,20 @@ impl Node {
     }
 
     async fn stop_groups(&self) {
+        // First: from now on inbound Raft traffic is refused here instead of reaching a group
+        // that is stopping (openraft reports each such call as an error).
+        self.stopped.store(true, Ordering::SeqCst);
+        crate::inbound::RaftCall::wait_none(self, crate::shutdown::DRAIN_BUDGET).await;
         crate::shutdown::stop_all(&self.all_groups()).await;
-        self.stopped.store(true, Ordering::Release);
-        self.store.shutdown();
+        // openraft's state machine workers outlive their groups until they have drained their
+        // queued applies: close the store after them.
+        self.store.shutdown_when_unused(crate::shutdown::DRAIN_BUDGET).await;
     }
 
-    /// Whether every group has stopped ([`Node::close`] or [`Node::halt`] has run).
+    /// Whether the groups are stopping or stopped ([`Node::close`] or [`Node::halt`] reached
+    /// them): inbound traffic is refused.
     pub(crate) fn is_stopped(&self) -> bool {
-        self.stopped.load(Ordering::Acquire)
+        self.stopped.load(Ordering::SeqCst)
     }
 }
 

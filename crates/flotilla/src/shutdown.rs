@@ -103,6 +103,10 @@ pub(crate) async fn hand_off_all(
     report
 }
 
+/// Longest a shutdown waits, after the groups stopped, for their state machine workers to
+/// drain what they had queued before the store closes.
+pub(crate) const DRAIN_BUDGET: Duration = Duration::from_secs(5);
+
 /// Stop every group in `groups`, at most [`CONCURRENCY`] at a time.
 pub(crate) async fn stop_all(groups: &[Arc<Group>]) {
     stream::iter(groups.to_vec())
