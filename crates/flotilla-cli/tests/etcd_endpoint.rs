@@ -1,6 +1,6 @@
 //! `flotilla agent --etcd-listen` against etcd's own command-line client, `etcdctl` (Debian's
-//! `etcd-client` package): put, get, del, txn, compaction and its error, endpoint status and
-//! member list. Skipped, saying why, when `etcdctl` is not installed.
+//! `etcd-client` package): put, get, del, txn, leases, compaction and its error, endpoint
+//! status and member list. Skipped, saying why, when `etcdctl` is not installed.
 
 mod support;
 
@@ -74,6 +74,17 @@ async fn etcdctl_drives_the_agents_etcd_endpoint() {
     assert!(status.contains("\"version\":\"3.5."), "{status}");
     let members = ok(&endpoint, &["member", "list"]);
     assert!(members.contains(&format!("http://{endpoint}")), "{members}");
+
+    // etcdctl prints lease ids in hex: "lease 694d... granted with TTL(60s)".
+    let granted = ok(&endpoint, &["lease", "grant", "60"]);
+    let lease = granted.split_whitespace().nth(1).unwrap_or_else(|| panic!("a lease id in {granted}")).to_string();
+    assert!(granted.contains("TTL(60s)"), "{granted}");
+    ok(&endpoint, &["put", "owned", "v", "--lease", &lease]);
+    let live = ok(&endpoint, &["lease", "timetolive", &lease, "--keys"]);
+    assert!(live.contains("granted with TTL(60s)") && live.contains("attached keys([owned])"), "{live}");
+    assert!(ok(&endpoint, &["lease", "list"]).contains(&lease));
+    ok(&endpoint, &["lease", "revoke", &lease]);
+    assert_eq!(ok(&endpoint, &["get", "owned"]), "", "the lease's keys go with it");
 
     let revision = ok(&endpoint, &["put", "last", "x", "-w", "json"]);
     let revision: u64 = revision

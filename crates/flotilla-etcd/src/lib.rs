@@ -1,6 +1,6 @@
 //! etcd's v3 gRPC API served over a running [`flotilla::Node`], for one namespace.
 //!
-//! [`serve`] answers etcd's KV, Maintenance and Cluster services on a TCP listener (gRPC over
+//! [`serve`] answers etcd's KV, Lease, Maintenance and Cluster services on a TCP listener (gRPC over
 //! cleartext HTTP/2), so `etcdctl` and etcd's client libraries use a Flotilla namespace as
 //! they would an etcd cluster. Any node serves it: writes and linearizable reads are forwarded
 //! to the leader as for the HTTP API. Which RPCs and options are served, and which are refused
@@ -16,6 +16,7 @@ mod context;
 mod error;
 mod ids;
 mod kv_service;
+mod lease_service;
 mod maintenance_service;
 pub mod pb;
 mod range;

@@ -15,9 +15,11 @@ use crate::cluster_service::ClusterService;
 use crate::context::EtcdContext;
 use crate::error::EtcdError;
 use crate::kv_service::KvService;
+use crate::lease_service::LeaseService;
 use crate::maintenance_service::MaintenanceService;
 use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
+use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
 
 /// The etcd version the endpoint reports (Maintenance Status): the 3.5 API it follows. Clients
@@ -55,6 +57,7 @@ pub async fn serve(
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .add_service(KvServer::new(KvService::new(context.clone())))
+        .add_service(LeaseServer::new(LeaseService::new(context.clone())))
         .add_service(MaintenanceServer::new(MaintenanceService::new(context.clone())))
         .add_service(ClusterServer::new(ClusterService::new(context)))
         .serve_with_incoming_shutdown(incoming, shutdown)

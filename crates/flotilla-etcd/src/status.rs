@@ -25,6 +25,10 @@ pub(crate) const FUTURE_REV: &str = "etcdserver: mvcc: required revision is a fu
 pub(crate) const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
 /// etcd's `ErrGRPCLeaseNotFound`.
 pub(crate) const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
+/// etcd's `ErrGRPCLeaseExist`.
+pub(crate) const LEASE_EXIST: &str = "etcdserver: lease already exists";
+/// etcd's `ErrGRPCLeaseTTLTooLarge`.
+pub(crate) const LEASE_TTL_TOO_LARGE: &str = "etcdserver: too large lease TTL";
 /// etcd's `ErrGRPCRequestTooLarge`.
 pub(crate) const REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";
 /// etcd's `ErrGRPCNoLeader`.
@@ -43,6 +47,9 @@ pub(crate) const TIMEOUT_CONNECTION_LOST: &str = "etcdserver: request timed out,
 /// The text by which the KV state machine refuses a transaction branch that writes a key
 /// twice (`KvRefusal::DuplicateKey`), as it reaches the API inside `ApiError::Rejected`.
 const DUPLICATE_KEY_REFUSAL: &str = "more than once";
+
+/// The text by which it refuses a grant of a lease id that is taken (`KvRefusal::LeaseExists`).
+const LEASE_EXISTS_REFUSAL: &str = "exists already";
 
 /// The gRPC status etcd 3.5 answers for what Flotilla reports as `error`.
 pub fn status_of(error: &ApiError) -> Status {
@@ -63,6 +70,7 @@ fn code_and_message(error: &ApiError) -> (Code, String) {
         ApiError::InvalidKey(_) => etcd(Code::InvalidArgument, EMPTY_KEY),
         ApiError::TooLarge { .. } => etcd(Code::InvalidArgument, REQUEST_TOO_LARGE),
         ApiError::Rejected(text) if text.contains(DUPLICATE_KEY_REFUSAL) => etcd(Code::InvalidArgument, DUPLICATE_KEY),
+        ApiError::Rejected(text) if text.contains(LEASE_EXISTS_REFUSAL) => etcd(Code::FailedPrecondition, LEASE_EXIST),
         ApiError::StorageFull(_) => etcd(Code::ResourceExhausted, NO_SPACE),
         ApiError::Compacted { .. } => etcd(Code::OutOfRange, COMPACTED),
         ApiError::FutureRevision { .. } => etcd(Code::OutOfRange, FUTURE_REV),

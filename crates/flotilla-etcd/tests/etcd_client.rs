@@ -221,3 +221,40 @@ async fn maintenance_and_cluster() {
     let refused = client.member_add(["http://127.0.0.1:1"], None).await.unwrap_err();
     assert_eq!(grpc_message(refused).0, tonic::Code::Unimplemented);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_grant_keep_alive_time_to_live_and_revoke() {
+    let Endpoint { mut client, _dir, .. } = endpoint().await;
+    let granted = client.lease_grant(60, None).await.unwrap();
+    let id = granted.id();
+    assert!(id > 0);
+    assert_eq!(granted.ttl(), 60);
+    client.put("owned", "v", Some(PutOptions::new().with_lease(id))).await.unwrap();
+    assert_eq!(client.get("owned", None).await.unwrap().kvs()[0].lease(), id);
+
+    let with_keys = etcd_client::LeaseTimeToLiveOptions::new().with_keys();
+    let live = client.lease_time_to_live(id, Some(with_keys)).await.unwrap();
+    assert_eq!((live.id(), live.granted_ttl()), (id, 60));
+    assert!(live.ttl() > 0 && live.ttl() <= 60, "{}", live.ttl());
+    assert_eq!(live.keys(), [b"owned".to_vec()]);
+
+    let (mut keeper, mut answers) = client.lease_keep_alive(id).await.unwrap();
+    keeper.keep_alive().await.unwrap();
+    let renewed = answers.message().await.unwrap().expect("a keep-alive answer");
+    assert_eq!((renewed.id(), renewed.ttl()), (id, 60));
+    let listed = client.leases().await.unwrap();
+    assert!(listed.leases().iter().any(|l| l.id() == id));
+
+    let taken = etcd_client::LeaseGrantOptions::new().with_id(id);
+    let exists = client.lease_grant(60, Some(taken)).await.unwrap_err();
+    assert_eq!(grpc_message(exists), (tonic::Code::FailedPrecondition, "etcdserver: lease already exists".into()));
+
+    client.lease_revoke(id).await.unwrap();
+    assert!(client.get("owned", None).await.unwrap().kvs().is_empty(), "the lease's keys go with it");
+    assert_eq!(client.lease_time_to_live(id, None).await.unwrap().ttl(), -1, "etcd's answer for a lease gone");
+    keeper.keep_alive().await.unwrap();
+    let gone = answers.message().await.unwrap().expect("a keep-alive answer");
+    assert_eq!(gone.ttl(), 0, "etcd's keep-alive answer for a lease gone");
+    let again = client.lease_revoke(id).await.unwrap_err();
+    assert_eq!(grpc_message(again), (tonic::Code::NotFound, "etcdserver: requested lease not found".into()));
+}
