@@ -1,6 +1,6 @@
 //! `flotilla agent --etcd-listen` against etcd's own command-line client, `etcdctl` (Debian's
-//! `etcd-client` package): put, get, del, txn, leases, compaction and its error, endpoint
-//! status and member list. Skipped, saying why, when `etcdctl` is not installed.
+//! `etcd-client` package): put, get, del, txn, watch, leases, compaction and its error,
+//! endpoint status and member list. Skipped, saying why, when `etcdctl` is not installed.
 
 mod support;
 
@@ -35,6 +35,41 @@ fn ok(endpoint: &str, args: &[&str]) -> String {
     out
 }
 
+/// The first `count` lines `etcdctl ARGS` (a watch, which runs until stopped) prints, within
+/// the tests' patience; the process is killed then.
+fn watched_lines(endpoint: &str, args: &[&str], count: usize) -> Vec<String> {
+    use std::io::BufRead;
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoint])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("etcdctl starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().take(count) {
+            if lines.send(line.unwrap_or_default()).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + support::PATIENCE;
+    let mut seen = Vec::new();
+    while seen.len() < count {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match received.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    seen
+}
+
 fn etcdctl_installed() -> bool {
     Command::new("etcdctl").arg("version").output().is_ok_and(|o| o.status.success())
 }
@@ -66,6 +101,9 @@ async fn etcdctl_drives_the_agents_etcd_endpoint() {
     let (success, out, err) = etcdctl(&endpoint, &["txn"], Some(create));
     assert!(success, "{err}");
     assert_eq!(out, "FAILURE\n\npod\nv1\n");
+
+    // etcd's Go client watches the history from revision 1: the create above, as a put.
+    assert_eq!(watched_lines(&endpoint, &["watch", "pod", "--rev", "1"], 3), ["PUT", "pod", "v1"]);
 
     assert_eq!(ok(&endpoint, &["del", "greeting"]), "1\n");
     assert_eq!(ok(&endpoint, &["get", "greeting"]), "");

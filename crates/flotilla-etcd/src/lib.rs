@@ -1,6 +1,6 @@
 //! etcd's v3 gRPC API served over a running [`flotilla::Node`], for one namespace.
 //!
-//! [`serve`] answers etcd's KV, Lease, Maintenance and Cluster services on a TCP listener (gRPC over
+//! [`serve`] answers etcd's KV, Watch, Lease, Maintenance and Cluster services on a TCP listener (gRPC over
 //! cleartext HTTP/2), so `etcdctl` and etcd's client libraries use a Flotilla namespace as
 //! they would an etcd cluster. Any node serves it: writes and linearizable reads are forwarded
 //! to the leader as for the HTTP API. Which RPCs and options are served, and which are refused
@@ -23,6 +23,9 @@ mod range;
 mod server;
 mod status;
 mod txn;
+mod watch_events;
+mod watch_service;
+mod watch_session;
 
 pub use context::EtcdContext;
 pub use error::EtcdError;

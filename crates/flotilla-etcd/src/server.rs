@@ -21,6 +21,8 @@ use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::pb::etcdserverpb::watch_server::WatchServer;
+use crate::watch_service::WatchService;
 
 /// The etcd version the endpoint reports (Maintenance Status): the 3.5 API it follows. Clients
 /// that check a version (etcdctl, Kubernetes) accept it.
@@ -57,6 +59,7 @@ pub async fn serve(
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .add_service(KvServer::new(KvService::new(context.clone())))
+        .add_service(WatchServer::new(WatchService::new(context.clone())))
         .add_service(LeaseServer::new(LeaseService::new(context.clone())))
         .add_service(MaintenanceServer::new(MaintenanceService::new(context.clone())))
         .add_service(ClusterServer::new(ClusterService::new(context)))

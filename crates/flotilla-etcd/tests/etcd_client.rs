@@ -258,3 +258,93 @@ async fn leases_grant_keep_alive_time_to_live_and_revoke() {
     let again = client.lease_revoke(id).await.unwrap_err();
     assert_eq!(grpc_message(again), (tonic::Code::NotFound, "etcdserver: requested lease not found".into()));
 }
+
+/// The next watch answer, within [`PATIENCE`].
+async fn next(stream: &mut etcd_client::WatchStream) -> etcd_client::WatchResponse {
+    tokio::time::timeout(PATIENCE, stream.message())
+        .await
+        .expect("a watch answer in time")
+        .expect("the stream works")
+        .expect("the stream is open")
+}
+
+/// The next answer of watcher `id` that carries events, skipping progress notifications.
+async fn next_events(stream: &mut etcd_client::WatchStream, id: i64) -> etcd_client::WatchResponse {
+    for _ in 0..100 {
+        let answer = next(stream).await;
+        if answer.watch_id() == id && !answer.events().is_empty() {
+            return answer;
+        }
+        assert!(!answer.canceled(), "watcher cancelled: {answer:?}");
+    }
+    panic!("no events for watcher {id}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_with_history_prev_kv_filters_progress_and_cancel() {
+    use etcd_client::{EventType, WatchFilterType, WatchOptions};
+    let Endpoint { mut client, _dir, .. } = endpoint().await;
+    let first = client.put("w/a", "1", None).await.unwrap().header().unwrap().revision();
+
+    let mut stream = client.watch("w/a", Some(WatchOptions::new().with_prev_key())).await.unwrap();
+    let created = next(&mut stream).await;
+    assert!(created.created() && !created.canceled());
+    let live = created.watch_id();
+    client.put("w/a", "2", None).await.unwrap();
+    let deleted = client.delete("w/a", None).await.unwrap().header().unwrap().revision();
+    let put = next_events(&mut stream, live).await;
+    let event = &put.events()[0];
+    assert_eq!((event.event_type(), event.kv().unwrap().value()), (EventType::Put, &b"2"[..]));
+    assert_eq!(event.prev_kv().unwrap().value(), b"1");
+    let delete = next_events(&mut stream, live).await;
+    assert_eq!(delete.events()[0].event_type(), EventType::Delete);
+    assert_eq!(delete.events()[0].prev_kv().unwrap().value(), b"2");
+
+    // A second watcher on the same stream replays the prefix's history, deletes filtered out.
+    let history =
+        WatchOptions::new().with_prefix().with_start_revision(first).with_filters([WatchFilterType::NoDelete]);
+    stream.watch("w/", Some(history)).await.unwrap();
+    let created = next(&mut stream).await;
+    assert!(created.created());
+    let replay = created.watch_id();
+    assert_ne!(replay, live);
+    let mut values = Vec::new();
+    while values.len() < 2 {
+        let answer = next_events(&mut stream, replay).await;
+        for event in answer.events() {
+            assert_eq!(event.event_type(), EventType::Put, "deletes are filtered out");
+            values.push(event.kv().unwrap().value().to_vec());
+        }
+    }
+    assert_eq!(values, vec![b"1".to_vec(), b"2".to_vec()]);
+
+    // A progress request is answered on the stream (watch id -1) at a revision every watcher
+    // has reached.
+    let current = client.put("other", "x", None).await.unwrap().header().unwrap().revision();
+    stream.request_progress().await.unwrap();
+    let progress = loop {
+        let answer = next(&mut stream).await;
+        if answer.watch_id() == -1 && answer.events().is_empty() {
+            break answer;
+        }
+    };
+    let revision = progress.header().unwrap().revision();
+    assert!((deleted..=current).contains(&revision), "{deleted} <= {revision} <= {current}");
+
+    stream.cancel(live).await.unwrap();
+    let canceled = loop {
+        let answer = next(&mut stream).await;
+        if answer.canceled() {
+            break answer;
+        }
+    };
+    assert_eq!(canceled.watch_id(), live);
+
+    // From a compacted revision: created, then cancelled with the compacted revision.
+    client.compact(current, None).await.unwrap();
+    let mut old = client.watch("w/a", Some(WatchOptions::new().with_start_revision(first))).await.unwrap();
+    assert!(next(&mut old).await.created());
+    let compacted = next(&mut old).await;
+    assert!(compacted.canceled());
+    assert_eq!(compacted.compact_revision(), current);
+}
