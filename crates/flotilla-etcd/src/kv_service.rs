@@ -6,7 +6,7 @@ use flotilla_core::kv::{Compare, CompareOp, CompareTarget, RangeRequest, Txn};
 use flotilla_core::Consistency;
 use tonic::{Code, Request, Response, Status};
 
-use crate::context::{to_u64, EtcdContext};
+use crate::context::{to_i64, to_u64, EtcdContext};
 use crate::pb::etcdserverpb::kv_server::Kv;
 use crate::pb::etcdserverpb::response_op::Response as OpResponse;
 use crate::pb::etcdserverpb::{
@@ -59,7 +59,7 @@ impl KvService {
             };
             let write = PutRequest {
                 value: if put.ignore_value { current.value } else { put.value.clone() },
-                lease: if put.ignore_lease { range_lease(current.lease) } else { put.lease },
+                lease: if put.ignore_lease { to_i64(current.lease) } else { put.lease },
                 ignore_value: false,
                 ignore_lease: false,
                 ..put.clone()
@@ -80,10 +80,6 @@ impl KvService {
     }
 }
 
-fn range_lease(lease: u64) -> i64 {
-    i64::try_from(lease).unwrap_or(i64::MAX)
-}
-
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, request: Request<EtcdRange>) -> Result<Response<RangeResponse>, Status> {
@@ -93,7 +89,7 @@ impl Kv for KvService {
             header: Some(self.context.header(&cluster, revision)),
             kvs: answer.kvs,
             more: answer.more,
-            count: crate::context::to_i64(answer.count),
+            count: to_i64(answer.count),
         }))
     }
 
