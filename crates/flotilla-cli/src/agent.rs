@@ -8,11 +8,15 @@ use flotilla_core::Config;
 use tokio::net::TcpListener;
 use tracing::info;
 
+use crate::etcd_endpoint::EtcdListener;
+
 pub async fn run(config: Config) -> anyhow::Result<()> {
     init_tracing();
     config.validate()?;
     // First: a busy HTTP port fails the start before identity, host and store are set up.
     let listener = TcpListener::bind(config.http).await.with_context(|| format!("binding HTTP on {}", config.http))?;
+    let etcd_listener = EtcdListener::bind(&config).await?;
+    let etcd_addr = etcd_listener.as_ref().map(EtcdListener::local_addr).transpose()?;
     let admin_token = config.admin_token_file.is_some();
     let running = NodeBuilder::from_config(config).start().await?;
     let node = running.node().clone();
@@ -20,12 +24,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         peer_id = %node.id(),
         addrs = ?node.addrs(),
         http = %listener.local_addr()?,
+        etcd = %etcd_addr.map_or_else(|| "off".to_string(), |a| a.to_string()),
         admin_token,
         "flotilla agent running"
     );
     if node.config().cluster_key_file.is_some() {
         tokio::spawn(reload_keyring_on_sighup(node.clone()));
     }
+    let mut etcd = etcd_listener.map(|l| l.serve(node.clone())).unwrap_or_default();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(flotilla_http::serve(listener, node.clone(), async move {
         let _ = stop_rx.await;
@@ -39,11 +45,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Ok(Err(e)) => anyhow::Error::new(e).context("serving HTTP"),
             Err(e) => anyhow::Error::new(e).context("the HTTP server task failed"),
         }),
+        e = etcd.failed() => Some(e),
     };
     info!("shutting down: handing off leadership");
     let stopping = std::time::Instant::now();
     node.close().await;
     let _ = stop_tx.send(());
+    etcd.stop(HTTP_DRAIN_AT_EXIT).await;
     // The Raft groups are stopped, so requests still under way fail fast; a client that keeps
     // its connection busy must not hold the exit up for long.
     if failed.is_none() && tokio::time::timeout(HTTP_DRAIN_AT_EXIT, &mut server).await.is_err() {
@@ -61,7 +69,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 }
 
-/// Longest the HTTP server may take to finish its requests once the node has stopped.
+/// Longest the HTTP server (and the etcd endpoint) may take to finish its requests once the node has stopped.
 const HTTP_DRAIN_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn wait_for_signal() {

@@ -36,6 +36,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .arg(format!("/ip4/127.0.0.1/tcp/{}", 7000 + i))
             .arg("--http")
             .arg(format!("127.0.0.1:{}", 7070 + i))
+            .arg("--etcd-listen")
+            .arg(etcd_endpoint(i))
             .arg("--preset")
             .arg(&args.preset);
         if i > 0 {
@@ -52,7 +54,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     for i in 1..NODES {
         wait_ready(&format!("127.0.0.1:{}", 7070 + i)).await;
     }
-    print_next_steps(&args.dir);
+    let etcd: Vec<String> = (0..NODES).map(etcd_endpoint).collect();
+    print_next_steps(&args.dir, &etcd.join(","));
     tokio::signal::ctrl_c().await?;
     println!("\nstopping the cluster...");
     for child in &mut children {
@@ -67,6 +70,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The etcd endpoint of node `i` (0-based): etcd's client port 2379 first, then every other
+/// port (2380 is etcd's peer port, left free for a real etcd on the same machine).
+fn etcd_endpoint(i: u16) -> String {
+    format!("127.0.0.1:{}", 2379 + 2 * i)
+}
+
 async fn wait_ready(addr: &str) {
     let client = flotilla_http::Client::new(addr, Duration::from_secs(2));
     for _ in 0..300 {
@@ -78,16 +87,18 @@ async fn wait_ready(addr: &str) {
     eprintln!("warning: node at {addr} did not come up within 30 s; see its log");
 }
 
-fn print_next_steps(dir: &std::path::Path) {
+fn print_next_steps(dir: &std::path::Path, etcd: &str) {
     println!(
-        "Flotilla dev cluster running: 3 nodes, HTTP on 127.0.0.1:7070-7072, data and logs in {}\n\n\
+        "Flotilla dev cluster running: 3 nodes, HTTP on 127.0.0.1:7070-7072, etcd API on {etcd},\n\
+         data and logs in {}\n\n\
          Try:\n  \
          flotilla kv put greeting hello --addr 127.0.0.1:7071   # write through any node\n  \
          flotilla kv get greeting --addr 127.0.0.1:7072         # linearizable read from another\n  \
          flotilla status                                        # node and namespace status\n  \
          flotilla members list                                  # voters and learners\n  \
          flotilla leader transfer                               # move leadership\n  \
-         curl -s 127.0.0.1:7070/metrics | head\n\n\
+         curl -s 127.0.0.1:7070/metrics | head\n  \
+         etcdctl --endpoints {etcd} put greeting hello  # etcd's v3 API, namespace default\n\n\
          (with cargo: cargo run --release -- kv get greeting)\n\
          Press Ctrl-C to stop.",
         dir.display()

@@ -6,6 +6,7 @@ mod bench;
 mod commands;
 mod dev;
 mod doctor;
+mod etcd_endpoint;
 mod keys;
 mod lock;
 mod recover;

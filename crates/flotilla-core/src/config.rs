@@ -143,6 +143,17 @@ pub struct Config {
     #[cfg_attr(feature = "clap", arg(long, default_value_t = DEFAULT_HTTP_HEADER_TIMEOUT_MS))]
     pub http_header_timeout_ms: u64,
 
+    /// Serve etcd's v3 gRPC API (cleartext HTTP/2) on this address, for the namespace
+    /// `--etcd-namespace` (see docs/ETCD.md); off when unset. It changes no membership, so
+    /// unlike `--http` it needs no admin token off loopback; its KV access is as open as the
+    /// HTTP API's key/value routes.
+    #[cfg_attr(feature = "clap", arg(long, env = "FLOTILLA_ETCD_LISTEN"))]
+    pub etcd_listen: Option<SocketAddr>,
+
+    /// The namespace the etcd endpoint serves.
+    #[cfg_attr(feature = "clap", arg(long, env = "FLOTILLA_ETCD_NAMESPACE", default_value = DEFAULT_NAMESPACE))]
+    pub etcd_namespace: Namespace,
+
     /// Multiaddress of any existing member to join through (repeatable). Without it, a node with
     /// no state founds each namespace as a single-node cluster.
     #[cfg_attr(feature = "clap", arg(long = "bootstrap", num_args = 1..))]
@@ -290,6 +301,8 @@ impl Default for Config {
             encrypt_at_rest: false,
             http_max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
             http_header_timeout_ms: DEFAULT_HTTP_HEADER_TIMEOUT_MS,
+            etcd_listen: None,
+            etcd_namespace: Namespace::new(DEFAULT_NAMESPACE).expect("default namespace is valid"),
             bootstrap: Vec::new(),
             namespaces: vec![Namespace::new(DEFAULT_NAMESPACE).expect("default namespace is valid")],
             preset: Preset::Local,
@@ -489,12 +502,23 @@ impl Config {
         }
         self.check_cluster_plane()?;
         self.check_backups()?;
+        self.check_etcd()?;
         if self.encrypt_at_rest && self.cluster_key_file.is_none() {
             return err("--encrypt-at-rest needs --cluster-key-file".into());
         }
         self.admin_token()?;
         self.keyring()?;
         Ok(())
+    }
+
+    /// The etcd endpoint does not claim the HTTP API's address.
+    fn check_etcd(&self) -> Result<(), ConfigError> {
+        match self.etcd_listen {
+            Some(addr) if addr.port() != 0 && addr == self.http => Err(ConfigError(format!(
+                "--etcd-listen and --http both name {addr}: give the etcd endpoint its own port"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// The scheduled-backup settings are in range (checked whether or not a directory is set, so
@@ -646,6 +670,19 @@ mod tests {
         c.validate().unwrap();
         let c = Config { http: "127.0.0.2:7070".parse().unwrap(), ..local() };
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn etcd_endpoint_needs_its_own_address() {
+        assert_eq!(Config::default().etcd_listen, None, "off by default");
+        assert_eq!(Config::default().etcd_namespace.as_str(), DEFAULT_NAMESPACE);
+        let same = Config { etcd_listen: Some(local().http), ..local() };
+        assert!(same.validate().unwrap_err().to_string().contains("--etcd-listen"));
+        Config { etcd_listen: Some("127.0.0.1:2379".parse().unwrap()), ..local() }.validate().unwrap();
+        // Port 0 (the OS picks) for both is no clash; off loopback needs no token.
+        let picked = "127.0.0.1:0".parse().unwrap();
+        Config { http: picked, etcd_listen: Some(picked), ..local() }.validate().unwrap();
+        Config { etcd_listen: Some("0.0.0.0:2379".parse().unwrap()), ..local() }.validate().unwrap();
     }
 
     #[test]

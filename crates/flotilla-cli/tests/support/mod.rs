@@ -115,12 +115,8 @@ pub async fn bound_http_addr(child: &mut Child, log: &Path) -> String {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        let addr = text
-            .lines()
-            .filter(|l| l.contains("flotilla agent running"))
-            .find_map(|l| l.split_whitespace().find_map(|field| field.strip_prefix("http=")));
-        if let Some(addr) = addr {
-            return addr.to_owned();
+        if let Some(addr) = running_field(&text, "http") {
+            return addr;
         }
         if let Some(status) = child.try_wait().expect("wait") {
             panic!("the agent exited ({status}) before serving HTTP; its log:\n{text}");
@@ -128,6 +124,17 @@ pub async fn bound_http_addr(child: &mut Child, log: &Path) -> String {
         assert!(Instant::now() < deadline, "timed out waiting for the agent to serve HTTP; its log:\n{text}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The value of field `name` in the agent's "flotilla agent running" line of `log_text`, if
+/// logged yet (`http`: the HTTP address; `etcd`: the etcd endpoint, or `off`).
+pub fn running_field(log_text: &str, name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
+    log_text
+        .lines()
+        .filter(|l| l.contains("flotilla agent running"))
+        .find_map(|l| l.split_whitespace().find_map(|field| field.strip_prefix(prefix.as_str())))
+        .map(str::to_owned)
 }
 
 /// A single-node agent on loopback (`--force-bootstrap`, the OS picks the ports), killed when

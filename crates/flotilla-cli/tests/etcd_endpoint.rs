@@ -1,0 +1,138 @@
+//! `flotilla agent --etcd-listen` against etcd's own command-line client, `etcdctl` (Debian's
+//! `etcd-client` package): put, get, del, txn, watch, leases, compaction and its error,
+//! endpoint status and member list. Skipped, saying why, when `etcdctl` is not installed.
+
+mod support;
+
+use std::process::Command;
+
+use support::{running_field, LocalAgent};
+
+/// Run `etcdctl --endpoints ENDPOINT ARGS` with `stdin`; returns (success, stdout, stderr).
+fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoint, "--command-timeout", "30s", "--dial-timeout", "30s"])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("etcdctl starts");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.unwrap_or("").as_bytes()).expect("write stdin");
+    drop(input);
+    let out = child.wait_with_output().expect("etcdctl runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// `etcdctl ARGS` that must succeed: its stdout.
+fn ok(endpoint: &str, args: &[&str]) -> String {
+    let (success, out, err) = etcdctl(endpoint, args, None);
+    assert!(success, "etcdctl {args:?} failed: {err}");
+    out
+}
+
+/// The first `count` lines `etcdctl ARGS` (a watch, which runs until stopped) prints, within
+/// the tests' patience; the process is killed then.
+fn watched_lines(endpoint: &str, args: &[&str], count: usize) -> Vec<String> {
+    use std::io::BufRead;
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoint])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("etcdctl starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().take(count) {
+            if lines.send(line.unwrap_or_default()).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + support::PATIENCE;
+    let mut seen = Vec::new();
+    while seen.len() < count {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match received.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    seen
+}
+
+fn etcdctl_installed() -> bool {
+    Command::new("etcdctl").arg("version").output().is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_drives_the_agents_etcd_endpoint() {
+    if !etcdctl_installed() {
+        eprintln!("skipped: etcdctl is not installed (Debian: apt-get install etcd-client)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = LocalAgent::start(dir.path(), &["--etcd-listen", "127.0.0.1:0"]).await;
+    let text = std::fs::read_to_string(&agent.log).expect("log");
+    let endpoint = running_field(&text, "etcd").expect("the etcd endpoint is logged");
+    assert_ne!(endpoint, "off");
+
+    assert_eq!(ok(&endpoint, &["put", "greeting", "hello"]), "OK\n");
+    assert_eq!(ok(&endpoint, &["get", "greeting"]), "greeting\nhello\n");
+    ok(&endpoint, &["put", "greeting2", "hi"]);
+    assert_eq!(ok(&endpoint, &["get", "greet", "--prefix", "--keys-only"]), "greeting\n\ngreeting2\n\n");
+    let limited = ok(&endpoint, &["get", "greet", "--prefix", "--limit", "1", "-w", "fields"]);
+    assert!(limited.contains("\"Count\" : 2") && limited.contains("\"More\" : true"), "{limited}");
+
+    // A create on mod revision 0 (Kubernetes' create), then the same again failing.
+    let create = "mod(\"pod\") = \"0\"\n\nput pod v1\n\nget pod\n\n";
+    let (success, out, err) = etcdctl(&endpoint, &["txn"], Some(create));
+    assert!(success, "{err}");
+    assert_eq!(out, "SUCCESS\n\nOK\n");
+    let (success, out, err) = etcdctl(&endpoint, &["txn"], Some(create));
+    assert!(success, "{err}");
+    assert_eq!(out, "FAILURE\n\npod\nv1\n");
+
+    // etcd's Go client watches the history from revision 1: the create above, as a put.
+    assert_eq!(watched_lines(&endpoint, &["watch", "pod", "--rev", "1"], 3), ["PUT", "pod", "v1"]);
+
+    assert_eq!(ok(&endpoint, &["del", "greeting"]), "1\n");
+    assert_eq!(ok(&endpoint, &["get", "greeting"]), "");
+
+    let status = ok(&endpoint, &["endpoint", "status", "-w", "json"]);
+    assert!(status.contains("\"version\":\"3.5."), "{status}");
+    let members = ok(&endpoint, &["member", "list"]);
+    assert!(members.contains(&format!("http://{endpoint}")), "{members}");
+
+    // etcdctl prints lease ids in hex: "lease 694d... granted with TTL(60s)".
+    let granted = ok(&endpoint, &["lease", "grant", "60"]);
+    let lease = granted.split_whitespace().nth(1).unwrap_or_else(|| panic!("a lease id in {granted}")).to_string();
+    assert!(granted.contains("TTL(60s)"), "{granted}");
+    ok(&endpoint, &["put", "owned", "v", "--lease", &lease]);
+    let live = ok(&endpoint, &["lease", "timetolive", &lease, "--keys"]);
+    assert!(live.contains("granted with TTL(60s)") && live.contains("attached keys([owned])"), "{live}");
+    assert!(ok(&endpoint, &["lease", "list"]).contains(&lease));
+    ok(&endpoint, &["lease", "revoke", &lease]);
+    assert_eq!(ok(&endpoint, &["get", "owned"]), "", "the lease's keys go with it");
+
+    let revision = ok(&endpoint, &["put", "last", "x", "-w", "json"]);
+    let revision: u64 = revision
+        .split("\"revision\":")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a revision in {revision}"));
+    ok(&endpoint, &["compact", &revision.to_string()]);
+    let (success, _, err) = etcdctl(&endpoint, &["get", "pod", "--rev", "1"], None);
+    assert!(!success);
+    assert!(err.contains("etcdserver: mvcc: required revision has been compacted"), "{err}");
+}

@@ -1,0 +1,19 @@
+//! etcd's protocol types and gRPC service traits, generated from the vendored definitions in
+//! `proto/` (etcd's `api/` packages) by `build.rs`.
+
+#![allow(missing_docs, clippy::all, clippy::pedantic, rustdoc::all)]
+
+/// Package `etcdserverpb`: the requests, responses and services of etcd's v3 API.
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
+
+/// Package `mvccpb`: keys with their revisions, and watch events.
+pub mod mvccpb {
+    tonic::include_proto!("mvccpb");
+}
+
+/// Package `authpb`: users and roles (the Auth service is not served).
+pub mod authpb {
+    tonic::include_proto!("authpb");
+}

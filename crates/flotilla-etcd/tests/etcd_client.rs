@@ -1,0 +1,350 @@
+//! etcd's own Rust client (`etcd-client`) against a single-node Flotilla cluster's etcd
+//! endpoint: KV with its options, transactions (Kubernetes' create and update), compaction and
+//! etcd's error strings, Maintenance and Cluster.
+
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
+    TxnOp, TxnOpResponse,
+};
+use flotilla::{Namespace, Node, RunningNode};
+
+/// How long the single node may take to elect itself on a loaded machine.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A node serving the etcd API; `_dir` (its data directory) must live as long as it, so bind
+/// it by name when destructuring (`..` would drop it at once).
+struct Endpoint {
+    client: Client,
+    running: RunningNode,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn endpoint() -> Endpoint {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = Node::builder(dir.path())
+        .listen("/ip4/127.0.0.1/tcp/0")
+        .no_mdns()
+        .configure(|c| c.force_bootstrap = true)
+        .start()
+        .await
+        .expect("node starts");
+    running.cluster("default").unwrap().wait_for_leader(PATIENCE).await.expect("a leader");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().unwrap().to_string();
+    let namespace = Namespace::new("default").unwrap();
+    tokio::spawn(flotilla_etcd::serve(listener, running.node().clone(), namespace, std::future::pending()));
+    let options = ConnectOptions::new().with_connect_timeout(PATIENCE).with_timeout(PATIENCE);
+    let client = Client::connect([addr.as_str()], Some(options)).await.expect("client connects");
+    Endpoint { client, running, addr, _dir: dir }
+}
+
+fn keys(response: &etcd_client::GetResponse) -> Vec<String> {
+    response.kvs().iter().map(|kv| kv.key_str().unwrap().to_string()).collect()
+}
+
+fn grpc_message(error: etcd_client::Error) -> (tonic::Code, String) {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => (status.code(), status.message().to_string()),
+        other => panic!("not a gRPC status: {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_range_options_and_errors() {
+    let Endpoint { mut client, running, _dir, .. } = endpoint().await;
+    let first = client.put("a", "1", None).await.unwrap();
+    let header = first.header().unwrap();
+    let r1 = header.revision();
+    assert!(r1 > 0);
+    assert_eq!(header.member_id(), flotilla_etcd::member_id_of(&running.id()));
+    assert_ne!(header.cluster_id(), 0);
+    assert!(header.raft_term() > 0);
+
+    let second = client.put("a", "2", Some(PutOptions::new().with_prev_key())).await.unwrap();
+    assert_eq!(second.prev_key().unwrap().value(), b"1");
+    let r2 = second.header().unwrap().revision();
+    client.put("b", "3", None).await.unwrap();
+    client.put("c", "0", None).await.unwrap();
+
+    let a = client.get("a", None).await.unwrap();
+    let kv = &a.kvs()[0];
+    assert_eq!((kv.value(), kv.version(), kv.create_revision(), kv.mod_revision()), (&b"2"[..], 2, r1, r2));
+    assert_eq!(client.get("a", Some(GetOptions::new().with_revision(r1))).await.unwrap().kvs()[0].value(), b"1");
+    assert_eq!(client.get("a", Some(GetOptions::new().with_serializable())).await.unwrap().kvs()[0].value(), b"2");
+
+    let all = client.get("", Some(GetOptions::new().with_all_keys())).await.unwrap();
+    assert_eq!((keys(&all), all.count(), all.more()), (vec!["a".into(), "b".into(), "c".into()], 3, false));
+    let from_b = client.get("b", Some(GetOptions::new().with_from_key())).await.unwrap();
+    assert_eq!(keys(&from_b), vec!["b", "c"]);
+    let before_c = client.get("a", Some(GetOptions::new().with_range("c"))).await.unwrap();
+    assert_eq!(keys(&before_c), vec!["a", "b"]);
+    let limited = client.get("", Some(GetOptions::new().with_all_keys().with_limit(1))).await.unwrap();
+    assert_eq!((keys(&limited), limited.count(), limited.more()), (vec!["a".into()], 3, true));
+    let by_mod = GetOptions::new().with_all_keys().with_sort(SortTarget::Mod, SortOrder::Descend);
+    assert_eq!(keys(&client.get("", Some(by_mod)).await.unwrap()), vec!["c", "b", "a"]);
+    let by_value = GetOptions::new().with_all_keys().with_sort(SortTarget::Value, SortOrder::Ascend).with_limit(2);
+    assert_eq!(keys(&client.get("", Some(by_value)).await.unwrap()), vec!["c", "a"]);
+    let keys_only = client.get("", Some(GetOptions::new().with_all_keys().with_keys_only())).await.unwrap();
+    assert!(keys_only.kvs().iter().all(|kv| kv.value().is_empty()));
+    let counted = client.get("", Some(GetOptions::new().with_all_keys().with_count_only())).await.unwrap();
+    assert_eq!((counted.count(), counted.kvs().len()), (3, 0));
+    let recent = client.get("", Some(GetOptions::new().with_all_keys().with_min_mod_revision(r2 + 1))).await.unwrap();
+    assert_eq!(keys(&recent), vec!["b", "c"]);
+    let old = client.get("", Some(GetOptions::new().with_all_keys().with_max_create_revision(r1))).await.unwrap();
+    assert_eq!(keys(&old), vec!["a"]);
+
+    // ignore_value keeps the value and moves the version on; a missing key is etcd's error.
+    client.put("a", "", Some(PutOptions::new().with_ignore_value())).await.unwrap();
+    let kept = client.get("a", None).await.unwrap();
+    assert_eq!((kept.kvs()[0].value(), kept.kvs()[0].version()), (&b"2"[..], 3));
+    let missing = client.put("zz", "", Some(PutOptions::new().with_ignore_value())).await.unwrap_err();
+    assert_eq!(grpc_message(missing), (tonic::Code::InvalidArgument, "etcdserver: key not found".into()));
+
+    let deleted = client.delete("b", Some(DeleteOptions::new().with_prev_key())).await.unwrap();
+    assert_eq!((deleted.deleted(), deleted.prev_kvs()[0].value()), (1, &b"3"[..]));
+    let current = deleted.header().unwrap().revision();
+
+    client.compact(current, None).await.unwrap();
+    let compacted = client.get("a", Some(GetOptions::new().with_revision(r1))).await.unwrap_err();
+    assert_eq!(
+        grpc_message(compacted),
+        (tonic::Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted".into())
+    );
+    let future = client.get("a", Some(GetOptions::new().with_revision(current + 100))).await.unwrap_err();
+    assert_eq!(
+        grpc_message(future),
+        (tonic::Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision".into())
+    );
+    let empty = client.put("", "v", None).await.unwrap_err();
+    assert_eq!(grpc_message(empty), (tonic::Code::InvalidArgument, "etcdserver: key is not provided".into()));
+    let no_lease = client.put("l", "v", Some(PutOptions::new().with_lease(12345))).await.unwrap_err();
+    assert_eq!(grpc_message(no_lease), (tonic::Code::NotFound, "etcdserver: requested lease not found".into()));
+    let all = client.delete("", Some(DeleteOptions::new().with_all_keys())).await.unwrap();
+    assert_eq!(all.deleted(), 2);
+}
+
+/// Kubernetes' storage contract as kine and the apiserver use it: create on `mod_revision == 0`,
+/// update on `mod_revision == N` with the current object read in the failure branch, delete on
+/// the revision read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_style_transactions() {
+    let Endpoint { mut client, _dir, .. } = endpoint().await;
+    let key = "/registry/pods/default/web";
+    let create = |value: &str| {
+        Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value, None)])
+            .or_else([TxnOp::get(key, None)])
+    };
+    let created = client.txn(create("v1")).await.unwrap();
+    assert!(created.succeeded());
+    let rev = created.header().unwrap().revision();
+    let again = client.txn(create("v1b")).await.unwrap();
+    assert!(!again.succeeded(), "a second create fails");
+    let TxnOpResponse::Get(found) = &again.op_responses()[0] else { panic!("a range in the failure branch") };
+    assert_eq!((found.kvs()[0].value(), found.kvs()[0].mod_revision()), (&b"v1"[..], rev));
+
+    let update = |expected: i64, value: &str| {
+        Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
+            .and_then([TxnOp::put(key, value, None)])
+            .or_else([TxnOp::get(key, None)])
+    };
+    let updated = client.txn(update(rev, "v2")).await.unwrap();
+    assert!(updated.succeeded());
+    let rev2 = updated.header().unwrap().revision();
+    let stale = client.txn(update(rev, "v3")).await.unwrap();
+    assert!(!stale.succeeded(), "an update at an old revision fails");
+    let TxnOpResponse::Get(current) = &stale.op_responses()[0] else { panic!("a range in the failure branch") };
+    assert_eq!((current.kvs()[0].value(), current.kvs()[0].mod_revision()), (&b"v2"[..], rev2));
+
+    let delete = Txn::new()
+        .when([Compare::mod_revision(key, CompareOp::Equal, rev2)])
+        .and_then([TxnOp::delete(key, Some(DeleteOptions::new().with_prev_key()))])
+        .or_else([TxnOp::get(key, None)]);
+    let deleted = client.txn(delete).await.unwrap();
+    assert!(deleted.succeeded());
+    let TxnOpResponse::Delete(gone) = &deleted.op_responses()[0] else { panic!("a delete") };
+    assert_eq!((gone.deleted(), gone.prev_kvs()[0].value()), (1, &b"v2"[..]));
+
+    // Compares on value, version, create revision and lease, with every operator.
+    client.put("k", "m", None).await.unwrap();
+    let checks = [
+        (Compare::value("k", CompareOp::Equal, "m"), true),
+        (Compare::value("k", CompareOp::Greater, "a"), true),
+        (Compare::value("k", CompareOp::Less, "a"), false),
+        (Compare::value("k", CompareOp::NotEqual, "m"), false),
+        (Compare::version("k", CompareOp::Equal, 1), true),
+        (Compare::create_revision("k", CompareOp::Greater, 0), true),
+        (Compare::lease("k", CompareOp::Equal, 0), true),
+        (Compare::value("absent", CompareOp::NotEqual, "x"), false),
+        (Compare::version("absent", CompareOp::Equal, 0), true),
+    ];
+    for (compare, expected) in checks {
+        let answer = client.txn(Txn::new().when([compare.clone()])).await.unwrap();
+        assert_eq!(answer.succeeded(), expected, "{compare:?}");
+    }
+    let nested = Txn::new().and_then([TxnOp::txn(Txn::new())]);
+    assert_eq!(grpc_message(client.txn(nested).await.unwrap_err()).0, tonic::Code::Unimplemented);
+    let twice = Txn::new().and_then([TxnOp::put("d", "1", None), TxnOp::put("d", "2", None)]);
+    assert_eq!(
+        grpc_message(client.txn(twice).await.unwrap_err()),
+        (tonic::Code::InvalidArgument, "etcdserver: duplicate key given in txn request".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_and_cluster() {
+    let Endpoint { mut client, running, addr, _dir } = endpoint().await;
+    let member = flotilla_etcd::member_id_of(&running.id());
+    // A write answered by the leader is applied there: the status shows it.
+    client.put("k", "v", None).await.unwrap();
+    let status = client.status().await.unwrap();
+    assert!(status.version().starts_with("3.5."), "{}", status.version());
+    assert_eq!(status.leader(), member);
+    assert!(status.raft_term() > 0 && status.raft_index() > 0 && status.raft_applied_index() > 0, "{status:?}");
+    assert!(status.db_size() > 0);
+    let alarms = client.alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None).await.unwrap();
+    assert!(alarms.alarms().is_empty());
+    client.defragment().await.unwrap();
+    assert_eq!(grpc_message(client.hash().await.unwrap_err()).0, tonic::Code::Unimplemented);
+
+    let members = client.member_list().await.unwrap();
+    let listed = members.members();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].id(), listed[0].is_learner()), (member, false));
+    assert_eq!(listed[0].client_urls(), [format!("http://{addr}")]);
+    assert!(!listed[0].peer_urls().is_empty());
+    let refused = client.member_add(["http://127.0.0.1:1"], None).await.unwrap_err();
+    assert_eq!(grpc_message(refused).0, tonic::Code::Unimplemented);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_grant_keep_alive_time_to_live_and_revoke() {
+    let Endpoint { mut client, _dir, .. } = endpoint().await;
+    let granted = client.lease_grant(60, None).await.unwrap();
+    let id = granted.id();
+    assert!(id > 0);
+    assert_eq!(granted.ttl(), 60);
+    client.put("owned", "v", Some(PutOptions::new().with_lease(id))).await.unwrap();
+    assert_eq!(client.get("owned", None).await.unwrap().kvs()[0].lease(), id);
+
+    let with_keys = etcd_client::LeaseTimeToLiveOptions::new().with_keys();
+    let live = client.lease_time_to_live(id, Some(with_keys)).await.unwrap();
+    assert_eq!((live.id(), live.granted_ttl()), (id, 60));
+    assert!(live.ttl() > 0 && live.ttl() <= 60, "{}", live.ttl());
+    assert_eq!(live.keys(), [b"owned".to_vec()]);
+
+    let (mut keeper, mut answers) = client.lease_keep_alive(id).await.unwrap();
+    keeper.keep_alive().await.unwrap();
+    let renewed = answers.message().await.unwrap().expect("a keep-alive answer");
+    assert_eq!((renewed.id(), renewed.ttl()), (id, 60));
+    let listed = client.leases().await.unwrap();
+    assert!(listed.leases().iter().any(|l| l.id() == id));
+
+    let taken = etcd_client::LeaseGrantOptions::new().with_id(id);
+    let exists = client.lease_grant(60, Some(taken)).await.unwrap_err();
+    assert_eq!(grpc_message(exists), (tonic::Code::FailedPrecondition, "etcdserver: lease already exists".into()));
+
+    client.lease_revoke(id).await.unwrap();
+    assert!(client.get("owned", None).await.unwrap().kvs().is_empty(), "the lease's keys go with it");
+    assert_eq!(client.lease_time_to_live(id, None).await.unwrap().ttl(), -1, "etcd's answer for a lease gone");
+    keeper.keep_alive().await.unwrap();
+    let gone = answers.message().await.unwrap().expect("a keep-alive answer");
+    assert_eq!(gone.ttl(), 0, "etcd's keep-alive answer for a lease gone");
+    let again = client.lease_revoke(id).await.unwrap_err();
+    assert_eq!(grpc_message(again), (tonic::Code::NotFound, "etcdserver: requested lease not found".into()));
+}
+
+/// The next watch answer, within [`PATIENCE`].
+async fn next(stream: &mut etcd_client::WatchStream) -> etcd_client::WatchResponse {
+    tokio::time::timeout(PATIENCE, stream.message())
+        .await
+        .expect("a watch answer in time")
+        .expect("the stream works")
+        .expect("the stream is open")
+}
+
+/// The next answer of watcher `id` that carries events, skipping progress notifications.
+async fn next_events(stream: &mut etcd_client::WatchStream, id: i64) -> etcd_client::WatchResponse {
+    for _ in 0..100 {
+        let answer = next(stream).await;
+        if answer.watch_id() == id && !answer.events().is_empty() {
+            return answer;
+        }
+        assert!(!answer.canceled(), "watcher cancelled: {answer:?}");
+    }
+    panic!("no events for watcher {id}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_with_history_prev_kv_filters_progress_and_cancel() {
+    use etcd_client::{EventType, WatchFilterType, WatchOptions};
+    let Endpoint { mut client, _dir, .. } = endpoint().await;
+    let first = client.put("w/a", "1", None).await.unwrap().header().unwrap().revision();
+
+    let mut stream = client.watch("w/a", Some(WatchOptions::new().with_prev_key())).await.unwrap();
+    let created = next(&mut stream).await;
+    assert!(created.created() && !created.canceled());
+    let live = created.watch_id();
+    client.put("w/a", "2", None).await.unwrap();
+    let deleted = client.delete("w/a", None).await.unwrap().header().unwrap().revision();
+    let put = next_events(&mut stream, live).await;
+    let event = &put.events()[0];
+    assert_eq!((event.event_type(), event.kv().unwrap().value()), (EventType::Put, &b"2"[..]));
+    assert_eq!(event.prev_kv().unwrap().value(), b"1");
+    let delete = next_events(&mut stream, live).await;
+    assert_eq!(delete.events()[0].event_type(), EventType::Delete);
+    assert_eq!(delete.events()[0].prev_kv().unwrap().value(), b"2");
+
+    // A second watcher on the same stream replays the prefix's history, deletes filtered out.
+    let history =
+        WatchOptions::new().with_prefix().with_start_revision(first).with_filters([WatchFilterType::NoDelete]);
+    stream.watch("w/", Some(history)).await.unwrap();
+    let created = next(&mut stream).await;
+    assert!(created.created());
+    let replay = created.watch_id();
+    assert_ne!(replay, live);
+    let mut values = Vec::new();
+    while values.len() < 2 {
+        let answer = next_events(&mut stream, replay).await;
+        for event in answer.events() {
+            assert_eq!(event.event_type(), EventType::Put, "deletes are filtered out");
+            values.push(event.kv().unwrap().value().to_vec());
+        }
+    }
+    assert_eq!(values, vec![b"1".to_vec(), b"2".to_vec()]);
+
+    // A progress request is answered on the stream (watch id -1) at a revision every watcher
+    // has reached.
+    let current = client.put("other", "x", None).await.unwrap().header().unwrap().revision();
+    stream.request_progress().await.unwrap();
+    let progress = loop {
+        let answer = next(&mut stream).await;
+        if answer.watch_id() == -1 && answer.events().is_empty() {
+            break answer;
+        }
+    };
+    let revision = progress.header().unwrap().revision();
+    assert!((deleted..=current).contains(&revision), "{deleted} <= {revision} <= {current}");
+
+    stream.cancel(live).await.unwrap();
+    let canceled = loop {
+        let answer = next(&mut stream).await;
+        if answer.canceled() {
+            break answer;
+        }
+    };
+    assert_eq!(canceled.watch_id(), live);
+
+    // From a compacted revision: created, then cancelled with the compacted revision.
+    client.compact(current, None).await.unwrap();
+    let mut old = client.watch("w/a", Some(WatchOptions::new().with_start_revision(first))).await.unwrap();
+    assert!(next(&mut old).await.created());
+    let compacted = next(&mut old).await;
+    assert!(compacted.canceled());
+    assert_eq!(compacted.compact_revision(), current);
+}
