@@ -44,6 +44,14 @@ pub const MIN_BACKUP_EVERY: Duration = Duration::from_secs(1);
 pub const MAX_HTTP_MAX_CONNECTIONS: usize = 1 << 20;
 
 /// Named timing profiles.
+///
+/// ```
+/// use flotilla_core::{Config, Preset};
+///
+/// let config = Config { preset: Preset::Regional, ..Config::default() };
+/// assert_eq!(config.timing(), Preset::Regional.timing()); // no override
+/// assert!(Preset::Regional.timing().election_max_ms > Preset::Local.timing().election_max_ms);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
@@ -70,6 +78,11 @@ pub struct Timing {
 
 impl Preset {
     /// The timing this preset stands for.
+    ///
+    /// ```
+    /// let timing = flotilla_core::Preset::Local.timing();
+    /// assert!(timing.heartbeat_ms < timing.election_min_ms && timing.election_min_ms < timing.election_max_ms);
+    /// ```
     pub fn timing(self) -> Timing {
         match self {
             // openraft's leader lease is the maximum election timeout, and failover takes
@@ -89,6 +102,17 @@ impl Preset {
 pub struct ConfigError(pub String);
 
 /// Configuration of a Flotilla node.
+///
+/// ```
+/// use flotilla_core::Config;
+///
+/// let config = Config {
+///     listen: vec!["/ip4/127.0.0.1/tcp/7000".into()], // loopback: no cluster key needed
+///     expect: Some(3),
+///     ..Config::default()
+/// };
+/// assert!(config.validate().is_ok());
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct Config {
@@ -337,6 +361,14 @@ impl Default for Config {
 
 impl Config {
     /// The effective timing: the preset with any overrides applied.
+    ///
+    /// ```
+    /// use flotilla_core::Config;
+    ///
+    /// let config = Config { election_max_ms: Some(900), ..Config::default() };
+    /// assert_eq!(config.timing().election_max_ms, 900);
+    /// assert_eq!(config.timing().heartbeat_ms, config.preset.timing().heartbeat_ms); // not overridden
+    /// ```
     pub fn timing(&self) -> Timing {
         let base = self.preset.timing();
         Timing {
@@ -347,6 +379,13 @@ impl Config {
     }
 
     /// How long an idle namespace waits before it quiesces; `None` when quiescing is off.
+    ///
+    /// ```
+    /// use flotilla_core::Config;
+    ///
+    /// assert_eq!(Config { quiesce_after_ms: Some(0), ..Config::default() }.quiesce_after(), None); // off
+    /// assert!(Config::default().quiesce_after().is_some());
+    /// ```
     pub fn quiesce_after(&self) -> Option<Duration> {
         match self.quiesce_after_ms {
             Some(0) => None,
@@ -356,6 +395,14 @@ impl Config {
     }
 
     /// How long a fresh node without `--expect` looks for peers before founding.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flotilla_core::Config;
+    ///
+    /// let config = Config { discovery_window_ms: Some(3_000), ..Config::default() };
+    /// assert_eq!(config.discovery_window(), Duration::from_secs(3));
+    /// ```
     pub fn discovery_window(&self) -> Duration {
         let default = match self.preset {
             Preset::Local => 1_500,
@@ -366,40 +413,86 @@ impl Config {
     }
 
     /// Time after which an unreachable member is replaced or removed, if enabled.
+    ///
+    /// ```
+    /// use flotilla_core::Config;
+    ///
+    /// let config = Config { dead_member_timeout_ms: 0, ..Config::default() };
+    /// assert_eq!(config.dead_member_timeout(), None); // dead members are never replaced
+    /// ```
     pub fn dead_member_timeout(&self) -> Option<Duration> {
         (self.dead_member_timeout_ms > 0).then(|| Duration::from_millis(self.dead_member_timeout_ms))
     }
 
     /// How long a client request may take before it logs where its time went.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flotilla_core::Config;
+    ///
+    /// let config = Config { slow_request_ms: 250, ..Config::default() };
+    /// assert_eq!(config.slow_request(), Duration::from_millis(250));
+    /// ```
     pub fn slow_request(&self) -> Duration {
         Duration::from_millis(self.slow_request_ms)
     }
 
     /// The request deadline.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flotilla_core::Config;
+    ///
+    /// let config = Config { request_timeout_ms: 10_000, ..Config::default() };
+    /// assert_eq!(config.request_timeout(), Duration::from_secs(10));
+    /// ```
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
 
     /// How long an HTTP client has to send a request's headers; also the longest an HTTP
     /// connection may sit idle or leave a response unread.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flotilla_core::Config;
+    ///
+    /// let config = Config { http_header_timeout_ms: 2_000, ..Config::default() };
+    /// assert_eq!(config.http_header_timeout(), Duration::from_secs(2));
+    /// ```
     pub fn http_header_timeout(&self) -> Duration {
         Duration::from_millis(self.http_header_timeout_ms)
     }
 
     /// Deadline of an HTTP request once its headers are in: reading the body and answering
     /// (the request timeout plus the header timeout as slack).
+    ///
+    /// ```
+    /// let config = flotilla_core::Config::default();
+    /// assert_eq!(config.http_request_deadline(), config.request_timeout() + config.http_header_timeout());
+    /// ```
     pub fn http_request_deadline(&self) -> Duration {
         self.request_timeout() + self.http_header_timeout()
     }
 
     /// The admin token, read from [`Config::admin_token_file`] (see [`AdminToken::load`]);
     /// `None` when no file is configured.
+    ///
+    /// ```
+    /// let config = flotilla_core::Config { admin_token_file: None, ..Default::default() };
+    /// assert!(config.admin_token().expect("nothing to read").is_none());
+    /// ```
     pub fn admin_token(&self) -> Result<Option<AdminToken>, ConfigError> {
         self.admin_token_file.as_deref().map(AdminToken::load).transpose()
     }
 
     /// The cluster keyring, read from [`Config::cluster_key_file`] (see [`Keyring::load`]);
     /// `None` when no file is configured.
+    ///
+    /// ```
+    /// let config = flotilla_core::Config { cluster_key_file: None, ..Default::default() };
+    /// assert!(config.keyring().expect("nothing to read").is_none()); // traffic is not sealed
+    /// ```
     pub fn keyring(&self) -> Result<Option<Keyring>, ConfigError> {
         self.cluster_key_file.as_deref().map(Keyring::load).transpose()
     }
@@ -407,6 +500,14 @@ impl Config {
     /// Check the configuration for values that cannot work together. This reads the admin
     /// token file and the keyring file, if configured, and refuses them when they are
     /// unreadable, malformed or accessible by group or others.
+    ///
+    /// ```
+    /// use flotilla_core::Config;
+    ///
+    /// let config = Config { listen: vec!["/ip4/127.0.0.1/tcp/0".into()], ..Config::default() };
+    /// assert!(config.validate().is_ok());
+    /// assert!(Config { force_bootstrap: true, expect: Some(3), ..config }.validate().is_err()); // contradict each other
+    /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
         let t = self.timing();
         let err = |m: String| Err(ConfigError(m));
@@ -542,6 +643,13 @@ impl Config {
 
     /// The listen addresses that are not loopback: the cluster plane is reachable from other
     /// hosts through them.
+    ///
+    /// ```
+    /// use flotilla_core::Config;
+    ///
+    /// let config = Config { listen: vec!["/ip4/127.0.0.1/tcp/7000".into(), "/ip4/0.0.0.0/tcp/7001".into()], ..Config::default() };
+    /// assert_eq!(config.exposed_listen_addrs(), ["/ip4/0.0.0.0/tcp/7001"]);
+    /// ```
     pub fn exposed_listen_addrs(&self) -> Vec<&str> {
         self.listen.iter().map(String::as_str).filter(|a| !is_loopback_multiaddr(a)).collect()
     }

@@ -3,6 +3,13 @@
 use serde::{Deserialize, Serialize};
 
 /// How fresh a read must be.
+///
+/// ```
+/// use flotilla_core::Consistency;
+///
+/// assert_eq!(Consistency::default(), Consistency::Linearizable);
+/// assert_eq!("stale".parse::<Consistency>(), Ok(Consistency::Stale)); // as in `?consistency=stale`
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Consistency {

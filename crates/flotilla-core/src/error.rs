@@ -11,6 +11,14 @@ use crate::namespace::NamespaceError;
 use crate::types::NodeId;
 
 /// What a failed write left behind.
+///
+/// ```
+/// use flotilla_core::{ApiError, Outcome};
+///
+/// // A timeout after the write was sent: it may still be applied.
+/// assert_eq!(ApiError::Timeout("no reply in 5 s".into()).outcome(), Outcome::Unknown);
+/// assert_eq!(ApiError::InvalidKey("key is empty".into()).outcome(), Outcome::NotApplied);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// The write was certainly not applied, and never will be.
@@ -21,6 +29,14 @@ pub enum Outcome {
 }
 
 /// Which limit a request exceeded.
+///
+/// ```
+/// use flotilla_core::{ApiError, Limit};
+///
+/// let error = ApiError::TooLarge { what: Limit::Value, size: 2 << 20, limit: 1 << 20 };
+/// assert_eq!(Limit::Value.to_string(), "value");
+/// assert_eq!(error.code(), "too_large");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Limit {
     /// The key size limit.
@@ -46,6 +62,22 @@ impl std::fmt::Display for Limit {
 /// [`ApiError::is_retryable`] separates conditions that may clear by themselves (no leader yet,
 /// leader changing, timeouts) from fatal ones (bad input, unknown namespace, shutdown);
 /// [`ApiError::outcome`] says whether a failed write may still have been applied.
+///
+/// ```
+/// use flotilla_core::{ApiError, Outcome};
+///
+/// /// What a client does with a failed write.
+/// fn next_step(error: &ApiError) -> &'static str {
+///     match (error.is_retryable(), error.outcome()) {
+///         (true, Outcome::Unknown) => "retry with the same idempotency key",
+///         (true, Outcome::NotApplied) => "retry",
+///         (false, _) => "give up and report",
+///     }
+/// }
+/// assert_eq!(next_step(&ApiError::NoLeader("election under way".into())), "retry");
+/// assert_eq!(next_step(&ApiError::Timeout("5 s".into())), "retry with the same idempotency key");
+/// assert_eq!(next_step(&ApiError::UnknownNamespace("orders".into())), "give up and report");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ApiError {
     /// The node asked is not the leader and could not forward; `leader` is the hint.
@@ -159,6 +191,13 @@ pub enum ApiError {
 
 impl ApiError {
     /// Whether the same call may succeed if retried later (possibly on another node).
+    ///
+    /// ```
+    /// use flotilla_core::ApiError;
+    ///
+    /// assert!(ApiError::NotLeader { leader: None }.is_retryable()); // the next attempt may reach the leader
+    /// assert!(!ApiError::ShuttingDown.is_retryable()); // not on this node: go to another one
+    /// ```
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -176,6 +215,13 @@ impl ApiError {
     /// Whether a write that failed with this error may still have been applied. Only the
     /// errors raised once a write may have been proposed are [`Outcome::Unknown`]; every other
     /// error is raised before proposing, and promises the write was not applied.
+    ///
+    /// ```
+    /// use flotilla_core::{ApiError, Outcome};
+    ///
+    /// assert_eq!(ApiError::Fatal("disk failed".into()).outcome(), Outcome::Unknown);
+    /// assert_eq!(ApiError::HopLimit.outcome(), Outcome::NotApplied);
+    /// ```
     pub fn outcome(&self) -> Outcome {
         match self {
             ApiError::Timeout(_) | ApiError::OutcomeUnknown(_) | ApiError::Fatal(_) => Outcome::Unknown,
@@ -185,6 +231,15 @@ impl ApiError {
 
     /// The error a write answers when an attempt may have been proposed before this error
     /// ended it: an error that promises "not applied" becomes [`ApiError::OutcomeUnknown`].
+    ///
+    /// ```
+    /// use flotilla_core::{ApiError, Outcome};
+    ///
+    /// // A retry failed before proposing, but an earlier attempt may have gone through.
+    /// let error = ApiError::NoLeader("election under way".into()).after_possible_proposal();
+    /// assert_eq!(error.outcome(), Outcome::Unknown);
+    /// assert_eq!(error.code(), "outcome_unknown");
+    /// ```
     pub fn after_possible_proposal(self) -> ApiError {
         match self.outcome() {
             Outcome::Unknown => self,
@@ -195,6 +250,12 @@ impl ApiError {
     }
 
     /// A stable machine-readable code, used in HTTP error bodies.
+    ///
+    /// ```
+    /// use flotilla_core::ApiError;
+    ///
+    /// assert_eq!(ApiError::LeaseNotFound(7).code(), "lease_not_found");
+    /// ```
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::NotLeader { .. } => "not_leader",

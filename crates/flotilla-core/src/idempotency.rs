@@ -28,11 +28,28 @@ pub enum IdempotencyKeyError {
 }
 
 /// A validated idempotency key: 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] visible ASCII characters.
+///
+/// ```
+/// use flotilla_core::{IdempotencyKey, Namespace};
+///
+/// let key = IdempotencyKey::new("order-42/create").expect("visible ASCII");
+/// let (orders, users) = (Namespace::new("orders").unwrap(), Namespace::new("users").unwrap());
+/// // The same key names the same write on every node, and different writes in different namespaces.
+/// assert_eq!(key.request_id(&orders), IdempotencyKey::new("order-42/create").unwrap().request_id(&orders));
+/// assert_ne!(key.request_id(&orders), key.request_id(&users));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
     /// Validate `key`.
+    ///
+    /// ```
+    /// use flotilla_core::IdempotencyKey;
+    ///
+    /// assert!(IdempotencyKey::new("3f2a9c1e-retry-safe").is_ok());
+    /// assert!(IdempotencyKey::new("has a space").is_err()); // visible ASCII only
+    /// ```
     pub fn new(key: impl Into<String>) -> Result<Self, IdempotencyKeyError> {
         let key = key.into();
         if key.is_empty() {
@@ -48,11 +65,24 @@ impl IdempotencyKey {
     }
 
     /// The key as given.
+    ///
+    /// ```
+    /// let key = flotilla_core::IdempotencyKey::new("order-42").expect("valid");
+    /// assert_eq!(key.as_str(), "order-42");
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The request id of the write this key names in `namespace`.
+    ///
+    /// ```
+    /// use flotilla_core::{IdempotencyKey, Namespace};
+    ///
+    /// let key = IdempotencyKey::new("order-42").expect("valid");
+    /// let orders = Namespace::new("orders").expect("valid");
+    /// assert_eq!(key.request_id(&orders), key.clone().request_id(&orders)); // deterministic
+    /// ```
     pub fn request_id(&self, namespace: &Namespace) -> RequestId {
         let mut hash = Sha256::new();
         hash.update(b"flotilla/idempotency-key/v1\0");

@@ -25,11 +25,27 @@ pub enum NamespaceError {
 }
 
 /// A namespace name matching `[a-z0-9][a-z0-9._-]{0,63}`.
+///
+/// ```
+/// use flotilla_core::Namespace;
+///
+/// let orders = Namespace::new("orders").expect("a valid name");
+/// assert_eq!(orders.to_string(), "orders");
+/// assert!(Namespace::new("Orders").is_err()); // lower case, digits, `.`, `_` and `-` only
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Namespace(String);
 
 impl Namespace {
     /// Validate `name` and wrap it.
+    ///
+    /// ```
+    /// use flotilla_core::{Namespace, NamespaceError};
+    ///
+    /// assert!(Namespace::new("tenant-4711").is_ok());
+    /// assert_eq!(Namespace::new(""), Err(NamespaceError::Empty));
+    /// assert!(matches!(Namespace::new("-leading-dash"), Err(NamespaceError::BadCharacter(_))));
+    /// ```
     pub fn new(name: impl Into<String>) -> Result<Self, NamespaceError> {
         let name = name.into();
         validate(&name)?;
@@ -37,6 +53,11 @@ impl Namespace {
     }
 
     /// The name as a string slice.
+    ///
+    /// ```
+    /// let ns = flotilla_core::Namespace::new("orders").expect("valid");
+    /// assert_eq!(ns.as_str(), "orders");
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.0
     }

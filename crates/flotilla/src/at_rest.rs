@@ -16,6 +16,14 @@ const AT_REST_LABEL: &[u8] = b"flotilla at rest v1";
 
 /// The store options `config` asks for: sealed at rest, with keys from `keyring` (the one
 /// `config` names, loaded once by the caller), when `--encrypt-at-rest` is set.
+///
+/// ```
+/// use flotilla::{at_rest::store_options, Config};
+///
+/// assert!(store_options(&Config::default(), None).is_ok()); // not sealed: no key needed
+/// let sealed = Config { encrypt_at_rest: true, ..Config::default() };
+/// assert!(store_options(&sealed, None).is_err()); // sealing needs the cluster keyring
+/// ```
 pub fn store_options(config: &Config, keyring: Option<&Keyring>) -> Result<StoreOptions, ConfigError> {
     if !config.encrypt_at_rest {
         return Ok(StoreOptions::default());
@@ -25,6 +33,16 @@ pub fn store_options(config: &Config, keyring: Option<&Keyring>) -> Result<Store
 }
 
 /// The at-rest cipher of `keyring`.
+///
+/// ```
+/// use flotilla_core::keyring::{ClusterKey, Keyring};
+///
+/// let keyring = Keyring::new(vec![ClusterKey::from_bytes([7; 32])]).expect("a keyring");
+/// let cipher = flotilla::at_rest::cipher(&keyring).expect("a cipher");
+/// assert_eq!(cipher.current_key_id(), keyring.current().id().0); // seals under the sealing key
+/// let sealed = cipher.seal(b"row context", b"value").expect("sealed");
+/// assert_eq!(cipher.open(b"row context", &sealed).expect("opened"), b"value");
+/// ```
 pub fn cipher(keyring: &Keyring) -> Result<AtRestCipher, ConfigError> {
     let keys = keyring.keys().iter().map(|k| {
         let mut key = [0u8; 32];
@@ -37,6 +55,17 @@ pub fn cipher(keyring: &Keyring) -> Result<AtRestCipher, ConfigError> {
 /// After a key switch, rewrite the store's records under the new sealing key, so the old key
 /// can be retired. Runs before the node starts (the store is quiet) and only when some record
 /// is still under another key.
+///
+/// ```no_run
+/// # async fn example(config: flotilla::Config) -> Result<(), Box<dyn std::error::Error>> {
+/// use flotilla::at_rest::{reseal_if_needed, store_options};
+///
+/// // After putting a new key at the top of the keyring, before the node starts:
+/// let keyring = config.keyring()?.ok_or("no cluster key")?;
+/// let store = flotilla_store::Store::open_with(&config.data_dir, store_options(&config, Some(&keyring))?)?;
+/// reseal_if_needed(&store, &keyring).await?; // nothing left under the old key
+/// # Ok(()) }
+/// ```
 pub async fn reseal_if_needed(
     store: &flotilla_store::Store,
     keyring: &Keyring,

@@ -21,6 +21,11 @@ use crate::cluster::Cluster;
 use crate::node::Node;
 
 /// Extension of backup files.
+///
+/// ```
+/// let name = format!("orders-000042.{}", flotilla::BACKUP_EXTENSION);
+/// assert!(name.ends_with(".flbk"));
+/// ```
 pub const BACKUP_EXTENSION: &str = "flbk";
 /// Digits of the time in a scheduled backup's name.
 const TIME_DIGITS: usize = 20;

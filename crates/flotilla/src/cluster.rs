@@ -17,6 +17,15 @@ use crate::status::{GroupStatus, Member, MemberRole};
 
 /// Operations on one namespace. Every method works on every node: writes and membership
 /// changes are forwarded to the leader, reads pick their consistency.
+///
+/// ```no_run
+/// # async fn example(node: std::sync::Arc<flotilla::Node>) -> Result<(), flotilla::ApiError> {
+/// let orders = node.cluster("orders")?; // cheap to clone, one per namespace
+/// orders.set(b"order/42", b"pending").await?; // forwarded to the leader if need be
+/// let read = orders.get(b"order/42", flotilla::Consistency::Linearizable).await?;
+/// println!("{:?} at revision {}", read.value, read.revision);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Cluster {
     pub(crate) node: Arc<Node>,
@@ -38,6 +47,14 @@ impl Cluster {
     /// Whether the namespace's group on this node is quiesced: idle, without heartbeats or
     /// election timer (see `DESIGN-namespaces.md`). A fresh group (no Raft state) is, until it
     /// founds a cluster or takes Raft traffic.
+    ///
+    /// ```no_run
+    /// # fn example(cluster: flotilla::Cluster) {
+    /// if cluster.is_quiesced() {
+    ///     println!("{} is idle: no heartbeats, no election timer", cluster.namespace());
+    /// }
+    /// # }
+    /// ```
     pub fn is_quiesced(&self) -> bool {
         self.group().is_quiesced()
     }
@@ -48,6 +65,13 @@ impl Cluster {
     }
 
     /// The namespace.
+    ///
+    /// ```no_run
+    /// # fn example(node: std::sync::Arc<flotilla::Node>) -> Result<(), flotilla::ApiError> {
+    /// let cluster = node.cluster("orders")?;
+    /// assert_eq!(cluster.namespace().as_str(), "orders");
+    /// # Ok(()) }
+    /// ```
     pub fn namespace(&self) -> &Namespace {
         &self.namespace
     }
@@ -58,12 +82,35 @@ impl Cluster {
 
     /// Replicate an opaque command for the namespace's state machine; returns the log index and
     /// the state machine's reply (or its deterministic refusal).
+    ///
+    /// ```no_run
+    /// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::ApiError> {
+    /// let (index, reply) = cluster.propose(b"an encoded command".to_vec()).await?;
+    /// match reply {
+    ///     Ok(output) => println!("applied at index {index}: {output:?}"),
+    ///     Err(refusal) => println!("the state machine refused it (on every replica): {refusal}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn propose(&self, payload: Vec<u8>) -> Result<(u64, Result<Vec<u8>, String>), ApiError> {
         self.propose_as(payload, self.node.request_ids.next()).await
     }
 
     /// [`Cluster::propose`] as the write named `idempotency`: applied at most once however
     /// often it is sent within the deduplication window.
+    ///
+    /// ```no_run
+    /// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::ApiError> {
+    /// let key = flotilla::IdempotencyKey::new("order-42/create").expect("visible ASCII");
+    /// let command = b"create order 42".to_vec();
+    /// if let Err(e) = cluster.propose_idempotent(command.clone(), &key).await {
+    ///     // Maybe applied, maybe not: sending it again under the same key applies it at most once.
+    ///     if e.is_retryable() {
+    ///         cluster.propose_idempotent(command, &key).await?;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn propose_idempotent(
         &self,
         payload: Vec<u8>,
@@ -101,6 +148,14 @@ impl Cluster {
 
     /// Wait until this replica has applied every write acknowledged before the call; returns
     /// the applied index.
+    ///
+    /// ```no_run
+    /// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::ApiError> {
+    /// let applied = cluster.barrier().await?;
+    /// // Every write acknowledged before the call is in this replica's state now.
+    /// println!("applied up to index {applied} here");
+    /// # Ok(()) }
+    /// ```
     pub async fn barrier(&self) -> Result<u64, ApiError> {
         self.read_barrier(Consistency::Linearizable).await
     }
@@ -161,16 +216,42 @@ impl Cluster {
     }
 
     /// Whether this node leads the namespace.
+    ///
+    /// ```no_run
+    /// # fn example(cluster: flotilla::Cluster) {
+    /// if cluster.is_leader() {
+    ///     println!("this node leads {}", cluster.namespace());
+    /// }
+    /// # }
+    /// ```
     pub fn is_leader(&self) -> bool {
         self.group().is_leader()
     }
 
     /// The leader this node knows of.
+    ///
+    /// ```no_run
+    /// # fn example(cluster: flotilla::Cluster) {
+    /// match cluster.leader() {
+    ///     Some(leader) => println!("led by {leader}"),
+    ///     None => println!("no leader known: an election may be under way"),
+    /// }
+    /// # }
+    /// ```
     pub fn leader(&self) -> Option<NodeId> {
         self.group().leader()
     }
 
     /// Wait until a leader is known, up to `timeout`.
+    ///
+    /// ```no_run
+    /// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::ApiError> {
+    /// use std::time::Duration;
+    ///
+    /// let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?; // `NoLeader` after 10 s
+    /// println!("led by {leader}");
+    /// # Ok(()) }
+    /// ```
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, ApiError> {
         let m = self
             .group()
@@ -185,6 +266,15 @@ impl Cluster {
     /// The namespace's state as seen from this node, from its Raft metrics alone (cheap: what
     /// metrics, listings and polling loops read). `revision` is `None` here; see
     /// [`Cluster::status`].
+    ///
+    /// ```no_run
+    /// # fn example(cluster: flotilla::Cluster) {
+    /// let state = cluster.state();
+    /// println!("{} is {} in term {}", state.namespace, state.role.name(), state.term);
+    /// println!("applied {} of {} committed", state.applied_index, state.commit_index);
+    /// assert_eq!(state.revision, None); // `status()` reads it
+    /// # }
+    /// ```
     pub fn state(&self) -> GroupStatus {
         let m = self.group().metrics();
         let membership = m.membership_config.clone();
@@ -224,6 +314,15 @@ impl Cluster {
     /// [`flotilla_store::Backup`]): write it out with `Backup::write_to`, off the async threads.
     /// Writes go on meanwhile. On a follower it lacks the entries committed but not yet applied
     /// here; its metadata names the index it holds.
+    ///
+    /// ```no_run
+    /// # async fn example(cluster: flotilla::Cluster) -> Result<(), Box<dyn std::error::Error>> {
+    /// let backup = cluster.backup()?;
+    /// let file = std::fs::File::create("/var/backups/orders.flbk")?;
+    /// // Writing reads the whole namespace: keep it off the async threads.
+    /// tokio::task::spawn_blocking(move || backup.write_to(file)).await??;
+    /// # Ok(()) }
+    /// ```
     pub fn backup(&self) -> Result<flotilla_store::Backup, ApiError> {
         let source = flotilla_store::BackupSource {
             cluster_id: crate::formation::view::cluster_of(&self.group().metrics()),
@@ -234,6 +333,17 @@ impl Cluster {
 
     /// Operator resolution of a split: dissolve this node's cluster of the namespace, dropping
     /// its data on every member, so they all join the other cluster. Runs on the leader only.
+    ///
+    /// ```no_run
+    /// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::ApiError> {
+    /// // After `flotilla ns status` showed a split and the operator chose the other cluster:
+    /// match cluster.dissolve().await {
+    ///     Ok(()) => println!("dissolved: every member joins the other cluster"),
+    ///     Err(flotilla::ApiError::NotLeader { leader }) => println!("run it on the leader, {leader:?}"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn dissolve(&self) -> Result<(), ApiError> {
         let group = self.group();
         if !group.is_leader() {
@@ -247,6 +357,14 @@ impl Cluster {
     }
 
     /// What formation is doing (or did) for this namespace on this node.
+    ///
+    /// ```no_run
+    /// # fn example(cluster: flotilla::Cluster) {
+    /// if let Some(formation) = cluster.formation_status() {
+    ///     println!("{}: {}", formation.phase.name(), formation.reason);
+    /// }
+    /// # }
+    /// ```
     pub fn formation_status(&self) -> Option<crate::formation::FormationStatus> {
         let formation = self.node.formation(&self.namespace)?;
         let config = &self.node.config;
@@ -259,31 +377,79 @@ impl Cluster {
 
     /// [`Cluster::state`] with the KV revision of the applied state, which takes a read of the
     /// store: what `GET /v1/ns/{ns}/status` answers.
+    ///
+    /// ```no_run
+    /// # fn example(cluster: flotilla::Cluster) {
+    /// let status = cluster.status();
+    /// if let Some(revision) = status.revision {
+    ///     println!("{} at revision {revision}", status.namespace);
+    /// }
+    /// # }
+    /// ```
     pub fn status(&self) -> GroupStatus {
         GroupStatus { revision: self.revision(), ..self.state() }
     }
 
     /// The membership configuration.
+    ///
+    /// ```no_run
+    /// # fn example(cluster: flotilla::Cluster) {
+    /// for member in cluster.members() {
+    ///     println!("{} ({}) at {:?}", member.id, member.role.name(), member.addrs);
+    /// }
+    /// # }
+    /// ```
     pub fn members(&self) -> Vec<Member> {
         self.state().members
     }
 
     /// Add `id` as a learner (replicates, does not vote).
+    ///
+    /// ```no_run
+    /// # async fn example(cluster: flotilla::Cluster, new: flotilla::RunningNode) -> Result<(), flotilla::ApiError> {
+    /// // `new` serves the namespace too; it starts replicating without a vote.
+    /// let index = cluster.add_learner(new.id(), new.addrs()).await?;
+    /// println!("configuration changed at index {index}");
+    /// # Ok(()) }
+    /// ```
     pub async fn add_learner(&self, id: NodeId, addrs: Vec<String>) -> Result<u64, ApiError> {
         self.membership(CommandRequest::AddLearner(id, MemberInfo::new(addrs))).await
     }
 
     /// Add `id` as a learner, wait for it to catch up, then promote it to voter.
+    ///
+    /// ```no_run
+    /// # async fn example(cluster: flotilla::Cluster, new: flotilla::RunningNode) -> Result<(), flotilla::ApiError> {
+    /// let index = cluster.add_voter(new.id(), new.addrs()).await?;
+    /// println!("{} votes from index {index} on", new.id());
+    /// # Ok(()) }
+    /// ```
     pub async fn add_voter(&self, id: NodeId, addrs: Vec<String>) -> Result<u64, ApiError> {
         self.membership(CommandRequest::AddVoter(id, MemberInfo::new(addrs))).await
     }
 
     /// Remove `id` from the configuration.
+    ///
+    /// ```no_run
+    /// # async fn example(cluster: flotilla::Cluster, gone: flotilla::RunningNode) -> Result<(), flotilla::ApiError> {
+    /// let index = cluster.remove(gone.id()).await?;
+    /// println!("{} left the configuration at index {index}", gone.id());
+    /// # Ok(()) }
+    /// ```
     pub async fn remove(&self, id: NodeId) -> Result<u64, ApiError> {
         self.membership(CommandRequest::Remove(id)).await
     }
 
     /// Move leadership to `to`, or to the most up-to-date other voter.
+    ///
+    /// ```no_run
+    /// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::ApiError> {
+    /// // Before maintenance of this node: let the most up-to-date other voter lead.
+    /// if cluster.is_leader() {
+    ///     cluster.transfer_leadership(None).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn transfer_leadership(&self, to: Option<NodeId>) -> Result<(), ApiError> {
         self.membership(CommandRequest::TransferLeader(to)).await.map(|_| ())
     }
@@ -296,6 +462,13 @@ impl Cluster {
     }
 
     /// Counters of the group: (proposals, forwards, leader changes).
+    ///
+    /// ```no_run
+    /// # fn example(cluster: flotilla::Cluster) {
+    /// let (proposals, forwards, leader_changes) = cluster.counters();
+    /// println!("{proposals} proposed, {forwards} forwarded, {leader_changes} leader changes");
+    /// # }
+    /// ```
     pub fn counters(&self) -> (u64, u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
         let c = &self.group().counters;

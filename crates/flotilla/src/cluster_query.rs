@@ -7,6 +7,13 @@ use flotilla_store::NamespaceView;
 use crate::cluster::{store_read_error, Cluster};
 
 /// A query's answer with the log index of the state it read.
+///
+/// ```no_run
+/// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::QueryError<std::io::Error>> {
+/// let queried = cluster.query(flotilla::Consistency::Stale, |view| view.get(b"n")).await?;
+/// println!("{:?} as of log index {}", queried.value, queried.index);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queried<T> {
     /// The log index the answer reflects: every entry up to it was applied to the state read.

@@ -12,6 +12,14 @@ use crate::cluster::Cluster;
 use crate::cluster_query::{Queried, QueryError};
 
 /// A typed command's reply with the log index it was applied at.
+///
+/// ```no_run
+/// # async fn example<M>(counter: flotilla::TypedCluster<M>) -> Result<(), Box<dyn std::error::Error>>
+/// # where M: flotilla::TypedStateMachine<Command = u64, Reply = u64> {
+/// let applied = counter.propose(&5).await?;
+/// println!("the counter is {} (log index {})", applied.reply, applied.index);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied<R> {
     /// The log index of the entry that carried the command.
@@ -150,12 +158,30 @@ impl Cluster {
 
 impl<M: TypedStateMachine> TypedCluster<M> {
     /// The untyped handle of the same namespace.
+    ///
+    /// ```no_run
+    /// # fn example<M: flotilla::TypedStateMachine>(typed: flotilla::TypedCluster<M>) {
+    /// // Everything that does not depend on M: status, membership, leases, ...
+    /// println!("{} leader: {:?}", typed.cluster().namespace(), typed.cluster().leader());
+    /// # }
+    /// ```
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
     }
 
     /// Replicate `command` (forwarded to the leader from any node); returns the state
     /// machine's reply and the log index it was applied at.
+    ///
+    /// ```no_run
+    /// # async fn example<M>(counter: flotilla::TypedCluster<M>) -> Result<(), Box<dyn std::error::Error>>
+    /// # where M: flotilla::TypedStateMachine<Command = u64, Reply = u64> {
+    /// match counter.propose(&5).await {
+    ///     Ok(applied) => println!("now {}", applied.reply),
+    ///     Err(flotilla::ProposeError::Rejected(refusal)) => println!("refused, nothing changed: {refusal}"),
+    ///     Err(other) => return Err(other.into()),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn propose(&self, command: &M::Command) -> Result<Applied<M::Reply>, ProposeError<M::Error>> {
         let payload = encode::<M>(command)?;
         typed_outcome::<M>(self.cluster.propose(payload).await)
@@ -163,6 +189,16 @@ impl<M: TypedStateMachine> TypedCluster<M> {
 
     /// [`TypedCluster::propose`] as the write named `idempotency`: applied at most once however
     /// often it is sent within the deduplication window; a repeat answers the first reply.
+    ///
+    /// ```no_run
+    /// # async fn example<M>(counter: flotilla::TypedCluster<M>) -> Result<(), Box<dyn std::error::Error>>
+    /// # where M: flotilla::TypedStateMachine<Command = u64, Reply = u64> {
+    /// let key = flotilla::IdempotencyKey::new("add-5-request-81")?;
+    /// // Sent again after an unknown outcome, it is applied once and answers the first reply.
+    /// let applied = counter.propose_idempotent(&5, &key).await?;
+    /// println!("now {}", applied.reply);
+    /// # Ok(()) }
+    /// ```
     pub async fn propose_idempotent(
         &self,
         command: &M::Command,
@@ -173,6 +209,13 @@ impl<M: TypedStateMachine> TypedCluster<M> {
     }
 
     /// [`Cluster::query`] on this namespace: read `M`'s rows at `consistency`.
+    ///
+    /// ```no_run
+    /// # async fn example<M: flotilla::TypedStateMachine>(typed: flotilla::TypedCluster<M>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let read = typed.query(flotilla::Consistency::Linearizable, |view| view.get(b"n")).await?;
+    /// println!("{:?} as of index {}", read.value, read.index);
+    /// # Ok(()) }
+    /// ```
     pub async fn query<T, E>(
         &self,
         consistency: Consistency,

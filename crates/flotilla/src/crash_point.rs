@@ -5,6 +5,16 @@
 /// halts there (no hand-off, groups and store stopped, as after `kill -9` minus the process
 /// exit) and the operation returns [`crate::error::NamespaceError::Crashed`]. Set with
 /// [`crate::Node::crash_at`]; production code never sets one.
+///
+/// ```no_run
+/// # async fn example(node: std::sync::Arc<flotilla::Node>) {
+/// use flotilla::{in_process::CrashPoint, CloseOptions};
+///
+/// node.crash_at(Some(CrashPoint::CloseAfterLeave)); // with `orders` open on this node
+/// let closed = node.close_namespace("orders", CloseOptions::default()).await;
+/// assert!(closed.is_err()); // the node halted after leaving the membership, as a crash would
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashPoint {
     /// Opening: the namespace is in the persisted set, its group not started yet.

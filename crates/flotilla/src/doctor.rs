@@ -25,6 +25,12 @@ use crate::node_status::{NamespaceSummary, NodeStatus};
 use crate::status::{MemberRole, Role};
 
 /// How bad a finding is.
+///
+/// ```
+/// use flotilla::doctor::Verdict;
+///
+/// assert!(Verdict::Ok < Verdict::Warn && Verdict::Warn < Verdict::Fail); // `worst` takes the max
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
@@ -38,6 +44,10 @@ pub enum Verdict {
 
 impl Verdict {
     /// The verdict as printed.
+    ///
+    /// ```
+    /// assert_eq!(flotilla::doctor::Verdict::Warn.name(), "warn");
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             Verdict::Ok => "ok",
@@ -48,6 +58,15 @@ impl Verdict {
 }
 
 /// One thing `flotilla doctor` found.
+///
+/// ```
+/// use flotilla::doctor::{diagnose, Thresholds};
+///
+/// let status = flotilla::NodeStatus::default(); // free space unknown
+/// for finding in diagnose(&status, &Thresholds::for_status(&status)) {
+///     println!("{:<14} {:<10} {:<4} {}", finding.check, finding.subject, finding.verdict.name(), finding.detail);
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
     /// The check: `storage`, `disk`, `fsync`, `peers`, `leaders`, `leader-changes`, `splits`,
@@ -62,6 +81,14 @@ pub struct Finding {
 }
 
 /// The limits the checks judge against.
+///
+/// ```
+/// use flotilla::doctor::Thresholds;
+///
+/// let status = flotilla::NodeStatus::default();
+/// let strict = Thresholds { fsync_warn_us: 5_000, ..Thresholds::for_status(&status) };
+/// assert!(strict.fsync_warn_us < strict.fsync_fail_us);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Thresholds {
     /// p99 fsync latency above which `fsync` warns, in microseconds.
@@ -83,6 +110,13 @@ pub struct Thresholds {
 impl Thresholds {
     /// The defaults for a node with `status`: peers may be silent for two election timeouts
     /// (at least a second; five seconds when an older node does not report its timing).
+    ///
+    /// ```
+    /// use flotilla::{doctor::Thresholds, NodeStatus};
+    ///
+    /// let status = NodeStatus { election_timeout_ms: 1_500, ..Default::default() };
+    /// assert_eq!(Thresholds::for_status(&status).peer_silence_ms, 3_000); // two election timeouts
+    /// ```
     pub fn for_status(status: &NodeStatus) -> Self {
         let peer_silence_ms = match status.election_timeout_ms {
             0 => 5_000,
@@ -101,6 +135,15 @@ impl Thresholds {
 }
 
 /// Every finding about the node whose status is `status`.
+///
+/// ```
+/// use flotilla::doctor::{diagnose, Thresholds, Verdict};
+///
+/// let status = flotilla::NodeStatus::default(); // the file system reports no free space figure
+/// let findings = diagnose(&status, &Thresholds::for_status(&status));
+/// let disk = findings.iter().find(|f| f.check == "disk").expect("always checked");
+/// assert_eq!(disk.verdict, Verdict::Warn);
+/// ```
 pub fn diagnose(status: &NodeStatus, t: &Thresholds) -> Vec<Finding> {
     let mut out = Vec::new();
     storage(status, &mut out);
@@ -115,6 +158,12 @@ pub fn diagnose(status: &NodeStatus, t: &Thresholds) -> Vec<Finding> {
 }
 
 /// The worst verdict among `findings` (`Ok` for none).
+///
+/// ```
+/// use flotilla::doctor::{worst, Verdict};
+///
+/// assert_eq!(worst(&[]), Verdict::Ok);
+/// ```
 pub fn worst(findings: &[Finding]) -> Verdict {
     findings.iter().map(|f| f.verdict).max().unwrap_or(Verdict::Ok)
 }
@@ -276,6 +325,13 @@ fn lag(ns: &NamespaceSummary, t: &Thresholds) -> Option<(Verdict, String)> {
 }
 
 /// Bytes in a unit a person reads at a glance.
+///
+/// ```
+/// use flotilla::doctor::bytes;
+///
+/// assert_eq!(bytes(512), "512 B");
+/// assert_eq!(bytes(64 << 20), "64.0 MiB");
+/// ```
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
@@ -292,6 +348,14 @@ pub fn bytes(n: u64) -> String {
 }
 
 /// A duration in milliseconds, as a person reads it.
+///
+/// ```
+/// use flotilla::doctor::millis;
+///
+/// assert_eq!(millis(250), "250 ms");
+/// assert_eq!(millis(1_500), "1.5 s");
+/// assert_eq!(millis(300_000), "5 min");
+/// ```
 pub fn millis(ms: u64) -> String {
     match ms {
         0..1_000 => format!("{ms} ms"),
@@ -301,6 +365,13 @@ pub fn millis(ms: u64) -> String {
 }
 
 /// A duration in microseconds, as a person reads it.
+///
+/// ```
+/// use flotilla::doctor::micros;
+///
+/// assert_eq!(micros(800), "800 µs");
+/// assert_eq!(micros(12_500), "12.5 ms");
+/// ```
 pub fn micros(us: u64) -> String {
     match us {
         0..1_000 => format!("{us} µs"),

@@ -3,6 +3,19 @@
 use flotilla_core::ConfigError;
 
 /// Why a node could not start.
+///
+/// ```no_run
+/// # async fn example(config: flotilla::Config, transport: std::sync::Arc<dyn flotilla_core::Transport>,
+/// #     store: std::sync::Arc<flotilla_store::Store>) {
+/// use flotilla::StartError;
+///
+/// match flotilla::Node::start(config, transport, store).await {
+///     Ok(node) => println!("started {}", node.id()),
+///     Err(StartError::ForceBootstrapAfterDataLoss { namespace, .. }) => eprintln!("{namespace}: start without --force-bootstrap"),
+///     Err(e) => eprintln!("cannot start: {e}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The configuration is invalid.
@@ -38,6 +51,17 @@ pub enum StartError {
 
 /// Why a namespace could not be opened or closed at runtime ([`crate::Node::open_namespace`],
 /// [`crate::Node::close_namespace`]).
+///
+/// ```no_run
+/// # async fn example(node: std::sync::Arc<flotilla::Node>) -> Result<(), flotilla::NamespaceError> {
+/// use flotilla::NamespaceError;
+///
+/// match node.close_namespace("orders", Default::default()).await {
+///     Err(NamespaceError::LastVoter { others, .. }) => println!("promote one of the {others} learners first"),
+///     other => other?,
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum NamespaceError {
     /// The name is not a valid namespace name.

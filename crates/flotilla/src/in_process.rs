@@ -71,6 +71,17 @@ struct NetworkState {
 }
 
 /// The network of one process's nodes; cheap to clone (clones share it).
+///
+/// ```no_run
+/// # async fn example() -> Result<(), flotilla::BuildError> {
+/// use flotilla::in_process::InProcessNetwork;
+///
+/// let network = InProcessNetwork::new(7); // the same seed replays the same drops and delays
+/// let a = flotilla::Node::builder("/tmp/flotilla-test/a").in_process(&network).start().await?;
+/// let b = flotilla::Node::builder("/tmp/flotilla-test/b").in_process(&network).start().await?;
+/// network.cut_one_way(a.id(), b.id());
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct InProcessNetwork {
     state: Arc<NetworkState>,
@@ -78,6 +89,10 @@ pub struct InProcessNetwork {
 
 impl InProcessNetwork {
     /// A fault-free network whose random choices derive from `seed`.
+    ///
+    /// ```no_run
+    /// let network = flotilla::in_process::InProcessNetwork::new(std::process::id().into());
+    /// ```
     pub fn new(seed: u64) -> Self {
         Self {
             state: Arc::new(NetworkState {
@@ -90,32 +105,78 @@ impl InProcessNetwork {
     }
 
     /// The address a node has on this network.
+    ///
+    /// ```
+    /// use flotilla::in_process::InProcessNetwork;
+    /// # use flotilla_core::types::NodeId;
+    ///
+    /// let id = NodeId::random();
+    /// assert_eq!(InProcessNetwork::addr_of(id), format!("/memory/{id}"));
+    /// ```
     pub fn addr_of(id: NodeId) -> String {
         format!("/memory/{id}")
     }
 
     /// The transport of node `id`.
+    ///
+    /// ```
+    /// use flotilla::in_process::InProcessNetwork;
+    /// use flotilla_core::Transport;
+    /// # use flotilla_core::types::NodeId;
+    ///
+    /// let id = NodeId::random();
+    /// let transport = InProcessNetwork::new(1).transport(id);
+    /// assert_eq!(transport.local_addrs(), [InProcessNetwork::addr_of(id)]);
+    /// ```
     pub fn transport(&self, id: NodeId) -> Arc<dyn Transport> {
         self.state.addrs.lock().expect("network lock").insert(Self::addr_of(id), id);
         Arc::new(InProcessTransport { state: self.state.clone(), id })
     }
 
     /// Take `id` off the network (a crash, as far as peers can tell).
+    ///
+    /// ```no_run
+    /// # fn example(network: flotilla::in_process::InProcessNetwork, node: flotilla::RunningNode) {
+    /// network.down(node.id()); // its peers see a crash; the node itself runs on
+    /// network.up(node.id());
+    /// # }
+    /// ```
     pub fn down(&self, id: NodeId) {
         self.faults().down.insert(id);
     }
 
     /// Bring `id` back.
+    ///
+    /// ```no_run
+    /// # fn example(network: flotilla::in_process::InProcessNetwork, node: flotilla::RunningNode) {
+    /// network.up(node.id()); // reachable again, with whatever state it kept
+    /// # }
+    /// ```
     pub fn up(&self, id: NodeId) {
         self.faults().down.remove(&id);
     }
 
     /// Cut the link from `from` to `to` only.
+    ///
+    /// ```no_run
+    /// # fn example(network: flotilla::in_process::InProcessNetwork, leader: flotilla::RunningNode, follower: flotilla::RunningNode) {
+    /// // The follower hears nothing from the leader, but the leader still hears the follower.
+    /// network.cut_one_way(leader.id(), follower.id());
+    /// # }
+    /// ```
     pub fn cut_one_way(&self, from: NodeId, to: NodeId) {
         self.faults().cut.insert((from, to));
     }
 
     /// Cut both directions between every node of `side` and every node outside it.
+    ///
+    /// ```no_run
+    /// # fn example(network: flotilla::in_process::InProcessNetwork, nodes: Vec<flotilla::RunningNode>) {
+    /// let ids: Vec<_> = nodes.iter().map(|n| n.id()).collect();
+    /// network.partition(&ids[..2], &ids); // two against the rest
+    /// network.heal();
+    /// # }
+    /// ```
     pub fn partition(&self, side: &[NodeId], all: &[NodeId]) {
         let mut f = self.faults();
         for a in side {
@@ -127,18 +188,44 @@ impl InProcessNetwork {
     }
 
     /// Isolate one node from all others.
+    ///
+    /// ```no_run
+    /// # fn example(network: flotilla::in_process::InProcessNetwork, nodes: Vec<flotilla::RunningNode>) {
+    /// let ids: Vec<_> = nodes.iter().map(|n| n.id()).collect();
+    /// network.isolate(ids[0], &ids);
+    /// # }
+    /// ```
     pub fn isolate(&self, id: NodeId, all: &[NodeId]) {
         self.partition(&[id], all);
     }
 
     /// The simulated discovery backend of node `id`: it sees every other node on the network
     /// that is up, reachable from `id`, and not hidden from it with [`InProcessNetwork::hide`].
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().expect("a runtime").block_on(async {
+    /// use flotilla::in_process::InProcessNetwork;
+    /// use flotilla_core::Discovery;
+    /// # use flotilla_core::types::NodeId;
+    ///
+    /// let network = InProcessNetwork::new(1);
+    /// let id = NodeId::random();
+    /// assert!(network.discovery(id).discover().await.is_empty()); // no other node on it yet
+    /// # });
+    /// ```
     pub fn discovery(&self, id: NodeId) -> Arc<dyn Discovery> {
         Arc::new(InProcessDiscovery { state: self.state.clone(), id })
     }
 
     /// Make `a` and `b` invisible to each other's discovery (both ways), as when two hosts
     /// share no LAN segment. They may still find each other through peers.
+    ///
+    /// ```no_run
+    /// # fn example(network: flotilla::in_process::InProcessNetwork, a: flotilla::RunningNode, b: flotilla::RunningNode) {
+    /// // a and b must learn of each other through a third node.
+    /// network.hide(a.id(), b.id());
+    /// # }
+    /// ```
     pub fn hide(&self, a: NodeId, b: NodeId) {
         let mut f = self.faults();
         f.hidden.insert((a, b));
@@ -146,16 +233,35 @@ impl InProcessNetwork {
     }
 
     /// Remove every cut link.
+    ///
+    /// ```no_run
+    /// # fn example(network: flotilla::in_process::InProcessNetwork, ids: Vec<flotilla_core::types::NodeId>) {
+    /// network.isolate(ids[0], &ids);
+    /// network.heal(); // every link back; nodes taken `down` stay down
+    /// # }
+    /// ```
     pub fn heal(&self) {
         self.faults().cut.clear();
     }
 
     /// Drop this fraction of messages.
+    ///
+    /// ```no_run
+    /// # fn example(network: flotilla::in_process::InProcessNetwork) {
+    /// network.set_drop_rate(0.05); // lose one message in twenty, requests and replies alike
+    /// # }
+    /// ```
     pub fn set_drop_rate(&self, rate: f64) {
         self.faults().drop_rate = rate.clamp(0.0, 1.0);
     }
 
     /// Delay each delivery by a random time in `[min_ms, max_ms]`.
+    ///
+    /// ```no_run
+    /// # fn example(network: flotilla::in_process::InProcessNetwork) {
+    /// network.set_delay_ms(5, 50); // each delivery waits 5 to 50 ms
+    /// # }
+    /// ```
     pub fn set_delay_ms(&self, min_ms: u64, max_ms: u64) {
         self.faults().delay_ms = (min_ms, max_ms.max(min_ms));
     }

@@ -34,6 +34,14 @@ const RETRY_PAUSE: Duration = Duration::from_millis(250);
 const MAX_CLEAR_STEPS: u64 = 1 << 20;
 
 /// What [`Cluster::replace_with_backup`] did.
+///
+/// ```no_run
+/// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::ApiError> {
+/// let replaced = cluster.replace_with_backup("/var/backups/orders.flbk".into()).await?;
+/// println!("{} rows restored in {} log entries", replaced.backup.rows, replaced.steps);
+/// println!("revision {} -> {} (earlier ones compacted)", replaced.old_revision, replaced.revision);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplacedState {
     /// The backup file's summary (as `flotilla_store::verify_backup` gives it).
@@ -69,6 +77,14 @@ impl Cluster {
     /// cancelled. Afterwards the namespace holds exactly the backup's keys, values and leases,
     /// at a revision above every earlier one; all earlier revisions count as compacted, so a
     /// watch or read of the old history fails with [`ApiError::Compacted`]. Works on any node.
+    ///
+    /// ```no_run
+    /// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::ApiError> {
+    /// let replaced = cluster.replace_with_backup("/var/backups/orders.flbk".into()).await?;
+    /// // A read at or after this index sees the backup's state, on any node.
+    /// println!("restored at log index {}", replaced.index);
+    /// # Ok(()) }
+    /// ```
     pub async fn replace_with_backup(&self, path: PathBuf) -> Result<ReplacedState, ApiError> {
         if !self.group().serves_leases {
             return Err(ApiError::Rejected(format!(

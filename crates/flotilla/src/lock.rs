@@ -29,8 +29,26 @@ use crate::cluster::Cluster;
 use crate::watch::{WatchMessage, WatchRequest};
 
 /// Prefix of lock keys: `__lock/<name>/<lease id, 16 hex digits>`.
+///
+/// ```no_run
+/// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::ApiError> {
+/// // Every contender of lock `reports` has a key under `__lock/reports/`.
+/// let prefix = format!("{}reports/", flotilla::LOCK_PREFIX);
+/// let contenders = cluster.keys(prefix.as_bytes(), flotilla::Consistency::Linearizable).await?;
+/// println!("{} contenders", contenders.keys.len());
+/// # Ok(()) }
+/// ```
 pub const LOCK_PREFIX: &str = "__lock/";
 /// Prefix of election keys: `__election/<name>/<lease id, 16 hex digits>`.
+///
+/// ```no_run
+/// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::ApiError> {
+/// // Every candidate of election `scheduler` has a key under `__election/scheduler/`.
+/// let prefix = format!("{}scheduler/", flotilla::ELECTION_PREFIX);
+/// let candidates = cluster.keys(prefix.as_bytes(), flotilla::Consistency::Linearizable).await?;
+/// println!("{} candidates", candidates.keys.len());
+/// # Ok(()) }
+/// ```
 pub const ELECTION_PREFIX: &str = "__election/";
 
 /// Most contenders one lock or election considers (a page of its prefix).
@@ -39,6 +57,17 @@ const MAX_CONTENDERS: u64 = 10_000;
 /// A lock held, or a leadership won, until [`Held::release`] (or until its lease is lost).
 /// Dropping it without releasing stops renewing the lease: the lock frees itself once the
 /// lease runs out.
+///
+/// ```no_run
+/// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::ApiError> {
+/// use std::time::Duration;
+///
+/// let held = cluster.lock("reports", Duration::from_secs(15), Duration::from_secs(5)).await?;
+/// // Send the token with every request to the protected resource: it refuses lower ones.
+/// println!("holding with fencing token {}", held.fencing_token());
+/// held.release().await?;
+/// # Ok(()) }
+/// ```
 pub struct Held {
     cluster: Cluster,
     key: Vec<u8>,
@@ -59,6 +88,15 @@ impl std::fmt::Debug for Held {
 }
 
 /// The current holder of an election (or lock).
+///
+/// ```no_run
+/// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::ApiError> {
+/// if let Some(leader) = cluster.election_leader("scheduler").await? {
+///     let value = String::from_utf8_lossy(&leader.value);
+///     println!("{value} leads (token {}, lease {})", leader.fencing_token, leader.lease);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
     /// Its key.
@@ -73,39 +111,100 @@ pub struct Holder {
 
 impl Held {
     /// The fencing token: strictly greater than every earlier holder's.
+    ///
+    /// ```no_run
+    /// # async fn example(cluster: flotilla::Cluster, previous_token: u64) -> Result<(), flotilla::ApiError> {
+    /// # use std::time::Duration;
+    /// let held = cluster.lock("reports", Duration::from_secs(15), Duration::from_secs(5)).await?;
+    /// assert!(held.fencing_token() > previous_token); // any earlier holder's token
+    /// # Ok(()) }
+    /// ```
     pub fn fencing_token(&self) -> u64 {
         self.token
     }
 
     /// The key that holds the place.
+    ///
+    /// ```no_run
+    /// # fn example(held: flotilla::Held) {
+    /// // `__lock/<name>/<lease id>` for a lock, `__election/<name>/<lease id>` for an election.
+    /// println!("holding through {}", String::from_utf8_lossy(held.key()));
+    /// # }
+    /// ```
     pub fn key(&self) -> &[u8] {
         &self.key
     }
 
     /// The lease the key lives on.
+    ///
+    /// ```no_run
+    /// # async fn example(cluster: flotilla::Cluster, held: flotilla::Held) -> Result<(), flotilla::ApiError> {
+    /// let left = cluster.lease_time_to_live(held.lease(), false).await?;
+    /// println!("the lock's lease has {:?} left (renewed by this node)", left.remaining);
+    /// # Ok(()) }
+    /// ```
     pub fn lease(&self) -> u64 {
         self.lease
     }
 
     /// A compare that holds only while this holder still holds (its key exists with its
     /// create revision): put it in a transaction to write only as the holder.
+    ///
+    /// ```no_run
+    /// # async fn example(cluster: flotilla::Cluster, held: flotilla::Held) -> Result<(), flotilla::ApiError> {
+    /// use flotilla::kv::{Txn, TxnOp};
+    ///
+    /// // Write only while still holding the lock: a holder that lost it changes nothing.
+    /// let txn = Txn { compares: vec![held.still_held()], success: vec![TxnOp::put(b"report", b"done")], failure: vec![] };
+    /// if !cluster.txn(txn).await?.reply.succeeded {
+    ///     println!("the lock was lost: nothing written");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn still_held(&self) -> Compare {
         Compare { key: self.key.clone(), op: CompareOp::Equal, target: CompareTarget::CreateRevision(self.token) }
     }
 
     /// Resolves when the lease was lost (expired or revoked elsewhere): the lock is no longer
     /// held and the protected work must stop.
+    ///
+    /// ```no_run
+    /// # async fn work() {}
+    /// # async fn example(mut held: flotilla::Held) {
+    /// tokio::select! {
+    ///     _ = held.lost() => println!("the lease is gone: stop, another holder may take over"),
+    ///     _ = work() => println!("done while holding the lock"),
+    /// }
+    /// # }
+    /// ```
     pub async fn lost(&mut self) {
         let _ = self.lost.wait_for(|lost| *lost).await;
     }
 
     /// Whether the lease is known to be lost.
+    ///
+    /// ```no_run
+    /// # fn example(held: flotilla::Held) {
+    /// if held.is_lost() {
+    ///     println!("no longer held: stop the protected work");
+    /// }
+    /// # }
+    /// ```
     pub fn is_lost(&self) -> bool {
         *self.lost.borrow()
     }
 
     /// Stop renewing the lease and hand it to the caller, who keeps it alive from now on (an
     /// HTTP client through `POST /v1/lease/{ns}/{id}/keepalive`).
+    ///
+    /// ```no_run
+    /// # async fn example(cluster: flotilla::Cluster, held: flotilla::Held) -> Result<(), flotilla::ApiError> {
+    /// let (key, lease, token) = held.detach();
+    /// // From now on the caller keeps the lease alive, or the lock frees itself.
+    /// cluster.lease_keep_alive(lease).await?;
+    /// println!("{} held with token {token}", String::from_utf8_lossy(&key));
+    /// # Ok(()) }
+    /// ```
     pub fn detach(mut self) -> (Vec<u8>, u64, u64) {
         if let Some(renewer) = self.renewer.take() {
             renewer.abort();
@@ -114,6 +213,12 @@ impl Held {
     }
 
     /// Let go: revoke the lease, which deletes the key (the next contender takes over).
+    ///
+    /// ```no_run
+    /// # async fn example(held: flotilla::Held) -> Result<(), flotilla::ApiError> {
+    /// held.release().await?; // the key is deleted: the next contender takes over
+    /// # Ok(()) }
+    /// ```
     pub async fn release(mut self) -> Result<(), ApiError> {
         if let Some(renewer) = self.renewer.take() {
             renewer.abort();
@@ -137,11 +242,32 @@ impl Cluster {
     /// Take lock `name`, waiting at most `wait` for it; the lock lives on a lease of `ttl`
     /// that this node renews until [`Held::release`]. [`ApiError::Timeout`] when it was not
     /// free in time (this contender withdraws).
+    ///
+    /// ```no_run
+    /// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::ApiError> {
+    /// use std::time::Duration;
+    ///
+    /// match cluster.lock("reports", Duration::from_secs(15), Duration::from_secs(5)).await {
+    ///     Ok(held) => held.release().await?,
+    ///     Err(flotilla::ApiError::Timeout(_)) => println!("held by another for more than 5 s"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn lock(&self, name: &str, ttl: Duration, wait: Duration) -> Result<Held, ApiError> {
         self.contend(&place_prefix(LOCK_PREFIX, name)?, b"", ttl, wait).await
     }
 
     /// Take lock `name` only if it is free now.
+    ///
+    /// ```no_run
+    /// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::ApiError> {
+    /// match cluster.try_lock("reports", std::time::Duration::from_secs(15)).await? {
+    ///     Some(held) => held.release().await?,
+    ///     None => println!("someone else holds it: skip this round"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn try_lock(&self, name: &str, ttl: Duration) -> Result<Option<Held>, ApiError> {
         match self.lock(name, ttl, Duration::ZERO).await {
             Ok(held) => Ok(Some(held)),
@@ -151,17 +277,44 @@ impl Cluster {
     }
 
     /// Campaign in election `name` with `value`, waiting at most `wait` to become the leader.
+    ///
+    /// ```no_run
+    /// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::ApiError> {
+    /// use std::time::Duration;
+    ///
+    /// // Wait up to a minute to lead the schedulers; the value tells followers who leads.
+    /// let mut leading = cluster.campaign("scheduler", b"10.0.0.7:9000", Duration::from_secs(10), Duration::from_secs(60)).await?;
+    /// leading.lost().await; // lead until the lease is lost
+    /// # Ok(()) }
+    /// ```
     pub async fn campaign(&self, name: &str, value: &[u8], ttl: Duration, wait: Duration) -> Result<Held, ApiError> {
         self.contend(&place_prefix(ELECTION_PREFIX, name)?, value, ttl, wait).await
     }
 
     /// The current leader of election `name`, if any (a linearizable read).
+    ///
+    /// ```no_run
+    /// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::ApiError> {
+    /// match cluster.election_leader("scheduler").await? {
+    ///     Some(leader) => println!("send work to {}", String::from_utf8_lossy(&leader.value)),
+    ///     None => println!("no scheduler leads right now"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn election_leader(&self, name: &str) -> Result<Option<Holder>, ApiError> {
         let (holders, _) = self.contenders(&place_prefix(ELECTION_PREFIX, name)?).await?;
         Ok(holders.into_iter().next().map(holder))
     }
 
     /// The current holder of lock `name`, if any.
+    ///
+    /// ```no_run
+    /// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::ApiError> {
+    /// if let Some(holder) = cluster.lock_holder("reports").await? {
+    ///     println!("held on lease {} with token {}", holder.lease, holder.fencing_token);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn lock_holder(&self, name: &str) -> Result<Option<Holder>, ApiError> {
         let (holders, _) = self.contenders(&place_prefix(LOCK_PREFIX, name)?).await?;
         Ok(holders.into_iter().next().map(holder))

@@ -37,6 +37,15 @@ use crate::node::{open_group, Node};
 
 /// Most namespaces a node serves at once: as many as its identity can remember memberships of
 /// (`flotilla_net::MAX_MEMBERSHIPS`).
+///
+/// ```no_run
+/// # async fn example(node: std::sync::Arc<flotilla::Node>) -> Result<(), flotilla::NamespaceError> {
+/// match node.open_namespace("tenant-4711").await {
+///     Err(flotilla::NamespaceError::TooMany { limit }) => assert_eq!(limit, flotilla::MAX_OPEN_NAMESPACES),
+///     other => other?,
+/// }
+/// # Ok(()) }
+/// ```
 pub const MAX_OPEN_NAMESPACES: usize = flotilla_net::MAX_MEMBERSHIPS;
 
 /// How a node left a namespace's membership.
@@ -55,6 +64,14 @@ impl Node {
     /// (discovery, founding or joining, autopilot, amnesia guard, split detection). Returns
     /// once the namespace is served and recorded in the set of open namespaces; that it forms
     /// or joins a cluster shows in its status. Opening an open namespace does nothing.
+    ///
+    /// ```no_run
+    /// # async fn example(node: std::sync::Arc<flotilla::Node>) -> Result<(), Box<dyn std::error::Error>> {
+    /// node.open_namespace("tenant-4711").await?; // served, and reopened at every start
+    /// let tenant = node.cluster("tenant-4711")?;
+    /// tenant.wait_for_leader(std::time::Duration::from_secs(30)).await?; // formed or joined
+    /// # Ok(()) }
+    /// ```
     pub async fn open_namespace(self: &Arc<Self>, name: &str) -> Result<(), NamespaceError> {
         let ns = Namespace::new(name)?;
         let _op = self.namespaces.lock_op(&ns).await;
@@ -98,6 +115,18 @@ impl Node {
     /// group and tasks, and drop its local data unless `options.keep_data`. Closing a namespace
     /// that is not open does nothing. On [`NamespaceError::Leave`] and
     /// [`NamespaceError::LastVoter`] the namespace stays open and untouched.
+    ///
+    /// ```no_run
+    /// # async fn example(node: std::sync::Arc<flotilla::Node>) -> Result<(), flotilla::NamespaceError> {
+    /// use flotilla::{CloseOptions, NamespaceError};
+    ///
+    /// match node.close_namespace("tenant-4711", CloseOptions::default()).await {
+    ///     Ok(()) => println!("left the membership, data dropped"),
+    ///     Err(NamespaceError::Leave { source, .. }) => println!("still open, retry later: {source}"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn close_namespace(self: &Arc<Self>, name: &str, options: CloseOptions) -> Result<(), NamespaceError> {
         let ns = Namespace::new(name)?;
         let _op = self.namespaces.lock_op(&ns).await;
@@ -260,6 +289,16 @@ impl Node {
 
     /// Make the node crash (halt) when an open or close reaches `point` (in-process tests of
     /// crash safety; `None` disarms it).
+    ///
+    /// ```no_run
+    /// # async fn example(node: std::sync::Arc<flotilla::Node>) {
+    /// use flotilla::{in_process::CrashPoint, NamespaceError};
+    ///
+    /// node.crash_at(Some(CrashPoint::OpenAfterPersist));
+    /// let opened = node.open_namespace("tenant-4711").await; // a namespace not open yet
+    /// assert!(matches!(opened, Err(NamespaceError::Crashed(CrashPoint::OpenAfterPersist)))); // the node halted
+    /// # }
+    /// ```
     #[cfg(feature = "in-process")]
     pub fn crash_at(&self, point: Option<CrashPoint>) {
         *self.crash_at.lock().unwrap_or_else(|p| p.into_inner()) = point;

@@ -21,6 +21,14 @@ use crate::group::{Group, GroupSlot};
 use crate::namespace_set::{NamespaceSet, NamespaceSetFile};
 
 /// How a namespace is closed on this node.
+///
+/// ```no_run
+/// # async fn example(node: std::sync::Arc<flotilla::Node>) -> Result<(), flotilla::NamespaceError> {
+/// // Leave the membership but keep the data: a later open rejoins with it.
+/// node.close_namespace("tenant-4711", flotilla::CloseOptions { keep_data: true }).await?;
+/// node.open_namespace("tenant-4711").await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CloseOptions {
     /// Keep the namespace's local data (tables, snapshot, formation record, the membership in

@@ -33,6 +33,31 @@ use crate::sealing::{Sealing, SealingStatus, SealingTransport};
 use crate::snapshot_inbox::{InboxLimits, SnapshotInbox};
 
 /// Chooses the state machine of each namespace.
+///
+/// ```
+/// # use std::io;
+/// # use flotilla::{ApplyContext, StateTable, TypedStateMachine};
+/// # #[derive(Debug, serde::Serialize, serde::Deserialize, thiserror::Error)]
+/// # #[error("never")]
+/// # struct Never;
+/// # struct Counter;
+/// # impl TypedStateMachine for Counter {
+/// #     type Command = u64;
+/// #     type Reply = u64;
+/// #     type Error = Never;
+/// #     fn apply(&self, _: &ApplyContext, _: &mut dyn StateTable, by: u64) -> io::Result<Result<u64, Never>> {
+/// #         Ok(Ok(by))
+/// #     }
+/// # }
+/// use std::sync::Arc;
+/// use flotilla::{kv::KvStateMachine, Namespace, StateMachine, StateMachineFactory, Typed};
+///
+/// // `counters` runs the counter, every other namespace the KV state machine.
+/// let factory: StateMachineFactory = Arc::new(|ns: &Namespace| -> Arc<dyn StateMachine> {
+///     if ns.as_str() == "counters" { Arc::new(Typed::new(Counter)) } else { Arc::new(KvStateMachine) }
+/// });
+/// let _machine = factory(&Namespace::new("counters").expect("a valid name"));
+/// ```
 pub type StateMachineFactory = Arc<dyn Fn(&Namespace) -> Arc<dyn StateMachine> + Send + Sync>;
 
 /// What a node holds of snapshots being received: at most 4 GiB for one snapshot and for all
@@ -45,6 +70,14 @@ const SNAPSHOT_INBOX: InboxLimits = InboxLimits {
 };
 
 /// What a node runs besides its configuration, transport and store.
+///
+/// ```no_run
+/// # async fn example(config: flotilla::Config, transport: std::sync::Arc<dyn flotilla_core::Transport>,
+/// #     store: std::sync::Arc<flotilla_store::Store>, factory: flotilla::StateMachineFactory) -> Result<(), flotilla::StartError> {
+/// let services = flotilla::NodeServices { state_machines: factory, ..Default::default() };
+/// let node = flotilla::Node::start_with(config, transport, store, services).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct NodeServices {
     /// Chooses each namespace's state machine.
@@ -60,6 +93,15 @@ impl Default for NodeServices {
 }
 
 /// A running node.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), flotilla::BuildError> {
+/// let builder = flotilla::Node::builder("/var/lib/myservice/raft").listen("/ip4/127.0.0.1/tcp/7000");
+/// let node = builder.namespace("orders").start().await?;
+/// println!("node {} serves {:?}", node.id(), node.namespaces());
+/// node.shutdown().await;
+/// # Ok(()) }
+/// ```
 pub struct Node {
     pub(crate) id: NodeId,
     pub(crate) config: Config,
@@ -92,6 +134,17 @@ pub struct Node {
 
 impl Node {
     /// Start a node serving the configured namespaces with the KV state machine.
+    ///
+    /// ```no_run
+    /// # async fn example(config: flotilla::Config) -> Result<(), Box<dyn std::error::Error>> {
+    /// // What `NodeBuilder::start` does, by hand: identity, libp2p host, store, node.
+    /// let keypair = flotilla_net::load_or_create_keypair(&config.data_dir)?;
+    /// let net = flotilla_net::NetConfig::from_node_config(&config);
+    /// let host = flotilla_net::Host::start(keypair, &config.listen, net).await?;
+    /// let store = flotilla_store::Store::open(&config.data_dir)?;
+    /// let node = flotilla::Node::start(config, host, store).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn start(
         config: Config,
         transport: Arc<dyn Transport>,
@@ -101,6 +154,15 @@ impl Node {
     }
 
     /// Start a node with explicit state machines and discovery backends.
+    ///
+    /// ```no_run
+    /// # async fn example(config: flotilla::Config, transport: std::sync::Arc<dyn flotilla_core::Transport>,
+    /// #     store: std::sync::Arc<flotilla_store::Store>, factory: flotilla::StateMachineFactory) -> Result<(), flotilla::StartError> {
+    /// let services = flotilla::NodeServices { state_machines: factory, discovery: Vec::new() };
+    /// let node = flotilla::Node::start_with(config, transport, store, services).await?;
+    /// println!("node {} started", node.id());
+    /// # Ok(()) }
+    /// ```
     pub async fn start_with(
         config: Config,
         transport: Arc<dyn Transport>,
@@ -192,41 +254,101 @@ impl Node {
     }
 
     /// This node's id (its PeerId).
+    ///
+    /// ```no_run
+    /// # fn example(node: std::sync::Arc<flotilla::Node>) {
+    /// println!("node {} (its Raft id in every namespace)", node.id());
+    /// # }
+    /// ```
     pub fn id(&self) -> NodeId {
         self.id
     }
 
     /// The configuration the node runs with.
+    ///
+    /// ```no_run
+    /// # fn example(node: std::sync::Arc<flotilla::Node>) {
+    /// println!("data in {}", node.config().data_dir.display());
+    /// # }
+    /// ```
     pub fn config(&self) -> &Config {
         &self.config
     }
 
     /// Addresses other nodes can reach this node at.
+    ///
+    /// ```no_run
+    /// # fn example(node: std::sync::Arc<flotilla::Node>) {
+    /// // What another node passes to `NodeBuilder::bootstrap` to find this one.
+    /// for addr in node.addrs() {
+    ///     println!("reachable at {addr}");
+    /// }
+    /// # }
+    /// ```
     pub fn addrs(&self) -> Vec<String> {
         self.transport.local_addrs()
     }
 
     /// The namespaces this node serves.
+    ///
+    /// ```no_run
+    /// # fn example(node: std::sync::Arc<flotilla::Node>) {
+    /// for ns in node.namespaces() {
+    ///     println!("serves {ns}");
+    /// }
+    /// # }
+    /// ```
     pub fn namespaces(&self) -> Vec<Namespace> {
         self.namespaces.names()
     }
 
     /// The store (for metrics).
+    ///
+    /// ```no_run
+    /// # fn example(node: std::sync::Arc<flotilla::Node>) {
+    /// println!("store in {}", node.store().data_dir().display());
+    /// # }
+    /// ```
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
 
     /// The watches this node serves: active, and cancelled so far.
+    ///
+    /// ```no_run
+    /// # fn example(node: std::sync::Arc<flotilla::Node>) {
+    /// let (active, too_slow, compacted) = node.watch_counters().get();
+    /// println!("{active} watches; {too_slow} cancelled as too slow, {compacted} by compaction");
+    /// # }
+    /// ```
     pub fn watch_counters(&self) -> &crate::watch::WatchCounters {
         &self.watch_counters
     }
 
     /// The cluster API of every namespace, in name order.
+    ///
+    /// ```no_run
+    /// # fn example(node: std::sync::Arc<flotilla::Node>) {
+    /// for cluster in node.clusters() {
+    ///     println!("{}: leader {:?}", cluster.namespace(), cluster.leader());
+    /// }
+    /// # }
+    /// ```
     pub fn clusters(self: &Arc<Self>) -> Vec<Cluster> {
         self.namespaces.all().into_iter().map(|(_, e)| Cluster::new(self.clone(), e.slot.clone())).collect()
     }
 
     /// The cluster API of one namespace.
+    ///
+    /// ```no_run
+    /// # async fn example(node: std::sync::Arc<flotilla::Node>) -> Result<(), flotilla::ApiError> {
+    /// match node.cluster("orders") {
+    ///     Ok(orders) => println!("leader {:?}", orders.leader()),
+    ///     Err(flotilla::ApiError::UnknownNamespace(ns)) => println!("{ns} is not open here"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn cluster(self: &Arc<Self>, namespace: &str) -> Result<Cluster, ApiError> {
         let ns = Namespace::new(namespace)?;
         let entry = self.namespaces.get(&ns).ok_or_else(|| ApiError::UnknownNamespace(namespace.to_string()))?;
@@ -246,6 +368,15 @@ impl Node {
     }
 
     /// The sealing layer's state: keys, sessions and refusals.
+    ///
+    /// ```no_run
+    /// # fn example(node: std::sync::Arc<flotilla::Node>) {
+    /// let sealing = node.sealing_status();
+    /// if sealing.enabled {
+    ///     println!("sealing with {:?}, accepting {:?}", sealing.sealing_key, sealing.accepted_keys);
+    /// }
+    /// # }
+    /// ```
     pub fn sealing_status(&self) -> SealingStatus {
         self.sealing.status()
     }
@@ -254,6 +385,14 @@ impl Node {
     /// node must have started with a cluster key (sealing cannot be turned on or off while
     /// running: peers would refuse each other until all had changed). Returns the key ids, the
     /// sealing key first.
+    ///
+    /// ```no_run
+    /// # fn example(node: std::sync::Arc<flotilla::Node>) -> Result<(), flotilla::ApiError> {
+    /// // After adding a new key at the top of the keyring file, on every node:
+    /// let ids = node.reload_keyring()?;
+    /// println!("sealing with key {}, accepting {} keys", ids[0], ids.len());
+    /// # Ok(()) }
+    /// ```
     pub fn reload_keyring(&self) -> Result<Vec<KeyId>, ApiError> {
         let Some(path) = self.config.cluster_key_file.as_deref() else {
             return Err(ApiError::Rejected("this node runs without a cluster key; restart it with one".into()));
@@ -300,6 +439,13 @@ impl Node {
     /// a few seconds in total (`HANDOFF_BUDGET` in `shutdown.rs`, at most the request timeout),
     /// then stop all groups at once and flush the store. Returns what became of the node's
     /// leaderships (nothing on a second call). Safe to call more than once.
+    ///
+    /// ```no_run
+    /// # async fn example(node: std::sync::Arc<flotilla::Node>) {
+    /// let report = node.close().await;
+    /// println!("led {} namespaces, handed {} off", report.led, report.moved);
+    /// # }
+    /// ```
     pub async fn close(&self) -> crate::shutdown::HandOffReport {
         if self.closing.swap(true, Ordering::AcqRel) {
             return Default::default();
@@ -318,6 +464,12 @@ impl Node {
     /// Stop every group and the store at once, without handing leadership off: what a crash
     /// looks like to the rest of the cluster, minus the process exit. Used by tests and by
     /// fatal-error paths.
+    ///
+    /// ```no_run
+    /// # async fn example(node: std::sync::Arc<flotilla::Node>) {
+    /// node.halt().await; // no hand-off: each namespace it led elects a new leader
+    /// # }
+    /// ```
     pub async fn halt(&self) {
         self.closing.store(true, Ordering::Release);
         self.stop_groups().await;

@@ -10,6 +10,16 @@ use serde::{Deserialize, Serialize};
 use crate::status::{MemberRole, Role};
 
 /// A node's identity, storage, peers and namespaces.
+///
+/// ```
+/// use flotilla::doctor::{diagnose, worst, Thresholds, Verdict};
+/// use flotilla::{NodeStatus, StorageStatus};
+///
+/// // A node with 10 GiB free over a 64 MiB reserve, no peers and no namespace yet.
+/// let storage = StorageStatus { free_bytes: Some(10 << 30), reserve_bytes: 64 << 20, ..Default::default() };
+/// let status = NodeStatus { storage, ..Default::default() };
+/// assert_eq!(worst(&diagnose(&status, &Thresholds::for_status(&status))), Verdict::Ok);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// The node's PeerId (its Raft node id in every namespace).
@@ -30,6 +40,15 @@ pub struct NodeStatus {
 }
 
 /// The store's disk: whether client writes are refused, free space, fsync latency.
+///
+/// ```
+/// use flotilla::doctor::{diagnose, worst, Thresholds, Verdict};
+/// use flotilla::{NodeStatus, StorageStatus};
+///
+/// let storage = StorageStatus { write_blocked: Some("disk full".into()), free_bytes: Some(0), ..Default::default() };
+/// let status = NodeStatus { storage, ..Default::default() };
+/// assert_eq!(worst(&diagnose(&status, &Thresholds::for_status(&status))), Verdict::Fail);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StorageStatus {
     /// Why client writes are refused (full or failing disk, free space below the reserve, the
@@ -49,6 +68,16 @@ pub struct StorageStatus {
 
 /// The store's fsync latency since start, from the same histogram as the
 /// `flotilla_store_fsync_duration_seconds` metric: every durable commit and flush.
+///
+/// ```no_run
+/// # fn example(node: std::sync::Arc<flotilla::Node>) {
+/// let fsync = node.status().storage.fsync;
+/// match fsync.p99_le_us {
+///     Some(p99) => println!("{} fsyncs, 99% within {p99} µs", fsync.count),
+///     None => println!("no fsync yet"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FsyncSummary {
     /// Fsyncs measured.
@@ -61,6 +90,14 @@ pub struct FsyncSummary {
 }
 
 /// Another member of this node's namespaces, as this node hears it.
+///
+/// ```no_run
+/// # fn example(node: std::sync::Arc<flotilla::Node>) {
+/// for peer in node.status().peers.iter().filter(|p| p.down) {
+///     println!("{} is down ({} shared namespaces)", peer.id, peer.namespaces);
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerStatus {
     /// The peer.
@@ -77,6 +114,20 @@ pub struct PeerStatus {
 }
 
 /// One namespace on this node, in a row.
+///
+/// ```
+/// use flotilla::doctor::{diagnose, Thresholds, Verdict};
+/// use flotilla::{NamespaceSummary, NodeStatus, Role};
+///
+/// let orders = NamespaceSummary {
+///     namespace: "orders".into(), role: Role::Follower, leader: None, term: 7, commit_index: 10,
+///     applied_index: 10, revision: Some(4), last_log_index: 10, voters: 3, learners: 0, quiesced: false,
+///     leadership: Default::default(), splits: 0, progress: Vec::new(),
+/// };
+/// let status = NodeStatus { namespaces: vec![orders], ..Default::default() };
+/// let findings = diagnose(&status, &Thresholds::for_status(&status));
+/// assert!(findings.iter().any(|f| f.check == "leaders" && f.verdict == Verdict::Fail)); // no leader known
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NamespaceSummary {
     /// The namespace.
@@ -119,6 +170,14 @@ pub struct NamespaceSummary {
 }
 
 /// When a namespace's known leader changed, as seen from this node.
+///
+/// ```no_run
+/// # fn example(cluster: flotilla::Cluster) {
+/// let history = cluster.state().leadership;
+/// let last_minute = history.recent_ms_ago.iter().filter(|ms| **ms < 60_000).count();
+/// println!("{} leader changes since start, {last_minute} in the last minute", history.changes);
+/// # }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeadershipHistory {
     /// Changes since the namespace's group started on this node (its first leader counts).
@@ -131,6 +190,15 @@ pub struct LeadershipHistory {
 }
 
 /// A member's replication progress, as its leader sees it.
+///
+/// ```no_run
+/// # fn example(cluster: flotilla::Cluster) {
+/// // Filled on the leader only.
+/// for member in cluster.state().progress {
+///     println!("{} is {} entries behind", member.id, member.lag);
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberProgress {
     /// The member.

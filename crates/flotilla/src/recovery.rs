@@ -39,6 +39,15 @@ use crate::formation::view::cluster_id;
 const APPLY_BATCH: u64 = 256;
 
 /// What a survivor holds of a namespace, read offline.
+///
+/// ```no_run
+/// # async fn example(store: std::sync::Arc<flotilla_store::Store>, me: flotilla_core::types::NodeId) -> Result<(), Box<dyn std::error::Error>> {
+/// let ns = flotilla::Namespace::new("orders")?;
+/// let facts = flotilla::recovery::inspect(&store, &ns, me).await?;
+/// // Pick the survivor with the highest last log id.
+/// println!("last log {:?}, applied {:?}, cluster {}", facts.last_log, facts.applied, facts.cluster);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct RecoveryFacts {
     /// The namespace.
@@ -63,11 +72,28 @@ pub struct RecoveryFacts {
 
 impl RecoveryFacts {
     /// The voter sets of the configuration (two while it is joint).
+    ///
+    /// ```no_run
+    /// # fn example(facts: flotilla::recovery::RecoveryFacts) {
+    /// for (i, voters) in facts.voter_sets().iter().enumerate() {
+    ///     println!("voter set {i}: {} voters, {} needed", voters.len(), voters.len() / 2 + 1);
+    /// }
+    /// # }
+    /// ```
     pub fn voter_sets(&self) -> &[BTreeSet<NodeId>] {
         self.membership.membership().get_joint_config()
     }
 
     /// Every member but this node, with the addresses the configuration keeps for it.
+    ///
+    /// ```no_run
+    /// # fn example(facts: flotilla::recovery::RecoveryFacts) {
+    /// // The members to probe before deciding: are they really gone?
+    /// for (id, addrs) in facts.others() {
+    ///     println!("{id} at {addrs:?}");
+    /// }
+    /// # }
+    /// ```
     pub fn others(&self) -> Vec<(NodeId, Vec<String>)> {
         let nodes = self.membership.membership().nodes();
         nodes.filter(|(id, _)| **id != self.me).map(|(id, info)| (*id, info.addrs.clone())).collect()
@@ -75,6 +101,13 @@ impl RecoveryFacts {
 }
 
 /// How hard the operator insists.
+///
+/// ```
+/// use flotilla::recovery::Force;
+///
+/// // Each level allows what the one before does, and more.
+/// assert!(Force::DryRun < Force::Once && Force::Once < Force::Twice);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Force {
     /// Only look (dry run): print the facts and what recovering would do.
@@ -86,6 +119,13 @@ pub enum Force {
 }
 
 /// Why recovering is refused.
+///
+/// ```
+/// use flotilla::recovery::Refusal;
+///
+/// let refusal = Refusal::QuorumReachable { reachable: 2, voters: 3, needed: 2 };
+/// assert!(refusal.to_string().contains("2 of 3 voters")); // says what to do instead
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// The node has no log of the namespace: there is nothing to keep.
@@ -114,6 +154,17 @@ pub enum Refusal {
 }
 
 /// What the guard observed.
+///
+/// ```
+/// use std::collections::BTreeSet;
+/// use flotilla::recovery::{decide, Force, Observed, Refusal};
+/// # use flotilla_core::types::NodeId;
+///
+/// let me = NodeId::random();
+/// let (voters, members, nobody) = ([BTreeSet::from([me])], BTreeSet::from([me]), BTreeSet::new());
+/// let seen = Observed { me, has_log: true, voter_sets: &voters, members: &members, reachable: &nobody, force: Force::Once };
+/// assert_eq!(decide(&seen), Err(Refusal::AlreadyAlone)); // just start the agent
+/// ```
 #[derive(Debug, Clone)]
 pub struct Observed<'a> {
     /// This node.
@@ -133,6 +184,22 @@ pub struct Observed<'a> {
 /// The guard: `Ok` when this node may become the only voter of a new cluster (a dry run is
 /// judged as `--force-new-cluster` would be). A quorum is reachable when, in every voter set,
 /// a majority is this node (its agent would come back) or answered the probe.
+///
+/// ```
+/// use std::collections::BTreeSet;
+/// use flotilla::recovery::{decide, Force, Observed, Refusal};
+/// # use flotilla_core::types::NodeId;
+///
+/// let (me, b, c) = (NodeId::random(), NodeId::random(), NodeId::random());
+/// let (voters, members) = ([BTreeSet::from([me, b, c])], BTreeSet::from([me, b, c]));
+/// let nobody = BTreeSet::new();
+/// let seen = Observed { me, has_log: true, voter_sets: &voters, members: &members, reachable: &nobody, force: Force::Once };
+/// assert_eq!(decide(&seen), Ok(())); // b and c are gone: this node may go on alone
+/// let b_answers = BTreeSet::from([b]);
+/// let seen = Observed { reachable: &b_answers, ..seen }; // with b, a quorum is reachable
+/// assert_eq!(decide(&seen), Err(Refusal::QuorumReachable { reachable: 2, voters: 3, needed: 2 }));
+/// assert_eq!(decide(&Observed { force: Force::Twice, ..seen }), Ok(())); // unless the operator insists
+/// ```
 pub fn decide(seen: &Observed<'_>) -> Result<(), Refusal> {
     if !seen.has_log {
         return Err(Refusal::NoState);
@@ -161,6 +228,18 @@ pub fn decide(seen: &Observed<'_>) -> Result<(), Refusal> {
 }
 
 /// Why reading or rewriting the survivor's state failed.
+///
+/// ```no_run
+/// # async fn example(store: std::sync::Arc<flotilla_store::Store>, ns: flotilla::Namespace, me: flotilla_core::types::NodeId) {
+/// use flotilla::recovery::{inspect, RecoveryError};
+///
+/// match inspect(&store, &ns, me).await {
+///     Ok(facts) => println!("{:?}", facts.last_log),
+///     Err(RecoveryError::Store(e)) => eprintln!("the store: {e}"),
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
     /// The store refused or failed.
@@ -176,6 +255,18 @@ pub enum RecoveryError {
 }
 
 /// Read what this node (`me`) holds of `ns` from `store` (its agent stopped).
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::path::Path;
+///
+/// // The agent is stopped; its identity names this node.
+/// let dir = Path::new("/var/lib/flotilla");
+/// let me = flotilla_net::load_or_create_keypair(dir)?.public().to_peer_id();
+/// let store = flotilla_store::Store::open(dir)?;
+/// let facts = flotilla::recovery::inspect(&store, &flotilla::Namespace::new("orders")?, me).await?;
+/// # Ok(()) }
+/// ```
 pub async fn inspect(store: &Arc<Store>, ns: &Namespace, me: NodeId) -> Result<RecoveryFacts, RecoveryError> {
     let raft = |e: std::io::Error| RecoveryError::Raft(e.to_string());
     let mut log = store.log_store(ns)?;
@@ -212,6 +303,20 @@ fn own_cluster(membership: &StoredMembership, me: NodeId) -> ClusterId {
 /// [`settle`] the log up to it, then record the new cluster in `node.key` (when the key is in
 /// the store's data directory).
 /// Call only after [`decide`] allowed it.
+///
+/// ```no_run
+/// # async fn example(store: std::sync::Arc<flotilla_store::Store>, facts: flotilla::recovery::RecoveryFacts,
+/// #     reachable: std::collections::BTreeSet<flotilla_core::types::NodeId>) -> Result<(), Box<dyn std::error::Error>> {
+/// use flotilla::recovery::{decide, force_new_cluster, Force, Observed};
+///
+/// let members = facts.membership.membership().nodes().map(|(id, _)| *id).collect();
+/// let seen = Observed { me: facts.me, has_log: facts.last_log.is_some(), voter_sets: facts.voter_sets(),
+///     members: &members, reachable: &reachable, force: Force::Once };
+/// decide(&seen)?; // only then
+/// let forced = force_new_cluster(&store, &facts).await?;
+/// println!("now the only voter of cluster {}", forced.cluster);
+/// # Ok(()) }
+/// ```
 pub async fn force_new_cluster(store: &Arc<Store>, facts: &RecoveryFacts) -> Result<ForcedMembership, RecoveryError> {
     force_one_voter(store, facts, LOST_QUORUM).await
 }
@@ -220,6 +325,17 @@ pub async fn force_new_cluster(store: &Arc<Store>, facts: &RecoveryFacts) -> Res
 /// of it) and make this node (`me`) the only voter of a new cluster of the namespace, with
 /// the backup's data: the same one-voter cluster [`force_new_cluster`] makes, on top of the
 /// backup installed as a snapshot. Revisions continue from the backup's.
+///
+/// ```no_run
+/// # async fn example(store: std::sync::Arc<flotilla_store::Store>, me: flotilla_core::types::NodeId) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::path::Path;
+///
+/// // Into a store that holds nothing of `orders` (a fresh data directory).
+/// let ns = flotilla::Namespace::new("orders")?;
+/// let (restored, forced) = flotilla::recovery::restore(&store, &ns, Path::new("/backups/orders.flbk"), me).await?;
+/// println!("{} rows; the only voter of cluster {}", restored.summary.rows, forced.cluster);
+/// # Ok(()) }
+/// ```
 pub async fn restore(
     store: &Arc<Store>,
     ns: &Namespace,
@@ -276,6 +392,17 @@ async fn force_one_voter(
 
 /// Whether a forced membership was left unsettled (a recovery interrupted before
 /// [`settle`] finished): its entry is not applied yet.
+///
+/// ```no_run
+/// # async fn example(store: std::sync::Arc<flotilla_store::Store>, facts: flotilla::recovery::RecoveryFacts) -> Result<(), flotilla::recovery::RecoveryError> {
+/// use flotilla::recovery::{settle, unsettled};
+///
+/// // An earlier recovery was interrupted: finish it.
+/// if let Some(forced) = unsettled(&facts) {
+///     settle(&store, &facts.namespace, forced).await?;
+/// }
+/// # Ok(()) }
+/// ```
 pub fn unsettled(facts: &RecoveryFacts) -> Option<&LogId> {
     let forced = &facts.forced.as_ref()?.log_id;
     (facts.applied.as_ref().map_or(0, |a| a.index + 1) <= forced.index).then_some(forced)
@@ -290,6 +417,15 @@ pub fn unsettled(facts: &RecoveryFacts) -> Option<&LogId> {
 /// at the forced entry it learns the new configuration first. Applying entries the old leader
 /// may not have committed is what forcing the membership means: the new cluster commits them.
 /// Each step is durable and idempotent, so an interrupted run is finished by running again.
+///
+/// ```no_run
+/// # async fn example(store: std::sync::Arc<flotilla_store::Store>, facts: flotilla::recovery::RecoveryFacts) -> Result<(), flotilla::recovery::RecoveryError> {
+/// if let Some(forced) = &facts.forced {
+///     // Every step is idempotent: an interrupted run is finished by running it again.
+///     flotilla::recovery::settle(&store, &facts.namespace, &forced.log_id).await?;
+/// }
+/// # Ok(()) }
+/// ```
 pub async fn settle(store: &Arc<Store>, ns: &Namespace, upto: &LogId) -> Result<(), RecoveryError> {
     let raft = |e: std::io::Error| RecoveryError::Raft(e.to_string());
     let mut log = store.log_store(ns)?;
@@ -326,6 +462,14 @@ fn record_in_key_file(store: &Store, facts: &RecoveryFacts, cluster: &str) -> Re
 }
 
 /// The status timeline's line for a forced membership.
+///
+/// ```no_run
+/// # fn example(facts: flotilla::recovery::RecoveryFacts) {
+/// if let Some(forced) = &facts.forced {
+///     println!("{}", flotilla::recovery::describe(forced)); // as the status timeline shows it
+/// }
+/// # }
+/// ```
 pub fn describe(forced: &ForcedMembership) -> String {
     format!(
         "{}: membership forced to this node at index {}, term {} (cluster {} -> {}, at unix ms {})",

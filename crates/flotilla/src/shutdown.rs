@@ -34,6 +34,14 @@ const CONCURRENCY: usize = 256;
 const POLL: Duration = Duration::from_millis(20);
 
 /// What a graceful shutdown did with the leaderships the node held ([`crate::Node::close`]).
+///
+/// ```no_run
+/// # async fn example(node: flotilla::RunningNode) {
+/// let report = node.shutdown().await;
+/// assert_eq!(report.led, report.moved + report.no_target + report.unfinished);
+/// println!("{} namespaces left to an election", report.no_target + report.unfinished);
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HandOffReport {
     /// Namespaces this node led when the shutdown began.

@@ -4,6 +4,13 @@ use flotilla_core::types::NodeId;
 use serde::{Deserialize, Serialize};
 
 /// A member of a namespace's configuration.
+///
+/// ```no_run
+/// # fn example(cluster: flotilla::Cluster) {
+/// let voters = cluster.members().into_iter().filter(|m| m.role == flotilla::MemberRole::Voter).count();
+/// println!("{voters} voters");
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Member {
     /// The member's PeerId.
@@ -15,6 +22,13 @@ pub struct Member {
 }
 
 /// Whether a member votes.
+///
+/// ```
+/// use flotilla::MemberRole;
+///
+/// assert_eq!(MemberRole::Voter.name(), "voter");
+/// assert_eq!(MemberRole::Learner.name(), "learner");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MemberRole {
@@ -26,6 +40,10 @@ pub enum MemberRole {
 
 impl MemberRole {
     /// The role as shown in status.
+    ///
+    /// ```
+    /// assert_eq!(flotilla::MemberRole::Learner.name(), "learner");
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             MemberRole::Voter => "voter",
@@ -35,6 +53,19 @@ impl MemberRole {
 }
 
 /// This node's role in a namespace.
+///
+/// ```no_run
+/// # fn example(cluster: flotilla::Cluster) {
+/// use flotilla::Role;
+///
+/// match cluster.state().role {
+///     Role::Leader => println!("takes writes"),
+///     Role::Follower | Role::Learner => println!("forwards writes to {:?}", cluster.leader()),
+///     Role::Candidate => println!("electing"),
+///     Role::Shutdown => println!("stopped"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -52,6 +83,10 @@ pub enum Role {
 
 impl Role {
     /// The role as shown in status.
+    ///
+    /// ```
+    /// assert_eq!(flotilla::Role::Candidate.name(), "candidate");
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             Role::Leader => "leader",
@@ -64,6 +99,14 @@ impl Role {
 }
 
 /// A namespace's state as seen from this node.
+///
+/// ```no_run
+/// # fn example(cluster: flotilla::Cluster) {
+/// let status = cluster.status();
+/// let behind = status.commit_index.saturating_sub(status.applied_index);
+/// println!("{} ({}): {behind} committed entries not applied yet", status.namespace, status.role.name());
+/// # }
+/// ```
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupStatus {
     /// The namespace.

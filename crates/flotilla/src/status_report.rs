@@ -21,6 +21,14 @@ impl Node {
     /// This node's status for operators (`GET /v1/status`, `flotilla status`, `flotilla
     /// doctor`): identity, storage, peers and one row per namespace. Reads every group's
     /// metrics once; meant for operators and monitoring, not for a request path.
+    ///
+    /// ```no_run
+    /// # fn example(node: std::sync::Arc<flotilla::Node>) {
+    /// let status = node.status();
+    /// let findings = flotilla::doctor::diagnose(&status, &flotilla::doctor::Thresholds::for_status(&status));
+    /// println!("{} namespaces, worst finding: {}", status.namespaces.len(), flotilla::doctor::worst(&findings).name());
+    /// # }
+    /// ```
     pub fn status(self: &Arc<Self>) -> NodeStatus {
         let clusters = self.clusters();
         let namespaces: Vec<NamespaceSummary> = clusters.iter().map(Cluster::summary).collect();
@@ -69,6 +77,13 @@ impl Node {
 
 impl Cluster {
     /// The namespace's row in the node's status.
+    ///
+    /// ```no_run
+    /// # fn example(cluster: flotilla::Cluster) {
+    /// let row = cluster.summary();
+    /// println!("{}: {} voters, {} learners, leader {:?}", row.namespace, row.voters, row.learners, row.leader);
+    /// # }
+    /// ```
     pub fn summary(&self) -> NamespaceSummary {
         let group = self.group();
         let m = group.metrics();

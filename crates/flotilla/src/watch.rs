@@ -30,9 +30,41 @@ use tokio::time::Instant;
 use crate::cluster::{store_read_error, Cluster};
 
 /// Most watches one node serves at once.
+///
+/// ```no_run
+/// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::ApiError> {
+/// use flotilla::{ApiError, WatchRequest};
+///
+/// match cluster.watch(WatchRequest::key(b"config".to_vec())).await {
+///     Ok(watch) => drop(watch),
+///     // This node serves MAX_WATCHERS watches already: any other node serves it too.
+///     Err(ApiError::Unavailable(why)) => println!("{why}"),
+///     Err(e) => return Err(e),
+/// }
+/// # Ok(()) }
+/// ```
 pub const MAX_WATCHERS: u64 = 4_096;
 
 /// Revisions waiting for a watcher before it is cancelled as too slow.
+///
+/// ```no_run
+/// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::ApiError> {
+/// use flotilla::{ApiError, WatchMessage, WatchRequest};
+/// use futures::StreamExt;
+///
+/// let mut watch = cluster.watch(WatchRequest::prefix(b"order/".to_vec())).await?;
+/// let mut next = watch.start_revision();
+/// while let Some(message) = watch.next().await {
+///     match message {
+///         Ok(WatchMessage::Changes { revision, .. }) => next = revision + 1,
+///         Ok(WatchMessage::Progress { .. }) => {}
+///         // Left WATCH_BUFFER revisions waiting for SLOW_GRACE: watch again from `next`.
+///         Err(ApiError::Cancelled(_)) => println!("too slow; resume from revision {next}"),
+///         Err(e) => return Err(e),
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 pub const WATCH_BUFFER: usize = 256;
 
 /// Events read from the table per pass (whole revisions: a large one may exceed it).
@@ -40,12 +72,28 @@ const EVENTS_PER_PASS: usize = 1_000;
 
 /// How long a watcher's buffer may stay full, while there is more to deliver, before the
 /// watcher is cancelled as too slow.
+///
+/// ```
+/// use flotilla::{SLOW_GRACE, WATCH_BUFFER};
+///
+/// println!("a watcher may leave {WATCH_BUFFER} revisions waiting for up to {SLOW_GRACE:?}");
+/// ```
 pub const SLOW_GRACE: Duration = Duration::from_secs(1);
 
 /// How often a pump looks again when it could not read (a snapshot being installed).
 const RETRY_READ: Duration = Duration::from_millis(200);
 
 /// What to watch.
+///
+/// ```
+/// use std::time::Duration;
+/// use flotilla::{kv::RangeEnd, WatchRequest};
+///
+/// // Every key under `order/`, from revision 42 on, with each key's state before the change.
+/// let request = WatchRequest { from_revision: 42, prev_kv: true, ..WatchRequest::prefix(b"order/".to_vec()) };
+/// assert_eq!(request.end, RangeEnd::Prefix);
+/// assert_eq!(request.progress_every, Duration::from_secs(5));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchRequest {
     /// The key, or the first key of the range.
@@ -62,6 +110,13 @@ pub struct WatchRequest {
 
 impl WatchRequest {
     /// Watch `key` alone, from now on, with progress notifications every 5 s.
+    ///
+    /// ```
+    /// use flotilla::{kv::RangeEnd, WatchRequest};
+    ///
+    /// let request = WatchRequest::key(b"config".to_vec());
+    /// assert_eq!((request.end, request.from_revision), (RangeEnd::Key, 0)); // the key alone, from now on
+    /// ```
     pub fn key(key: impl Into<Vec<u8>>) -> Self {
         Self {
             key: key.into(),
@@ -73,12 +128,33 @@ impl WatchRequest {
     }
 
     /// Watch every key starting with `prefix`, from now on.
+    ///
+    /// ```
+    /// use flotilla::{kv::RangeEnd, WatchRequest};
+    ///
+    /// let request = WatchRequest::prefix(b"order/".to_vec());
+    /// assert!(request.end.contains(b"order/", b"order/42"));
+    /// ```
     pub fn prefix(prefix: impl Into<Vec<u8>>) -> Self {
         Self { end: RangeEnd::Prefix, ..Self::key(prefix) }
     }
 }
 
 /// One message of a watch.
+///
+/// ```no_run
+/// # async fn example(mut watch: flotilla::Watch) -> Result<(), flotilla::ApiError> {
+/// use flotilla::WatchMessage;
+/// use futures::StreamExt;
+///
+/// while let Some(message) = watch.next().await {
+///     match message? {
+///         WatchMessage::Changes { revision, events } => println!("revision {revision}: {} keys", events.len()),
+///         WatchMessage::Progress { revision } => println!("nothing new up to revision {revision}"),
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchMessage {
     /// The watched keys' changes of one revision, all of them.
@@ -96,6 +172,13 @@ pub enum WatchMessage {
 }
 
 /// Node-wide counts of watches, for metrics.
+///
+/// ```no_run
+/// # fn example(node: std::sync::Arc<flotilla::Node>) {
+/// let (active, too_slow, compacted) = node.watch_counters().get();
+/// println!("{active} watches; cancelled: {too_slow} too slow, {compacted} by compaction");
+/// # }
+/// ```
 #[derive(Debug, Default)]
 pub struct WatchCounters {
     active: AtomicU64,
@@ -105,6 +188,13 @@ pub struct WatchCounters {
 
 impl WatchCounters {
     /// `(active, cancelled as too slow, cancelled by compaction)`.
+    ///
+    /// ```no_run
+    /// # fn example(node: std::sync::Arc<flotilla::Node>) {
+    /// let (active, _, _) = node.watch_counters().get();
+    /// assert!(active <= flotilla::MAX_WATCHERS);
+    /// # }
+    /// ```
     pub fn get(&self) -> (u64, u64, u64) {
         (
             self.active.load(Ordering::Relaxed),
@@ -134,6 +224,17 @@ impl Drop for ActiveWatch {
 
 /// A running watch: a [`Stream`] of messages. It ends after an `Err` (the reason the watch
 /// was cancelled) or when the namespace stops on this node. Dropping it stops the watch.
+///
+/// ```no_run
+/// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::ApiError> {
+/// use futures::StreamExt;
+///
+/// let mut watch = cluster.watch(flotilla::WatchRequest::prefix(b"order/".to_vec())).await?;
+/// while let Some(message) = watch.next().await {
+///     println!("{:?}", message?); // an `Err` is the last item: why the watch ended
+/// }
+/// # Ok(()) }
+/// ```
 pub struct Watch {
     rx: mpsc::Receiver<WatchMessage>,
     /// Why the pump stopped, yielded once the messages before it are consumed.
@@ -145,6 +246,14 @@ pub struct Watch {
 
 impl Watch {
     /// The first revision this watch delivers (the one asked for, or the current one + 1).
+    ///
+    /// ```no_run
+    /// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::ApiError> {
+    /// let watch = cluster.watch(flotilla::WatchRequest::key(b"config".to_vec())).await?;
+    /// // Asked "from now on" (revision 0): the revision after the current one.
+    /// println!("changes from revision {} on", watch.start_revision());
+    /// # Ok(()) }
+    /// ```
     pub fn start_revision(&self) -> u64 {
         self.start
     }
@@ -173,6 +282,19 @@ impl Cluster {
     /// Watch a key or a range from `request.from_revision` (see [`Watch`]). Refused at once
     /// with [`ApiError::Compacted`] when that revision is compacted, and with
     /// [`ApiError::Unavailable`] when this node already serves [`MAX_WATCHERS`] watches.
+    ///
+    /// ```no_run
+    /// # async fn example(cluster: flotilla::Cluster) -> Result<(), flotilla::ApiError> {
+    /// use flotilla::{ApiError, WatchRequest};
+    ///
+    /// let request = WatchRequest { from_revision: 100, ..WatchRequest::key(b"config".to_vec()) };
+    /// match cluster.watch(request).await {
+    ///     Ok(watch) => println!("replaying from revision {}", watch.start_revision()),
+    ///     Err(ApiError::Compacted { compacted, .. }) => println!("history before {compacted} is gone: read, then watch"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn watch(&self, request: WatchRequest) -> Result<Watch, ApiError> {
         let guard = self.node.watch_counters.enter().ok_or_else(|| {
             ApiError::Unavailable(format!("this node serves {MAX_WATCHERS} watches already; try another node"))

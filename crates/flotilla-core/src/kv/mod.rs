@@ -36,6 +36,16 @@ use crate::state_machine::{ApplyContext, StateMachine, StateTable};
 const MAX_PAYLOAD_BYTES: u64 = 64 * 1024 * 1024;
 
 /// One operation of a KV command.
+///
+/// ```
+/// use flotilla_core::KvOp;
+///
+/// let ops = vec![
+///     KvOp::Set { key: b"order/42".to_vec(), value: b"shipped".to_vec() },
+///     KvOp::Delete { key: b"pending/42".to_vec() },
+/// ];
+/// assert_eq!(ops[1].key(), b"pending/42");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvOp {
     /// Store `value` under `key`.
@@ -57,6 +67,11 @@ pub enum KvOp {
 
 impl KvOp {
     /// The key this operation touches.
+    ///
+    /// ```
+    /// let op = flotilla_core::KvOp::Delete { key: b"k".to_vec() };
+    /// assert_eq!(op.key(), b"k");
+    /// ```
     pub fn key(&self) -> &[u8] {
         match self {
             KvOp::Set { key, .. } | KvOp::Delete { key } => key,

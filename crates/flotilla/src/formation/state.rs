@@ -28,6 +28,18 @@ pub const MAX_VIEWS: usize = 1024;
 pub const VIEW_FRESHNESS: Duration = Duration::from_secs(3);
 
 /// Where a namespace is in its life on this node.
+///
+/// ```no_run
+/// # fn example(cluster: flotilla::Cluster) {
+/// use flotilla::FormationPhase;
+///
+/// match cluster.formation_status().map(|f| f.phase) {
+///     Some(FormationPhase::Member) => println!("in a cluster"),
+///     Some(phase) => println!("forming: {}", phase.name()),
+///     None => println!("no formation state"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FormationPhase {
@@ -47,6 +59,10 @@ pub enum FormationPhase {
 
 impl FormationPhase {
     /// The phase's name as shown in status.
+    ///
+    /// ```
+    /// assert_eq!(flotilla::FormationPhase::Joining.name(), "joining");
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             FormationPhase::Discovering => "discovering",
@@ -60,6 +76,14 @@ impl FormationPhase {
 }
 
 /// One decision or event, for the status timeline.
+///
+/// ```no_run
+/// # fn example(cluster: flotilla::Cluster) {
+/// for event in cluster.formation_status().map(|f| f.timeline).unwrap_or_default() {
+///     println!("+{} ms: {}", event.at_ms, event.event);
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, Serialize)]
 pub struct TimelineEvent {
     /// Milliseconds since the namespace opened on this node (the node's start for the
@@ -70,6 +94,14 @@ pub struct TimelineEvent {
 }
 
 /// Another cluster of the same namespace, met through a peer.
+///
+/// ```no_run
+/// # fn example(cluster: flotilla::Cluster) {
+/// for split in cluster.formation_status().map(|f| f.splits).unwrap_or_default() {
+///     println!("another cluster {} ({} voters) via {}: {}", split.cluster, split.voters, split.seen_via, split.resolution);
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, Serialize)]
 pub struct SplitReport {
     /// The other cluster's id.
@@ -85,6 +117,14 @@ pub struct SplitReport {
 }
 
 /// A peer as shown in status.
+///
+/// ```no_run
+/// # fn example(cluster: flotilla::Cluster) {
+/// for peer in cluster.formation_status().map(|f| f.peers).unwrap_or_default() {
+///     println!("{} is {} (found by {:?})", peer.id, peer.phase, peer.sources);
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, Serialize)]
 pub struct KnownPeer {
     /// The peer.
@@ -96,6 +136,15 @@ pub struct KnownPeer {
 }
 
 /// What status shows about formation.
+///
+/// ```no_run
+/// # fn example(cluster: flotilla::Cluster) {
+/// if let Some(formation) = cluster.formation_status() {
+///     println!("{} ({}): {}", formation.phase.name(), formation.mode, formation.reason);
+///     println!("joins: {}", formation.counters.get("joins").unwrap_or(&0));
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, Serialize)]
 pub struct FormationStatus {
     /// The phase.

@@ -14,6 +14,17 @@ const MAX_PEERS: usize = 256;
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Who refused whom.
+///
+/// ```no_run
+/// # fn example(node: std::sync::Arc<flotilla::Node>) {
+/// use flotilla::SealingSide;
+///
+/// for refusal in node.sealing_status().refusals {
+///     let who = match refusal.side { SealingSide::WeRefused => "we refused", SealingSide::PeerRefused => "refused us" };
+///     println!("{} {who}: {}", refusal.peer, refusal.reason);
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
@@ -24,6 +35,14 @@ pub enum Side {
 }
 
 /// The latest refusal involving one peer, as status shows it.
+///
+/// ```no_run
+/// # fn example(node: std::sync::Arc<flotilla::Node>) {
+/// for refusal in node.sealing_status().refusals {
+///     println!("{}: {} ({} times, last {} ms ago)", refusal.peer, refusal.reason, refusal.count, refusal.ago_ms);
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, Serialize)]
 pub struct Refusal {
     /// The peer.

@@ -54,6 +54,13 @@ pub struct Sealing {
 }
 
 /// What status shows about sealing.
+///
+/// ```no_run
+/// # fn example(node: std::sync::Arc<flotilla::Node>) {
+/// let sealing = node.sealing_status();
+/// println!("sealed: {}, {} handshakes, {} refusals", sealing.enabled, sealing.handshakes, sealing.refusals.len());
+/// # }
+/// ```
 #[derive(Debug, Clone, Serialize)]
 pub struct SealingStatus {
     /// Whether a cluster key is configured (all node-to-node traffic sealed).
