@@ -95,6 +95,11 @@ impl std::fmt::Debug for NodeBuilder {
 impl Node {
     /// A builder of a node keeping its identity and data in `data_dir` (see [`NodeBuilder`]).
     ///
+    /// Like the agent, it listens on every interface by default, and a node that listens beyond
+    /// loopback must hold the cluster key: give it one ([`NodeBuilder::cluster_key_file`]) or
+    /// listen on loopback ([`NodeBuilder::listen`]), or [`NodeBuilder::start`] refuses the
+    /// configuration.
+    ///
     /// ```
     /// let builder = flotilla::Node::builder("/var/lib/myservice/raft");
     /// assert_eq!(builder.config().data_dir, std::path::Path::new("/var/lib/myservice/raft"));
