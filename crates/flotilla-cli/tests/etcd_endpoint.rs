@@ -1,7 +1,7 @@
 //! `flotilla agent --etcd-listen` against etcd's own command-line client, `etcdctl` (Debian's
 //! `etcd-client` package): put, get, del, txn, watch, leases, compaction and its error,
-//! endpoint status and member list. Skipped, saying why, when `etcdctl` is not installed (and
-//! failed instead when running as root, as CI does, which installs it).
+//! endpoint status, member list, lock and elect. Skipped, saying why, when `etcdctl` is not
+//! installed (and failed instead when running as root, as CI does, which installs it).
 
 mod support;
 
@@ -128,6 +128,14 @@ async fn etcdctl_drives_the_agents_etcd_endpoint() {
     assert!(ok(&endpoint, &["lease", "list"]).contains(&lease));
     ok(&endpoint, &["lease", "revoke", &lease]);
     assert_eq!(ok(&endpoint, &["get", "owned"]), "", "the lease's keys go with it");
+
+    // etcdctl runs etcd's lock and election recipes in the client, over KV, leases and watches.
+    let held = ok(&endpoint, &["lock", "job", "--", "sh", "-c", "echo \"$ETCD_LOCK_KEY\""]);
+    assert!(held.starts_with("job/") && held.ends_with('\n'), "the lock's key: {held}");
+    let elected = watched_lines(&endpoint, &["elect", "svc", "v1"], 2);
+    assert!(elected.len() == 2 && elected[0].starts_with("svc/") && elected[1] == "v1", "{elected:?}");
+    // Killed, the candidate did not resign: its key leads until its lease ends.
+    assert_eq!(watched_lines(&endpoint, &["elect", "-l", "svc"], 2), elected);
 
     let revision = ok(&endpoint, &["put", "last", "x", "-w", "json"]);
     let revision: u64 = revision

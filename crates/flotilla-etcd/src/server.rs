@@ -13,15 +13,19 @@ use tonic::transport::Server;
 
 use crate::cluster_service::ClusterService;
 use crate::context::EtcdContext;
+use crate::election_service::ElectionService;
 use crate::error::EtcdError;
 use crate::kv_service::KvService;
 use crate::lease_service::LeaseService;
+use crate::lock_service::LockService;
 use crate::maintenance_service::MaintenanceService;
 use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::pb::etcdserverpb::watch_server::WatchServer;
+use crate::pb::v3electionpb::election_server::ElectionServer;
+use crate::pb::v3lockpb::lock_server::LockServer;
 use crate::watch_service::WatchService;
 
 /// The etcd version the endpoint reports (Maintenance Status): the 3.5 API it follows. Clients
@@ -62,7 +66,9 @@ pub async fn serve(
         .add_service(WatchServer::new(WatchService::new(context.clone())))
         .add_service(LeaseServer::new(LeaseService::new(context.clone())))
         .add_service(MaintenanceServer::new(MaintenanceService::new(context.clone())))
-        .add_service(ClusterServer::new(ClusterService::new(context)))
+        .add_service(ClusterServer::new(ClusterService::new(context.clone())))
+        .add_service(LockServer::new(LockService::new(context.clone())))
+        .add_service(ElectionServer::new(ElectionService::new(context)))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(EtcdError::Serve)

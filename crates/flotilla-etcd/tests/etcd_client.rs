@@ -1,6 +1,6 @@
 //! etcd's own Rust client (`etcd-client`) against a single-node Flotilla cluster's etcd
 //! endpoint: KV with its options, transactions (Kubernetes' create and update), compaction and
-//! etcd's error strings, Maintenance and Cluster.
+//! etcd's error strings, Maintenance and Cluster, Lock and Election.
 
 use std::time::Duration;
 
@@ -347,4 +347,94 @@ async fn watches_with_history_prev_kv_filters_progress_and_cancel() {
     let compacted = next(&mut old).await;
     assert!(compacted.canceled());
     assert_eq!(compacted.compact_revision(), current);
+}
+
+/// Wait until `key` exists (`true`) or not (`false`), within [`PATIENCE`].
+async fn until_exists(client: &mut Client, key: &[u8], wanted: bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while client.get(key, None).await.unwrap().kvs().is_empty() == wanted {
+        assert!(tokio::time::Instant::now() < deadline, "{:?} exists: {}", String::from_utf8_lossy(key), !wanted);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_live_on_the_callers_lease_queue_and_withdraw() {
+    use etcd_client::LockOptions;
+    let Endpoint { mut client, _dir, .. } = endpoint().await;
+    let first = client.lease_grant(60, None).await.unwrap().id();
+    let held = client.lock("job", Some(LockOptions::new().with_lease(first))).await.unwrap();
+    assert_eq!(held.key(), format!("job/{first:x}").as_bytes(), "etcd's key: name/<lease in hex>");
+    let kv = client.get(held.key(), None).await.unwrap().kvs()[0].clone();
+    assert_eq!((kv.lease(), kv.create_revision()), (first, held.header().unwrap().revision()));
+
+    // A second contender waits behind the first, its key in the queue.
+    let second = client.lease_grant(60, None).await.unwrap().id();
+    let mut other = client.clone();
+    let waiting =
+        tokio::spawn(async move { other.lock("job", Some(LockOptions::new().with_lease(second))).await.unwrap() });
+    let second_key = format!("job/{second:x}");
+    until_exists(&mut client, second_key.as_bytes(), true).await;
+    assert!(!waiting.is_finished(), "the lock is held");
+    client.unlock(held.key()).await.unwrap();
+    let taken = tokio::time::timeout(PATIENCE, waiting).await.expect("the waiter takes the lock").unwrap();
+    assert_eq!(taken.key(), second_key.as_bytes());
+
+    // A contender that gives up leaves the queue; the lease's end frees the lock.
+    let third = client.lease_grant(60, None).await.unwrap().id();
+    let mut other = client.clone();
+    let gives_up =
+        tokio::spawn(async move { other.lock("job", Some(LockOptions::new().with_lease(third))).await.unwrap() });
+    let third_key = format!("job/{third:x}");
+    until_exists(&mut client, third_key.as_bytes(), true).await;
+    gives_up.abort();
+    until_exists(&mut client, third_key.as_bytes(), false).await;
+    client.lease_revoke(second).await.unwrap();
+
+    // Without a lease, the lock gets one of etcd's session TTL (60 s).
+    let own = client.lock("job", None).await.unwrap();
+    let lease = client.get(own.key(), None).await.unwrap().kvs()[0].lease();
+    assert_eq!(own.key(), format!("job/{lease:x}").as_bytes());
+    assert_eq!(client.lease_time_to_live(lease, None).await.unwrap().granted_ttl(), 60);
+    let unknown = client.lock("job", Some(LockOptions::new().with_lease(12345))).await.unwrap_err();
+    assert_eq!(grpc_message(unknown), (tonic::Code::NotFound, "etcdserver: requested lease not found".into()));
+}
+
+/// The next value an Observe stream reports, within [`PATIENCE`].
+async fn observed(stream: &mut etcd_client::ObserveStream) -> Vec<u8> {
+    let answer = tokio::time::timeout(PATIENCE, stream.message()).await.expect("an observation in time");
+    answer.expect("the stream works").expect("the stream is open").kv().expect("a leader").value().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elections_campaign_proclaim_observe_and_resign() {
+    use etcd_client::{ProclaimOptions, ResignOptions};
+    let Endpoint { mut client, _dir, .. } = endpoint().await;
+    let nobody = client.leader("svc").await.unwrap_err();
+    assert_eq!(grpc_message(nobody), (tonic::Code::Unknown, "election: no leader".into()));
+    let mut observer = client.observe("svc").await.unwrap();
+
+    let a = client.lease_grant(60, None).await.unwrap().id();
+    let won = client.campaign("svc", "a1", a).await.unwrap();
+    let leader = won.leader().unwrap().clone();
+    assert_eq!((leader.name(), leader.key(), leader.lease()), (&b"svc"[..], format!("svc/{a:x}").as_bytes(), a));
+    assert_eq!(leader.rev(), won.header().unwrap().revision());
+    assert_eq!(observed(&mut observer).await, b"a1");
+    client.proclaim("a2", Some(ProclaimOptions::new().with_leader(leader.clone()))).await.unwrap();
+    assert_eq!(observed(&mut observer).await, b"a2");
+    let now = client.leader("svc").await.unwrap();
+    assert_eq!((now.kv().unwrap().key(), now.kv().unwrap().value()), (leader.key(), &b"a2"[..]));
+
+    // A second candidate waits until the leader resigns, then leads.
+    let b = client.lease_grant(60, None).await.unwrap().id();
+    let mut other = client.clone();
+    let waiting = tokio::spawn(async move { other.campaign("svc", "b1", b).await.unwrap() });
+    until_exists(&mut client, format!("svc/{b:x}").as_bytes(), true).await;
+    assert!(!waiting.is_finished(), "a leads");
+    client.resign(Some(ResignOptions::new().with_leader(leader.clone()))).await.unwrap();
+    let next = tokio::time::timeout(PATIENCE, waiting).await.expect("b is elected").unwrap();
+    assert_eq!(next.leader().unwrap().key(), format!("svc/{b:x}").as_bytes());
+    assert_eq!(observed(&mut observer).await, b"b1");
+    let stale = client.proclaim("a3", Some(ProclaimOptions::new().with_leader(leader))).await.unwrap_err();
+    assert_eq!(grpc_message(stale), (tonic::Code::Unknown, "election: not leader".into()));
 }
