@@ -5,84 +5,12 @@
 
 mod support;
 
-use std::process::Command;
-
+use support::etcdctl::{etcdctl, installed_or_skip, ok, watched_lines};
 use support::{running_field, LocalAgent};
-
-/// Run `etcdctl --endpoints ENDPOINT ARGS` with `stdin`; returns (success, stdout, stderr).
-fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    use std::io::Write;
-    let mut child = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args(["--endpoints", endpoint, "--command-timeout", "30s", "--dial-timeout", "30s"])
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("etcdctl starts");
-    let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin.unwrap_or("").as_bytes()).expect("write stdin");
-    drop(input);
-    let out = child.wait_with_output().expect("etcdctl runs");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.success(), text(&out.stdout), text(&out.stderr))
-}
-
-/// `etcdctl ARGS` that must succeed: its stdout.
-fn ok(endpoint: &str, args: &[&str]) -> String {
-    let (success, out, err) = etcdctl(endpoint, args, None);
-    assert!(success, "etcdctl {args:?} failed: {err}");
-    out
-}
-
-/// The first `count` lines `etcdctl ARGS` (a watch, which runs until stopped) prints, within
-/// the tests' patience; the process is killed then.
-fn watched_lines(endpoint: &str, args: &[&str], count: usize) -> Vec<String> {
-    use std::io::BufRead;
-    let mut child = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args(["--endpoints", endpoint])
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("etcdctl starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (lines, received) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().take(count) {
-            if lines.send(line.unwrap_or_default()).is_err() {
-                return;
-            }
-        }
-    });
-    let deadline = std::time::Instant::now() + support::PATIENCE;
-    let mut seen = Vec::new();
-    while seen.len() < count {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match received.recv_timeout(left) {
-            Ok(line) => seen.push(line),
-            Err(_) => break,
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    seen
-}
-
-fn etcdctl_installed() -> bool {
-    Command::new("etcdctl").arg("version").output().is_ok_and(|o| o.status.success())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_drives_the_agents_etcd_endpoint() {
-    if !etcdctl_installed() {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let root = unsafe { libc::geteuid() } == 0;
-        // CI runs as root and installs etcd-client (.ci/run): there, a skip would hide the test.
-        assert!(!root, "etcdctl is not installed: as root (CI) this test must run; apt-get install etcd-client");
-        eprintln!("skipped: etcdctl is not installed (Debian: apt-get install etcd-client)");
+    if !installed_or_skip(&[("etcdctl", "version")], "etcd-client") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

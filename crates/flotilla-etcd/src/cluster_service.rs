@@ -60,10 +60,10 @@ impl Cluster for ClusterService {
 
     async fn member_list(&self, _: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
         let cluster = self.context.cluster()?;
-        let revision = self.context.current_revision(&cluster).await?;
         let state = cluster.state();
         let members = etcd_members(&state.members, &self.context.node().id(), self.context.client_url());
-        Ok(Response::new(MemberListResponse { header: Some(self.context.header_of(&state, revision)), members }))
+        // etcd's Cluster service answers a header without a revision (membership is not MVCC).
+        Ok(Response::new(MemberListResponse { header: Some(self.context.header_of(&state, 0)), members }))
     }
 
     async fn member_promote(

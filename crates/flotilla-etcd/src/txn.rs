@@ -46,8 +46,10 @@ impl Converted {
         Self { txn: Txn { success: vec![op], ..Txn::default() }, success: vec![shape], failure: Vec::new() }
     }
 
-    /// etcd's responses to the branch that ran, each with `header`.
+    /// etcd's responses to the branch that ran. Each carries only `header`'s revision, as
+    /// etcd's do (the ids and term are in the transaction's own header).
     pub(crate) fn responses(&self, reply: TxnReply, header: &ResponseHeader) -> Vec<ResponseOp> {
+        let header = &ResponseHeader { revision: header.revision, ..ResponseHeader::default() };
         let shapes = if reply.succeeded { &self.success } else { &self.failure };
         shapes
             .iter()

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod etcdctl;
 
 use std::net::TcpListener;
 use std::path::Path;
