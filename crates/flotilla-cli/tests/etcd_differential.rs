@@ -62,6 +62,7 @@ const SCRIPT: &[Step] = &[
     step(&["get", "a"], Compare::Text),
     step(&["get", "a", "-w", "json"], Compare::Json),
     step(&["get", "a", "--rev", "{rev+1}"], Compare::Text),
+    step(&["get", "a", "--rev", "{rev+1}", "-w", "json"], Compare::Json),
     step(&["get", "a", "--prefix"], Compare::Text),
     step(&["get", "b", "--from-key"], Compare::Text),
     step(&["get", "a", "--from-key", "--limit", "2", "-w", "json"], Compare::Json),

@@ -84,7 +84,12 @@ impl KvService {
 impl Kv for KvService {
     async fn range(&self, request: Request<EtcdRange>) -> Result<Response<RangeResponse>, Status> {
         let cluster = self.context.cluster()?;
-        let (answer, revision) = range::read(&cluster, request.get_ref()).await?;
+        let (answer, mut revision) = range::read(&cluster, request.get_ref()).await?;
+        if request.get_ref().revision > 0 {
+            // etcd's header carries the store's current revision, also for a read of the past
+            // (the apiserver takes a list's resource version from it).
+            revision = revision.max(self.context.current_revision(&cluster).await?);
+        }
         Ok(Response::new(RangeResponse {
             header: Some(self.context.header(&cluster, revision)),
             kvs: answer.kvs,

@@ -1,56 +1,15 @@
 //! etcd's own Rust client (`etcd-client`) against a single-node Flotilla cluster's etcd
-//! endpoint: KV with its options, transactions (Kubernetes' create and update), compaction and
+//! endpoint: KV with its options, transactions (Kubernetes' use: `kubernetes_contract.rs`), compaction and
 //! etcd's error strings, Maintenance and Cluster, Lock and Election.
+
+mod support;
 
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
-    TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
 };
-use flotilla::{Namespace, Node, RunningNode};
-
-/// How long the single node may take to elect itself on a loaded machine.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A node serving the etcd API; `_dir` (its data directory) must live as long as it, so bind
-/// it by name when destructuring (`..` would drop it at once).
-struct Endpoint {
-    client: Client,
-    running: RunningNode,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-async fn endpoint() -> Endpoint {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let running = Node::builder(dir.path())
-        .listen("/ip4/127.0.0.1/tcp/0")
-        .no_mdns()
-        .configure(|c| c.force_bootstrap = true)
-        .start()
-        .await
-        .expect("node starts");
-    running.cluster("default").unwrap().wait_for_leader(PATIENCE).await.expect("a leader");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().unwrap().to_string();
-    let namespace = Namespace::new("default").unwrap();
-    tokio::spawn(flotilla_etcd::serve(listener, running.node().clone(), namespace, std::future::pending()));
-    let options = ConnectOptions::new().with_connect_timeout(PATIENCE).with_timeout(PATIENCE);
-    let client = Client::connect([addr.as_str()], Some(options)).await.expect("client connects");
-    Endpoint { client, running, addr, _dir: dir }
-}
-
-fn keys(response: &etcd_client::GetResponse) -> Vec<String> {
-    response.kvs().iter().map(|kv| kv.key_str().unwrap().to_string()).collect()
-}
-
-fn grpc_message(error: etcd_client::Error) -> (tonic::Code, String) {
-    match error {
-        etcd_client::Error::GRpcStatus(status) => (status.code(), status.message().to_string()),
-        other => panic!("not a gRPC status: {other}"),
-    }
-}
+use support::{endpoint, grpc_message, keys, Endpoint, PATIENCE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_range_options_and_errors() {
@@ -126,50 +85,10 @@ async fn kv_range_options_and_errors() {
     assert_eq!(all.deleted(), 2);
 }
 
-/// Kubernetes' storage contract as kine and the apiserver use it: create on `mod_revision == 0`,
-/// update on `mod_revision == N` with the current object read in the failure branch, delete on
-/// the revision read.
+/// Transactions' compares on every target with every operator; what is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubernetes_style_transactions() {
+async fn transactions_compare_every_target_and_operator() {
     let Endpoint { mut client, _dir, .. } = endpoint().await;
-    let key = "/registry/pods/default/web";
-    let create = |value: &str| {
-        Txn::new()
-            .when([Compare::mod_revision(key, CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key, value, None)])
-            .or_else([TxnOp::get(key, None)])
-    };
-    let created = client.txn(create("v1")).await.unwrap();
-    assert!(created.succeeded());
-    let rev = created.header().unwrap().revision();
-    let again = client.txn(create("v1b")).await.unwrap();
-    assert!(!again.succeeded(), "a second create fails");
-    let TxnOpResponse::Get(found) = &again.op_responses()[0] else { panic!("a range in the failure branch") };
-    assert_eq!((found.kvs()[0].value(), found.kvs()[0].mod_revision()), (&b"v1"[..], rev));
-
-    let update = |expected: i64, value: &str| {
-        Txn::new()
-            .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
-            .and_then([TxnOp::put(key, value, None)])
-            .or_else([TxnOp::get(key, None)])
-    };
-    let updated = client.txn(update(rev, "v2")).await.unwrap();
-    assert!(updated.succeeded());
-    let rev2 = updated.header().unwrap().revision();
-    let stale = client.txn(update(rev, "v3")).await.unwrap();
-    assert!(!stale.succeeded(), "an update at an old revision fails");
-    let TxnOpResponse::Get(current) = &stale.op_responses()[0] else { panic!("a range in the failure branch") };
-    assert_eq!((current.kvs()[0].value(), current.kvs()[0].mod_revision()), (&b"v2"[..], rev2));
-
-    let delete = Txn::new()
-        .when([Compare::mod_revision(key, CompareOp::Equal, rev2)])
-        .and_then([TxnOp::delete(key, Some(DeleteOptions::new().with_prev_key()))])
-        .or_else([TxnOp::get(key, None)]);
-    let deleted = client.txn(delete).await.unwrap();
-    assert!(deleted.succeeded());
-    let TxnOpResponse::Delete(gone) = &deleted.op_responses()[0] else { panic!("a delete") };
-    assert_eq!((gone.deleted(), gone.prev_kvs()[0].value()), (1, &b"v2"[..]));
-
     // Compares on value, version, create revision and lease, with every operator.
     client.put("k", "m", None).await.unwrap();
     let checks = [
