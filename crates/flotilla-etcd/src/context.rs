@@ -57,18 +57,24 @@ impl EtcdContext {
     }
 
     /// The header etcd puts on every response: cluster and member ids, the namespace's
-    /// revision the response reflects, and the Raft term.
+    /// revision the response reflects, and the Raft term (read without copying the group's
+    /// state: this runs on every request).
     pub(crate) fn header(&self, cluster: &Cluster, revision: u64) -> ResponseHeader {
-        self.header_of(&cluster.state(), revision)
+        let (term, id) = cluster.term_and_cluster();
+        self.header_from(&id, term, revision)
     }
 
     /// [`EtcdContext::header`] from a status already taken.
     pub(crate) fn header_of(&self, state: &GroupStatus, revision: u64) -> ResponseHeader {
+        self.header_from(&state.cluster, state.term, revision)
+    }
+
+    fn header_from(&self, cluster: &str, term: u64, revision: u64) -> ResponseHeader {
         ResponseHeader {
-            cluster_id: cluster_id_of(&state.cluster),
+            cluster_id: cluster_id_of(cluster),
             member_id: self.member_id(),
             revision: to_i64(revision),
-            raft_term: state.term,
+            raft_term: term,
         }
     }
 

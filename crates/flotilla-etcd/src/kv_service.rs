@@ -80,6 +80,20 @@ impl KvService {
     }
 }
 
+/// etcd refuses a compaction to the revision already compacted, as one below it (Flotilla's
+/// compaction accepts it, so that a retry finishes an interrupted one): a read just below
+/// `revision` fails with the compacted error exactly when `revision` is not above the
+/// compacted revision.
+async fn refuse_compacted(cluster: &Cluster, revision: u64) -> Result<(), Status> {
+    // A read at revision 0 reads the current one: revision 1 is compacted only past it.
+    if revision < 2 {
+        return Ok(());
+    }
+    let probe = RangeRequest { keys_only: true, revision: revision - 1, ..RangeRequest::key(vec![0u8]) };
+    cluster.range(probe, Consistency::Linearizable).await.map_err(|e| status_of(&e))?;
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, request: Request<EtcdRange>) -> Result<Response<RangeResponse>, Status> {
@@ -145,8 +159,10 @@ impl Kv for KvService {
 
     async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
         let cluster = self.context.cluster()?;
+        let revision = to_u64(request.get_ref().revision);
+        refuse_compacted(&cluster, revision).await?;
         // Flotilla's compaction removes the history before it returns: `physical` always holds.
-        cluster.compact(to_u64(request.get_ref().revision)).await.map_err(|e| status_of(&e))?;
+        cluster.compact(revision).await.map_err(|e| status_of(&e))?;
         let revision = self.context.current_revision(&cluster).await?;
         Ok(Response::new(CompactionResponse { header: Some(self.context.header(&cluster, revision)) }))
     }

@@ -72,6 +72,12 @@ async fn kv_range_options_and_errors() {
         grpc_message(compacted),
         (tonic::Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted".into())
     );
+    let again = client.compact(current, None).await.unwrap_err();
+    assert_eq!(
+        grpc_message(again),
+        (tonic::Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted".into()),
+        "etcd refuses a compaction to the revision already compacted"
+    );
     let future = client.get("a", Some(GetOptions::new().with_revision(current + 100))).await.unwrap_err();
     assert_eq!(
         grpc_message(future),

@@ -28,6 +28,7 @@ mod backup_schedule;
 mod builder;
 mod checked_file;
 mod cluster;
+mod cluster_header;
 mod cluster_kv;
 mod cluster_lease;
 mod cluster_query;
