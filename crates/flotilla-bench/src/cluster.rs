@@ -45,6 +45,37 @@ impl System {
     }
 }
 
+/// The API the benchmark's load uses against Flotilla.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FlotillaApi {
+    /// Flotilla's own HTTP API through `flotilla_http::Client`.
+    #[default]
+    Http,
+    /// The agents' etcd endpoint (`--etcd-listen`) through the `etcd-client` crate: the same
+    /// client, protocol and load code as against etcd.
+    Etcd,
+}
+
+impl FlotillaApi {
+    /// Lower-case name, as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            FlotillaApi::Http => "http",
+            FlotillaApi::Etcd => "etcd",
+        }
+    }
+}
+
+/// The wire protocol a load handle speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// etcd's v3 gRPC API (etcd itself, or Flotilla's etcd endpoint).
+    EtcdGrpc,
+    /// Flotilla's HTTP API.
+    FlotillaHttp,
+}
+
 /// The binaries to run.
 #[derive(Debug, Clone)]
 pub struct Binaries {
@@ -61,6 +92,8 @@ pub struct Member {
     pub client_port: u16,
     /// Peer port (etcd peer, Flotilla libp2p).
     pub peer_port: u16,
+    /// Flotilla's etcd endpoint port (used only when the load speaks etcd's API to Flotilla).
+    pub etcd_port: u16,
     /// The running process, `None` while killed.
     pub proc: Option<ChildProc>,
 }
@@ -89,6 +122,8 @@ pub struct Cluster {
     pub members: Vec<Member>,
     /// When the first member was started.
     pub started: Instant,
+    /// The API the load uses (Flotilla only; etcd always speaks its own).
+    pub flotilla_api: FlotillaApi,
     program: PathBuf,
     // Declared last: dropped after the members (so after their processes are killed).
     dir: tempfile::TempDir,
@@ -122,7 +157,8 @@ pub fn etcd_args(i: usize, ports: &[(u16, u16)], data_root: &Path) -> Vec<OsStri
 /// The command line of Flotilla agent `i` (0-based): loopback only (`--no-mdns`), every other
 /// member given as a `--bootstrap` contact (the counterpart of etcd's static member list) and
 /// `--expect 3` (found only once all three agree), defaults otherwise (fsync on, local preset).
-pub fn flotilla_args(i: usize, ports: &[(u16, u16)], data_root: &Path) -> Vec<OsString> {
+/// `etcd_port` turns on the agent's etcd endpoint on that loopback port.
+pub fn flotilla_args(i: usize, ports: &[(u16, u16)], data_root: &Path, etcd_port: Option<u16>) -> Vec<OsString> {
     let (http, p2p) = ports[i];
     let mut args: Vec<OsString> = vec!["agent".into(), "--no-mdns".into()];
     args.push("--data-dir".into());
@@ -139,26 +175,47 @@ pub fn flotilla_args(i: usize, ports: &[(u16, u16)], data_root: &Path) -> Vec<Os
             args.push(format!("/ip4/127.0.0.1/tcp/{p}").into());
         }
     }
+    if let Some(port) = etcd_port {
+        args.push("--etcd-listen".into());
+        args.push(format!("127.0.0.1:{port}").into());
+    }
     args
 }
 
 impl Cluster {
     /// Start all members at once, in a new temporary directory under `parent`. Returns as soon
-    /// as the processes are spawned; readiness is the caller's to wait for.
+    /// as the processes are spawned; readiness is the caller's to wait for. Flotilla is loaded
+    /// through its HTTP API.
     pub fn start(system: System, bins: &Binaries, parent: &Path) -> anyhow::Result<Self> {
+        Self::start_with_api(system, FlotillaApi::Http, bins, parent)
+    }
+
+    /// [`Cluster::start`], with the API the load uses against Flotilla (`flotilla_api` is
+    /// ignored for etcd).
+    pub fn start_with_api(
+        system: System,
+        flotilla_api: FlotillaApi,
+        bins: &Binaries,
+        parent: &Path,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("vs-etcd-{}-", system.name()))
             .tempdir_in(parent)
             .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
         let mut members = Vec::with_capacity(MEMBERS);
         for _ in 0..MEMBERS {
-            members.push(Member { client_port: free_port()?, peer_port: free_port()?, proc: None });
+            members.push(Member {
+                client_port: free_port()?,
+                peer_port: free_port()?,
+                etcd_port: free_port()?,
+                proc: None,
+            });
         }
         let program = match system {
             System::Etcd => bins.etcd.clone(),
             System::Flotilla => bins.flotilla.clone(),
         };
-        let mut cluster = Cluster { system, members, started: Instant::now(), program, dir };
+        let mut cluster = Cluster { system, members, started: Instant::now(), flotilla_api, program, dir };
         cluster.started = Instant::now();
         for i in 0..MEMBERS {
             cluster.spawn_member(i)?;
@@ -175,7 +232,10 @@ impl Cluster {
         let root = self.dir.path();
         let args = match self.system {
             System::Etcd => etcd_args(i, &ports, root),
-            System::Flotilla => flotilla_args(i, &ports, root),
+            System::Flotilla => {
+                let etcd_port = (self.flotilla_api == FlotillaApi::Etcd).then_some(self.members[i].etcd_port);
+                flotilla_args(i, &ports, root, etcd_port)
+            }
         };
         let what = format!("{} member {}", self.system.name(), i + 1);
         let log = root.join(format!("member{}.log", i + 1));
@@ -210,6 +270,29 @@ impl Cluster {
     /// Client addresses of all members.
     pub fn addrs(&self) -> Vec<String> {
         self.members.iter().map(|m| m.client_addr(self.system)).collect()
+    }
+
+    /// The protocol the load speaks to this cluster.
+    pub fn protocol(&self) -> Protocol {
+        load_protocol(self.system, self.flotilla_api)
+    }
+
+    /// The addresses the load sends to, one per member in member order: the client addresses,
+    /// or Flotilla's etcd endpoints when the load speaks etcd's API to Flotilla.
+    pub fn load_addrs(&self) -> Vec<String> {
+        match self.protocol() {
+            Protocol::FlotillaHttp => self.addrs(),
+            Protocol::EtcdGrpc if self.system == System::Etcd => self.addrs(),
+            Protocol::EtcdGrpc => self.members.iter().map(|m| format!("http://127.0.0.1:{}", m.etcd_port)).collect(),
+        }
+    }
+
+    /// The name of this cluster's system and, for Flotilla through etcd's API, of that API.
+    pub fn label(&self) -> String {
+        match (self.system, self.flotilla_api) {
+            (System::Flotilla, FlotillaApi::Etcd) => "flotilla (etcd API)".into(),
+            (system, _) => system.name().into(),
+        }
     }
 
     /// VmRSS of each member in KiB (`None` for a member not running).
@@ -336,6 +419,15 @@ async fn flotilla_leader(members: &[Member], i: usize) -> anyhow::Result<usize> 
     bail!("leader {leader} is not a running member")
 }
 
+/// The protocol the load speaks to `system` when Flotilla is loaded through `flotilla_api`:
+/// etcd always through its own API.
+pub fn load_protocol(system: System, flotilla_api: FlotillaApi) -> Protocol {
+    match (system, flotilla_api) {
+        (System::Etcd, _) | (System::Flotilla, FlotillaApi::Etcd) => Protocol::EtcdGrpc,
+        (System::Flotilla, FlotillaApi::Http) => Protocol::FlotillaHttp,
+    }
+}
+
 /// Connect an etcd client to `addr` (lazily: the connection is made by the first request).
 pub async fn connect_etcd(addr: &str, timeout: Duration) -> anyhow::Result<etcd_client::Client> {
     etcd_client(addr, timeout).await
@@ -364,7 +456,7 @@ mod tests {
     #[test]
     fn flotilla_agents_know_every_other_member() {
         let ports = [(7070, 7000), (7071, 7001), (7072, 7002)];
-        let args = strings(&flotilla_args(0, &ports, Path::new("/d")));
+        let args = strings(&flotilla_args(0, &ports, Path::new("/d"), None));
         assert_eq!(
             args.join(" "),
             "agent --no-mdns --data-dir /d/n1 --listen /ip4/127.0.0.1/tcp/7000 --http 127.0.0.1:7070 \
@@ -373,6 +465,26 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
+    }
+
+    #[test]
+    fn flotilla_through_etcd_api_opens_the_etcd_endpoint() {
+        let ports = [(7070, 7000), (7071, 7001), (7072, 7002)];
+        let args = strings(&flotilla_args(2, &ports, Path::new("/d"), Some(2379)));
+        assert_eq!(args[args.len() - 2..], ["--etcd-listen", "127.0.0.1:2379"]);
+    }
+
+    #[test]
+    fn the_load_protocol_follows_the_system_and_the_flotilla_api() {
+        use FlotillaApi::*;
+        for (system, api, want) in [
+            (System::Etcd, Http, Protocol::EtcdGrpc),
+            (System::Etcd, Etcd, Protocol::EtcdGrpc),
+            (System::Flotilla, Http, Protocol::FlotillaHttp),
+            (System::Flotilla, Etcd, Protocol::EtcdGrpc),
+        ] {
+            assert_eq!(load_protocol(system, api), want, "{system:?} {api:?}");
+        }
     }
 
     #[test]

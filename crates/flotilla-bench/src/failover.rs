@@ -38,12 +38,12 @@ pub struct FailoverSample {
 pub async fn run_once(cluster: &mut Cluster, key_base: u64) -> anyhow::Result<FailoverSample> {
     cluster.wait_healthy(Duration::from_secs(60)).await?;
     let leader = cluster.leader().await?;
-    let addrs = cluster.addrs();
+    let addrs = cluster.load_addrs();
     let mut survivors = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
         if i != leader {
             // The handle's own timeout is a backstop; each write is bounded by WRITE_TIMEOUT.
-            survivors.push(Handle::connect(cluster.system, addr, Duration::from_secs(5)).await?);
+            survivors.push(Handle::connect(cluster.protocol(), addr, Duration::from_secs(5)).await?);
         }
     }
     let (kill_tx, kill_rx) = watch::channel::<Option<Instant>>(None);
@@ -71,7 +71,7 @@ pub async fn run_once(cluster: &mut Cluster, key_base: u64) -> anyhow::Result<Fa
     // acknowledged write.
     let restarted_at = Instant::now();
     cluster.restart(leader)?;
-    let mut h = Handle::connect(cluster.system, &addrs[leader], Duration::from_secs(1)).await?;
+    let mut h = Handle::connect(cluster.protocol(), &addrs[leader], Duration::from_secs(1)).await?;
     let deadline = restarted_at + Duration::from_secs(60);
     loop {
         cluster.check_running()?;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
-use crate::cluster::{connect_etcd, Cluster, System, NS};
+use crate::cluster::{connect_etcd, Cluster, Protocol, NS};
 use crate::stats::RunFigures;
 
 /// Value size of every put, bytes.
@@ -100,8 +100,8 @@ pub fn scaled(n: u64, scale: f64) -> u64 {
 
 /// A client connection to one member.
 ///
-/// etcd: an `etcd_client` KV client bound to that one endpoint, i.e. one HTTP/2 connection
-/// that multiplexes every request of the clients sharing it. Flotilla: a `flotilla_http::Client`
+/// etcd's API (etcd, or Flotilla's etcd endpoint): an `etcd_client` KV client bound to that one endpoint, i.e. one HTTP/2 connection
+/// that multiplexes every request of the clients sharing it. Flotilla's HTTP API: a `flotilla_http::Client`
 /// (a reqwest/hyper keep-alive pool for that node); HTTP/1.1 cannot multiplex, so the pool
 /// holds one TCP connection per request in flight and reuses them.
 #[derive(Clone)]
@@ -113,11 +113,11 @@ pub enum Handle {
 }
 
 impl Handle {
-    /// A handle to the member at `addr`, with a per-request timeout.
-    pub async fn connect(system: System, addr: &str, timeout: Duration) -> anyhow::Result<Self> {
-        Ok(match system {
-            System::Etcd => Handle::Etcd(Box::new(connect_etcd(addr, timeout).await?.kv_client())),
-            System::Flotilla => Handle::Flotilla(flotilla_http::Client::new(addr, timeout)),
+    /// A handle speaking `protocol` to the member at `addr`, with a per-request timeout.
+    pub async fn connect(protocol: Protocol, addr: &str, timeout: Duration) -> anyhow::Result<Self> {
+        Ok(match protocol {
+            Protocol::EtcdGrpc => Handle::Etcd(Box::new(connect_etcd(addr, timeout).await?.kv_client())),
+            Protocol::FlotillaHttp => Handle::Flotilla(flotilla_http::Client::new(addr, timeout)),
         })
     }
 
@@ -207,13 +207,13 @@ pub async fn run(
     if clients == 0 || conns == 0 {
         bail!("need at least one client and one connection");
     }
-    let addrs = cluster.addrs();
+    let addrs = cluster.load_addrs();
     let members = addrs.len();
     let mut groups = Vec::with_capacity(conns);
     for _ in 0..conns {
         let mut group = Vec::with_capacity(members);
         for addr in &addrs {
-            group.push(Handle::connect(cluster.system, addr, timeout).await?);
+            group.push(Handle::connect(cluster.protocol(), addr, timeout).await?);
         }
         groups.push(group);
     }
@@ -279,8 +279,9 @@ pub async fn run(
 /// (round robin over the members, each with a 2 s timeout, at most 100 in flight) so the
 /// answer does not depend on how either system treats a request sent before it is ready.
 pub async fn first_write(cluster: &mut Cluster, deadline: Duration) -> anyhow::Result<Duration> {
-    let addrs = cluster.addrs();
+    let addrs = cluster.load_addrs();
     let system = cluster.system;
+    let protocol = cluster.protocol();
     let until = cluster.started + deadline;
     let mut attempts = JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -303,7 +304,7 @@ pub async fn first_write(cluster: &mut Cluster, deadline: Duration) -> anyhow::R
                     n += 1;
                     attempts.spawn(async move {
                         let attempt = async {
-                            let mut h = Handle::connect(system, &addr, Duration::from_secs(2)).await?;
+                            let mut h = Handle::connect(protocol, &addr, Duration::from_secs(2)).await?;
                             h.put(&k, b"formed").await
                         };
                         tokio::time::timeout(Duration::from_secs(2), attempt).await.ok()?.ok()?;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
-use cluster::{Binaries, Cluster, System};
+use cluster::{Binaries, Cluster, FlotillaApi, System};
 use load::{reference_cases, scaled, Case, Keys, Op, PRELOAD_KEYS, PUT_KEY_BASE};
 use report::{CaseReport, PerSystem, Report};
 
@@ -50,6 +50,10 @@ struct VsEtcdArgs {
     /// The flotilla binary (default: `flotilla` next to this executable).
     #[arg(long)]
     flotilla_bin: Option<PathBuf>,
+    /// The API the load uses against Flotilla: `http` (its own) or `etcd` (the agents'
+    /// `--etcd-listen` endpoint through the same etcd client and load code as etcd).
+    #[arg(long, value_enum, default_value_t = FlotillaApi::Http)]
+    flotilla_api: FlotillaApi,
     /// Rounds of each case (each round runs both systems, the first one alternating).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -201,16 +205,22 @@ async fn vs_etcd(args: VsEtcdArgs) -> anyhow::Result<()> {
             rounds: args.rounds,
             preload_keys,
             value_bytes: load::VALUE_SIZE,
+            flotilla_api: args.flotilla_api,
             ..Default::default()
         },
         ..Default::default()
     };
-    progress(format!("{} | flotilla {}", report.setup.etcd_version, bins.flotilla.display()));
+    progress(format!(
+        "{} | flotilla {} through its {} API",
+        report.setup.etcd_version,
+        bins.flotilla.display(),
+        args.flotilla_api.name()
+    ));
 
     // 1. Formation: fresh clusters, one system at a time, torn down after each sample.
     for run in 0..args.formation_runs {
         for system in System::order(run) {
-            let mut c = Cluster::start(system, &bins, &parent)?;
+            let mut c = Cluster::start_with_api(system, args.flotilla_api, &bins, &parent)?;
             let t = load::first_write(&mut c, Duration::from_secs(60)).await?;
             progress(format!("formation {} run {}: {:.0} ms", system.name(), run + 1, stats::ms(t)));
             per(&mut report.formation_ms, system).push(stats::ms(t));
@@ -219,7 +229,7 @@ async fn vs_etcd(args: VsEtcdArgs) -> anyhow::Result<()> {
 
     // 2. The benchmark clusters, both running for the rest of the run.
     let mut etcd = Cluster::start(System::Etcd, &bins, &parent)?;
-    let mut flotilla = Cluster::start(System::Flotilla, &bins, &parent)?;
+    let mut flotilla = Cluster::start_with_api(System::Flotilla, args.flotilla_api, &bins, &parent)?;
     for c in [&mut etcd, &mut flotilla] {
         load::first_write(c, Duration::from_secs(60)).await?;
         c.wait_healthy(Duration::from_secs(60)).await?;
@@ -232,7 +242,7 @@ async fn vs_etcd(args: VsEtcdArgs) -> anyhow::Result<()> {
         progress(format!(
             "preload {} keys into {}: {:.0} ops/s, {} errors",
             preload_keys,
-            c.system.name(),
+            c.label(),
             out.figures.throughput,
             out.figures.errors
         ));
@@ -275,7 +285,7 @@ async fn vs_etcd(args: VsEtcdArgs) -> anyhow::Result<()> {
                     case.id,
                     case.title,
                     round + 1,
-                    system.name(),
+                    c.label(),
                     f.throughput,
                     f.p50_ms,
                     f.p99_ms,
@@ -358,6 +368,7 @@ mod tests {
     fn defaults_are_the_reference_shapes() {
         let a = parse(&["vs-etcd"]).expect("parses");
         assert_eq!((a.rounds, a.failover_runs, a.formation_runs), (3, 5, 3));
+        assert_eq!(a.flotilla_api, FlotillaApi::Http);
         let cases = a.selected_cases().expect("valid");
         assert_eq!(
             cases.iter().map(|c| (c.id, c.clients, c.conns, c.ops)).collect::<Vec<_>>(),
@@ -377,6 +388,13 @@ mod tests {
         let cases = a.selected_cases().expect("valid");
         assert_eq!(cases.iter().map(|c| (c.id, c.ops)).collect::<Vec<_>>(), [("a", 1_000), ("c", 20_000)]);
         assert_eq!(a.json.as_deref(), Some(std::path::Path::new("/tmp/x.json")));
+    }
+
+    #[test]
+    fn flotilla_api_selection() {
+        assert_eq!(parse(&["vs-etcd", "--flotilla-api", "etcd"]).expect("parses").flotilla_api, FlotillaApi::Etcd);
+        assert_eq!(parse(&["vs-etcd", "--flotilla-api", "http"]).expect("parses").flotilla_api, FlotillaApi::Http);
+        assert!(parse(&["vs-etcd", "--flotilla-api", "grpc"]).is_err());
     }
 
     #[test]

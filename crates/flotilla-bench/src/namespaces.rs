@@ -174,7 +174,7 @@ impl Agents {
         let mut procs = Vec::new();
         let mut spawned = Vec::new();
         for i in 0..args.nodes {
-            let mut a = crate::cluster::flotilla_args(i, &ports, dir.path());
+            let mut a = crate::cluster::flotilla_args(i, &ports, dir.path(), None);
             a.push("--namespace".into());
             a.extend((0..count).map(|n| OsString::from(ns_name(n))));
             a.extend(args.extra.iter().map(OsString::from));

@@ -56,6 +56,8 @@ pub struct Setup {
     pub preload_keys: u64,
     /// Value size, bytes.
     pub value_bytes: usize,
+    /// The API the load used against Flotilla.
+    pub flotilla_api: crate::cluster::FlotillaApi,
 }
 
 /// A value for each system.
@@ -154,8 +156,15 @@ impl Report {
         let s = &self.setup;
         let _ = writeln!(
             out,
-            "etcd: {} | flotilla: {} | {} CPUs | scale {} | {} round(s), median shown | loadavg {} -> {}\n",
-            s.etcd_version, s.flotilla_bin, s.cpus, s.scale, s.rounds, s.loadavg_start, s.loadavg_end
+            "etcd: {} | flotilla: {} through its {} API | {} CPUs | scale {} | {} round(s), median shown | loadavg {} -> {}\n",
+            s.etcd_version,
+            s.flotilla_bin,
+            s.flotilla_api.name(),
+            s.cpus,
+            s.scale,
+            s.rounds,
+            s.loadavg_start,
+            s.loadavg_end
         );
         let _ = writeln!(
             out,
