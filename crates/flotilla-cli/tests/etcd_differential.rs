@@ -334,6 +334,8 @@ impl RealEtcd {
         let deadline = Instant::now() + PATIENCE;
         while !etcdctl(&etcd.endpoint, &["endpoint", "health"], None).0 {
             assert!(Instant::now() < deadline, "etcd did not become healthy");
+            // The pause between two polls of its health, under an explicit deadline (this
+            // constructor is synchronous, so no async sleep).
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         etcd
