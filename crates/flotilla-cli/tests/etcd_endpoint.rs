@@ -77,3 +77,29 @@ async fn etcdctl_drives_the_agents_etcd_endpoint() {
     assert!(!success);
     assert!(err.contains("etcdserver: mvcc: required revision has been compacted"), "{err}");
 }
+
+/// etcd's election and lock recipes wait for the keys created before their own
+/// (`create_revision - 1`): when the candidate's key was a namespace's first write, that bound
+/// was 0, which etcd's client reads as "no bound", and it waited for its own key forever. A
+/// namespace never written is at revision 1, as in etcd, so its first write is revision 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_election_or_a_lock_as_the_namespaces_first_write_wins_at_once() {
+    if !installed_or_skip(&[("etcdctl", "version")], "etcd-client") {
+        return;
+    }
+    for first in ["elect", "lock"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let agent = LocalAgent::start(dir.path(), &["--etcd-listen", "127.0.0.1:0"]).await;
+        let text = std::fs::read_to_string(&agent.log).expect("log");
+        let endpoint = running_field(&text, "etcd").expect("the etcd endpoint is logged");
+        let status = ok(&endpoint, &["endpoint", "status", "-w", "json"]);
+        assert!(status.contains("\"revision\":1,"), "a namespace never written is at revision 1: {status}");
+        if first == "elect" {
+            let elected = watched_lines(&endpoint, &["elect", "svc", "v1"], 2);
+            assert!(elected.len() == 2 && elected[1] == "v1", "the first candidate leads: {elected:?}");
+        } else {
+            let held = watched_lines(&endpoint, &["lock", "job", "--", "sh", "-c", "echo held"], 1);
+            assert_eq!(held, ["held"], "the first lock is held at once");
+        }
+    }
+}

@@ -210,9 +210,24 @@ async fn sigterm_of_one_agent_with_100_namespaces_exits_0_and_the_others_keep_se
     let others: Vec<usize> = (0..3).filter(|i| *i != leaving).collect();
     let client = &Client::new(&http[others[0]], Duration::from_secs(5));
     for ns in led {
-        support::until(&format!("a write to {ns} through another agent"), || async move {
-            client.put(ns, "after", b"sigterm".to_vec()).await.ok()
-        })
-        .await;
+        let deadline = Instant::now() + support::PATIENCE;
+        while client.put(ns, "after", b"sigterm".to_vec()).await.is_err() {
+            if Instant::now() >= deadline {
+                panic!("no write to {ns} through another agent: {}", survivors_view(ns, &others, &http, &dirs).await);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
+}
+
+/// What the surviving agents say about `ns`, and what they logged about it, for a failure.
+async fn survivors_view(ns: &str, others: &[usize], http: &[String], dirs: &[std::path::PathBuf]) -> String {
+    let mut text = String::new();
+    for i in others {
+        let log = std::fs::read_to_string(dirs[*i].with_extension("log")).unwrap_or_default();
+        let mentions: Vec<&str> = log.lines().filter(|l| l.contains(ns) || !l.contains("namespace")).collect();
+        text += &format!("\n--- agent {i}: status {:#?}\n--- its log about {ns}:\n", status(&http[*i], ns).await);
+        text += &mentions.join("\n");
+    }
+    text
 }

@@ -132,8 +132,8 @@ impl Recipes {
     /// pass waits for a different key, and no key can be created at an old revision, so the
     /// passes are at most the contenders ahead; the wait itself lasts as long as the client's.
     pub(crate) async fn wait_deletes(&self, prefix: &[u8], max_create_rev: i64) -> Result<(), Status> {
-        // Flotilla's first write is revision 1 (etcd's is 2): nothing is created at or before
-        // revision 0, and a bound of 0 would read as "no bound".
+        // Nothing is created at or before revision 1 (a namespace's first write is revision 2,
+        // as in etcd), and a bound of 0 would read as "no bound".
         if max_create_rev <= 0 {
             return Ok(());
         }

@@ -19,8 +19,9 @@ pub struct BackupMeta {
     pub index: u64,
     /// Term of that entry (0: none).
     pub term: u64,
-    /// The namespace's KV revision in the state backed up (0 for a namespace that does not
-    /// run the built-in KV state machine, or before its first write).
+    /// The namespace's KV revision in the state backed up (1, as for a namespace never
+    /// written, for one that does not run the built-in KV state machine; 0 in backups taken
+    /// before revisions started at 1).
     pub revision: u64,
     /// When the backup's view was taken, in milliseconds since the Unix epoch.
     pub taken_at_unix_ms: u64,

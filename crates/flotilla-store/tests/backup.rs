@@ -69,7 +69,7 @@ async fn a_backup_taken_while_writes_go_on_holds_exactly_its_index() {
     let meta = &summary.meta;
     assert_eq!((meta.index, meta.term), (50, 1));
     // One revision per write, from one view with the index.
-    assert_eq!(meta.revision, 49);
+    assert_eq!(meta.revision, flotilla_core::kv::FIRST_REVISION + 49);
     assert_eq!(meta.namespace, "alpha");
     assert_eq!(meta.cluster_id, "cluster-test");
     assert_eq!(meta.flotilla_version, "9.9.9");

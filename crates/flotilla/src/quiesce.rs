@@ -42,9 +42,18 @@ use crate::group::Group;
 use crate::node::Node;
 
 /// Whether a group is quiesced, and when it was last active.
+///
+/// The flag and the group's ticker change together, under `switch`: changed apart, a quiesce
+/// and a wake racing on two threads could leave the flag saying "awake" with the ticker off
+/// (quiesce sets the flag, wake clears it and starts the ticker, quiesce stops the ticker).
+/// Nothing wakes such a group again, and a leader in that state sends no heartbeats: its
+/// quorum acknowledgement ages, and every write is refused for good (seen after a node left
+/// while leading a hundred namespaces on a saturated machine).
 #[derive(Debug)]
 pub struct Quiet {
     quiesced: AtomicBool,
+    /// Held while the flag and the ticker change.
+    switch: Mutex<()>,
     /// Whether the group, as leader, executed a client write or read since it started.
     used: AtomicBool,
     last_active: Mutex<Instant>,
@@ -63,6 +72,7 @@ impl Quiet {
     pub(crate) fn new(quiesced: bool) -> Self {
         Self {
             quiesced: AtomicBool::new(quiesced),
+            switch: Mutex::new(()),
             used: AtomicBool::new(false),
             last_active: Mutex::new(Instant::now()),
             woke_at: Mutex::new(None),
@@ -93,6 +103,30 @@ impl Quiet {
     fn idle_for(&self) -> Duration {
         self.last_active.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
     }
+
+    /// Quiesce if still idle for at least `idle` (activity may have come since the caller
+    /// looked), stopping the ticker with `set_tick(false)`. Returns whether it quiesced now.
+    fn quiesce_if_idle(&self, idle: Duration, set_tick: impl FnOnce(bool)) -> bool {
+        let _switch = self.switch.lock().unwrap_or_else(|p| p.into_inner());
+        if self.is_quiesced() || self.idle_for() < idle {
+            return false;
+        }
+        self.quiesced.store(true, Ordering::Release);
+        set_tick(false);
+        true
+    }
+
+    /// Resume if quiesced, starting the ticker with `set_tick(true)`. Returns whether it
+    /// resumed now.
+    fn resume_with(&self, set_tick: impl FnOnce(bool)) -> bool {
+        let _switch = self.switch.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.is_quiesced() {
+            return false;
+        }
+        self.quiesced.store(false, Ordering::Release);
+        set_tick(true);
+        true
+    }
 }
 
 impl Group {
@@ -101,10 +135,10 @@ impl Group {
         self.quiet.is_quiesced()
     }
 
-    /// Stop the group's ticker.
-    fn quiesce(&self, role: &'static str) {
-        if !self.quiet.quiesced.swap(true, Ordering::AcqRel) {
-            self.raft.runtime_config().tick(false);
+    /// Stop the group's ticker, unless it was active within the last `idle` (touched since the
+    /// caller saw it idle that long).
+    fn quiesce(&self, role: &'static str, idle: Duration) {
+        if self.quiet.quiesce_if_idle(idle, |on| self.raft.runtime_config().tick(on)) {
             debug!(namespace = %self.namespace, role, "group quiesced");
         }
     }
@@ -119,8 +153,7 @@ impl Group {
     /// quiesces again as soon as the quiescing rules allow (for a leader woken to bring a
     /// returning member up to date: once that member holds the whole log and answers).
     pub(crate) fn resume(&self, reason: &'static str) {
-        if self.quiet.quiesced.swap(false, Ordering::AcqRel) {
-            self.raft.runtime_config().tick(true);
+        if self.quiet.resume_with(|on| self.raft.runtime_config().tick(on)) {
             debug!(namespace = %self.namespace, reason, "group woken");
         }
     }
@@ -209,8 +242,9 @@ async fn run(weak: Weak<Node>, periods: Periods) {
                 let down = |peer: &NodeId| node.liveness.is_down(peer);
                 may_quiesce(&m, node.id, idle, used, &periods, &down)
             };
+            // Unless it was touched since `idle` was read: then it is not idle any more.
             if let Some(role) = role {
-                group.quiesce(role);
+                group.quiesce(role, idle);
             }
         }
     }
@@ -406,5 +440,51 @@ mod tests {
             None,
             "a follower is silent"
         );
+    }
+
+    /// Quiesces and wakes racing on several threads leave the flag and the ticker agreeing.
+    /// Changed apart, they disagreed within a few hundred rounds: a group flagged awake with
+    /// its ticker off, which nothing wakes again.
+    #[test]
+    fn racing_quiesces_and_wakes_leave_the_flag_and_the_ticker_agreeing() {
+        use std::sync::atomic::AtomicBool;
+        let quiet = Arc::new(Quiet::new(false));
+        let ticking = Arc::new(AtomicBool::new(true));
+        for round in 0..2_000 {
+            let threads: Vec<_> = (0..4)
+                .map(|t| {
+                    let (quiet, ticking) = (quiet.clone(), ticking.clone());
+                    std::thread::spawn(move || {
+                        // A ticker that is slow to switch widens the window a race needs.
+                        let set_tick = |on: bool| {
+                            std::thread::yield_now();
+                            ticking.store(on, Ordering::SeqCst);
+                        };
+                        if (t + round) % 2 == 0 {
+                            quiet.quiesce_if_idle(Duration::ZERO, set_tick);
+                        } else {
+                            quiet.resume_with(set_tick);
+                        }
+                    })
+                })
+                .collect();
+            for thread in threads {
+                thread.join().expect("no panic");
+            }
+            assert_eq!(quiet.is_quiesced(), !ticking.load(Ordering::SeqCst), "round {round}");
+        }
+    }
+
+    #[test]
+    fn a_quiesce_gives_way_to_activity_since_the_group_was_seen_idle() {
+        let quiet = Quiet::new(false);
+        let mut ticks = Vec::new();
+        quiet.touch();
+        assert!(!quiet.quiesce_if_idle(Duration::from_secs(60), |on| ticks.push(on)), "active just now");
+        assert!(quiet.quiesce_if_idle(Duration::ZERO, |on| ticks.push(on)));
+        assert!(!quiet.quiesce_if_idle(Duration::ZERO, |on| ticks.push(on)), "already quiesced");
+        assert!(quiet.resume_with(|on| ticks.push(on)));
+        assert!(!quiet.resume_with(|on| ticks.push(on)), "already awake");
+        assert_eq!(ticks, [false, true]);
     }
 }

@@ -1322,7 +1322,8 @@ fn changes(revision: u64, events: Vec<WatchEvent>) -> WatchMessage {
     WatchMessage::Changes { revision, events }
 }
 
-/// A small history, as a whole-namespace watch with previous states delivers it: a created
+/// A small history, as a whole-namespace watch with previous states delivers it, numbered
+/// from 1 for readability (a real namespace's first write is revision 2): a created
 /// (1), b created (2), a changed (3), b deleted (4), a changed and c created together (5).
 fn small_history() -> Vec<WatchMessage> {
     let (a1, b2, a3) = (state("a", "1", 1, 1, 1), state("b", "1", 2, 2, 1), state("a", "2", 1, 3, 2));
@@ -1340,7 +1341,7 @@ fn small_history() -> Vec<WatchMessage> {
 /// `messages` as received by a watcher of `spec` from revision 1, checked against
 /// [`small_history`] (to cover revision `until`).
 fn check_small(spec: WatchSpec, messages: Vec<WatchMessage>, until: Option<u64>) -> Vec<String> {
-    let reference = Reference::build(&small_history()).expect("a consistent history");
+    let reference = Reference::build_after(&small_history(), 0).expect("a consistent history");
     let log = WatcherLog { messages, connects: 1, ..WatcherLog::new("test", spec, 1) };
     check_watcher(&reference, &log, until).violations
 }
@@ -1413,14 +1414,14 @@ fn watch_check_flags_every_kind_of_broken_stream() {
 fn watch_check_flags_a_broken_history_and_a_lost_write() {
     let h = small_history();
     let hole = [&h[..2], &h[3..]].concat();
-    let problems = Reference::build(&hole).expect_err("a hole");
+    let problems = Reference::build_after(&hole, 0).expect_err("a hole");
     assert!(problems.iter().any(|p| p.contains("revision 4 where 3 was due")), "{problems:#?}");
     let mut bad_version = h.clone();
     bad_version[2] = changes(3, vec![put(state("a", "2", 1, 3, 7), Some(state("a", "1", 1, 1, 1)))]);
-    let problems = Reference::build(&bad_version).expect_err("a wrong version");
+    let problems = Reference::build_after(&bad_version, 0).expect_err("a wrong version");
     assert!(problems.iter().any(|p| p.contains("revision 3 a")), "{problems:#?}");
 
-    let reference = Reference::build(&h).expect("a consistent history");
+    let reference = Reference::build_after(&h, 0).expect("a consistent history");
     let ack = |value: &str, revision| Ack { key: b"a".to_vec(), value: value.into(), revision };
     assert!(check_acknowledged(&reference, &[ack("1", 1), ack("2", 3), ack("3", 5)]).is_empty());
     assert_flagged(&check_acknowledged(&reference, &[ack("2", 4)]), "acknowledged write a=2 at revision 4");

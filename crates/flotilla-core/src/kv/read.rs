@@ -12,12 +12,25 @@ use super::types::{
 use crate::state_machine::{Scan, StateView};
 
 /// The revisions of a namespace as of one view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Revisions {
-    /// The current revision: that of the last changing write (0 before the first).
+    /// The current revision: that of the last changing write ([`FIRST_REVISION`] before the
+    /// first).
     pub current: u64,
-    /// The oldest revision still readable (0 or 1 before any compaction).
+    /// The oldest revision still readable (0 before any compaction).
     pub compacted: u64,
+}
+
+/// The revision of a namespace that has never been written, as in etcd: its first changing
+/// write creates revision 2. etcd's clients rely on it: a revision of 0 means "the latest"
+/// or "no such key" to them, and the concurrency API waits for keys created before its own
+/// (`create_revision - 1`), which would be 0, "no bound", for a key created at revision 1.
+pub const FIRST_REVISION: u64 = 1;
+
+impl Default for Revisions {
+    fn default() -> Self {
+        Self { current: FIRST_REVISION, compacted: 0 }
+    }
 }
 
 impl Revisions {

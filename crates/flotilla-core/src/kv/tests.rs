@@ -44,45 +44,45 @@ fn value(kv: Option<KeyValue>) -> Option<String> {
 #[test]
 fn every_changing_write_creates_one_revision_and_keys_carry_their_revisions() {
     let mut t = MapTable::default();
-    assert_eq!(revisions(&t).unwrap(), Revisions { current: 0, compacted: 0 });
-    assert_eq!(put(&mut t, "a", "1"), 1);
-    assert_eq!(put(&mut t, "b", "1"), 2);
-    assert_eq!(put(&mut t, "a", "2"), 3);
+    assert_eq!(revisions(&t).unwrap(), Revisions { current: FIRST_REVISION, compacted: 0 });
+    assert_eq!(put(&mut t, "a", "1"), 2);
+    assert_eq!(put(&mut t, "b", "1"), 3);
+    assert_eq!(put(&mut t, "a", "2"), 4);
     let a = get(&t, "a", 0).unwrap().unwrap();
-    assert_eq!((a.create_revision, a.mod_revision, a.version), (1, 3, 2));
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (2, 4, 2));
     // A delete of a missing key and a read-only transaction change nothing: no revision.
     let reply = txn(&mut t, Txn { success: vec![TxnOp::delete("zzz")], ..Txn::default() });
-    assert_eq!(reply.revision, 3);
+    assert_eq!(reply.revision, 4);
     assert_eq!(reply.results, vec![OpResult::Delete { deleted: 0, prev: vec![] }]);
     // Delete then re-create: the create revision and version start again.
-    assert_eq!(txn(&mut t, Txn { success: vec![TxnOp::delete("a")], ..Txn::default() }).revision, 4);
-    assert_eq!(put(&mut t, "a", "3"), 5);
+    assert_eq!(txn(&mut t, Txn { success: vec![TxnOp::delete("a")], ..Txn::default() }).revision, 5);
+    assert_eq!(put(&mut t, "a", "3"), 6);
     let a = get(&t, "a", 0).unwrap().unwrap();
-    assert_eq!((a.create_revision, a.mod_revision, a.version), (5, 5, 1));
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (6, 6, 1));
 }
 
 #[test]
 fn past_revisions_read_what_was_there_then() {
     let mut t = MapTable::default();
-    put(&mut t, "k", "v1"); // 1
-    put(&mut t, "other", "x"); // 2
-    put(&mut t, "k", "v2"); // 3
-    txn(&mut t, Txn { success: vec![TxnOp::delete("k")], ..Txn::default() }); // 4
-    put(&mut t, "k\0", "nul"); // 5
+    put(&mut t, "k", "v1"); // 2
+    put(&mut t, "other", "x"); // 3
+    put(&mut t, "k", "v2"); // 4
+    txn(&mut t, Txn { success: vec![TxnOp::delete("k")], ..Txn::default() }); // 5
+    put(&mut t, "k\0", "nul"); // 6
     assert_eq!(get(&t, "k", 0).unwrap(), None);
-    assert_eq!(value(get(&t, "k", 1).unwrap()), Some("v1".into()));
     assert_eq!(value(get(&t, "k", 2).unwrap()), Some("v1".into()));
-    assert_eq!(value(get(&t, "k", 3).unwrap()), Some("v2".into()));
-    assert_eq!(get(&t, "k", 4).unwrap(), None);
-    assert_eq!(get(&t, "k", 6), Err(KvRefusal::FutureRevision { requested: 6, current: 5 }));
+    assert_eq!(value(get(&t, "k", 3).unwrap()), Some("v1".into()));
+    assert_eq!(value(get(&t, "k", 4).unwrap()), Some("v2".into()));
+    assert_eq!(get(&t, "k", 5).unwrap(), None);
+    assert_eq!(get(&t, "k", 7), Err(KvRefusal::FutureRevision { requested: 7, current: 6 }));
     // Ranges at a past revision see every key as it was.
     let at = |rev| {
         let r = range(&t, &RangeRequest { revision: rev, ..RangeRequest::prefix("k") }).unwrap().unwrap();
         r.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect::<Vec<_>>()
     };
-    assert_eq!(at(3), vec![(b"k".to_vec(), b"v2".to_vec())]);
-    assert_eq!(at(4), vec![]);
-    assert_eq!(at(5), vec![(b"k\0".to_vec(), b"nul".to_vec())]);
+    assert_eq!(at(4), vec![(b"k".to_vec(), b"v2".to_vec())]);
+    assert_eq!(at(5), vec![]);
+    assert_eq!(at(6), vec![(b"k\0".to_vec(), b"nul".to_vec())]);
 }
 
 #[test]
@@ -141,7 +141,7 @@ fn reads_in_a_transaction_see_its_earlier_writes() {
             success: vec![
                 TxnOp::Put { key: b"a".to_vec(), value: b"new".to_vec(), lease: 0, prev_kv: true },
                 TxnOp::Range(RangeRequest::key("a")),
-                TxnOp::Range(RangeRequest { revision: 1, ..RangeRequest::key("a") }),
+                TxnOp::Range(RangeRequest { revision: 2, ..RangeRequest::key("a") }),
             ],
             ..Txn::default()
         },
@@ -149,7 +149,7 @@ fn reads_in_a_transaction_see_its_earlier_writes() {
     let OpResult::Put { prev: Some(prev), existed: true } = &reply.results[0] else { panic!("{reply:?}") };
     assert_eq!(prev.value, b"old");
     let OpResult::Range(now) = &reply.results[1] else { panic!() };
-    assert_eq!((now.kvs[0].value.as_slice(), now.kvs[0].mod_revision), (&b"new"[..], 2));
+    assert_eq!((now.kvs[0].value.as_slice(), now.kvs[0].mod_revision), (&b"new"[..], 3));
     let OpResult::Range(then) = &reply.results[2] else { panic!() };
     assert_eq!(then.kvs[0].value, b"old");
 }
@@ -161,7 +161,7 @@ fn ranges_page_with_a_limit_and_a_continuation() {
         put(&mut t, &format!("job/{i:02}"), "x");
     }
     put(&mut t, "jobs", "not under job/");
-    for revision in [0, 26] {
+    for revision in [0, 27] {
         let mut seen = Vec::new();
         let mut after = None;
         loop {
@@ -187,47 +187,47 @@ fn ranges_page_with_a_limit_and_a_continuation() {
 fn compaction_forgets_old_revisions_but_keeps_what_reads_at_it_need() {
     let mut t = MapTable::default();
     for i in 1..=30u64 {
-        put(&mut t, &format!("k{}", i % 3), &format!("v{i}")); // revisions 1..=30
+        put(&mut t, &format!("k{}", i % 3), &format!("v{i}")); // revisions 2..=31
     }
-    txn(&mut t, Txn { success: vec![TxnOp::delete("k0")], ..Txn::default() }); // 31
-    put(&mut t, "late", "x"); // 32
+    txn(&mut t, Txn { success: vec![TxnOp::delete("k0")], ..Txn::default() }); // 32
+    put(&mut t, "late", "x"); // 33
     let expected_at = |t: &MapTable, rev| ["k0", "k1", "k2", "late"].map(|k| value(get(t, k, rev).unwrap())).to_vec();
-    let at_31 = expected_at(&t, 31);
     let at_32 = expected_at(&t, 32);
+    let at_33 = expected_at(&t, 33);
     // Small steps, so the cleanup takes several entries.
     let mut steps = 0;
     loop {
         let mut scratch = t.clone();
-        let reply = compact::step(&mut scratch, 31, 4).unwrap().unwrap();
+        let reply = compact::step(&mut scratch, 32, 4).unwrap().unwrap();
         t = scratch;
         steps += 1;
-        assert_eq!(reply.compacted, 31);
+        assert_eq!(reply.compacted, 32);
         if reply.done {
             break;
         }
         assert!(steps < 100, "compaction does not finish");
     }
     assert!(steps > 2);
-    assert_eq!(get(&t, "k1", 30), Err(KvRefusal::Compacted { requested: 30, compacted: 31 }));
-    assert_eq!(expected_at(&t, 31), at_31);
+    assert_eq!(get(&t, "k1", 31), Err(KvRefusal::Compacted { requested: 31, compacted: 32 }));
     assert_eq!(expected_at(&t, 32), at_32);
-    // Left: one version per live key as of 31 (k1, k2), and the events from 31 on (the
-    // delete of k0 at 31 is kept: a watch from 31 replays it).
+    assert_eq!(expected_at(&t, 33), at_33);
+    // Left: one version per live key as of 32 (k1, k2), and the events from 32 on (the
+    // delete of k0 at 32 is kept: a watch from 31 replays it).
     let events = t.0.keys().filter(|k| k[0] == layout::EVENT).count();
     assert_eq!(events, 4, "{:?}", t.0.keys().collect::<Vec<_>>());
     // Compacting again further removes the survivors that are replaced.
-    put(&mut t, "k1", "new"); // 33
+    put(&mut t, "k1", "new"); // 34
     assert!(matches!(
-        run(&mut t, &KvCommand::Compact { revision: 33 }),
+        run(&mut t, &KvCommand::Compact { revision: 34 }),
         KvReply::Compact(CompactReply { done: true, .. })
     ));
-    assert_eq!(value(get(&t, "k1", 33).unwrap()), Some("new".into()));
-    assert_eq!(value(get(&t, "k2", 33).unwrap()), Some("v29".into()));
+    assert_eq!(value(get(&t, "k1", 34).unwrap()), Some("new".into()));
+    assert_eq!(value(get(&t, "k2", 34).unwrap()), Some("v29".into()));
     let events = t.0.keys().filter(|k| k[0] == layout::EVENT).count();
-    assert_eq!(events, 3, "k1 at 33, k2 at 29 and late at 32");
+    assert_eq!(events, 3, "k1 at 34, k2 at 30 and late at 33");
     assert!(matches!(
         run(&mut t, &KvCommand::Compact { revision: 20 }),
-        KvReply::Refused(KvRefusal::Compacted { requested: 20, compacted: 33 })
+        KvReply::Refused(KvRefusal::Compacted { requested: 20, compacted: 34 })
     ));
     assert!(matches!(
         run(&mut t, &KvCommand::Compact { revision: 99 }),
@@ -256,49 +256,49 @@ fn hostile_keys_are_opaque() {
     assert_eq!(value(get(&t, "a\0b", 0).unwrap()), Some("2".into()));
     let all = range(&t, &RangeRequest { end: RangeEnd::All, ..RangeRequest::key("") }).unwrap().unwrap();
     assert_eq!(all.kvs.len(), 3);
-    let past = RangeRequest { end: RangeEnd::Prefix, revision: 1, ..RangeRequest::key(vec![0xff]) };
+    let past = RangeRequest { end: RangeEnd::Prefix, revision: 2, ..RangeRequest::key(vec![0xff]) };
     assert_eq!(range(&t, &past).unwrap().unwrap().kvs.len(), 1);
 }
 
 #[test]
 fn changes_come_in_whole_revisions_with_previous_states() {
     let mut t = MapTable::default();
-    put(&mut t, "w/a", "1"); // 1
+    put(&mut t, "w/a", "1"); // 3
     txn(
         &mut t,
         Txn {
             success: vec![TxnOp::put("w/a", "2"), TxnOp::put("w/b", "x"), TxnOp::put("other", "o")],
             ..Txn::default()
         },
-    ); // 2
-    txn(&mut t, Txn { success: vec![TxnOp::delete("w/a")], ..Txn::default() }); // 3
-    let request = ChangesRequest { key: b"w/".to_vec(), end: RangeEnd::Prefix, from: 1, prev_kv: true };
+    ); // 3
+    txn(&mut t, Txn { success: vec![TxnOp::delete("w/a")], ..Txn::default() }); // 4
+    let request = ChangesRequest { key: b"w/".to_vec(), end: RangeEnd::Prefix, from: 2, prev_kv: true };
     let all = changes(&t, &request, 100).unwrap().unwrap();
-    assert_eq!(all.next, 4);
+    assert_eq!(all.next, 5);
     let revisions: Vec<u64> = all.revisions.iter().map(|(r, _)| *r).collect();
-    assert_eq!(revisions, vec![1, 2, 3]);
+    assert_eq!(revisions, vec![2, 3, 4]);
     let (_, second) = &all.revisions[1];
-    assert_eq!(second.len(), 2, "both watched keys of revision 2, not `other`");
+    assert_eq!(second.len(), 2, "both watched keys of revision 3, not `other`");
     assert_eq!(second[0].prev.as_ref().unwrap().value, b"1");
     assert_eq!((second[0].kv.value.as_slice(), second[0].kv.version), (&b"2"[..], 2));
     let (_, third) = &all.revisions[2];
     assert_eq!(third[0].kind, EventKind::Delete);
-    assert_eq!(third[0].kv.mod_revision, 3);
+    assert_eq!(third[0].kv.mod_revision, 4);
     assert_eq!(third[0].prev.as_ref().unwrap().value, b"2");
     // A small budget stops between revisions, never inside one.
-    let first = changes(&t, &ChangesRequest { from: 2, ..request.clone() }, 1).unwrap().unwrap();
+    let first = changes(&t, &ChangesRequest { from: 3, ..request.clone() }, 1).unwrap().unwrap();
     assert_eq!(first.revisions.len(), 1);
-    assert_eq!(first.revisions[0].1.len(), 2, "revision 2 whole although it holds 3 events");
-    assert_eq!(first.next, 3);
+    assert_eq!(first.revisions[0].1.len(), 2, "revision 3 whole although it holds 3 events");
+    assert_eq!(first.next, 4);
     // Nothing new yet: the next revision stays the one asked for.
     let none = changes(&t, &ChangesRequest { from: 9, ..request.clone() }, 10).unwrap().unwrap();
     assert_eq!((none.revisions.len(), none.next), (0, 9));
-    run(&mut t, &KvCommand::Compact { revision: 3 });
+    run(&mut t, &KvCommand::Compact { revision: 4 });
     assert_eq!(
-        changes(&t, &ChangesRequest { from: 2, ..request.clone() }, 10).unwrap(),
-        Err(KvRefusal::Compacted { requested: 2, compacted: 3 })
+        changes(&t, &ChangesRequest { from: 3, ..request.clone() }, 10).unwrap(),
+        Err(KvRefusal::Compacted { requested: 3, compacted: 4 })
     );
-    let after = changes(&t, &ChangesRequest { from: 3, ..request }, 10).unwrap().unwrap();
+    let after = changes(&t, &ChangesRequest { from: 4, ..request }, 10).unwrap().unwrap();
     assert_eq!(after.revisions.len(), 1, "the delete at the compacted revision stays for a watch from it");
 }
 
@@ -314,19 +314,19 @@ fn a_revoked_lease_deletes_its_keys_in_one_revision() {
     let mut t = MapTable::default();
     let a = lease_reply(run(&mut t, &KvCommand::LeaseGrant { id: 0, ttl_secs: 10 }));
     let b = lease_reply(run(&mut t, &KvCommand::LeaseGrant { id: 0, ttl_secs: 30 }));
-    assert_eq!((a.id, b.id, a.revision), (1, 2, 0), "grants create no revision");
+    assert_eq!((a.id, b.id, a.revision), (1, 2, FIRST_REVISION), "grants create no revision");
     assert!(matches!(
         run(&mut t, &KvCommand::LeaseGrant { id: 2, ttl_secs: 5 }),
         KvReply::Refused(KvRefusal::LeaseExists(2))
     ));
     let leased = |key: &str, lease| TxnOp::Put { key: key.into(), value: b"v".to_vec(), lease, prev_kv: false };
-    txn(&mut t, Txn { success: vec![leased("s/1", a.id), leased("s/2", a.id), leased("s/3", a.id)], ..Txn::default() }); // 1
-    txn(&mut t, Txn { success: vec![leased("s/2", b.id)], ..Txn::default() }); // 2: moves to lease b
-    put(&mut t, "s/3", "no lease"); // 3: detached
+    txn(&mut t, Txn { success: vec![leased("s/1", a.id), leased("s/2", a.id), leased("s/3", a.id)], ..Txn::default() }); // 2
+    txn(&mut t, Txn { success: vec![leased("s/2", b.id)], ..Txn::default() }); // 3: moves to lease b
+    put(&mut t, "s/3", "no lease"); // 4: detached
     assert_eq!(get(&t, "s/1", 0).unwrap().unwrap().lease, a.id);
     assert_eq!(attached_keys(&t, a.id, 10).unwrap(), vec![b"s/1".to_vec()]);
     let revoked = lease_reply(run(&mut t, &KvCommand::LeaseRevoke { id: a.id }));
-    assert_eq!((revoked.deleted, revoked.revision), (1, 4));
+    assert_eq!((revoked.deleted, revoked.revision), (1, 5));
     assert_eq!(get(&t, "s/1", 0).unwrap(), None);
     assert!(get(&t, "s/2", 0).unwrap().is_some() && get(&t, "s/3", 0).unwrap().is_some());
     assert_eq!(leases(&t, 10).unwrap(), vec![(b.id, 30)]);
@@ -334,9 +334,9 @@ fn a_revoked_lease_deletes_its_keys_in_one_revision() {
     let on_gone = Txn { success: vec![leased("s/9", a.id)], ..Txn::default() };
     assert!(matches!(run(&mut t, &KvCommand::Txn(on_gone)), KvReply::Refused(KvRefusal::LeaseNotFound(1))));
     // A revoke with no keys left creates no revision.
-    run(&mut t, &KvCommand::Txn(Txn { success: vec![TxnOp::delete("s/2")], ..Txn::default() })); // 5
+    run(&mut t, &KvCommand::Txn(Txn { success: vec![TxnOp::delete("s/2")], ..Txn::default() })); // 6
     let empty = lease_reply(run(&mut t, &KvCommand::LeaseRevoke { id: b.id }));
-    assert_eq!((empty.deleted, empty.revision), (0, 5));
+    assert_eq!((empty.deleted, empty.revision), (0, 6));
     assert!(leases(&t, 10).unwrap().is_empty());
     assert!(t.0.keys().all(|k| k[0] != 0x05), "no attachment row is left behind");
 }
@@ -384,7 +384,7 @@ fn queues_hand_out_items_in_order_and_bring_back_unacknowledged_ones() {
         run(&mut t, &KvCommand::QueuePush { name: vec![], value: vec![] }),
         KvReply::Refused(KvRefusal::Invalid(_))
     ));
-    assert_eq!(revisions(&t).unwrap().current, 0, "queues create no revision");
+    assert_eq!(revisions(&t).unwrap().current, FIRST_REVISION, "queues create no revision");
 }
 
 #[test]
@@ -400,7 +400,7 @@ fn reads_at_every_readable_revision_match_a_model_through_random_writes_and_comp
     };
     let mut t = MapTable::default();
     // snapshots[r] = the live map after revision r.
-    let mut snapshots: Vec<BTreeMap<Vec<u8>, Vec<u8>>> = vec![BTreeMap::new()];
+    let mut snapshots: Vec<BTreeMap<Vec<u8>, Vec<u8>>> = vec![BTreeMap::new(); FIRST_REVISION as usize + 1];
     let mut compacted = 0;
     for step in 0..600u64 {
         let key = format!("k{}", next(12)).into_bytes();

@@ -119,9 +119,11 @@ pub struct Ack {
     pub revision: u64,
 }
 
-/// A namespace's whole history, from revision 1, checked for internal consistency.
+/// A namespace's whole history, from its first revision, checked for internal consistency.
 #[derive(Debug, Default)]
 pub struct Reference {
+    /// The revision before the history's first: that of a namespace never written.
+    base: u64,
     /// Every revision's events, as the reference watch delivered them.
     revisions: BTreeMap<u64, Vec<WatchEvent>>,
     /// For each `(revision, key)` changed, the key's state just before that revision, derived
@@ -132,11 +134,16 @@ pub struct Reference {
 impl Reference {
     /// The reference from the messages of a whole-namespace watch from revision 1 with
     /// previous states ([`WatchSpec::everything`]). Refused when those messages are not a
-    /// consistent history: revisions 1, 2, ... without a hole (every revision changes at least
+    /// consistent history: revisions 2, 3, ... without a hole (every revision changes at least
     /// one key), create and mod revisions and versions that follow from the earlier events,
     /// and previous states that match the replayed ones.
     pub fn build(messages: &[WatchMessage]) -> Result<Self, Vec<String>> {
-        let mut reference = Reference::default();
+        Self::build_after(messages, flotilla::kv::FIRST_REVISION)
+    }
+
+    /// [`Reference::build`] for a history whose first revision is `base + 1`.
+    pub fn build_after(messages: &[WatchMessage], base: u64) -> Result<Self, Vec<String>> {
+        let mut reference = Reference { base, ..Reference::default() };
         let mut state: HashMap<Vec<u8>, KeyValue> = HashMap::new();
         let mut problems = Vec::new();
         for (revision, events) in changes(messages) {
@@ -162,9 +169,9 @@ impl Reference {
         problems.is_empty().then_some(reference).ok_or(problems)
     }
 
-    /// The last revision of the history (0 when empty).
+    /// The last revision of the history (its base when empty).
     pub fn last(&self) -> u64 {
-        self.revisions.keys().next_back().copied().unwrap_or(0)
+        self.revisions.keys().next_back().copied().unwrap_or(self.base)
     }
 
     /// What a watcher of `spec` must receive for `revision`: the watched keys' events, with

@@ -38,7 +38,7 @@ fn a_restore_replaces_the_state_and_moves_every_counter_forward() {
     let old_lease = grant(&mut t);
     grant(&mut t);
 
-    assert_eq!(step(&mut t, RestoreStep::Begin { id: 7 }).unwrap().revision, 10);
+    assert_eq!(step(&mut t, RestoreStep::Begin { id: 7 }).unwrap().revision, 11);
     // While it runs, nothing else is applied or read.
     assert_eq!(
         run(&mut t, &KvCommand::Txn(Txn { success: vec![TxnOp::put("y", "1")], ..Txn::default() })),
@@ -49,23 +49,23 @@ fn a_restore_replaces_the_state_and_moves_every_counter_forward() {
     assert_eq!(changes(&t, &request, 100).unwrap(), Err(KvRefusal::Restoring(7)));
 
     let finished = restore_rows(&mut t, 7, &backup);
-    assert_eq!(finished.revision, 11, "one above the old revision (10) and the backup's (3)");
-    assert_eq!(revisions(&t).unwrap(), Revisions { current: 11, compacted: 11 });
+    assert_eq!(finished.revision, 12, "one above the old revision (11) and the backup's (4)");
+    assert_eq!(revisions(&t).unwrap(), Revisions { current: 12, compacted: 12 });
     assert_eq!(value(get(&t, "a", 0).unwrap()), Some("1".into()));
     assert_eq!(value(get(&t, "b", 0).unwrap()), Some("2".into()));
     assert_eq!(get(&t, "x", 0).unwrap(), None);
-    assert_eq!(get(&t, "a", 2), Err(KvRefusal::Compacted { requested: 2, compacted: 11 }));
+    assert_eq!(get(&t, "a", 2), Err(KvRefusal::Compacted { requested: 2, compacted: 12 }));
     assert_eq!(leases(&t, 100).unwrap().iter().map(|l| l.0).collect::<Vec<_>>(), vec![backup_lease]);
     // New revisions and lease ids continue above both timelines.
-    assert_eq!(put(&mut t, "c", "3"), 12);
+    assert_eq!(put(&mut t, "c", "3"), 13);
     assert!(grant(&mut t) > old_lease + 1);
     // The compaction the driver runs next removes the histories and keeps the live state.
     while !matches!(
-        run(&mut t, &KvCommand::Compact { revision: 11 }),
+        run(&mut t, &KvCommand::Compact { revision: 12 }),
         KvReply::Compact(CompactReply { done: true, .. })
     ) {}
     assert_eq!(value(get(&t, "a", 0).unwrap()), Some("1".into()));
-    assert_eq!(value(get(&t, "c", 12).unwrap()), Some("3".into()));
+    assert_eq!(value(get(&t, "c", 13).unwrap()), Some("3".into()));
 }
 
 #[test]
@@ -76,12 +76,12 @@ fn steps_of_another_or_a_finished_restore_are_refused() {
     step(&mut t, RestoreStep::Begin { id: 1 }).unwrap();
     step(&mut t, RestoreStep::Clear { id: 1 }).unwrap();
     // A second restore takes over (the first driver died) and keeps the saved counters.
-    assert_eq!(step(&mut t, RestoreStep::Begin { id: 2 }).unwrap().revision, 1);
+    assert_eq!(step(&mut t, RestoreStep::Begin { id: 2 }).unwrap().revision, 2);
     assert!(matches!(step(&mut t, RestoreStep::Finish { id: 1 }), Err(KvRefusal::Invalid(_))));
-    assert_eq!(step(&mut t, RestoreStep::Finish { id: 2 }).unwrap().revision, 2);
+    assert_eq!(step(&mut t, RestoreStep::Finish { id: 2 }).unwrap().revision, 3);
     assert!(matches!(step(&mut t, RestoreStep::Finish { id: 2 }), Err(KvRefusal::Invalid(_))));
     assert_eq!(get(&t, "k", 0).unwrap(), None, "restored from an empty backup");
-    assert_eq!(put(&mut t, "k", "again"), 3);
+    assert_eq!(put(&mut t, "k", "again"), 4);
 }
 
 #[test]
