@@ -139,13 +139,13 @@ impl Session {
         };
         let watched = match self.start(&create).await {
             Ok(watched) => watched,
-            Err(compacted @ ApiError::Compacted { .. }) => {
+            Err(ApiError::Compacted { compacted, .. }) => {
                 // etcd creates the watcher, then cancels it with the compacted revision.
                 self.next_id = next;
                 let created = WatchResponse { watch_id: id, created: true, ..self.response(None).await };
                 self.send(created).await?;
                 let header = self.response(None).await.header;
-                return self.send(WatchResponse { header, ..ended(id, Some(compacted)) }).await;
+                return self.send(WatchResponse { header, ..compacted_away(id, compacted) }).await;
             }
             Err(e) => return self.refuse_create(status_of(&e).message()).await,
         };
@@ -220,7 +220,14 @@ impl Session {
             }
             Forwarded::Ended(reason) => {
                 self.watchers.remove(&id);
-                Some((None, ended(id, reason)))
+                match ending(id, reason) {
+                    Ending::Cancel(response) => Some((None, response)),
+                    Ending::FailStream(status) => {
+                        // The client's next read sees the error; nothing more is sent.
+                        let _ = self.out.send(Err(status)).await;
+                        return Err(Gone);
+                    }
+                }
             }
         };
         if let Some((revision, response)) = response {
@@ -280,18 +287,44 @@ fn created_less(id: i64) -> WatchResponse {
     WatchResponse { watch_id: id, ..WatchResponse::default() }
 }
 
-/// etcd's answer when a watcher ends: compacted away (etcd's `compact_revision`), or cancelled
-/// with the reason.
-fn ended(id: i64, reason: Option<ApiError>) -> WatchResponse {
-    let canceled = WatchResponse { canceled: true, ..created_less(id) };
+/// How a stream answers the end of one of its watchers.
+#[derive(Debug)]
+enum Ending {
+    /// Cancel that watcher (etcd's `canceled`, with `compact_revision` or a reason); the
+    /// stream and its other watchers go on.
+    Cancel(WatchResponse),
+    /// End the whole stream with this error, as etcd's server does when it stops: etcd's
+    /// clients watch again (through another endpoint) after a retryable stream error, but
+    /// take a cancelled watcher as final and hand the end to the application.
+    FailStream(Status),
+}
+
+/// etcd's answer when watcher `id` ends: compacted away (etcd's `compact_revision`); the
+/// namespace stopped on this node or is unavailable for now (a stream error the client
+/// retries); or cancelled with the reason.
+fn ending(id: i64, reason: Option<ApiError>) -> Ending {
     match reason {
-        Some(ApiError::Compacted { compacted, .. }) => {
-            WatchResponse { compact_revision: to_i64(compacted), ..canceled }
-        }
-        Some(e) => WatchResponse { cancel_reason: status_of(&e).message().to_string(), ..canceled },
-        None => WatchResponse { cancel_reason: "flotilla: the namespace stopped on this node".into(), ..canceled },
+        Some(ApiError::Compacted { compacted, .. }) => Ending::Cancel(compacted_away(id, compacted)),
+        None => Ending::FailStream(Status::unavailable(STOPPED_HERE)),
+        Some(e) => match status_of(&e) {
+            status if status.code() == tonic::Code::Unavailable => Ending::FailStream(status),
+            status => Ending::Cancel(WatchResponse {
+                canceled: true,
+                cancel_reason: status.message().to_string(),
+                ..created_less(id)
+            }),
+        },
     }
 }
+
+/// etcd's cancel of watcher `id` whose start was compacted away, up to `compacted`.
+fn compacted_away(id: i64, compacted: u64) -> WatchResponse {
+    WatchResponse { canceled: true, compact_revision: to_i64(compacted), ..created_less(id) }
+}
+
+/// Why a watch stream ends when its namespace stops on this node (the node closes it, or
+/// shuts down).
+const STOPPED_HERE: &str = "flotilla: the namespace stopped on this node";
 
 /// Forward `watch`'s messages as watcher `id` until it ends or the stream is gone.
 async fn forward(mut watch: Watch, id: i64, generation: u64, to: mpsc::Sender<Tagged>) {
@@ -304,5 +337,40 @@ async fn forward(mut watch: Watch, id: i64, generation: u64, to: mpsc::Sender<Ta
         if to.send(Tagged { id, generation, forwarded }).await.is_err() || last {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    /// etcd's clients watch again after a retryable stream error, not after a cancel: what
+    /// clears by itself ends the stream; what does not cancels the one watcher.
+    #[test]
+    fn a_watcher_ends_as_etcd_would_end_it() {
+        let cases: Vec<(Option<ApiError>, Result<&str, Code>)> = vec![
+            (Some(ApiError::Compacted { requested: 2, compacted: 9 }), Ok("")),
+            (None, Err(Code::Unavailable)),
+            (Some(ApiError::ShuttingDown), Err(Code::Unavailable)),
+            (Some(ApiError::NoLeader("ns".into())), Err(Code::Unavailable)),
+            (Some(ApiError::Malformed("bad".into())), Ok("flotilla: ")),
+            (Some(ApiError::Fatal("disk".into())), Ok("flotilla: ")),
+        ];
+        for (reason, expected) in cases {
+            let shown = format!("{reason:?}");
+            match (ending(7, reason), expected) {
+                (Ending::Cancel(r), Ok(prefix)) => {
+                    assert!(r.canceled && r.watch_id == 7, "{shown}: {r:?}");
+                    assert!(r.cancel_reason.starts_with(prefix), "{shown}: {r:?}");
+                }
+                (Ending::FailStream(status), Err(code)) => assert_eq!(status.code(), code, "{shown}"),
+                (got, want) => panic!("{shown}: got {got:?}, expected {want:?}"),
+            }
+        }
+        let Ending::Cancel(compacted) = ending(3, Some(ApiError::Compacted { requested: 2, compacted: 9 })) else {
+            panic!("a compaction cancels");
+        };
+        assert_eq!(compacted.compact_revision, 9);
     }
 }

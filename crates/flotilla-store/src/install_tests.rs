@@ -121,6 +121,37 @@ async fn a_snapshot_file_behind_the_purged_log_is_not_served() {
     assert!(sm.get_current_snapshot().await.unwrap().is_none(), "a snapshot behind the purged log is not served");
 }
 
+/// A snapshot built and saved while the current one is being read for a follower: the
+/// reader must not pair the old file with the new record (the file then looks stale, the
+/// reader answers "no snapshot", and openraft stops the group with a fatal storage error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_saved_while_the_current_one_is_read_does_not_hide_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut sm) = lagging_follower(dir.path()).await;
+    apply(&mut sm, entries(8).split_off(5)).await;
+    let mut builder_sm = sm.clone();
+    let (built_tx, built_rx) = oneshot::channel();
+    let hook: AfterLoad = Box::new(move || {
+        async move {
+            let build = tokio::spawn(async move {
+                let snapshot = builder_sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+                let _ = built_tx.send(snapshot.meta.last_log_id);
+            });
+            // Long enough for the build to be saved if nothing holds it back; with the
+            // reader holding the snapshot lock, it waits for the reader instead.
+            let _ = tokio::time::timeout(Duration::from_millis(500), build).await;
+        }
+        .boxed()
+    });
+    *sm.after_snapshot_load.lock().unwrap() = Some(hook);
+    let served = sm.get_current_snapshot().await.unwrap().map(|s| s.meta.last_log_id);
+    assert_eq!(served, Some(Some(log_id(5))), "the snapshot read is served whole");
+    assert_eq!(built_rx.await.unwrap(), Some(log_id(8)));
+    let served = sm.get_current_snapshot().await.unwrap().map(|s| s.meta.last_log_id);
+    assert_eq!(served, Some(Some(log_id(8))), "then the newer one");
+    drop(store);
+}
+
 /// A leader's snapshot big enough to take several load jobs (3 x 4 MiB batches of 1 MiB values).
 async fn big_snapshot(dir: &std::path::Path) -> (Arc<Store>, openraft::alias::SnapshotOf<TypeConfig, SnapshotData>) {
     let leader = Store::open(dir).unwrap();

@@ -53,8 +53,15 @@ pub struct StateMachineStore<C: StoreConfig = TypeConfig> {
     /// Test hook: called between the load jobs of an install.
     #[cfg(test)]
     pub(crate) between_jobs: Arc<std::sync::Mutex<Option<crate::snapshot_install::BetweenJobs>>>,
+    /// Test hook: run once between reading the current snapshot's file and its record.
+    #[cfg(test)]
+    pub(crate) after_snapshot_load: Arc<std::sync::Mutex<Option<AfterLoad>>>,
     _config: PhantomData<fn() -> C>,
 }
+
+/// A test hook of [`StateMachineStore::current_snapshot`].
+#[cfg(test)]
+pub(crate) type AfterLoad = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;
 
 impl<C: StoreConfig> Clone for StateMachineStore<C> {
     fn clone(&self) -> Self {
@@ -68,6 +75,8 @@ impl<C: StoreConfig> Clone for StateMachineStore<C> {
             crash_mid_install: self.crash_mid_install.clone(),
             #[cfg(test)]
             between_jobs: self.between_jobs.clone(),
+            #[cfg(test)]
+            after_snapshot_load: self.after_snapshot_load.clone(),
             _config: PhantomData,
         }
     }
@@ -93,6 +102,8 @@ impl<C: StoreConfig> StateMachineStore<C> {
             crash_mid_install: Arc::default(),
             #[cfg(test)]
             between_jobs: Arc::default(),
+            #[cfg(test)]
+            after_snapshot_load: Arc::default(),
             _config: PhantomData,
         }
     }
@@ -181,6 +192,12 @@ impl<C: StoreConfig> StateMachineStore<C> {
     }
 
     async fn current_snapshot(&self) -> Result<Option<SnapshotOf<C, SnapshotData>>, StoreError> {
+        // The file and its record are read under the lock that a build or an install holds
+        // while it replaces both: read apart, a build saved in between paired the old file
+        // with the new record, the file looked stale, and openraft, told there is no snapshot
+        // while a follower needed one, stopped the group (a fatal storage error).
+        let lock = self.store.snapshot_lock(self.tables.ns());
+        let _guard = lock.lock().await;
         let files = self.store.snapshots.clone();
         let ns = self.tables.ns().clone();
         let loaded = tokio::task::spawn_blocking(move || {
@@ -194,6 +211,10 @@ impl<C: StoreConfig> StateMachineStore<C> {
         })
         .await
         .map_err(|e| StoreError::Redb(format!("snapshot read task failed: {e}")))??;
+        #[cfg(test)]
+        if let Some(hook) = self.after_snapshot_load.lock().ok().and_then(|mut hook| hook.take()) {
+            hook().await;
+        }
         let txn = self.store.read_txn()?;
         let recorded = read_meta::<SnapshotHeader<C>>(&txn, &self.tables, META_SNAPSHOT)?;
         let Some((header, data)) = loaded else {
