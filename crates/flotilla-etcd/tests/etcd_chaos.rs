@@ -147,11 +147,22 @@ fn failure_kind(failure: &Failure) -> String {
         Failure::Connect(reason) => format!("connect: {reason}"),
         Failure::Deadline => "client deadline".into(),
         Failure::Request(etcd_client::Error::GRpcStatus(status)) => {
-            format!("{:?}: {}", status.code(), status.message())
+            format!("{:?}: {}", status.code(), gist(status.message()))
         }
         Failure::Request(other) => format!("client error: {other}"),
     }
 }
+
+/// The gist of an error message, for counting by kind: up to the first detail (Flotilla's
+/// messages may go on with node ids and cluster states), at most [`GIST_CHARS`] characters.
+fn gist(message: &str) -> &str {
+    let end = message.find([',', '{', '(']).unwrap_or(message.len());
+    let end = message.char_indices().nth(GIST_CHARS).map_or(end, |(i, _)| i.min(end));
+    message[..end].trim_end()
+}
+
+/// The longest gist of a message.
+const GIST_CHARS: usize = 100;
 
 // ---------------------------------------------------------------------------------------------
 // The nodes' etcd endpoints.
@@ -1136,6 +1147,21 @@ async fn serializable_gets_under_chaos_are_flagged() {
         }
     }
     panic!("serializable gets went unnoticed in 6 seeds");
+}
+
+#[test]
+fn failures_are_counted_by_the_gist_of_their_message() {
+    let quorum = "flotilla: unavailable: not enough for a quorum, cluster: {voters:[]}";
+    let table = [
+        ("etcdserver: request timed out", "etcdserver: request timed out"),
+        (quorum, "flotilla: unavailable: not enough for a quorum"),
+        ("a (b)", "a"),
+        ("", ""),
+    ];
+    for (message, gist_of_it) in table {
+        assert_eq!(gist(message), gist_of_it);
+    }
+    assert_eq!(gist(&"é".repeat(300)).chars().count(), GIST_CHARS);
 }
 
 #[test]
