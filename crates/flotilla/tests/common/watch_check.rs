@@ -24,7 +24,8 @@
 //! And [`check_acknowledged`]: each acknowledged write is in the reference at the revision
 //! its client was told, with its value.
 //!
-//! This file is a module of the chaos test only (included with `#[path]`), so that the other
+//! This file is a module of the chaos tests only (included with `#[path]`: `chaos.rs` here,
+//! and `crates/flotilla-etcd/tests/etcd_chaos.rs` through the etcd API), so that the other
 //! test crates sharing `common` do not compile it.
 
 use std::collections::{BTreeMap, HashMap};
