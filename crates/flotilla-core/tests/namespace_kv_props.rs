@@ -257,7 +257,7 @@ fn apply_batch(table: &mut MapTable, ops: &[KvOp]) -> Result<(), TestCaseError> 
         .map(|r| match r {
             OpResult::Put { existed, .. } => *existed,
             OpResult::Delete { deleted, .. } => *deleted > 0,
-            OpResult::Range(_) => unreachable!("batches do not read"),
+            OpResult::Range(_) | OpResult::Txn { .. } => unreachable!("batches neither read nor nest"),
         })
         .collect();
     prop_assert_eq!(answered, existed.clone());

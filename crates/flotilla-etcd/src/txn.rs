@@ -1,8 +1,8 @@
 //! etcd's transactions, puts and deletes as Flotilla transactions, and their results back.
 //!
-//! Flotilla's `Txn` is etcd's without nesting and with compares on single keys: a nested
-//! transaction, a compare over a key range, and `ignore_value`/`ignore_lease` inside a
-//! transaction are refused with a message saying so.
+//! Flotilla's `Txn` is etcd's with compares on single keys: a compare over a key range and
+//! `ignore_value`/`ignore_lease` inside a transaction are refused with a message saying so.
+//! Nested transactions nest in Flotilla's too, at most [`kv::MAX_TXN_DEPTH`] levels deep.
 
 use flotilla_core::kv::{self, Compare, CompareOp, CompareTarget, OpResult, Txn, TxnOp, TxnReply};
 use tonic::{Code, Status};
@@ -13,7 +13,7 @@ use crate::pb::etcdserverpb::request_op::Request;
 use crate::pb::etcdserverpb::response_op::Response;
 use crate::pb::etcdserverpb::{
     Compare as EtcdCompare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeResponse, RequestOp,
-    ResponseHeader, ResponseOp, TxnRequest,
+    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::range::{interval, to_etcd_kv, Query};
 use crate::status::{refused, unsupported, EMPTY_KEY, TOO_MANY_OPS};
@@ -27,6 +27,27 @@ pub(crate) enum Shape {
     Delete,
     /// A range, shaped by its query (filters, sorting, limit, count).
     Range(Box<Query>),
+    /// A nested transaction, with the shapes of its branches.
+    Txn(Box<Branches>),
+}
+
+/// The shapes of a transaction's two branches.
+#[derive(Debug, Clone)]
+pub(crate) struct Branches {
+    success: Vec<Shape>,
+    failure: Vec<Shape>,
+}
+
+impl Branches {
+    /// etcd's responses to the branch that ran (`succeeded`), from its `results`.
+    fn responses(&self, succeeded: bool, results: Vec<OpResult>, header: &ResponseHeader) -> Vec<ResponseOp> {
+        let shapes = if succeeded { &self.success } else { &self.failure };
+        shapes
+            .iter()
+            .zip(results)
+            .map(|(shape, result)| ResponseOp { response: Some(response(shape, result, header)) })
+            .collect()
+    }
 }
 
 /// An etcd transaction as Flotilla runs it, with the shapes of both branches.
@@ -34,44 +55,49 @@ pub(crate) enum Shape {
 pub(crate) struct Converted {
     /// Flotilla's transaction.
     pub(crate) txn: Txn,
-    /// Shapes of the success branch.
-    success: Vec<Shape>,
-    /// Shapes of the failure branch.
-    failure: Vec<Shape>,
+    /// Shapes of its branches.
+    shapes: Branches,
 }
 
 impl Converted {
     /// A transaction without compares of the single operation `op`.
     pub(crate) fn single(op: TxnOp, shape: Shape) -> Self {
-        Self { txn: Txn { success: vec![op], ..Txn::default() }, success: vec![shape], failure: Vec::new() }
+        let shapes = Branches { success: vec![shape], failure: Vec::new() };
+        Self { txn: Txn { success: vec![op], ..Txn::default() }, shapes }
     }
 
     /// etcd's responses to the branch that ran. Each carries only `header`'s revision, as
-    /// etcd's do (the ids and term are in the transaction's own header).
+    /// etcd's do (the ids and term are in the transaction's own header); so do those of
+    /// nested transactions.
     pub(crate) fn responses(&self, reply: TxnReply, header: &ResponseHeader) -> Vec<ResponseOp> {
         let header = &ResponseHeader { revision: header.revision, ..ResponseHeader::default() };
-        let shapes = if reply.succeeded { &self.success } else { &self.failure };
-        shapes
-            .iter()
-            .zip(reply.results)
-            .map(|(shape, result)| ResponseOp { response: Some(response(shape, result, header)) })
-            .collect()
+        self.shapes.responses(reply.succeeded, reply.results, header)
     }
 }
 
 /// Convert an etcd transaction.
 pub(crate) fn convert(request: &TxnRequest) -> Result<Converted, Status> {
+    convert_at(request, 1)
+}
+
+/// Convert an etcd transaction nested at `depth` (1: not nested).
+fn convert_at(request: &TxnRequest, depth: usize) -> Result<Converted, Status> {
     let max = kv::MAX_TXN_OPS;
     if request.compare.len() > max || request.success.len() + request.failure.len() > max {
         return Err(refused(Code::InvalidArgument, TOO_MANY_OPS));
     }
+    if depth > kv::MAX_TXN_DEPTH {
+        let text = format!("flotilla: transactions nest at most {} levels deep", kv::MAX_TXN_DEPTH);
+        return Err(Status::invalid_argument(text));
+    }
     let compares = request.compare.iter().map(compare).collect::<Result<Vec<_>, _>>()?;
-    let (success, success_shapes) = branch(&request.success)?;
-    let (failure, failure_shapes) = branch(&request.failure)?;
-    Ok(Converted { txn: Txn { compares, success, failure }, success: success_shapes, failure: failure_shapes })
+    let (success, success_shapes) = branch(&request.success, depth)?;
+    let (failure, failure_shapes) = branch(&request.failure, depth)?;
+    let shapes = Branches { success: success_shapes, failure: failure_shapes };
+    Ok(Converted { txn: Txn { compares, success, failure }, shapes })
 }
 
-fn branch(ops: &[RequestOp]) -> Result<(Vec<TxnOp>, Vec<Shape>), Status> {
+fn branch(ops: &[RequestOp], depth: usize) -> Result<(Vec<TxnOp>, Vec<Shape>), Status> {
     let mut converted = Vec::with_capacity(ops.len());
     let mut shapes = Vec::with_capacity(ops.len());
     for op in ops {
@@ -82,7 +108,10 @@ fn branch(ops: &[RequestOp]) -> Result<(Vec<TxnOp>, Vec<Shape>), Status> {
                 let query = Query::of(range)?;
                 (TxnOp::Range(query.txn_read()), Shape::Range(Box::new(query)))
             }
-            Some(Request::RequestTxn(_)) => return Err(unsupported("a nested transaction")),
+            Some(Request::RequestTxn(inner)) => {
+                let nested = convert_at(inner, depth + 1)?;
+                (TxnOp::Txn(Box::new(nested.txn)), Shape::Txn(Box::new(nested.shapes)))
+            }
             None => return Err(Status::invalid_argument("flotilla: a transaction operation names no request")),
         };
         converted.push(op);
@@ -150,8 +179,8 @@ fn compare(c: &EtcdCompare) -> Result<Compare, Status> {
 }
 
 /// etcd's response to one operation.
-fn response(shape: &Shape, result: OpResult, header: &ResponseHeader) -> Response {
-    let header = Some(*header);
+fn response(shape: &Shape, result: OpResult, only_revision: &ResponseHeader) -> Response {
+    let header = Some(*only_revision);
     match (shape, result) {
         (_, OpResult::Put { prev, .. }) => Response::ResponsePut(PutResponse { header, prev_kv: prev.map(to_etcd_kv) }),
         (_, OpResult::Delete { deleted, prev }) => Response::ResponseDeleteRange(DeleteRangeResponse {
@@ -172,6 +201,14 @@ fn response(shape: &Shape, result: OpResult, header: &ResponseHeader) -> Respons
             let count = to_i64(result.kvs.len() as u64);
             let kvs = result.kvs.into_iter().map(to_etcd_kv).collect();
             Response::ResponseRange(RangeResponse { header, kvs, more: result.more, count })
+        }
+        (shape, OpResult::Txn { succeeded, results }) => {
+            let responses = match shape {
+                Shape::Txn(branches) => branches.responses(succeeded, results, only_revision),
+                // Every nested transaction has its shapes; without them, answer no responses.
+                _ => Vec::new(),
+            };
+            Response::ResponseTxn(TxnResponse { header, succeeded, responses })
         }
     }
 }

@@ -64,8 +64,11 @@ fn compares_convert_every_target_and_operator() {
 
 #[test]
 fn refusals() {
-    let nested = txn_of(Vec::new(), vec![Request::RequestTxn(TxnRequest::default())]);
-    assert_eq!(convert(&nested).unwrap_err().code(), Code::Unimplemented);
+    let mut deep = TxnRequest::default();
+    for _ in 0..kv::MAX_TXN_DEPTH {
+        deep = txn_of(Vec::new(), vec![Request::RequestTxn(deep)]);
+    }
+    assert_eq!(convert(&deep).unwrap_err().code(), Code::InvalidArgument, "too deep");
     let ranged = EtcdCompare { range_end: b"z".to_vec(), ..cmp(CompareResult::Equal, EtcdTarget::Version, None) };
     assert_eq!(convert(&txn_of(vec![ranged], Vec::new())).unwrap_err().code(), Code::Unimplemented);
     let negative = cmp(CompareResult::Greater, EtcdTarget::Version, Some(TargetUnion::Version(-1)));
@@ -95,4 +98,32 @@ fn operations_convert() {
             TxnOp::Delete { key: b"a".to_vec(), end: RangeEnd::Before(b"b".to_vec()), prev_kv: true },
         ]
     );
+}
+
+/// A nested transaction converts to Flotilla's, and its results come back as etcd's nested
+/// `ResponseTxn`, with the responses of the branch that ran.
+#[test]
+fn nested_transactions_convert_and_answer_as_etcd() {
+    let put = |key: &str| Request::RequestPut(PutRequest { key: key.into(), ..PutRequest::default() });
+    let inner = txn_of(vec![cmp(CompareResult::Equal, EtcdTarget::Version, None)], vec![put("a")]);
+    let inner = TxnRequest { failure: vec![RequestOp { request: Some(put("b")) }], ..inner };
+    let outer = txn_of(Vec::new(), vec![Request::RequestTxn(inner), put("c")]);
+    let converted = convert(&outer).unwrap();
+    let TxnOp::Txn(nested) = &converted.txn.success[0] else { panic!("{:?}", converted.txn) };
+    assert_eq!((nested.success.len(), nested.failure.len(), nested.compares.len()), (1, 1, 1));
+    let reply = TxnReply {
+        succeeded: true,
+        revision: 9,
+        results: vec![
+            OpResult::Txn { succeeded: false, results: vec![OpResult::Put { prev: None, existed: false }] },
+            OpResult::Put { prev: None, existed: false },
+        ],
+    };
+    let header = ResponseHeader { revision: 9, member_id: 5, ..ResponseHeader::default() };
+    let responses = converted.responses(reply, &header);
+    let Some(Response::ResponseTxn(nested)) = &responses[0].response else { panic!("{responses:?}") };
+    assert!(!nested.succeeded);
+    assert_eq!(nested.header.map(|h| (h.revision, h.member_id)), Some((9, 0)), "only the revision, as etcd");
+    assert!(matches!(nested.responses[0].response, Some(Response::ResponsePut(_))));
+    assert!(matches!(responses[1].response, Some(Response::ResponsePut(_))));
 }

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+    Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 use support::{endpoint, grpc_message, keys, Endpoint, PATIENCE};
 
@@ -112,8 +112,26 @@ async fn transactions_compare_every_target_and_operator() {
         let answer = client.txn(Txn::new().when([compare.clone()])).await.unwrap();
         assert_eq!(answer.succeeded(), expected, "{compare:?}");
     }
-    let nested = Txn::new().and_then([TxnOp::txn(Txn::new())]);
-    assert_eq!(grpc_message(client.txn(nested).await.unwrap_err()).0, tonic::Code::Unimplemented);
+    // Nested transactions: every compare sees the state before the outer transaction (the
+    // outer branch changed "k" first), and the nested answer is etcd's nested TxnResponse.
+    let inner = Txn::new()
+        .when([Compare::value("k", CompareOp::Equal, "m")])
+        .and_then([TxnOp::put("n", "then", None)])
+        .or_else([TxnOp::put("n", "else", None)]);
+    let outer = Txn::new().and_then([TxnOp::put("k", "changed", None), TxnOp::txn(inner), TxnOp::get("n", None)]);
+    let answer = client.txn(outer).await.unwrap();
+    let responses = answer.op_responses();
+    let [_, TxnOpResponse::Txn(nested), TxnOpResponse::Get(read)] = responses.as_slice() else { panic!("{answer:?}") };
+    assert!(nested.succeeded(), "the nested compare saw \"m\", the value before the transaction");
+    assert_eq!(read.kvs()[0].value(), b"then", "the outer branch reads the nested write");
+    assert_eq!(read.kvs()[0].mod_revision(), answer.header().unwrap().revision(), "one revision for all");
+    let both = Txn::new()
+        .and_then([TxnOp::txn(Txn::new().and_then([TxnOp::put("d", "1", None)])), TxnOp::put("d", "2", None)]);
+    assert_eq!(
+        grpc_message(client.txn(both).await.unwrap_err()),
+        (tonic::Code::InvalidArgument, "etcdserver: duplicate key given in txn request".into()),
+        "a key put by a nested transaction and by the branch around it"
+    );
     let twice = Txn::new().and_then([TxnOp::put("d", "1", None), TxnOp::put("d", "2", None)]);
     assert_eq!(
         grpc_message(client.txn(twice).await.unwrap_err()),

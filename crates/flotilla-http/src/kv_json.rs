@@ -256,26 +256,32 @@ impl RangeBody {
 
 /// The JSON answer to a transaction.
 pub(crate) fn txn_reply(reply: &TxnReply, index: u64) -> Value {
-    let results: Vec<Value> = reply
-        .results
-        .iter()
-        .map(|r| match r {
-            OpResult::Put { prev, existed } => {
-                let mut put = json!({ "existed": existed });
-                if let Some(prev) = prev {
-                    put["prev"] = key_value(prev, false);
-                }
-                json!({ "put": put })
-            }
-            OpResult::Delete { deleted, prev } => {
-                let prev: Vec<Value> = prev.iter().map(|kv| key_value(kv, false)).collect();
-                json!({ "delete": { "deleted": deleted, "prev": prev } })
-            }
-            OpResult::Range(range) => {
-                let kvs: Vec<Value> = range.kvs.iter().map(|kv| key_value(kv, false)).collect();
-                json!({ "range": { "kvs": kvs, "more": range.more } })
-            }
-        })
-        .collect();
+    let results: Vec<Value> = reply.results.iter().map(op_result).collect();
     json!({ "succeeded": reply.succeeded, "revision": reply.revision, "index": index, "results": results })
+}
+
+/// The JSON of one operation's result.
+fn op_result(result: &OpResult) -> Value {
+    match result {
+        OpResult::Put { prev, existed } => {
+            let mut put = json!({ "existed": existed });
+            if let Some(prev) = prev {
+                put["prev"] = key_value(prev, false);
+            }
+            json!({ "put": put })
+        }
+        OpResult::Delete { deleted, prev } => {
+            let prev: Vec<Value> = prev.iter().map(|kv| key_value(kv, false)).collect();
+            json!({ "delete": { "deleted": deleted, "prev": prev } })
+        }
+        OpResult::Range(range) => {
+            let kvs: Vec<Value> = range.kvs.iter().map(|kv| key_value(kv, false)).collect();
+            json!({ "range": { "kvs": kvs, "more": range.more } })
+        }
+        // Only etcd's API sends nested transactions; their results nest the same way.
+        OpResult::Txn { succeeded, results } => {
+            let results: Vec<Value> = results.iter().map(op_result).collect();
+            json!({ "txn": { "succeeded": succeeded, "results": results } })
+        }
+    }
 }

@@ -284,7 +284,7 @@ impl ConfigCache {
                         self.reload_key(index, key).await?;
                     }
                 }
-                TxnOp::Delete { .. } => self.reload_all().await?,
+                TxnOp::Delete { .. } | TxnOp::Txn(_) => self.reload_all().await?,
                 TxnOp::Range(_) => {}
             }
         }

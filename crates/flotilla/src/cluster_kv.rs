@@ -523,6 +523,16 @@ impl Cluster {
         if txn.compares.len() > kv::MAX_TXN_OPS || txn.success.len() + txn.failure.len() > kv::MAX_TXN_OPS {
             return Err(ApiError::Rejected(format!("a transaction holds at most {} operations", kv::MAX_TXN_OPS)));
         }
+        self.check_txn_keys(txn, 1)
+    }
+
+    /// Check the keys and values of `txn`, nested at `depth`, and of the transactions nested
+    /// in it (the state machine bounds their number and depth; the depth is bounded here
+    /// too, so that the recursion is).
+    fn check_txn_keys(&self, txn: &Txn, depth: usize) -> Result<(), ApiError> {
+        if depth > kv::MAX_TXN_DEPTH {
+            return Err(ApiError::Rejected(format!("transactions nest at most {} levels deep", kv::MAX_TXN_DEPTH)));
+        }
         for compare in &txn.compares {
             self.check_key(&compare.key)?;
         }
@@ -534,6 +544,7 @@ impl Cluster {
                 }
                 TxnOp::Delete { key, end, .. } => self.check_range_key(key, end)?,
                 TxnOp::Range(request) => self.check_range(request)?,
+                TxnOp::Txn(inner) => self.check_txn_keys(inner, depth + 1)?,
             }
         }
         Ok(())
@@ -573,6 +584,7 @@ pub(crate) fn write_outcome(out: TxnOutcome) -> WriteOutcome {
             OpResult::Put { existed, .. } => *existed,
             OpResult::Delete { deleted, .. } => *deleted > 0,
             OpResult::Range(r) => !r.kvs.is_empty(),
+            OpResult::Txn { succeeded, .. } => *succeeded,
         })
         .collect();
     WriteOutcome { index: out.index, revision: out.reply.revision, existed }

@@ -130,7 +130,7 @@ impl Executor {
         match linearizer.try_await_ready(&group.raft, Some(budget)).await {
             Ok(Ok(_)) => {}
             Ok(Err(_)) => return Err(WireError::Timeout(format!("leader {leader} did not apply its commit in time"))),
-            Err(fatal) => return Err(WireError::Fatal(fatal.to_string())),
+            Err(fatal) => return Err(stopped_or_fatal(fatal)),
         }
         let view = self.store.view(&group.namespace).map_err(|e| WireError::Unavailable(e.to_string()))?;
         let ttl_secs = flotilla_core::kv::lease_ttl(&view, id)
@@ -171,7 +171,11 @@ impl Executor {
         let (responder, reply) = TimedResponder::new();
         group.raft.client_write_ff(command, Some(responder)).await.map_err(|f| write_error(RaftError::Fatal(f)))?;
         let timed = tokio::select! {
-            timed = reply => timed.map_err(|_| WireError::Fatal("the Raft group stopped before answering the write".into()))?,
+            // Proposed, then the group stopped (the node is shutting down): it may have
+            // committed.
+            timed = reply => timed.map_err(|_| {
+                WireError::OutcomeUnknown("the Raft group stopped before answering the write".into())
+            })?,
             () = tokio::time::sleep_until(deadline) => {
                 return Err(WireError::Timeout(format!(
                     "leader {}: the write was proposed but not committed within the caller's deadline",
@@ -391,7 +395,16 @@ pub(crate) fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>
         }
         RaftError::APIError(ClientWriteError::ChangeMembershipError(m)) => WireError::Unavailable(m.to_string()),
         RaftError::APIError(other) => WireError::Rejected(other.to_string()),
-        RaftError::Fatal(f) => WireError::Fatal(f.to_string()),
+        RaftError::Fatal(f) => stopped_or_fatal(f),
+    }
+}
+
+/// A group that stopped normally (its node shuts down or closed the namespace) refuses with
+/// "shutting down" (retry on another node); any other fatal error stays fatal.
+fn stopped_or_fatal(fatal: openraft::error::Fatal<TypeConfig>) -> WireError {
+    match fatal {
+        openraft::error::Fatal::Stopped => WireError::ShuttingDown,
+        other => WireError::Fatal(other.to_string()),
     }
 }
 
@@ -400,6 +413,19 @@ fn read_error(e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>) -> Wi
     match e {
         RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => WireError::NotLeader { leader: f.leader_id },
         RaftError::APIError(other) => WireError::Unavailable(other.to_string()),
-        RaftError::Fatal(f) => WireError::Fatal(f.to_string()),
+        RaftError::Fatal(f) => stopped_or_fatal(f),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_group_refuses_as_shutting_down_and_other_fatal_errors_stay_fatal() {
+        assert!(matches!(stopped_or_fatal(openraft::error::Fatal::Stopped), WireError::ShuttingDown));
+        assert!(matches!(stopped_or_fatal(openraft::error::Fatal::Panicked), WireError::Fatal(_)));
+        let stopped = write_error(RaftError::Fatal(openraft::error::Fatal::Stopped));
+        assert_eq!(stopped.outcome(), flotilla_core::Outcome::NotApplied, "nothing was proposed");
     }
 }

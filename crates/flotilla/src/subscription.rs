@@ -81,6 +81,8 @@ use crate::cluster::Cluster;
 ///                                     }
 ///                                     TxnOp::Delete { .. } => cache.clear(),
 ///                                     TxnOp::Range(_) => {}
+///                                     // Nested transactions (etcd's API sends them).
+///                                     TxnOp::Txn(_) => cache.clear(),
 ///                                 }
 ///                             }
 ///                         }

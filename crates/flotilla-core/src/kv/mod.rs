@@ -23,7 +23,7 @@ pub use compact::MAX_COMPACT_EVENTS;
 pub use lease::{attached_keys, lease_ttl, leases, MAX_LEASE_TTL_SECS};
 pub use queue::{counts as queue_counts, first as queue_first, MAX_QUEUE_NAME};
 pub use read::{changes, range, revisions, Changes, ChangesRequest, Revisions, FIRST_REVISION};
-pub use txn::{MAX_DELETE_KEYS, MAX_TXN_OPS};
+pub use txn::{MAX_DELETE_KEYS, MAX_TXN_DEPTH, MAX_TXN_OPS};
 pub use types::{
     CompactReply, Compare, CompareOp, CompareTarget, EventKind, KeyValue, KvCommand, KvRefusal, KvReply, LeaseReply,
     OpResult, QueueReply, RangeEnd, RangeRequest, RangeResult, RestoreReply, Txn, TxnOp, TxnReply, WatchEvent,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::map_table::MapTable;
 
+mod nested;
 mod restore;
 
 const CTX: ApplyContext = ApplyContext { index: 1 };

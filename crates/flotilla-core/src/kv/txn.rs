@@ -11,8 +11,12 @@ use crate::state_machine::{Scan, StateTable};
 /// Most keys one delete may remove, so one log entry's work stays bounded.
 pub const MAX_DELETE_KEYS: usize = 100_000;
 
-/// Most operations in one transaction (both branches together), and most compares.
+/// Most operations in one transaction (both branches together, nested transactions and their
+/// operations included), and most compares (nested ones included).
 pub const MAX_TXN_OPS: usize = 1_024;
+
+/// Most levels of transactions nested in one another (the outer one is level 1).
+pub const MAX_TXN_DEPTH: usize = 16;
 
 /// Apply `txn` to `table`: the reply, or a refusal decided before anything was written.
 pub(crate) fn apply(table: &mut dyn StateTable, txn: &Txn) -> io::Result<Result<TxnReply, KvRefusal>> {
@@ -20,6 +24,27 @@ pub(crate) fn apply(table: &mut dyn StateTable, txn: &Txn) -> io::Result<Result<
         return Ok(Err(refusal));
     }
     let revs = read::revisions(table)?;
+    // As etcd: every compare, nested ones included, sees the state before the transaction,
+    // so the path through it is fixed before anything is written.
+    let path = path(table, txn)?;
+    if let Err(refusal) = check_path(table, &revs, txn, &path)? {
+        return Ok(Err(refusal));
+    }
+    let mut writer = Writer::new(&revs);
+    let results = writer.run_path(table, &revs, txn, &path)?;
+    let revision = writer.finish(table, &revs)?;
+    Ok(Ok(TxnReply { succeeded: path.succeeded, revision, results }))
+}
+
+/// The way through a transaction: which branch runs, and the ways through the transactions
+/// nested in that branch, in their order.
+struct Path {
+    succeeded: bool,
+    nested: Vec<Path>,
+}
+
+/// The way through `txn`, its compares evaluated against `table` as it is.
+fn path(table: &dyn StateTable, txn: &Txn) -> io::Result<Path> {
     let mut succeeded = true;
     for compare in &txn.compares {
         if !holds(table, compare)? {
@@ -27,51 +52,99 @@ pub(crate) fn apply(table: &mut dyn StateTable, txn: &Txn) -> io::Result<Result<
             break;
         }
     }
-    let branch = if succeeded { &txn.success } else { &txn.failure };
-    if let Err(refusal) = check_branch(table, &revs, branch)? {
-        return Ok(Err(refusal));
-    }
-    let mut writer = Writer::new(&revs);
-    let mut results = Vec::with_capacity(branch.len());
-    for op in branch {
-        results.push(writer.run(table, &revs, op)?);
-    }
-    let revision = writer.finish(table, &revs)?;
-    Ok(Ok(TxnReply { succeeded, revision, results }))
+    let nested = txn.branch(succeeded).iter().filter_map(nested_txn).map(|inner| path(table, inner));
+    Ok(Path { succeeded, nested: nested.collect::<io::Result<_>>()? })
 }
 
-/// Refuse what etcd refuses before looking at the data: too many operations, a branch that
-/// writes one key twice or puts a key it also deletes.
+fn nested_txn(op: &TxnOp) -> Option<&Txn> {
+    match op {
+        TxnOp::Txn(inner) => Some(inner),
+        _ => None,
+    }
+}
+
+/// Refuse what etcd refuses before looking at the data: too many operations or levels, a
+/// branch that writes one key twice or puts a key it also deletes (etcd's rule for nested
+/// transactions: a key may be put by both branches of a nested transaction, which exclude
+/// each other, but not also by the branch around it).
 fn validate(txn: &Txn) -> Result<(), KvRefusal> {
-    if txn.compares.len() > MAX_TXN_OPS || txn.success.len() + txn.failure.len() > MAX_TXN_OPS {
+    let (mut ops, mut compares) = (0, 0);
+    count(txn, 1, &mut ops, &mut compares)?;
+    if ops > MAX_TXN_OPS || compares > MAX_TXN_OPS {
         return Err(KvRefusal::Invalid(format!("a transaction holds at most {MAX_TXN_OPS} operations")));
     }
     for branch in [&txn.success, &txn.failure] {
-        let mut puts: Vec<&[u8]> = Vec::new();
-        for op in branch {
-            if let TxnOp::Put { key, .. } = op {
-                if puts.contains(&key.as_slice()) {
-                    return Err(KvRefusal::DuplicateKey(String::from_utf8_lossy(key).into_owned()));
-                }
-                puts.push(key);
-            }
-        }
-        for op in branch {
-            if let TxnOp::Delete { key, end, .. } = op {
-                if let Some(put) = puts.iter().find(|p| end.contains(key, p)) {
-                    return Err(KvRefusal::DuplicateKey(String::from_utf8_lossy(put).into_owned()));
-                }
-            }
+        writes(branch)?;
+    }
+    Ok(())
+}
+
+/// Add the operations and compares of `txn`, at nesting `depth`, to the counts.
+fn count(txn: &Txn, depth: usize, ops: &mut usize, compares: &mut usize) -> Result<(), KvRefusal> {
+    if depth > MAX_TXN_DEPTH {
+        return Err(KvRefusal::Invalid(format!("transactions nest at most {MAX_TXN_DEPTH} levels deep")));
+    }
+    *compares += txn.compares.len();
+    for op in txn.success.iter().chain(&txn.failure) {
+        *ops += 1;
+        if let TxnOp::Txn(inner) = op {
+            count(inner, depth + 1, ops, compares)?;
         }
     }
     Ok(())
 }
 
-/// Refuse, before any write, what depends on the data: a read of a compacted or future
-/// revision, a delete of more than [`MAX_DELETE_KEYS`] keys, a put on a lease that does not
-/// exist.
-fn check_branch(table: &dyn StateTable, revs: &Revisions, branch: &[TxnOp]) -> io::Result<Result<(), KvRefusal>> {
+/// The keys `branch` may put and the ranges it may delete, nested transactions included, or
+/// the key it writes twice (etcd's `checkIntervals`).
+#[allow(clippy::type_complexity)]
+fn writes(branch: &[TxnOp]) -> Result<(Vec<&[u8]>, Vec<(&[u8], &RangeEnd)>), KvRefusal> {
+    let duplicate = |key: &[u8]| KvRefusal::DuplicateKey(String::from_utf8_lossy(key).into_owned());
+    let mut dels: Vec<(&[u8], &RangeEnd)> = Vec::new();
     for op in branch {
+        if let TxnOp::Delete { key, end, .. } = op {
+            dels.push((key, end));
+        }
+    }
+    let deleted = |dels: &[(&[u8], &RangeEnd)], key: &[u8]| dels.iter().any(|(start, end)| end.contains(start, key));
+    let mut puts: Vec<&[u8]> = Vec::new();
+    for inner in branch.iter().filter_map(nested_txn) {
+        let (puts_then, dels_then) = writes(&inner.success)?;
+        let (puts_else, dels_else) = writes(&inner.failure)?;
+        for key in &puts_then {
+            if puts.contains(key) || deleted(&dels, key) {
+                return Err(duplicate(key));
+            }
+            puts.push(key);
+        }
+        for key in &puts_else {
+            // Both branches of the nested transaction may put it: they exclude each other.
+            if (puts.contains(key) && !puts_then.contains(key)) || deleted(&dels, key) {
+                return Err(duplicate(key));
+            }
+            if !puts.contains(key) {
+                puts.push(key);
+            }
+        }
+        dels.extend(dels_then);
+        dels.extend(dels_else);
+    }
+    for op in branch {
+        if let TxnOp::Put { key, .. } = op {
+            if puts.contains(&key.as_slice()) || deleted(&dels, key) {
+                return Err(duplicate(key));
+            }
+            puts.push(key);
+        }
+    }
+    Ok((puts, dels))
+}
+
+/// Refuse, before any write, what depends on the data along `path` through `txn`: a read of
+/// a compacted or future revision, a delete of more than [`MAX_DELETE_KEYS`] keys, a put on a
+/// lease that does not exist.
+fn check_path(table: &dyn StateTable, revs: &Revisions, txn: &Txn, path: &Path) -> io::Result<Result<(), KvRefusal>> {
+    let mut nested = path.nested.iter();
+    for op in txn.branch(path.succeeded) {
         match op {
             TxnOp::Put { lease, .. } if *lease != 0 && table.get(&layout::lease_key(*lease))?.is_none() => {
                 return Ok(Err(KvRefusal::LeaseNotFound(*lease)));
@@ -87,6 +160,12 @@ fn check_branch(table: &dyn StateTable, revs: &Revisions, branch: &[TxnOp]) -> i
                 return Ok(Err(KvRefusal::Invalid(format!(
                     "a delete removes at most {MAX_DELETE_KEYS} keys; delete the range in parts"
                 ))));
+            }
+            TxnOp::Txn(inner) => {
+                let Some(inner_path) = nested.next() else { return Err(io::Error::other("a nested path is missing")) };
+                if let Err(refusal) = check_path(table, revs, inner, inner_path)? {
+                    return Ok(Err(refusal));
+                }
             }
             _ => {}
         }
@@ -149,6 +228,31 @@ impl Writer {
         Ok(self.revision)
     }
 
+    /// Run the branch of `txn` that `path` takes, nested transactions along their own paths.
+    fn run_path(
+        &mut self,
+        table: &mut dyn StateTable,
+        revs: &Revisions,
+        txn: &Txn,
+        path: &Path,
+    ) -> io::Result<Vec<OpResult>> {
+        let branch = txn.branch(path.succeeded);
+        let mut nested = path.nested.iter();
+        let mut results = Vec::with_capacity(branch.len());
+        for op in branch {
+            let result = match op {
+                TxnOp::Txn(inner) => {
+                    let inner_path = nested.next().ok_or_else(|| io::Error::other("a nested path is missing"))?;
+                    let results = self.run_path(table, revs, inner, inner_path)?;
+                    OpResult::Txn { succeeded: inner_path.succeeded, results }
+                }
+                op => self.run(table, revs, op)?,
+            };
+            results.push(result);
+        }
+        Ok(results)
+    }
+
     fn run(&mut self, table: &mut dyn StateTable, revs: &Revisions, op: &TxnOp) -> io::Result<OpResult> {
         Ok(match op {
             TxnOp::Put { key, value, lease, prev_kv } => {
@@ -180,6 +284,7 @@ impl Writer {
                 let at = if request.revision == 0 { seen.current } else { request.revision };
                 OpResult::Range(read::range_at(table, &seen, request, at)?)
             }
+            TxnOp::Txn(_) => return Err(io::Error::other("a nested transaction runs along its path")),
         })
     }
 

@@ -187,6 +187,11 @@ pub enum TxnOp {
     },
     /// Read a key or a range, seeing the branch's earlier writes.
     Range(RangeRequest),
+    /// A transaction inside the branch (etcd's nested `Txn`). Its compares, as every compare
+    /// of the outer transaction, are evaluated against the state before the outer one starts;
+    /// the branch it picks runs in its place among the outer branch's operations, in the same
+    /// revision.
+    Txn(Box<Txn>),
 }
 
 impl TxnOp {
@@ -200,11 +205,13 @@ impl TxnOp {
         TxnOp::Delete { key: key.into(), end: RangeEnd::Key, prev_kv: false }
     }
 
-    /// The (first) key the operation touches.
+    /// The (first) key the operation touches; empty for a nested transaction, whose
+    /// operations each have their own.
     pub fn key(&self) -> &[u8] {
         match self {
             TxnOp::Put { key, .. } | TxnOp::Delete { key, .. } => key,
             TxnOp::Range(r) => &r.key,
+            TxnOp::Txn(_) => &[],
         }
     }
 }
@@ -219,6 +226,17 @@ pub struct Txn {
     pub success: Vec<TxnOp>,
     /// Run when one does not.
     pub failure: Vec<TxnOp>,
+}
+
+impl Txn {
+    /// The branch that runs when the compares hold (`succeeded`) or not.
+    pub fn branch(&self, succeeded: bool) -> &[TxnOp] {
+        if succeeded {
+            &self.success
+        } else {
+            &self.failure
+        }
+    }
 }
 
 /// Result of one [`TxnOp`].
@@ -240,6 +258,14 @@ pub enum OpResult {
     },
     /// A read.
     Range(RangeResult),
+    /// A nested transaction: whether its compares held, and one result per operation of the
+    /// branch that ran.
+    Txn {
+        /// Whether its compares held (its success branch ran).
+        succeeded: bool,
+        /// The results of the branch that ran.
+        results: Vec<OpResult>,
+    },
 }
 
 /// The answer to a [`Txn`].
