@@ -47,7 +47,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, RwLock, Semaphore};
+use tokio::sync::{oneshot, RwLock};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::Code;
@@ -79,10 +79,6 @@ const RECOVERY: Duration = Duration::from_secs(30);
 const ENDPOINT_STOP: Duration = Duration::from_secs(5);
 /// Search budget per key; a seed's histories have at most a few hundred operations per key.
 const BUDGET: Budget = Budget { max_steps: 50_000_000, max_time: Duration::from_secs(30) };
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")))
-}
 
 /// Short Raft timeouts so a seed takes a few seconds (as in flotilla's chaos test).
 fn fast(c: &mut Config) {
@@ -1070,37 +1066,15 @@ impl Tally {
     }
 }
 
-fn panic_message(e: tokio::task::JoinError) -> String {
-    match e.try_into_panic() {
-        Ok(p) => p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "non-string panic".into()),
-        Err(e) => e.to_string(),
-    }
-}
-
-/// Run `seeds`, `parallel` at a time, each in its own task so a panic names its seed.
+/// Run `seeds`, `parallel` at a time (`common::run_seeds`), and tally them.
 async fn run_seeds(seeds: Vec<u64>, parallel: usize, reads: Reads) -> Tally {
-    let permits = Arc::new(Semaphore::new(parallel.max(1)));
-    let mut tasks = Vec::new();
-    for seed in seeds {
-        let permit = permits.clone().acquire_owned().await.expect("semaphore");
-        let task = tokio::spawn(async move {
-            let run = run_seed(seed, reads).await;
-            drop(permit);
-            run
-        });
-        tasks.push((seed, task));
-    }
     let mut tally = Tally::default();
-    for (seed, task) in tasks {
-        match task.await {
+    for (seed, result) in common::run_seeds(seeds, parallel, move |seed| run_seed(seed, reads)).await {
+        match result {
             Ok(run) => tally.add(run),
-            Err(e) => {
+            Err(message) => {
                 tally.seeds += 1;
-                tally.failed.push(format!("seed {seed} ({:?}) panicked: {}", Plan::new(seed), panic_message(e)));
+                tally.failed.push(format!("seed {seed} ({:?}) panicked: {message}", Plan::new(seed)));
             }
         }
     }
@@ -1109,14 +1083,8 @@ async fn run_seeds(seeds: Vec<u64>, parallel: usize, reads: Reads) -> Tally {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn etcd_api_is_linearizable_under_seeded_chaos() {
-    let seeds: Vec<u64> = match env_u64("FLOTILLA_ETCD_CHAOS_SEED") {
-        Some(seed) => vec![seed],
-        None => {
-            let first = env_u64("FLOTILLA_ETCD_CHAOS_FIRST").unwrap_or(0);
-            (first..first + env_u64("FLOTILLA_ETCD_CHAOS_SEEDS").unwrap_or(DEFAULT_SEEDS)).collect()
-        }
-    };
-    let parallel = env_u64("FLOTILLA_ETCD_CHAOS_PARALLEL").map_or(DEFAULT_PARALLEL, |p| p as usize);
+    let seeds = common::seeds_from_env("FLOTILLA_ETCD_CHAOS", DEFAULT_SEEDS);
+    let parallel = common::env_u64("FLOTILLA_ETCD_CHAOS_PARALLEL").map_or(DEFAULT_PARALLEL, |p| p as usize);
     let started = Instant::now();
     let mut tally = run_seeds(seeds, parallel, Reads::Linearizable).await;
     let summary = tally.summary(started.elapsed());
@@ -1195,73 +1163,13 @@ fn only_errors_that_prove_nothing_was_applied_are_definite() {
     }
 }
 
-/// Every error of Flotilla, one of each kind.
-fn every_api_error() -> Vec<flotilla_core::ApiError> {
-    use flotilla_core::{ApiError, Limit};
-    let peer = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
-    let bad_name = Namespace::new("Not Valid").expect_err("an invalid namespace name");
-    let errors = vec![
-        ApiError::NotLeader { leader: None },
-        ApiError::NoLeader("x".into()),
-        ApiError::HopLimit,
-        ApiError::Timeout("x".into()),
-        ApiError::OutcomeUnknown("x".into()),
-        ApiError::LostQuorum { leader: peer, silent_ms: 1 },
-        ApiError::UnknownNamespace("x".into()),
-        ApiError::InvalidNamespace(bad_name),
-        ApiError::InvalidKey("x".into()),
-        ApiError::TooLarge { what: Limit::Value, size: 2, limit: 1 },
-        ApiError::Rejected("x".into()),
-        ApiError::Malformed("x".into()),
-        ApiError::Unavailable("x".into()),
-        ApiError::ShuttingDown,
-        ApiError::Fatal("x".into()),
-        ApiError::StorageFull("x".into()),
-        ApiError::Unauthenticated("x".into()),
-        ApiError::UnknownSession,
-        ApiError::Compacted { requested: 1, compacted: 2 },
-        ApiError::FutureRevision { requested: 9, current: 5 },
-        ApiError::LeaseNotFound(1),
-        ApiError::Cancelled("x".into()),
-        ApiError::PreconditionFailed { mod_revision: 4, revision: 7 },
-    ];
-    // No wildcard: a new kind of error fails to compile here until it is added above.
-    for error in &errors {
-        match error {
-            ApiError::NotLeader { .. }
-            | ApiError::NoLeader(_)
-            | ApiError::HopLimit
-            | ApiError::Timeout(_)
-            | ApiError::OutcomeUnknown(_)
-            | ApiError::LostQuorum { .. }
-            | ApiError::UnknownNamespace(_)
-            | ApiError::InvalidNamespace(_)
-            | ApiError::InvalidKey(_)
-            | ApiError::TooLarge { .. }
-            | ApiError::Rejected(_)
-            | ApiError::Malformed(_)
-            | ApiError::Unavailable(_)
-            | ApiError::ShuttingDown
-            | ApiError::Fatal(_)
-            | ApiError::StorageFull(_)
-            | ApiError::Unauthenticated(_)
-            | ApiError::UnknownSession
-            | ApiError::Compacted { .. }
-            | ApiError::FutureRevision { .. }
-            | ApiError::LeaseNotFound(_)
-            | ApiError::Cancelled(_)
-            | ApiError::PreconditionFailed { .. } => {}
-        }
-    }
-    errors
-}
-
 /// For every error of Flotilla, the status the endpoint answers is classed definite only when
 /// Flotilla promises the error means "not applied" (a "not applied" error may still be classed
 /// unknown: `Unavailable` mixes both).
 #[test]
 fn the_endpoints_codes_keep_flotillas_promise() {
-    for error in every_api_error() {
+    let peer = libp2p_identity::Keypair::generate_ed25519().public().to_peer_id();
+    for error in flotilla_core::ApiError::one_of_each_kind(peer) {
         let status = flotilla_etcd::status_of(&error);
         let failure = Failure::Request(etcd_client::Error::GRpcStatus(status));
         if outcome_of(&failure) == Outcome::Fail {

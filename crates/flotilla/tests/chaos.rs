@@ -43,7 +43,7 @@ use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use tokio::sync::{RwLock, Semaphore};
+use tokio::sync::RwLock;
 use tokio::time::Instant;
 use watch_check::{check_acknowledged, check_watcher, Ack, Reference, WatchSpec, WatcherLog};
 
@@ -84,10 +84,6 @@ const RECOVERY: Duration = Duration::from_secs(30);
 /// Search budget per key; histories here have at most a few hundred operations per key and
 /// check in milliseconds, so running out means something is off.
 const BUDGET: Budget = Budget { max_steps: 50_000_000, max_time: Duration::from_secs(60) };
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")))
-}
 
 /// Short Raft timeouts so a seed takes a few seconds: elections, retries and the fault phases
 /// all scale with them. The heartbeat is what an idle cluster spends its CPU on (a third of a
@@ -1121,37 +1117,15 @@ impl Tally {
     }
 }
 
-fn panic_message(e: tokio::task::JoinError) -> String {
-    match e.try_into_panic() {
-        Ok(p) => p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "non-string panic".into()),
-        Err(e) => e.to_string(),
-    }
-}
-
-/// Run `seeds`, `parallel` at a time, each in its own task so a panic names its seed.
+/// Run `seeds`, `parallel` at a time (`common::run_seeds`), and tally them.
 async fn run_seeds(seeds: Vec<u64>, parallel: usize, consistency: Consistency) -> Tally {
-    let permits = Arc::new(Semaphore::new(parallel.max(1)));
-    let mut tasks = Vec::new();
-    for seed in seeds {
-        let permit = permits.clone().acquire_owned().await.expect("semaphore");
-        let task = tokio::spawn(async move {
-            let run = run_seed(seed, consistency).await;
-            drop(permit);
-            run
-        });
-        tasks.push((seed, task));
-    }
     let mut tally = Tally::default();
-    for (seed, task) in tasks {
-        match task.await {
+    for (seed, result) in common::run_seeds(seeds, parallel, move |seed| run_seed(seed, consistency)).await {
+        match result {
             Ok(run) => tally.add(run),
-            Err(e) => {
+            Err(message) => {
                 tally.seeds += 1;
-                tally.panicked.push(format!("seed {seed} ({:?}) panicked: {}", Plan::new(seed), panic_message(e)));
+                tally.panicked.push(format!("seed {seed} ({:?}) panicked: {message}", Plan::new(seed)));
             }
         }
     }
@@ -1160,14 +1134,8 @@ async fn run_seeds(seeds: Vec<u64>, parallel: usize, consistency: Consistency) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn linearizable_under_seeded_chaos() {
-    let seeds: Vec<u64> = match env_u64("FLOTILLA_CHAOS_SEED") {
-        Some(seed) => vec![seed],
-        None => {
-            let first = env_u64("FLOTILLA_CHAOS_FIRST").unwrap_or(0);
-            (first..first + env_u64("FLOTILLA_CHAOS_SEEDS").unwrap_or(DEFAULT_SEEDS)).collect()
-        }
-    };
-    let parallel = env_u64("FLOTILLA_CHAOS_PARALLEL").map_or(DEFAULT_PARALLEL, |p| p as usize);
+    let seeds = common::seeds_from_env("FLOTILLA_CHAOS", DEFAULT_SEEDS);
+    let parallel = common::env_u64("FLOTILLA_CHAOS_PARALLEL").map_or(DEFAULT_PARALLEL, |p| p as usize);
     let started = Instant::now();
     let mut tally = run_seeds(seeds, parallel, Consistency::Linearizable).await;
     let summary = tally.summary(started.elapsed());

@@ -218,3 +218,58 @@ pub async fn eventually<F: FnMut() -> bool>(what: &str, mut check: F) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The seeds a seeded chaos test runs, from the environment: `{prefix}_SEED` alone, or
+/// `{prefix}_SEEDS` of them (`default` if unset) from `{prefix}_FIRST` (0 if unset). A value
+/// that is not a number fails the test, saying which.
+pub fn seeds_from_env(prefix: &str, default: u64) -> Vec<u64> {
+    if let Some(seed) = env_u64(&format!("{prefix}_SEED")) {
+        return vec![seed];
+    }
+    let first = env_u64(&format!("{prefix}_FIRST")).unwrap_or(0);
+    (first..first + env_u64(&format!("{prefix}_SEEDS")).unwrap_or(default)).collect()
+}
+
+/// A number from the environment variable `name`, if set.
+pub fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")))
+}
+
+/// Run `run(seed)` for each of `seeds`, at most `parallel` at a time, each in its own task so
+/// that a panic names its seed: each seed with its result, or the message of its panic.
+pub async fn run_seeds<R, F, Fut>(seeds: Vec<u64>, parallel: usize, run: F) -> Vec<(u64, Result<R, String>)>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = R> + Send + 'static,
+    R: Send + 'static,
+{
+    let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let mut tasks = Vec::new();
+    for seed in seeds {
+        let permit = permits.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let running = run(seed);
+        let task = tokio::spawn(async move {
+            let result = running.await;
+            drop(permit);
+            result
+        });
+        tasks.push((seed, task));
+    }
+    let mut results = Vec::with_capacity(tasks.len());
+    for (seed, task) in tasks {
+        results.push((seed, task.await.map_err(panic_message)));
+    }
+    results
+}
+
+/// What a task's panic said.
+fn panic_message(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(p) => p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "non-string panic".into()),
+        Err(e) => e.to_string(),
+    }
+}
