@@ -3,8 +3,10 @@
 //! Writes go through the group-commit writer. `append` returns once its commit is visible, so
 //! openraft can start replicating the entries, and calls the `IOFlushed` callback only after
 //! the writer's next fsync: the entries count as this node's acknowledgement only once durable.
-//! The vote, truncations and purges return only once durable; the committed log id is only
-//! made visible (it is a hint openraft can do without after a crash). Openraft issues log writes
+//! The vote, truncations and purges return only once durable; the committed log id is a hint
+//! openraft can do without after a crash, so saving it neither waits nor costs a commit of its
+//! own: it is deferred to the writer's next batch (see `Writer::defer`), which is the apply of
+//! the same entries, and this process reads it back from memory until then. Openraft issues log writes
 //! one at a time per group, and the writer groups the writes of all groups of the node into
 //! shared commits.
 //! Reads use redb read transactions and run concurrently with the writer. Entries are sealed
@@ -15,7 +17,7 @@ use std::fmt::Debug;
 use std::io;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use flotilla_core::{Namespace, TypeConfig};
 use openraft::alias::{LogIdOf, VoteOf};
@@ -40,12 +42,20 @@ pub const LIMITED_READ_BYTES: usize = 4 * 1024 * 1024;
 pub struct LogStore<C: StoreConfig = TypeConfig> {
     store: Arc<Store>,
     tables: Arc<NsTables>,
+    /// The committed log id last saved through this store and its clones (`Some` once one was):
+    /// its write is deferred, so a read in this process must not go to the table for it.
+    committed: Arc<Mutex<Option<Option<LogIdOf<C>>>>>,
     _config: PhantomData<fn() -> C>,
 }
 
 impl<C: StoreConfig> Clone for LogStore<C> {
     fn clone(&self) -> Self {
-        Self { store: self.store.clone(), tables: self.tables.clone(), _config: PhantomData }
+        Self {
+            store: self.store.clone(),
+            tables: self.tables.clone(),
+            committed: self.committed.clone(),
+            _config: PhantomData,
+        }
     }
 }
 
@@ -57,7 +67,7 @@ impl<C: StoreConfig> Debug for LogStore<C> {
 
 impl<C: StoreConfig> LogStore<C> {
     pub(crate) fn new(store: Arc<Store>, tables: NsTables) -> Self {
-        Self { store, tables: Arc::new(tables), _config: PhantomData }
+        Self { store, tables: Arc::new(tables), committed: Arc::default(), _config: PhantomData }
     }
 
     /// The namespace this log belongs to.
@@ -102,17 +112,25 @@ impl<C: StoreConfig> LogStore<C> {
 
     /// Store (or, with `None`, remove) the meta value `key`; return once `wait` holds.
     async fn put_meta(&self, key: &'static str, value: Option<Vec<u8>>, wait: Wait) -> Result<(), StoreError> {
-        let tables = self.tables.clone();
         let cost = value.as_ref().map_or(0, Vec::len);
-        let work = move |txn: &WriteTransaction| {
-            let mut meta = txn.open_table(tables.meta()).map_err(clean)?;
-            match &value {
-                Some(v) => meta.insert(key, v.as_slice()).map_err(dirty)?,
-                None => meta.remove(key).map_err(dirty)?,
-            };
-            Ok(())
-        };
-        self.store.writer.execute_as(wait, cost, work).await
+        self.store.writer.execute_as(wait, cost, meta_work(self.tables.clone(), key, value)).await
+    }
+
+    /// Save the committed log id in the writer's next batch, without waiting (see the module
+    /// doc); reads in this process see it at once.
+    async fn defer_committed(&self, committed: Option<LogIdOf<C>>) -> Result<(), StoreError> {
+        let record = committed.as_ref().map(encode_sealed).transpose()?;
+        let cost = record.as_ref().map_or(0, Vec::len);
+        // openraft saves one at a time per group, so the cache and the writer see the same order.
+        *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(committed);
+        self.store.writer.defer(cost, meta_work(self.tables.clone(), META_COMMITTED, record)).await
+    }
+
+    fn read_committed_now(&self) -> Result<Option<LogIdOf<C>>, StoreError> {
+        if let Some(saved) = self.committed.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Ok(saved);
+        }
+        self.read_meta(META_COMMITTED)
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
@@ -208,6 +226,22 @@ impl<C: StoreConfig> LogStore<C> {
     }
 }
 
+/// The writer job storing (or, with `None`, removing) the meta value `key` of `tables`.
+fn meta_work(
+    tables: Arc<NsTables>,
+    key: &'static str,
+    value: Option<Vec<u8>>,
+) -> impl FnMut(&WriteTransaction) -> Result<(), JobFailure> + Send + 'static {
+    move |txn: &WriteTransaction| {
+        let mut meta = txn.open_table(tables.meta()).map_err(clean)?;
+        match &value {
+            Some(v) => meta.insert(key, v.as_slice()).map_err(dirty)?,
+            None => meta.remove(key).map_err(dirty)?,
+        };
+        Ok(())
+    }
+}
+
 /// Whether `range` can contain no index (also keeps inverted ranges away from redb).
 fn range_is_empty(range: &(Bound<u64>, Bound<u64>)) -> bool {
     let start = match range.0 {
@@ -264,13 +298,14 @@ impl<C: StoreConfig> RaftLogStorage<C> for LogStore<C> {
     }
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
-        let record = committed.as_ref().map(encode_sealed).transpose()?;
-        // A hint: after a crash openraft learns the committed index from the leader again.
-        Ok(self.put_meta(META_COMMITTED, record, Wait::Visible).await?)
+        // A hint: after a crash openraft learns the committed index from the leader again. It
+        // used to cost every write on every node a commit and a round trip to the writer that
+        // held up openraft's core; now it rides with the apply that follows.
+        Ok(self.defer_committed(committed).await?)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
-        Ok(self.read_meta(META_COMMITTED)?)
+        Ok(self.read_committed_now()?)
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>

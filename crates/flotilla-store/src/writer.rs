@@ -21,6 +21,10 @@
 //!   durable with a flush (an empty durable commit) at once, and calls the job's flush callback
 //!   after that. The leader's fsync thus overlaps the round trip to its followers.
 //! - Short of disk space, every commit is durable (see [`crate::disk::RELAXED_COMMIT_MIN_FREE`]).
+//! - A deferred job ([`Writer::defer`]: the committed log id, a hint) neither wakes the writer
+//!   nor waits: it runs first in the next batch, whatever wakes the writer (for the committed
+//!   id, the apply of the same entries, which openraft starts right after saving it). A write
+//!   that would otherwise cost a commit and two thread wake-ups of its own rides along.
 //!
 //! ## Failures
 //!
@@ -71,6 +75,17 @@ pub(crate) const MAX_BATCH_OPS: usize = 1024;
 /// Approximate bytes after which the writer stops adding jobs to a batch (a single larger job
 /// still runs, alone).
 pub(crate) const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+/// Deferred jobs held for the next batch; past this, a deferred job is queued as usual (still
+/// without a waiter), so the list stays bounded even when no other job comes.
+pub(crate) const MAX_DEFERRED: usize = 64;
+
+/// Jobs waiting to run first in the next batch (see [`Writer::defer`]).
+type Deferred = Arc<Mutex<Vec<Box<dyn Job>>>>;
+
+/// Lock `deferred`; a panic elsewhere while it was held leaves a list that is still valid.
+fn lock_deferred(deferred: &Deferred) -> std::sync::MutexGuard<'_, Vec<Box<dyn Job>>> {
+    deferred.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Why a job failed, and whether it had already written into the shared transaction.
 #[derive(Debug)]
@@ -191,6 +206,7 @@ pub(crate) struct Writer {
     thread_id: ThreadId,
     closed: AtomicBool,
     disk: Arc<DiskHealth>,
+    deferred: Deferred,
 }
 
 impl Writer {
@@ -203,7 +219,9 @@ impl Writer {
         disk: Arc<DiskHealth>,
     ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>(QUEUE_CAPACITY);
+        let deferred = Deferred::default();
         let committer = Committer {
+            deferred: deferred.clone(),
             db,
             reopen,
             metrics,
@@ -222,6 +240,7 @@ impl Writer {
             thread: Mutex::new(Some(handle)),
             closed: AtomicBool::new(false),
             disk,
+            deferred,
         })
     }
 
@@ -298,6 +317,35 @@ impl Writer {
         wait_done.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Run `work` (visible, no fsync of its own) first in the next batch, without waking the
+    /// writer and without waiting for the commit: for a hint whose loss in a crash is harmless
+    /// and which a write that follows at once can carry. Nobody hears how it ended: a failure
+    /// is only logged (and a store that fails stops, failing the jobs that do have waiters).
+    /// Past [`MAX_DEFERRED`] held jobs it is queued as usual instead. A job deferred while the
+    /// writer shuts down may be dropped.
+    pub(crate) async fn defer<F>(&self, cost: usize, work: F) -> Result<(), StoreError>
+    where
+        F: FnMut(&WriteTransaction) -> Result<(), JobFailure> + Send + 'static,
+    {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        // The receiver is dropped at once: `finish` ignores a waiter that went away.
+        let (done, _) = oneshot::channel();
+        let job: Box<dyn Job> =
+            Box::new(FnJob { work, output: None, done, wait: Wait::Visible, on_durable: None, cost });
+        let job = {
+            let mut deferred = lock_deferred(&self.deferred);
+            if deferred.len() < MAX_DEFERRED {
+                deferred.push(job);
+                return Ok(());
+            }
+            job
+        };
+        let sender = self.sender()?;
+        sender.send(job).await.map_err(|_| StoreError::Closed)
+    }
+
     fn sender(&self) -> Result<mpsc::Sender<Box<dyn Job>>, StoreError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
@@ -369,6 +417,8 @@ struct Committer {
     /// Set when the store stopped after a disk failure it could not recover from: every
     /// later job fails with it.
     stopped: RefCell<Option<StoreError>>,
+    /// Jobs to run first in the next batch (see [`Writer::defer`]).
+    deferred: Deferred,
 }
 
 /// How one attempt at committing a batch ended.
@@ -406,16 +456,32 @@ impl Committer {
                     Err(_) => break,
                 }
             }
-            self.run_batch(batch);
+            self.run_batch(self.with_deferred(batch));
             if !self.unflushed.borrow().is_empty() {
                 self.flush();
             }
+        }
+        let rest = self.with_deferred(Vec::new());
+        if !rest.is_empty() {
+            self.run_batch(rest);
         }
         // Leave nothing behind that only this process's memory holds.
         if self.volatile.get() {
             self.flush();
         }
         tracing::debug!("store writer stopped");
+    }
+
+    /// `batch` with the deferred jobs put first. Taken after the queue was drained: a job
+    /// deferred before one of the queued jobs was submitted is then always in this batch, and
+    /// ahead of it.
+    fn with_deferred(&self, batch: Vec<Box<dyn Job>>) -> Vec<Box<dyn Job>> {
+        let mut jobs = std::mem::take(&mut *lock_deferred(&self.deferred));
+        if jobs.is_empty() {
+            return batch;
+        }
+        jobs.extend(batch);
+        jobs
     }
 
     /// Commit `batch`, without any job that fails on its own; after a disk failure, reopen the

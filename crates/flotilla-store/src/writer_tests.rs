@@ -424,3 +424,28 @@ async fn a_full_disk_still_waits_while_a_failed_fsync_stops() {
     waiting.await.unwrap().unwrap();
     assert_eq!(read(&f.db(), "x"), Some(9));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_job_rides_with_the_next_batch_and_is_written_at_shutdown() {
+    let f = fixture();
+    let before = f.metrics.snapshot(0).commits;
+    f.writer.defer(8, insert("hint", 1)).await.unwrap();
+    // Nothing wakes the writer for it: no commit of its own, and readers do not see it yet.
+    assert_eq!(f.metrics.snapshot(0).commits, before);
+    assert_eq!(read(&f.db(), "hint"), None);
+    put_visible(&f.writer, "next", 2).await.unwrap();
+    assert_eq!(read(&f.db(), "hint"), Some(1), "committed with the job that followed it");
+    assert_eq!(f.metrics.snapshot(0).commits, before + 1, "in the same commit");
+    // Past the bound a deferred job is queued, and wakes the writer for all of them, in order.
+    for i in 0..MAX_DEFERRED as u64 {
+        f.writer.defer(8, insert("many", i)).await.unwrap();
+    }
+    assert_eq!(read(&f.db(), "many"), None);
+    f.writer.defer(8, insert("many", 999)).await.unwrap();
+    until("the queued deferred job is committed", || read(&f.db(), "many") == Some(999)).await;
+    // One still held at shutdown is written before the writer ends.
+    f.writer.defer(8, insert("hint", 3)).await.unwrap();
+    f.writer.shutdown();
+    assert_eq!(read(&f.db(), "hint"), Some(3));
+    assert!(matches!(f.writer.defer(8, insert("late", 1)).await, Err(StoreError::Closed)));
+}
