@@ -328,7 +328,7 @@ impl Executor {
                 .ok_or_else(|| WireError::Rejected("no other voter to hand leadership to".into()))?,
         };
         info!(namespace = %group.namespace, %target, "transferring leadership");
-        group.raft.trigger().transfer_leader(target).await.map_err(|e| WireError::Fatal(e.to_string()))?;
+        group.hand_leadership_to(target).await.map_err(|e| WireError::Fatal(e.to_string()))?;
         let budget = deadline.saturating_duration_since(Instant::now());
         let moved = group
             .raft

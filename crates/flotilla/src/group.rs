@@ -50,6 +50,8 @@ pub struct Group {
     pub(crate) leases: crate::lease_clock::LeaseClock,
     /// Whether the state machine keeps leases (the built-in KV one), so expiry runs here.
     pub(crate) serves_leases: bool,
+    /// The leadership transfer this node asked for last (see [`crate::transfer_watch`]).
+    pub(crate) transfer: crate::transfer_watch::PendingTransfer,
 }
 
 impl Group {
@@ -90,7 +92,15 @@ impl Group {
         }
         let counters = Arc::new(GroupCounters::default());
         spawn_leader_watch(raft.clone(), counters.clone());
-        Ok(Arc::new(Group { namespace, raft, counters, quiet, leases: Default::default(), serves_leases }))
+        Ok(Arc::new(Group {
+            namespace,
+            raft,
+            counters,
+            quiet,
+            leases: Default::default(),
+            serves_leases,
+            transfer: Default::default(),
+        }))
     }
 
     /// A snapshot of the group's Raft metrics.

@@ -70,6 +70,7 @@ internal_mod!(snapshot_inbox);
 mod status;
 mod status_report;
 mod subscription;
+mod transfer_watch;
 mod watch;
 internal_mod!(wire_budget);
 mod write_gate;

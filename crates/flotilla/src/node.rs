@@ -250,6 +250,7 @@ impl Node {
         crate::formation::autopilot_loop::spawn(&node);
         crate::quiesce::spawn(&node);
         crate::liveness::spawn(&node);
+        crate::transfer_watch::spawn(&node);
         Ok(node)
     }
 

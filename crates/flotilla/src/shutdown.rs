@@ -135,7 +135,7 @@ async fn hand_off(group: &Group, me: NodeId, silence: Duration, deadline: Instan
         return HandOff::NoTarget;
     };
     debug!(namespace = %group.namespace, peer = %target, "handing leadership off before shutdown");
-    if let Err(e) = group.raft.trigger().transfer_leader(target).await {
+    if let Err(e) = group.hand_leadership_to(target).await {
         debug!(namespace = %group.namespace, peer = %target, error = %e, "leadership hand-off failed");
         return HandOff::Unfinished;
     }
@@ -153,7 +153,7 @@ async fn hand_off(group: &Group, me: NodeId, silence: Duration, deadline: Instan
         }
         if m.state == openraft::ServerState::Leader && sent.elapsed() >= silence {
             sent = Instant::now();
-            let _ = group.raft.trigger().transfer_leader(target).await;
+            let _ = group.hand_leadership_to(target).await;
         }
         // Only a leader tracks acknowledgements. Once stepped down, give the target one
         // election timeout to win.

@@ -115,7 +115,7 @@ impl Node {
         for Move { namespace, to } in moves {
             let Some(group) = groups.get(&namespace) else { continue };
             seen.moved(&namespace);
-            if let Err(e) = group.raft.trigger().transfer_leader(to).await {
+            if let Err(e) = group.hand_leadership_to(to).await {
                 warn!(namespace = %namespace, peer = %to, error = %e, "leader balancing: transfer failed");
             }
         }
