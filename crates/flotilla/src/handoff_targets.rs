@@ -12,16 +12,17 @@ use crate::liveness::Liveness;
 /// How far behind the leader's log a voter may be and still take leadership at once.
 const CAUGHT_UP_ENTRIES: u64 = 256;
 
-/// The voters of `group` other than `me` that answered within `silence` and whose log is within
-/// [`CAUGHT_UP_ENTRIES`] of the leader's, with the index each has matched. A transfer to any
-/// other voter would wait for it to catch up, or for a node that may be gone.
+/// The voters of `group` other than `me` that answered within `silence`, are not declared
+/// down (a node that said goodbye is, at once: its last acknowledgements are still recent), and
+/// whose log is within [`CAUGHT_UP_ENTRIES`] of the leader's, with the index each has matched. A
+/// transfer to any other voter would wait for it to catch up, or for a node that may be gone.
 pub(crate) fn ready_voters(group: &Group, me: NodeId, silence: Duration, liveness: &Liveness) -> Vec<(NodeId, u64)> {
     let m = group.metrics();
     let last = m.last_log_index.unwrap_or(0);
     let matched = |id: &NodeId| m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index);
     m.membership_config
         .voter_ids()
-        .filter(|v| *v != me && answered_within(group, *v, silence, liveness))
+        .filter(|v| *v != me && !liveness.is_down(v) && answered_within(group, *v, silence, liveness))
         .filter_map(|v| matched(&v).filter(|i| i + CAUGHT_UP_ENTRIES >= last).map(|i| (v, i)))
         .collect()
 }
