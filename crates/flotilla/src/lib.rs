@@ -57,6 +57,7 @@ pub mod namespace_set;
 mod namespaces;
 internal_mod!(network);
 mod node;
+mod node_loop;
 mod node_status;
 mod quiesce;
 mod quorum;

@@ -31,14 +31,14 @@
 //! come late.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla_core::types::NodeId;
 use flotilla_core::wire::{RequestBody, WireRequest, WireResponse};
 use flotilla_core::Namespace;
 use tokio::time::Instant;
-use tracing::{info, Instrument};
+use tracing::info;
 
 use crate::group::Group;
 use crate::node::Node;
@@ -145,22 +145,8 @@ pub(crate) fn spawn(node: &Arc<Node>) {
     if node.config.quiesce_after().is_none() {
         return;
     }
-    let weak = Arc::downgrade(node);
-    tokio::spawn(run(weak).instrument(tracing::info_span!("liveness")));
-}
-
-async fn run(weak: Weak<Node>) {
-    loop {
-        let every = {
-            let Some(node) = weak.upgrade() else { return };
-            if node.is_closing() {
-                return;
-            }
-            round(&node);
-            Duration::from_millis(node.config.timing().heartbeat_ms.max(10))
-        };
-        tokio::time::sleep(every).await;
-    }
+    let every = Duration::from_millis(node.config.timing().heartbeat_ms.max(10));
+    crate::node_loop::spawn(node, tracing::info_span!("liveness"), every, |node| async move { round(&node) });
 }
 
 /// One round: watch the members of quiesced groups, probe the silent ones, and fail over the

@@ -14,12 +14,12 @@
 //! timeouts after asking hands off again, to the voter that answered recently with the longest
 //! log, another one than the last target when there is one ([`step`], a pure decision).
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla_core::types::NodeId;
 use tokio::time::Instant;
-use tracing::{info, Instrument};
+use tracing::info;
 
 use crate::group::Group;
 use crate::node::Node;
@@ -100,22 +100,13 @@ pub(crate) fn step(
 
 /// Run the node's transfer watch until the node closes.
 pub(crate) fn spawn(node: &Arc<Node>) {
-    let weak = Arc::downgrade(node);
-    tokio::spawn(run(weak).instrument(tracing::info_span!("transfer_watch")));
-}
-
-async fn run(weak: Weak<Node>) {
-    loop {
-        let every = {
-            let Some(node) = weak.upgrade() else { return };
-            if node.is_closing() {
-                return;
-            }
-            round(&node).await;
-            Duration::from_millis((node.config.timing().heartbeat_ms * 4).max(100))
-        };
-        tokio::time::sleep(every).await;
-    }
+    let every = Duration::from_millis((node.config.timing().heartbeat_ms * 4).max(100));
+    crate::node_loop::spawn(
+        node,
+        tracing::info_span!("transfer_watch"),
+        every,
+        |node| async move { round(&node).await },
+    );
 }
 
 /// One round over the groups with a recorded transfer.
