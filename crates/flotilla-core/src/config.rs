@@ -38,6 +38,11 @@ pub const MAX_BACKUP_KEEP: usize = 10_000;
 /// Default of `slow_request_ms`: requests slower than this log where their time went.
 pub const DEFAULT_SLOW_REQUEST_MS: u64 = 500;
 
+/// Default size of the store's page cache, MiB (`--store-cache-mib`).
+pub const DEFAULT_STORE_CACHE_MIB: usize = 1024;
+/// Largest accepted `store_cache_mib` (1 TiB).
+pub const MAX_STORE_CACHE_MIB: usize = 1 << 20;
+
 /// Shortest accepted `backup_every`.
 pub const MIN_BACKUP_EVERY: Duration = Duration::from_secs(1);
 /// Largest accepted `http_max_connections`.
@@ -155,6 +160,15 @@ pub struct Config {
     /// `--cluster-key-file`; the node then cannot start without its keyring.
     #[cfg_attr(feature = "clap", arg(long))]
     pub encrypt_at_rest: bool,
+
+    /// Memory for the store's page cache, MiB: the pages of `flotilla.redb` it keeps after
+    /// reading or writing them. Pages beyond it are read again from the file (usually from
+    /// the kernel's page cache). Bounds most of a node's memory under a large data set.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "FLOTILLA_STORE_CACHE_MIB", default_value_t = DEFAULT_STORE_CACHE_MIB)
+    )]
+    pub store_cache_mib: usize,
 
     /// Most HTTP connections served at once; further connections wait in the listen backlog
     /// until one closes.
@@ -323,6 +337,7 @@ impl Default for Config {
             cluster_key_file: None,
             insecure_no_cluster_key: false,
             encrypt_at_rest: false,
+            store_cache_mib: DEFAULT_STORE_CACHE_MIB,
             http_max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
             http_header_timeout_ms: DEFAULT_HTTP_HEADER_TIMEOUT_MS,
             etcd_listen: None,
@@ -592,6 +607,12 @@ impl Config {
         if self.http_header_timeout_ms == 0 {
             return err("http_header_timeout_ms must be positive".into());
         }
+        if self.store_cache_mib == 0 || self.store_cache_mib > MAX_STORE_CACHE_MIB {
+            return err(format!(
+                "store_cache_mib ({}) must be between 1 and {MAX_STORE_CACHE_MIB}",
+                self.store_cache_mib
+            ));
+        }
         if self.admin_token_file.is_none() && !self.http.ip().is_loopback() {
             return err(format!(
                 "the HTTP API would listen on {}, which is not a loopback address, without an admin token: \
@@ -797,6 +818,15 @@ mod tests {
     fn http_limits_must_be_positive() {
         assert!(Config { http_max_connections: 0, ..Config::default() }.validate().is_err());
         assert!(Config { http_header_timeout_ms: 0, ..Config::default() }.validate().is_err());
+    }
+
+    #[test]
+    fn the_store_cache_must_be_between_one_mib_and_the_limit() {
+        let local = || Config { listen: vec!["/ip4/127.0.0.1/tcp/0".into()], ..Config::default() };
+        assert!(Config { store_cache_mib: 0, ..local() }.validate().is_err());
+        assert!(Config { store_cache_mib: MAX_STORE_CACHE_MIB + 1, ..local() }.validate().is_err());
+        Config { store_cache_mib: 1, ..local() }.validate().unwrap();
+        Config { store_cache_mib: MAX_STORE_CACHE_MIB, ..local() }.validate().unwrap();
     }
 
     #[test]

@@ -14,22 +14,26 @@ use flotilla_store::{AtRestCipher, AtRestKey, StoreOptions};
 /// HKDF label of at-rest keys.
 const AT_REST_LABEL: &[u8] = b"flotilla at rest v1";
 
-/// The store options `config` asks for: sealed at rest, with keys from `keyring` (the one
-/// `config` names, loaded once by the caller), when `--encrypt-at-rest` is set.
+/// The store options `config` asks for: its page cache (`--store-cache-mib`), and sealed at
+/// rest, with keys from `keyring` (the one `config` names, loaded once by the caller), when
+/// `--encrypt-at-rest` is set.
 ///
 /// ```
 /// use flotilla::{at_rest::store_options, Config};
 ///
 /// assert!(store_options(&Config::default(), None).is_ok()); // not sealed: no key needed
+/// let small = Config { store_cache_mib: 64, ..Config::default() };
+/// assert_eq!(store_options(&small, None).unwrap().cache_bytes, Some(64 << 20));
 /// let sealed = Config { encrypt_at_rest: true, ..Config::default() };
 /// assert!(store_options(&sealed, None).is_err()); // sealing needs the cluster keyring
 /// ```
 pub fn store_options(config: &Config, keyring: Option<&Keyring>) -> Result<StoreOptions, ConfigError> {
+    let cache_bytes = Some(config.store_cache_mib.saturating_mul(1 << 20));
     if !config.encrypt_at_rest {
-        return Ok(StoreOptions::default());
+        return Ok(StoreOptions { cache_bytes, ..StoreOptions::default() });
     }
     let keyring = keyring.ok_or_else(|| ConfigError("--encrypt-at-rest needs --cluster-key-file".into()))?;
-    Ok(StoreOptions { at_rest: Some(Arc::new(cipher(keyring)?)), ..StoreOptions::default() })
+    Ok(StoreOptions { at_rest: Some(Arc::new(cipher(keyring)?)), cache_bytes })
 }
 
 /// The at-rest cipher of `keyring`.
