@@ -11,9 +11,14 @@ store spent committing and in fsync, and the busiest threads. `--perf-out DIR` r
 agent with `perf record --call-graph dwarf` during the first round. Put `--dir` on the disk to
 measure (tmpfs makes fsync free).
 
+`--op get` first writes k1..k10000 (scripts/wrk-fill.lua), then GETs random ones among them
+(scripts/wrk-get.lua) with `--consistency` (stale or linearizable); the figures then count
+reads where they say puts.
+
 Usage:
   scripts/profile-load.py --bin target/release/flotilla --dir target/benchtmp/load \
-      --clients 64 --secs 12 --rounds 3 [--leader-only] [--perf-out DIR --perf-secs 8]
+      --clients 64 --secs 12 --rounds 3 [--leader-only | --followers-only] \
+      [--op get --consistency stale] [--perf-out DIR --perf-secs 8]
 """
 import argparse
 import importlib.util
@@ -31,12 +36,19 @@ _spec.loader.exec_module(pw)
 RESULT = re.compile(r"RESULT requests=(\d+) non2xx=(\d+) errors=(\d+) p50=([\d.]+) p99=([\d.]+)")
 
 
-def start_wrk(ports, targets, clients, secs):
+def start_wrk(ports, targets, clients, secs, script="wrk-put.lua", env=None):
     """One wrk process per target agent, `clients` connections split between them."""
     per = max(1, clients // len(targets))
     return [subprocess.Popen(["wrk", "-t1", f"-c{per}", f"-d{int(secs)}s", "--timeout", "10s",
-                              "-s", os.path.join(HERE, "wrk-put.lua"), f"http://127.0.0.1:{ports[t][0]}"],
-                             stdout=subprocess.PIPE, text=True) for t in targets]
+                              "-s", os.path.join(HERE, script), f"http://127.0.0.1:{ports[t][0]}"],
+                             stdout=subprocess.PIPE, text=True, env=env) for t in targets]
+
+
+def fill_keys(ports, leader):
+    """Write every key wrk-get.lua reads (k1..k10000), at the leader, until each exists."""
+    fill = start_wrk(ports, [leader], 64, 8, script="wrk-fill.lua")
+    for w in fill:
+        w.communicate()
 
 
 def collect_wrk(procs):
@@ -77,14 +89,20 @@ def agent_line(i, leader, net_ms, puts, elapsed, store, threads):
 
 def measure(args, ports, pids, leader):
     targets = [leader] if args.leader_only else list(range(len(ports)))
-    collect_wrk(start_wrk(ports, targets, args.clients, 3))  # warm up
+    if args.followers_only:
+        targets = [i for i in range(len(ports)) if i != leader]
+    script, env = "wrk-put.lua", None
+    if args.op == "get":
+        fill_keys(ports, leader)
+        script, env = "wrk-get.lua", dict(os.environ, WRK_CONSISTENCY=args.consistency)
+    collect_wrk(start_wrk(ports, targets, args.clients, 3, script, env))  # warm up
     before = pw.snapshot(pids)
     time.sleep(5)
     idle = {pid: v["cpu_ms"] / 5.0 for pid, v in pw.diff(before, pw.snapshot(pids)).items()}
     for r in range(args.rounds):
         m0 = pw.store_metrics(ports)
         before, t0 = pw.snapshot(pids), time.time()
-        load = start_wrk(ports, targets, args.clients, args.secs)
+        load = start_wrk(ports, targets, args.clients, args.secs, script, env)
         recs = []
         if args.perf_out and r == 0:
             time.sleep(2)
@@ -117,6 +135,10 @@ def main():
     ap.add_argument("--perf-out", default=None)
     ap.add_argument("--perf-secs", type=float, default=8)
     ap.add_argument("--leader-only", action="store_true")
+    ap.add_argument("--followers-only", action="store_true")
+    ap.add_argument("--op", choices=["put", "get"], default="put",
+                    help="get: fill k1..k10000 first, then GET them (ops are reported as puts)")
+    ap.add_argument("--consistency", default="stale", help="of --op get: stale or linearizable")
     args = ap.parse_args()
     shutil.rmtree(args.dir, ignore_errors=True)
     os.makedirs(args.dir)

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_core::types::{NodeId, TypeConfig};
+use flotilla_core::types::{LogId, NodeId, TypeConfig};
 use flotilla_core::wire::{log_index, CommandRequest, CommandResponse};
 use flotilla_core::{ApiError, Command, Consistency, IdempotencyKey, Limit, MemberInfo, Namespace, RequestId};
 use openraft::raft::linearizable_read::Linearizer;
@@ -170,25 +170,50 @@ impl Cluster {
         read
     }
 
-    /// Get a read index from the leader, then wait until this replica has applied it.
+    /// Get a read index from the leader (in a round shared with the reads arriving meanwhile,
+    /// `crate::read_index_batch`), then wait until this replica has applied it.
     async fn linearizable_barrier(&self, trace: &mut RequestTrace) -> Result<u64, ApiError> {
         let group = self.group();
-        let response = self.node.forwarder.submit_traced(&group, CommandRequest::ReadIndex, self.deadline(), trace);
-        let response = response.await?;
-        let CommandResponse::ReadIndex { read_log_id } = response else {
-            return Err(ApiError::Fatal(format!("unexpected reply to a read index: {response:?}")));
-        };
+        let deadline = self.deadline();
+        let asked = Instant::now();
+        let mut own_round = None;
+        let round = group.read_index.read_index(deadline, || {
+            own_round = Some(Instant::now());
+            self.ask_read_index(&group, deadline, &mut *trace)
+        });
+        let read_log_id = round.await;
+        trace.shared_rounds_between(asked, own_round.unwrap_or_else(Instant::now));
+        let read_log_id = read_log_id?;
         let index = read_log_id.index;
+        let waiting = Instant::now();
+        // Usually applied already: no need to subscribe to the metrics (a copy of them per read).
+        if group.applied_index() >= index {
+            trace.applied(waiting, index);
+            return Ok(index);
+        }
         let leader = group.leader().unwrap_or(self.node.id);
         let linearizer = Linearizer::<TypeConfig>::new(leader, ReadLogId::from_log_id(read_log_id), None);
-        let budget = self.deadline().saturating_duration_since(Instant::now());
-        let waiting = Instant::now();
+        let budget = deadline.saturating_duration_since(waiting);
         let ready = linearizer.try_await_ready(&group.raft, Some(budget)).await;
         trace.applied(waiting, index);
         match ready {
             Ok(Ok(_)) => Ok(index),
             Ok(Err(_)) => Err(ApiError::Timeout(format!("replica did not apply index {index} in time"))),
             Err(fatal) => Err(ApiError::Fatal(fatal.to_string())),
+        }
+    }
+
+    /// One read-index round: the leader's commit index, confirmed with a quorum.
+    async fn ask_read_index(
+        &self,
+        group: &Arc<Group>,
+        deadline: Instant,
+        trace: &mut RequestTrace,
+    ) -> Result<LogId, ApiError> {
+        let response = self.node.forwarder.submit_traced(group, CommandRequest::ReadIndex, deadline, trace).await?;
+        match response {
+            CommandResponse::ReadIndex { read_log_id } => Ok(read_log_id),
+            other => Err(ApiError::Fatal(format!("unexpected reply to a read index: {other:?}"))),
         }
     }
 

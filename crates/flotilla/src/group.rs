@@ -52,6 +52,8 @@ pub struct Group {
     pub(crate) serves_leases: bool,
     /// The leadership transfer this node asked for last (see [`crate::transfer_watch`]).
     pub(crate) transfer: crate::transfer_watch::PendingTransfer,
+    /// The read-index rounds its linearizable reads share (see [`crate::read_index_batch`]).
+    pub(crate) read_index: crate::read_index_batch::ReadIndexBatcher,
 }
 
 impl Group {
@@ -100,6 +102,7 @@ impl Group {
             leases: Default::default(),
             serves_leases,
             transfer: Default::default(),
+            read_index: Default::default(),
         }))
     }
 

@@ -61,6 +61,7 @@ mod node_loop;
 mod node_status;
 mod quiesce;
 mod quorum;
+mod read_index_batch;
 internal_mod!(raft_config);
 pub mod recovery;
 mod request_ids;

@@ -60,6 +60,8 @@ pub(crate) struct RequestTrace {
     apply: Duration,
     /// The leader confirming it leads (a heartbeat round to a quorum).
     read_index: Duration,
+    /// A read waiting on read-index rounds other reads ran (`crate::read_index_batch`).
+    shared_rounds: Duration,
     /// The entry node waiting until it has applied the read index.
     apply_wait: Duration,
     /// The log index written, or read at.
@@ -84,6 +86,7 @@ impl RequestTrace {
             commit: zero,
             apply: zero,
             read_index: zero,
+            shared_rounds: zero,
             apply_wait: zero,
             index: None,
         }
@@ -129,6 +132,11 @@ impl RequestTrace {
         self.read_index += since.elapsed();
     }
 
+    /// This read waited from `from` to `to` on read-index rounds that other reads ran.
+    pub(crate) fn shared_rounds_between(&mut self, from: Instant, to: Instant) {
+        self.shared_rounds += to.saturating_duration_since(from);
+    }
+
     /// This replica applied read index `index`, waiting since `since`.
     pub(crate) fn applied(&mut self, since: Instant, index: u64) {
         self.apply_wait += since.elapsed();
@@ -154,7 +162,11 @@ impl RequestTrace {
     pub(crate) fn stages(&self, total: Duration) -> Vec<(&'static str, Duration)> {
         let mut stages = vec![("waking", self.waking)];
         match self.kind {
-            TraceKind::Read => stages.extend([("read index", self.read_index), ("forwarding", self.forwarding)]),
+            TraceKind::Read => stages.extend([
+                ("shared rounds", self.shared_rounds),
+                ("read index", self.read_index),
+                ("forwarding", self.forwarding),
+            ]),
             _ => stages.extend([
                 ("admission", self.admission),
                 ("proposal to commit", self.commit),
@@ -221,12 +233,14 @@ mod tests {
     fn a_read_line_names_the_read_index_and_the_apply_wait() {
         let mut t = trace(TraceKind::Read);
         (t.read_index, t.forwarding, t.apply_wait) = (ms_(0), ms_(300), ms_(250));
+        let asked = Instant::now();
+        t.shared_rounds_between(asked, asked + ms_(5));
         t.index = Some(7);
         let line = t.describe(ms_(560), Duration::ZERO);
         assert_eq!(
             line,
             "slow linearizable read at index 7: 560.0 ms (over 0.0 ms), 1 attempt(s): waking 0.0 ms, \
-             read index 0.0 ms, forwarding 300.0 ms, apply wait 250.0 ms, other 10.0 ms"
+             shared rounds 5.0 ms, read index 0.0 ms, forwarding 300.0 ms, apply wait 250.0 ms, other 5.0 ms"
         );
     }
 
