@@ -3,7 +3,7 @@
 write under load: ceilings").
 
 Starts three `flotilla agent` processes on loopback (as scripts/profile-write.py does, whose
-helpers it uses), then runs `wrk` (Debian package `wrk`) with scripts/wrk-put.lua against every
+helpers it uses), then runs `wrk` (Debian package `wrk`) with scripts/wrk-kv.lua against every
 agent's HTTP port, or only the leader's (`--leader-only`), splitting `--clients` connections
 between them. Per round it prints puts/s, wrk's p50/p99 per wrk process, the agents' CPU per put
 net of an idle window, the store's commits and fsyncs per put and the share of wall time the
@@ -11,8 +11,8 @@ store spent committing and in fsync, and the busiest threads. `--perf-out DIR` r
 agent with `perf record --call-graph dwarf` during the first round. Put `--dir` on the disk to
 measure (tmpfs makes fsync free).
 
-`--op get` first writes k1..k10000 (scripts/wrk-fill.lua), then GETs random ones among them
-(scripts/wrk-get.lua) with `--consistency` (stale or linearizable); the figures then count
+`--op get` first writes k1..k10000 (wrk-kv.lua's `fill`), then GETs random ones among them
+(its `get`) with `--consistency` (stale or linearizable); the figures then count
 reads where they say puts.
 
 Usage:
@@ -36,17 +36,17 @@ _spec.loader.exec_module(pw)
 RESULT = re.compile(r"RESULT requests=(\d+) non2xx=(\d+) errors=(\d+) p50=([\d.]+) p99=([\d.]+)")
 
 
-def start_wrk(ports, targets, clients, secs, script="wrk-put.lua", env=None):
+def start_wrk(ports, targets, clients, secs, env=None):
     """One wrk process per target agent, `clients` connections split between them."""
     per = max(1, clients // len(targets))
     return [subprocess.Popen(["wrk", "-t1", f"-c{per}", f"-d{int(secs)}s", "--timeout", "10s",
-                              "-s", os.path.join(HERE, script), f"http://127.0.0.1:{ports[t][0]}"],
+                              "-s", os.path.join(HERE, "wrk-kv.lua"), f"http://127.0.0.1:{ports[t][0]}"],
                              stdout=subprocess.PIPE, text=True, env=env) for t in targets]
 
 
 def fill_keys(ports, leader):
-    """Write every key wrk-get.lua reads (k1..k10000), at the leader, until each exists."""
-    fill = start_wrk(ports, [leader], 64, 8, script="wrk-fill.lua")
+    """Write every key `--op get` reads (k1..k10000), at the leader, until each exists."""
+    fill = start_wrk(ports, [leader], 64, 8, env=dict(os.environ, WRK_OP="fill"))
     for w in fill:
         w.communicate()
 
@@ -91,18 +91,18 @@ def measure(args, ports, pids, leader):
     targets = [leader] if args.leader_only else list(range(len(ports)))
     if args.followers_only:
         targets = [i for i in range(len(ports)) if i != leader]
-    script, env = "wrk-put.lua", None
+    env = None
     if args.op == "get":
         fill_keys(ports, leader)
-        script, env = "wrk-get.lua", dict(os.environ, WRK_CONSISTENCY=args.consistency)
-    collect_wrk(start_wrk(ports, targets, args.clients, 3, script, env))  # warm up
+        env = dict(os.environ, WRK_OP="get", WRK_CONSISTENCY=args.consistency)
+    collect_wrk(start_wrk(ports, targets, args.clients, 3, env))  # warm up
     before = pw.snapshot(pids)
     time.sleep(5)
     idle = {pid: v["cpu_ms"] / 5.0 for pid, v in pw.diff(before, pw.snapshot(pids)).items()}
     for r in range(args.rounds):
         m0 = pw.store_metrics(ports)
         before, t0 = pw.snapshot(pids), time.time()
-        load = start_wrk(ports, targets, args.clients, args.secs, script, env)
+        load = start_wrk(ports, targets, args.clients, args.secs, env)
         recs = []
         if args.perf_out and r == 0:
             time.sleep(2)
