@@ -16,7 +16,9 @@
 //! Bounds: one round in flight per namespace; a batch holds the reads in flight on this node,
 //! which the HTTP and etcd endpoints already bound. A reader whose round's driver is cancelled
 //! (its client went away) runs the round itself; one whose deadline passes leaves with a
-//! timeout, the others keep waiting.
+//! timeout, the others keep waiting. A round runs within the deadline of the read that started
+//! it, and its error (a timeout included) answers every read of its batch: all of them are
+//! retryable or definite in the same way, since none of them changed anything.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
