@@ -118,7 +118,33 @@ async fn a_snapshot_file_behind_the_purged_log_is_not_served() {
     assert!(sm.get_current_snapshot().await.unwrap().is_some(), "a snapshot up to the purged log is served");
     log.blocking_append(entries(8).split_off(5)).await.unwrap();
     log.purge(log_id(7)).await.unwrap();
+    // The state is behind the purged log too (entries 6..8 are not applied): no snapshot can
+    // reach it, none is served.
     assert!(sm.get_current_snapshot().await.unwrap().is_none(), "a snapshot behind the purged log is not served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_log_purged_past_every_snapshot_file_one_is_built_from_the_state() {
+    // What a crash of an older version could leave: state and log past the snapshot file, the
+    // log purged beyond it. openraft, told there is no snapshot, stopped the group the first
+    // time a follower needed one.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut sm) = lagging_follower(dir.path()).await;
+    let mut log = store.log_store(&ns()).unwrap();
+    log.blocking_append(entries(8).split_off(5)).await.unwrap();
+    apply(&mut sm, entries(8).split_off(5)).await;
+    log.purge(log_id(7)).await.unwrap();
+    let built = sm.get_current_snapshot().await.unwrap().expect("a snapshot of the state is built");
+    assert_eq!(built.meta.last_log_id, Some(log_id(8)));
+    assert_eq!(
+        sm.get_current_snapshot().await.unwrap().map(|s| s.meta.last_log_id),
+        Some(Some(log_id(8))),
+        "the built snapshot is the current one"
+    );
+    // The same when the file is gone altogether.
+    std::fs::remove_file(store.snapshots.current_path(&ns())).unwrap();
+    let rebuilt = sm.get_current_snapshot().await.unwrap().expect("built again");
+    assert_eq!(rebuilt.meta.last_log_id, Some(log_id(8)));
 }
 
 /// A snapshot built and saved while the current one is being read for a follower: the

@@ -42,7 +42,7 @@ impl<C: StoreConfig> SnapshotBuilder<C> {
         Self { store, tables, view, _in_use, _config: PhantomData }
     }
 
-    async fn build(&mut self) -> Result<SnapshotOf<C, SnapshotData>, StoreError> {
+    pub(crate) async fn build(&mut self) -> Result<SnapshotOf<C, SnapshotData>, StoreError> {
         let view = match self.view.take() {
             Some(view) => view?,
             None => self.store.read_txn()?,

@@ -245,6 +245,30 @@ impl<C: StoreConfig> StateMachineStore<C> {
     }
 }
 
+impl<C: StoreConfig> StateMachineStore<C> {
+    /// No snapshot file to serve (missing, or behind the purged log: left by a crash of an
+    /// older version). With the log purged, a follower that needs entries before the purge
+    /// can only be brought up by a snapshot, and openraft, told there is none, stops
+    /// replicating to it with a storage error that ends the group. So build one from the
+    /// state now, as openraft would when asked to snapshot; `None` only while the log is whole
+    /// (the log brings any follower up) or while the state itself is behind the purged log
+    /// (an install under way: a snapshot of it would leave the same hole).
+    async fn rebuild_if_purged(&self) -> Result<Option<SnapshotOf<C, SnapshotData>>, StoreError> {
+        let purged = read_meta::<LogIdOf<C>>(&self.store.read_txn()?, &self.tables, META_PURGED)?;
+        let Some(purged) = purged else { return Ok(None) };
+        let built = SnapshotBuilder::<C>::new(self.store.clone(), self.tables.clone()).build().await?;
+        if built.meta.last_log_id < Some(purged) {
+            return Ok(None);
+        }
+        tracing::warn!(
+            namespace = %self.tables.ns(),
+            last_log_id = ?built.meta.last_log_id,
+            "no snapshot reached the purged log; built one from the state"
+        );
+        Ok(Some(built))
+    }
+}
+
 impl<C: StoreConfig> RaftStateMachine<C> for StateMachineStore<C> {
     type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder<C>;
@@ -313,7 +337,10 @@ impl<C: StoreConfig> RaftStateMachine<C> for StateMachineStore<C> {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, SnapshotData>>, io::Error> {
-        Ok(self.current_snapshot().await?)
+        if let Some(snapshot) = self.current_snapshot().await? {
+            return Ok(Some(snapshot));
+        }
+        Ok(self.rebuild_if_purged().await?)
     }
 }
 
