@@ -7,7 +7,8 @@
 //! - the KV state machine, fed arbitrary payload bytes or hostile edits of valid `encode_ops`
 //!   payloads, never panics and never allocates more than a fixed bound: a payload either is
 //!   refused without touching the table, or is a command that is applied as a whole, creating
-//!   at most one revision, after which the table still reads;
+//!   at most one revision, after which the table still reads (unless the command began a
+//!   restore, which refuses reads until it ends);
 //! - generated batches (keys such as `..`, `../x`, NUL, empty) apply like a map model, keys
 //!   being opaque bytes, each changing batch creating exactly one revision, and past revisions
 //!   keep reading as they were; `decode_reply` never panics and round-trips replies.
@@ -18,7 +19,9 @@ use std::collections::BTreeMap;
 use std::io;
 use std::ops::Bound;
 
-use flotilla_core::kv::{decode_reply, encode_ops, range, revisions, OpResult, RangeEnd, RangeRequest, TxnReply};
+use flotilla_core::kv::{
+    decode_reply, encode_ops, range, revisions, KvRefusal, OpResult, RangeEnd, RangeRequest, TxnReply,
+};
 use flotilla_core::namespace::MAX_NAMESPACE_LEN;
 use flotilla_core::{
     decode, encode, ApplyContext, KvCommand, KvOp, KvReply, KvStateMachine, Namespace, NamespaceError, Scan,
@@ -226,7 +229,17 @@ fn apply_hostile(table: &MapTable, payload: &[u8]) -> Result<(), TestCaseError> 
                     prop_assert_eq!(reply.revision, after_rev);
                 }
             }
-            live(&after, 0);
+            // The table still reads, except that a restore the command began refuses reads
+            // until it ends (by design: nobody reads a half-replaced state).
+            let all = RangeRequest { end: RangeEnd::All, ..RangeRequest::key(Vec::new()) };
+            match range(&after, &all).expect("reads") {
+                Ok(_) => {}
+                Err(KvRefusal::Restoring(_)) => {
+                    let is_restore = matches!(command, KvCommand::Restore(_));
+                    prop_assert!(is_restore, "only a restore makes the table refuse reads");
+                }
+                Err(refusal) => prop_assert!(false, "the current revision does not read: {refusal:?}"),
+            }
         }
     }
     Ok(())
@@ -347,4 +360,15 @@ proptest! {
         let reply = KvReply::Txn(TxnReply { succeeded: true, revision: 7, results });
         prop_assert_eq!(decode_reply(&encode(&reply).unwrap()), Some(reply));
     }
+}
+
+/// Found by `kv_apply_survives_mutated_payloads` in CI: an empty batch whose first eight
+/// bytes became the number 7 decodes as a restore that begins, and the table then (rightly)
+/// refuses reads; the property expected every table to read.
+#[test]
+fn a_mutated_payload_that_begins_a_restore_leaves_a_table_that_refuses_reads() {
+    let mut payload = encode_ops(&[]);
+    payload[..8].copy_from_slice(&7u64.to_le_bytes());
+    assert!(matches!(decode::<KvCommand>(&payload, u64::MAX), Ok(KvCommand::Restore(_))));
+    apply_hostile(&MapTable::default(), &payload).expect("a restore may refuse reads");
 }
