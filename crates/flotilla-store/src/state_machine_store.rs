@@ -228,8 +228,8 @@ impl<C: StoreConfig> StateMachineStore<C> {
         };
         // A file behind the purged log (left by a crash of a version that installed before it
         // saved the file) or behind the recorded snapshot (a file put back by hand) cannot
-        // bring a follower up to the log: sending it would leave a hole. Refuse it, so openraft
-        // builds a new one from the state (at start, or when a follower needs it).
+        // bring a follower up to the log: sending it would leave a hole. Refuse it; the caller
+        // then builds a new one from the state (`rebuild_if_purged`).
         let purged = read_meta::<LogIdOf<C>>(&txn, &self.tables, META_PURGED)?;
         let needed = purged.max(recorded.map(|r| r.last_log_id).unwrap_or_default());
         if header.last_log_id < needed {
@@ -243,9 +243,7 @@ impl<C: StoreConfig> StateMachineStore<C> {
         let meta = SnapshotMetaOf::<C> { last_log_id: header.last_log_id, last_membership: header.last_membership };
         Ok(Some(SnapshotOf::<C, SnapshotData> { meta, snapshot: data }))
     }
-}
 
-impl<C: StoreConfig> StateMachineStore<C> {
     /// No snapshot file to serve (missing, or behind the purged log: left by a crash of an
     /// older version). With the log purged, a follower that needs entries before the purge
     /// can only be brought up by a snapshot, and openraft, told there is none, stops
