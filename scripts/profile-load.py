@@ -33,15 +33,21 @@ _spec = importlib.util.spec_from_file_location("pw", os.path.join(HERE, "profile
 pw = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(pw)
 
+# Every wrk and perf process started, so that an interrupted run (Ctrl-C, an error) does not
+# leave them running against agents that are gone.
+HELPERS = []
+
 RESULT = re.compile(r"RESULT requests=(\d+) non2xx=(\d+) errors=(\d+) p50=([\d.]+) p99=([\d.]+)")
 
 
 def start_wrk(ports, targets, clients, secs, env=None):
     """One wrk process per target agent, `clients` connections split between them."""
     per = max(1, clients // len(targets))
-    return [subprocess.Popen(["wrk", "-t1", f"-c{per}", f"-d{int(secs)}s", "--timeout", "10s",
+    procs = [subprocess.Popen(["wrk", "-t1", f"-c{per}", f"-d{int(secs)}s", "--timeout", "10s",
                               "-s", os.path.join(HERE, "wrk-kv.lua"), f"http://127.0.0.1:{ports[t][0]}"],
                              stdout=subprocess.PIPE, text=True, env=env) for t in targets]
+    HELPERS.extend(procs)
+    return procs
 
 
 def fill_keys(ports, leader):
@@ -74,6 +80,7 @@ def start_perf(pids, leader, out_dir, secs):
         recs.append(subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384", "-p", str(pid),
                                       "-o", os.path.join(out_dir, f"{role}.data"), "--", "sleep", str(secs)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    HELPERS.extend(recs)
     return recs
 
 
@@ -151,9 +158,10 @@ def main():
         leader = pw.wait_healthy(ports)
         measure(args, ports, [p.pid for p in procs], leader)
     finally:
-        for p in procs:
-            p.kill()
-        for p in procs:
+        for p in HELPERS + procs:
+            if p.poll() is None:
+                p.kill()
+        for p in HELPERS + procs:
             p.wait()
 
 
