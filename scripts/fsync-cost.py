@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """What a durable write costs on this disk, by the shape of what is synced (issue 14, lever 1).
 
-Times `fdatasync` after three kinds of writes, each `--n` times, in a directory on the disk to
+Times `fdatasync` after four kinds of writes, each `--n` times, in a directory on the disk to
 measure (tmpfs makes fsync free):
-- one 4 KiB append to a preallocated file (an etcd-style WAL: the file's size never changes,
-  so ext4 journals no metadata);
+- one 4 KiB append to a zero-filled file (every block written once already: overwriting it
+  changes no metadata at all);
+- one 4 KiB append to a preallocated file (`posix_fallocate`, as etcd's WAL: the size never
+  changes, but ext4 still marks each first-written extent as written, in its journal);
 - one 4 KiB append to a growing file (the size changes with every write);
 - `--pages` 4 KiB pages at random offsets in a preallocated 64 MiB file (a copy-on-write
   B-tree commit such as redb's, which rewrites a leaf and its path in each table it touches).
@@ -42,23 +44,28 @@ def main():
     args = ap.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     page = b"x" * PAGE
-    paths = [os.path.join(args.dir, f"fsync-cost-{name}.bin") for name in ("wal", "grow", "tree")]
+    paths = [os.path.join(args.dir, f"fsync-cost-{name}.bin") for name in ("zero", "wal", "grow", "tree")]
     fds = []
     try:
         for path in paths:
             fds.append(os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644))
-        wal, grow, tree = fds
+        zero, wal, grow, tree = fds
+        zeros = b"\0" * (1 << 20)
+        for _ in range(PREALLOCATED // len(zeros)):
+            os.write(zero, zeros)
+        os.fsync(zero)
         for fd in (wal, tree):
             os.posix_fallocate(fd, 0, PREALLOCATED)
             os.fsync(fd)
         slots = PREALLOCATED // PAGE
         cases = [
+            ("4 KiB append, zero-filled file", lambda i: os.pwrite(zero, page, (i % slots) * PAGE)),
             ("4 KiB append, preallocated file", lambda i: os.pwrite(wal, page, (i % slots) * PAGE)),
             ("4 KiB append, growing file", lambda i: os.pwrite(grow, page, i * PAGE)),
             (f"{args.pages} pages at random offsets", lambda i: [
                 os.pwrite(tree, page, random.randrange(slots) * PAGE) for _ in range(args.pages)]),
         ]
-        fd_of = [wal, grow, tree]
+        fd_of = [zero, wal, grow, tree]
         for (name, write), fd in zip(cases, fd_of):
             p50, p90 = timed(args.n, lambda i: (write(i), os.fdatasync(fd)))
             print(f"{name} + fdatasync: p50 {p50:.0f} us, p90 {p90:.0f} us (n={args.n})")
