@@ -74,6 +74,8 @@ mod view;
 #[cfg_attr(not(test), allow(dead_code))]
 mod wal_batch;
 #[cfg_attr(not(test), allow(dead_code))]
+mod wal_log_index;
+#[cfg_attr(not(test), allow(dead_code))]
 mod wal_record;
 #[cfg_attr(not(test), allow(dead_code))]
 mod wal_segment;

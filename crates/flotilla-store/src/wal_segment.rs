@@ -18,7 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::wal_batch::{BatchHeader, HeaderAt, WalBatch, BATCH_HEADER_LEN, BLOCK};
-use crate::wal_record::Record;
+use crate::wal_record::{Record, RECORD_HEADER_LEN};
 
 /// Zeros written at a time while filling a new segment.
 const FILL_CHUNK: usize = 1024 * 1024;
@@ -31,6 +31,16 @@ pub(crate) struct Segment {
     size: u64,
     /// Where the next batch goes (a block boundary).
     tail: u64,
+}
+
+/// Where a record lies in its segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordAt {
+    /// The offset of its batch.
+    pub(crate) batch: u64,
+    /// The offset of its payload (an entry is read back from there, and checked by the CRC
+    /// its encoding carries, `crate::codec`).
+    pub(crate) payload: u64,
 }
 
 /// Where a scan stopped.
@@ -87,10 +97,14 @@ impl Segment {
     }
 
     /// Open the existing segment at `path` as the one numbered `sequence`, scan it, and place
-    /// the tail where its log ends. Every record the scan finds is passed to `visit` with the
-    /// offset of its batch. A corrupt segment is opened too (the caller decides what to do);
+    /// the tail where its log ends. Every record the scan finds is passed to `visit` with
+    /// where it is ([`RecordAt`]). A corrupt segment is opened too (the caller decides what to do);
     /// its tail is then the corrupt batch, so nothing is ever appended after damage.
-    pub(crate) fn open(path: &Path, sequence: u64, visit: impl FnMut(u64, Record)) -> io::Result<(Segment, ScanEnd)> {
+    pub(crate) fn open(
+        path: &Path,
+        sequence: u64,
+        visit: impl FnMut(RecordAt, Record),
+    ) -> io::Result<(Segment, ScanEnd)> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let size = file.metadata()?.len() / BLOCK as u64 * BLOCK as u64;
         let mut segment = Segment { file, sequence, size, tail: 0 };
@@ -131,13 +145,17 @@ impl Segment {
     }
 
     /// Read the batches from offset 0, passing their records to `visit`, until the log ends.
-    fn scan(&self, mut visit: impl FnMut(u64, Record)) -> io::Result<ScanEnd> {
+    fn scan(&self, mut visit: impl FnMut(RecordAt, Record)) -> io::Result<ScanEnd> {
         let mut offset = 0u64;
         loop {
             let (at, blank) = match self.batch_at(offset)? {
                 Found::Good { records, framed_len } => {
+                    let mut payload = offset + BATCH_HEADER_LEN as u64;
                     for record in records {
-                        visit(offset, record);
+                        payload += RECORD_HEADER_LEN as u64;
+                        let len = record.payload.len() as u64;
+                        visit(RecordAt { batch: offset, payload }, record);
+                        payload += len;
                     }
                     offset += framed_len;
                     continue;

@@ -23,6 +23,12 @@ fn batch(sequence: u64, indexes: std::ops::RangeInclusive<u64>, len: usize) -> (
 /// Open `segment`'s file again as `sequence`: the records found with their batch offsets, and
 /// where the scan ended.
 fn reopen(dir: &Path, sequence: u64) -> (Segment, Vec<(u64, Record)>, ScanEnd) {
+    let (segment, found, end) = reopen_at(dir, sequence);
+    (segment, found.into_iter().map(|(at, r)| (at.batch, r)).collect(), end)
+}
+
+/// [`reopen`], with where each record lies.
+fn reopen_at(dir: &Path, sequence: u64) -> (Segment, Vec<(RecordAt, Record)>, ScanEnd) {
     let mut found = Vec::new();
     let path = dir.join(segment_file_name(sequence));
     let (segment, end) = Segment::open(&path, sequence, |at, r| found.push((at, r))).unwrap();
@@ -181,4 +187,28 @@ fn garbage_anywhere_never_panics_the_scan() {
         assert!(found.len() <= 5);
         assert!(segment.tail() <= 16 * BLOCK as u64);
     }
+}
+
+#[test]
+fn each_record_is_found_where_its_payload_lies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut segment = Segment::create(dir.path(), 4, SIZE).unwrap();
+    let records: Vec<Record> = (1..=3).map(|i| entry(i, 10 * i as usize)).collect();
+    let mut first = WalBatch::new(4);
+    for r in &records[..2] {
+        first.push(r).unwrap();
+    }
+    let mut second = WalBatch::new(4);
+    second.push(&records[2]).unwrap();
+    segment.append(&first).unwrap();
+    segment.append(&second).unwrap();
+    drop(segment);
+    let (segment, found, _) = reopen_at(dir.path(), 4);
+    assert_eq!(found.len(), 3);
+    for (at, record) in &found {
+        let mut payload = vec![0u8; record.payload.len()];
+        segment.file.read_exact_at(&mut payload, at.payload).unwrap();
+        assert_eq!(payload, record.payload, "record {} read back from {}", record.index, at.payload);
+    }
+    assert_eq!(found.iter().map(|(at, _)| at.batch).collect::<Vec<_>>(), [0, 0, BLOCK as u64]);
 }

@@ -1,0 +1,240 @@
+//! [`LogIndex`]: where each retained entry of one namespace's log lies in the write-ahead log
+//! (`DESIGN-log.md`). Rebuilt at open by replaying the namespace's records in log order, then
+//! kept up to date by appends, truncations and purges; it is the only map from a log index to
+//! the bytes of its entry, so every change to it is checked against the Raft log's shape: the
+//! retained entries are contiguous, an entry follows the one before it, nothing is truncated
+//! that was purged.
+//!
+//! Memory: one [`Location`] (32 bytes) per retained entry; the snapshot policy bounds how many
+//! entries a namespace retains.
+
+use std::collections::VecDeque;
+
+/// Where one entry lies: its segment, the offset and length of its payload, and its term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Location {
+    pub(crate) segment: u64,
+    pub(crate) payload: u64,
+    pub(crate) len: u32,
+    pub(crate) term: u64,
+}
+
+/// A change the index refused: the log would no longer be a Raft log. Seen at open, it means
+/// the write-ahead log is damaged; seen on a live append, it is a bug upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum IndexError {
+    /// An entry that does not follow the last one (a gap, or an overwrite without a truncation).
+    #[error("entry {got} does not follow the log, whose next index is {expected}")]
+    OutOfOrder { expected: u64, got: u64 },
+    /// A truncation that would remove entries already purged (covered by a snapshot).
+    #[error("truncating from {since} would remove entries up to {purged}, which are purged")]
+    TruncatesPurged { since: u64, purged: u64 },
+}
+
+/// The retained entries of one namespace's log, by index.
+#[derive(Debug, Default)]
+pub(crate) struct LogIndex {
+    /// Index of `entries[0]`, when there is one.
+    first: u64,
+    entries: VecDeque<Location>,
+    /// The index the next entry must have; `None` until the log's first entry or purge.
+    next: Option<u64>,
+    /// Every entry up to this index is purged.
+    purged: Option<u64>,
+}
+
+impl LogIndex {
+    /// Record that entry `index` lies at `location`.
+    pub(crate) fn append(&mut self, index: u64, location: Location) -> Result<(), IndexError> {
+        if let Some(expected) = self.next {
+            if index != expected {
+                return Err(IndexError::OutOfOrder { expected, got: index });
+            }
+        }
+        if self.entries.is_empty() {
+            self.first = index;
+        }
+        self.entries.push_back(location);
+        self.next = Some(index + 1);
+        Ok(())
+    }
+
+    /// Forget every entry from `since` on (a no-op past the last one).
+    pub(crate) fn truncate(&mut self, since: u64) -> Result<(), IndexError> {
+        if let Some(purged) = self.purged.filter(|&p| since <= p) {
+            return Err(IndexError::TruncatesPurged { since, purged });
+        }
+        if self.next.is_none_or(|next| since >= next) {
+            return Ok(());
+        }
+        let keep = since.saturating_sub(self.first).min(self.entries.len() as u64) as usize;
+        self.entries.truncate(keep);
+        self.next = Some(since);
+        Ok(())
+    }
+
+    /// Forget every entry up to and including `upto` (a snapshot covers them). Purging past the
+    /// last entry is allowed: the log then continues after `upto`.
+    pub(crate) fn purge(&mut self, upto: u64) {
+        if self.purged.is_some_and(|p| p >= upto) {
+            return;
+        }
+        let drop = (upto + 1).saturating_sub(self.first).min(self.entries.len() as u64) as usize;
+        self.entries.drain(..drop);
+        self.first = self.first.max(upto + 1);
+        self.purged = Some(upto);
+        if self.next.is_none_or(|next| next <= upto) {
+            self.next = Some(upto + 1);
+        }
+    }
+
+    /// Where entry `index` lies, if it is retained.
+    pub(crate) fn get(&self, index: u64) -> Option<Location> {
+        let at = index.checked_sub(self.first)?;
+        self.entries.get(usize::try_from(at).ok()?).copied()
+    }
+
+    /// The first and last retained indexes, if any entry is retained.
+    pub(crate) fn bounds(&self) -> Option<(u64, u64)> {
+        let len = self.entries.len() as u64;
+        (len > 0).then(|| (self.first, self.first + len - 1))
+    }
+
+    /// The last purged index.
+    pub(crate) fn purged(&self) -> Option<u64> {
+        self.purged
+    }
+
+    /// The oldest segment holding a retained entry: no older segment may be recycled for this
+    /// namespace's sake. Entries are appended to ever newer segments and only the tail is ever
+    /// truncated, so the first entry's segment is the oldest.
+    pub(crate) fn oldest_segment(&self) -> Option<u64> {
+        self.entries.front().map(|l| l.segment)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(segment: u64, index: u64) -> Location {
+        Location { segment, payload: index * 100, len: 10, term: 1 }
+    }
+
+    /// One step of a log's life, and what the index must say after it.
+    enum Step {
+        Append(u64, u64),
+        Truncate(u64),
+        Purge(u64),
+    }
+    use Step::*;
+
+    /// A case: its name, its steps, then the bounds, purged index and oldest segment after them.
+    type Case = (&'static str, Vec<Step>, Option<(u64, u64)>, Option<u64>, Option<u64>);
+
+    fn run(steps: &[Step]) -> Result<LogIndex, IndexError> {
+        let mut index = LogIndex::default();
+        for step in steps {
+            match *step {
+                Append(i, segment) => index.append(i, at(segment, i))?,
+                Truncate(since) => index.truncate(since)?,
+                Purge(upto) => index.purge(upto),
+            }
+        }
+        Ok(index)
+    }
+
+    #[test]
+    fn the_index_follows_the_logs_shape() {
+        // (steps, bounds after, purged after, oldest segment after)
+        let cases: Vec<Case> = vec![
+            ("empty", vec![], None, None, None),
+            ("a fresh log starts anywhere", vec![Append(0, 1), Append(1, 1)], Some((0, 1)), None, Some(1)),
+            ("appends", vec![Append(1, 1), Append(2, 1), Append(3, 2)], Some((1, 3)), None, Some(1)),
+            (
+                "truncate the tail",
+                vec![Append(1, 1), Append(2, 1), Append(3, 2), Truncate(2)],
+                Some((1, 1)),
+                None,
+                Some(1),
+            ),
+            ("truncate everything", vec![Append(1, 1), Append(2, 1), Truncate(1)], None, None, None),
+            ("truncate past the end is a no-op", vec![Append(1, 1), Truncate(5)], Some((1, 1)), None, Some(1)),
+            (
+                "overwrite after a truncation",
+                vec![Append(1, 1), Append(2, 1), Truncate(2), Append(2, 3)],
+                Some((1, 2)),
+                None,
+                Some(1),
+            ),
+            (
+                "purge the head",
+                vec![Append(1, 1), Append(2, 2), Append(3, 3), Purge(2)],
+                Some((3, 3)),
+                Some(2),
+                Some(3),
+            ),
+            ("purge everything", vec![Append(1, 1), Append(2, 1), Purge(2)], None, Some(2), None),
+            (
+                "purge past the end (a snapshot installed)",
+                vec![Append(1, 1), Purge(10), Append(11, 4)],
+                Some((11, 11)),
+                Some(10),
+                Some(4),
+            ),
+            (
+                "a purge behind an earlier one is a no-op",
+                vec![Append(1, 1), Append(2, 1), Append(3, 1), Purge(2), Purge(1)],
+                Some((3, 3)),
+                Some(2),
+                Some(1),
+            ),
+            ("a log that starts with a purge", vec![Purge(5), Append(6, 2)], Some((6, 6)), Some(5), Some(2)),
+            (
+                "a purge before a log's start keeps it",
+                vec![Append(5, 1), Append(6, 1), Purge(2)],
+                Some((5, 6)),
+                Some(2),
+                Some(1),
+            ),
+        ];
+        for (name, steps, bounds, purged, oldest) in cases {
+            let index = run(&steps).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(index.bounds(), bounds, "{name}: bounds");
+            assert_eq!(index.purged(), purged, "{name}: purged");
+            assert_eq!(index.oldest_segment(), oldest, "{name}: oldest segment");
+            if let Some((first, last)) = bounds {
+                for i in first..=last {
+                    assert_eq!(index.get(i).map(|l| l.payload), Some(i * 100), "{name}: entry {i}");
+                }
+                assert_eq!(index.get(last + 1), None, "{name}: past the end");
+                assert_eq!(index.get(first.wrapping_sub(1)), None, "{name}: before the start");
+            }
+        }
+    }
+
+    #[test]
+    fn changes_that_break_the_logs_shape_are_refused() {
+        let cases: Vec<(&str, Vec<Step>, IndexError)> = vec![
+            ("a gap", vec![Append(1, 1), Append(3, 1)], IndexError::OutOfOrder { expected: 2, got: 3 }),
+            (
+                "an overwrite without truncation",
+                vec![Append(1, 1), Append(2, 1), Append(2, 1)],
+                IndexError::OutOfOrder { expected: 3, got: 2 },
+            ),
+            (
+                "an entry inside a purged range",
+                vec![Append(1, 1), Purge(4), Append(3, 1)],
+                IndexError::OutOfOrder { expected: 5, got: 3 },
+            ),
+            (
+                "a truncation of purged entries",
+                vec![Append(1, 1), Append(2, 1), Purge(1), Truncate(1)],
+                IndexError::TruncatesPurged { since: 1, purged: 1 },
+            ),
+        ];
+        for (name, steps, expected) in cases {
+            assert_eq!(run(&steps).err(), Some(expected), "{name}");
+        }
+    }
+}
