@@ -8,9 +8,15 @@
 //!
 //! Header, [`BATCH_HEADER_LEN`] bytes, little-endian: `[magic u32][crc32 u32][segment sequence
 //! u64][body length u32][record count u32][reserved u64]`, then the body (the records back to
-//! back). The CRC covers the header after itself and the body: a batch torn by a crash, or
-//! corrupted later, fails it as a whole. The segment's sequence number tells a batch of this
-//! segment from one left by the segment's previous life when segment files are reused.
+//! back). The CRC covers the log's salt, the header after itself and the body: a batch torn by a
+//! crash, or corrupted later, fails it as a whole. The segment's sequence number tells a batch of
+//! this segment from one left by the segment's previous life when segment files are reused.
+//!
+//! The salt is a random number drawn when the log is created and never written into a batch.
+//! Without it, a client could store a value whose bytes are a well-formed batch; should they
+//! land on a block boundary inside a torn or stale batch, the scan that looks for good batches
+//! past a bad one would find it, and either refuse to open the log or, at the tail, serve it.
+//! A frame that passes the CRC must have been framed by this log.
 
 use crate::wal_record::Record;
 
@@ -34,18 +40,17 @@ pub(crate) enum BatchFull {
     TooLarge(usize),
 }
 
-/// The records of one group commit, for the segment with sequence number `sequence`.
-#[derive(Debug)]
+/// The records of one group commit.
+#[derive(Debug, Default)]
 pub(crate) struct WalBatch {
-    sequence: u64,
     body: Vec<u8>,
     records: u32,
 }
 
 impl WalBatch {
-    /// An empty batch for the segment numbered `sequence`.
-    pub(crate) fn new(sequence: u64) -> Self {
-        Self { sequence, body: Vec::new(), records: 0 }
+    /// An empty batch.
+    pub(crate) fn new() -> Self {
+        Self::default()
     }
 
     /// Add `record`, unless the batch would grow past [`MAX_BATCH_BODY`].
@@ -72,22 +77,32 @@ impl WalBatch {
         (BATCH_HEADER_LEN + self.body.len()).next_multiple_of(BLOCK)
     }
 
-    /// The batch as written: header, body, zeros to the end of its last block.
-    pub(crate) fn frame(&self) -> Vec<u8> {
+    /// The batch as written into the segment numbered `sequence` of the log salted with
+    /// `salt`: header, body, zeros to the end of its last block.
+    pub(crate) fn frame(&self, sequence: u64, salt: u64) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.framed_len());
         out.extend_from_slice(&MAGIC.to_le_bytes());
         out.extend_from_slice(&[0; 4]); // the CRC, below
-        out.extend_from_slice(&self.sequence.to_le_bytes());
+        out.extend_from_slice(&sequence.to_le_bytes());
         let body_len = u32::try_from(self.body.len()).expect("MAX_BATCH_BODY fits a u32");
         out.extend_from_slice(&body_len.to_le_bytes());
         out.extend_from_slice(&self.records.to_le_bytes());
         out.extend_from_slice(&[0; 8]);
         out.extend_from_slice(&self.body);
-        let crc = crc32fast::hash(&out[8..]);
+        let crc = checksum(salt, &out[8..BATCH_HEADER_LEN], &self.body);
         out[4..8].copy_from_slice(&crc.to_le_bytes());
         out.resize(self.framed_len(), 0);
         out
     }
+}
+
+/// The CRC of a batch: the log's salt, the header after the CRC, the body.
+fn checksum(salt: u64, header_rest: &[u8], body: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&salt.to_le_bytes());
+    hasher.update(header_rest);
+    hasher.update(body);
+    hasher.finalize()
 }
 
 /// A batch's header, read from a block boundary.
@@ -126,18 +141,16 @@ impl BatchHeader {
         HeaderAt::Header(BatchHeader { crc: u32_at(4), sequence, body_len, records: u32_at(20) })
     }
 
-    /// The records of the batch with this header and `body`, if its CRC holds (`None`
-    /// otherwise); an error if the CRC holds but the records do not decode (damage the CRC did
-    /// not catch, or a bug: never a torn write).
+    /// The records of the batch with this header and `body`, if its CRC holds for the log
+    /// salted with `salt` (`None` otherwise); an error if the CRC holds but the records do not
+    /// decode (damage the CRC did not catch, or a bug: never a torn write).
     pub(crate) fn records(
         &self,
+        salt: u64,
         header_bytes: &[u8; BATCH_HEADER_LEN],
         body: &[u8],
     ) -> Option<Result<Vec<Record>, String>> {
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&header_bytes[8..]);
-        hasher.update(body);
-        if body.len() != self.body_len || hasher.finalize() != self.crc {
+        if body.len() != self.body_len || checksum(salt, &header_bytes[8..], body) != self.crc {
             return None;
         }
         Some(self.decode_body(body))
@@ -162,6 +175,8 @@ mod tests {
     use super::*;
     use crate::wal_record::RecordKind;
 
+    const SALT: u64 = 0x5eed;
+
     fn entry(index: u64, len: usize) -> Record {
         Record { kind: RecordKind::Entry, namespace: 1, index, term: 1, payload: vec![index as u8; len] }
     }
@@ -172,25 +187,26 @@ mod tests {
 
     #[test]
     fn a_framed_batch_reads_back_and_fills_whole_blocks() {
-        let mut batch = WalBatch::new(42);
+        let mut batch = WalBatch::new();
         let records: Vec<Record> = (1..=3).map(|i| entry(i, 100 * i as usize)).collect();
         for r in &records {
             batch.push(r).unwrap();
         }
-        let framed = batch.frame();
+        let framed = batch.frame(42, SALT);
         assert_eq!(framed.len(), BLOCK);
         assert_eq!(framed.len(), batch.framed_len());
         let header = header_of(&framed);
         let HeaderAt::Header(parsed) = BatchHeader::parse(&header, 42, usize::MAX) else { panic!("not a header") };
         let body = &framed[BATCH_HEADER_LEN..BATCH_HEADER_LEN + parsed.body_len];
-        assert_eq!(parsed.records(&header, body), Some(Ok(records)));
+        assert_eq!(parsed.records(SALT, &header, body), Some(Ok(records)));
+        assert_eq!(parsed.records(SALT + 1, &header, body), None, "framed by another log");
     }
 
     #[test]
     fn another_segments_batch_a_blank_block_and_damage_are_told_apart() {
-        let mut batch = WalBatch::new(7);
+        let mut batch = WalBatch::new();
         batch.push(&entry(1, 10)).unwrap();
-        let framed = batch.frame();
+        let framed = batch.frame(7, SALT);
         let header = header_of(&framed);
         assert_eq!(BatchHeader::parse(&header, 8, usize::MAX), HeaderAt::Unreadable, "older segment life");
         assert_eq!(BatchHeader::parse(&[0; BATCH_HEADER_LEN], 7, usize::MAX), HeaderAt::Blank);
@@ -203,9 +219,11 @@ mod tests {
             damaged[at] ^= 0x40;
             let h = header_of(&damaged);
             let readable = match BatchHeader::parse(&h, 7, usize::MAX) {
-                HeaderAt::Header(p) => {
-                    p.records(&h, &damaged[BATCH_HEADER_LEN..BATCH_HEADER_LEN + p.body_len.min(end - BATCH_HEADER_LEN)])
-                }
+                HeaderAt::Header(p) => p.records(
+                    SALT,
+                    &h,
+                    &damaged[BATCH_HEADER_LEN..BATCH_HEADER_LEN + p.body_len.min(end - BATCH_HEADER_LEN)],
+                ),
                 _ => None,
             };
             assert_eq!(readable, None, "a flip at byte {at} went unnoticed");
@@ -214,7 +232,7 @@ mod tests {
 
     #[test]
     fn a_batch_refuses_what_would_pass_its_bound() {
-        let mut batch = WalBatch::new(1);
+        let mut batch = WalBatch::new();
         assert_eq!(batch.push(&entry(1, MAX_BATCH_BODY)), Err(BatchFull::TooLarge(MAX_BATCH_BODY + 25)));
         assert!(batch.is_empty());
         batch.push(&entry(1, MAX_BATCH_BODY / 2)).unwrap();

@@ -29,6 +29,56 @@ pub(crate) enum IndexError {
     /// A truncation that would remove entries already purged (covered by a snapshot).
     #[error("truncating from {since} would remove entries up to {purged}, which are purged")]
     TruncatesPurged { since: u64, purged: u64 },
+    /// An index with no successor: no entry could follow it.
+    #[error("index {0} is the last possible one")]
+    Overflow(u64),
+}
+
+/// The shape of a namespace's log, without its entries: which index comes next and what is
+/// purged. It decides whether a change keeps the log a Raft log, so that a batch of records
+/// can be checked before any of it is written ([`LogIndex::shape`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LogShape {
+    /// The index the next entry must have; `None` until the log's first entry or purge.
+    next: Option<u64>,
+    /// Every entry up to this index is purged.
+    purged: Option<u64>,
+}
+
+impl LogShape {
+    /// Take entry `index`, which must be the next one.
+    pub(crate) fn entry(&mut self, index: u64) -> Result<(), IndexError> {
+        if let Some(expected) = self.next.filter(|&next| next != index) {
+            return Err(IndexError::OutOfOrder { expected, got: index });
+        }
+        self.next = Some(index.checked_add(1).ok_or(IndexError::Overflow(index))?);
+        Ok(())
+    }
+
+    /// Take a truncation from `since`; `true` when it removes anything.
+    pub(crate) fn truncate(&mut self, since: u64) -> Result<bool, IndexError> {
+        if let Some(purged) = self.purged.filter(|&p| since <= p) {
+            return Err(IndexError::TruncatesPurged { since, purged });
+        }
+        if self.next.is_none_or(|next| since >= next) {
+            return Ok(false);
+        }
+        self.next = Some(since);
+        Ok(true)
+    }
+
+    /// Take a purge up to `upto`; `true` when it is newer than the last one.
+    pub(crate) fn purge(&mut self, upto: u64) -> Result<bool, IndexError> {
+        if self.purged.is_some_and(|p| p >= upto) {
+            return Ok(false);
+        }
+        let after = upto.checked_add(1).ok_or(IndexError::Overflow(upto))?;
+        self.purged = Some(upto);
+        if self.next.is_none_or(|next| next <= upto) {
+            self.next = Some(after);
+        }
+        Ok(true)
+    }
 }
 
 /// The retained entries of one namespace's log, by index.
@@ -37,55 +87,43 @@ pub(crate) struct LogIndex {
     /// Index of `entries[0]`, when there is one.
     first: u64,
     entries: VecDeque<Location>,
-    /// The index the next entry must have; `None` until the log's first entry or purge.
-    next: Option<u64>,
-    /// Every entry up to this index is purged.
-    purged: Option<u64>,
+    shape: LogShape,
 }
 
 impl LogIndex {
     /// Record that entry `index` lies at `location`.
     pub(crate) fn append(&mut self, index: u64, location: Location) -> Result<(), IndexError> {
-        if let Some(expected) = self.next {
-            if index != expected {
-                return Err(IndexError::OutOfOrder { expected, got: index });
-            }
-        }
+        self.shape.entry(index)?;
         if self.entries.is_empty() {
             self.first = index;
         }
         self.entries.push_back(location);
-        self.next = Some(index + 1);
         Ok(())
     }
 
     /// Forget every entry from `since` on (a no-op past the last one).
     pub(crate) fn truncate(&mut self, since: u64) -> Result<(), IndexError> {
-        if let Some(purged) = self.purged.filter(|&p| since <= p) {
-            return Err(IndexError::TruncatesPurged { since, purged });
+        if self.shape.truncate(since)? {
+            let keep = since.saturating_sub(self.first).min(self.entries.len() as u64) as usize;
+            self.entries.truncate(keep);
         }
-        if self.next.is_none_or(|next| since >= next) {
-            return Ok(());
-        }
-        let keep = since.saturating_sub(self.first).min(self.entries.len() as u64) as usize;
-        self.entries.truncate(keep);
-        self.next = Some(since);
         Ok(())
     }
 
     /// Forget every entry up to and including `upto` (a snapshot covers them). Purging past the
     /// last entry is allowed: the log then continues after `upto`.
-    pub(crate) fn purge(&mut self, upto: u64) {
-        if self.purged.is_some_and(|p| p >= upto) {
-            return;
+    pub(crate) fn purge(&mut self, upto: u64) -> Result<(), IndexError> {
+        if self.shape.purge(upto)? {
+            let drop = upto.saturating_add(1).saturating_sub(self.first).min(self.entries.len() as u64) as usize;
+            self.entries.drain(..drop);
+            self.first = self.first.max(upto.saturating_add(1));
         }
-        let drop = (upto + 1).saturating_sub(self.first).min(self.entries.len() as u64) as usize;
-        self.entries.drain(..drop);
-        self.first = self.first.max(upto + 1);
-        self.purged = Some(upto);
-        if self.next.is_none_or(|next| next <= upto) {
-            self.next = Some(upto + 1);
-        }
+        Ok(())
+    }
+
+    /// The log's shape, to check changes against before making them.
+    pub(crate) fn shape(&self) -> LogShape {
+        self.shape
     }
 
     /// Where entry `index` lies, if it is retained.
@@ -102,7 +140,7 @@ impl LogIndex {
 
     /// The last purged index.
     pub(crate) fn purged(&self) -> Option<u64> {
-        self.purged
+        self.shape.purged
     }
 
     /// The oldest segment holding a retained entry: no older segment may be recycled for this
@@ -118,7 +156,7 @@ mod tests {
     use super::*;
 
     fn at(segment: u64, index: u64) -> Location {
-        Location { segment, payload: index * 100, len: 10, term: 1 }
+        Location { segment, payload: index.wrapping_mul(100), len: 10, term: 1 }
     }
 
     /// One step of a log's life, and what the index must say after it.
@@ -138,7 +176,7 @@ mod tests {
             match *step {
                 Append(i, segment) => index.append(i, at(segment, i))?,
                 Truncate(since) => index.truncate(since)?,
-                Purge(upto) => index.purge(upto),
+                Purge(upto) => index.purge(upto)?,
             }
         }
         Ok(index)
@@ -232,6 +270,8 @@ mod tests {
                 vec![Append(1, 1), Append(2, 1), Purge(1), Truncate(1)],
                 IndexError::TruncatesPurged { since: 1, purged: 1 },
             ),
+            ("an entry with no successor", vec![Append(u64::MAX, 1)], IndexError::Overflow(u64::MAX)),
+            ("a purge with no successor", vec![Purge(u64::MAX)], IndexError::Overflow(u64::MAX)),
         ];
         for (name, steps, expected) in cases {
             assert_eq!(run(&steps).err(), Some(expected), "{name}");

@@ -28,6 +28,8 @@ const FILL_CHUNK: usize = 1024 * 1024;
 pub(crate) struct Segment {
     file: File,
     sequence: u64,
+    /// The log's salt, which every batch's CRC covers (see `crate::wal_batch`).
+    salt: u64,
     size: u64,
     /// Where the next batch goes (a block boundary).
     tail: u64,
@@ -73,7 +75,7 @@ impl Segment {
     /// Create the segment numbered `sequence` in `dir`: `size` bytes of zeros (a multiple of
     /// [`BLOCK`]), written and synced under a temporary name, then renamed into place and the
     /// directory synced, so a crash leaves either no segment or a whole zero-filled one.
-    pub(crate) fn create(dir: &Path, sequence: u64, size: u64) -> io::Result<Segment> {
+    pub(crate) fn create(dir: &Path, sequence: u64, size: u64, salt: u64) -> io::Result<Segment> {
         if size == 0 || !size.is_multiple_of(BLOCK as u64) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -93,7 +95,7 @@ impl Segment {
         file.sync_all()?;
         std::fs::rename(&temp, &path)?;
         File::open(dir)?.sync_all()?;
-        Ok(Segment { file, sequence, size, tail: 0 })
+        Ok(Segment { file, sequence, salt, size, tail: 0 })
     }
 
     /// Open the existing segment at `path` as the one numbered `sequence`, scan it, and place
@@ -103,11 +105,12 @@ impl Segment {
     pub(crate) fn open(
         path: &Path,
         sequence: u64,
+        salt: u64,
         visit: impl FnMut(RecordAt, Record),
     ) -> io::Result<(Segment, ScanEnd)> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let size = file.metadata()?.len() / BLOCK as u64 * BLOCK as u64;
-        let mut segment = Segment { file, sequence, size, tail: 0 };
+        let mut segment = Segment { file, sequence, salt, size, tail: 0 };
         let end = segment.scan(visit)?;
         segment.tail = match &end {
             ScanEnd::Tail { offset, .. } | ScanEnd::Corrupt { offset, .. } => *offset,
@@ -133,9 +136,38 @@ impl Segment {
             return Err(AppendError::Full { left, needed });
         }
         let at = self.tail;
-        self.file.write_all_at(&batch.frame(), at)?;
+        self.file.write_all_at(&batch.frame(self.sequence, self.salt), at)?;
         self.tail += needed;
         Ok(at)
+    }
+
+    /// Whether every byte from the tail to the segment's end is zero.
+    pub(crate) fn tail_is_clear(&self) -> io::Result<bool> {
+        let mut buf = vec![0u8; FILL_CHUNK];
+        let mut at = self.tail;
+        while at < self.size {
+            let n = (self.size - at).min(FILL_CHUNK as u64) as usize;
+            self.file.read_exact_at(&mut buf[..n], at)?;
+            if buf[..n].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            at += n as u64;
+        }
+        Ok(true)
+    }
+
+    /// Overwrite everything from the tail to the segment's end with zeros, durably: what a crash
+    /// left there (a torn batch) must not stay behind the log's new batches, where a later scan
+    /// would meet it in a segment that is no longer the last and take it for damage.
+    pub(crate) fn clear_tail(&self) -> io::Result<()> {
+        let zeros = vec![0u8; FILL_CHUNK];
+        let mut at = self.tail;
+        while at < self.size {
+            let n = (self.size - at).min(FILL_CHUNK as u64) as usize;
+            self.file.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        self.file.sync_data()
     }
 
     /// Make every appended batch durable (`fdatasync`). A failure must stop the log for good:
@@ -204,7 +236,7 @@ impl Segment {
         };
         let mut body = vec![0u8; header.body_len];
         self.file.read_exact_at(&mut body, offset + BATCH_HEADER_LEN as u64)?;
-        Ok(match header.records(&header_bytes, &body) {
+        Ok(match header.records(self.salt, &header_bytes, &body) {
             None => Found::Bad("the batch fails its checksum".into()),
             Some(Err(e)) => Found::Undecodable(format!("the batch passes its checksum but does not decode: {e}")),
             Some(Ok(records)) => {

@@ -1,0 +1,319 @@
+//! [`WriteAheadLog`]: the node's write-ahead log (`DESIGN-log.md`): a directory of segments
+//! holding the Raft logs of every namespace, and the index of where each retained entry lies.
+//!
+//! Contract, for the writer thread that will own it:
+//! - [`WriteAheadLog::append`] writes records in log order, as batches, moving on to a new
+//!   segment when the active one is full, and updates the index at once: an appended entry
+//!   can be read back before it is durable (openraft replicates entries before they are
+//!   flushed, as it does today).
+//! - Nothing appended is durable until [`WriteAheadLog::sync`] returns; only then may it be
+//!   acknowledged. A failed sync must stop the log for good (see `crate::disk`).
+//! - [`WriteAheadLog::open`] finds where the log ends: the last segment's tail may be torn (never
+//!   acknowledged, dropped); anything else that fails its checks is corruption, and the open
+//!   fails naming the segment and offset.
+//!
+//! The log's salt (see `crate::wal_batch`) is drawn when the log is created and kept in the file
+//! `salt` next to the segments, written and synced before the first segment.
+//!
+//! Not yet here (DESIGN-log.md, "The log store on the WAL"): recycling segments behind
+//! checkpoints, filling the next segment ahead of time on a helper thread, namespace ids.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::wal_batch::{BatchFull, WalBatch, BATCH_HEADER_LEN};
+use crate::wal_log_index::{IndexError, Location, LogIndex, LogShape};
+use crate::wal_record::{Record, RecordKind, RECORD_HEADER_LEN};
+use crate::wal_segment::{segment_file_name, AppendError, RecordAt, ScanEnd, Segment};
+
+/// What opening, appending to or reading the log can fail with.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WalError {
+    #[error("write-ahead log I/O: {0}")]
+    Io(#[from] io::Error),
+    #[error("write-ahead log segment {segment:016x} is damaged at offset {offset}: {reason}")]
+    Corrupt { segment: u64, offset: u64, reason: String },
+    #[error("write-ahead log, namespace {namespace}: {error}")]
+    Index { namespace: u32, error: IndexError },
+    #[error("write-ahead log: {0}")]
+    TooLarge(BatchFull),
+}
+
+/// The write-ahead log of one node.
+#[derive(Debug)]
+pub(crate) struct WriteAheadLog {
+    dir: PathBuf,
+    segment_size: u64,
+    salt: u64,
+    active: Segment,
+    /// Every segment on disk by sequence number, open for reading (the active one included).
+    readers: BTreeMap<u64, File>,
+    /// Full segments written since the last sync, kept open until it.
+    unsynced_full: Vec<Segment>,
+    /// Whether the active segment was written since the last sync.
+    active_unsynced: bool,
+    namespaces: HashMap<u32, LogIndex>,
+}
+
+impl WriteAheadLog {
+    /// Open the log in `dir` (created when missing), scanning every segment, or start one with
+    /// a first segment of `segment_size` bytes.
+    pub(crate) fn open(dir: &Path, segment_size: u64) -> Result<Self, WalError> {
+        std::fs::create_dir_all(dir)?;
+        let sequences = list_segments(dir)?;
+        let salt = read_or_create_salt(dir, sequences.is_empty())?;
+        let mut namespaces: HashMap<u32, LogIndex> = HashMap::new();
+        let mut readers = BTreeMap::new();
+        let mut active = None;
+        // A segment whose log ended in a torn or damaged batch: only the last segment holding
+        // any batch may (the crash interrupted its last write); a later one holding batches
+        // means the bad batch was acknowledged once.
+        let mut torn: Option<(u64, u64)> = None;
+        for sequence in sequences {
+            let path = dir.join(segment_file_name(sequence));
+            let mut broken = None;
+            let mut records = 0usize;
+            let (segment, end) = Segment::open(&path, sequence, salt, |at, record| {
+                records += 1;
+                if broken.is_none() {
+                    broken = match torn {
+                        Some((segment, offset)) => {
+                            let reason = "a bad batch before the last segment that holds any".into();
+                            Some(WalError::Corrupt { segment, offset, reason })
+                        }
+                        None => apply(&mut namespaces, sequence, at, &record).err(),
+                    };
+                }
+            })?;
+            if let Some(error) = broken {
+                return Err(error);
+            }
+            match end {
+                ScanEnd::Corrupt { offset, reason } => {
+                    return Err(WalError::Corrupt { segment: sequence, offset, reason });
+                }
+                ScanEnd::Tail { offset, blank: false } => torn = Some((sequence, offset)),
+                ScanEnd::Tail { .. } => {}
+            }
+            if records > 0 || active.is_none() {
+                // Appends go on in the last segment that holds a batch; segments after it are
+                // empty and made anew when the log reaches them.
+                active = Some(segment);
+            }
+            readers.insert(sequence, File::open(&path)?);
+        }
+        let active = match active {
+            Some(segment) => {
+                // Whatever a crash left past the tail (a torn batch) goes, so that the batches
+                // written next are never followed by it in a segment that is no longer the last.
+                if !segment.tail_is_clear()? {
+                    segment.clear_tail()?;
+                }
+                segment
+            }
+            None => {
+                let segment = Segment::create(dir, 1, segment_size, salt)?;
+                readers.insert(1, File::open(dir.join(segment_file_name(1)))?);
+                segment
+            }
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            segment_size,
+            salt,
+            active,
+            readers,
+            unsynced_full: Vec::new(),
+            active_unsynced: false,
+            namespaces,
+        })
+    }
+
+    /// Append `records`, in order, as one batch or, when they do not fit one, several; a full
+    /// segment is followed by a new one. The index follows at once; nothing is durable before
+    /// [`WriteAheadLog::sync`].
+    pub(crate) fn append(&mut self, records: &[Record]) -> Result<(), WalError> {
+        self.check_shapes(records)?;
+        let mut start = 0;
+        while start < records.len() {
+            let mut batch = WalBatch::new();
+            let mut end = start;
+            while end < records.len() {
+                match batch.push(&records[end]) {
+                    Ok(()) => end += 1,
+                    Err(BatchFull::Full { .. }) => break,
+                    Err(too_large) => return Err(WalError::TooLarge(too_large)),
+                }
+            }
+            let at = self.write_batch(&batch)?;
+            self.index_batch(at, &records[start..end])?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Refuse `records` before any is written if one of them would break its namespace's log
+    /// (a gap, an overwrite without a truncation, a truncation of purged entries): written, it
+    /// would fail every later open of the log.
+    fn check_shapes(&self, records: &[Record]) -> Result<(), WalError> {
+        let mut shapes: HashMap<u32, LogShape> = HashMap::new();
+        for record in records {
+            let shape = shapes
+                .entry(record.namespace)
+                .or_insert_with(|| self.namespaces.get(&record.namespace).map(LogIndex::shape).unwrap_or_default());
+            let checked = match record.kind {
+                RecordKind::Entry => shape.entry(record.index),
+                RecordKind::Truncate => shape.truncate(record.index).map(drop),
+                RecordKind::Purge => shape.purge(record.index).map(drop),
+            };
+            checked.map_err(|error| WalError::Index { namespace: record.namespace, error })?;
+        }
+        Ok(())
+    }
+
+    /// Write `batch` to the active segment, or to a new one when it is full; returns where it
+    /// went: (segment, offset).
+    fn write_batch(&mut self, batch: &WalBatch) -> Result<(u64, u64), WalError> {
+        match self.active.append(batch) {
+            Ok(offset) => return Ok(self.written(offset)),
+            Err(AppendError::Io(e)) => return Err(e.into()),
+            Err(AppendError::Full { .. }) => self.roll()?,
+        }
+        match self.active.append(batch) {
+            Ok(offset) => Ok(self.written(offset)),
+            Err(AppendError::Io(e)) => Err(e.into()),
+            // A batch larger than a whole segment: the segment size is below the batch bound.
+            Err(full @ AppendError::Full { .. }) => Err(io::Error::other(full.to_string()).into()),
+        }
+    }
+
+    fn written(&mut self, offset: u64) -> (u64, u64) {
+        self.active_unsynced = true;
+        (self.active.sequence(), offset)
+    }
+
+    /// Start the next segment. The full one stays unsynced until the next [`WriteAheadLog::sync`].
+    fn roll(&mut self) -> Result<(), WalError> {
+        let next = self.active.sequence() + 1;
+        let segment = Segment::create(&self.dir, next, self.segment_size, self.salt)?;
+        self.readers.insert(next, File::open(self.dir.join(segment_file_name(next)))?);
+        let full = std::mem::replace(&mut self.active, segment);
+        if std::mem::take(&mut self.active_unsynced) {
+            self.unsynced_full.push(full);
+        }
+        Ok(())
+    }
+
+    /// Record where each of `records`, written as one batch at `(segment, offset)`, lies.
+    fn index_batch(&mut self, (segment, offset): (u64, u64), records: &[Record]) -> Result<(), WalError> {
+        let mut payload = offset + BATCH_HEADER_LEN as u64;
+        for record in records {
+            payload += RECORD_HEADER_LEN as u64;
+            apply(&mut self.namespaces, segment, RecordAt { batch: offset, payload }, record)?;
+            payload += record.payload.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Make everything appended durable: every segment written since the last sync.
+    pub(crate) fn sync(&mut self) -> Result<(), WalError> {
+        for full in &self.unsynced_full {
+            full.sync()?;
+        }
+        self.unsynced_full.clear();
+        if self.active_unsynced {
+            self.active.sync()?;
+            self.active_unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// The entry at `index` of `namespace`, if retained.
+    pub(crate) fn read(&self, namespace: u32, index: u64) -> Result<Option<Vec<u8>>, WalError> {
+        let Some(location) = self.namespaces.get(&namespace).and_then(|log| log.get(index)) else {
+            return Ok(None);
+        };
+        let file = self
+            .readers
+            .get(&location.segment)
+            .ok_or_else(|| io::Error::other(format!("segment {:016x} is not open", location.segment)))?;
+        let mut payload = vec![0u8; location.len as usize];
+        file.read_exact_at(&mut payload, location.payload)?;
+        Ok(Some(payload))
+    }
+
+    /// The index of `namespace`'s retained entries, if it has ever had a record.
+    pub(crate) fn log(&self, namespace: u32) -> Option<&LogIndex> {
+        self.namespaces.get(&namespace)
+    }
+}
+
+/// Apply one record, found at `at` in segment `segment`, to its namespace's index.
+fn apply(namespaces: &mut HashMap<u32, LogIndex>, segment: u64, at: RecordAt, record: &Record) -> Result<(), WalError> {
+    let log = namespaces.entry(record.namespace).or_default();
+    let indexed = match record.kind {
+        RecordKind::Entry => {
+            let len = u32::try_from(record.payload.len()).expect("a batch holds at most 16 MiB");
+            log.append(record.index, Location { segment, payload: at.payload, len, term: record.term })
+        }
+        RecordKind::Truncate => log.truncate(record.index),
+        RecordKind::Purge => log.purge(record.index),
+    };
+    indexed.map_err(|error| WalError::Index { namespace: record.namespace, error })
+}
+
+/// The log's salt from `dir/salt`; when `fresh` (no segment yet) and the file is missing, a new
+/// random one, written and synced (with the directory) before any segment exists.
+fn read_or_create_salt(dir: &Path, fresh: bool) -> Result<u64, WalError> {
+    let path = dir.join("salt");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => u64::from_str_radix(text.trim(), 16).map_err(|e| WalError::Corrupt {
+            segment: 0,
+            offset: 0,
+            reason: format!("{} does not hold a salt: {e}", path.display()),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && fresh => {
+            let salt = rand::random::<u64>();
+            let temp = dir.join("salt.tmp");
+            let file = File::create(&temp)?;
+            file.write_all_at(format!("{salt:016x}\n").as_bytes(), 0)?;
+            file.sync_all()?;
+            std::fs::rename(&temp, &path)?;
+            File::open(dir)?.sync_all()?;
+            Ok(salt)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(WalError::Corrupt {
+            segment: 0,
+            offset: 0,
+            reason: format!("{} is missing next to the segments: no batch can be checked", path.display()),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The sequence numbers of the segments in `dir`, in order; leftovers of an interrupted
+/// segment creation (`*.wal.tmp`) are removed.
+fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut sequences = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".wal.tmp") {
+            std::fs::remove_file(entry.path())?;
+        } else if let Some(hex) = name.strip_suffix(".wal") {
+            if let Ok(sequence) = u64::from_str_radix(hex, 16) {
+                sequences.push(sequence);
+            }
+        }
+    }
+    sequences.sort_unstable();
+    Ok(sequences)
+}
+
+#[cfg(test)]
+#[path = "wal_tests.rs"]
+mod tests;
