@@ -24,6 +24,17 @@ fn expected(namespace: u32, indexes: std::ops::RangeInclusive<u64>, len: usize) 
     indexes.map(|i| (i, entry(namespace, i, len).payload)).collect()
 }
 
+/// A log in `dir` holding entries 1 to 6 of namespace 1, synced: one batch of two blocks each,
+/// so four fill segment 1 and the last two are in segment 2.
+fn six_entries_over_two_segments(dir: &Path) -> WriteAheadLog {
+    let mut wal = WriteAheadLog::open(dir, SEGMENT).unwrap();
+    for i in 1..=6 {
+        wal.append(&[entry(1, i, 5000)]).unwrap();
+    }
+    wal.sync().unwrap();
+    wal
+}
+
 #[test]
 fn entries_of_several_namespaces_read_back_before_and_after_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -42,12 +53,7 @@ fn entries_of_several_namespaces_read_back_before_and_after_a_reopen() {
 #[test]
 fn a_full_segment_rolls_over_and_both_are_read_at_open() {
     let dir = tempfile::tempdir().unwrap();
-    let mut wal = WriteAheadLog::open(dir.path(), SEGMENT).unwrap();
-    // Each append is one batch of two blocks: four fit a segment, the fifth starts the next.
-    for i in 1..=6 {
-        wal.append(&[entry(1, i, 5000)]).unwrap();
-    }
-    wal.sync().unwrap();
+    let wal = six_entries_over_two_segments(dir.path());
     let segments = list_segments(dir.path()).unwrap();
     assert_eq!(segments, [1, 2]);
     assert_eq!(wal.log(1).unwrap().get(5).unwrap().segment, 2);
@@ -129,12 +135,7 @@ fn a_torn_tail_is_dropped_and_cleared_so_the_log_goes_on() {
 #[test]
 fn damage_in_an_earlier_segment_fails_the_open() {
     let dir = tempfile::tempdir().unwrap();
-    let mut wal = WriteAheadLog::open(dir.path(), SEGMENT).unwrap();
-    for i in 1..=6 {
-        wal.append(&[entry(1, i, 5000)]).unwrap();
-    }
-    wal.sync().unwrap();
-    drop(wal);
+    drop(six_entries_over_two_segments(dir.path()));
     // Two blocks a batch, four batches a segment: the last batch of segment 1 (at block 6)
     // loses a byte. Nothing good follows it in its segment, but segment 2 holds batches, so it
     // was acknowledged.
