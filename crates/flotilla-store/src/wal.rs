@@ -7,7 +7,9 @@
 //!   can be read back before it is durable (openraft replicates entries before they are
 //!   flushed, as it does today).
 //! - Nothing appended is durable until [`WriteAheadLog::sync`] returns; only then may it be
-//!   acknowledged. A failed sync must stop the log for good (see `crate::disk`).
+//!   acknowledged. A failed sync must stop the log for good (see `crate::disk`), and so must a
+//!   failed append: what it wrote past the last sync is unknown until the next open finds the
+//!   end of the log.
 //! - [`WriteAheadLog::open`] finds where the log ends: the last segment's tail may be torn (never
 //!   acknowledged, dropped); anything else that fails its checks is corruption, and the open
 //!   fails naming the segment and offset.
