@@ -76,6 +76,8 @@ mod wal;
 #[cfg_attr(not(test), allow(dead_code))]
 mod wal_batch;
 #[cfg_attr(not(test), allow(dead_code))]
+mod wal_filler;
+#[cfg_attr(not(test), allow(dead_code))]
 mod wal_log_index;
 #[cfg_attr(not(test), allow(dead_code))]
 mod wal_record;

@@ -17,8 +17,11 @@
 //! The log's salt (see `crate::wal_batch`) is drawn when the log is created and kept in the file
 //! `salt` next to the segments, written and synced before the first segment.
 //!
+//! The next segment is made ahead of time by a helper thread ([`SegmentFiller`]), so rolling
+//! over usually costs the writer nothing.
+//!
 //! Not yet here (DESIGN-log.md, "The log store on the WAL"): recycling segments behind
-//! checkpoints, filling the next segment ahead of time on a helper thread, namespace ids.
+//! checkpoints, namespace ids.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -27,6 +30,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::wal_batch::{BatchFull, WalBatch, BATCH_HEADER_LEN};
+use crate::wal_filler::SegmentFiller;
 use crate::wal_log_index::{IndexError, Location, LogIndex, LogShape};
 use crate::wal_record::{Record, RecordKind, RECORD_HEADER_LEN};
 use crate::wal_segment::{segment_file_name, AppendError, RecordAt, ScanEnd, Segment};
@@ -58,6 +62,8 @@ pub(crate) struct WriteAheadLog {
     /// Whether the active segment was written since the last sync.
     active_unsynced: bool,
     namespaces: HashMap<u32, LogIndex>,
+    /// Makes the segment after the active one.
+    filler: SegmentFiller,
 }
 
 impl WriteAheadLog {
@@ -122,6 +128,8 @@ impl WriteAheadLog {
                 segment
             }
         };
+        let mut filler = SegmentFiller::start(dir.to_path_buf(), segment_size, salt)?;
+        filler.prepare(active.sequence() + 1);
         Ok(Self {
             dir: dir.to_path_buf(),
             segment_size,
@@ -131,6 +139,7 @@ impl WriteAheadLog {
             unsynced_full: Vec::new(),
             active_unsynced: false,
             namespaces,
+            filler,
         })
     }
 
@@ -200,12 +209,16 @@ impl WriteAheadLog {
     /// Start the next segment. The full one stays unsynced until the next [`WriteAheadLog::sync`].
     fn roll(&mut self) -> Result<(), WalError> {
         let next = self.active.sequence() + 1;
-        let segment = Segment::create(&self.dir, next, self.segment_size, self.salt)?;
+        let segment = match self.filler.take(next) {
+            Some(prepared) => prepared?,
+            None => Segment::create(&self.dir, next, self.segment_size, self.salt)?,
+        };
         self.readers.insert(next, File::open(self.dir.join(segment_file_name(next)))?);
         let full = std::mem::replace(&mut self.active, segment);
         if std::mem::take(&mut self.active_unsynced) {
             self.unsynced_full.push(full);
         }
+        self.filler.prepare(next + 1);
         Ok(())
     }
 
@@ -297,7 +310,7 @@ fn read_or_create_salt(dir: &Path, fresh: bool) -> Result<u64, WalError> {
 }
 
 /// The sequence numbers of the segments in `dir`, in order; leftovers of an interrupted
-/// segment creation (`*.wal.tmp`) are removed.
+/// segment creation (`*.wal.tmp`) are removed: only at open, before the filler starts.
 fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
     let mut sequences = Vec::new();
     for entry in std::fs::read_dir(dir)? {

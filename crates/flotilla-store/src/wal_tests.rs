@@ -15,6 +15,19 @@ fn marker(kind: RecordKind, namespace: u32, index: u64) -> Record {
     Record { kind, namespace, index, term: 0, payload: Vec::new() }
 }
 
+/// The segments in `dir`, without touching anything (unlike `list_segments`, which removes
+/// the temporary file a segment being made lives in).
+fn segments_in(dir: &Path) -> Vec<u64> {
+    let mut found: Vec<u64> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            e.unwrap().file_name().to_str()?.strip_suffix(".wal").map(|h| u64::from_str_radix(h, 16).unwrap())
+        })
+        .collect();
+    found.sort_unstable();
+    found
+}
+
 fn read_all(wal: &WriteAheadLog, namespace: u32) -> Vec<(u64, Vec<u8>)> {
     let Some((first, last)) = wal.log(namespace).and_then(LogIndex::bounds) else { return Vec::new() };
     (first..=last).map(|i| (i, wal.read(namespace, i).unwrap().expect("a retained entry reads back"))).collect()
@@ -54,8 +67,9 @@ fn entries_of_several_namespaces_read_back_before_and_after_a_reopen() {
 fn a_full_segment_rolls_over_and_both_are_read_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let wal = six_entries_over_two_segments(dir.path());
-    let segments = list_segments(dir.path()).unwrap();
-    assert_eq!(segments, [1, 2]);
+    // Segments 1 and 2 hold the entries; 3 may be made ahead already.
+    let segments = segments_in(dir.path());
+    assert!(segments == [1, 2] || segments == [1, 2, 3], "{segments:?}");
     assert_eq!(wal.log(1).unwrap().get(5).unwrap().segment, 2);
     drop(wal);
     let mut wal = WriteAheadLog::open(dir.path(), SEGMENT).unwrap();
@@ -184,4 +198,28 @@ fn a_group_commit_larger_than_a_batch_is_written_as_several() {
     drop(wal);
     let wal = WriteAheadLog::open(dir.path(), 64 * 1024 * 1024).unwrap();
     assert_eq!(read_all(&wal, 1), expected(1, 1..=3, big));
+}
+
+#[test]
+fn the_next_segment_is_made_ahead_and_taken_at_the_roll_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = WriteAheadLog::open(dir.path(), SEGMENT).unwrap();
+    // The helper makes segment 2 while segment 1 is still empty (generous bound, polled).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while segments_in(dir.path()) != [1, 2] {
+        assert!(std::time::Instant::now() < deadline, "segment 2 was not made ahead");
+        std::thread::yield_now();
+    }
+    let made = std::fs::metadata(dir.path().join(segment_file_name(2))).unwrap();
+    for i in 1..=5 {
+        wal.append(&[entry(1, i, 5000)]).unwrap();
+    }
+    wal.sync().unwrap();
+    assert_eq!(wal.log(1).unwrap().get(5).unwrap().segment, 2);
+    let used = std::fs::metadata(dir.path().join(segment_file_name(2))).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(used.ino(), made.ino(), "the roll-over took the prepared file instead of making another");
+    drop(wal);
+    let wal = WriteAheadLog::open(dir.path(), SEGMENT).unwrap();
+    assert_eq!(read_all(&wal, 1), expected(1, 1..=5, 5000));
 }
