@@ -73,46 +73,7 @@ impl WriteAheadLog {
         std::fs::create_dir_all(dir)?;
         let sequences = list_segments(dir)?;
         let salt = read_or_create_salt(dir, sequences.is_empty())?;
-        let mut namespaces: HashMap<u32, LogIndex> = HashMap::new();
-        let mut readers = BTreeMap::new();
-        let mut active = None;
-        // A segment whose log ended in a torn or damaged batch: only the last segment holding
-        // any batch may (the crash interrupted its last write); a later one holding batches
-        // means the bad batch was acknowledged once.
-        let mut torn: Option<(u64, u64)> = None;
-        for sequence in sequences {
-            let path = dir.join(segment_file_name(sequence));
-            let mut broken = None;
-            let mut records = 0usize;
-            let (segment, end) = Segment::open(&path, sequence, salt, |at, record| {
-                records += 1;
-                if broken.is_none() {
-                    broken = match torn {
-                        Some((segment, offset)) => {
-                            let reason = "a bad batch before the last segment that holds any".into();
-                            Some(WalError::Corrupt { segment, offset, reason })
-                        }
-                        None => apply(&mut namespaces, sequence, at, &record).err(),
-                    };
-                }
-            })?;
-            if let Some(error) = broken {
-                return Err(error);
-            }
-            match end {
-                ScanEnd::Corrupt { offset, reason } => {
-                    return Err(WalError::Corrupt { segment: sequence, offset, reason });
-                }
-                ScanEnd::Tail { offset, blank: false } => torn = Some((sequence, offset)),
-                ScanEnd::Tail { .. } => {}
-            }
-            if records > 0 || active.is_none() {
-                // Appends go on in the last segment that holds a batch; segments after it are
-                // empty and made anew when the log reaches them.
-                active = Some(segment);
-            }
-            readers.insert(sequence, File::open(&path)?);
-        }
+        let Scanned { namespaces, mut readers, active } = scan_segments(dir, sequences, salt)?;
         let active = match active {
             Some(segment) => {
                 // Whatever a crash left past the tail (a torn batch) goes, so that the batches
@@ -264,6 +225,59 @@ impl WriteAheadLog {
     pub(crate) fn log(&self, namespace: u32) -> Option<&LogIndex> {
         self.namespaces.get(&namespace)
     }
+}
+
+/// What opening found in the segments: every namespace's index, a reader per segment, and the
+/// segment appends go on in (the last one holding a batch, else the first).
+struct Scanned {
+    namespaces: HashMap<u32, LogIndex>,
+    readers: BTreeMap<u64, File>,
+    active: Option<Segment>,
+}
+
+/// Scan the segments numbered `sequences` (in order) of the log salted with `salt` in `dir`.
+fn scan_segments(dir: &Path, sequences: Vec<u64>, salt: u64) -> Result<Scanned, WalError> {
+    let mut namespaces: HashMap<u32, LogIndex> = HashMap::new();
+    let mut readers = BTreeMap::new();
+    let mut active = None;
+    // A segment whose log ended in a torn or damaged batch: only the last segment holding
+    // any batch may (the crash interrupted its last write); a later one holding batches
+    // means the bad batch was acknowledged once.
+    let mut torn: Option<(u64, u64)> = None;
+    for sequence in sequences {
+        let path = dir.join(segment_file_name(sequence));
+        let mut broken = None;
+        let mut records = 0usize;
+        let (segment, end) = Segment::open(&path, sequence, salt, |at, record| {
+            records += 1;
+            if broken.is_none() {
+                broken = match torn {
+                    Some((segment, offset)) => {
+                        let reason = "a bad batch before the last segment that holds any".into();
+                        Some(WalError::Corrupt { segment, offset, reason })
+                    }
+                    None => apply(&mut namespaces, sequence, at, &record).err(),
+                };
+            }
+        })?;
+        if let Some(error) = broken {
+            return Err(error);
+        }
+        match end {
+            ScanEnd::Corrupt { offset, reason } => {
+                return Err(WalError::Corrupt { segment: sequence, offset, reason });
+            }
+            ScanEnd::Tail { offset, blank: false } => torn = Some((sequence, offset)),
+            ScanEnd::Tail { .. } => {}
+        }
+        if records > 0 || active.is_none() {
+            // Appends go on in the last segment that holds a batch; segments after it are
+            // empty and made anew when the log reaches them.
+            active = Some(segment);
+        }
+        readers.insert(sequence, File::open(&path)?);
+    }
+    Ok(Scanned { namespaces, readers, active })
 }
 
 /// Apply one record, found at `at` in segment `segment`, to its namespace's index.
