@@ -15,7 +15,8 @@
 //!
 //! Waking (see `DESIGN-namespaces.md`):
 //! - a command the leader executes (write, read index, membership, transfer) wakes it and
-//!   first waits for a heartbeat round a quorum acknowledges ([`Group::wake_leader`]): a leader
+//!   first waits for a heartbeat round a quorum acknowledges ([`Group::wake_leader`]; a single
+//!   voter is its own quorum and does not wait): a leader
 //!   quiet for longer than its lease would otherwise be refused by openraft (`LeaseExpired`) and
 //!   by `crate::quorum` (`lost_quorum`); a blank entry does not help, openraft refuses it too;
 //! - a Raft message other than a heartbeat (entries, votes, transfer, snapshot) wakes the
@@ -173,8 +174,12 @@ impl Group {
         self.wake("command");
         let woke_at = *self.quiet.woke_at.lock().unwrap_or_else(|p| p.into_inner());
         let Some(left) = woke_at.and_then(|at| patience.checked_sub(at.elapsed())) else { return };
+        // A single voter is its own quorum: openraft records no acknowledgement for it (only
+        // a follower's answer does), so waiting for one would take the whole patience.
         let acked = |m: &RaftMetrics<TypeConfig>| {
-            m.state != ServerState::Leader || m.last_quorum_acked.as_ref().is_some_and(|t| t.elapsed() < fresh)
+            m.state != ServerState::Leader
+                || m.membership_config.voter_ids().all(|v| v == m.id)
+                || m.last_quorum_acked.as_ref().is_some_and(|t| t.elapsed() < fresh)
         };
         if acked(&self.raft.metrics().borrow_watched()) {
             return;
