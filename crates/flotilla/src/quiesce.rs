@@ -174,11 +174,10 @@ impl Group {
         self.wake("command");
         let woke_at = *self.quiet.woke_at.lock().unwrap_or_else(|p| p.into_inner());
         let Some(left) = woke_at.and_then(|at| patience.checked_sub(at.elapsed())) else { return };
-        // A single voter is its own quorum: openraft records no acknowledgement for it (only
-        // a follower's answer does), so waiting for one would take the whole patience.
+        // A single voter has no acknowledgement to wait for (`crate::quorum::is_own_quorum`).
         let acked = |m: &RaftMetrics<TypeConfig>| {
             m.state != ServerState::Leader
-                || m.membership_config.voter_ids().all(|v| v == m.id)
+                || crate::quorum::is_own_quorum(m)
                 || m.last_quorum_acked.as_ref().is_some_and(|t| t.elapsed() < fresh)
         };
         if acked(&self.raft.metrics().borrow_watched()) {

@@ -99,10 +99,17 @@ impl Quorum {
         }
         // A single voter is its own quorum; before the first acknowledgement openraft itself
         // decides (a leader just elected has just heard from a quorum).
-        if m.membership_config.voter_ids().all(|v| v == self.me) {
+        if is_own_quorum(m) {
             return None;
         }
         let silent = m.last_quorum_acked.as_ref()?.elapsed();
         (silent > self.election_max).then_some(silent)
     }
+}
+
+/// Whether the node `m` describes is the only voter of its group, and so its own quorum.
+/// openraft records no quorum acknowledgement for such a leader (only a follower's answer
+/// does), so nothing may wait for one.
+pub(crate) fn is_own_quorum(m: &RaftMetrics<TypeConfig>) -> bool {
+    m.membership_config.voter_ids().all(|v| v == m.id)
 }
