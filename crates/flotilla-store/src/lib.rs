@@ -80,6 +80,8 @@ mod wal_filler;
 #[cfg_attr(not(test), allow(dead_code))]
 mod wal_log_index;
 #[cfg_attr(not(test), allow(dead_code))]
+mod wal_reader;
+#[cfg_attr(not(test), allow(dead_code))]
 mod wal_record;
 #[cfg_attr(not(test), allow(dead_code))]
 mod wal_segment;

@@ -20,18 +20,25 @@
 //! The next segment is made ahead of time by a helper thread ([`SegmentFiller`]), so rolling
 //! over usually costs the writer nothing.
 //!
-//! Not yet here (DESIGN-log.md, "The log store on the WAL"): recycling segments behind
-//! checkpoints, namespace ids.
+//! Readers share the index and the segments' handles through [`WalReader`]; only the owner of
+//! the `WriteAheadLog` (the store's writer thread) appends, syncs and recycles.
+//!
+//! Recycling ([`WriteAheadLog::recycle`]) deletes the oldest segments that hold no retained
+//! entry of any namespace, oldest first, one at a time with the directory synced after each,
+//! so that the segments left after a crash are always a run of consecutive ones: replaying a
+//! run from its start is replaying the log from a point in its history.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::wal_batch::{BatchFull, WalBatch, BATCH_HEADER_LEN};
 use crate::wal_filler::SegmentFiller;
 use crate::wal_log_index::{IndexError, Location, LogIndex, LogShape};
+use crate::wal_reader::{Entries, WalReader};
 use crate::wal_record::{Record, RecordKind, RECORD_HEADER_LEN};
 use crate::wal_segment::{segment_file_name, AppendError, RecordAt, ScanEnd, Segment};
 
@@ -55,13 +62,13 @@ pub(crate) struct WriteAheadLog {
     segment_size: u64,
     salt: u64,
     active: Segment,
-    /// Every segment on disk by sequence number, open for reading (the active one included).
-    readers: BTreeMap<u64, File>,
+    /// Every namespace's index and every segment on disk (the active one included), shared
+    /// with the readers.
+    reader: WalReader,
     /// Full segments written since the last sync, kept open until it.
     unsynced_full: Vec<Segment>,
     /// Whether the active segment was written since the last sync.
     active_unsynced: bool,
-    namespaces: HashMap<u32, LogIndex>,
     /// Makes the segment after the active one.
     filler: SegmentFiller,
 }
@@ -73,7 +80,7 @@ impl WriteAheadLog {
         std::fs::create_dir_all(dir)?;
         let sequences = list_segments(dir)?;
         let salt = read_or_create_salt(dir, sequences.is_empty())?;
-        let Scanned { namespaces, mut readers, active } = scan_segments(dir, sequences, salt)?;
+        let Scanned { namespaces, mut files, active } = scan_segments(dir, sequences, salt)?;
         let active = match active {
             Some(segment) => {
                 // Whatever a crash left past the tail (a torn batch) goes, so that the batches
@@ -85,23 +92,70 @@ impl WriteAheadLog {
             }
             None => {
                 let segment = Segment::create(dir, 1, segment_size, salt)?;
-                readers.insert(1, File::open(dir.join(segment_file_name(1)))?);
+                files.insert(1, Arc::new(File::open(dir.join(segment_file_name(1)))?));
                 segment
             }
         };
         let mut filler = SegmentFiller::start(dir.to_path_buf(), segment_size, salt)?;
         filler.prepare(active.sequence() + 1);
+        let reader = WalReader::default();
+        *reader.write() = Entries { namespaces, files };
         Ok(Self {
             dir: dir.to_path_buf(),
             segment_size,
             salt,
             active,
-            readers,
+            reader,
             unsynced_full: Vec::new(),
             active_unsynced: false,
-            namespaces,
             filler,
         })
+    }
+
+    /// A handle for reading entries, sharing this log's index.
+    pub(crate) fn reader(&self) -> WalReader {
+        self.reader.clone()
+    }
+
+    /// The namespace ids that have an index (any record since the oldest segment on disk).
+    pub(crate) fn namespace_ids(&self) -> Vec<u32> {
+        self.reader.write().namespaces.keys().copied().collect()
+    }
+
+    /// Forget `namespace`'s index: its records stay in the segments until they are recycled,
+    /// but no longer keep any segment (used for a namespace whose id is no longer in use).
+    pub(crate) fn forget(&mut self, namespace: u32) {
+        self.reader.write().namespaces.remove(&namespace);
+    }
+
+    /// Purge `namespace`'s index up to `upto` without writing a record: for a purge recorded
+    /// elsewhere durably (the store's metadata), applied at open.
+    pub(crate) fn purge_index(&mut self, namespace: u32, upto: u64) -> Result<(), WalError> {
+        let mut entries = self.reader.write();
+        let log = entries.namespaces.entry(namespace).or_default();
+        log.purge(upto).map_err(|error| WalError::Index { namespace, error })
+    }
+
+    /// Delete the oldest segments that hold no retained entry of any namespace (never the
+    /// active one), oldest first, syncing the directory after each; returns how many went.
+    /// Every namespace's purges must be durable before this runs: a deleted segment cannot be
+    /// read again.
+    pub(crate) fn recycle(&mut self) -> Result<usize, WalError> {
+        let keep_from = {
+            let entries = self.reader.write();
+            let oldest_needed = entries.namespaces.values().filter_map(LogIndex::oldest_segment).min();
+            oldest_needed.unwrap_or(u64::MAX).min(self.active.sequence())
+        };
+        let mut deleted = 0;
+        loop {
+            let oldest = self.reader.write().files.keys().next().copied();
+            let Some(sequence) = oldest.filter(|&s| s < keep_from) else { break };
+            std::fs::remove_file(self.dir.join(segment_file_name(sequence)))?;
+            File::open(&self.dir)?.sync_all()?;
+            self.reader.write().files.remove(&sequence);
+            deleted += 1;
+        }
+        Ok(deleted)
     }
 
     /// Append `records`, in order, as one batch or, when they do not fit one, several; a full
@@ -133,9 +187,9 @@ impl WriteAheadLog {
     fn check_shapes(&self, records: &[Record]) -> Result<(), WalError> {
         let mut shapes: HashMap<u32, LogShape> = HashMap::new();
         for record in records {
-            let shape = shapes
-                .entry(record.namespace)
-                .or_insert_with(|| self.namespaces.get(&record.namespace).map(LogIndex::shape).unwrap_or_default());
+            let shape = shapes.entry(record.namespace).or_insert_with(|| {
+                self.reader.write().namespaces.get(&record.namespace).map(LogIndex::shape).unwrap_or_default()
+            });
             let checked = match record.kind {
                 RecordKind::Entry => shape.entry(record.index),
                 RecordKind::Truncate => shape.truncate(record.index).map(drop),
@@ -174,7 +228,8 @@ impl WriteAheadLog {
             Some(prepared) => prepared?,
             None => Segment::create(&self.dir, next, self.segment_size, self.salt)?,
         };
-        self.readers.insert(next, File::open(self.dir.join(segment_file_name(next)))?);
+        let file = Arc::new(File::open(self.dir.join(segment_file_name(next)))?);
+        self.reader.write().files.insert(next, file);
         let full = std::mem::replace(&mut self.active, segment);
         if std::mem::take(&mut self.active_unsynced) {
             self.unsynced_full.push(full);
@@ -186,9 +241,10 @@ impl WriteAheadLog {
     /// Record where each of `records`, written as one batch at `(segment, offset)`, lies.
     fn index_batch(&mut self, (segment, offset): (u64, u64), records: &[Record]) -> Result<(), WalError> {
         let mut payload = offset + BATCH_HEADER_LEN as u64;
+        let mut entries = self.reader.write();
         for record in records {
             payload += RECORD_HEADER_LEN as u64;
-            apply(&mut self.namespaces, segment, RecordAt { batch: offset, payload }, record)?;
+            apply(&mut entries.namespaces, segment, RecordAt { batch: offset, payload }, record)?;
             payload += record.payload.len() as u64;
         }
         Ok(())
@@ -206,39 +262,20 @@ impl WriteAheadLog {
         }
         Ok(())
     }
-
-    /// The entry at `index` of `namespace`, if retained.
-    pub(crate) fn read(&self, namespace: u32, index: u64) -> Result<Option<Vec<u8>>, WalError> {
-        let Some(location) = self.namespaces.get(&namespace).and_then(|log| log.get(index)) else {
-            return Ok(None);
-        };
-        let file = self
-            .readers
-            .get(&location.segment)
-            .ok_or_else(|| io::Error::other(format!("segment {:016x} is not open", location.segment)))?;
-        let mut payload = vec![0u8; location.len as usize];
-        file.read_exact_at(&mut payload, location.payload)?;
-        Ok(Some(payload))
-    }
-
-    /// The index of `namespace`'s retained entries, if it has ever had a record.
-    pub(crate) fn log(&self, namespace: u32) -> Option<&LogIndex> {
-        self.namespaces.get(&namespace)
-    }
 }
 
 /// What opening found in the segments: every namespace's index, a reader per segment, and the
 /// segment appends go on in (the last one holding a batch, else the first).
 struct Scanned {
     namespaces: HashMap<u32, LogIndex>,
-    readers: BTreeMap<u64, File>,
+    files: BTreeMap<u64, Arc<File>>,
     active: Option<Segment>,
 }
 
 /// Scan the segments numbered `sequences` (in order) of the log salted with `salt` in `dir`.
 fn scan_segments(dir: &Path, sequences: Vec<u64>, salt: u64) -> Result<Scanned, WalError> {
     let mut namespaces: HashMap<u32, LogIndex> = HashMap::new();
-    let mut readers = BTreeMap::new();
+    let mut files = BTreeMap::new();
     let mut active = None;
     // A segment whose log ended in a torn or damaged batch: only the last segment holding
     // any batch may (the crash interrupted its last write); a later one holding batches
@@ -275,9 +312,9 @@ fn scan_segments(dir: &Path, sequences: Vec<u64>, salt: u64) -> Result<Scanned, 
             // empty and made anew when the log reaches them.
             active = Some(segment);
         }
-        readers.insert(sequence, File::open(&path)?);
+        files.insert(sequence, Arc::new(File::open(&path)?));
     }
-    Ok(Scanned { namespaces, readers, active })
+    Ok(Scanned { namespaces, files, active })
 }
 
 /// Apply one record, found at `at` in segment `segment`, to its namespace's index.

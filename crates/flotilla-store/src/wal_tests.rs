@@ -29,8 +29,9 @@ fn segments_in(dir: &Path) -> Vec<u64> {
 }
 
 fn read_all(wal: &WriteAheadLog, namespace: u32) -> Vec<(u64, Vec<u8>)> {
-    let Some((first, last)) = wal.log(namespace).and_then(LogIndex::bounds) else { return Vec::new() };
-    (first..=last).map(|i| (i, wal.read(namespace, i).unwrap().expect("a retained entry reads back"))).collect()
+    let reader = wal.reader();
+    let Some((first, last)) = reader.bounds(namespace) else { return Vec::new() };
+    (first..=last).map(|i| (i, reader.read(namespace, i).unwrap().expect("a retained entry reads back"))).collect()
 }
 
 fn expected(namespace: u32, indexes: std::ops::RangeInclusive<u64>, len: usize) -> Vec<(u64, Vec<u8>)> {
@@ -60,7 +61,7 @@ fn entries_of_several_namespaces_read_back_before_and_after_a_reopen() {
     let wal = WriteAheadLog::open(dir.path(), SEGMENT).unwrap();
     assert_eq!(read_all(&wal, 1), expected(1, 1..=3, 40));
     assert_eq!(read_all(&wal, 2), expected(2, 11..=13, 70));
-    assert_eq!(wal.read(3, 1).unwrap(), None, "a namespace with no record");
+    assert_eq!(wal.reader().read(3, 1).unwrap(), None, "a namespace with no record");
 }
 
 #[test]
@@ -70,12 +71,12 @@ fn a_full_segment_rolls_over_and_both_are_read_at_open() {
     // Segments 1 and 2 hold the entries; 3 may be made ahead already.
     let segments = segments_in(dir.path());
     assert!(segments == [1, 2] || segments == [1, 2, 3], "{segments:?}");
-    assert_eq!(wal.log(1).unwrap().get(5).unwrap().segment, 2);
+    assert_eq!(wal.reader().location(1, 5).unwrap().segment, 2);
     drop(wal);
     let mut wal = WriteAheadLog::open(dir.path(), SEGMENT).unwrap();
     assert_eq!(read_all(&wal, 1), expected(1, 1..=6, 5000));
     wal.append(&[entry(1, 7, 10)]).unwrap();
-    assert_eq!(wal.log(1).unwrap().get(7).unwrap().segment, 2, "appends go on in the last segment");
+    assert_eq!(wal.reader().location(1, 7).unwrap().segment, 2, "appends go on in the last segment");
 }
 
 #[test]
@@ -86,11 +87,11 @@ fn truncations_and_purges_survive_a_reopen() {
     wal.append(&[marker(RecordKind::Truncate, 1, 4), entry(1, 4, 20), marker(RecordKind::Purge, 1, 2)]).unwrap();
     wal.sync().unwrap();
     let check = |wal: &WriteAheadLog| {
-        let log = wal.log(1).unwrap();
-        assert_eq!(log.bounds(), Some((3, 4)));
-        assert_eq!(log.purged(), Some(2));
-        assert_eq!(wal.read(1, 4).unwrap(), Some(entry(1, 4, 20).payload), "the entry written after the truncation");
-        assert_eq!(wal.read(1, 2).unwrap(), None, "purged");
+        let reader = wal.reader();
+        assert_eq!(reader.bounds(1), Some((3, 4)));
+        assert_eq!(reader.purged(1), Some(2));
+        assert_eq!(reader.read(1, 4).unwrap(), Some(entry(1, 4, 20).payload), "the entry written after the truncation");
+        assert_eq!(reader.read(1, 2).unwrap(), None, "purged");
     };
     check(&wal);
     drop(wal);
@@ -108,8 +109,8 @@ fn a_change_that_breaks_a_logs_shape_is_refused_and_not_indexed() {
         matches!(err, WalError::Index { namespace: 1, error: IndexError::OutOfOrder { expected: 3, got: 4 } }),
         "{err}"
     );
-    assert_eq!(wal.log(1).unwrap().bounds(), Some((1, 1)));
-    assert!(wal.log(2).is_none());
+    assert_eq!(wal.reader().bounds(1), Some((1, 1)));
+    assert!(wal.namespace_ids().iter().all(|&id| id != 2), "namespace 2 was never indexed");
     wal.sync().unwrap();
     drop(wal);
     let mut wal = WriteAheadLog::open(dir.path(), SEGMENT).unwrap();
@@ -188,8 +189,8 @@ fn a_group_commit_larger_than_a_batch_is_written_as_several() {
     let big = 6 * 1024 * 1024;
     wal.append(&(1..=3).map(|i| entry(1, i, big)).collect::<Vec<_>>()).unwrap();
     wal.sync().unwrap();
-    let log = wal.log(1).unwrap();
-    let at = |i| log.get(i).unwrap().payload;
+    let reader = wal.reader();
+    let at = |i| reader.location(1, i).unwrap().payload;
     let next_in_same_batch = (big + RECORD_HEADER_LEN) as u64;
     assert_eq!(at(2) - at(1), next_in_same_batch, "the first two share a batch");
     let next_batch = (at(2) + big as u64).next_multiple_of(crate::wal_batch::BLOCK as u64)
@@ -215,11 +216,42 @@ fn the_next_segment_is_made_ahead_and_taken_at_the_roll_over() {
         wal.append(&[entry(1, i, 5000)]).unwrap();
     }
     wal.sync().unwrap();
-    assert_eq!(wal.log(1).unwrap().get(5).unwrap().segment, 2);
+    assert_eq!(wal.reader().location(1, 5).unwrap().segment, 2);
     let used = std::fs::metadata(dir.path().join(segment_file_name(2))).unwrap();
     use std::os::unix::fs::MetadataExt;
     assert_eq!(used.ino(), made.ino(), "the roll-over took the prepared file instead of making another");
     drop(wal);
     let wal = WriteAheadLog::open(dir.path(), SEGMENT).unwrap();
     assert_eq!(read_all(&wal, 1), expected(1, 1..=5, 5000));
+}
+
+#[test]
+fn recycling_deletes_the_oldest_segments_no_namespace_needs_and_the_log_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = WriteAheadLog::open(dir.path(), SEGMENT).unwrap();
+    // Namespace 2 has one entry in segment 1; namespace 1 fills segments 1 to 3.
+    wal.append(&[entry(2, 1, 10)]).unwrap();
+    for i in 1..=10 {
+        wal.append(&[entry(1, i, 5000)]).unwrap();
+    }
+    wal.sync().unwrap();
+    assert_eq!(wal.reader().location(1, 10).unwrap().segment, 3);
+    // Segment 1 holds namespace 2's entry and entries 1-3, segment 2 entries 4-7.
+    wal.purge_index(1, 6).unwrap();
+    assert_eq!(wal.recycle().unwrap(), 0, "namespace 2's entry keeps segment 1, and so every later one");
+    wal.forget(2);
+    assert_eq!(wal.recycle().unwrap(), 1, "segment 1 goes; segment 2 holds entry 7");
+    assert!(!dir.path().join(segment_file_name(1)).exists());
+    assert_eq!(read_all(&wal, 1), expected(1, 7..=10, 5000));
+    wal.purge_index(1, 10).unwrap();
+    assert_eq!(wal.recycle().unwrap(), 1, "segment 2 goes; segment 3 is the active one and stays");
+    drop(wal);
+    // Reopened, the log is a run of segments from 3 on: namespace 1 appears from its entry 8
+    // (not purged by any record: that purge is the caller's to apply again) and goes on.
+    let mut wal = WriteAheadLog::open(dir.path(), SEGMENT).unwrap();
+    assert_eq!(wal.reader().bounds(1), Some((8, 10)));
+    wal.purge_index(1, 10).unwrap();
+    assert_eq!(wal.reader().bounds(1), None);
+    wal.append(&[entry(1, 11, 10)]).unwrap();
+    assert_eq!(wal.reader().read(1, 11).unwrap(), Some(entry(1, 11, 10).payload));
 }
