@@ -72,13 +72,13 @@ pub enum StoreError {
     },
     /// The store was written by a newer Flotilla, in a format this build cannot read.
     #[error(
-        "the store is in format {found}, written by a newer Flotilla; this build reads format {supported}: \
+        "the store is in format {found}, written by a newer Flotilla; this build reads formats up to {supported}: \
          run the newer version (downgrades are not supported)"
     )]
     FormatTooNew {
         /// The format recorded in the store.
         found: u32,
-        /// The format this build reads and writes.
+        /// The newest format this build reads.
         supported: u32,
     },
     /// The store was written in an older format that this build neither reads nor migrates.

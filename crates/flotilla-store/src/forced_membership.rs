@@ -15,6 +15,10 @@
 //! - the vote is not committed: the node starts as a follower and wins a real election (of
 //!   itself) at the next term, whose first entry commits the forced one.
 //!
+//! In a store whose logs are in the write-ahead log, the vote and the record are committed
+//! first and the entry is appended after: a crash between them leaves the vote raised and the
+//! log as it was, and the same command can be run again.
+//!
 //! The record ([`Store::forced_membership`]) is kept in the namespace's meta table, so it goes
 //! when the namespace's data goes, and lets the node tell its status timeline what happened.
 
@@ -29,7 +33,9 @@ use crate::codec::{decode_sealed, encode_sealed};
 use crate::error::StoreError;
 use crate::store::{read_meta, Store};
 use crate::tables::{NsTables, META_FORCED, META_PURGED, META_VOTE};
-use crate::writer::{clean, dirty, JobFailure};
+use crate::wal_record::RecordKind;
+use crate::writer::{clean, dirty, JobFailure, Wait};
+use crate::writer_wal::{WalOp, WalWrite};
 
 /// The record of a membership forced onto a namespace's log by an operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,19 +97,29 @@ impl Store {
         let (sealed_vote, sealed_record) = (encode_sealed(&vote)?, encode_sealed(record)?);
         let cost = sealed_entry.len() + sealed_vote.len() + sealed_record.len();
         let log_id = entry.log_id;
+        let in_wal = self.wal.is_some();
+        let wal_last = if in_wal { self.wal_last_index(ns)? } else { None };
+        let table_entry = sealed_entry.clone();
         let work = move |txn: &WriteTransaction| {
-            let last = last_index(txn, &tables)?;
+            let last = if in_wal { wal_last } else { last_index(txn, &tables)? };
             let stored = stored_vote(txn, &tables)?;
             check_forced_tail(last, stored.as_ref(), &vote, &log_id)
                 .map_err(|e| JobFailure::clean(StoreError::Invalid(e)))?;
-            let mut log = txn.open_table(tables.log()).map_err(clean)?;
-            log.insert(index, sealed_entry.as_slice()).map_err(dirty)?;
+            if !in_wal {
+                let mut log = txn.open_table(tables.log()).map_err(clean)?;
+                log.insert(index, table_entry.as_slice()).map_err(dirty)?;
+            }
             let mut meta = txn.open_table(tables.meta()).map_err(dirty)?;
             meta.insert(META_VOTE, sealed_vote.as_slice()).map_err(dirty)?;
             meta.insert(META_FORCED, sealed_record.as_slice()).map_err(dirty)?;
             Ok(())
         };
-        self.writer.execute(cost, work).await
+        self.writer.execute(cost, work).await?;
+        if in_wal {
+            let write = WalWrite { kind: RecordKind::Entry, index, payload: sealed_entry };
+            self.writer.write_log(ns, WalOp::Append(vec![write]), Wait::Durable, None).await?;
+        }
+        Ok(())
     }
 
     /// The last membership forced onto `ns`'s log by an operator, if any was.

@@ -7,10 +7,16 @@
 //! durable transaction, or idempotent steps), and refreshes the fixture that
 //! `tests/format_fixture.rs` opens, so a change cannot slip through unnoticed.
 //!
+//! Two versions are current: [`FORMAT_VERSION`] keeps every namespace's Raft log in a `log`
+//! table, [`FORMAT_VERSION_WAL`] keeps them in the node's write-ahead log (`DESIGN-log.md`)
+//! and has no log tables. Their tables and rows are otherwise the same (a backup's rows are
+//! [`FORMAT_VERSION`]'s in both). A build from before the write-ahead log refuses a
+//! [`FORMAT_VERSION_WAL`] store as too new, instead of opening it as one without a log.
+//!
 //! Opening decides, before sealing, snapshots or the writer touch the file:
-//! - no record and no table other than `store/meta`: a fresh store, stamped with the current
-//!   version;
-//! - the current version: opened;
+//! - no record and no table other than `store/meta`: a fresh store, stamped with the version
+//!   of the layout asked for;
+//! - a current version: opened, with the layout it names;
 //! - a newer version: refused, naming both ([`StoreError::FormatTooNew`]);
 //! - an older version with a migration: migrated in place; without one, refused
 //!   ([`StoreError::FormatTooOld`]). Tables but no record is version 0: a store written before
@@ -28,6 +34,19 @@ use crate::tables::{open_read, STORE_META};
 /// tables; KV rows with revisions (current rows, event rows, lease and queue rows).
 pub const FORMAT_VERSION: u32 = 1;
 
+/// The format of a store whose Raft logs are in the write-ahead log: [`FORMAT_VERSION`]'s
+/// tables without the `log` tables, and a `wal` directory next to the file.
+pub const FORMAT_VERSION_WAL: u32 = 2;
+
+/// Where a store keeps its namespaces' Raft logs, as its format says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogLayout {
+    /// One redb table per namespace ([`FORMAT_VERSION`]).
+    Tables,
+    /// The node's write-ahead log ([`FORMAT_VERSION_WAL`]).
+    Wal,
+}
+
 /// Key of the format record in `store/meta`.
 const STORE_META_FORMAT: &str = "format";
 
@@ -40,13 +59,18 @@ enum Found {
     Version(u32),
 }
 
-/// Check the format of `db` and stamp a fresh store; refuses what this build cannot read.
-pub(crate) fn check_or_stamp(db: &Database) -> Result<(), StoreError> {
+/// Check the format of `db`, stamping a fresh store with the version of `fresh`; returns the
+/// layout the store has, and refuses what this build cannot read.
+pub(crate) fn check_or_stamp(db: &Database, fresh: LogLayout) -> Result<LogLayout, StoreError> {
     match found(db)? {
-        Found::Fresh => stamp(db),
-        Found::Version(v) if v == FORMAT_VERSION => Ok(()),
-        Found::Version(v) if v > FORMAT_VERSION => {
-            Err(StoreError::FormatTooNew { found: v, supported: FORMAT_VERSION })
+        Found::Fresh => {
+            stamp(db, if fresh == LogLayout::Wal { FORMAT_VERSION_WAL } else { FORMAT_VERSION })?;
+            Ok(fresh)
+        }
+        Found::Version(FORMAT_VERSION) => Ok(LogLayout::Tables),
+        Found::Version(FORMAT_VERSION_WAL) => Ok(LogLayout::Wal),
+        Found::Version(v) if v > FORMAT_VERSION_WAL => {
+            Err(StoreError::FormatTooNew { found: v, supported: FORMAT_VERSION_WAL })
         }
         // No migration exists yet: the first one goes here, one step per older version, each
         // ending with the new record in the same durable transaction.
@@ -78,8 +102,8 @@ fn found(db: &Database) -> Result<Found, StoreError> {
     Ok(if holds_tables { Found::Version(0) } else { Found::Fresh })
 }
 
-fn stamp(db: &Database) -> Result<(), StoreError> {
-    let bytes = encode_sealed(&FORMAT_VERSION)?;
+fn stamp(db: &Database, version: u32) -> Result<(), StoreError> {
+    let bytes = encode_sealed(&version)?;
     let mut txn = db.begin_write().map_err(redb_error)?;
     txn.set_durability(redb::Durability::Immediate).map_err(|e| StoreError::Redb(e.to_string()))?;
     {
@@ -111,21 +135,30 @@ mod tests {
     fn a_fresh_file_is_stamped_with_the_current_version_and_opens_again() {
         let dir = tempfile::tempdir().unwrap();
         let db = db(dir.path());
-        check_or_stamp(&db).unwrap();
+        assert_eq!(check_or_stamp(&db, LogLayout::Tables).unwrap(), LogLayout::Tables);
         assert_eq!(read_version(&db).unwrap(), Some(FORMAT_VERSION));
-        check_or_stamp(&db).unwrap();
+        assert_eq!(check_or_stamp(&db, LogLayout::Wal).unwrap(), LogLayout::Tables, "the file's layout wins");
+    }
+
+    #[test]
+    fn a_fresh_file_asked_for_the_write_ahead_log_is_stamped_with_its_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(dir.path());
+        assert_eq!(check_or_stamp(&db, LogLayout::Wal).unwrap(), LogLayout::Wal);
+        assert_eq!(read_version(&db).unwrap(), Some(FORMAT_VERSION_WAL));
+        assert_eq!(check_or_stamp(&db, LogLayout::Tables).unwrap(), LogLayout::Wal, "the file's layout wins");
     }
 
     #[test]
     fn a_newer_format_is_refused_naming_both_versions() {
         let dir = tempfile::tempdir().unwrap();
         let db = db(dir.path());
-        write_format(&db, FORMAT_VERSION + 1);
-        let err = check_or_stamp(&db).unwrap_err();
-        assert_eq!(err, StoreError::FormatTooNew { found: FORMAT_VERSION + 1, supported: FORMAT_VERSION });
+        write_format(&db, FORMAT_VERSION_WAL + 1);
+        let err = check_or_stamp(&db, LogLayout::Tables).unwrap_err();
+        assert_eq!(err, StoreError::FormatTooNew { found: FORMAT_VERSION_WAL + 1, supported: FORMAT_VERSION_WAL });
         let text = err.to_string();
-        assert!(text.contains(&format!("format {}", FORMAT_VERSION + 1)), "{text}");
-        assert!(text.contains(&format!("format {FORMAT_VERSION}")), "{text}");
+        assert!(text.contains(&format!("format {}", FORMAT_VERSION_WAL + 1)), "{text}");
+        assert!(text.contains(&format!("up to {FORMAT_VERSION_WAL}")), "{text}");
     }
 
     #[test]
@@ -136,7 +169,7 @@ mod tests {
         let def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("kv/alpha");
         txn.open_table(def).unwrap().insert(b"k".as_slice(), b"v".as_slice()).unwrap();
         txn.commit().unwrap();
-        let err = check_or_stamp(&db).unwrap_err();
+        let err = check_or_stamp(&db, LogLayout::Tables).unwrap_err();
         assert_eq!(err, StoreError::FormatTooOld { found: 0, supported: FORMAT_VERSION });
         assert_eq!(read_version(&db).unwrap(), Some(0), "nothing was stamped");
     }
@@ -148,7 +181,7 @@ mod tests {
         let txn = db.begin_write().unwrap();
         txn.open_table(STORE_META).unwrap().insert("at_rest", b"x".as_slice()).unwrap();
         txn.commit().unwrap();
-        check_or_stamp(&db).unwrap();
+        check_or_stamp(&db, LogLayout::Tables).unwrap();
         assert_eq!(read_version(&db).unwrap(), Some(FORMAT_VERSION));
     }
 }

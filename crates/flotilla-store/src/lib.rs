@@ -55,6 +55,7 @@ mod format;
 mod in_use;
 mod log_store;
 mod metrics;
+mod namespace_ids;
 mod overlay;
 mod sealing;
 mod snapshot;
@@ -69,23 +70,17 @@ mod state_machine_store;
 mod store;
 mod tables;
 mod view;
-// The write-ahead log of DESIGN-log.md, built bottom-up: its records, batches and segment files
-// are here and tested; the log store does not use them yet (the next slice wires them in).
-#[cfg_attr(not(test), allow(dead_code))]
+// The write-ahead log of DESIGN-log.md: a store opened with `LogKind::Wal` keeps its Raft
+// logs there instead of in `log/<ns>` tables.
 mod wal;
-#[cfg_attr(not(test), allow(dead_code))]
 mod wal_batch;
-#[cfg_attr(not(test), allow(dead_code))]
 mod wal_filler;
-#[cfg_attr(not(test), allow(dead_code))]
 mod wal_log_index;
-#[cfg_attr(not(test), allow(dead_code))]
 mod wal_reader;
-#[cfg_attr(not(test), allow(dead_code))]
 mod wal_record;
-#[cfg_attr(not(test), allow(dead_code))]
 mod wal_segment;
 mod writer;
+mod writer_wal;
 
 use flotilla_core::{Command, CommandResult, TypeConfig};
 use openraft::{EntryPayload, RaftTypeConfig};
@@ -104,7 +99,7 @@ pub use backup_verify::{verify_backup, BackupSummary};
 pub use disk::{DiskSpace, DEFAULT_FREE_SPACE_RESERVE, RELAXED_COMMIT_MIN_FREE};
 pub use error::StoreError;
 pub use forced_membership::ForcedMembership;
-pub use format::FORMAT_VERSION;
+pub use format::{FORMAT_VERSION, FORMAT_VERSION_WAL};
 pub use log_store::{LogStore, LIMITED_READ_BYTES};
 pub use metrics::{Histogram, StoreMetrics, COMMIT_LATENCY_BOUNDS_US, OPS_PER_COMMIT_BOUNDS};
 pub use sealing::ResealReport;
@@ -112,7 +107,7 @@ pub use snapshot_builder::SnapshotBuilder;
 pub use snapshot_data::{SnapshotData, SnapshotReader};
 pub use snapshot_sink::SnapshotSink;
 pub use state_machine_store::StateMachineStore;
-pub use store::{Store, StoreOptions, DB_FILE};
+pub use store::{LogKind, Store, StoreOptions, DB_FILE, WAL_DIR};
 pub use view::NamespaceView;
 
 /// The openraft type configurations the store can persist: the application data is a Flotilla

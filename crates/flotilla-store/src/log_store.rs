@@ -12,6 +12,12 @@
 //! Reads use redb read transactions and run concurrently with the writer. Entries are sealed
 //! at rest (bound to their namespace and index) when the store is encrypted; the vote and the
 //! other log ids stay plaintext (they hold no client data).
+//!
+//! In a store whose logs are in the write-ahead log ([`crate::LogKind::Wal`]), the entries,
+//! truncations and purges go there instead of to the `log/<ns>` table (see
+//! `crate::writer_wal`), and entries are read through its index ([`crate::wal_reader`]); the
+//! vote, the committed id and the purged id stay in redb. A purge is first made durable in
+//! redb, then written to the log: the segments it frees are deleted only after both.
 
 use std::fmt::Debug;
 use std::io;
@@ -28,9 +34,12 @@ use redb::{ReadableTable, WriteTransaction};
 
 use crate::codec::{decode_sealed, encode_sealed};
 use crate::error::{redb_error, StoreError};
+use crate::store::WalHandles;
 use crate::store::{read_meta, Store};
-use crate::tables::{open_read, NsTables, META_COMMITTED, META_PURGED, META_VOTE};
+use crate::tables::{open_read, NsTables, META_COMMITTED, META_PURGED, META_PURGED_INDEX, META_VOTE};
+use crate::wal_record::RecordKind;
 use crate::writer::{clean, dirty, JobFailure, OnDurable, Wait};
+use crate::writer_wal::{WalOp, WalWrite};
 use crate::StoreConfig;
 
 /// Soft cap on the bytes [`RaftLogReader::limited_get_log_entries`] returns at once (at least
@@ -82,6 +91,9 @@ impl<C: StoreConfig> LogStore<C> {
         if range_is_empty(&range) {
             return Ok(Vec::new());
         }
+        if let Some(wal) = self.wal() {
+            return self.read_wal_entries(wal, range, max_bytes);
+        }
         let txn = self.store.read_txn()?;
         let Some(log) = open_read(&txn, self.tables.log())? else {
             return Ok(Vec::new());
@@ -93,6 +105,50 @@ impl<C: StoreConfig> LogStore<C> {
             let index = key.value();
             let raw = value.value();
             out.push(self.decode_entry(index, raw)?);
+            bytes = bytes.saturating_add(raw.len());
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The write-ahead log's handles, in a store whose logs are there.
+    fn wal(&self) -> Option<&WalHandles> {
+        self.store.wal.as_ref()
+    }
+
+    /// [`LogStore::read_entries`] from the write-ahead log.
+    fn read_wal_entries(
+        &self,
+        wal: &WalHandles,
+        range: (Bound<u64>, Bound<u64>),
+        max_bytes: usize,
+    ) -> Result<Vec<C::Entry>, StoreError> {
+        let Some(id) = wal.ids.get(self.tables.ns()) else { return Ok(Vec::new()) };
+        let Some((first, last)) = wal.reader.bounds(id) else { return Ok(Vec::new()) };
+        let start = match range.0 {
+            Bound::Included(s) => s,
+            Bound::Excluded(s) => s.saturating_add(1),
+            Bound::Unbounded => first,
+        }
+        .max(first);
+        let end = match range.1 {
+            Bound::Included(e) => e,
+            Bound::Excluded(e) => e.saturating_sub(1),
+            Bound::Unbounded => last,
+        }
+        .min(last);
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for index in start..=end {
+            if start > end {
+                break;
+            }
+            let raw = wal.reader.read(id, index).map_err(|e| StoreError::io(self.tables.log_what(index), e))?;
+            // Purged or truncated since the bounds were read: the log no longer holds it.
+            let Some(raw) = raw else { break };
+            out.push(self.decode_entry(index, &raw)?);
             bytes = bytes.saturating_add(raw.len());
             if bytes >= max_bytes {
                 break;
@@ -160,6 +216,12 @@ impl<C: StoreConfig> LogStore<C> {
             on_durable(Ok(()));
             return Ok(());
         }
+        if self.wal().is_some() {
+            let writes =
+                rows.into_iter().map(|(index, payload)| WalWrite { kind: RecordKind::Entry, index, payload }).collect();
+            let op = WalOp::Append(writes);
+            return self.store.writer.write_log(self.tables.ns(), op, Wait::Visible, Some(on_durable)).await;
+        }
         let tables = self.tables.clone();
         let work = move |txn: &WriteTransaction| {
             let mut log = txn.open_table(tables.log()).map_err(clean)?;
@@ -172,6 +234,16 @@ impl<C: StoreConfig> LogStore<C> {
     }
 
     async fn truncate(&self, after: Option<u64>) -> Result<(), StoreError> {
+        if self.wal().is_some() {
+            let since = match after {
+                Some(index) => {
+                    index.checked_add(1).ok_or_else(|| StoreError::Invalid("truncating after the last index".into()))?
+                }
+                None => 0,
+            };
+            let op = WalOp::Append(vec![WalWrite { kind: RecordKind::Truncate, index: since, payload: Vec::new() }]);
+            return self.store.writer.write_log(self.tables.ns(), op, Wait::Durable, None).await;
+        }
         let tables = self.tables.clone();
         self.store
             .writer
@@ -190,6 +262,8 @@ impl<C: StoreConfig> LogStore<C> {
     async fn purge_upto(&self, log_id: LogIdOf<C>) -> Result<(), StoreError> {
         let tables = self.tables.clone();
         let record = encode_sealed(&log_id)?;
+        let in_wal = self.wal().is_some();
+        let index = log_id.index;
         self.store
             .writer
             .execute(0, move |txn: &WriteTransaction| {
@@ -205,16 +279,30 @@ impl<C: StoreConfig> LogStore<C> {
                     return Ok(());
                 }
                 meta.insert(META_PURGED, record.as_slice()).map_err(dirty)?;
+                if in_wal {
+                    meta.insert(META_PURGED_INDEX, log_id.index.to_le_bytes().as_slice()).map_err(dirty)?;
+                    return Ok(());
+                }
                 let mut log = txn.open_table(tables.log()).map_err(dirty)?;
                 log.retain_in::<u64, _>(..=log_id.index, |_, _| false).map_err(dirty)?;
                 Ok(())
             })
-            .await
+            .await?;
+        if in_wal {
+            // Durable in redb above; the record lets the log recycle the segments it frees.
+            let op = WalOp::Append(vec![WalWrite { kind: RecordKind::Purge, index, payload: Vec::new() }]);
+            self.store.writer.write_log(self.tables.ns(), op, Wait::Visible, None).await?;
+        }
+        Ok(())
     }
 
     fn log_state(&self) -> Result<LogState<C>, StoreError> {
         let txn = self.store.read_txn()?;
         let purged: Option<LogIdOf<C>> = read_meta(&txn, &self.tables, META_PURGED)?;
+        if let Some(wal) = self.wal() {
+            let last = self.last_wal_entry(wal)?.map(|entry| entry.log_id());
+            return Ok(LogState { last_log_id: last.or_else(|| purged.clone()), last_purged_log_id: purged });
+        }
         let last = match open_read(&txn, self.tables.log())? {
             Some(log) => match log.last().map_err(redb_error)? {
                 Some((k, v)) => Some(self.decode_entry(k.value(), v.value())?.log_id()),
@@ -223,6 +311,16 @@ impl<C: StoreConfig> LogStore<C> {
             None => None,
         };
         Ok(LogState { last_log_id: last.or_else(|| purged.clone()), last_purged_log_id: purged })
+    }
+}
+
+impl<C: StoreConfig> LogStore<C> {
+    /// The last entry of the namespace's log in the write-ahead log, if it retains any.
+    fn last_wal_entry(&self, wal: &WalHandles) -> Result<Option<C::Entry>, StoreError> {
+        let Some(id) = wal.ids.get(self.tables.ns()) else { return Ok(None) };
+        let Some((_, last)) = wal.reader.bounds(id) else { return Ok(None) };
+        let raw = wal.reader.read(id, last).map_err(|e| StoreError::io(self.tables.log_what(last), e))?;
+        raw.map(|raw| self.decode_entry(last, &raw)).transpose()
     }
 }
 

@@ -17,18 +17,49 @@ use crate::at_rest::AtRestCipher;
 use crate::codec::{decode_sealed, Codec};
 use crate::disk::DiskHealth;
 use crate::error::{redb_error, StoreError};
+use crate::format::LogLayout;
 use crate::log_store::LogStore;
 use crate::metrics::{Metrics, StoreMetrics};
+use crate::namespace_ids::NamespaceIds;
 use crate::snapshot_file::SnapshotFiles;
 use crate::snapshot_sink::SnapshotSink;
 use crate::state_machine_store::StateMachineStore;
 use crate::tables::{open_read, NsTables, META_APPLIED, META_INSTALLING, META_MEMBERSHIP, META_PURGED, META_VOTE};
 use crate::view::NamespaceView;
+use crate::wal::WriteAheadLog;
+use crate::wal_reader::WalReader;
 use crate::writer::{DbSlot, Writer};
+use crate::writer_wal::WalSide;
 use crate::StoreConfig;
 
 /// Name of the redb file inside the data directory.
 pub const DB_FILE: &str = "flotilla.redb";
+
+/// Name of the write-ahead log's directory inside the data directory ([`LogKind::Wal`]).
+pub const WAL_DIR: &str = "wal";
+
+/// Bytes of a write-ahead log segment unless [`StoreOptions::wal_segment_bytes`] says otherwise.
+pub const DEFAULT_WAL_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Where a store keeps its namespaces' Raft logs. Chosen when the store is created; an
+/// existing store keeps the layout it was created with, whatever [`StoreOptions::log`] says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogKind {
+    /// One redb table per namespace (`log/<ns>`), made durable by a redb commit.
+    #[default]
+    Tables,
+    /// The node's write-ahead log (`crates/flotilla-store/DESIGN-log.md`): segment files in
+    /// [`WAL_DIR`], one `fdatasync` per group commit. Not yet: encryption at rest (refused),
+    /// converting a store with log tables (it keeps its tables).
+    Wal,
+}
+
+/// What a store whose logs are in the write-ahead log shares with its log stores.
+#[derive(Debug, Clone)]
+pub(crate) struct WalHandles {
+    pub(crate) reader: WalReader,
+    pub(crate) ids: NamespaceIds,
+}
 
 /// How [`Store::open_with`] opens a store. `Default` is what [`Store::open`] uses.
 #[derive(Debug, Clone, Default)]
@@ -39,6 +70,11 @@ pub struct StoreOptions {
     /// Bytes of redb's page cache (which keeps pages read and written, up to this size);
     /// `None` keeps redb's default of 1 GiB.
     pub cache_bytes: Option<usize>,
+    /// Where a new store keeps its Raft logs (an existing one keeps its own layout).
+    pub log: LogKind,
+    /// Bytes of a write-ahead log segment (at least 64 KiB, a multiple of 4 KiB); `None`:
+    /// [`DEFAULT_WAL_SEGMENT_BYTES`].
+    pub wal_segment_bytes: Option<u64>,
 }
 
 /// The durable storage of one node: every namespace's Raft log, vote and state machine in one
@@ -66,6 +102,8 @@ pub struct Store {
     feeds: Feeds,
     /// State machine handles and snapshot builders alive (see `in_use.rs`).
     pub(crate) in_use: Arc<std::sync::atomic::AtomicUsize>,
+    /// The write-ahead log's index and namespace ids, when the logs are there.
+    pub(crate) wal: Option<WalHandles>,
 }
 
 impl std::fmt::Debug for Store {
@@ -96,8 +134,16 @@ impl Store {
         let disk = Arc::new(DiskHealth::new(data_dir));
         let reopen = crate::disk::file_opener(path.clone(), disk.clone(), options.cache_bytes);
         let mut db = reopen()?;
+        let wanted = match options.log {
+            LogKind::Tables => LogLayout::Tables,
+            LogKind::Wal if options.at_rest.is_some() => return Err(wal_not_sealed()),
+            LogKind::Wal => LogLayout::Wal,
+        };
         // First: a file in a format this build cannot read is refused before anything writes to it.
-        crate::format::check_or_stamp(&db)?;
+        let layout = crate::format::check_or_stamp(&db, wanted)?;
+        if layout == LogLayout::Wal && options.at_rest.is_some() {
+            return Err(wal_not_sealed());
+        }
         let codec = crate::sealing::prepare(&mut db, data_dir, options.at_rest)?;
         let snapshots = SnapshotFiles::new(data_dir, codec.clone());
         snapshots.remove_stale()?;
@@ -107,9 +153,14 @@ impl Store {
                 tracing::warn!(namespace = %ns, error = %e, "cannot convert a snapshot file to sealed segments");
             }
         }
+        let wal_side = match layout {
+            LogLayout::Wal => Some(open_wal(&db, data_dir, options.wal_segment_bytes)?),
+            LogLayout::Tables => None,
+        };
+        let wal = wal_side.as_ref().map(|side| WalHandles { reader: side.log.reader(), ids: side.ids.clone() });
         let db: DbSlot = Arc::new(RwLock::new(Some(Arc::new(db))));
         let metrics = Arc::new(Metrics::new());
-        let writer = Writer::start(db.clone(), reopen, metrics.clone(), disk.clone())?;
+        let writer = Writer::start(db.clone(), reopen, metrics.clone(), disk.clone(), wal_side)?;
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         tracing::info!(path = %path.display(), "store opened");
         Ok(Arc::new(Store {
@@ -124,6 +175,7 @@ impl Store {
             snapshot_counter: AtomicU64::new(seed),
             feeds: Feeds::default(),
             in_use: Default::default(),
+            wal,
         }))
     }
 
@@ -196,12 +248,27 @@ impl Store {
                 }
             }
         }
+        if let Some(wal) = &self.wal {
+            let id = wal.ids.get(ns);
+            return Ok(id.is_some_and(|id| wal.reader.bounds(id).is_some()));
+        }
         if let Some(log) = open_read(&txn, tables.log())? {
             if !log.is_empty().map_err(redb_error)? {
                 return Ok(true);
             }
         }
         Ok(false)
+    }
+
+    /// In a store whose logs are in the write-ahead log: the index of `ns`'s last entry there,
+    /// else of its purged id, if either exists.
+    pub(crate) fn wal_last_index(&self, ns: &Namespace) -> Result<Option<u64>, StoreError> {
+        let Some(wal) = &self.wal else { return Ok(None) };
+        if let Some((_, last)) = wal.ids.get(ns).and_then(|id| wal.reader.bounds(id)) {
+            return Ok(Some(last));
+        }
+        let txn = self.read_txn()?;
+        crate::tables::read_purged_index(&txn, &NsTables::new(ns))
     }
 
     /// Whether `ns`'s state machine holds client data: any key, or any remembered write. A
@@ -228,8 +295,14 @@ impl Store {
     /// cluster that never acknowledged a write dissolves into another one.
     pub async fn wipe_namespace(&self, ns: &Namespace) -> Result<(), StoreError> {
         let tables = NsTables::new(ns);
+        let in_wal = self.wal.is_some();
+        let name = ns.clone();
         self.writer
             .execute(0, move |txn: &WriteTransaction| {
+                if in_wal {
+                    // In the same commit as the tables: the log's records become dead with them.
+                    NamespaceIds::unrecord(txn, &name).map_err(crate::writer::dirty)?;
+                }
                 txn.delete_table(tables.log()).map_err(crate::writer::dirty)?;
                 txn.delete_table(tables.meta()).map_err(crate::writer::dirty)?;
                 txn.delete_table(tables.kv()).map_err(crate::writer::dirty)?;
@@ -238,6 +311,9 @@ impl Store {
                 Ok(())
             })
             .await?;
+        if self.wal.is_some() {
+            self.writer.write_log(ns, crate::writer_wal::WalOp::Forget, crate::writer::Wait::Visible, None).await?;
+        }
         self.feeds.get(ns).reset();
         self.snapshots.remove_all(ns)
     }
@@ -427,6 +503,52 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Why a store with a write-ahead log cannot be encrypted at rest yet.
+fn wal_not_sealed() -> StoreError {
+    StoreError::Invalid(
+        "encryption at rest is not supported yet with the write-ahead log (LogKind::Wal): \
+         open the store with its logs in tables, or without encryption"
+            .into(),
+    )
+}
+
+/// Open the write-ahead log of a store in `data_dir` whose logs are there, and bring its index
+/// in line with redb: namespaces whose id was removed (wiped) are forgotten, and every
+/// namespace's purge, which redb holds durably, is applied.
+fn open_wal(db: &redb::Database, data_dir: &Path, segment_bytes: Option<u64>) -> Result<WalSide, StoreError> {
+    let segment_bytes = segment_bytes.unwrap_or(DEFAULT_WAL_SEGMENT_BYTES);
+    if segment_bytes < 64 * 1024 || !segment_bytes.is_multiple_of(4096) {
+        return Err(StoreError::Invalid(format!(
+            "a write-ahead log segment must be a multiple of 4 KiB of at least 64 KiB, not {segment_bytes} bytes"
+        )));
+    }
+    let dir = data_dir.join(WAL_DIR);
+    let mut log = WriteAheadLog::open(&dir, segment_bytes).map_err(|e| wal_error(&dir, e))?;
+    let txn = db.begin_read().map_err(redb_error)?;
+    let ids = NamespaceIds::load(&txn)?;
+    for id in log.namespace_ids() {
+        if !ids.in_use(id) {
+            log.forget(id);
+        }
+    }
+    for (ns, id) in ids.all() {
+        if let Some(purged) = crate::tables::read_purged_index(&txn, &NsTables::new(&ns))? {
+            log.purge_index(id, purged).map_err(|e| wal_error(&dir, e))?;
+        }
+    }
+    // Segments a crash kept from being recycled go now.
+    log.recycle().map_err(|e| wal_error(&dir, e))?;
+    Ok(WalSide { log, ids, last_durable: std::time::Instant::now() })
+}
+
+/// A write-ahead log error as a store error: damage is corruption, the rest I/O.
+fn wal_error(dir: &Path, error: crate::wal::WalError) -> StoreError {
+    match error {
+        crate::wal::WalError::Io(e) => StoreError::io(format!("write-ahead log in {}", dir.display()), e),
+        other => StoreError::corrupt(format!("write-ahead log in {}: {other}", dir.display())),
     }
 }
 

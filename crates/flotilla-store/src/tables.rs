@@ -32,6 +32,10 @@ pub(crate) const META_VOTE: &str = "raft.vote";
 pub(crate) const META_COMMITTED: &str = "raft.committed";
 /// Meta key: the last purged log id.
 pub(crate) const META_PURGED: &str = "raft.purged";
+/// Meta key: the index of the last purged log id, as 8 little-endian bytes, next to
+/// [`META_PURGED`] in a store whose logs are in the write-ahead log: the store reads it at
+/// open, before it knows the type configuration the log id was written with.
+pub(crate) const META_PURGED_INDEX: &str = "raft.purged_index";
 /// Meta key: the last applied log id.
 pub(crate) const META_APPLIED: &str = "sm.applied";
 /// Meta key: the last applied membership.
@@ -186,6 +190,17 @@ where
         Err(TableError::TableDoesNotExist(_)) => Ok(None),
         Err(e) => Err(redb_error(e)),
     }
+}
+
+/// The index stored under [`META_PURGED_INDEX`] for `tables`' namespace, if any.
+pub(crate) fn read_purged_index(txn: &ReadTransaction, tables: &NsTables) -> Result<Option<u64>, StoreError> {
+    let Some(meta) = open_read(txn, tables.meta())? else { return Ok(None) };
+    let Some(value) = meta.get(META_PURGED_INDEX).map_err(redb_error)? else { return Ok(None) };
+    let bytes: [u8; 8] = value
+        .value()
+        .try_into()
+        .map_err(|_| StoreError::corrupt(format!("{}: not 8 bytes", tables.meta_what(META_PURGED_INDEX))))?;
+    Ok(Some(u64::from_le_bytes(bytes)))
 }
 
 /// Bytes of an encoded [`RequestId`].

@@ -122,6 +122,11 @@ impl WriteAheadLog {
         self.reader.write().namespaces.keys().copied().collect()
     }
 
+    /// The shape of `namespace`'s log, to check changes against before appending them.
+    pub(crate) fn shape(&self, namespace: u32) -> LogShape {
+        self.reader.write().namespaces.get(&namespace).map(LogIndex::shape).unwrap_or_default()
+    }
+
     /// Forget `namespace`'s index: its records stay in the segments until they are recycled,
     /// but no longer keep any segment (used for a namespace whose id is no longer in use).
     pub(crate) fn forget(&mut self, namespace: u32) {

@@ -67,6 +67,7 @@ impl WalBatch {
         Ok(())
     }
 
+    #[cfg(test)]
     /// `true` when no record was pushed.
     pub(crate) fn is_empty(&self) -> bool {
         self.records == 0

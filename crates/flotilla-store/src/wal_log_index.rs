@@ -138,6 +138,7 @@ impl LogIndex {
         (len > 0).then(|| (self.first, self.first + len - 1))
     }
 
+    #[cfg(test)]
     /// The last purged index.
     pub(crate) fn purged(&self) -> Option<u64> {
         self.shape.purged

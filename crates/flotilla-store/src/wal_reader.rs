@@ -14,7 +14,9 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::wal_log_index::{Location, LogIndex};
+#[cfg(test)]
+use crate::wal_log_index::Location;
+use crate::wal_log_index::LogIndex;
 
 /// What the writer and the readers share.
 #[derive(Debug, Default)]
@@ -43,6 +45,7 @@ impl WalReader {
         self.shared.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    #[cfg(test)]
     /// Where entry `index` of `namespace` lies, if it is retained.
     pub(crate) fn location(&self, namespace: u32, index: u64) -> Option<Location> {
         self.read_lock().namespaces.get(&namespace).and_then(|log| log.get(index))
@@ -53,6 +56,7 @@ impl WalReader {
         self.read_lock().namespaces.get(&namespace).and_then(LogIndex::bounds)
     }
 
+    #[cfg(test)]
     /// The last index purged from `namespace`'s log, if any was.
     pub(crate) fn purged(&self, namespace: u32) -> Option<u64> {
         self.read_lock().namespaces.get(&namespace).and_then(LogIndex::purged)

@@ -123,6 +123,7 @@ impl Segment {
         self.sequence
     }
 
+    #[cfg(test)]
     /// Where the next batch goes.
     pub(crate) fn tail(&self) -> u64 {
         self.tail

@@ -49,6 +49,14 @@
 //!
 //! A stopped store fails every later job; openraft then stops the groups (a storage error is
 //! fatal to them) and the node refuses client writes, naming the cause.
+//!
+//! ## The write-ahead log
+//!
+//! In a store whose Raft logs are in the write-ahead log (`DESIGN-log.md`), the writer also
+//! owns that log: WAL jobs ([`crate::writer_wal`]) share the queue and the batches, are run
+//! after the batch's redb commit, and one sync of the log makes all of them durable. Nothing
+//! then flushes redb after each batch: its commits (applies) are made durable by a checkpoint
+//! at most every [`CHECKPOINT_INTERVAL`], by durable jobs, and at shutdown.
 
 use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -63,6 +71,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::disk::{Backoff, DiskHealth, Opener};
 use crate::error::{redb_error, StoreError};
 use crate::metrics::Metrics;
+use crate::namespace_ids::NamespaceIds;
+use crate::wal_record::RecordKind;
+use crate::writer_wal::{plan_appends, WalJob, WalOp, WalSide, CHECKPOINT_INTERVAL};
 
 /// The open database, shared by the writer and the store's readers. `None` after shutdown, and
 /// while the writer reopens it after an I/O error.
@@ -78,6 +89,21 @@ pub(crate) const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 /// Deferred jobs held for the next batch; past this, a deferred job is queued as usual (still
 /// without a waiter), so the list stays bounded even when no other job comes.
 pub(crate) const MAX_DEFERRED: usize = 64;
+
+/// What the writer's queue holds: a job for redb, or one for the write-ahead log.
+enum Queued {
+    Redb(Box<dyn Job>),
+    Wal(WalJob),
+}
+
+impl Queued {
+    fn cost(&self) -> usize {
+        match self {
+            Queued::Redb(job) => job.cost(),
+            Queued::Wal(job) => job.cost(),
+        }
+    }
+}
 
 /// Jobs waiting to run first in the next batch (see [`Writer::defer`]).
 type Deferred = Arc<Mutex<Vec<Box<dyn Job>>>>;
@@ -201,7 +227,7 @@ where
 
 /// Handle on the writer thread.
 pub(crate) struct Writer {
-    sender: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
+    sender: Mutex<Option<mpsc::Sender<Queued>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     thread_id: ThreadId,
     closed: AtomicBool,
@@ -211,14 +237,16 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Start the writer thread over the database in `db`; `reopen` opens it again after an I/O
-    /// error, and `disk` is told while commits fail.
+    /// error, and `disk` is told while commits fail. With `wal`, the writer owns the store's
+    /// write-ahead log and runs the WAL jobs ([`Writer::write_log`]).
     pub(crate) fn start(
         db: DbSlot,
         reopen: Opener,
         metrics: Arc<Metrics>,
         disk: Arc<DiskHealth>,
+        wal: Option<WalSide>,
     ) -> Result<Self, StoreError> {
-        let (tx, rx) = mpsc::channel::<Box<dyn Job>>(QUEUE_CAPACITY);
+        let (tx, rx) = mpsc::channel::<Queued>(QUEUE_CAPACITY);
         let deferred = Deferred::default();
         let committer = Committer {
             deferred: deferred.clone(),
@@ -229,6 +257,7 @@ impl Writer {
             volatile: Cell::new(false),
             unflushed: RefCell::new(Vec::new()),
             stopped: RefCell::new(None),
+            wal: wal.map(RefCell::new),
         };
         let handle = std::thread::Builder::new()
             .name("flotilla-store-writer".into())
@@ -308,7 +337,7 @@ impl Writer {
         };
         let (done, wait_done) = oneshot::channel();
         let job: Box<dyn Job> = Box::new(FnJob { work, output: None, done, wait, on_durable, cost });
-        if let Err(mpsc::error::SendError(job)) = sender.send(job).await {
+        if let Err(mpsc::error::SendError(Queued::Redb(job))) = sender.send(Queued::Redb(job)).await {
             drop(job.finish(Err(StoreError::Closed), false));
             return Err(StoreError::Closed);
         }
@@ -343,10 +372,35 @@ impl Writer {
             job
         };
         let sender = self.sender()?;
-        sender.send(job).await.map_err(|_| StoreError::Closed)
+        sender.send(Queued::Redb(job)).await.map_err(|_| StoreError::Closed)
     }
 
-    fn sender(&self) -> Result<mpsc::Sender<Box<dyn Job>>, StoreError> {
+    /// Run `op` on `ns`'s log in the write-ahead log (a store with one only). With
+    /// [`Wait::Visible`], return once the change is readable and call `on_durable` once it is
+    /// synced (or with the error that kept it from disk); with [`Wait::Durable`], return once
+    /// it is synced. `on_durable` may run before this returns.
+    pub(crate) async fn write_log(
+        &self,
+        ns: &flotilla_core::Namespace,
+        op: WalOp,
+        wait: Wait,
+        on_durable: Option<OnDurable>,
+    ) -> Result<(), StoreError> {
+        let sender = match self.sender() {
+            Ok(sender) => sender,
+            Err(e) => return Err(fail_early(on_durable, e)),
+        };
+        let (done, wait_done) = oneshot::channel();
+        let job = WalJob { namespace: ns.clone(), op, wait, done, on_durable };
+        if let Err(mpsc::error::SendError(Queued::Wal(job))) = sender.send(Queued::Wal(job)).await {
+            job.fail(StoreError::Closed);
+            return Err(StoreError::Closed);
+        }
+        drop(sender);
+        wait_done.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Queued>, StoreError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
         }
@@ -402,6 +456,9 @@ const SYNC_FAILED: &str =
     "an fsync failed, so what is on disk is unknown (a retried fsync may report data the kernel dropped)";
 /// Why the store stops after a disk failure with non-durable commits outstanding.
 const NOT_DURABLE: &str = "the disk failed while commits were not yet durable";
+/// Why the store stops after appending to or syncing the write-ahead log failed.
+const WAL_FAILED: &str =
+    "writing or syncing the write-ahead log failed, so where the log ends is unknown until it is opened again";
 
 /// What the writer thread works with. Only the writer thread touches it, hence the cells.
 struct Committer {
@@ -419,6 +476,8 @@ struct Committer {
     stopped: RefCell<Option<StoreError>>,
     /// Jobs to run first in the next batch (see [`Writer::defer`]).
     deferred: Deferred,
+    /// The write-ahead log, in a store whose Raft logs are there.
+    wal: Option<RefCell<WalSide>>,
 }
 
 /// How one attempt at committing a batch ended.
@@ -442,7 +501,7 @@ enum Ran {
 impl Committer {
     /// The writer thread: block for a job, drain the queue into a batch, commit, flush if a
     /// job waits for that, repeat until the channel is closed and empty.
-    fn run(self, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+    fn run(self, mut rx: mpsc::Receiver<Queued>) {
         tracing::debug!("store writer started");
         while let Some(first) = rx.blocking_recv() {
             let mut bytes = first.cost();
@@ -456,8 +515,22 @@ impl Committer {
                     Err(_) => break,
                 }
             }
-            self.run_batch(self.with_deferred(batch));
-            if !self.unflushed.borrow().is_empty() {
+            let mut jobs = Vec::with_capacity(batch.len());
+            let mut wal_jobs = Vec::new();
+            for queued in batch {
+                match queued {
+                    Queued::Redb(job) => jobs.push(job),
+                    Queued::Wal(job) => wal_jobs.push(job),
+                }
+            }
+            let jobs = self.with_deferred(jobs);
+            if !jobs.is_empty() {
+                self.run_batch(jobs);
+            }
+            if !wal_jobs.is_empty() {
+                self.run_wal(wal_jobs);
+            }
+            if !self.unflushed.borrow().is_empty() || self.checkpoint_due() {
                 self.flush();
             }
         }
@@ -527,7 +600,140 @@ impl Committer {
             return;
         }
         self.volatile.set(false);
+        if let Some(wal) = &self.wal {
+            wal.borrow_mut().last_durable = Instant::now();
+        }
         self.settle_unflushed(&Ok(()));
+    }
+
+    /// Whether redb's non-durable commits are due a checkpoint (a store with a write-ahead log
+    /// only: without one, every log append flushes them).
+    fn checkpoint_due(&self) -> bool {
+        self.volatile.get()
+            && self.wal.as_ref().is_some_and(|wal| wal.borrow().last_durable.elapsed() >= CHECKPOINT_INTERVAL)
+    }
+
+    /// Run the WAL jobs of a batch (see `crate::writer_wal`): give ids to new namespaces,
+    /// append every job's records, wake the jobs that wait for visibility, sync once, then
+    /// tell the jobs waiting for durability.
+    fn run_wal(&self, jobs: Vec<WalJob>) {
+        let Some(wal) = &self.wal else {
+            for job in jobs {
+                job.fail(StoreError::Invalid("this store keeps its Raft logs in tables, not a write-ahead log".into()));
+            }
+            return;
+        };
+        if let Some(error) = self.stopped.borrow().clone() {
+            jobs.into_iter().for_each(|job| job.fail(error.clone()));
+            return;
+        }
+        let ids = wal.borrow().ids.clone();
+        let Some(jobs) = self.give_ids(&ids, jobs) else { return };
+        let mut appends = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let Some(id) = ids.get(&job.namespace) else {
+                // Only a Forget of a namespace without an id: nothing to forget.
+                let _ = job.done.send(Ok(()));
+                continue;
+            };
+            if matches!(job.op, WalOp::Forget) {
+                ids.drop_namespace(&job.namespace);
+                wal.borrow_mut().log.forget(id);
+                let _ = job.done.send(Ok(()));
+                continue;
+            }
+            appends.push((job, id));
+        }
+        let purges = appends.iter().any(|(job, _)| match &job.op {
+            WalOp::Append(writes) => writes.iter().any(|w| w.kind == RecordKind::Purge),
+            WalOp::Forget => false,
+        });
+        let (records, jobs) = plan_appends(&wal.borrow(), appends);
+        if jobs.is_empty() {
+            return;
+        }
+        let appended = wal.borrow_mut().log.append(&records);
+        if let Err(error) = appended {
+            let error =
+                self.stop(&StoreError::Io { kind: std::io::ErrorKind::Other, message: error.to_string() }, WAL_FAILED);
+            jobs.into_iter().for_each(|job| job.fail(error.clone()));
+            return;
+        }
+        let mut waiting = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match job.wait {
+                Wait::Visible => {
+                    let _ = job.done.send(Ok(()));
+                    waiting.extend(job.on_durable);
+                }
+                Wait::Durable => waiting.push(Box::new(move |result: Result<(), StoreError>| {
+                    let _ = job.done.send(result);
+                }) as OnDurable),
+            }
+        }
+        let started = Instant::now();
+        let synced = wal.borrow_mut().log.sync();
+        let result =
+            match synced {
+                Ok(()) => {
+                    self.metrics.record_flush(started.elapsed());
+                    Ok(())
+                }
+                Err(error) => Err(self
+                    .stop(&StoreError::Io { kind: std::io::ErrorKind::Other, message: error.to_string() }, WAL_FAILED)),
+            };
+        for on_durable in waiting {
+            on_durable(result.clone());
+        }
+        if purges && result.is_ok() {
+            // The purges' own commits are durable (they ran before these records): the
+            // segments holding nothing but purged entries can go.
+            if let Err(error) = wal.borrow_mut().log.recycle() {
+                tracing::warn!(%error, "recycling write-ahead log segments failed; they stay until the next purge");
+            }
+        }
+    }
+
+    /// `jobs`, after a durable commit has given an id to each namespace they append to that
+    /// has none; `None` when that commit failed (every job then failed with its error).
+    fn give_ids(&self, ids: &NamespaceIds, jobs: Vec<WalJob>) -> Option<Vec<WalJob>> {
+        let mut new: Vec<flotilla_core::Namespace> = Vec::new();
+        for job in &jobs {
+            if matches!(job.op, WalOp::Append(_)) && ids.get(&job.namespace).is_none() && !new.contains(&job.namespace)
+            {
+                new.push(job.namespace.clone());
+            }
+        }
+        if new.is_empty() {
+            return Some(jobs);
+        }
+        let assigned = match ids.propose(&new) {
+            Ok(assigned) => assigned,
+            Err(error) => {
+                jobs.into_iter().for_each(|job| job.fail(error.clone()));
+                return None;
+            }
+        };
+        let (done, mut outcome) = oneshot::channel();
+        let record = assigned.clone();
+        let work = move |txn: &WriteTransaction| NamespaceIds::record(txn, &record).map_err(dirty);
+        let job: Box<dyn Job> =
+            Box::new(FnJob { work, output: None, done, wait: Wait::Durable, on_durable: None, cost: 0 });
+        self.run_batch(vec![job]);
+        match outcome.try_recv() {
+            Ok(Ok(())) => {
+                ids.adopt(&assigned);
+                Some(jobs)
+            }
+            Ok(Err(error)) => {
+                jobs.into_iter().for_each(|job| job.fail(error.clone()));
+                None
+            }
+            Err(_) => {
+                jobs.into_iter().for_each(|job| job.fail(StoreError::Closed));
+                None
+            }
+        }
     }
 
     /// Tell every job waiting for a durable commit how that ended.

@@ -95,7 +95,7 @@ fn fixture() -> Fixture {
     let slot: DbSlot = Arc::new(RwLock::new(Some(Arc::new(reopen().unwrap()))));
     drop(backend);
     let metrics = Arc::new(Metrics::new());
-    let writer = Arc::new(Writer::start(slot.clone(), reopen, metrics.clone(), disk.clone()).unwrap());
+    let writer = Arc::new(Writer::start(slot.clone(), reopen, metrics.clone(), disk.clone(), None).unwrap());
     Fixture { slot, writer, metrics, disk, full, sync_broken, _dir: dir }
 }
 

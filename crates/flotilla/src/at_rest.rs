@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use flotilla_core::keyring::Keyring;
 use flotilla_core::{Config, ConfigError};
-use flotilla_store::{AtRestCipher, AtRestKey, StoreOptions};
+use flotilla_store::{AtRestCipher, AtRestKey, LogKind, StoreOptions};
 
 /// HKDF label of at-rest keys.
 const AT_REST_LABEL: &[u8] = b"flotilla at rest v1";
 
-/// The store options `config` asks for: its page cache (`--store-cache-mib`), and sealed at
+/// The store options `config` asks for: its page cache (`--store-cache-mib`), where a new
+/// store keeps its Raft logs (`--write-ahead-log`), and sealed at
 /// rest, with keys from `keyring` (the one `config` names, loaded once by the caller), when
 /// `--encrypt-at-rest` is set.
 ///
@@ -29,11 +30,13 @@ const AT_REST_LABEL: &[u8] = b"flotilla at rest v1";
 /// ```
 pub fn store_options(config: &Config, keyring: Option<&Keyring>) -> Result<StoreOptions, ConfigError> {
     let cache_bytes = Some(config.store_cache_mib.saturating_mul(1 << 20));
+    let log = if config.write_ahead_log { LogKind::Wal } else { LogKind::Tables };
+    let wal_segment_bytes = Some(config.wal_segment_mib.saturating_mul(1 << 20));
     if !config.encrypt_at_rest {
-        return Ok(StoreOptions { cache_bytes, ..StoreOptions::default() });
+        return Ok(StoreOptions { cache_bytes, log, wal_segment_bytes, ..StoreOptions::default() });
     }
     let keyring = keyring.ok_or_else(|| ConfigError("--encrypt-at-rest needs --cluster-key-file".into()))?;
-    Ok(StoreOptions { at_rest: Some(Arc::new(cipher(keyring)?)), cache_bytes })
+    Ok(StoreOptions { at_rest: Some(Arc::new(cipher(keyring)?)), cache_bytes, log, wal_segment_bytes })
 }
 
 /// The at-rest cipher of `keyring`.

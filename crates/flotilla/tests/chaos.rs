@@ -104,6 +104,33 @@ fn fast_small_snapshots(c: &mut Config) {
     c.keep_logs_behind_snapshot = 10;
 }
 
+/// [`fast`], with the Raft logs in the write-ahead log, in segments of 1 MiB so that a seed
+/// fills several and purges recycle them.
+fn fast_wal(c: &mut Config) {
+    fast(c);
+    c.write_ahead_log = true;
+    c.wal_segment_mib = 1;
+}
+
+/// [`fast_small_snapshots`] on the write-ahead log, as [`fast_wal`].
+fn fast_small_snapshots_wal(c: &mut Config) {
+    fast_wal(c);
+    c.snapshot_every = 40;
+    c.keep_logs_behind_snapshot = 10;
+}
+
+/// Where the seeds' nodes keep their Raft logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Logs {
+    Tables,
+    WriteAheadLog,
+}
+
+/// Seeds of [`linearizable_under_seeded_chaos_on_the_write_ahead_log`] when
+/// `FLOTILLA_CHAOS_WAL_SEEDS` is not set: the suite above covers the rest of the system, this
+/// one the log's own paths (appends, truncations, purges and recycling under crashes).
+const DEFAULT_WAL_SEEDS: u64 = 40;
+
 // ---------------------------------------------------------------------------------------------
 // The plan of one seed.
 
@@ -850,10 +877,15 @@ async fn check_namespace(
     report
 }
 
-async fn run_seed(seed: u64, consistency: Consistency) -> SeedRun {
+async fn run_seed(seed: u64, consistency: Consistency, logs: Logs) -> SeedRun {
     let started = Instant::now();
     let plan = Plan::new(seed);
-    let tweak = if plan.small_snapshots { fast_small_snapshots } else { fast };
+    let tweak = match (plan.small_snapshots, logs) {
+        (true, Logs::Tables) => fast_small_snapshots,
+        (false, Logs::Tables) => fast,
+        (true, Logs::WriteAheadLog) => fast_small_snapshots_wal,
+        (false, Logs::WriteAheadLog) => fast_wal,
+    };
     let harness = start_in_memory(plan.nodes, seed, tweak).await;
     let ctx = Arc::new(Ctx {
         harness: RwLock::new(harness),
@@ -1118,9 +1150,9 @@ impl Tally {
 }
 
 /// Run `seeds`, `parallel` at a time (`common::run_seeds`), and tally them.
-async fn run_seeds(seeds: Vec<u64>, parallel: usize, consistency: Consistency) -> Tally {
+async fn run_seeds(seeds: Vec<u64>, parallel: usize, consistency: Consistency, logs: Logs) -> Tally {
     let mut tally = Tally::default();
-    for (seed, result) in common::run_seeds(seeds, parallel, move |seed| run_seed(seed, consistency)).await {
+    for (seed, result) in common::run_seeds(seeds, parallel, move |seed| run_seed(seed, consistency, logs)).await {
         match result {
             Ok(run) => tally.add(run),
             Err(message) => {
@@ -1135,9 +1167,23 @@ async fn run_seeds(seeds: Vec<u64>, parallel: usize, consistency: Consistency) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn linearizable_under_seeded_chaos() {
     let seeds = common::seeds_from_env("FLOTILLA_CHAOS", DEFAULT_SEEDS);
+    check_seeds(seeds, Logs::Tables).await;
+}
+
+/// The same chaos with every node's Raft logs in the write-ahead log (`FLOTILLA_CHAOS_WAL_SEEDS`,
+/// `_FIRST`, `_SEED` as above; `FLOTILLA_CHAOS_PARALLEL` is shared).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn linearizable_under_seeded_chaos_on_the_write_ahead_log() {
+    let seeds = common::seeds_from_env("FLOTILLA_CHAOS_WAL", DEFAULT_WAL_SEEDS);
+    check_seeds(seeds, Logs::WriteAheadLog).await;
+}
+
+/// Run `seeds` with their logs where `logs` says, and fail on any violation, stuck seed,
+/// panic or broken watch.
+async fn check_seeds(seeds: Vec<u64>, logs: Logs) {
     let parallel = common::env_u64("FLOTILLA_CHAOS_PARALLEL").map_or(DEFAULT_PARALLEL, |p| p as usize);
     let started = Instant::now();
-    let mut tally = run_seeds(seeds, parallel, Consistency::Linearizable).await;
+    let mut tally = run_seeds(seeds, parallel, Consistency::Linearizable, logs).await;
     let summary = tally.summary(started.elapsed());
     println!("{summary}");
     let failures = [
@@ -1262,7 +1308,8 @@ async fn stale_reads_under_chaos_are_flagged() {
     let started = Instant::now();
     for batch in 0..4u64 {
         let first = 1_000_000 + batch * 6;
-        let mut tally = run_seeds((first..first + 6).collect(), DEFAULT_PARALLEL, Consistency::Stale).await;
+        let mut tally =
+            run_seeds((first..first + 6).collect(), DEFAULT_PARALLEL, Consistency::Stale, Logs::Tables).await;
         let summary = tally.summary(started.elapsed());
         println!("{summary}");
         assert!(tally.panicked.is_empty(), "{summary}\n{}", tally.panicked.join("\n"));

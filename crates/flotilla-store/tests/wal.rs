@@ -1,0 +1,234 @@
+//! A store whose Raft logs are in the write-ahead log (`LogKind::Wal`, DESIGN-log.md): the log
+//! survives a reopen with its truncations and purges, purges free segments, a wiped namespace
+//! leaves nothing behind, the layout a store was created with is kept, and what is not
+//! supported yet is refused.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::*;
+use flotilla_core::KvStateMachine;
+use flotilla_store::{AtRestCipher, AtRestKey, LogKind, Store, StoreError, StoreOptions, WAL_DIR};
+use openraft::entry::RaftEntry;
+use openraft::storage::{RaftLogReader, RaftLogStorage};
+
+/// Segments of 64 KiB, the smallest allowed: a few entries of 20 KiB fill one.
+const SEGMENT: u64 = 64 * 1024;
+
+fn options(log: LogKind) -> StoreOptions {
+    StoreOptions { log, wal_segment_bytes: Some(SEGMENT), ..StoreOptions::default() }
+}
+
+fn open_wal(dir: &Path) -> Arc<Store> {
+    Store::open_with(dir, options(LogKind::Wal)).expect("store opens")
+}
+
+fn segments(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join(WAL_DIR))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str().map(str::to_string))
+        .filter(|name| name.ends_with(".wal"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The redb tables of the store in `dir` (closed).
+fn tables(dir: &Path) -> Vec<String> {
+    use redb::{ReadableDatabase, TableHandle};
+    let db = redb::Database::open(dir.join(flotilla_store::DB_FILE)).unwrap();
+    let txn = db.begin_read().unwrap();
+    txn.list_tables().unwrap().map(|t| t.name().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_survives_a_reopen_with_its_truncations_and_purges_and_no_log_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = ns("alpha");
+    {
+        let store = open_wal(dir.path());
+        assert!(!store.has_state(&a).unwrap());
+        let mut log = store.log_store(&a).unwrap();
+        log.save_vote(&vote(3)).await.unwrap();
+        append(&mut log, (1..=10).map(|i| blank(1, i)).collect()).await.unwrap();
+        assert_eq!(log.try_get_log_entries(1..=10).await.unwrap().len(), 10);
+        log.truncate_after(Some(log_id(1, 8))).await.unwrap();
+        append(&mut log, vec![blank(2, 9)]).await.unwrap();
+        log.purge(log_id(1, 3)).await.unwrap();
+        log.purge(log_id(1, 2)).await.unwrap();
+        assert!(store.has_state(&a).unwrap());
+        store.shutdown();
+    }
+    assert!(tables(dir.path()).iter().all(|t| !t.starts_with("log/")), "no log table: {:?}", tables(dir.path()));
+
+    let store = open_wal(dir.path());
+    let mut log = store.log_store(&a).unwrap();
+    assert!(store.has_state(&a).unwrap());
+    assert!(!store.has_state(&ns("beta")).unwrap());
+    assert_eq!(log.read_vote().await.unwrap(), Some(vote(3)));
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 3)));
+    assert_eq!(state.last_log_id, Some(log_id(2, 9)));
+    let ids: Vec<_> = log.try_get_log_entries(0..100).await.unwrap().iter().map(|e| e.log_id()).collect();
+    let expected: Vec<_> = (4..=8).map(|i| log_id(1, i)).chain([log_id(2, 9)]).collect();
+    assert_eq!(ids, expected);
+    // Truncating everything persists too; the purged id is then the last.
+    log.truncate_after(Some(log_id(1, 3))).await.unwrap();
+    drop(log);
+    store.shutdown();
+    let store = open_wal(dir.path());
+    let mut log = store.log_store(&a).unwrap();
+    assert_eq!(log.get_log_state().await.unwrap().last_log_id, Some(log_id(1, 3)));
+    assert!(log.try_get_log_entries(0..100).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purges_free_segments_once_no_namespace_needs_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (ns("alpha"), ns("beta"));
+    let store = open_wal(dir.path());
+    let mut log_a = store.log_store(&a).unwrap();
+    let mut log_b = store.log_store(&b).unwrap();
+    append(&mut log_b, vec![blank(1, 1)]).await.unwrap();
+    for i in 1..=20 {
+        append(&mut log_a, vec![normal(1, i, None, vec![7u8; 20 * 1024])]).await.unwrap();
+    }
+    let before = segments(dir.path());
+    assert!(before.len() >= 5, "20 entries of 20 KiB fill several segments: {before:?}");
+    log_a.purge(log_id(1, 18)).await.unwrap();
+    assert_eq!(segments(dir.path()), before, "beta's entry in the first segment keeps every segment");
+    log_b.purge(log_id(1, 1)).await.unwrap();
+    // Segments go after the purge's record is synced, which the purge does not wait for.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut after = segments(dir.path());
+    while after.len() > 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only the segments of entries 19 and 20 and the next one stay: {after:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        after = segments(dir.path());
+    }
+    assert_eq!(after.last(), before.last());
+    store.shutdown();
+    drop(store);
+
+    let store = open_wal(dir.path());
+    let mut log_a = store.log_store(&a).unwrap();
+    let entries = log_a.try_get_log_entries(0..100).await.unwrap();
+    assert_eq!(entries.iter().map(|e| e.index()).collect::<Vec<_>>(), vec![19, 20]);
+    let state = log_a.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 18)));
+    let mut log_b = store.log_store(&b).unwrap();
+    assert_eq!(log_b.get_log_state().await.unwrap().last_log_id, Some(log_id(1, 1)));
+    append(&mut log_b, vec![blank(1, 2)]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_namespace_leaves_no_log_behind_even_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = ns("alpha");
+    let store = open_wal(dir.path());
+    let mut log = store.log_store(&a).unwrap();
+    append(&mut log, (1..=5).map(|i| blank(1, i)).collect()).await.unwrap();
+    assert!(store.has_state(&a).unwrap());
+    drop(log);
+    store.wipe_namespace(&a).await.unwrap();
+    assert!(!store.has_state(&a).unwrap());
+    let mut log = store.log_store(&a).unwrap();
+    assert!(log.try_get_log_entries(0..100).await.unwrap().is_empty());
+    store.shutdown();
+    drop((log, store));
+
+    let store = open_wal(dir.path());
+    assert!(!store.has_state(&a).unwrap(), "the old records are dead after a reopen");
+    let mut log = store.log_store(&a).unwrap();
+    assert_eq!(log.get_log_state().await.unwrap().last_log_id, None);
+    // The namespace starts again from index 1 under a new id.
+    append(&mut log, vec![blank(2, 1)]).await.unwrap();
+    assert_eq!(log.try_get_log_entries(0..100).await.unwrap()[0].log_id(), log_id(2, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_keeps_the_log_layout_it_was_created_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = ns("alpha");
+    // Created with tables: asking for the write-ahead log later keeps the tables.
+    let store = Store::open_with(dir.path(), options(LogKind::Tables)).unwrap();
+    append(&mut store.log_store(&a).unwrap(), vec![blank(1, 1)]).await.unwrap();
+    store.shutdown();
+    drop(store);
+    let store = open_wal(dir.path());
+    assert_eq!(store.log_store(&a).unwrap().try_get_log_entries(0..10).await.unwrap().len(), 1);
+    assert!(!dir.path().join(WAL_DIR).exists());
+    store.shutdown();
+    drop(store);
+
+    // Created with the write-ahead log: opening it as a default store keeps the log there.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_wal(dir.path());
+    append(&mut store.log_store(&a).unwrap(), vec![blank(1, 1)]).await.unwrap();
+    store.shutdown();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.log_store(&a).unwrap().try_get_log_entries(0..10).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_write_ahead_log_does_not_support_yet_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = AtRestKey { id: *b"wal-key1", key: [7; 32] };
+    let cipher = Arc::new(AtRestCipher::new([key], *b"wal-key1").unwrap());
+    let sealed = StoreOptions { at_rest: Some(cipher.clone()), ..options(LogKind::Wal) };
+    let err = Store::open_with(dir.path(), sealed).unwrap_err();
+    assert!(matches!(&err, StoreError::Invalid(m) if m.contains("encryption at rest")), "{err}");
+    // Nothing was made: the same directory opens as a plaintext write-ahead log store...
+    drop(open_wal(dir.path()));
+    // ...which then refuses a key.
+    let sealed = StoreOptions { at_rest: Some(cipher), ..StoreOptions::default() };
+    let err = Store::open_with(dir.path(), sealed).unwrap_err();
+    assert!(matches!(&err, StoreError::Invalid(m) if m.contains("encryption at rest")), "{err}");
+    // A segment size that is not whole blocks is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let odd = StoreOptions { wal_segment_bytes: Some(100_000), ..options(LogKind::Wal) };
+    assert!(matches!(Store::open_with(dir.path(), odd), Err(StoreError::Invalid(_))));
+}
+
+/// Set in the child process of [`acknowledged_entries_survive_a_crash_and_cover_the_applies_it_rolled_back`]:
+/// the data directory it writes into before it exits without closing the store.
+const CRASH_CHILD: &str = "FLOTILLA_WAL_CRASH_CHILD_DIR";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_entries_survive_a_crash_and_cover_the_applies_it_rolled_back() {
+    let a = ns("alpha");
+    if let Ok(dir) = std::env::var(CRASH_CHILD) {
+        // The child: append and apply, then exit at once, as a crash would (no destructor
+        // runs: nothing is flushed or checkpointed on the way out).
+        let store = open_wal(Path::new(&dir));
+        let mut log = store.log_store(&a).unwrap();
+        let mut sm = store.state_machine(&a, Arc::new(KvStateMachine)).unwrap();
+        let entries: Vec<_> = (1..=50).map(|i| normal(1, i, None, set(format!("k{i}").as_bytes(), b"v"))).collect();
+        for chunk in entries.chunks(10) {
+            append(&mut log, chunk.to_vec()).await.unwrap();
+            apply(&mut sm, chunk.to_vec()).await.unwrap();
+        }
+        std::process::exit(0);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "acknowledged_entries_survive_a_crash_and_cover_the_applies_it_rolled_back", "--nocapture"])
+        .env(CRASH_CHILD, dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child failed: {status}");
+    let store = open_wal(dir.path());
+    let mut log = store.log_store(&a).unwrap();
+    let held: Vec<_> = log.try_get_log_entries(0..).await.unwrap().iter().map(|e| e.index()).collect();
+    assert_eq!(held, (1..=50).collect::<Vec<_>>(), "every acknowledged entry is in the log");
+    // The applies were not checkpointed: the state may be behind (it is rebuilt by applying
+    // the log again), never ahead of the log.
+    let applied = store.applied(&a).unwrap().map_or(0, |l| l.index);
+    assert!(applied <= 50, "applied {applied}");
+}
