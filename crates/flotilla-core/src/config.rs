@@ -653,6 +653,14 @@ impl Config {
                 self.wal_segment_mib
             ));
         }
+        let segment = self.wal_segment_mib.saturating_mul(1 << 20);
+        if self.write_ahead_log && segment < (self.max_frame_bytes as u64).saturating_add(64 * 1024) {
+            return err(format!(
+                "a write-ahead log segment ({} MiB) must hold the largest entry, a frame of {} bytes plus 64 KiB: \
+                 raise --wal-segment-mib or lower max_frame_bytes",
+                self.wal_segment_mib, self.max_frame_bytes
+            ));
+        }
         if self.encrypt_at_rest && self.write_ahead_log {
             return err("--write-ahead-log does not support --encrypt-at-rest yet: choose one".into());
         }
@@ -856,6 +864,9 @@ mod tests {
         assert!(Config { wal_segment_mib: 0, ..local() }.validate().is_err());
         assert!(Config { wal_segment_mib: MAX_WAL_SEGMENT_MIB + 1, ..local() }.validate().is_err());
         assert!(Config { write_ahead_log: true, ..local() }.validate().is_ok());
+        let small = Config { write_ahead_log: true, wal_segment_mib: 16, ..local() };
+        assert!(small.validate().is_err(), "a segment that cannot hold a whole frame");
+        assert!(Config { max_frame_bytes: 2 << 20, ..small }.validate().is_ok());
         Config { store_cache_mib: 1, ..local() }.validate().unwrap();
         Config { store_cache_mib: MAX_STORE_CACHE_MIB, ..local() }.validate().unwrap();
     }

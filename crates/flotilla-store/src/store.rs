@@ -540,6 +540,7 @@ fn open_wal(db: &redb::Database, data_dir: &Path, segment_bytes: Option<u64>) ->
         }
     }
     // Segments a crash kept from being recycled go now.
+    log.copy_forward().map_err(|e| wal_error(&dir, e))?;
     log.recycle().map_err(|e| wal_error(&dir, e))?;
     Ok(WalSide { log, ids, last_durable: std::time::Instant::now() })
 }

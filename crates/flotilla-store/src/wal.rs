@@ -23,6 +23,14 @@
 //! Readers share the index and the segments' handles through [`WalReader`]; only the owner of
 //! the `WriteAheadLog` (the store's writer thread) appends, syncs and recycles.
 //!
+//! Copying forward ([`WriteAheadLog::copy_forward`]): a namespace that stays idle and is never
+//! snapshotted keeps its few entries in an old segment, and that segment (and so every later
+//! one) could never be recycled. Once [`COPY_FORWARD_AFTER`] segments lie behind the active
+//! one, the whole retained log of each namespace whose oldest entry is old and whose log is
+//! small is appended again as `Copy` records and synced; its index then points at the copies,
+//! and the old segments can go. A replay that meets the copies after the originals were
+//! recycled starts the namespace's index again from them (`LogIndex::copy`).
+//!
 //! Recycling ([`WriteAheadLog::recycle`]) deletes the oldest segments that hold no retained
 //! entry of any namespace, oldest first, one at a time with the directory synced after each,
 //! so that the segments left after a crash are always a run of consecutive ones: replaying a
@@ -53,7 +61,17 @@ pub(crate) enum WalError {
     Index { namespace: u32, error: IndexError },
     #[error("write-ahead log: {0}")]
     TooLarge(BatchFull),
+    #[error("write-ahead log: a record of {len} bytes is larger than a segment holds ({max})")]
+    RecordTooLarge { len: usize, max: usize },
 }
+
+/// Segments before the active one past which small, old namespace logs are copied forward.
+pub(crate) const COPY_FORWARD_AFTER: u64 = 4;
+/// Most bytes of one namespace's retained entries copied forward; a larger log keeps its
+/// segments until its own purges (behind its snapshots) free them.
+pub(crate) const COPY_FORWARD_MAX_PER_NAMESPACE: u64 = 1024 * 1024;
+/// Most bytes copied forward at once.
+pub(crate) const COPY_FORWARD_MAX: u64 = 16 * 1024 * 1024;
 
 /// The write-ahead log of one node.
 #[derive(Debug)]
@@ -141,6 +159,56 @@ impl WriteAheadLog {
         log.purge(upto).map_err(|error| WalError::Index { namespace, error })
     }
 
+    /// Copy forward the retained entries of namespaces whose logs are small and old, so that
+    /// the segments they pin can be recycled, and sync the copies; see "Copying forward" in
+    /// the module doc. A no-op unless at least [`COPY_FORWARD_AFTER`] segments lie before the
+    /// active one. A failure leaves the log in an unknown state past its last sync, as a
+    /// failed append does.
+    pub(crate) fn copy_forward(&mut self) -> Result<usize, WalError> {
+        let candidates = self.copy_candidates();
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let mut records = Vec::new();
+        for id in &candidates {
+            let Some((first, last)) = self.reader.bounds(*id) else { continue };
+            for index in first..=last {
+                let payload = self.reader.read(*id, index)?.ok_or_else(|| {
+                    io::Error::other(format!("namespace {id}: retained entry {index} has no location"))
+                })?;
+                records.push(Record { kind: RecordKind::Copy, namespace: *id, index, term: 0, payload });
+            }
+        }
+        self.append(&records)?;
+        self.sync()?;
+        Ok(candidates.len())
+    }
+
+    /// The namespaces to copy forward: retained entries older than half of
+    /// [`COPY_FORWARD_AFTER`] segments behind the active one, at most
+    /// [`COPY_FORWARD_MAX_PER_NAMESPACE`] bytes of them, within [`COPY_FORWARD_MAX`] in all.
+    fn copy_candidates(&self) -> Vec<u32> {
+        let active = self.active.sequence();
+        let entries = self.reader.write();
+        let oldest = entries.files.keys().next().copied().unwrap_or(active);
+        if active.saturating_sub(oldest) < COPY_FORWARD_AFTER {
+            return Vec::new();
+        }
+        let horizon = active - COPY_FORWARD_AFTER / 2;
+        let mut budget = COPY_FORWARD_MAX;
+        let mut chosen = Vec::new();
+        for (id, log) in &entries.namespaces {
+            if log.oldest_segment().is_none_or(|s| s >= horizon) {
+                continue;
+            }
+            if let Some(bytes) = log.retained_bytes_within(COPY_FORWARD_MAX_PER_NAMESPACE.min(budget)) {
+                budget -= bytes;
+                chosen.push(*id);
+            }
+        }
+        chosen
+    }
+
     /// Delete the oldest segments that hold no retained entry of any namespace (never the
     /// active one), oldest first, syncing the directory after each; returns how many went.
     /// Every namespace's purges must be durable before this runs: a deleted segment cannot be
@@ -167,12 +235,19 @@ impl WriteAheadLog {
     /// segment is followed by a new one. The index follows at once; nothing is durable before
     /// [`WriteAheadLog::sync`].
     pub(crate) fn append(&mut self, records: &[Record]) -> Result<(), WalError> {
+        if let Some(record) = records.iter().find(|r| r.encoded_len() > self.max_record_len()) {
+            return Err(WalError::RecordTooLarge { len: record.encoded_len(), max: self.max_record_len() });
+        }
         self.check_shapes(records)?;
         let mut start = 0;
         while start < records.len() {
             let mut batch = WalBatch::new();
             let mut end = start;
             while end < records.len() {
+                // A batch never outgrows a segment: it must fit a fresh one whole.
+                if !batch.is_empty() && batch.body_len() + records[end].encoded_len() > self.max_record_len() {
+                    break;
+                }
                 match batch.push(&records[end]) {
                     Ok(()) => end += 1,
                     Err(BatchFull::Full { .. }) => break,
@@ -184,6 +259,12 @@ impl WriteAheadLog {
             start = end;
         }
         Ok(())
+    }
+
+    /// The largest record this log takes: one that fits a batch alone in a fresh segment.
+    pub(crate) fn max_record_len(&self) -> usize {
+        let segment = usize::try_from(self.segment_size).unwrap_or(usize::MAX);
+        segment.saturating_sub(BATCH_HEADER_LEN).min(crate::wal_batch::MAX_BATCH_BODY)
     }
 
     /// Refuse `records` before any is written if one of them would break its namespace's log
@@ -199,6 +280,7 @@ impl WriteAheadLog {
                 RecordKind::Entry => shape.entry(record.index),
                 RecordKind::Truncate => shape.truncate(record.index).map(drop),
                 RecordKind::Purge => shape.purge(record.index).map(drop),
+                RecordKind::Copy => shape.copy(record.index),
             };
             checked.map_err(|error| WalError::Index { namespace: record.namespace, error })?;
         }
@@ -329,6 +411,10 @@ fn apply(namespaces: &mut HashMap<u32, LogIndex>, segment: u64, at: RecordAt, re
         RecordKind::Entry => {
             let len = u32::try_from(record.payload.len()).expect("a batch holds at most 16 MiB");
             log.append(record.index, Location { segment, payload: at.payload, len, term: record.term })
+        }
+        RecordKind::Copy => {
+            let len = u32::try_from(record.payload.len()).expect("a batch holds at most 16 MiB");
+            log.copy(record.index, Location { segment, payload: at.payload, len, term: record.term })
         }
         RecordKind::Truncate => log.truncate(record.index),
         RecordKind::Purge => log.purge(record.index),

@@ -67,10 +67,14 @@ impl WalBatch {
         Ok(())
     }
 
-    #[cfg(test)]
     /// `true` when no record was pushed.
     pub(crate) fn is_empty(&self) -> bool {
         self.records == 0
+    }
+
+    /// Bytes of the records pushed so far.
+    pub(crate) fn body_len(&self) -> usize {
+        self.body.len()
     }
 
     /// Bytes the batch takes in its segment: header and body, rounded up to a whole block.

@@ -67,6 +67,18 @@ impl LogShape {
         Ok(true)
     }
 
+    /// Take a copy of entry `index` (see [`LogIndex::copy`]).
+    pub(crate) fn copy(&mut self, index: u64) -> Result<(), IndexError> {
+        if self.purged.is_some_and(|p| index <= p) {
+            return Ok(());
+        }
+        match self.next {
+            Some(next) if index > next => Err(IndexError::OutOfOrder { expected: next, got: index }),
+            Some(next) if index < next => Ok(()),
+            _ => self.entry(index),
+        }
+    }
+
     /// Take a purge up to `upto`; `true` when it is newer than the last one.
     pub(crate) fn purge(&mut self, upto: u64) -> Result<bool, IndexError> {
         if self.purged.is_some_and(|p| p >= upto) {
@@ -99,6 +111,33 @@ impl LogIndex {
         }
         self.entries.push_back(location);
         Ok(())
+    }
+
+    /// Record that entry `index`, copied forward, now lies at `location` (a [`RecordKind::Copy`]
+    /// record, `crate::wal_record`). A copy of a retained entry moves it; a copy of the next
+    /// entry appends it; a copy of a purged one is dropped. A copy before the first retained
+    /// entry, of one that is not purged, means the log is being replayed from segments that
+    /// begin after the originals were recycled: copies always cover a namespace's whole
+    /// retained log, in order, so the index starts again from it and the copies that follow
+    /// fill it in.
+    ///
+    /// [`RecordKind::Copy`]: crate::wal_record::RecordKind::Copy
+    pub(crate) fn copy(&mut self, index: u64, location: Location) -> Result<(), IndexError> {
+        if self.shape.purged.is_some_and(|p| index <= p) {
+            return Ok(());
+        }
+        if let Some(at) = index.checked_sub(self.first).filter(|_| !self.entries.is_empty()) {
+            if let Some(slot) = usize::try_from(at).ok().and_then(|at| self.entries.get_mut(at)) {
+                *slot = location;
+                return Ok(());
+            }
+            return self.append(index, location);
+        }
+        // Before the first retained entry (or the log is empty): start again from it.
+        self.entries.clear();
+        self.first = index;
+        self.shape.next = None;
+        self.append(index, location)
     }
 
     /// Forget every entry from `since` on (a no-op past the last one).
@@ -144,6 +183,12 @@ impl LogIndex {
         self.shape.purged
     }
 
+    /// The bytes of the retained entries' payloads, if they are at most `limit` (`None`
+    /// above it, found without walking past it).
+    pub(crate) fn retained_bytes_within(&self, limit: u64) -> Option<u64> {
+        self.entries.iter().try_fold(0u64, |sum, l| Some(sum + u64::from(l.len)).filter(|&s| s <= limit))
+    }
+
     /// The oldest segment holding a retained entry: no older segment may be recycled for this
     /// namespace's sake. Entries are appended to ever newer segments and only the tail is ever
     /// truncated, so the first entry's segment is the oldest.
@@ -181,6 +226,32 @@ mod tests {
             }
         }
         Ok(index)
+    }
+
+    #[test]
+    fn a_copy_moves_a_retained_entry_appends_the_next_drops_a_purged_one_and_restarts_before_the_first() {
+        let mut index = run(&[Append(1, 1), Append(2, 1), Append(3, 1), Purge(1)]).unwrap();
+        index.copy(2, at(5, 2)).unwrap();
+        assert_eq!(index.get(2).unwrap().segment, 5, "moved");
+        index.copy(1, at(5, 1)).unwrap();
+        assert_eq!(index.get(1), None, "a purged entry stays purged");
+        index.copy(4, at(5, 4)).unwrap();
+        assert_eq!(index.bounds(), Some((2, 4)), "the next entry is appended");
+        assert_eq!(index.copy(6, at(5, 6)), Err(IndexError::OutOfOrder { expected: 5, got: 6 }));
+        // A replay that begins after the originals' segment was recycled: entry 9 came first,
+        // then the copies of the whole log from 7 on.
+        let mut replay = run(&[Append(9, 8)]).unwrap();
+        for i in 7..=9 {
+            replay.copy(i, at(10, i)).unwrap();
+        }
+        assert_eq!(replay.bounds(), Some((7, 9)));
+        assert!((7..=9).all(|i| replay.get(i).unwrap().segment == 10));
+        replay.append(10, at(10, 10)).unwrap();
+        let mut shape = LogShape::default();
+        shape.entry(3).unwrap();
+        assert_eq!(shape.copy(2), Ok(()));
+        assert_eq!(shape.copy(4), Ok(()));
+        assert_eq!(shape.copy(6), Err(IndexError::OutOfOrder { expected: 5, got: 6 }));
     }
 
     #[test]

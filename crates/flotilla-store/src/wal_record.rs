@@ -18,6 +18,9 @@ pub(crate) enum RecordKind {
     Truncate,
     /// Every entry up to and including `index` is gone (covered by a snapshot).
     Purge,
+    /// The entry at `index`, copied forward from an older segment so that segment can be
+    /// recycled (`crate::wal`, "copying forward"); the payload is the entry as first written.
+    Copy,
 }
 
 impl RecordKind {
@@ -26,6 +29,7 @@ impl RecordKind {
             RecordKind::Entry => 1,
             RecordKind::Truncate => 2,
             RecordKind::Purge => 3,
+            RecordKind::Copy => 4,
         }
     }
 
@@ -34,6 +38,7 @@ impl RecordKind {
             1 => Some(RecordKind::Entry),
             2 => Some(RecordKind::Truncate),
             3 => Some(RecordKind::Purge),
+            4 => Some(RecordKind::Copy),
             _ => None,
         }
     }
@@ -82,7 +87,7 @@ impl Record {
         let end = RECORD_HEADER_LEN.checked_add(len).filter(|&end| end <= buf.len()).ok_or_else(|| {
             format!("a payload of {len} bytes runs past the batch ({} bytes left)", buf.len() - RECORD_HEADER_LEN)
         })?;
-        if kind != RecordKind::Entry && len != 0 {
+        if !matches!(kind, RecordKind::Entry | RecordKind::Copy) && len != 0 {
             return Err(format!("a {kind:?} record with a payload of {len} bytes"));
         }
         let payload = buf[RECORD_HEADER_LEN..end].to_vec();
@@ -105,6 +110,7 @@ mod tests {
             entry(u64::MAX, b""),
             Record { kind: RecordKind::Truncate, namespace: 0, index: 9, term: 0, payload: Vec::new() },
             Record { kind: RecordKind::Purge, namespace: u32::MAX, index: 4, term: 2, payload: Vec::new() },
+            Record { kind: RecordKind::Copy, namespace: 2, index: 5, term: 0, payload: b"moved".to_vec() },
         ] {
             let mut buf = Vec::new();
             record.encode_into(&mut buf);

@@ -255,3 +255,52 @@ fn recycling_deletes_the_oldest_segments_no_namespace_needs_and_the_log_reopens(
     wal.append(&[entry(1, 11, 10)]).unwrap();
     assert_eq!(wal.reader().read(1, 11).unwrap(), Some(entry(1, 11, 10).payload));
 }
+
+#[test]
+fn small_old_logs_are_copied_forward_so_their_segments_can_go_and_replay_finds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = WriteAheadLog::open(dir.path(), SEGMENT).unwrap();
+    // Namespace 2 writes entries 1-3 and then stays quiet, but for entry 4 much later.
+    wal.append(&(1..=3).map(|i| entry(2, i, 10)).collect::<Vec<_>>()).unwrap();
+    for i in 1..=12 {
+        wal.append(&[entry(1, i, 5000)]).unwrap();
+    }
+    wal.append(&[entry(2, 4, 10)]).unwrap();
+    for i in 13..=24 {
+        wal.append(&[entry(1, i, 5000)]).unwrap();
+    }
+    wal.sync().unwrap();
+    wal.purge_index(1, 23).unwrap();
+    assert_eq!(wal.recycle().unwrap(), 0, "namespace 2's first entries pin segment 1");
+    assert_eq!(wal.copy_forward().unwrap(), 1, "namespace 2 is copied forward");
+    let reader = wal.reader();
+    assert!(reader.location(2, 1).unwrap().segment >= reader.location(1, 24).unwrap().segment);
+    let deleted = wal.recycle().unwrap();
+    assert!(deleted >= 6, "the segments before entry 24 go: {deleted}");
+    assert_eq!(read_all(&wal, 2), expected(2, 1..=4, 10));
+    assert_eq!(wal.copy_forward().unwrap(), 0, "nothing old is left to copy");
+    wal.append(&[entry(2, 5, 10)]).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    // Replayed, the copies start namespace 2's index again and the entry after them follows.
+    let wal = WriteAheadLog::open(dir.path(), SEGMENT).unwrap();
+    assert_eq!(read_all(&wal, 2), expected(2, 1..=5, 10));
+    assert_eq!(wal.reader().bounds(1).map(|(_, last)| last), Some(24));
+}
+
+#[test]
+fn a_group_commit_larger_than_a_segment_spans_several_and_a_record_that_fits_none_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = WriteAheadLog::open(dir.path(), SEGMENT).unwrap();
+    // Ten records of about 5 KB: six fill a segment's one batch, the rest go to the next.
+    wal.append(&(1..=10).map(|i| entry(1, i, 5000)).collect::<Vec<_>>()).unwrap();
+    wal.sync().unwrap();
+    assert_eq!(wal.reader().location(1, 6).unwrap().segment, 1);
+    assert_eq!(wal.reader().location(1, 7).unwrap().segment, 2);
+    let too_large = entry(1, 11, SEGMENT as usize);
+    let err = wal.append(&[too_large]).unwrap_err();
+    assert!(matches!(err, WalError::RecordTooLarge { .. }), "{err}");
+    drop(wal);
+    let wal = WriteAheadLog::open(dir.path(), SEGMENT).unwrap();
+    assert_eq!(read_all(&wal, 1), expected(1, 1..=10, 5000), "nothing of the refused record was written");
+}

@@ -687,7 +687,14 @@ impl Committer {
         }
         if purges && result.is_ok() {
             // The purges' own commits are durable (they ran before these records): the
-            // segments holding nothing but purged entries can go.
+            // segments holding nothing but purged entries can go, once the small logs that
+            // still pin old segments are copied forward.
+            let copied = wal.borrow_mut().log.copy_forward();
+            if let Err(error) = copied {
+                let cause = StoreError::Io { kind: std::io::ErrorKind::Other, message: error.to_string() };
+                self.stop(&cause, WAL_FAILED);
+                return;
+            }
             if let Err(error) = wal.borrow_mut().log.recycle() {
                 tracing::warn!(%error, "recycling write-ahead log segments failed; they stay until the next purge");
             }

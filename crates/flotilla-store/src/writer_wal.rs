@@ -96,11 +96,23 @@ pub(crate) fn plan_appends(side: &WalSide, jobs: Vec<(WalJob, u32)>) -> (Vec<Rec
             kept.push(job);
             continue;
         };
+        let max = side.log.max_record_len();
+        if let Some(w) = writes.iter().find(|w| w.payload.len() + crate::wal_record::RECORD_HEADER_LEN > max) {
+            let message = format!(
+                "namespace {}: a log entry of {} bytes does not fit a write-ahead log segment (at most {max}): \
+                 raise --wal-segment-mib",
+                job.namespace,
+                w.payload.len()
+            );
+            job.fail(StoreError::Invalid(message));
+            continue;
+        }
         let mut shape = *shapes.entry(id).or_insert_with(|| side.log.shape(id));
         let checked = writes.iter().try_for_each(|w| match w.kind {
             RecordKind::Entry => shape.entry(w.index),
             RecordKind::Truncate => shape.truncate(w.index).map(drop),
             RecordKind::Purge => shape.purge(w.index).map(drop),
+            RecordKind::Copy => shape.copy(w.index),
         });
         if let Err(error) = checked {
             let message = format!("namespace {}: a log change refused: {error}", job.namespace);

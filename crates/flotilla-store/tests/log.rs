@@ -236,6 +236,25 @@ async fn applying_does_not_touch_the_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_membership_goes_right_after_the_log_with_its_vote_and_record() {
+    forced_membership_case(open).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_membership_goes_right_after_a_write_ahead_log_too() {
+    forced_membership_case(|dir| {
+        let options = flotilla_store::StoreOptions {
+            log: flotilla_store::LogKind::Wal,
+            wal_segment_bytes: Some(64 * 1024),
+            ..Default::default()
+        };
+        Store::open_with(dir, options).unwrap()
+    })
+    .await;
+}
+
+/// Forcing a membership onto a store opened by `open`: refused where it does not fit the log,
+/// durable with its vote and record where it does.
+async fn forced_membership_case(open: fn(&std::path::Path) -> Arc<Store>) {
     use flotilla_store::ForcedMembership;
     let dir = tempfile::tempdir().unwrap();
     let a = ns("alpha");

@@ -1,5 +1,6 @@
 //! A store whose Raft logs are in the write-ahead log (`LogKind::Wal`, DESIGN-log.md): the log
-//! survives a reopen with its truncations and purges, purges free segments, a wiped namespace
+//! survives a reopen with its truncations and purges, purges free segments (an idle
+//! namespace's entries are copied forward so it does not keep them), a wiped namespace
 //! leaves nothing behind, the layout a store was created with is kept, and what is not
 //! supported yet is refused.
 
@@ -97,9 +98,9 @@ async fn purges_free_segments_once_no_namespace_needs_them() {
     }
     let before = segments(dir.path());
     assert!(before.len() >= 5, "20 entries of 20 KiB fill several segments: {before:?}");
-    log_a.purge(log_id(1, 18)).await.unwrap();
-    assert_eq!(segments(dir.path()), before, "beta's entry in the first segment keeps every segment");
     log_b.purge(log_id(1, 1)).await.unwrap();
+    assert_eq!(segments(dir.path()), before, "alpha's entries keep every segment");
+    log_a.purge(log_id(1, 18)).await.unwrap();
     // Segments go after the purge's record is synced, which the purge does not wait for.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut after = segments(dir.path());
@@ -111,7 +112,6 @@ async fn purges_free_segments_once_no_namespace_needs_them() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         after = segments(dir.path());
     }
-    assert_eq!(after.last(), before.last());
     store.shutdown();
     drop(store);
 
@@ -124,6 +124,39 @@ async fn purges_free_segments_once_no_namespace_needs_them() {
     let mut log_b = store.log_store(&b).unwrap();
     assert_eq!(log_b.get_log_state().await.unwrap().last_log_id, Some(log_id(1, 1)));
     append(&mut log_b, vec![blank(1, 2)]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_namespace_is_copied_forward_instead_of_keeping_every_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (busy, idle) = (ns("busy"), ns("idle"));
+    let store = open_wal(dir.path());
+    let mut log_idle = store.log_store(&idle).unwrap();
+    append(&mut log_idle, vec![blank(1, 1), membership(1, 2, &[1])]).await.unwrap();
+    let mut log_busy = store.log_store(&busy).unwrap();
+    for i in 1..=30 {
+        append(&mut log_busy, vec![normal(1, i, None, vec![7u8; 20 * 1024])]).await.unwrap();
+    }
+    let before = segments(dir.path());
+    assert!(before.len() >= 12, "{before:?}");
+    // Only the busy namespace purges; the idle one never does.
+    log_busy.purge(log_id(1, 28)).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut after = segments(dir.path());
+    while after.len() > 4 {
+        assert!(std::time::Instant::now() < deadline, "the idle namespace still holds the old segments: {after:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        after = segments(dir.path());
+    }
+    let entries = log_idle.try_get_log_entries(0..10).await.unwrap();
+    assert_eq!(entries.iter().map(|e| e.log_id()).collect::<Vec<_>>(), vec![log_id(1, 1), log_id(1, 2)]);
+    store.shutdown();
+    drop((log_idle, log_busy, store));
+    let store = open_wal(dir.path());
+    let mut log_idle = store.log_store(&idle).unwrap();
+    assert_eq!(log_idle.get_log_state().await.unwrap().last_log_id, Some(log_id(1, 2)));
+    assert_eq!(log_idle.try_get_log_entries(0..10).await.unwrap().len(), 2);
+    append(&mut log_idle, vec![blank(2, 3)]).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -104,11 +104,14 @@ fn fast_small_snapshots(c: &mut Config) {
     c.keep_logs_behind_snapshot = 10;
 }
 
-/// [`fast`], with the Raft logs in the write-ahead log, in segments of 1 MiB so that a seed
-/// fills several and purges recycle them.
+/// [`fast`], with the Raft logs in the write-ahead log, in segments of 1 MiB (the smallest;
+/// values and frames made small enough for it) so that a seed fills some (every group commit
+/// takes at least a 4 KiB block) and seeds with small snapshots recycle them.
 fn fast_wal(c: &mut Config) {
     fast(c);
     c.write_ahead_log = true;
+    c.max_value_bytes = 256 << 10;
+    c.max_frame_bytes = 512 << 10;
     c.wal_segment_mib = 1;
 }
 
