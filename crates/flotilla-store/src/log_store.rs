@@ -241,6 +241,10 @@ impl<C: StoreConfig> LogStore<C> {
                 }
                 None => 0,
             };
+            // Truncating purged entries is a no-op in the tables; the log's records refuse it
+            // (it would mean a damaged log), so a truncation of everything starts after them.
+            let purged: Option<LogIdOf<C>> = self.read_meta(META_PURGED)?;
+            let since = since.max(purged.map_or(0, |p| p.index.saturating_add(1)));
             let op = WalOp::Append(vec![WalWrite { kind: RecordKind::Truncate, index: since, payload: Vec::new() }]);
             return self.store.writer.write_log(self.tables.ns(), op, Wait::Durable, None).await;
         }

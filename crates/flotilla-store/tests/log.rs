@@ -12,8 +12,28 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{RaftLogReader, RaftLogStorage, RaftStateMachine};
 use redb::{ReadableDatabase, TableDefinition};
 
+/// A store whose logs are in the write-ahead log, in small segments.
+fn open_wal(dir: &std::path::Path) -> Arc<Store> {
+    let options = flotilla_store::StoreOptions {
+        log: flotilla_store::LogKind::Wal,
+        wal_segment_bytes: Some(64 * 1024),
+        ..Default::default()
+    };
+    Store::open_with(dir, options).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_state_survives_reopen() {
+    log_state_case(open).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_state_survives_reopen_in_a_write_ahead_log() {
+    log_state_case(open_wal).await;
+}
+
+/// Vote, appends, a truncation and purges on a store opened by `open`, then reopened.
+async fn log_state_case(open: fn(&std::path::Path) -> Arc<Store>) {
     let dir = tempfile::tempdir().unwrap();
     let a = ns("alpha");
     {
@@ -241,15 +261,7 @@ async fn a_forced_membership_goes_right_after_the_log_with_its_vote_and_record()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_membership_goes_right_after_a_write_ahead_log_too() {
-    forced_membership_case(|dir| {
-        let options = flotilla_store::StoreOptions {
-            log: flotilla_store::LogKind::Wal,
-            wal_segment_bytes: Some(64 * 1024),
-            ..Default::default()
-        };
-        Store::open_with(dir, options).unwrap()
-    })
-    .await;
+    forced_membership_case(open_wal).await;
 }
 
 /// Forcing a membership onto a store opened by `open`: refused where it does not fit the log,
