@@ -107,7 +107,7 @@ pub use snapshot_builder::SnapshotBuilder;
 pub use snapshot_data::{SnapshotData, SnapshotReader};
 pub use snapshot_sink::SnapshotSink;
 pub use state_machine_store::StateMachineStore;
-pub use store::{LogKind, Store, StoreOptions, DB_FILE, WAL_DIR};
+pub use store::{LogKind, Store, StoreOptions, DB_FILE, DEFAULT_WAL_SEGMENT_BYTES, WAL_DIR};
 pub use view::NamespaceView;
 
 /// The openraft type configurations the store can persist: the application data is a Flotilla
