@@ -154,7 +154,7 @@ impl Store {
             }
         }
         let wal_side = match layout {
-            LogLayout::Wal => Some(open_wal(&db, data_dir, options.wal_segment_bytes)?),
+            LogLayout::Wal => Some(open_wal(&db, data_dir, options.wal_segment_bytes, &disk)?),
             LogLayout::Tables => None,
         };
         let wal = wal_side.as_ref().map(|side| WalHandles { reader: side.log.reader(), ids: side.ids.clone() });
@@ -518,7 +518,12 @@ fn wal_not_sealed() -> StoreError {
 /// Open the write-ahead log of a store in `data_dir` whose logs are there, and bring its index
 /// in line with redb: namespaces whose id was removed (wiped) are forgotten, and every
 /// namespace's purge, which redb holds durably, is applied.
-fn open_wal(db: &redb::Database, data_dir: &Path, segment_bytes: Option<u64>) -> Result<WalSide, StoreError> {
+fn open_wal(
+    db: &redb::Database,
+    data_dir: &Path,
+    segment_bytes: Option<u64>,
+    disk: &Arc<DiskHealth>,
+) -> Result<WalSide, StoreError> {
     let segment_bytes = segment_bytes.unwrap_or(DEFAULT_WAL_SEGMENT_BYTES);
     if segment_bytes < 64 * 1024 || !segment_bytes.is_multiple_of(4096) {
         return Err(StoreError::Invalid(format!(
@@ -527,6 +532,7 @@ fn open_wal(db: &redb::Database, data_dir: &Path, segment_bytes: Option<u64>) ->
     }
     let dir = data_dir.join(WAL_DIR);
     let mut log = WriteAheadLog::open(&dir, segment_bytes).map_err(|e| wal_error(&dir, e))?;
+    log.wait_for_space(disk.clone());
     let txn = db.begin_read().map_err(redb_error)?;
     let ids = NamespaceIds::load(&txn)?;
     for id in log.namespace_ids() {

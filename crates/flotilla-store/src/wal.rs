@@ -18,7 +18,10 @@
 //! `salt` next to the segments, written and synced before the first segment.
 //!
 //! The next segment is made ahead of time by a helper thread ([`SegmentFiller`]), so rolling
-//! over usually costs the writer nothing.
+//! over usually costs the writer nothing. A segment that cannot be made for lack of space
+//! (ENOSPC, EDQUOT) is waited for, as a redb write is (`crate::disk`): the roll-over retries
+//! with backoff while the store reports the disk full, and nothing written after the last sync
+//! is acknowledged meanwhile. Only another error fails the append.
 //!
 //! Readers share the index and the segments' handles through [`WalReader`]; only the owner of
 //! the `WriteAheadLog` (the store's writer thread) appends, syncs and recycles.
@@ -43,6 +46,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::disk::DiskHealth;
 use crate::wal_batch::{BatchFull, WalBatch, BATCH_HEADER_LEN};
 use crate::wal_filler::SegmentFiller;
 use crate::wal_log_index::{IndexError, Location, LogIndex, LogShape};
@@ -89,11 +93,15 @@ pub(crate) struct WriteAheadLog {
     active_unsynced: bool,
     /// Makes the segment after the active one.
     filler: SegmentFiller,
+    /// Where a roll-over short of space waits (`None`: it fails instead, for tests of the log
+    /// alone).
+    disk: Option<Arc<DiskHealth>>,
 }
 
 impl WriteAheadLog {
     /// Open the log in `dir` (created when missing), scanning every segment, or start one with
-    /// a first segment of `segment_size` bytes.
+    /// a first segment of `segment_size` bytes. A roll-over short of space fails; see
+    /// [`WriteAheadLog::wait_for_space`].
     pub(crate) fn open(dir: &Path, segment_size: u64) -> Result<Self, WalError> {
         std::fs::create_dir_all(dir)?;
         let sequences = list_segments(dir)?;
@@ -127,7 +135,14 @@ impl WriteAheadLog {
             unsynced_full: Vec::new(),
             active_unsynced: false,
             filler,
+            disk: None,
         })
+    }
+
+    /// From now on, a roll-over that finds no room for the next segment waits for it,
+    /// reporting the disk full through `disk` (see the module doc).
+    pub(crate) fn wait_for_space(&mut self, disk: Arc<DiskHealth>) {
+        self.disk = Some(disk);
     }
 
     /// A handle for reading entries, sharing this log's index.
@@ -312,8 +327,9 @@ impl WriteAheadLog {
     fn roll(&mut self) -> Result<(), WalError> {
         let next = self.active.sequence() + 1;
         let segment = match self.filler.take(next) {
-            Some(prepared) => prepared?,
-            None => Segment::create(&self.dir, next, self.segment_size, self.salt)?,
+            Some(Ok(prepared)) => prepared,
+            // The helper found no room (or failed otherwise): made here, waiting for space.
+            Some(Err(_)) | None => self.create_segment(next)?,
         };
         let file = Arc::new(File::open(self.dir.join(segment_file_name(next)))?);
         self.reader.write().files.insert(next, file);
@@ -323,6 +339,20 @@ impl WriteAheadLog {
         }
         self.filler.prepare(next + 1);
         Ok(())
+    }
+
+    /// Make segment `sequence` here, on the writer's thread; short of space, wait for room when
+    /// the log was told where to ([`WriteAheadLog::wait_for_space`]).
+    fn create_segment(&self, sequence: u64) -> Result<Segment, WalError> {
+        let create = || Segment::create(&self.dir, sequence, self.segment_size, self.salt);
+        let segment = match &self.disk {
+            Some(disk) => {
+                let what = format!("making write-ahead log segment {}", segment_file_name(sequence));
+                disk.retry_while_full(&what, crate::disk::is_full, create)?
+            }
+            None => create()?,
+        };
+        Ok(segment)
     }
 
     /// Record where each of `records`, written as one batch at `(segment, offset)`, lies.

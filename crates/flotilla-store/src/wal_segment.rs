@@ -71,6 +71,20 @@ pub(crate) fn segment_file_name(sequence: u64) -> String {
     format!("{sequence:016x}.wal")
 }
 
+/// Write `size` bytes of zeros to a new file at `path` and sync it.
+fn fill_zeros(path: &Path, size: u64) -> io::Result<File> {
+    let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+    let zeros = vec![0u8; FILL_CHUNK];
+    let mut written = 0u64;
+    while written < size {
+        let n = (size - written).min(FILL_CHUNK as u64) as usize;
+        file.write_all_at(&zeros[..n], written)?;
+        written += n as u64;
+    }
+    file.sync_all()?;
+    Ok(file)
+}
+
 impl Segment {
     /// Create the segment numbered `sequence` in `dir`: `size` bytes of zeros (a multiple of
     /// [`BLOCK`]), written and synced under a temporary name, then renamed into place and the
@@ -84,15 +98,14 @@ impl Segment {
         }
         let path = dir.join(segment_file_name(sequence));
         let temp = dir.join(format!("{}.tmp", segment_file_name(sequence)));
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&temp)?;
-        let zeros = vec![0u8; FILL_CHUNK];
-        let mut written = 0u64;
-        while written < size {
-            let n = (size - written).min(FILL_CHUNK as u64) as usize;
-            file.write_all_at(&zeros[..n], written)?;
-            written += n as u64;
-        }
-        file.sync_all()?;
+        let file = match fill_zeros(&temp, size) {
+            Ok(file) => file,
+            Err(e) => {
+                // What was written of it would hold space a waiting roll-over needs.
+                let _ = std::fs::remove_file(&temp);
+                return Err(e);
+            }
+        };
         std::fs::rename(&temp, &path)?;
         File::open(dir)?.sync_all()?;
         Ok(Segment { file, sequence, salt, size, tail: 0 })

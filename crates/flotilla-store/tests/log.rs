@@ -14,12 +14,7 @@ use redb::{ReadableDatabase, TableDefinition};
 
 /// A store whose logs are in the write-ahead log, in small segments.
 fn open_wal(dir: &std::path::Path) -> Arc<Store> {
-    let options = flotilla_store::StoreOptions {
-        log: flotilla_store::LogKind::Wal,
-        wal_segment_bytes: Some(64 * 1024),
-        ..Default::default()
-    };
-    Store::open_with(dir, options).unwrap()
+    open_layout(dir, flotilla_store::LogKind::Wal)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,6 +72,13 @@ pub fn open(dir: &std::path::Path) -> Arc<Store> {
     Store::open(dir).expect("store opens")
 }
 
+/// Open a store in `dir` keeping its Raft logs as `log` says; a write-ahead log gets the
+/// smallest segments allowed (64 KiB), so a few entries of some KiB roll it over.
+pub fn open_layout(dir: &std::path::Path, log: flotilla_store::LogKind) -> Arc<Store> {
+    let options = flotilla_store::StoreOptions { log, wal_segment_bytes: Some(64 * 1024), ..Default::default() };
+    Store::open_with(dir, options).expect("store opens")
+}
+
 /// Counts applications: every accepted command increments `n`; payload `refuse` writes a
 /// key and then refuses; payload `fail` reports a storage error.
 pub struct CountingSm;
