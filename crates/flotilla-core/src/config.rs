@@ -174,9 +174,10 @@ pub struct Config {
     )]
     pub store_cache_mib: usize,
 
-    /// Keep a new data directory's Raft logs in a write-ahead log of segment files (one
-    /// `fdatasync` per group commit) instead of the store's tables. Experimental: a data
-    /// directory keeps the layout it was created with; not yet with `--encrypt-at-rest`. See
+    /// Keep the Raft logs in a write-ahead log of segment files (one `fdatasync` per group
+    /// commit) instead of the store's tables. Experimental. An existing data directory with
+    /// log tables is converted at start (once; a data directory with a write-ahead log keeps
+    /// it without this flag); not yet with `--encrypt-at-rest`. See
     /// crates/flotilla-store/DESIGN-log.md.
     #[cfg_attr(feature = "clap", arg(long, env = "FLOTILLA_WRITE_AHEAD_LOG"))]
     pub write_ahead_log: bool,

@@ -16,7 +16,9 @@
 //! Opening decides, before sealing, snapshots or the writer touch the file:
 //! - no record and no table other than `store/meta`: a fresh store, stamped with the version
 //!   of the layout asked for;
-//! - a current version: opened, with the layout it names;
+//! - a current version: opened, with the layout it names (the store then converts a
+//!   [`FORMAT_VERSION`] store asked for the write-ahead log: `wal_convert.rs`, which ends by
+//!   stamping [`FORMAT_VERSION_WAL`] with [`stamp_in`]);
 //! - a newer version: refused, naming both ([`StoreError::FormatTooNew`]);
 //! - an older version with a migration: migrated in place; without one, refused
 //!   ([`StoreError::FormatTooOld`]). Tables but no record is version 0: a store written before
@@ -103,14 +105,19 @@ fn found(db: &Database) -> Result<Found, StoreError> {
 }
 
 fn stamp(db: &Database, version: u32) -> Result<(), StoreError> {
-    let bytes = encode_sealed(&version)?;
     let mut txn = db.begin_write().map_err(redb_error)?;
     txn.set_durability(redb::Durability::Immediate).map_err(|e| StoreError::Redb(e.to_string()))?;
-    {
-        let mut meta = txn.open_table(STORE_META).map_err(redb_error)?;
-        meta.insert(STORE_META_FORMAT, bytes.as_slice()).map_err(redb_error)?;
-    }
+    stamp_in(&txn, version)?;
     txn.commit().map_err(redb_error)
+}
+
+/// Record `version` as the store's format in `txn` (a migration's last step, in the durable
+/// transaction that makes the store that format).
+pub(crate) fn stamp_in(txn: &redb::WriteTransaction, version: u32) -> Result<(), StoreError> {
+    let bytes = encode_sealed(&version)?;
+    let mut meta = txn.open_table(STORE_META).map_err(redb_error)?;
+    meta.insert(STORE_META_FORMAT, bytes.as_slice()).map_err(redb_error)?;
+    Ok(())
 }
 
 #[cfg(test)]

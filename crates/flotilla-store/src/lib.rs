@@ -74,6 +74,7 @@ mod view;
 // logs there instead of in `log/<ns>` tables.
 mod wal;
 mod wal_batch;
+mod wal_convert;
 mod wal_filler;
 mod wal_log_index;
 mod wal_reader;

@@ -17,7 +17,7 @@ use crate::at_rest::AtRestCipher;
 use crate::codec::{decode_sealed, Codec};
 use crate::disk::DiskHealth;
 use crate::error::{redb_error, StoreError};
-use crate::format::LogLayout;
+use crate::format::{LogLayout, FORMAT_VERSION_WAL};
 use crate::log_store::LogStore;
 use crate::metrics::{Metrics, StoreMetrics};
 use crate::namespace_ids::NamespaceIds;
@@ -41,16 +41,18 @@ pub const WAL_DIR: &str = "wal";
 /// Bytes of a write-ahead log segment unless [`StoreOptions::wal_segment_bytes`] says otherwise.
 pub const DEFAULT_WAL_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Where a store keeps its namespaces' Raft logs. Chosen when the store is created; an
-/// existing store keeps the layout it was created with, whatever [`StoreOptions::log`] says.
+/// Where a store keeps its namespaces' Raft logs. Chosen when the store is created; a store of
+/// tables opened with [`LogKind::Wal`] is converted (once, crash-safely:
+/// `crates/flotilla-store/DESIGN-log.md`, "Format and upgrade"), and a write-ahead log store
+/// stays one whatever [`StoreOptions::log`] says.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LogKind {
     /// One redb table per namespace (`log/<ns>`), made durable by a redb commit.
     #[default]
     Tables,
     /// The node's write-ahead log (`crates/flotilla-store/DESIGN-log.md`): segment files in
-    /// [`WAL_DIR`], one `fdatasync` per group commit. Not yet: encryption at rest (refused),
-    /// converting a store with log tables (it keeps its tables).
+    /// [`WAL_DIR`], one `fdatasync` per group commit. Not yet with encryption at rest
+    /// (refused).
     Wal,
 }
 
@@ -140,7 +142,23 @@ impl Store {
             LogKind::Wal => LogLayout::Wal,
         };
         // First: a file in a format this build cannot read is refused before anything writes to it.
-        let layout = crate::format::check_or_stamp(&db, wanted)?;
+        let layout = match crate::format::check_or_stamp(&db, wanted)? {
+            LogLayout::Tables if wanted == LogLayout::Wal => {
+                let segment_bytes = wal_segment_bytes(options.wal_segment_bytes)?;
+                let converted = crate::wal_convert::convert_to_wal(&db, data_dir, segment_bytes, &disk)?;
+                tracing::warn!(
+                    namespaces = converted.namespaces,
+                    entries = converted.entries,
+                    "converted the store's Raft logs from tables to the write-ahead log (format {FORMAT_VERSION_WAL})"
+                );
+                LogLayout::Wal
+            }
+            LogLayout::Tables => {
+                crate::wal_convert::remove_unfinished(data_dir)?;
+                LogLayout::Tables
+            }
+            LogLayout::Wal => LogLayout::Wal,
+        };
         if layout == LogLayout::Wal && options.at_rest.is_some() {
             return Err(wal_not_sealed());
         }
@@ -524,12 +542,7 @@ fn open_wal(
     segment_bytes: Option<u64>,
     disk: &Arc<DiskHealth>,
 ) -> Result<WalSide, StoreError> {
-    let segment_bytes = segment_bytes.unwrap_or(DEFAULT_WAL_SEGMENT_BYTES);
-    if segment_bytes < 64 * 1024 || !segment_bytes.is_multiple_of(4096) {
-        return Err(StoreError::Invalid(format!(
-            "a write-ahead log segment must be a multiple of 4 KiB of at least 64 KiB, not {segment_bytes} bytes"
-        )));
-    }
+    let segment_bytes = wal_segment_bytes(segment_bytes)?;
     let dir = data_dir.join(WAL_DIR);
     let mut log = WriteAheadLog::open(&dir, segment_bytes).map_err(|e| wal_error(&dir, e))?;
     log.wait_for_space(disk.clone());
@@ -551,8 +564,19 @@ fn open_wal(
     Ok(WalSide { log, ids, last_durable: std::time::Instant::now() })
 }
 
+/// The segment size asked for (or the default), checked.
+fn wal_segment_bytes(asked: Option<u64>) -> Result<u64, StoreError> {
+    let bytes = asked.unwrap_or(DEFAULT_WAL_SEGMENT_BYTES);
+    if bytes < 64 * 1024 || !bytes.is_multiple_of(4096) {
+        return Err(StoreError::Invalid(format!(
+            "a write-ahead log segment must be a multiple of 4 KiB of at least 64 KiB, not {bytes} bytes"
+        )));
+    }
+    Ok(bytes)
+}
+
 /// A write-ahead log error as a store error: damage is corruption, the rest I/O.
-fn wal_error(dir: &Path, error: crate::wal::WalError) -> StoreError {
+pub(crate) fn wal_error(dir: &Path, error: crate::wal::WalError) -> StoreError {
     match error {
         crate::wal::WalError::Io(e) => StoreError::io(format!("write-ahead log in {}", dir.display()), e),
         other => StoreError::corrupt(format!("write-ahead log in {}: {other}", dir.display())),

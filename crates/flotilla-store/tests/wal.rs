@@ -1,8 +1,8 @@
 //! A store whose Raft logs are in the write-ahead log (`LogKind::Wal`, DESIGN-log.md): the log
 //! survives a reopen with its truncations and purges, purges free segments (an idle
 //! namespace's entries are copied forward so it does not keep them), a wiped namespace
-//! leaves nothing behind, the layout a store was created with is kept, and what is not
-//! supported yet is refused.
+//! leaves nothing behind, a table store asked for the write-ahead log is converted (safely
+//! when interrupted), and what is not supported yet is refused.
 
 mod common;
 
@@ -161,29 +161,99 @@ async fn a_wiped_namespace_leaves_no_log_behind_even_after_a_reopen() {
     assert_eq!(log.try_get_log_entries(0..100).await.unwrap()[0].log_id(), log_id(2, 1));
 }
 
+/// A store of the table layout, with three namespaces: `alpha` holds 300 entries of 1 KiB
+/// (several 64 KiB segments' worth), purged up to 100, a vote and some applied state; `beta`
+/// three entries; `gamma` five entries, all purged.
+async fn table_store_to_convert(dir: &Path) {
+    let (a, b, c) = (ns("alpha"), ns("beta"), ns("gamma"));
+    let store = Store::open_with(dir, options(LogKind::Tables)).unwrap();
+    let mut log_a = store.log_store(&a).unwrap();
+    let entries: Vec<_> = (1..=300).map(|i| normal(1, i, rid(1, i), set(&i.to_be_bytes(), &[9u8; 1024]))).collect();
+    append(&mut log_a, entries.clone()).await.unwrap();
+    log_a.save_vote(&vote(3)).await.unwrap();
+    let mut sm = store.state_machine(&a, Arc::new(KvStateMachine)).unwrap();
+    apply(&mut sm, entries[..120].to_vec()).await.unwrap();
+    log_a.purge(log_id(1, 100)).await.unwrap();
+    let mut log_b = store.log_store(&b).unwrap();
+    append(&mut log_b, vec![blank(1, 1), membership(1, 2, &[1]), blank(2, 3)]).await.unwrap();
+    let mut log_c = store.log_store(&c).unwrap();
+    append(&mut log_c, (1..=5).map(|i| blank(1, i)).collect()).await.unwrap();
+    log_c.purge(log_id(1, 5)).await.unwrap();
+    store.shutdown();
+}
+
+/// What [`table_store_to_convert`] wrote, read from the store in `dir` in either layout.
+async fn check_converted_content(store: &Arc<Store>) {
+    let (a, b, c) = (ns("alpha"), ns("beta"), ns("gamma"));
+    let mut log_a = store.log_store(&a).unwrap();
+    let state = log_a.get_log_state().await.unwrap();
+    assert_eq!((state.last_purged_log_id, state.last_log_id), (Some(log_id(1, 100)), Some(log_id(1, 300))));
+    let expected: Vec<_> = (101..=300).map(|i| normal(1, i, rid(1, i), set(&i.to_be_bytes(), &[9u8; 1024]))).collect();
+    assert_eq!(log_a.try_get_log_entries(0..1000).await.unwrap(), expected, "every retained entry, byte for byte");
+    assert_eq!(log_a.read_vote().await.unwrap(), Some(vote(3)));
+    assert_eq!(store.kv_get(&a, &120u64.to_be_bytes()).unwrap(), Some(vec![9u8; 1024]));
+    let mut log_b = store.log_store(&b).unwrap();
+    let ids: Vec<_> = log_b.try_get_log_entries(0..10).await.unwrap().iter().map(|e| e.log_id()).collect();
+    assert_eq!(ids, vec![log_id(1, 1), log_id(1, 2), log_id(2, 3)]);
+    let mut log_c = store.log_store(&c).unwrap();
+    let state = log_c.get_log_state().await.unwrap();
+    assert_eq!((state.last_purged_log_id, state.last_log_id), (Some(log_id(1, 5)), Some(log_id(1, 5))));
+    assert!(log_c.try_get_log_entries(0..10).await.unwrap().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_keeps_the_log_layout_it_was_created_with() {
+async fn a_table_store_opened_for_the_write_ahead_log_is_converted_once() {
     let dir = tempfile::tempdir().unwrap();
-    let a = ns("alpha");
-    // Created with tables: asking for the write-ahead log later keeps the tables.
-    let store = Store::open_with(dir.path(), options(LogKind::Tables)).unwrap();
-    append(&mut store.log_store(&a).unwrap(), vec![blank(1, 1)]).await.unwrap();
+    table_store_to_convert(dir.path()).await;
+    assert!(tables(dir.path()).iter().any(|t| t.starts_with("log/")));
+
+    let store = open_wal(dir.path());
+    check_converted_content(&store).await;
     store.shutdown();
     drop(store);
+    assert!(tables(dir.path()).iter().all(|t| !t.starts_with("log/")), "{:?}", tables(dir.path()));
+    assert!(segments(dir.path()).len() >= 5, "300 KiB of entries in 64 KiB segments: {:?}", segments(dir.path()));
+
+    // Converted for good: a default open keeps the write-ahead log, and the logs go on from
+    // where they were.
+    let store = Store::open(dir.path()).unwrap();
+    check_converted_content(&store).await;
+    let mut log_c = store.log_store(&ns("gamma")).unwrap();
+    append(&mut log_c, vec![blank(2, 6)]).await.unwrap();
+    let mut log_a = store.log_store(&ns("alpha")).unwrap();
+    log_a.purge(log_id(1, 290)).await.unwrap();
+    store.shutdown();
+    drop((log_a, log_c, store));
     let store = open_wal(dir.path());
-    assert_eq!(store.log_store(&a).unwrap().try_get_log_entries(0..10).await.unwrap().len(), 1);
-    assert!(!dir.path().join(WAL_DIR).exists());
+    let mut log_c = store.log_store(&ns("gamma")).unwrap();
+    assert_eq!(log_c.get_log_state().await.unwrap().last_log_id, Some(log_id(2, 6)));
+    let mut log_a = store.log_store(&ns("alpha")).unwrap();
+    assert_eq!(log_a.try_get_log_entries(0..1000).await.unwrap().len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversion_interrupted_before_its_commit_leaves_the_tables_whole() {
+    // A crash before the conversion's last commit leaves the table store as it was and a
+    // write-ahead log directory holding anything (here: junk): it is never read.
+    let dir = tempfile::tempdir().unwrap();
+    table_store_to_convert(dir.path()).await;
+    let wal = dir.path().join(WAL_DIR);
+    std::fs::create_dir_all(&wal).unwrap();
+    std::fs::write(wal.join("0000000000000001.wal"), vec![0xAB; 64 * 1024]).unwrap();
+    std::fs::write(wal.join("salt"), b"junk").unwrap();
+
+    // Opened as a table store: the leftover goes, the tables serve.
+    let store = Store::open_with(dir.path(), options(LogKind::Tables)).unwrap();
+    check_converted_content(&store).await;
+    assert!(!wal.exists(), "the unfinished conversion's log is removed");
     store.shutdown();
     drop(store);
 
-    // Created with the write-ahead log: opening it as a default store keeps the log there.
-    let dir = tempfile::tempdir().unwrap();
+    // Or converted again from the start.
+    std::fs::create_dir_all(&wal).unwrap();
+    std::fs::write(wal.join("0000000000000001.wal"), vec![0xAB; 64 * 1024]).unwrap();
     let store = open_wal(dir.path());
-    append(&mut store.log_store(&a).unwrap(), vec![blank(1, 1)]).await.unwrap();
-    store.shutdown();
-    drop(store);
-    let store = Store::open(dir.path()).unwrap();
-    assert_eq!(store.log_store(&a).unwrap().try_get_log_entries(0..10).await.unwrap().len(), 1);
+    check_converted_content(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -241,6 +241,45 @@ async fn restart_whole_cluster_after_many_entries_and_a_snapshot() {
     h.shutdown().await;
 }
 
+/// A rolling restart onto `--write-ahead-log`: each node converts its store at start, catches
+/// up, and the cluster keeps every write, before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_restart_converts_every_node_to_the_write_ahead_log() {
+    let mut h = Harness::start(3, 12, &[NS], small_snapshots).await;
+    let l = h.leader(NS).await;
+    for i in 0..150u32 {
+        h.cluster(l, NS).set(format!("w{i:04}").as_bytes(), &i.to_be_bytes()).await.unwrap();
+    }
+    h.tweak = |c| {
+        small_snapshots(c);
+        c.write_ahead_log = true;
+        // Small segments, so the converted logs and the writes after span several.
+        c.max_value_bytes = 256 << 10;
+        c.max_frame_bytes = 512 << 10;
+        c.wal_segment_mib = 1;
+    };
+    for node in 0..3 {
+        h.crash(node).await;
+        h.reboot(node).await;
+        let wal = h.dirs[node].path().join(flotilla_store::WAL_DIR);
+        assert!(wal.is_dir(), "node {node} converted its store at start");
+        let l = h.leader(NS).await;
+        for i in 0..50u32 {
+            let k = 150 + node as u32 * 50 + i;
+            h.cluster(l, NS).set(format!("w{k:04}").as_bytes(), &k.to_be_bytes()).await.unwrap();
+        }
+        h.wait_voters(NS, 3).await;
+    }
+    let l = h.leader(NS).await;
+    let keys = h.cluster(l, NS).keys(b"w", Consistency::Linearizable).await.unwrap();
+    assert_eq!(keys.keys.len(), 300);
+    for i in 0..3 {
+        let v = h.cluster(i, NS).get(b"w0299", Consistency::Linearizable).await.unwrap();
+        assert_eq!(v.value.as_deref(), Some(&299u32.to_be_bytes()[..]), "node {i}");
+    }
+    h.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn minority_partition_cannot_write_majority_can() {
     let h = Harness::start(3, 12, &[NS], no_tweak).await;

@@ -196,11 +196,19 @@ impl Harness {
     }
 }
 
-/// Open the store, waiting for a previous instance in this process to release the file.
+/// Open the store (with the write-ahead log when `config` asks for it), waiting for a previous
+/// instance in this process to release the file.
 pub async fn open_store(config: &Config) -> Arc<Store> {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        match Store::open(&config.data_dir) {
+        let opened = match config.write_ahead_log {
+            true => {
+                let options = flotilla::at_rest::store_options(config, None).expect("store options");
+                Store::open_with(&config.data_dir, options)
+            }
+            false => Store::open(&config.data_dir),
+        };
+        match opened {
             Ok(store) => return store,
             Err(e) => {
                 assert!(Instant::now() < deadline, "store never reopened: {e}");
