@@ -177,8 +177,8 @@ pub struct Config {
     /// Keep the Raft logs in a write-ahead log of segment files (one `fdatasync` per group
     /// commit) instead of the store's tables. Experimental. An existing data directory with
     /// log tables is converted at start (once; a data directory with a write-ahead log keeps
-    /// it without this flag); not yet with `--encrypt-at-rest`. See
-    /// crates/flotilla-store/DESIGN-log.md.
+    /// it without this flag). With `--encrypt-at-rest`, its entries are sealed like every
+    /// other record. See crates/flotilla-store/DESIGN-log.md.
     #[cfg_attr(feature = "clap", arg(long, env = "FLOTILLA_WRITE_AHEAD_LOG"))]
     pub write_ahead_log: bool,
 
@@ -661,9 +661,6 @@ impl Config {
                  raise --wal-segment-mib or lower max_frame_bytes",
                 self.wal_segment_mib, self.max_frame_bytes
             ));
-        }
-        if self.encrypt_at_rest && self.write_ahead_log {
-            return err("--write-ahead-log does not support --encrypt-at-rest yet: choose one".into());
         }
         self.admin_token()?;
         self.keyring()?;

@@ -79,6 +79,7 @@ mod wal_filler;
 mod wal_log_index;
 mod wal_reader;
 mod wal_record;
+mod wal_sealing;
 mod wal_segment;
 mod writer;
 mod writer_wal;

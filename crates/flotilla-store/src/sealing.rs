@@ -33,7 +33,8 @@ use crate::error::{redb_error, StoreError};
 use crate::snapshot_file::SnapshotFiles;
 use crate::store::Store;
 use crate::tables::{open_read, record_context, PROTECTED_PREFIXES, STORE_META, STORE_META_AT_REST};
-use crate::writer::JobFailure;
+use crate::writer::{JobFailure, Wait};
+use crate::writer_wal::{WalOp, WalSide};
 
 /// Most records read, resealed and written per batch.
 const BATCH_RECORDS: usize = 512;
@@ -106,6 +107,7 @@ pub(crate) fn prepare(
     db: &mut Database,
     data_dir: &Path,
     cipher: Option<Arc<AtRestCipher>>,
+    wal: Option<&mut WalSide>,
 ) -> Result<Codec, StoreError> {
     let record = read_record(&db.begin_read().map_err(redb_error)?)?;
     let (record, cipher) = match (record, cipher) {
@@ -126,7 +128,7 @@ pub(crate) fn prepare(
     }
     let codec = Codec::new(Some(cipher));
     if record.migration.is_some() {
-        seal_in_place(db, data_dir, &codec, &mut record)?;
+        seal_in_place(db, data_dir, &codec, &mut record, wal)?;
         compact(db);
     }
     Ok(codec)
@@ -163,10 +165,20 @@ fn verify_keys(record: &AtRestRecord, cipher: &AtRestCipher) -> Result<(), Store
 }
 
 /// Seal every plaintext record and snapshot file, resuming from `record.migration`, then
-/// record that the conversion is done.
-fn seal_in_place(db: &Database, data_dir: &Path, codec: &Codec, record: &mut AtRestRecord) -> Result<(), StoreError> {
+/// record that the conversion is done. The entries of a write-ahead log are sealed first, all
+/// of them each time (`crate::wal_sealing`): the record says nothing of how far that got.
+fn seal_in_place(
+    db: &Database,
+    data_dir: &Path,
+    codec: &Codec,
+    record: &mut AtRestRecord,
+    wal: Option<&mut WalSide>,
+) -> Result<(), StoreError> {
     let cipher = codec.cipher().ok_or_else(|| StoreError::Invalid("sealing in place needs a cipher".into()))?;
-    let mut sealed = 0u64;
+    let mut sealed = match wal {
+        Some(wal) => crate::wal_sealing::seal_in_place(wal, cipher)?,
+        None => 0,
+    };
     while let Some(n) = seal_next_batch(db, cipher, record)? {
         sealed += n;
     }
@@ -397,6 +409,7 @@ impl Store {
         for table in protected_tables(&self.read_txn()?)? {
             self.reseal_table(&cipher, &table, &mut report).await?;
         }
+        self.reseal_wal(&cipher, &mut report).await?;
         for ns in self.snapshots.namespaces()? {
             let lock = self.snapshot_lock(&ns);
             let _saving = lock.lock().await;
@@ -447,6 +460,27 @@ impl Store {
             }
             after = Some(last);
         }
+    }
+
+    /// Reseal the entries a write-ahead log holds under older keys, batch by batch, through
+    /// the writer (see `crate::wal_sealing`); nothing to do for logs in tables.
+    async fn reseal_wal(&self, cipher: &AtRestCipher, report: &mut ResealReport) -> Result<(), StoreError> {
+        let Some(wal) = &self.wal else { return Ok(()) };
+        for (ns, id) in wal.ids.all() {
+            let mut from = Some(0);
+            while let Some(start) = from {
+                let (replacements, checked, next) =
+                    crate::wal_sealing::reseal_batch(&wal.reader, cipher, &ns, id, start)?;
+                report.records_checked += checked;
+                if !replacements.is_empty() {
+                    report.records_resealed += replacements.len() as u64;
+                    let op = WalOp::Replace(replacements);
+                    self.writer.write_log(&ns, op, Wait::Durable, None).await?;
+                }
+                from = next;
+            }
+        }
+        Ok(())
     }
 
     /// Keep only `current` in the at-rest record.
@@ -506,7 +540,7 @@ mod tests {
         assert_eq!(seal_next_batch(&db, &cipher, &mut record).unwrap(), Some(BATCH_RECORDS as u64));
 
         // Reopening resumes: every record is sealed exactly once.
-        prepare(&mut db, dir.path(), Some(cipher.clone())).unwrap();
+        prepare(&mut db, dir.path(), Some(cipher.clone()), None).unwrap();
         let txn = db.begin_read().unwrap();
         assert!(read_record(&txn).unwrap().unwrap().migration.is_none());
         let t = txn.open_table(kv).unwrap();

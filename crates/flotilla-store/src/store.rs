@@ -138,7 +138,6 @@ impl Store {
         let mut db = reopen()?;
         let wanted = match options.log {
             LogKind::Tables => LogLayout::Tables,
-            LogKind::Wal if options.at_rest.is_some() => return Err(wal_not_sealed()),
             LogKind::Wal => LogLayout::Wal,
         };
         // First: a file in a format this build cannot read is refused before anything writes to it.
@@ -159,10 +158,13 @@ impl Store {
             }
             LogLayout::Wal => LogLayout::Wal,
         };
-        if layout == LogLayout::Wal && options.at_rest.is_some() {
-            return Err(wal_not_sealed());
-        }
-        let codec = crate::sealing::prepare(&mut db, data_dir, options.at_rest)?;
+        // The write-ahead log opens without a key (it never decodes an entry), so that
+        // sealing a plaintext store in place can seal its entries too.
+        let mut wal_side = match layout {
+            LogLayout::Wal => Some(open_wal(&db, data_dir, options.wal_segment_bytes, &disk)?),
+            LogLayout::Tables => None,
+        };
+        let codec = crate::sealing::prepare(&mut db, data_dir, options.at_rest, wal_side.as_mut())?;
         let snapshots = SnapshotFiles::new(data_dir, codec.clone());
         snapshots.remove_stale()?;
         for ns in snapshots.namespaces()? {
@@ -171,10 +173,6 @@ impl Store {
                 tracing::warn!(namespace = %ns, error = %e, "cannot convert a snapshot file to sealed segments");
             }
         }
-        let wal_side = match layout {
-            LogLayout::Wal => Some(open_wal(&db, data_dir, options.wal_segment_bytes, &disk)?),
-            LogLayout::Tables => None,
-        };
         let wal = wal_side.as_ref().map(|side| WalHandles { reader: side.log.reader(), ids: side.ids.clone() });
         let db: DbSlot = Arc::new(RwLock::new(Some(Arc::new(db))));
         let metrics = Arc::new(Metrics::new());
@@ -522,15 +520,6 @@ impl Drop for Store {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-/// Why a store with a write-ahead log cannot be encrypted at rest yet.
-fn wal_not_sealed() -> StoreError {
-    StoreError::Invalid(
-        "encryption at rest is not supported yet with the write-ahead log (LogKind::Wal): \
-         open the store with its logs in tables, or without encryption"
-            .into(),
-    )
 }
 
 /// Open the write-ahead log of a store in `data_dir` whose logs are there, and bring its index

@@ -145,6 +145,11 @@ impl WriteAheadLog {
         self.disk = Some(disk);
     }
 
+    /// The directory of the log's segments.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// A handle for reading entries, sharing this log's index.
     pub(crate) fn reader(&self) -> WalReader {
         self.reader.clone()
@@ -338,6 +343,17 @@ impl WriteAheadLog {
             self.unsynced_full.push(full);
         }
         self.filler.prepare(next + 1);
+        Ok(())
+    }
+
+    /// Move on to a new segment now, unless the active one is still empty: what is appended
+    /// next lies in no segment that holds anything older, so once it covers every retained
+    /// entry, [`WriteAheadLog::recycle`] deletes every older segment (used to leave no
+    /// plaintext behind when the log is sealed in place).
+    pub(crate) fn start_new_segment(&mut self) -> Result<(), WalError> {
+        if self.active.tail() > 0 {
+            self.roll()?;
+        }
         Ok(())
     }
 

@@ -13,8 +13,9 @@
 //!
 //! A crash before step 3 leaves a format-1 store with its tables whole (the next open removes
 //! the unfinished log, or converts again); after it, a format-2 store whose log was synced
-//! before the commit that points at it. Entries are copied as they are stored (the plaintext
-//! codec's CRC frame): a store sealed at rest is not converted (refused before this runs).
+//! before the commit that points at it. Entries are copied as they are stored: a CRC frame, or
+//! sealed at rest under a context that names the namespace and index, not the table, so a
+//! sealed entry opens the same from the write-ahead log (`wal_sealing.rs`).
 
 use std::path::Path;
 use std::sync::Arc;

@@ -136,8 +136,7 @@ impl Segment {
         self.sequence
     }
 
-    #[cfg(test)]
-    /// Where the next batch goes.
+    /// Where the next batch goes (0: nothing written yet).
     pub(crate) fn tail(&self) -> u64 {
         self.tail
     }

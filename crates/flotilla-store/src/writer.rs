@@ -73,7 +73,7 @@ use crate::error::{redb_error, StoreError};
 use crate::metrics::Metrics;
 use crate::namespace_ids::NamespaceIds;
 use crate::wal_record::RecordKind;
-use crate::writer_wal::{plan_appends, WalJob, WalOp, WalSide, CHECKPOINT_INTERVAL};
+use crate::writer_wal::{plan_appends, plan_replacements, WalJob, WalOp, WalSide, CHECKPOINT_INTERVAL};
 
 /// The open database, shared by the writer and the store's readers. `None` after shutdown, and
 /// while the writer reopens it after an I/O error.
@@ -630,32 +630,40 @@ impl Committer {
         let ids = wal.borrow().ids.clone();
         let Some(jobs) = self.give_ids(&ids, jobs) else { return };
         let mut appends = Vec::with_capacity(jobs.len());
+        let mut replaces = Vec::new();
         for job in jobs {
             let Some(id) = ids.get(&job.namespace) else {
-                // Only a Forget of a namespace without an id: nothing to forget.
+                // A Forget or Replace of a namespace without an id: nothing to do.
                 let _ = job.done.send(Ok(()));
                 continue;
             };
-            if matches!(job.op, WalOp::Forget) {
-                ids.drop_namespace(&job.namespace);
-                wal.borrow_mut().log.forget(id);
-                let _ = job.done.send(Ok(()));
-                continue;
+            match job.op {
+                WalOp::Forget => {
+                    ids.drop_namespace(&job.namespace);
+                    wal.borrow_mut().log.forget(id);
+                    let _ = job.done.send(Ok(()));
+                }
+                WalOp::Replace(_) => replaces.push((job, id)),
+                WalOp::Append(_) => appends.push((job, id)),
             }
-            appends.push((job, id));
         }
         let purges = appends.iter().any(|(job, _)| match &job.op {
             WalOp::Append(writes) => writes.iter().any(|w| w.kind == RecordKind::Purge),
-            WalOp::Forget => false,
+            WalOp::Forget | WalOp::Replace(_) => false,
         });
-        let (records, jobs) = plan_appends(&wal.borrow(), appends);
-        if jobs.is_empty() {
+        let (records, mut jobs) = plan_appends(&wal.borrow(), appends);
+        if jobs.is_empty() && replaces.is_empty() {
             return;
         }
-        let appended = wal.borrow_mut().log.append(&records);
+        let appended = wal.borrow_mut().log.append(&records).map_err(|e| e.to_string());
+        // After the appends, so replacements are checked against the log as they left it.
+        let appended = appended.and_then(|()| {
+            let copies = plan_replacements(&wal.borrow(), &mut replaces).map_err(|e| e.to_string())?;
+            wal.borrow_mut().log.append(&copies).map_err(|e| e.to_string())
+        });
+        jobs.extend(replaces.into_iter().map(|(job, _)| job));
         if let Err(error) = appended {
-            let error =
-                self.stop(&StoreError::Io { kind: std::io::ErrorKind::Other, message: error.to_string() }, WAL_FAILED);
+            let error = self.stop(&StoreError::Io { kind: std::io::ErrorKind::Other, message: error }, WAL_FAILED);
             jobs.into_iter().for_each(|job| job.fail(error.clone()));
             return;
         }

@@ -45,6 +45,18 @@ pub(crate) enum WalOp {
     /// Forget the namespace's id and index: its id was removed from the store by a committed
     /// wipe, so its records are dead.
     Forget,
+    /// Replace retained entries by copies sealed under the current at-rest key (a key
+    /// rotation, `crate::wal_sealing`); an entry that no longer holds what was resealed
+    /// (truncated, purged, rewritten meanwhile) is left alone.
+    Replace(Vec<Replacement>),
+}
+
+/// One retained entry to replace by `new`, if it still holds `old`.
+#[derive(Debug, Clone)]
+pub(crate) struct Replacement {
+    pub(crate) index: u64,
+    pub(crate) old: Vec<u8>,
+    pub(crate) new: Vec<u8>,
 }
 
 /// A job for the write-ahead log.
@@ -72,6 +84,7 @@ impl WalJob {
         match &self.op {
             WalOp::Append(writes) => writes.iter().map(|w| w.payload.len()).sum(),
             WalOp::Forget => 0,
+            WalOp::Replace(replacements) => replacements.iter().map(|r| r.new.len()).sum(),
         }
     }
 }
@@ -132,4 +145,31 @@ pub(crate) fn plan_appends(side: &WalSide, jobs: Vec<(WalJob, u32)>) -> (Vec<Rec
         kept.push(job);
     }
     (records, kept)
+}
+
+/// The `Copy` records that carry out `jobs`' replacements (each a [`WalOp::Replace`] with its
+/// namespace id), read against the log as it is now, after the batch's appends: an entry is
+/// copied only if it still holds the bytes that were resealed. Reading here, on the writer's
+/// thread, is what keeps a copy from bringing back an entry a truncation removed.
+pub(crate) fn plan_replacements(side: &WalSide, jobs: &mut [(WalJob, u32)]) -> Result<Vec<Record>, StoreError> {
+    let reader = side.log.reader();
+    let mut records = Vec::new();
+    for (job, id) in jobs.iter_mut() {
+        let WalOp::Replace(replacements) = &mut job.op else { continue };
+        for r in std::mem::take(replacements) {
+            let current = reader.read(*id, r.index).map_err(|e| {
+                StoreError::io(format!("namespace {}: reading log entry {}", job.namespace, r.index), e)
+            })?;
+            if current.as_deref() == Some(r.old.as_slice()) {
+                records.push(Record {
+                    kind: RecordKind::Copy,
+                    namespace: *id,
+                    index: r.index,
+                    term: 0,
+                    payload: r.new,
+                });
+            }
+        }
+    }
+    Ok(records)
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::*;
 use flotilla_core::{KvStateMachine, Namespace};
-use flotilla_store::{AtRestCipher, AtRestKey, Store, StoreError, StoreOptions, DB_FILE};
+use flotilla_store::{AtRestCipher, AtRestKey, LogKind, Store, StoreError, StoreOptions, DB_FILE, WAL_DIR};
 use openraft::storage::{RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use redb::{ReadableDatabase, TableDefinition};
 
@@ -25,7 +25,12 @@ fn cipher(keys: &[AtRestKey], current: u8) -> Arc<AtRestCipher> {
 }
 
 fn open_with(dir: &Path, at_rest: Option<Arc<AtRestCipher>>) -> Result<Arc<Store>, StoreError> {
-    Store::open_with(dir, StoreOptions { at_rest, ..StoreOptions::default() })
+    open_log(LogKind::Tables, dir, at_rest)
+}
+
+/// [`open_with`], the Raft logs kept as `log` says (a write-ahead log in 64 KiB segments).
+fn open_log(log: LogKind, dir: &Path, at_rest: Option<Arc<AtRestCipher>>) -> Result<Arc<Store>, StoreError> {
+    Store::open_with(dir, StoreOptions { at_rest, log, wal_segment_bytes: Some(64 * 1024), ..StoreOptions::default() })
 }
 
 fn secret_value(i: u64) -> Vec<u8> {
@@ -95,18 +100,30 @@ fn close(store: Arc<Store>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sealed_data_dir_holds_no_client_value_in_the_clear() {
+    a_sealed_data_dir_holds_no_client_value_in_the_clear_case(LogKind::Tables).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_write_ahead_log_holds_no_client_value_in_the_clear() {
+    a_sealed_data_dir_holds_no_client_value_in_the_clear_case(LogKind::Wal).await;
+}
+
+async fn a_sealed_data_dir_holds_no_client_value_in_the_clear_case(log: LogKind) {
     let a = ns("alpha");
     let plain_dir = tempfile::tempdir().unwrap();
-    let store = open_with(plain_dir.path(), None).unwrap();
+    let store = open_log(log, plain_dir.path(), None).unwrap();
     write_everything(&store, &a, 20).await;
     close(store);
     // The control: without a cipher the value is in the redb file and in the snapshot file.
     let found = files_containing(plain_dir.path(), SECRET);
     assert!(found.iter().any(|p| p.ends_with(DB_FILE)), "{found:?}");
     assert!(found.iter().any(|p| p.ends_with("current.snap")), "{found:?}");
+    if log == LogKind::Wal {
+        assert!(found.iter().any(|p| p.parent().is_some_and(|d| d.ends_with(WAL_DIR))), "{found:?}");
+    }
 
     let sealed_dir = tempfile::tempdir().unwrap();
-    let store = open_with(sealed_dir.path(), Some(cipher(&[key(1)], 1))).unwrap();
+    let store = open_log(log, sealed_dir.path(), Some(cipher(&[key(1)], 1))).unwrap();
     write_everything(&store, &a, 20).await;
     assert_eq!(store.at_rest_key_ids_in_use().unwrap(), vec![[1; 8]]);
     close(store);
@@ -168,23 +185,32 @@ async fn opening_without_the_key_or_with_a_wrong_key_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_reseals_everything_so_the_old_key_can_be_retired() {
+    rotation_reseals_everything_so_the_old_key_can_be_retired_case(LogKind::Tables).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_reseals_the_write_ahead_log_so_the_old_key_can_be_retired() {
+    rotation_reseals_everything_so_the_old_key_can_be_retired_case(LogKind::Wal).await;
+}
+
+async fn rotation_reseals_everything_so_the_old_key_can_be_retired_case(log: LogKind) {
     let (a, b) = (ns("alpha"), ns("beta"));
     let dir = tempfile::tempdir().unwrap();
-    let store = open_with(dir.path(), Some(cipher(&[key(1)], 1))).unwrap();
+    let store = open_log(log, dir.path(), Some(cipher(&[key(1)], 1))).unwrap();
     write_everything(&store, &a, 1200).await;
     close(store);
 
     // B becomes current; A is still needed for what it sealed.
-    let store = open_with(dir.path(), Some(cipher(&[key(1), key(2)], 2))).unwrap();
+    let store = open_log(log, dir.path(), Some(cipher(&[key(1), key(2)], 2))).unwrap();
     assert_eq!(store.at_rest_key_ids_in_use().unwrap(), vec![[1; 8], [2; 8]]);
     write_everything(&store, &b, 10).await;
     close(store);
     assert_eq!(
-        open_with(dir.path(), Some(cipher(&[key(2)], 2))).unwrap_err(),
+        open_log(log, dir.path(), Some(cipher(&[key(2)], 2))).unwrap_err(),
         StoreError::AtRestKeyMissing { id: [1; 8] }
     );
 
-    let store = open_with(dir.path(), Some(cipher(&[key(1), key(2)], 2))).unwrap();
+    let store = open_log(log, dir.path(), Some(cipher(&[key(1), key(2)], 2))).unwrap();
     // Writes keep flowing while the reseal runs.
     let writer = {
         let store = store.clone();
@@ -210,7 +236,7 @@ async fn rotation_reseals_everything_so_the_old_key_can_be_retired() {
     assert_eq!((again.records_resealed, again.snapshots_resealed), (0, 0), "{again:?}");
     close(store);
 
-    let store = open_with(dir.path(), Some(cipher(&[key(2)], 2))).unwrap();
+    let store = open_log(log, dir.path(), Some(cipher(&[key(2)], 2))).unwrap();
     check_everything(&store, &a, 1200).await;
     check_everything(&store, &b, 10).await;
 }
@@ -389,15 +415,24 @@ async fn a_snapshot_file_sealed_whole_by_an_older_version_is_converted_when_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plaintext_store_opened_with_a_key_is_sealed_in_place() {
+    a_plaintext_store_opened_with_a_key_is_sealed_in_place_case(LogKind::Tables).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_write_ahead_log_store_opened_with_a_key_is_sealed_in_place() {
+    a_plaintext_store_opened_with_a_key_is_sealed_in_place_case(LogKind::Wal).await;
+}
+
+async fn a_plaintext_store_opened_with_a_key_is_sealed_in_place_case(log: LogKind) {
     let a = ns("alpha");
     let dir = tempfile::tempdir().unwrap();
-    let store = open_with(dir.path(), None).unwrap();
+    let store = open_log(log, dir.path(), None).unwrap();
     assert!(matches!(store.reseal().await, Err(StoreError::Invalid(_))));
     assert_eq!(store.at_rest_key_ids_in_use().unwrap(), Vec::<[u8; 8]>::new());
     write_everything(&store, &a, 1100).await;
     close(store);
 
-    let store = open_with(dir.path(), Some(cipher(&[key(1)], 1))).unwrap();
+    let store = open_log(log, dir.path(), Some(cipher(&[key(1)], 1))).unwrap();
     assert_eq!(store.at_rest_key_ids_in_use().unwrap(), vec![[1; 8]]);
     let report = store.reseal().await.unwrap();
     assert_eq!((report.records_resealed, report.snapshots_resealed), (0, 0), "sealed while opening: {report:?}");
@@ -407,7 +442,61 @@ async fn a_plaintext_store_opened_with_a_key_is_sealed_in_place() {
     assert_eq!(files_containing(dir.path(), SECRET), Vec::<PathBuf>::new());
 
     // From now on the key is required.
-    assert!(matches!(open_with(dir.path(), None), Err(StoreError::AtRestRequired { .. })));
-    let store = open_with(dir.path(), Some(cipher(&[key(1)], 1))).unwrap();
+    assert!(matches!(open_log(log, dir.path(), None), Err(StoreError::AtRestRequired { .. })));
+    let store = open_log(log, dir.path(), Some(cipher(&[key(1)], 1))).unwrap();
     check_everything(&store, &a, 1100).await;
+}
+
+/// A key rotation reseals a write-ahead log's entries while its leader keeps truncating and
+/// appending (a new term each round): every entry ends as the last write left it, readable with
+/// the new key alone. (That a resealed copy never brings back a truncated entry, whatever the
+/// timing, is `wal_sealing`'s unit test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_of_a_write_ahead_log_keeps_every_entry_while_the_leader_truncates() {
+    let a = ns("alpha");
+    let dir = tempfile::tempdir().unwrap();
+    let entry = |term: u64, i: u64| normal(term, i, None, set(&i.to_be_bytes(), &secret_value(i)));
+    let store = open_log(LogKind::Wal, dir.path(), Some(cipher(&[key(1)], 1))).unwrap();
+    let mut log = store.log_store(&a).unwrap();
+    append(&mut log, (1..=3000).map(|i| entry(1, i)).collect()).await.unwrap();
+    close(store);
+    drop(log);
+
+    let store = open_log(LogKind::Wal, dir.path(), Some(cipher(&[key(1), key(2)], 2))).unwrap();
+    let churn = {
+        let mut log = store.log_store(&a).unwrap();
+        tokio::spawn(async move {
+            for round in 0..30u64 {
+                let cut = 2995 - round * 5;
+                log.truncate_after(Some(log_id(1, cut))).await.unwrap();
+                append(&mut log, (cut + 1..=cut + 3).map(|i| entry(2 + round, i)).collect()).await.unwrap();
+            }
+        })
+    };
+    let report = store.reseal().await.unwrap();
+    churn.await.unwrap();
+    assert_eq!(report.key_ids_in_use, vec![[2; 8]]);
+    close(store);
+
+    let store = open_log(LogKind::Wal, dir.path(), Some(cipher(&[key(2)], 2))).unwrap();
+    let mut log = store.log_store(&a).unwrap();
+    let expected: Vec<_> = (1..=2850).map(|i| entry(1, i)).chain((2851..=2853).map(|i| entry(31, i))).collect();
+    assert_eq!(log.try_get_log_entries(0..10_000).await.unwrap(), expected);
+}
+
+/// A sealed store with log tables opened for the write-ahead log: its sealed entries move as
+/// they are (their sealing context names the namespace and index, not the table) and read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_table_store_is_converted_to_the_write_ahead_log() {
+    let a = ns("alpha");
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with(dir.path(), Some(cipher(&[key(1)], 1))).unwrap();
+    write_everything(&store, &a, 50).await;
+    close(store);
+    let store = open_log(LogKind::Wal, dir.path(), Some(cipher(&[key(1)], 1))).unwrap();
+    check_everything(&store, &a, 50).await;
+    close(store);
+    assert!(dir.path().join(WAL_DIR).is_dir());
+    assert_eq!(files_containing(dir.path(), SECRET), Vec::<PathBuf>::new());
+    assert!(matches!(open_log(LogKind::Wal, dir.path(), None), Err(StoreError::AtRestRequired { .. })));
 }

@@ -2,7 +2,8 @@
 //! survives a reopen with its truncations and purges, purges free segments (an idle
 //! namespace's entries are copied forward so it does not keep them), a wiped namespace
 //! leaves nothing behind, a table store asked for the write-ahead log is converted (safely
-//! when interrupted), and what is not supported yet is refused.
+//! when interrupted), and a bad segment size is refused. Encryption at rest on this layout is
+//! `tests/at_rest.rs`'s.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use common::*;
 use flotilla_core::KvStateMachine;
-use flotilla_store::{AtRestCipher, AtRestKey, LogKind, Store, StoreError, StoreOptions, WAL_DIR};
+use flotilla_store::{LogKind, Store, StoreError, StoreOptions, WAL_DIR};
 use openraft::entry::RaftEntry;
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 
@@ -257,23 +258,13 @@ async fn a_conversion_interrupted_before_its_commit_leaves_the_tables_whole() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn what_the_write_ahead_log_does_not_support_yet_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = AtRestKey { id: *b"wal-key1", key: [7; 32] };
-    let cipher = Arc::new(AtRestCipher::new([key], *b"wal-key1").unwrap());
-    let sealed = StoreOptions { at_rest: Some(cipher.clone()), ..options(LogKind::Wal) };
-    let err = Store::open_with(dir.path(), sealed).unwrap_err();
-    assert!(matches!(&err, StoreError::Invalid(m) if m.contains("encryption at rest")), "{err}");
-    // Nothing was made: the same directory opens as a plaintext write-ahead log store...
-    drop(open_wal(dir.path()));
-    // ...which then refuses a key.
-    let sealed = StoreOptions { at_rest: Some(cipher), ..StoreOptions::default() };
-    let err = Store::open_with(dir.path(), sealed).unwrap_err();
-    assert!(matches!(&err, StoreError::Invalid(m) if m.contains("encryption at rest")), "{err}");
-    // A segment size that is not whole blocks is refused.
-    let dir = tempfile::tempdir().unwrap();
-    let odd = StoreOptions { wal_segment_bytes: Some(100_000), ..options(LogKind::Wal) };
-    assert!(matches!(Store::open_with(dir.path(), odd), Err(StoreError::Invalid(_))));
+async fn a_segment_size_below_64_kib_or_not_whole_blocks_is_refused() {
+    for bytes in [100_000, 32 * 1024] {
+        let dir = tempfile::tempdir().unwrap();
+        let odd = StoreOptions { wal_segment_bytes: Some(bytes), ..options(LogKind::Wal) };
+        let err = Store::open_with(dir.path(), odd).unwrap_err();
+        assert!(matches!(&err, StoreError::Invalid(m) if m.contains("64 KiB")), "{bytes}: {err}");
+    }
 }
 
 /// Set in the child process of [`acknowledged_entries_survive_a_crash_and_cover_the_applies_it_rolled_back`]:
