@@ -47,6 +47,7 @@ mod backup_restore;
 mod backup_rows;
 mod backup_verify;
 mod codec;
+pub mod crash_points;
 mod dedup;
 mod disk;
 mod error;

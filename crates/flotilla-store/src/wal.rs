@@ -200,7 +200,9 @@ impl WriteAheadLog {
             }
         }
         self.append(&records)?;
+        crate::crash_points::hit("wal-copy-appended");
         self.sync()?;
+        crate::crash_points::hit("wal-copy-synced");
         Ok(candidates.len())
     }
 
@@ -244,6 +246,7 @@ impl WriteAheadLog {
             let oldest = self.reader.write().files.keys().next().copied();
             let Some(sequence) = oldest.filter(|&s| s < keep_from) else { break };
             std::fs::remove_file(self.dir.join(segment_file_name(sequence)))?;
+            crate::crash_points::hit("wal-recycle-deleted");
             File::open(&self.dir)?.sync_all()?;
             self.reader.write().files.remove(&sequence);
             deleted += 1;

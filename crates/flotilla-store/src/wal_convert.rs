@@ -68,6 +68,7 @@ pub(crate) fn convert_to_wal(
         converted.entries += copied;
     }
     log.sync().map_err(|e| wal_error(&dir, e))?;
+    crate::crash_points::hit("wal-convert-synced");
     drop(log);
     let mut txn = db.begin_write().map_err(redb_error)?;
     txn.set_durability(redb::Durability::Immediate).map_err(|e| StoreError::Redb(e.to_string()))?;

@@ -53,6 +53,7 @@ pub(crate) fn seal_in_place(side: &mut WalSide, cipher: &AtRestCipher) -> Result
         }
     }
     side.log.sync().map_err(|e| wal_error(&dir, e))?;
+    crate::crash_points::hit("wal-seal-copied");
     side.log.recycle().map_err(|e| wal_error(&dir, e))?;
     Ok(copied)
 }

@@ -530,6 +530,9 @@ impl Committer {
             if !wal_jobs.is_empty() {
                 self.run_wal(wal_jobs);
             }
+            if self.checkpoint_due() {
+                crate::crash_points::hit("wal-checkpoint");
+            }
             if !self.unflushed.borrow().is_empty() || self.checkpoint_due() {
                 self.flush();
             }
