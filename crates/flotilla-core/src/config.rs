@@ -182,9 +182,10 @@ pub struct Config {
     #[cfg_attr(feature = "clap", arg(long, env = "FLOTILLA_WRITE_AHEAD_LOG"))]
     pub write_ahead_log: bool,
 
-    /// Size of a write-ahead log segment, MiB (`--write-ahead-log`). Two exist at any time
-    /// (the one in use and the next, made ahead), plus those still holding entries not yet
-    /// covered by a snapshot.
+    /// Largest size of a write-ahead log segment, MiB (`--write-ahead-log`; a new log's first
+    /// segment is 1 MiB and each next one doubles up to this). Two exist at any time (the one
+    /// in use and the next, made ahead), plus those still holding entries not yet covered by a
+    /// snapshot.
     #[cfg_attr(feature = "clap", arg(long, default_value_t = DEFAULT_WAL_SEGMENT_MIB))]
     pub wal_segment_mib: u64,
 

@@ -47,7 +47,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::disk::DiskHealth;
-use crate::wal_batch::{BatchFull, WalBatch, BATCH_HEADER_LEN};
+use crate::wal_batch::{BatchFull, WalBatch, BATCH_HEADER_LEN, BLOCK};
 use crate::wal_filler::SegmentFiller;
 use crate::wal_log_index::{IndexError, Location, LogIndex, LogShape};
 use crate::wal_reader::{Entries, WalReader};
@@ -76,6 +76,19 @@ pub(crate) const COPY_FORWARD_AFTER: u64 = 4;
 pub(crate) const COPY_FORWARD_MAX_PER_NAMESPACE: u64 = 1024 * 1024;
 /// Most bytes copied forward at once.
 pub(crate) const COPY_FORWARD_MAX: u64 = 16 * 1024 * 1024;
+
+/// Bytes of a new log's first segment. Each later one is twice its predecessor's planned size,
+/// up to the configured segment size ([`planned_segment_size`]): a log that stays small (an
+/// idle node's, a test's) takes a few MiB of disk, not two full segments of zeros, and a busy
+/// one reaches full-size segments within a few roll-overs.
+pub(crate) const FIRST_SEGMENT_BYTES: u64 = 1024 * 1024;
+
+/// The size segment `sequence` is made with (a batch larger than that gets a segment that
+/// fits it): [`FIRST_SEGMENT_BYTES`] doubled per sequence number, at most `max`.
+pub(crate) fn planned_segment_size(max: u64, sequence: u64) -> u64 {
+    let doublings = u32::try_from(sequence.saturating_sub(1).min(32)).unwrap_or(32);
+    FIRST_SEGMENT_BYTES.saturating_mul(1u64 << doublings).min(max)
+}
 
 /// The write-ahead log of one node.
 #[derive(Debug)]
@@ -117,13 +130,14 @@ impl WriteAheadLog {
                 segment
             }
             None => {
-                let segment = Segment::create(dir, 1, segment_size, salt)?;
+                let segment = Segment::create(dir, 1, planned_segment_size(segment_size, 1), salt)?;
                 files.insert(1, Arc::new(File::open(dir.join(segment_file_name(1)))?));
                 segment
             }
         };
-        let mut filler = SegmentFiller::start(dir.to_path_buf(), segment_size, salt)?;
-        filler.prepare(active.sequence() + 1);
+        let mut filler = SegmentFiller::start(dir.to_path_buf(), salt)?;
+        let next = active.sequence() + 1;
+        filler.prepare(next, planned_segment_size(segment_size, next));
         let reader = WalReader::default();
         *reader.write() = Entries { namespaces, files };
         Ok(Self {
@@ -316,7 +330,7 @@ impl WriteAheadLog {
         match self.active.append(batch) {
             Ok(offset) => return Ok(self.written(offset)),
             Err(AppendError::Io(e)) => return Err(e.into()),
-            Err(AppendError::Full { .. }) => self.roll()?,
+            Err(AppendError::Full { .. }) => self.roll((BATCH_HEADER_LEN + batch.body_len()) as u64)?,
         }
         match self.active.append(batch) {
             Ok(offset) => Ok(self.written(offset)),
@@ -331,13 +345,16 @@ impl WriteAheadLog {
         (self.active.sequence(), offset)
     }
 
-    /// Start the next segment. The full one stays unsynced until the next [`WriteAheadLog::sync`].
-    fn roll(&mut self) -> Result<(), WalError> {
+    /// Start the next segment, large enough for a batch of `needed` bytes. The full one stays
+    /// unsynced until the next [`WriteAheadLog::sync`].
+    fn roll(&mut self, needed: u64) -> Result<(), WalError> {
         let next = self.active.sequence() + 1;
+        let size = planned_segment_size(self.segment_size, next).max(needed.next_multiple_of(BLOCK as u64));
         let segment = match self.filler.take(next) {
-            Some(Ok(prepared)) => prepared,
-            // The helper found no room (or failed otherwise): made here, waiting for space.
-            Some(Err(_)) | None => self.create_segment(next)?,
+            Some(Ok(prepared)) if prepared.size() >= size => prepared,
+            // Too small for the batch (replaced under the same name), or the helper found no
+            // room or failed otherwise: made here, waiting for space.
+            Some(_) | None => self.create_segment(next, size)?,
         };
         let file = Arc::new(File::open(self.dir.join(segment_file_name(next)))?);
         self.reader.write().files.insert(next, file);
@@ -345,7 +362,7 @@ impl WriteAheadLog {
         if std::mem::take(&mut self.active_unsynced) {
             self.unsynced_full.push(full);
         }
-        self.filler.prepare(next + 1);
+        self.filler.prepare(next + 1, planned_segment_size(self.segment_size, next + 1));
         Ok(())
     }
 
@@ -355,15 +372,15 @@ impl WriteAheadLog {
     /// plaintext behind when the log is sealed in place).
     pub(crate) fn start_new_segment(&mut self) -> Result<(), WalError> {
         if self.active.tail() > 0 {
-            self.roll()?;
+            self.roll(0)?;
         }
         Ok(())
     }
 
-    /// Make segment `sequence` here, on the writer's thread; short of space, wait for room when
+    /// Make segment `sequence` of `size` bytes here, on the writer's thread; short of space, wait for room when
     /// the log was told where to ([`WriteAheadLog::wait_for_space`]).
-    fn create_segment(&self, sequence: u64) -> Result<Segment, WalError> {
-        let create = || Segment::create(&self.dir, sequence, self.segment_size, self.salt);
+    fn create_segment(&self, sequence: u64, size: u64) -> Result<Segment, WalError> {
+        let create = || Segment::create(&self.dir, sequence, size, self.salt);
         let segment = match &self.disk {
             Some(disk) => {
                 let what = format!("making write-ahead log segment {}", segment_file_name(sequence));

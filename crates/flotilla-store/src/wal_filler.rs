@@ -19,7 +19,8 @@ type Prepared = (u64, io::Result<Segment>);
 /// The helper thread and its two one-slot channels.
 #[derive(Debug)]
 pub(crate) struct SegmentFiller {
-    requests: Option<SyncSender<u64>>,
+    /// Sequence number and size of the segment to make.
+    requests: Option<SyncSender<(u64, u64)>>,
     prepared: Receiver<Prepared>,
     /// The sequence number asked for and not yet taken.
     pending: Option<u64>,
@@ -27,12 +28,12 @@ pub(crate) struct SegmentFiller {
 }
 
 impl SegmentFiller {
-    /// Start the thread making segments of `size` bytes salted with `salt` in `dir`.
-    pub(crate) fn start(dir: PathBuf, size: u64, salt: u64) -> io::Result<Self> {
-        let (requests, incoming) = sync_channel::<u64>(1);
+    /// Start the thread making segments salted with `salt` in `dir`.
+    pub(crate) fn start(dir: PathBuf, salt: u64) -> io::Result<Self> {
+        let (requests, incoming) = sync_channel::<(u64, u64)>(1);
         let (done, prepared) = sync_channel::<Prepared>(1);
         let thread = std::thread::Builder::new().name("flotilla-wal-fill".into()).spawn(move || {
-            for sequence in incoming {
+            for (sequence, size) in incoming {
                 if done.send((sequence, Segment::create(&dir, sequence, size, salt))).is_err() {
                     return;
                 }
@@ -41,13 +42,14 @@ impl SegmentFiller {
         Ok(Self { requests: Some(requests), prepared, pending: None, thread: Some(thread) })
     }
 
-    /// Start making the segment numbered `sequence`, unless one is already asked for.
-    pub(crate) fn prepare(&mut self, sequence: u64) {
+    /// Start making the segment numbered `sequence`, of `size` bytes, unless one is already
+    /// asked for.
+    pub(crate) fn prepare(&mut self, sequence: u64, size: u64) {
         if self.pending.is_some() {
             return;
         }
         if let Some(requests) = &self.requests {
-            if requests.send(sequence).is_ok() {
+            if requests.send((sequence, size)).is_ok() {
                 self.pending = Some(sequence);
             }
         }

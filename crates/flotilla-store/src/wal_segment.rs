@@ -136,6 +136,11 @@ impl Segment {
         self.sequence
     }
 
+    /// Bytes of the segment.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Where the next batch goes (0: nothing written yet).
     pub(crate) fn tail(&self) -> u64 {
         self.tail

@@ -190,12 +190,22 @@ fn a_group_commit_larger_than_a_batch_is_written_as_several() {
     wal.append(&(1..=3).map(|i| entry(1, i, big)).collect::<Vec<_>>()).unwrap();
     wal.sync().unwrap();
     let reader = wal.reader();
-    let at = |i| reader.location(1, i).unwrap().payload;
+    let at = |i| reader.location(1, i).unwrap();
     let next_in_same_batch = (big + RECORD_HEADER_LEN) as u64;
-    assert_eq!(at(2) - at(1), next_in_same_batch, "the first two share a batch");
-    let next_batch = (at(2) + big as u64).next_multiple_of(crate::wal_batch::BLOCK as u64)
+    assert_eq!(at(2).segment, at(1).segment);
+    assert_eq!(at(2).payload - at(1).payload, next_in_same_batch, "the first two share a batch");
+    // The third, which would pass the batch bound, starts the next batch: right after the
+    // first, or at the start of a new segment when the first fills its segment.
+    let next_batch = (at(2).payload + big as u64).next_multiple_of(crate::wal_batch::BLOCK as u64)
         + (BATCH_HEADER_LEN + RECORD_HEADER_LEN) as u64;
-    assert_eq!(at(3), next_batch, "the third, which would pass the batch bound, starts the next");
+    let first_in_segment = (BATCH_HEADER_LEN + RECORD_HEADER_LEN) as u64;
+    let third = at(3);
+    assert!(
+        (third.segment == at(2).segment && third.payload == next_batch)
+            || (third.segment > at(2).segment && third.payload == first_in_segment),
+        "{third:?} after {:?}",
+        at(2)
+    );
     drop(wal);
     let wal = WriteAheadLog::open(dir.path(), 64 * 1024 * 1024).unwrap();
     assert_eq!(read_all(&wal, 1), expected(1, 1..=3, big));
@@ -303,4 +313,31 @@ fn a_group_commit_larger_than_a_segment_spans_several_and_a_record_that_fits_non
     drop(wal);
     let wal = WriteAheadLog::open(dir.path(), SEGMENT).unwrap();
     assert_eq!(read_all(&wal, 1), expected(1, 1..=10, 5000), "nothing of the refused record was written");
+}
+
+#[test]
+fn segments_grow_from_one_mib_to_the_configured_size_and_fit_a_larger_batch() {
+    use crate::wal::{planned_segment_size, FIRST_SEGMENT_BYTES};
+    let max = 64 * 1024 * 1024;
+    let sizes: Vec<u64> = (1..=9).map(|s| planned_segment_size(max, s) >> 20).collect();
+    assert_eq!(sizes, vec![1, 2, 4, 8, 16, 32, 64, 64, 64]);
+    assert_eq!(planned_segment_size(64 * 1024, 1), 64 * 1024, "never above the configured size");
+    assert_eq!(planned_segment_size(max, u64::MAX), max);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = WriteAheadLog::open(dir.path(), max).unwrap();
+    let size_of = |seq: u64| std::fs::metadata(dir.path().join(segment_file_name(seq))).unwrap().len();
+    assert_eq!(size_of(1), FIRST_SEGMENT_BYTES);
+    // 3 MiB in one record: more than the second segment's planned 2 MiB.
+    wal.append(&[entry(1, 1, 3 * 1024 * 1024)]).unwrap();
+    wal.sync().unwrap();
+    assert_eq!(reader_segment(&wal, 1), 2);
+    assert!(size_of(2) >= 3 * 1024 * 1024, "made large enough for the batch: {}", size_of(2));
+    drop(wal);
+    let wal = WriteAheadLog::open(dir.path(), max).unwrap();
+    assert_eq!(read_all(&wal, 1), expected(1, 1..=1, 3 * 1024 * 1024));
+}
+
+fn reader_segment(wal: &WriteAheadLog, index: u64) -> u64 {
+    wal.reader().location(1, index).unwrap().segment
 }
