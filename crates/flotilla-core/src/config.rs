@@ -175,11 +175,22 @@ pub struct Config {
     pub store_cache_mib: usize,
 
     /// Keep the Raft logs in a write-ahead log of segment files (one `fdatasync` per group
-    /// commit) instead of the store's tables. Experimental. An existing data directory with
-    /// log tables is converted at start (once; a data directory with a write-ahead log keeps
-    /// it without this flag). With `--encrypt-at-rest`, its entries are sealed like every
-    /// other record. See crates/flotilla-store/DESIGN-log.md.
-    #[cfg_attr(feature = "clap", arg(long, env = "FLOTILLA_WRITE_AHEAD_LOG"))]
+    /// commit) rather than in the store's tables; on by default (`--write-ahead-log=false`
+    /// for tables). An existing data directory with log tables is converted at start (once;
+    /// a data directory with a write-ahead log keeps it whatever this says). With
+    /// `--encrypt-at-rest`, its entries are sealed like every other record. See
+    /// crates/flotilla-store/DESIGN-log.md.
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long,
+            env = "FLOTILLA_WRITE_AHEAD_LOG",
+            default_value_t = true,
+            action = clap::ArgAction::Set,
+            num_args = 0..=1,
+            default_missing_value = "true",
+        )
+    )]
     pub write_ahead_log: bool,
 
     /// Largest size of a write-ahead log segment, MiB (`--write-ahead-log`; a new log's first
@@ -357,7 +368,7 @@ impl Default for Config {
             insecure_no_cluster_key: false,
             encrypt_at_rest: false,
             store_cache_mib: DEFAULT_STORE_CACHE_MIB,
-            write_ahead_log: false,
+            write_ahead_log: true,
             wal_segment_mib: DEFAULT_WAL_SEGMENT_MIB,
             http_max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
             http_header_timeout_ms: DEFAULT_HTTP_HEADER_TIMEOUT_MS,

@@ -1,7 +1,7 @@
 //! Crash points for this crate's own crash tests: with the `crash-points` feature (enabled only
 //! by the crate's dev-dependency on itself), `FLOTILLA_STORE_CRASH_AT=<point>` makes the process
 //! exit at once, status [`CRASH_EXIT_CODE`], when it reaches that step, as a crash would there:
-//! no destructor runs, nothing more is written or synced. Without the feature, [`hit`] is empty.
+//! no destructor runs, nothing more is written or synced. Without the feature, `hit` is empty.
 //!
 //! The points (each named where it is hit):
 //! - `wal-checkpoint`: the writer is about to make redb's non-durable commits durable;

@@ -92,6 +92,8 @@ impl<C: StoreConfig> LogStore<C> {
             return Ok(Vec::new());
         }
         if let Some(wal) = self.wal() {
+            // The segments stay readable after a shutdown; the store does not.
+            self.store.check_open()?;
             return self.read_wal_entries(wal, range, max_bytes);
         }
         let txn = self.store.read_txn()?;

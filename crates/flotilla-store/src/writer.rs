@@ -658,6 +658,7 @@ impl Committer {
         if jobs.is_empty() && replaces.is_empty() {
             return;
         }
+        let appending = Instant::now();
         let appended = wal.borrow_mut().log.append(&records).map_err(|e| e.to_string());
         // After the appends, so replacements are checked against the log as they left it.
         let appended = appended.and_then(|()| {
@@ -670,6 +671,7 @@ impl Committer {
             jobs.into_iter().for_each(|job| job.fail(error.clone()));
             return;
         }
+        let ops = jobs.len() as u64;
         let mut waiting = Vec::with_capacity(jobs.len());
         for job in jobs {
             match job.wait {
@@ -682,12 +684,12 @@ impl Committer {
                 }) as OnDurable),
             }
         }
-        let started = Instant::now();
         let synced = wal.borrow_mut().log.sync();
         let result =
             match synced {
                 Ok(()) => {
-                    self.metrics.record_flush(started.elapsed());
+                    // A group commit of the log: its jobs, written and synced as one.
+                    self.metrics.record_commit(ops, appending.elapsed(), true);
                     Ok(())
                 }
                 Err(error) => Err(self

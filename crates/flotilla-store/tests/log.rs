@@ -110,7 +110,10 @@ async fn concurrent_appends_of_many_namespaces_share_commits() {
     let after = store.metrics();
     let ops = after.ops - before.ops;
     let commits = after.commits - before.commits;
-    assert_eq!(ops, NAMESPACES as u64 * APPENDS);
+    // Every append, plus at most one commit per namespace: a write-ahead log store records a
+    // new namespace's id durably before its first record.
+    let appends = NAMESPACES as u64 * APPENDS;
+    assert!((appends..=appends + NAMESPACES as u64).contains(&ops), "{ops} operations for {appends} appends");
     assert!(commits < ops, "{commits} commits for {ops} operations: nothing was grouped");
     assert!(after.max_ops_per_commit > 1);
     assert_eq!(after.ops_per_commit.count, after.commits);
@@ -157,8 +160,9 @@ async fn a_failing_job_does_not_poison_its_batch() {
 async fn corrupted_log_entry_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let a = ns("alpha");
+    // Log tables (a write-ahead log's damage is `wal_segment_tests.rs`'s).
     {
-        let store = open(dir.path());
+        let store = open_layout(dir.path(), flotilla_store::LogKind::Tables);
         let mut log = store.log_store(&a).unwrap();
         append(&mut log, (1..=10).map(|i| normal(1, i, None, vec![i as u8; 16])).collect()).await.unwrap();
         store.shutdown();
@@ -180,7 +184,7 @@ async fn corrupted_log_entry_is_an_error_not_a_panic() {
         txn.commit().unwrap();
     }
 
-    let store = open(dir.path());
+    let store = open_layout(dir.path(), flotilla_store::LogKind::Tables);
     let mut log = store.log_store(&a).unwrap();
     let err = log.try_get_log_entries(1..=10).await.unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);

@@ -338,8 +338,15 @@ async fn hostile_keys_are_stored_opaquely() {
     assert!(store.kv_keys(&a, b"", 0).unwrap().is_empty());
 
     // None of it reached the file system or Raft state.
-    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(names, vec![std::ffi::OsString::from("flotilla.redb")]);
+    let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names, vec![std::ffi::OsString::from("flotilla.redb"), std::ffi::OsString::from("wal")]);
+    let mut wal: Vec<_> = std::fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    wal.sort();
+    assert!(wal.iter().all(|n| n == "salt" || n.ends_with(".wal")), "only the log's own files: {wal:?}");
     assert!(store.has_state(&a).unwrap());
     let mut log = store.log_store(&a).unwrap();
     assert_eq!(openraft::storage::RaftLogReader::read_vote(&mut log).await.unwrap(), None);
