@@ -79,20 +79,6 @@ async fn check_everything(store: &Arc<Store>, ns: &Namespace, n: u64) {
     assert_eq!(store.kv_get(ns, b"key/00002").unwrap(), Some(secret_value(2)));
 }
 
-/// Every file under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            found.extend(files_containing(&path, needle));
-        } else if std::fs::read(&path).unwrap().windows(needle.len()).any(|w| w == needle) {
-            found.push(path);
-        }
-    }
-    found
-}
-
 fn close(store: Arc<Store>) {
     store.shutdown();
     drop(store);

@@ -228,20 +228,6 @@ async fn a_crash_while_sealing_a_log_in_place_leaves_no_plaintext_once_reopened(
     assert_eq!(log.try_get_log_entries(0..).await.unwrap(), (1..=200).map(entry).collect::<Vec<_>>());
     store.shutdown();
     drop((log, store));
-    let found = files_with(dir.path(), SECRET);
+    let found = files_containing(dir.path(), SECRET);
     assert!(found.is_empty(), "plaintext left in {found:?}");
-}
-
-/// Every file under `dir` holding `needle`.
-fn files_with(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            found.extend(files_with(&path, needle));
-        } else if std::fs::read(&path).unwrap().windows(needle.len()).any(|w| w == needle) {
-            found.push(path);
-        }
-    }
-    found
 }

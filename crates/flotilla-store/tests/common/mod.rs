@@ -119,3 +119,18 @@ pub fn count(store: &Store, ns: &Namespace) -> u64 {
         .map(|v| u64::from_be_bytes(v.as_slice().try_into().expect("8 bytes")))
         .unwrap_or(0)
 }
+
+/// Every file under `dir` whose bytes contain `needle` (to check that a value is on disk in
+/// the clear, or nowhere).
+pub fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_containing(&path, needle));
+        } else if std::fs::read(&path).unwrap().windows(needle.len()).any(|w| w == needle) {
+            found.push(path);
+        }
+    }
+    found
+}
