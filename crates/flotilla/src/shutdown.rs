@@ -8,7 +8,9 @@
 //!   all of them ([`HANDOFF_BUDGET`]);
 //! - a group hands off only to a voter that answered recently and has the log nearly up to
 //!   the leader's; with none, it does not try;
-//! - a hand-off stops waiting when its target goes silent (it is stopping too);
+//! - a hand-off stops waiting when its target goes silent (it is stopping too): no
+//!   acknowledgement while this node leads; once it stepped down, no new leader after one
+//!   election timeout with nothing heard from the target, or after three in any case;
 //! - then every group stops at once, and the caller flushes the store.
 //!
 //! A hand-off that does not finish in time costs the group one election, nothing more.
@@ -30,6 +32,9 @@ pub const HANDOFF_BUDGET: Duration = Duration::from_secs(3);
 /// many can run together: at 64, a node leading 500 namespaces on a saturated machine ran out
 /// of its budget with most hand-offs not even started.
 const CONCURRENCY: usize = 256;
+/// Election timeouts a stepped-down leader waits for its target to win while the target is
+/// still heard (one when it is not).
+const STEPPED_DOWN_PATIENCE: u32 = 3;
 /// How often a hand-off checks whether leadership moved or its target went silent.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -156,10 +161,18 @@ async fn hand_off(group: &Group, me: NodeId, silence: Duration, deadline: Instan
             let _ = group.hand_leadership_to(target).await;
         }
         // Only a leader tracks acknowledgements. Once stepped down, give the target one
-        // election timeout to win.
+        // election timeout to win, and up to [`STEPPED_DOWN_PATIENCE`] of them while the
+        // node-level liveness probe still hears it: on a saturated node, with many hand-offs
+        // at once, an election can take longer than one timeout. Not longer: a target that is
+        // stopping too is heard until it stops, and waiting for it would only delay a whole
+        // cluster's shutdown.
         let silent = match m.heartbeat {
             Some(_) => !crate::handoff_targets::answered_within(group, target, silence, liveness),
-            None => stepped_down.get_or_insert_with(Instant::now).elapsed() > silence,
+            None => {
+                let waited = stepped_down.get_or_insert_with(Instant::now).elapsed();
+                waited > silence * STEPPED_DOWN_PATIENCE
+                    || (waited > silence && !liveness.heard_within(&target, silence))
+            }
         };
         if silent || Instant::now() + POLL > deadline {
             debug!(namespace = %group.namespace, peer = %target, silent, "leadership did not move before shutdown");
